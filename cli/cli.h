@@ -1,0 +1,23 @@
+/* cli.h - subcommands of the meshllm program. Each takes the arguments after its name
+ * (argv[0] is the subcommand name) and returns the process exit status:
+ * 0 success, 1 failure (message "meshllm: what: why" already printed), 2 misuse. */
+#ifndef MESH_CLI_CLI_H
+#define MESH_CLI_CLI_H
+
+struct cli_cmd {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv);
+};
+
+/* Prints "meshllm: <fmt>" + newline to stderr. */
+void cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+int cmd_run(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+
+#endif

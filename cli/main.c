@@ -1,0 +1,61 @@
+/* main.c - the meshllm program: a table of subcommands (see cli.h). */
+#include "cli/cli.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#ifndef MESHLLM_VERSION
+#define MESHLLM_VERSION "0.1.0"
+#endif
+
+static int cmd_version(int argc, char **argv);
+
+static const struct cli_cmd g_cmds[] = {
+    {"version", "print the version", cmd_version},
+};
+
+static const int g_n_cmds = (int)(sizeof g_cmds / sizeof g_cmds[0]);
+
+void cli_fail(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("meshllm: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static int cmd_version(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    printf("meshllm %s\n", MESHLLM_VERSION);
+    return 0;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: meshllm COMMAND [ARGS...]\n\n"
+               "Private AI on the devices you own.\n\ncommands:\n");
+    for (int i = 0; i < g_n_cmds; i++) fprintf(f, "  %-12s %s\n", g_cmds[i].name, g_cmds[i].summary);
+    fprintf(f, "\nRun 'meshllm COMMAND --help' for the options of a command.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) return cmd_version(0, NULL);
+    for (int i = 0; i < g_n_cmds; i++)
+        if (!strcmp(argv[1], g_cmds[i].name)) return g_cmds[i].run(argc - 1, argv + 1);
+    cli_fail("unknown command '%s' (try 'meshllm --help')", argv[1]);
+    return 2;
+}

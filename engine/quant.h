@@ -1,0 +1,96 @@
+/* quant.h - tensor element types, their block layouts, and the kernels on them.
+ *
+ * Type numbers are GGUF's (= ggml's `enum ggml_type`), so a type read from a file
+ * indexes quant_traits() directly. Block layouts are exactly those GGUF files hold
+ * (see quant_blocks.h). Each type has one traits entry: block geometry, reference
+ * (scalar) conversion to and from float, and the dot product of a weight row with an
+ * activation row quantized to the type's `vec_dot_type` (Q8_0 for Q4_0/Q5_0/Q8_0,
+ * Q8_K for the K-quants, F16 for F16, BF16 for BF16, F32 for F32), exactly as
+ * llama.cpp pairs them, so our outputs agree with its.
+ *
+ * ISA dispatch: quant_init() picks the best kernels the CPU supports (AVX-512 > AVX2 >
+ * scalar on x86-64, NEON on aarch64). MESHLLM_ISA=scalar|avx2|avx512|neon forces a
+ * path (tests use it); forcing a path the CPU lacks falls back to scalar with a warning.
+ * The scalar reference kernels are always compiled and stay reachable through
+ * quant_traits_ref() so tests can compare every SIMD kernel against them.
+ * Thread rule: quant_init() once at start-up (idempotent, thread-safe); the rest are
+ * pure functions, callable from any thread.
+ */
+#ifndef MESH_ENGINE_QUANT_H
+#define MESH_ENGINE_QUANT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum qtype {
+    QT_F32 = 0,
+    QT_F16 = 1,
+    QT_Q4_0 = 2,
+    QT_Q4_1 = 3,
+    QT_Q5_0 = 6,
+    QT_Q5_1 = 7,
+    QT_Q8_0 = 8,
+    QT_Q8_1 = 9,
+    QT_Q2_K = 10,
+    QT_Q3_K = 11,
+    QT_Q4_K = 12,
+    QT_Q5_K = 13,
+    QT_Q6_K = 14,
+    QT_Q8_K = 15,
+    QT_I8 = 24,
+    QT_I16 = 25,
+    QT_I32 = 26,
+    QT_I64 = 27,
+    QT_F64 = 28,
+    QT_BF16 = 30,
+    QT_COUNT = 40 /* upper bound of the table; not a type */
+};
+
+/* n weights of src (n % block_len == 0) -> n floats. */
+typedef void (*quant_to_float_fn)(const void *src, float *dst, int64_t n);
+/* n floats -> n weights in this type's blocks (n % block_len == 0). */
+typedef void (*quant_from_float_fn)(const float *src, void *dst, int64_t n);
+/* *s = dot(x, y) over n elements; x is one row of this type, y one row of vec_dot_type. */
+typedef void (*quant_vec_dot_fn)(int n, float *s, const void *x, const void *y);
+
+struct quant_traits {
+    const char *name;          /* "Q4_K", as llama.cpp prints it */
+    int block_len;             /* elements per block (1 for F32/F16/BF16) */
+    size_t block_bytes;        /* bytes per block */
+    bool is_quantized;
+    enum qtype vec_dot_type;   /* type activations are converted to for vec_dot */
+    quant_to_float_fn to_float;     /* NULL if the engine cannot read this type */
+    quant_from_float_fn from_float; /* NULL if the engine cannot write this type */
+    quant_vec_dot_fn vec_dot;       /* NULL if the type cannot be a weight */
+};
+
+/* Selects kernels for this CPU (and MESHLLM_ISA). Safe to call more than once. */
+void quant_init(void);
+/* Name of the selected kernel path: "scalar", "avx2", "avx512", "neon". */
+const char *quant_isa_name(void);
+
+/* Traits of type t with the selected (fastest) kernels; NULL for an unknown number.
+ * Entries for types we cannot compute with have NULL function pointers. */
+const struct quant_traits *quant_traits(int t);
+/* Same with the scalar reference kernels (for tests and as the judge). */
+const struct quant_traits *quant_traits_ref(int t);
+
+/* Bytes of a row of n elements of type t; 0 if t is unknown or n % block_len != 0. */
+size_t quant_row_bytes(int t, int64_t n);
+/* Type from its name ("Q4_K", case-insensitive); -1 if unknown. */
+int quant_type_from_name(const char *name);
+
+/* IEEE half and bfloat16 conversions (round to nearest even, as ggml does). */
+float quant_f16_to_f32(uint16_t h);
+uint16_t quant_f32_to_f16(float f);
+float quant_bf16_to_f32(uint16_t h);
+uint16_t quant_f32_to_bf16(float f);
+/* Bulk conversions (vectorised where the CPU allows). */
+void quant_f16_to_f32_row(const uint16_t *src, float *dst, int64_t n);
+void quant_f32_to_f16_row(const float *src, uint16_t *dst, int64_t n);
+
+/* Quantization with an importance matrix is not supported; plain round-to-nearest
+ * with llama.cpp's reference scale search (make_qkx2_quants etc.) is used. */
+
+#endif

@@ -1,0 +1,46 @@
+/* sampler.h - token sampling: penalties, top-k, top-p, min-p, temperature, seeded RNG.
+ *
+ * Chain order as llama.cpp's default: repeat/presence/frequency penalties over the last
+ * penalty_last_n tokens -> top-k -> top-p -> min-p -> temperature -> softmax -> draw.
+ * temp <= 0 means greedy (argmax of the raw logits after penalties; ties -> lowest id).
+ * The RNG is our own (xoshiro256** seeded with splitmix64), so a given seed reproduces
+ * the same tokens on every machine. Scratch is sized at creation: no allocation per token.
+ * Thread rule: one sampler per sequence; not shared between threads.
+ */
+#ifndef MESH_ENGINE_SAMPLER_H
+#define MESH_ENGINE_SAMPLER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct sampler_params {
+    float temp;             /* 0.8 default; <= 0 greedy */
+    int top_k;              /* 40; <= 0 disables */
+    float top_p;            /* 0.95; >= 1 disables */
+    float min_p;            /* 0.05; <= 0 disables */
+    float repeat_penalty;   /* 1.0 disables (llama.cpp default 1.0) */
+    float presence_penalty; /* 0 */
+    float frequency_penalty;/* 0 */
+    int penalty_last_n;     /* 64; 0 disables penalties, -1 = whole context */
+    uint64_t seed;          /* SAMPLER_SEED_RANDOM picks one from the OS */
+};
+#define SAMPLER_SEED_RANDOM UINT64_MAX
+
+/* Fills p with llama.cpp's defaults. */
+void sampler_params_default(struct sampler_params *p);
+
+struct sampler;
+int sampler_new(const struct sampler_params *p, int32_t n_vocab, struct sampler **out);
+void sampler_free(struct sampler *s);
+/* Picks the next token from logits[n_vocab] (not modified). */
+int32_t sampler_sample(struct sampler *s, const float *logits);
+/* Records a token of the sequence (prompt tokens too) for the penalties. */
+void sampler_accept(struct sampler *s, int32_t id);
+/* Forgets accepted tokens and reseeds with the original seed. */
+void sampler_reset(struct sampler *s);
+/* Probability of each candidate after the chain, for logprobs: fills up to n best
+ * (id, logprob) of the last sample_sample call's softmax over the raw logits. */
+int sampler_top_logprobs(const struct sampler *s, const float *logits, int n, int32_t *ids,
+                         float *logprobs);
+
+#endif
