@@ -12,6 +12,7 @@
 #include "err.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -58,7 +59,7 @@ static void *pool_worker_main(void *p_)
 {
     struct pool_worker *w = p_;
     struct pool *p = w->pool;
-    unsigned seen = atomic_load_explicit(&p->gen, memory_order_acquire);
+    unsigned seen = 0; /* gen starts at 0; a job may be posted before we get here */
     for (;;) {
         unsigned g;
         int spins = 0;
@@ -146,5 +147,9 @@ void pool_run(struct pool *p, pool_fn fn, void *arg)
         pthread_mutex_unlock(&p->mu);
     }
     fn(arg, 0, p->n_threads);
-    while (atomic_load_explicit(&p->n_pending, memory_order_acquire) > 0) cpu_relax();
+    /* Spin, then yield: with more threads than free cores a worker may need our core. */
+    for (int spins = 0; atomic_load_explicit(&p->n_pending, memory_order_acquire) > 0; spins++) {
+        if (spins < POOL_SPIN) cpu_relax();
+        else sched_yield();
+    }
 }
