@@ -69,6 +69,13 @@ GEN_SRCS += $(BUILD)/gen/web_assets.c
 endif
 endif
 
+# libp2p/meshllm protobuf messages: net/proto/*.proto -> $(BUILD)/gen/*.pb-c.[ch] (protoc-c).
+PROTOS := $(wildcard net/proto/*.proto)
+ifeq ($(CROSS),)
+GEN_SRCS += $(PROTOS:net/proto/%.proto=$(BUILD)/gen/%.pb-c.c)
+endif
+PB_HDRS := $(PROTOS:net/proto/%.proto=$(BUILD)/gen/%.pb-c.h)
+
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(GEN_SRCS:%.c=%.o)
 LIB := $(BUILD)/libmeshllm.a
 
@@ -103,6 +110,13 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: net/proto/%.proto
+	@mkdir -p $(BUILD)/gen
+	protoc-c --c_out=$(BUILD)/gen -Inet/proto $<
+
+# Every object may include generated headers: make them first.
+$(LIB_SRCS:%.c=$(BUILD)/%.o) $(CLI_OBJS) $(TEST_BINS:%=%.o): | $(PB_HDRS)
 
 # Host tools run at build time (never cross-compiled).
 $(BUILD)/tools/%: tools/%.c
