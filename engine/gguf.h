@@ -130,4 +130,15 @@ int64_t gguf_writer_add_tensor(struct gguf_writer *w, const char *name, int type
 int gguf_writer_write(struct gguf_writer *w, const char *path, gguf_tensor_fill_fn fill,
                       void *user, char *err, size_t err_cap);
 
+/* Streaming variant: fill is called for tensors without a data pointer, in file order,
+ * with consecutive row ranges [row0, row0 + n_rows) of about 16 MiB each (a row is ne[0]
+ * elements; size = n_rows * row bytes), so multi-GB files never sit in memory. */
+typedef int (*gguf_tensor_fill_rows_fn)(void *user, int64_t i, int64_t row0, int64_t n_rows,
+                                        void *dst, size_t size);
+int gguf_writer_write_rows(struct gguf_writer *w, const char *path, gguf_tensor_fill_rows_fn fill,
+                           void *user, char *err, size_t err_cap);
+/* Number of tensors added so far, and the data size (bytes) of tensor i. */
+int64_t gguf_writer_tensor_count(const struct gguf_writer *w);
+size_t gguf_writer_tensor_size(const struct gguf_writer *w, int64_t i);
+
 #endif
