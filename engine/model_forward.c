@@ -1,0 +1,519 @@
+/* model_forward.c - inference contexts and the forward pass of Llama-family models.
+ *
+ * The forward pass reads top to bottom like llama2.c's forward(): embedding, then per
+ * layer RMSNorm -> Q/K/V (+bias) -> RoPE -> KV cache -> causal GQA attention -> output
+ * projection -> residual -> RMSNorm -> SwiGLU FFN -> residual, then final RMSNorm and the
+ * output head. Numerics follow llama.cpp's CPU backend so greedy outputs agree: matmul
+ * activations are converted to the weight's vec_dot_type (Q8_0, Q8_K, F16...) before the
+ * dot products, RMSNorm sums in double, and with an F16 KV cache the query and the
+ * attention probabilities are rounded to F16 as ggml's F16 matmuls do.
+ * Not here: flash attention, YaRN, sliding windows, non-Llama architectures.
+ */
+#include "engine/model.h"
+
+#include "core/err.h"
+#include "core/log.h"
+#include "core/pool.h"
+#include "engine/model_internal.h"
+#include "engine/quant.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct model_ctx {
+    const struct model *m;
+    struct pool *pool;
+    int n_ctx, n_batch, n_seq, n_threads;
+    int layer_begin, layer_end;
+    enum model_kv_type kv_type;
+    size_t kv_elem;          /* bytes per cached element: 2 (F16) or 4 (F32) */
+    int q_dim, kv_dim;       /* n_head * head_dim, n_head_kv * head_dim */
+    /* KV cache: [layer - layer_begin][seq][pos][kv_dim] elements of kv_type. */
+    void *k_cache, *v_cache;
+    int *seq_len;            /* [n_seq] positions cached per sequence */
+    int *seq_next;           /* [n_seq] scratch for batch validation */
+    float *rope_freq;        /* [rope_dim / 2] angle per position for each pair */
+    /* Scratch for n_batch tokens (no allocation per token). */
+    float *xb;               /* [n_batch][max(n_embd, q_dim)] normed input / projection out */
+    float *q;                /* [n_batch][q_dim] */
+    float *k, *v;            /* [n_batch][kv_dim] */
+    float *att_out;          /* [n_batch][q_dim] */
+    float *hb, *hb2;         /* [n_batch][n_ff] */
+    float *x_embd;           /* [n_batch][n_embd] for model_decode */
+    float *x_head;           /* [n_batch][n_embd] rows that want logits */
+    void *act_q;             /* [n_batch][act_q_row_cap] activations in vec_dot_type */
+    size_t act_q_row_cap;
+    float *att_scores;       /* [n_threads][n_ctx] */
+    float *att_vrow;         /* [n_threads][head_dim] */
+    uint16_t *att_q16;       /* [n_threads][head_dim] */
+};
+
+void model_ctx_params_default(struct model_ctx_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->kv_type = MODEL_KV_F16;
+}
+
+int model_ctx_n_ctx(const struct model_ctx *c) { return c->n_ctx; }
+
+void model_ctx_free(struct model_ctx *c)
+{
+    if (!c) return;
+    pool_free(c->pool);
+    free(c->k_cache);
+    free(c->v_cache);
+    free(c->seq_len);
+    free(c->seq_next);
+    free(c->rope_freq);
+    free(c->xb);
+    free(c->q);
+    free(c->k);
+    free(c->v);
+    free(c->att_out);
+    free(c->hb);
+    free(c->hb2);
+    free(c->x_embd);
+    free(c->x_head);
+    free(c->act_q);
+    free(c->att_scores);
+    free(c->att_vrow);
+    free(c->att_q16);
+    free(c);
+}
+
+/* calloc of a * b * c bytes with overflow check. */
+static void *calloc3(size_t a, size_t b, size_t c)
+{
+    if (a == 0 || b == 0 || c == 0) return calloc(1, 1);
+    if (a > SIZE_MAX / b || a * b > SIZE_MAX / c) return NULL;
+    return calloc(a * b, c);
+}
+
+/* Largest activation row (in bytes) any matmul of the model will quantize into. */
+static size_t max_act_row_bytes(const struct model *m)
+{
+    const struct model_hparams *hp = &m->hp;
+    size_t best = 0;
+    const struct model_tensor *ts[7];
+    for (int il = -1; il < hp->n_layer; il++) {
+        int n = 0;
+        if (il < 0) {
+            ts[n++] = &m->output;
+        } else {
+            const struct model_layer *l = &m->layers[il];
+            ts[n++] = &l->wq;
+            ts[n++] = &l->wk;
+            ts[n++] = &l->wv;
+            ts[n++] = &l->wo;
+            ts[n++] = &l->w_gate;
+            ts[n++] = &l->w_up;
+            ts[n++] = &l->w_down;
+        }
+        for (int i = 0; i < n; i++) {
+            const struct quant_traits *tr = quant_traits(ts[i]->type);
+            size_t b = quant_row_bytes(tr->vec_dot_type, ts[i]->ne0);
+            if (b > best) best = b;
+        }
+    }
+    return best;
+}
+
+int model_ctx_new(const struct model *m, const struct model_ctx_params *p_in,
+                  struct model_ctx **out, char *err, size_t err_cap)
+{
+    *out = NULL;
+    const struct model_hparams *hp = &m->hp;
+    struct model_ctx_params p;
+    if (p_in) p = *p_in;
+    else model_ctx_params_default(&p);
+    if (p.n_ctx <= 0) p.n_ctx = hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
+    if (p.n_batch <= 0) p.n_batch = 512;
+    if (p.n_seq <= 0) p.n_seq = 1;
+    if (p.layer_begin == 0 && p.layer_end == 0) p.layer_end = hp->n_layer;
+    if (p.n_ctx > (1 << 24) || p.n_batch > (1 << 16) || p.n_seq > 4096)
+        return err_set(err, err_cap, MESH_EINVAL, "context of %d x %d sequences is too large",
+                       p.n_ctx, p.n_seq);
+    if (p.layer_begin < 0 || p.layer_end > hp->n_layer || p.layer_begin > p.layer_end)
+        return err_set(err, err_cap, MESH_EINVAL, "layer range [%d, %d) outside the model's %d layers",
+                       p.layer_begin, p.layer_end, hp->n_layer);
+    if (p.kv_type != MODEL_KV_F16 && p.kv_type != MODEL_KV_F32)
+        return err_set(err, err_cap, MESH_EINVAL, "unknown KV cache type %d", (int)p.kv_type);
+
+    struct model_ctx *c = calloc(1, sizeof *c);
+    if (!c) return MESH_ENOMEM;
+    c->m = m;
+    c->n_ctx = p.n_ctx;
+    c->n_batch = p.n_batch;
+    c->n_seq = p.n_seq;
+    c->layer_begin = p.layer_begin;
+    c->layer_end = p.layer_end;
+    c->kv_type = p.kv_type;
+    c->kv_elem = p.kv_type == MODEL_KV_F16 ? 2 : 4;
+    c->q_dim = hp->n_head * hp->head_dim;
+    c->kv_dim = hp->n_head_kv * hp->head_dim;
+    int rc = pool_new(p.n_threads, &c->pool);
+    if (rc < 0) goto fail;
+    c->n_threads = pool_size(c->pool);
+
+    size_t n_layers = (size_t)(c->layer_end - c->layer_begin);
+    size_t kv_elems_per_layer = (size_t)c->n_seq * (size_t)c->n_ctx * (size_t)c->kv_dim;
+    size_t nb = (size_t)c->n_batch;
+    int wide = hp->n_embd > c->q_dim ? hp->n_embd : c->q_dim;
+    c->k_cache = calloc3(n_layers, kv_elems_per_layer, c->kv_elem);
+    c->v_cache = calloc3(n_layers, kv_elems_per_layer, c->kv_elem);
+    c->seq_len = calloc((size_t)c->n_seq, sizeof(int));
+    c->seq_next = calloc((size_t)c->n_seq, sizeof(int));
+    c->rope_freq = calloc((size_t)hp->rope_dim / 2, sizeof(float));
+    c->xb = calloc3(nb, (size_t)wide, sizeof(float));
+    c->q = calloc3(nb, (size_t)c->q_dim, sizeof(float));
+    c->k = calloc3(nb, (size_t)c->kv_dim, sizeof(float));
+    c->v = calloc3(nb, (size_t)c->kv_dim, sizeof(float));
+    c->att_out = calloc3(nb, (size_t)c->q_dim, sizeof(float));
+    c->hb = calloc3(nb, (size_t)hp->n_ff, sizeof(float));
+    c->hb2 = calloc3(nb, (size_t)hp->n_ff, sizeof(float));
+    c->x_embd = calloc3(nb, (size_t)hp->n_embd, sizeof(float));
+    c->x_head = calloc3(nb, (size_t)hp->n_embd, sizeof(float));
+    c->act_q_row_cap = (max_act_row_bytes(m) + 63) & ~(size_t)63;
+    c->act_q = calloc3(nb, c->act_q_row_cap, 1);
+    c->att_scores = calloc3((size_t)c->n_threads, (size_t)c->n_ctx, sizeof(float));
+    c->att_vrow = calloc3((size_t)c->n_threads, (size_t)hp->head_dim, sizeof(float));
+    c->att_q16 = calloc3((size_t)c->n_threads, (size_t)hp->head_dim, sizeof(uint16_t));
+    if (!c->k_cache || !c->v_cache || !c->seq_len || !c->seq_next || !c->rope_freq || !c->xb ||
+        !c->q || !c->k || !c->v || !c->att_out || !c->hb || !c->hb2 || !c->x_embd ||
+        !c->x_head || !c->act_q || !c->att_scores || !c->att_vrow || !c->att_q16) {
+        rc = err_set(err, err_cap, MESH_ENOMEM,
+                     "not enough memory for a context of %d positions x %d sequences "
+                     "(try a smaller --ctx)", c->n_ctx, c->n_seq);
+        goto fail;
+    }
+    /* theta_i = pos * freq_scale * base^(-2i/rope_dim) / factor_i  (RoPE, Su et al. 2021) */
+    for (int i = 0; i < hp->rope_dim / 2; i++)
+        c->rope_freq[i] = hp->rope_freq_scale *
+                          powf(hp->rope_theta, -(float)(2 * i) / (float)hp->rope_dim) /
+                          m->rope_factors[i];
+    *out = c;
+    return 0;
+fail:
+    model_ctx_free(c);
+    return rc;
+}
+
+void model_kv_seq_truncate(struct model_ctx *c, int seq, int pos_from)
+{
+    if (seq < 0 || seq >= c->n_seq) return;
+    if (pos_from < 0) pos_from = 0;
+    if (c->seq_len[seq] > pos_from) c->seq_len[seq] = pos_from;
+}
+
+int model_kv_seq_len(const struct model_ctx *c, int seq)
+{
+    return seq >= 0 && seq < c->n_seq ? c->seq_len[seq] : 0;
+}
+
+/* ---- kernels on the thread pool ------------------------------------------------------ */
+
+/* out[t][r] = dot(w row r, x[t]) for t < n_tok, rows split evenly over threads. */
+struct matmul_job {
+    const struct model_tensor *w;
+    quant_vec_dot_fn vec_dot;
+    const uint8_t *xq;       /* n_tok activation rows in vec_dot_type */
+    size_t xq_stride;        /* bytes between them */
+    int n_tok;
+    float *out;
+    int out_stride;          /* floats between output rows */
+};
+
+static void matmul_worker(void *arg, int ith, int nth)
+{
+    const struct matmul_job *j = arg;
+    int64_t rows = j->w->ne1;
+    int64_t r0 = rows * ith / nth, r1 = rows * (ith + 1) / nth;
+    const uint8_t *wdata = j->w->data;
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *wrow = wdata + (size_t)r * j->w->row_bytes;
+        for (int t = 0; t < j->n_tok; t++)
+            j->vec_dot((int)j->w->ne0, &j->out[(size_t)t * j->out_stride + r], wrow,
+                       j->xq + (size_t)t * j->xq_stride);
+    }
+}
+
+struct quantize_job {
+    quant_from_float_fn from_float;
+    const float *x;
+    int x_stride;
+    int64_t n_cols;
+    uint8_t *dst;
+    size_t dst_stride;
+    int n_tok;
+};
+
+static void quantize_worker(void *arg, int ith, int nth)
+{
+    const struct quantize_job *j = arg;
+    for (int t = ith; t < j->n_tok; t += nth)
+        j->from_float(j->x + (size_t)t * j->x_stride, j->dst + (size_t)t * j->dst_stride,
+                      j->n_cols);
+}
+
+/* out[n_tok][w->ne1] (row stride out_stride) = x[n_tok][w->ne0] (stride x_stride) * W^T. */
+static void matmul(struct model_ctx *c, const struct model_tensor *w, const float *x,
+                   int x_stride, int n_tok, float *out, int out_stride)
+{
+    const struct quant_traits *tr = quant_traits(w->type);
+    struct matmul_job mj = {.w = w, .vec_dot = tr->vec_dot, .n_tok = n_tok, .out = out,
+                            .out_stride = out_stride};
+    if (tr->vec_dot_type == QT_F32) {
+        mj.xq = (const uint8_t *)x;
+        mj.xq_stride = (size_t)x_stride * sizeof(float);
+    } else {
+        struct quantize_job qj = {.from_float = quant_traits(tr->vec_dot_type)->from_float,
+                                  .x = x, .x_stride = x_stride, .n_cols = w->ne0,
+                                  .dst = c->act_q, .dst_stride = c->act_q_row_cap,
+                                  .n_tok = n_tok};
+        if (n_tok >= 4) pool_run(c->pool, quantize_worker, &qj);
+        else quantize_worker(&qj, 0, 1);
+        mj.xq = c->act_q;
+        mj.xq_stride = c->act_q_row_cap;
+    }
+    pool_run(c->pool, matmul_worker, &mj);
+}
+
+/* y = x / sqrt(mean(x^2) + eps) * w; the sum in double as ggml does. */
+static void rmsnorm(float *y, const float *x, const float *w, int n, float eps)
+{
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += (double)(x[i] * x[i]);
+    float scale = 1.0f / sqrtf((float)(sum / n) + eps);
+    for (int i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
+}
+
+/* Rotates the first rope_dim dims of each head of vec[n_heads][head_dim] by angles pos*freq.
+ * NORM: pairs (2i, 2i+1); NEOX: pairs (i, i + rope_dim/2). */
+static void rope(const struct model_ctx *c, float *vec, int n_heads, int pos)
+{
+    const struct model_hparams *hp = &c->m->hp;
+    int half = hp->rope_dim / 2;
+    for (int i = 0; i < half; i++) {
+        float theta = (float)pos * c->rope_freq[i];
+        float cs = cosf(theta), sn = sinf(theta);
+        for (int h = 0; h < n_heads; h++) {
+            float *v = vec + (size_t)h * hp->head_dim;
+            int a = hp->rope_type == MODEL_ROPE_NEOX ? i : 2 * i;
+            int b = hp->rope_type == MODEL_ROPE_NEOX ? i + half : 2 * i + 1;
+            float x0 = v[a], x1 = v[b];
+            v[a] = x0 * cs - x1 * sn;
+            v[b] = x0 * sn + x1 * cs;
+        }
+    }
+}
+
+static inline size_t kv_index(const struct model_ctx *c, int il, int seq, int pos)
+{
+    return ((((size_t)(il - c->layer_begin) * (size_t)c->n_seq + (size_t)seq) * (size_t)c->n_ctx) +
+            (size_t)pos) * (size_t)c->kv_dim;
+}
+
+/* Causal attention of every (token, head) of the batch over its sequence's cache. */
+struct attn_job {
+    struct model_ctx *c;
+    int il;
+    const struct model_batch *b;
+};
+
+static void attn_worker(void *arg, int ith, int nth)
+{
+    const struct attn_job *j = arg;
+    struct model_ctx *c = j->c;
+    const struct model_hparams *hp = &c->m->hp;
+    int hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *scores = c->att_scores + (size_t)ith * c->n_ctx;
+    float *vrow = c->att_vrow + (size_t)ith * hd;
+    uint16_t *q16 = c->att_q16 + (size_t)ith * hd;
+    quant_vec_dot_fn dot_f16 = quant_traits(QT_F16)->vec_dot;
+    int units = j->b->n * hp->n_head;
+    for (int u = ith; u < units; u += nth) {
+        int t = u / hp->n_head, h = u % hp->n_head;
+        int seq = j->b->seq ? j->b->seq[t] : 0, pos = j->b->pos[t];
+        int kvh = h / group;
+        const float *q = c->q + (size_t)t * c->q_dim + (size_t)h * hd;
+        size_t base = kv_index(c, j->il, seq, 0) + (size_t)kvh * hd;
+        int n_kv = pos + 1;
+        /* scores[p] = q . k_p / sqrt(hd) */
+        float max = -FLT_MAX;
+        if (c->kv_type == MODEL_KV_F16) {
+            const uint16_t *kc = c->k_cache;
+            quant_f32_to_f16_row(q, q16, hd);
+            for (int p = 0; p < n_kv; p++) {
+                float s;
+                dot_f16(hd, &s, kc + base + (size_t)p * c->kv_dim, q16);
+                scores[p] = s * scale;
+                if (scores[p] > max) max = scores[p];
+            }
+        } else {
+            const float *kc = c->k_cache;
+            for (int p = 0; p < n_kv; p++) {
+                const float *k = kc + base + (size_t)p * c->kv_dim;
+                float s = 0.0f;
+                for (int d = 0; d < hd; d++) s += q[d] * k[d];
+                scores[p] = s * scale;
+                if (scores[p] > max) max = scores[p];
+            }
+        }
+        /* softmax, summed in double as ggml's soft_max */
+        double sum = 0.0;
+        for (int p = 0; p < n_kv; p++) {
+            scores[p] = expf(scores[p] - max);
+            sum += scores[p];
+        }
+        float inv = (float)(1.0 / sum);
+        for (int p = 0; p < n_kv; p++) scores[p] *= inv;
+        /* out = sum_p prob_p * v_p */
+        float *o = c->att_out + (size_t)t * c->q_dim + (size_t)h * hd;
+        memset(o, 0, (size_t)hd * sizeof(float));
+        if (c->kv_type == MODEL_KV_F16) {
+            const uint16_t *vc = c->v_cache;
+            for (int p = 0; p < n_kv; p++) {
+                /* ggml multiplies F16 V by probabilities converted to F16 */
+                float pr = quant_f16_to_f32(quant_f32_to_f16(scores[p]));
+                quant_f16_to_f32_row(vc + base + (size_t)p * c->kv_dim, vrow, hd);
+                for (int d = 0; d < hd; d++) o[d] += pr * vrow[d];
+            }
+        } else {
+            const float *vc = c->v_cache;
+            for (int p = 0; p < n_kv; p++) {
+                const float *v = vc + base + (size_t)p * c->kv_dim;
+                for (int d = 0; d < hd; d++) o[d] += scores[p] * v[d];
+            }
+        }
+    }
+}
+
+/* Checks positions continue each sequence's cache; fills c->seq_next. */
+static int batch_check(struct model_ctx *c, const struct model_batch *b)
+{
+    if (b->n <= 0 || b->n > c->n_batch || !b->pos) return MESH_EINVAL;
+    memcpy(c->seq_next, c->seq_len, (size_t)c->n_seq * sizeof(int));
+    for (int i = 0; i < b->n; i++) {
+        int s = b->seq ? b->seq[i] : 0;
+        if (s < 0 || s >= c->n_seq) return MESH_EINVAL;
+        if (b->pos[i] != c->seq_next[s]) return MESH_EINVAL;
+        if (b->pos[i] >= c->n_ctx) return MESH_EFULL;
+        c->seq_next[s]++;
+    }
+    return 0;
+}
+
+int model_embed(struct model_ctx *c, const int32_t *tokens, int n, float *x)
+{
+    const struct model *m = c->m;
+    const struct quant_traits *tr = quant_traits(m->tok_embd.type);
+    for (int i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= m->hp.n_vocab) return MESH_EINVAL;
+        const uint8_t *row = (const uint8_t *)m->tok_embd.data + (size_t)tokens[i] * m->tok_embd.row_bytes;
+        tr->to_float(row, x + (size_t)i * m->hp.n_embd, m->hp.n_embd);
+    }
+    return 0;
+}
+
+int model_layers(struct model_ctx *c, const struct model_batch *b, float *x)
+{
+    const struct model_hparams *hp = &c->m->hp;
+    int rc = batch_check(c, b);
+    if (rc < 0) return rc;
+    int n = b->n, E = hp->n_embd, F = hp->n_ff;
+    int wide = E > c->q_dim ? E : c->q_dim;
+
+    for (int il = c->layer_begin; il < c->layer_end; il++) {
+        const struct model_layer *l = &c->m->layers[il];
+
+        /* attention: xb = rmsnorm(x) */
+        for (int t = 0; t < n; t++)
+            rmsnorm(c->xb + (size_t)t * wide, x + (size_t)t * E, l->attn_norm.data, E, hp->rms_eps);
+        /* q[n][q_dim], k[n][kv_dim], v[n][kv_dim] = xb * Wq, Wk, Wv (+ biases) */
+        matmul(c, &l->wq, c->xb, wide, n, c->q, c->q_dim);
+        matmul(c, &l->wk, c->xb, wide, n, c->k, c->kv_dim);
+        matmul(c, &l->wv, c->xb, wide, n, c->v, c->kv_dim);
+        if (l->bq.data) {
+            const float *bq = l->bq.data, *bk = l->bk.data, *bv = l->bv.data;
+            for (int t = 0; t < n; t++) {
+                for (int i = 0; i < c->q_dim; i++) c->q[(size_t)t * c->q_dim + i] += bq[i];
+                for (int i = 0; i < c->kv_dim; i++) {
+                    c->k[(size_t)t * c->kv_dim + i] += bk[i];
+                    c->v[(size_t)t * c->kv_dim + i] += bv[i];
+                }
+            }
+        }
+        /* RoPE on q and k, then append k, v to the cache at (seq, pos) */
+        for (int t = 0; t < n; t++) {
+            int seq = b->seq ? b->seq[t] : 0;
+            rope(c, c->q + (size_t)t * c->q_dim, hp->n_head, b->pos[t]);
+            rope(c, c->k + (size_t)t * c->kv_dim, hp->n_head_kv, b->pos[t]);
+            size_t at = kv_index(c, il, seq, b->pos[t]);
+            if (c->kv_type == MODEL_KV_F16) {
+                quant_f32_to_f16_row(c->k + (size_t)t * c->kv_dim, (uint16_t *)c->k_cache + at, c->kv_dim);
+                quant_f32_to_f16_row(c->v + (size_t)t * c->kv_dim, (uint16_t *)c->v_cache + at, c->kv_dim);
+            } else {
+                memcpy((float *)c->k_cache + at, c->k + (size_t)t * c->kv_dim, (size_t)c->kv_dim * 4);
+                memcpy((float *)c->v_cache + at, c->v + (size_t)t * c->kv_dim, (size_t)c->kv_dim * 4);
+            }
+        }
+        /* att_out[n][q_dim] = softmax(q k^T / sqrt(hd), causal) v */
+        struct attn_job aj = {.c = c, .il = il, .b = b};
+        pool_run(c->pool, attn_worker, &aj);
+        /* x += att_out * Wo */
+        matmul(c, &l->wo, c->att_out, c->q_dim, n, c->xb, wide);
+        for (int t = 0; t < n; t++)
+            for (int i = 0; i < E; i++) x[(size_t)t * E + i] += c->xb[(size_t)t * wide + i];
+
+        /* feed-forward: x += W_down (silu(xb W_gate) * (xb W_up)), xb = rmsnorm(x) */
+        for (int t = 0; t < n; t++)
+            rmsnorm(c->xb + (size_t)t * wide, x + (size_t)t * E, l->ffn_norm.data, E, hp->rms_eps);
+        matmul(c, &l->w_gate, c->xb, wide, n, c->hb, F);
+        matmul(c, &l->w_up, c->xb, wide, n, c->hb2, F);
+        for (size_t i = 0; i < (size_t)n * F; i++) {
+            float g = c->hb[i];
+            c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i];
+        }
+        matmul(c, &l->w_down, c->hb, F, n, c->xb, wide);
+        for (int t = 0; t < n; t++)
+            for (int i = 0; i < E; i++) x[(size_t)t * E + i] += c->xb[(size_t)t * wide + i];
+    }
+    memcpy(c->seq_len, c->seq_next, (size_t)c->n_seq * sizeof(int));
+    return 0;
+}
+
+int model_head(struct model_ctx *c, const float *x, int n, float *logits)
+{
+    const struct model *m = c->m;
+    int E = m->hp.n_embd;
+    if (n <= 0 || n > c->n_batch) return MESH_EINVAL;
+    for (int t = 0; t < n; t++)
+        rmsnorm(c->x_head + (size_t)t * E, x + (size_t)t * E, m->output_norm.data, E, m->hp.rms_eps);
+    matmul(c, &m->output, c->x_head, E, n, logits, m->hp.n_vocab);
+    return 0;
+}
+
+int model_decode(struct model_ctx *c, const struct model_batch *b, float *logits)
+{
+    const struct model *m = c->m;
+    int E = m->hp.n_embd;
+    if (c->layer_begin != 0 || c->layer_end != m->hp.n_layer) return MESH_EINVAL;
+    if (b->n <= 0 || b->n > c->n_batch || !b->tokens) return MESH_EINVAL;
+    int rc = model_embed(c, b->tokens, b->n, c->x_embd);
+    if (rc < 0) return rc;
+    if ((rc = model_layers(c, b, c->x_embd)) < 0) return rc;
+    /* gather the rows that want logits (x_head is reused by model_head as its output) */
+    int n_out = 0;
+    for (int t = 0; t < b->n; t++) {
+        bool want = b->want_logits ? b->want_logits[t] : t == b->n - 1;
+        if (!want) continue;
+        if (n_out != t)
+            memmove(c->x_embd + (size_t)n_out * E, c->x_embd + (size_t)t * E, (size_t)E * sizeof(float));
+        n_out++;
+    }
+    if (n_out == 0) return 0;
+    return model_head(c, c->x_embd, n_out, logits);
+}
