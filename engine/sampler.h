@@ -30,16 +30,31 @@ struct sampler_params {
 void sampler_params_default(struct sampler_params *p);
 
 struct sampler;
+/* Creates a sampler for a vocabulary of n_vocab tokens; all scratch is allocated here.
+ * Returns 0, MESH_EINVAL (n_vocab <= 0, NaN parameters, repeat_penalty <= 0,
+ * penalty_last_n < -1 or > SAMPLER_MAX_LAST_N) or MESH_ENOMEM. */
+#define SAMPLER_MAX_LAST_N (1 << 24)
 int sampler_new(const struct sampler_params *p, int32_t n_vocab, struct sampler **out);
 void sampler_free(struct sampler *s);
-/* Picks the next token from logits[n_vocab] (not modified). */
+/* Picks the next token from logits[n_vocab] (not modified; NaN counts as -inf).
+ * Returns the id, or -1 if s or logits is NULL. Does not record the token: call
+ * sampler_accept with the token actually used. */
 int32_t sampler_sample(struct sampler *s, const float *logits);
-/* Records a token of the sequence (prompt tokens too) for the penalties. */
+/* Records a token of the sequence (prompt tokens too) for the penalties. Ids outside
+ * [0, n_vocab) are ignored. */
 void sampler_accept(struct sampler *s, int32_t id);
 /* Forgets accepted tokens and reseeds with the original seed. */
 void sampler_reset(struct sampler *s);
-/* Probability of each candidate after the chain, for logprobs: fills up to n best
- * (id, logprob) of the last sample_sample call's softmax over the raw logits. */
+/* The seed in use (the one drawn from the OS for SAMPLER_SEED_RANDOM), for logs and replay. */
+uint64_t sampler_seed(const struct sampler *s);
+/* The penalty stage alone: out[n_vocab] = logits with the repeat/presence/frequency
+ * penalties of the current window applied (for tests and diagnostics; sampler_sample
+ * does the same internally). out may equal logits. */
+void sampler_apply_penalties(const struct sampler *s, const float *logits, float *out);
+/* Log-softmax of the raw logits[n_vocab] (no penalties, no temperature), for the API's
+ * logprobs: writes the n most likely (id, logprob) pairs, best first (ties: lower id), to
+ * ids[n] and logprobs[n]. Allocates nothing. Returns the count written (min(n, n_vocab)),
+ * or MESH_EINVAL on NULL pointers or n < 0. */
 int sampler_top_logprobs(const struct sampler *s, const float *logits, int n, int32_t *ids,
                          float *logprobs);
 
