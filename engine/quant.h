@@ -76,6 +76,13 @@ const struct quant_traits *quant_traits(int t);
 /* Same with the scalar reference kernels (for tests and as the judge). */
 const struct quant_traits *quant_traits_ref(int t);
 
+/* Traits of type t with the kernels of one named path ("scalar", "avx2", "avx512",
+ * "neon"), ignoring MESHLLM_ISA; NULL if t is unknown or this CPU or build lacks the
+ * path. Lets tests and benchmarks run every path the machine has in one process. */
+const struct quant_traits *quant_traits_isa(const char *isa, int t);
+/* Whether this CPU and build can run the named path. */
+bool quant_isa_supported(const char *isa);
+
 /* Bytes of a row of n elements of type t; 0 if t is unknown or n % block_len != 0. */
 size_t quant_row_bytes(int t, int64_t n);
 /* Type from its name ("Q4_K", case-insensitive); -1 if unknown. */

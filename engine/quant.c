@@ -1,0 +1,276 @@
+/* quant.c - the traits table of tensor types, kernel dispatch by CPU, and the IEEE
+ * half / bfloat16 conversions.
+ *
+ * One table row per GGUF type number (ggml's enum ggml_type); geometry as llama.cpp's
+ * type_traits. The reference table holds the scalar kernels of quant_ref.c; each ISA
+ * path is that table with the entries its kernels_<isa>.c file overrides. Types we
+ * cannot compute with keep their geometry (so files holding them can still be sized
+ * and listed) and NULL functions. Half and bfloat16 conversions round to nearest even,
+ * bit-identical to F16C's vcvtps2ph and to ggml_compute_fp32_to_bf16.
+ */
+#include "engine/quant.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <strings.h>
+
+#include "core/log.h"
+#include "engine/quant_internal.h"
+
+#define ROW(nm, bl, bb, q, vdt, tf, ff, vd) {nm, bl, bb, q, vdt, tf, ff, vd}
+
+static const struct quant_traits ref_table[QT_COUNT] = {
+    [QT_F32] = ROW("F32", 1, 4, false, QT_F32, quant_ref_f32_to_float,
+                   quant_ref_f32_from_float, quant_ref_f32_vec_dot),
+    [QT_F16] = ROW("F16", 1, 2, false, QT_F16, quant_ref_f16_to_float,
+                   quant_ref_f16_from_float, quant_ref_f16_vec_dot),
+    [QT_Q4_0] = ROW("Q4_0", QK4_0, sizeof(struct block_q4_0), true, QT_Q8_0,
+                    quant_ref_q4_0_to_float, quant_ref_q4_0_from_float,
+                    quant_ref_q4_0_vec_dot),
+    [QT_Q4_1] = ROW("Q4_1", QK4_1, sizeof(struct block_q4_1), true, QT_Q8_1,
+                    quant_ref_q4_1_to_float, quant_ref_q4_1_from_float, NULL),
+    [QT_Q5_0] = ROW("Q5_0", QK5_0, sizeof(struct block_q5_0), true, QT_Q8_0,
+                    quant_ref_q5_0_to_float, quant_ref_q5_0_from_float,
+                    quant_ref_q5_0_vec_dot),
+    [QT_Q5_1] = ROW("Q5_1", QK5_1, sizeof(struct block_q5_1), true, QT_Q8_1,
+                    quant_ref_q5_1_to_float, quant_ref_q5_1_from_float, NULL),
+    [QT_Q8_0] = ROW("Q8_0", QK8_0, sizeof(struct block_q8_0), true, QT_Q8_0,
+                    quant_ref_q8_0_to_float, quant_ref_q8_0_from_float,
+                    quant_ref_q8_0_vec_dot),
+    [QT_Q8_1] = ROW("Q8_1", QK8_1, sizeof(struct block_q8_1), true, QT_Q8_1, NULL, NULL,
+                    NULL),
+    [QT_Q2_K] = ROW("Q2_K", QK_K, sizeof(struct block_q2_K), true, QT_Q8_K,
+                    quant_ref_q2_K_to_float, NULL, NULL),
+    [QT_Q3_K] = ROW("Q3_K", QK_K, sizeof(struct block_q3_K), true, QT_Q8_K,
+                    quant_ref_q3_K_to_float, NULL, NULL),
+    [QT_Q4_K] = ROW("Q4_K", QK_K, sizeof(struct block_q4_K), true, QT_Q8_K,
+                    quant_ref_q4_K_to_float, quant_ref_q4_K_from_float,
+                    quant_ref_q4_K_vec_dot),
+    [QT_Q5_K] = ROW("Q5_K", QK_K, sizeof(struct block_q5_K), true, QT_Q8_K,
+                    quant_ref_q5_K_to_float, quant_ref_q5_K_from_float,
+                    quant_ref_q5_K_vec_dot),
+    [QT_Q6_K] = ROW("Q6_K", QK_K, sizeof(struct block_q6_K), true, QT_Q8_K,
+                    quant_ref_q6_K_to_float, quant_ref_q6_K_from_float,
+                    quant_ref_q6_K_vec_dot),
+    [QT_Q8_K] = ROW("Q8_K", QK_K, sizeof(struct block_q8_K), true, QT_Q8_K,
+                    quant_ref_q8_K_to_float, quant_ref_q8_K_from_float, NULL),
+    /* ggml's IQ* and TQ* types (16-23, 29, 34, 35) are not listed: unknown to us. */
+    [QT_I8] = ROW("I8", 1, 1, false, QT_I8, NULL, NULL, NULL),
+    [QT_I16] = ROW("I16", 1, 2, false, QT_I16, NULL, NULL, NULL),
+    [QT_I32] = ROW("I32", 1, 4, false, QT_I32, NULL, NULL, NULL),
+    [QT_I64] = ROW("I64", 1, 8, false, QT_I64, NULL, NULL, NULL),
+    [QT_F64] = ROW("F64", 1, 8, false, QT_F64, NULL, NULL, NULL),
+    [QT_BF16] = ROW("BF16", 1, 2, false, QT_BF16, quant_ref_bf16_to_float,
+                    quant_ref_bf16_from_float, quant_ref_bf16_vec_dot),
+};
+
+enum { ISA_SCALAR, ISA_AVX2, ISA_AVX512, ISA_NEON, ISA_N };
+static const char *const isa_names[ISA_N] = {"scalar", "avx2", "avx512", "neon"};
+
+/* Written once under init_once, read-only afterwards. */
+static struct quant_traits isa_tables[ISA_N][QT_COUNT];
+static bool isa_ok[ISA_N];
+static int isa_selected = ISA_SCALAR;
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+static bool cpu_has(int isa)
+{
+    switch (isa) {
+    case ISA_SCALAR:
+        return true;
+#if defined(__x86_64__)
+    case ISA_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
+    case ISA_AVX512:
+        /* The avx512 file is compiled with all of these (Makefile ISA_AVX512). */
+        return cpu_has(ISA_AVX2) && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni") &&
+               __builtin_cpu_supports("avx512bf16");
+#endif
+#if defined(__aarch64__)
+    case ISA_NEON:
+        return true; /* Advanced SIMD is mandatory on AArch64 */
+#endif
+    default:
+        return false;
+    }
+}
+
+static void init_tables(void)
+{
+    for (int i = 0; i < ISA_N; i++) {
+        isa_ok[i] = cpu_has(i);
+        memcpy(isa_tables[i], ref_table, sizeof ref_table);
+    }
+#if defined(__x86_64__)
+    if (isa_ok[ISA_AVX2]) quant_avx2_install(isa_tables[ISA_AVX2]);
+    if (isa_ok[ISA_AVX512]) {
+        quant_avx2_install(isa_tables[ISA_AVX512]); /* AVX2 for what AVX-512 lacks */
+        quant_avx512_install(isa_tables[ISA_AVX512]);
+    }
+#endif
+#if defined(__aarch64__)
+    quant_neon_install(isa_tables[ISA_NEON]);
+#endif
+    int best = ISA_SCALAR;
+    for (int i = ISA_N - 1; i > ISA_SCALAR; i--) {
+        if (isa_ok[i]) {
+            best = i;
+            break;
+        }
+    }
+    const char *force = getenv("MESHLLM_ISA");
+    if (force && force[0]) {
+        int want = -1;
+        for (int i = 0; i < ISA_N; i++)
+            if (strcasecmp(force, isa_names[i]) == 0) want = i;
+        if (want < 0 || !isa_ok[want]) {
+            log_warn("MESHLLM_ISA=%s: not available on this CPU/build; using scalar kernels",
+                     force);
+            best = ISA_SCALAR;
+        } else {
+            best = want;
+        }
+    }
+    isa_selected = best;
+    log_debug("quant: %s kernels", isa_names[best]);
+}
+
+void quant_init(void)
+{
+    pthread_once(&init_once, init_tables);
+}
+
+const char *quant_isa_name(void)
+{
+    quant_init();
+    return isa_names[isa_selected];
+}
+
+static int isa_index(const char *isa)
+{
+    for (int i = 0; i < ISA_N; i++)
+        if (isa && strcasecmp(isa, isa_names[i]) == 0) return i;
+    return -1;
+}
+
+bool quant_isa_supported(const char *isa)
+{
+    quant_init();
+    int i = isa_index(isa);
+    return i >= 0 && isa_ok[i];
+}
+
+const struct quant_traits *quant_traits_isa(const char *isa, int t)
+{
+    quant_init();
+    int i = isa_index(isa);
+    if (i < 0 || !isa_ok[i] || t < 0 || t >= QT_COUNT || !ref_table[t].name) return NULL;
+    return &isa_tables[i][t];
+}
+
+const struct quant_traits *quant_traits(int t)
+{
+    quant_init();
+    if (t < 0 || t >= QT_COUNT || !ref_table[t].name) return NULL;
+    return &isa_tables[isa_selected][t];
+}
+
+const struct quant_traits *quant_traits_ref(int t)
+{
+    if (t < 0 || t >= QT_COUNT || !ref_table[t].name) return NULL;
+    return &ref_table[t];
+}
+
+size_t quant_row_bytes(int t, int64_t n)
+{
+    const struct quant_traits *tr = quant_traits_ref(t);
+    if (!tr || n < 0 || n % tr->block_len != 0) return 0;
+    uint64_t blocks = (uint64_t)(n / tr->block_len);
+    if (blocks > SIZE_MAX / tr->block_bytes) return 0;
+    return (size_t)blocks * tr->block_bytes;
+}
+
+int quant_type_from_name(const char *name)
+{
+    if (!name) return -1;
+    for (int t = 0; t < QT_COUNT; t++)
+        if (ref_table[t].name && strcasecmp(name, ref_table[t].name) == 0) return t;
+    return -1;
+}
+
+/* ---- IEEE binary16 ------------------------------------------------------------- */
+
+static uint32_t f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static float f32_from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+float quant_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t mant = h & 0x3ff;
+    if (exp == 0x1f) return f32_from_bits(sign | 0x7f800000 | (mant << 13)); /* inf, nan */
+    if (exp == 0) {
+        /* zero or subnormal: mant * 2^-24, exact in float */
+        float v = (float)mant * 0x1p-24f;
+        return f32_from_bits(sign | f32_bits(v));
+    }
+    return f32_from_bits(sign | ((exp + 112) << 23) | (mant << 13));
+}
+
+uint16_t quant_f32_to_f16(float f)
+{
+    uint32_t x = f32_bits(f);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    uint32_t ax = x & 0x7fffffff;
+    if (ax > 0x7f800000) /* nan: quiet it, keep the top payload bits (as vcvtps2ph) */
+        return (uint16_t)(sign | 0x7e00 | ((ax >> 13) & 0x3ff));
+    if (ax >= 0x477ff000) /* >= 65520 rounds past the largest half (65504): inf */
+        return (uint16_t)(sign | 0x7c00);
+    if (ax < 0x38800000) {
+        /* below 2^-14: subnormal half. In [0.5, 1) a float's ulp is 2^-24, the half
+         * subnormal step, so the FPU's own round-to-nearest-even does the rounding. */
+        float v = f32_from_bits(ax) + 0.5f;
+        return (uint16_t)(sign | (f32_bits(v) - 0x3f000000));
+    }
+    /* normal: rebias the exponent (127 -> 15), round the 13 dropped bits to even */
+    uint32_t r = ax - 0x38000000;
+    r += 0xfff + ((r >> 13) & 1);
+    return (uint16_t)(sign | (r >> 13));
+}
+
+float quant_bf16_to_f32(uint16_t h)
+{
+    return f32_from_bits((uint32_t)h << 16);
+}
+
+uint16_t quant_f32_to_bf16(float f)
+{
+    uint32_t u = f32_bits(f);
+    if ((u & 0x7fffffff) > 0x7f800000) return (uint16_t)((u >> 16) | 64); /* quiet nan */
+    return (uint16_t)((u + (0x7fff + ((u >> 16) & 1))) >> 16);
+}
+
+void quant_f16_to_f32_row(const uint16_t *src, float *dst, int64_t n)
+{
+    quant_traits(QT_F16)->to_float(src, dst, n);
+}
+
+void quant_f32_to_f16_row(const float *src, uint16_t *dst, int64_t n)
+{
+    quant_traits(QT_F16)->from_float(src, dst, n);
+}
