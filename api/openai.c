@@ -1,0 +1,609 @@
+/* openai.c - OpenAI request validation and response objects (see openai.h).
+ *
+ * Validation mirrors the reference's documented ranges; unknown fields are ignored (as
+ * OpenAI-compatible servers do, so clients that send newer fields keep working). Text that
+ * goes into JSON is made valid UTF-8 first (invalid bytes become U+FFFD): cJSON copies
+ * bytes as they are, and a token piece can be half a character.
+ */
+#include "api/openai.h"
+
+#include "core/err.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int api_error_set(struct api_error *e, int status, const char *type, const char *code,
+                  const char *param, const char *fmt, ...)
+{
+    e->status = status;
+    e->type = type;
+    e->code = code;
+    snprintf(e->param, sizeof e->param, "%s", param ? param : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    return MESH_EINVAL;
+}
+
+static int bad(struct api_error *e, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int bad(struct api_error *e, const char *param, const char *fmt, ...)
+{
+    e->status = 400;
+    e->type = "invalid_request_error";
+    e->code = NULL;
+    snprintf(e->param, sizeof e->param, "%s", param);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    return MESH_EINVAL;
+}
+
+static int oom(struct api_error *e)
+{
+    api_error_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    return MESH_ENOMEM;
+}
+
+char *api_error_json(const struct api_error *e)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *o = cJSON_AddObjectToObject(root, "error");
+    if (!o) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    cJSON_AddStringToObject(o, "message", e->message);
+    cJSON_AddStringToObject(o, "type", e->type ? e->type : "invalid_request_error");
+    if (e->param[0])
+        cJSON_AddStringToObject(o, "param", e->param);
+    else
+        cJSON_AddNullToObject(o, "param");
+    if (e->code)
+        cJSON_AddStringToObject(o, "code", e->code);
+    else
+        cJSON_AddNullToObject(o, "code");
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return s;
+}
+
+/* ---- field readers: each returns 0, or MESH_EINVAL with *e filled ---------------------- */
+
+static bool is_absent(const cJSON *v) { return !v || cJSON_IsNull(v); }
+
+static int get_number(const cJSON *root, const char *name, double lo, double hi, double *out,
+                      struct api_error *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (is_absent(v)) return 0;
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble))
+        return bad(e, name, "'%s' must be a number", name);
+    if (v->valuedouble < lo || v->valuedouble > hi)
+        return bad(e, name, "'%s' must be between %g and %g, got %g", name, lo, hi, v->valuedouble);
+    *out = v->valuedouble;
+    return 0;
+}
+
+static int get_int(const cJSON *root, const char *name, double lo, double hi, long long *out,
+                   bool *present, struct api_error *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (present) *present = false;
+    if (is_absent(v)) return 0;
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || floor(v->valuedouble) != v->valuedouble)
+        return bad(e, name, "'%s' must be an integer", name);
+    if (v->valuedouble < lo || v->valuedouble > hi)
+        return bad(e, name, "'%s' must be between %.0f and %.0f", name, lo, hi);
+    *out = (long long)v->valuedouble;
+    if (present) *present = true;
+    return 0;
+}
+
+static int get_bool(const cJSON *root, const char *name, bool *out, struct api_error *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (is_absent(v)) return 0;
+    if (!cJSON_IsBool(v)) return bad(e, name, "'%s' must be a boolean", name);
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+/* Text content: a string, null, or an array of {"type":"text","text":...} parts (joined). */
+static int get_content(const cJSON *c, const char *param, char **out, struct api_error *e)
+{
+    if (is_absent(c)) {
+        *out = strdup("");
+        return *out ? 0 : oom(e);
+    }
+    if (cJSON_IsString(c)) {
+        *out = strdup(c->valuestring);
+        return *out ? 0 : oom(e);
+    }
+    if (!cJSON_IsArray(c)) return bad(e, param, "'content' must be a string or an array of parts");
+    size_t total = 1;
+    const cJSON *p;
+    cJSON_ArrayForEach(p, c)
+    {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(p, "type");
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(p, "text");
+        if (!cJSON_IsString(type) || strcmp(type->valuestring, "text") != 0)
+            return bad(e, param, "only content parts of type 'text' are supported");
+        if (!cJSON_IsString(text)) return bad(e, param, "a text part needs a string 'text'");
+        total += strlen(text->valuestring);
+    }
+    char *s = malloc(total);
+    if (!s) return oom(e);
+    size_t n = 0;
+    cJSON_ArrayForEach(p, c)
+    {
+        const char *t = cJSON_GetObjectItemCaseSensitive(p, "text")->valuestring;
+        size_t l = strlen(t);
+        memcpy(s + n, t, l);
+        n += l;
+    }
+    s[n] = 0;
+    *out = s;
+    return 0;
+}
+
+static int parse_messages(const cJSON *root, struct api_gen_req *r, struct api_error *e)
+{
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    if (is_absent(msgs)) return bad(e, "messages", "you must provide a 'messages' parameter");
+    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0)
+        return bad(e, "messages", "'messages' must be a non-empty array");
+    int n = cJSON_GetArraySize(msgs);
+    if (n > 100000) return bad(e, "messages", "too many messages");
+    r->msgs = calloc((size_t)n, sizeof *r->msgs);
+    if (!r->msgs) return oom(e);
+    const cJSON *m;
+    int i = 0;
+    cJSON_ArrayForEach(m, msgs)
+    {
+        char param[64];
+        snprintf(param, sizeof param, "messages[%d].role", i);
+        if (!cJSON_IsObject(m)) return bad(e, param, "messages[%d] must be an object", i);
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        if (!cJSON_IsString(role)) return bad(e, param, "messages[%d] needs a string 'role'", i);
+        const char *rs = role->valuestring;
+        if (!strcmp(rs, "developer")) rs = "system";
+        if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant") && strcmp(rs, "tool"))
+            return bad(e, param, "invalid role '%.40s' (expected system, developer, user, "
+                                 "assistant or tool)", role->valuestring);
+        if (!strcmp(rs, "tool")) rs = "user";
+        r->msgs[i].role = strdup(rs);
+        if (!r->msgs[i].role) return oom(e);
+        r->n_msgs = i + 1;
+        snprintf(param, sizeof param, "messages[%d].content", i);
+        int rc = get_content(cJSON_GetObjectItemCaseSensitive(m, "content"), param,
+                             &r->msgs[i].content, e);
+        if (rc) return rc;
+        i++;
+    }
+    return 0;
+}
+
+static int parse_stop(const cJSON *root, struct api_gen_req *r, struct api_error *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "stop");
+    if (is_absent(v)) return 0;
+    if (cJSON_IsString(v)) {
+        if (!v->valuestring[0]) return 0;
+        r->stop[0] = strdup(v->valuestring);
+        if (!r->stop[0]) return oom(e);
+        r->n_stop = 1;
+        return 0;
+    }
+    if (!cJSON_IsArray(v)) return bad(e, "stop", "'stop' must be a string or an array of strings");
+    if (cJSON_GetArraySize(v) > API_MAX_STOP)
+        return bad(e, "stop", "'stop' may hold at most %d sequences", API_MAX_STOP);
+    const cJSON *s;
+    cJSON_ArrayForEach(s, v)
+    {
+        if (!cJSON_IsString(s)) return bad(e, "stop", "'stop' must be an array of strings");
+        if (!s->valuestring[0]) continue;
+        r->stop[r->n_stop] = strdup(s->valuestring);
+        if (!r->stop[r->n_stop]) return oom(e);
+        r->n_stop++;
+    }
+    return 0;
+}
+
+static int parse_model(const cJSON *root, struct api_gen_req *r, struct api_error *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (is_absent(v)) return bad(e, "model", "you must provide a model parameter");
+    if (!cJSON_IsString(v) || !v->valuestring[0]) return bad(e, "model", "'model' must be a string");
+    if (strlen(v->valuestring) >= sizeof r->model) return bad(e, "model", "'model' is too long");
+    snprintf(r->model, sizeof r->model, "%s", v->valuestring);
+    return 0;
+}
+
+/* Sampling and length fields shared by chat and completions. */
+static int parse_sampling(const cJSON *root, struct api_gen_req *r, struct api_error *e)
+{
+    double d;
+    long long ll;
+    bool has;
+    int rc;
+    d = 1.0;
+    if ((rc = get_number(root, "temperature", 0, 2, &d, e))) return rc;
+    r->temperature = (float)d;
+    d = 1.0;
+    if ((rc = get_number(root, "top_p", 0, 1, &d, e))) return rc;
+    r->top_p = (float)d;
+    d = 0;
+    if ((rc = get_number(root, "presence_penalty", -2, 2, &d, e))) return rc;
+    r->presence_penalty = (float)d;
+    d = 0;
+    if ((rc = get_number(root, "frequency_penalty", -2, 2, &d, e))) return rc;
+    r->frequency_penalty = (float)d;
+    if ((rc = get_int(root, "seed", -9.2e18, 1.8e19, &ll, &has, e))) return rc;
+    if (has) {
+        r->has_seed = true;
+        r->seed = (uint64_t)ll;
+    }
+    r->max_tokens = -1;
+    if ((rc = get_int(root, "max_tokens", 1, 1e9, &ll, &has, e))) return rc;
+    if (has) r->max_tokens = (int)ll;
+    if ((rc = get_int(root, "max_completion_tokens", 1, 1e9, &ll, &has, e))) return rc;
+    if (has) r->max_tokens = (int)ll;
+    if ((rc = get_int(root, "n", 1, 128, &ll, &has, e))) return rc;
+    if (has && ll != 1) return bad(e, "n", "only n = 1 is supported");
+    if ((rc = get_bool(root, "stream", &r->stream, e))) return rc;
+    const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+    if (!is_absent(so)) {
+        if (!r->stream)
+            return bad(e, "stream_options",
+                       "the 'stream_options' parameter is only allowed when 'stream' is enabled");
+        if (!cJSON_IsObject(so)) return bad(e, "stream_options", "'stream_options' must be an object");
+        if ((rc = get_bool(so, "include_usage", &r->include_usage, e))) return rc;
+    }
+    return parse_stop(root, r, e);
+}
+
+static int parse_chat(const cJSON *root, struct api_gen_req *r, struct api_error *e)
+{
+    int rc;
+    long long ll;
+    bool has;
+    if ((rc = parse_messages(root, r, e))) return rc;
+    if ((rc = get_bool(root, "logprobs", &r->logprobs, e))) return rc;
+    if ((rc = get_int(root, "top_logprobs", 0, API_MAX_TOP_LOGPROBS, &ll, &has, e))) return rc;
+    if (has) {
+        if (!r->logprobs)
+            return bad(e, "top_logprobs", "'top_logprobs' requires 'logprobs' to be true");
+        r->top_logprobs = (int)ll;
+    }
+    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(root, "response_format");
+    if (!is_absent(rf)) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(rf, "type");
+        if (!cJSON_IsObject(rf) || !cJSON_IsString(t))
+            return bad(e, "response_format", "'response_format' must be an object with a 'type'");
+        if (!strcmp(t->valuestring, "json_object") || !strcmp(t->valuestring, "json_schema"))
+            r->json_mode = true;
+        else if (strcmp(t->valuestring, "text"))
+            return bad(e, "response_format.type", "unknown response_format type '%.40s'",
+                       t->valuestring);
+    }
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
+    if (cJSON_IsArray(tools) && cJSON_GetArraySize(tools) > 0)
+        return bad(e, "tools", "tools (function calling) are not supported by this server");
+    return 0;
+}
+
+static int parse_completion(const cJSON *root, struct api_gen_req *r, struct api_error *e)
+{
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+    int rc;
+    long long ll;
+    bool has;
+    if (cJSON_IsArray(p)) {
+        if (cJSON_GetArraySize(p) != 1 || !cJSON_IsString(cJSON_GetArrayItem(p, 0)))
+            return bad(e, "prompt", "'prompt' must be a string or an array of one string");
+        p = cJSON_GetArrayItem(p, 0);
+    }
+    if (is_absent(p)) return bad(e, "prompt", "you must provide a 'prompt' parameter");
+    if (!cJSON_IsString(p)) return bad(e, "prompt", "'prompt' must be a string");
+    r->prompt = strdup(p->valuestring);
+    if (!r->prompt) return oom(e);
+    if ((rc = get_int(root, "logprobs", 0, 5, &ll, &has, e))) return rc;
+    if (has) {
+        r->logprobs = true;
+        r->top_logprobs = (int)ll;
+    }
+    if ((rc = get_int(root, "best_of", 1, 128, &ll, &has, e))) return rc;
+    if (has && ll != 1) return bad(e, "best_of", "only best_of = 1 is supported");
+    if ((rc = get_bool(root, "echo", &r->echo, e))) return rc;
+    if (r->echo && r->stream) return bad(e, "echo", "'echo' is not supported with 'stream'");
+    if (r->max_tokens < 0) r->max_tokens = 16; /* the completions API's documented default */
+    return 0;
+}
+
+static int parse_embedding(const cJSON *root, struct api_gen_req *r, struct api_error *e)
+{
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(root, "input");
+    if (is_absent(in)) return bad(e, "input", "you must provide an 'input' parameter");
+    int n = cJSON_IsString(in) ? 1 : cJSON_IsArray(in) ? cJSON_GetArraySize(in) : -1;
+    if (n <= 0 || n > 2048) return bad(e, "input", "'input' must be a string or a non-empty array of strings");
+    r->inputs = calloc((size_t)n, sizeof *r->inputs);
+    if (!r->inputs) return oom(e);
+    if (cJSON_IsString(in)) {
+        if (!in->valuestring[0]) return bad(e, "input", "'input' must not be empty");
+        r->inputs[0] = strdup(in->valuestring);
+        if (!r->inputs[0]) return oom(e);
+        r->n_inputs = 1;
+    } else {
+        const cJSON *s;
+        cJSON_ArrayForEach(s, in)
+        {
+            if (!cJSON_IsString(s) || !s->valuestring[0])
+                return bad(e, "input", "'input' must be a string or an array of non-empty strings");
+            r->inputs[r->n_inputs] = strdup(s->valuestring);
+            if (!r->inputs[r->n_inputs]) return oom(e);
+            r->n_inputs++;
+        }
+    }
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "encoding_format");
+    if (!is_absent(fmt)) {
+        if (!cJSON_IsString(fmt) ||
+            (strcmp(fmt->valuestring, "float") && strcmp(fmt->valuestring, "base64")))
+            return bad(e, "encoding_format", "'encoding_format' must be 'float' or 'base64'");
+        r->echo = !strcmp(fmt->valuestring, "base64"); /* reused: base64 output */
+    }
+    return 0;
+}
+
+int api_openai_parse(enum api_kind kind, const char *body, size_t len, struct api_gen_req *out,
+                     struct api_error *err)
+{
+    memset(out, 0, sizeof *out);
+    memset(err, 0, sizeof *err);
+    out->kind = kind;
+    out->temperature = 1.0f;
+    out->top_p = 1.0f;
+    out->max_tokens = -1;
+    int rc = 0;
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    if (!root || !cJSON_IsObject(root)) {
+        rc = bad(err, "", "we could not parse the JSON body of your request: expected a JSON object");
+        goto out;
+    }
+    if ((rc = parse_model(root, out, err))) goto out;
+    if (kind == API_KIND_EMBEDDING) {
+        rc = parse_embedding(root, out, err);
+        goto out;
+    }
+    if ((rc = parse_sampling(root, out, err))) goto out;
+    rc = kind == API_KIND_CHAT ? parse_chat(root, out, err) : parse_completion(root, out, err);
+out:
+    cJSON_Delete(root);
+    if (rc) api_gen_req_free(out);
+    return rc;
+}
+
+void api_gen_req_free(struct api_gen_req *r)
+{
+    if (!r) return;
+    for (int i = 0; i < r->n_msgs; i++) {
+        free(r->msgs[i].role);
+        free(r->msgs[i].content);
+    }
+    free(r->msgs);
+    free(r->prompt);
+    for (int i = 0; i < r->n_inputs; i++) free(r->inputs[i]);
+    free(r->inputs);
+    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    free(r->system);
+    enum api_kind k = r->kind;
+    memset(r, 0, sizeof *r);
+    r->kind = k;
+}
+
+/* ---- response building ----------------------------------------------------------------- */
+
+/* Length of a valid UTF-8 sequence at s (n bytes left), 0 if invalid there. */
+static size_t utf8_seq_len(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t need;
+    unsigned min;
+    if (c < 0x80) return c ? 1 : 0;
+    if (c >= 0xC2 && c <= 0xDF) need = 2, min = 0x80;
+    else if (c >= 0xE0 && c <= 0xEF) need = 3, min = 0x800;
+    else if (c >= 0xF0 && c <= 0xF4) need = 4, min = 0x10000;
+    else return 0;
+    if (n < need) return 0;
+    unsigned cp = c & (0x7F >> need);
+    for (size_t i = 1; i < need; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    return need;
+}
+
+/* A NUL-terminated valid UTF-8 copy of len bytes (bad bytes and NUL -> U+FFFD). */
+static char *utf8_clean(const char *s, size_t len)
+{
+    if (len > (SIZE_MAX - 1) / 3) return NULL;
+    char *o = malloc(len * 3 + 1);
+    if (!o) return NULL;
+    size_t j = 0;
+    for (size_t i = 0; i < len;) {
+        size_t k = utf8_seq_len((const unsigned char *)s + i, len - i);
+        if (k == 0) {
+            memcpy(o + j, "\xEF\xBF\xBD", 3);
+            j += 3;
+            i++;
+        } else {
+            memcpy(o + j, s + i, k);
+            j += k;
+            i += k;
+        }
+    }
+    o[j] = 0;
+    return o;
+}
+
+static cJSON *add_clean_string(cJSON *obj, const char *name, const char *s, size_t len)
+{
+    char *c = utf8_clean(s ? s : "", s ? len : 0);
+    if (!c) return NULL;
+    cJSON *v = cJSON_AddStringToObject(obj, name, c);
+    free(c);
+    return v;
+}
+
+static void add_bytes(cJSON *obj, const struct api_lp_entry *en)
+{
+    cJSON *b = cJSON_AddArrayToObject(obj, "bytes");
+    for (size_t i = 0; b && i < en->len; i++)
+        cJSON_AddItemToArray(b, cJSON_CreateNumber((unsigned char)en->text[i]));
+}
+
+static cJSON *lp_chat(const struct api_gen_out *o)
+{
+    cJSON *lp = cJSON_CreateObject();
+    cJSON *content = cJSON_AddArrayToObject(lp, "content");
+    for (int i = 0; content && i < o->n_lps; i++) {
+        const struct api_lp_token *t = &o->lps[i];
+        cJSON *en = cJSON_CreateObject();
+        cJSON_AddItemToArray(content, en);
+        add_clean_string(en, "token", t->tok.text, t->tok.len);
+        cJSON_AddNumberToObject(en, "logprob", t->tok.logprob);
+        add_bytes(en, &t->tok);
+        cJSON *top = cJSON_AddArrayToObject(en, "top_logprobs");
+        for (int k = 0; top && k < t->n_top; k++) {
+            cJSON *alt = cJSON_CreateObject();
+            cJSON_AddItemToArray(top, alt);
+            add_clean_string(alt, "token", t->top[k].text, t->top[k].len);
+            cJSON_AddNumberToObject(alt, "logprob", t->top[k].logprob);
+            add_bytes(alt, &t->top[k]);
+        }
+    }
+    return lp;
+}
+
+static cJSON *lp_completion(const struct api_gen_out *o, size_t text_offset0)
+{
+    cJSON *lp = cJSON_CreateObject();
+    cJSON *tokens = cJSON_AddArrayToObject(lp, "tokens");
+    cJSON *tlp = cJSON_AddArrayToObject(lp, "token_logprobs");
+    cJSON *top = cJSON_AddArrayToObject(lp, "top_logprobs");
+    cJSON *off = cJSON_AddArrayToObject(lp, "text_offset");
+    size_t pos = text_offset0;
+    for (int i = 0; off && i < o->n_lps; i++) {
+        const struct api_lp_token *t = &o->lps[i];
+        char *c = utf8_clean(t->tok.text, t->tok.len);
+        cJSON_AddItemToArray(tokens, cJSON_CreateString(c ? c : ""));
+        free(c);
+        cJSON_AddItemToArray(tlp, cJSON_CreateNumber(t->tok.logprob));
+        cJSON *alts = cJSON_CreateObject();
+        for (int k = 0; k < t->n_top; k++) {
+            char *a = utf8_clean(t->top[k].text, t->top[k].len);
+            if (a && !cJSON_GetObjectItemCaseSensitive(alts, a))
+                cJSON_AddNumberToObject(alts, a, t->top[k].logprob);
+            free(a);
+        }
+        cJSON_AddItemToArray(top, alts);
+        cJSON_AddItemToArray(off, cJSON_CreateNumber((double)pos));
+        pos += t->tok.len;
+    }
+    return lp;
+}
+
+static void add_usage(cJSON *root, const struct api_gen_out *o)
+{
+    cJSON *u = cJSON_AddObjectToObject(root, "usage");
+    if (!u) return;
+    cJSON_AddNumberToObject(u, "prompt_tokens", o->n_prompt);
+    cJSON_AddNumberToObject(u, "completion_tokens", o->n_completion);
+    cJSON_AddNumberToObject(u, "total_tokens", o->n_prompt + o->n_completion);
+}
+
+static cJSON *head(const char *object, const struct api_gen_out *o)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "id", o->id);
+    cJSON_AddStringToObject(root, "object", object);
+    cJSON_AddNumberToObject(root, "created", (double)o->created);
+    cJSON_AddStringToObject(root, "model", o->model);
+    cJSON_AddStringToObject(root, "system_fingerprint", "meshllm");
+    return root;
+}
+
+static void add_finish(cJSON *choice, const char *fr)
+{
+    if (fr)
+        cJSON_AddStringToObject(choice, "finish_reason", fr);
+    else
+        cJSON_AddNullToObject(choice, "finish_reason");
+}
+
+static char *finish_print(cJSON *root)
+{
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return s;
+}
+
+char *api_openai_response_json(enum api_kind kind, const struct api_gen_out *o)
+{
+    bool chat = kind == API_KIND_CHAT;
+    cJSON *root = head(chat ? "chat.completion" : "text_completion", o);
+    cJSON *choices = cJSON_AddArrayToObject(root, "choices");
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddItemToArray(choices, c);
+    cJSON_AddNumberToObject(c, "index", 0);
+    if (chat) {
+        cJSON *m = cJSON_AddObjectToObject(c, "message");
+        cJSON_AddStringToObject(m, "role", "assistant");
+        add_clean_string(m, "content", o->text, o->len);
+        cJSON_AddNullToObject(m, "refusal");
+    } else {
+        add_clean_string(c, "text", o->text, o->len);
+    }
+    if (o->lps)
+        cJSON_AddItemToObject(c, "logprobs", chat ? lp_chat(o) : lp_completion(o, 0));
+    else
+        cJSON_AddNullToObject(c, "logprobs");
+    add_finish(c, o->finish_reason);
+    add_usage(root, o);
+    return finish_print(root);
+}
+
+char *api_openai_chunk_json(enum api_kind kind, const struct api_gen_out *o, bool is_first,
+                            bool usage_only)
+{
+    bool chat = kind == API_KIND_CHAT;
+    cJSON *root = head(chat ? "chat.completion.chunk" : "text_completion", o);
+    cJSON *choices = cJSON_AddArrayToObject(root, "choices");
+    if (usage_only) {
+        add_usage(root, o);
+        return finish_print(root);
+    }
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddItemToArray(choices, c);
+    cJSON_AddNumberToObject(c, "index", 0);
+    if (chat) {
+        cJSON *d = cJSON_AddObjectToObject(c, "delta");
+        if (is_first) cJSON_AddStringToObject(d, "role", "assistant");
+        if (o->len || is_first || !o->finish_reason) add_clean_string(d, "content", o->text, o->len);
+    } else {
+        add_clean_string(c, "text", o->text, o->len);
+    }
+    if (o->lps)
+        cJSON_AddItemToObject(c, "logprobs", chat ? lp_chat(o) : lp_completion(o, 0));
+    else
+        cJSON_AddNullToObject(c, "logprobs");
+    add_finish(c, o->finish_reason);
+    return finish_print(root);
+}

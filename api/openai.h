@@ -1,0 +1,113 @@
+/* openai.h - OpenAI API request parsing/validation and response building (JSON via cJSON).
+ *
+ * Follows the OpenAI API reference for /v1/chat/completions, /v1/completions and
+ * /v1/embeddings: field names, defaults (temperature 1, top_p 1, n 1, no max_tokens) and the
+ * error object {"error":{"message","type","param","code"}}. Parsing does no I/O and knows
+ * nothing of models or tokenizers, so it can be fuzzed alone (tests/fuzz/fuzz_openai.c).
+ * Not supported (refused with 400): n > 1, tools/function calling, audio, images in content.
+ * Thread rule: pure functions; structs belong to the caller.
+ */
+#ifndef MESH_API_OPENAI_H
+#define MESH_API_OPENAI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define API_MAX_STOP 4       /* OpenAI allows up to 4 stop sequences */
+#define API_MAX_TOP_LOGPROBS 20
+#define API_MODEL_NAME_CAP 256
+
+enum api_kind {
+    API_KIND_CHAT = 1,       /* messages -> chat template */
+    API_KIND_COMPLETION = 2, /* raw prompt */
+    API_KIND_EMBEDDING = 3,  /* input string(s) */
+};
+
+/* An error as the API returns it. status is the HTTP status; type/code are static strings. */
+struct api_error {
+    int status;
+    char message[320];
+    const char *type;  /* "invalid_request_error", "server_error", ... */
+    char param[64];    /* offending field or "" (JSON null) */
+    const char *code;  /* NULL = JSON null */
+};
+
+struct api_msg {
+    char *role;    /* "system", "user", "assistant" ("developer" is mapped to "system") */
+    char *content; /* text; array-of-parts content is joined */
+};
+
+/* A generation request after validation. Strings are malloc'd and owned by the struct. */
+struct api_gen_req {
+    enum api_kind kind;
+    char model[API_MODEL_NAME_CAP];
+    struct api_msg *msgs; /* chat: [n_msgs] */
+    int n_msgs;
+    char *prompt;         /* completion: the prompt text */
+    char **inputs;        /* embedding: [n_inputs] texts */
+    int n_inputs;
+    bool stream;
+    bool include_usage;   /* stream_options.include_usage */
+    int max_tokens;       /* -1 = until end of generation or context */
+    float temperature;    /* 0..2, default 1 */
+    float top_p;          /* 0..1, default 1 */
+    float presence_penalty, frequency_penalty; /* -2..2, default 0 */
+    bool has_seed;
+    uint64_t seed;
+    char *stop[API_MAX_STOP];
+    int n_stop;
+    bool logprobs;        /* return per-token logprobs */
+    int top_logprobs;     /* 0..20 alternatives per token */
+    bool json_mode;       /* response_format {"type":"json_object"} */
+    bool echo;            /* completions: echo the prompt (refused if true with stream) */
+    bool raw;             /* ollama generate: do not apply the template */
+    char *system;         /* ollama generate: system prompt, or NULL */
+};
+
+/* Parses and validates a request body of len bytes (not NUL-terminated) for kind.
+ * On success fills *out (zeroed first; free with api_gen_req_free) and returns 0.
+ * On failure returns MESH_EINVAL (or MESH_ENOMEM) with *err filled (status 400, param set). */
+int api_openai_parse(enum api_kind kind, const char *body, size_t len, struct api_gen_req *out,
+                     struct api_error *err);
+void api_gen_req_free(struct api_gen_req *r);
+
+/* Fills e and returns MESH_EINVAL; message formatted like printf. */
+int api_error_set(struct api_error *e, int status, const char *type, const char *code,
+                  const char *param, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* The OpenAI error body as a malloc'd JSON string (NULL on out of memory). */
+char *api_error_json(const struct api_error *e);
+
+/* One alternative of a token for logprobs. text is the token's bytes (len bytes). */
+struct api_lp_entry {
+    const char *text;
+    size_t len;
+    float logprob;
+};
+struct api_lp_token {
+    struct api_lp_entry tok;
+    int n_top;
+    struct api_lp_entry top[API_MAX_TOP_LOGPROBS];
+};
+
+/* What a finished or partial generation produced, for the builders below. */
+struct api_gen_out {
+    const char *id;            /* "chatcmpl-..." / "cmpl-..." */
+    int64_t created;           /* unix seconds */
+    const char *model;
+    const char *text;          /* text of this response or chunk (len bytes) */
+    size_t len;
+    const char *finish_reason; /* "stop", "length" or NULL (still running) */
+    int n_prompt, n_completion;
+    const struct api_lp_token *lps; /* [n_lps] or NULL when logprobs were not asked for */
+    int n_lps;
+};
+
+/* Whole response object (chat.completion / text_completion) as malloc'd JSON. */
+char *api_openai_response_json(enum api_kind kind, const struct api_gen_out *o);
+/* One SSE data object (chat.completion.chunk / text_completion). is_first adds the
+ * assistant role delta for chat. usage_only builds the final usage chunk (empty choices). */
+char *api_openai_chunk_json(enum api_kind kind, const struct api_gen_out *o, bool is_first,
+                            bool usage_only);
+
+#endif

@@ -1,0 +1,196 @@
+/* registry.c - model registry and background loader (see registry.h). */
+#include "node/registry.h"
+
+#include "core/err.h"
+#include "core/log.h"
+#include "engine/model.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define REGISTRY_MAX 32
+
+struct registry {
+    struct sched_params sp;
+    struct registry_entry e[REGISTRY_MAX];
+    atomic_int state[REGISTRY_MAX];
+    int n;
+    pthread_t loader;
+    bool loader_started;
+};
+
+int registry_new(const struct sched_params *sp, struct registry **out)
+{
+    *out = NULL;
+    struct registry *r = calloc(1, sizeof *r);
+    if (!r) return MESH_ENOMEM;
+    r->sp = *sp;
+    for (int i = 0; i < REGISTRY_MAX; i++) atomic_init(&r->state[i], REGISTRY_LOADING);
+    *out = r;
+    return 0;
+}
+
+void registry_free(struct registry *r)
+{
+    if (!r) return;
+    if (r->loader_started) pthread_join(r->loader, NULL);
+    for (int i = 0; i < r->n; i++) {
+        sched_free(r->e[i].sched);
+        model_free(r->e[i].model);
+    }
+    free(r);
+}
+
+const char *registry_models_dir(void)
+{
+    static char buf[4096];
+    const char *d = getenv("MESHLLM_MODELS");
+    if (d && *d) return d;
+    const char *home = getenv("HOME");
+    snprintf(buf, sizeof buf, "%s/.meshllm/models", home && *home ? home : ".");
+    return buf;
+}
+
+static bool is_file(const char *p, struct stat *st)
+{
+    return stat(p, st) == 0 && S_ISREG(st->st_mode);
+}
+
+static void name_from_path(const char *path, char *name, size_t cap)
+{
+    const char *b = strrchr(path, '/');
+    b = b ? b + 1 : path;
+    size_t n = strlen(b);
+    if (n > 5 && !strcmp(b + n - 5, ".gguf")) n -= 5;
+    if (n >= cap) n = cap - 1;
+    memcpy(name, b, n);
+    name[n] = 0;
+}
+
+int registry_resolve(const char *spec, char *path, size_t path_cap, char *name, size_t name_cap,
+                     char *err, size_t err_cap)
+{
+    struct stat st;
+    if (!spec || !*spec) return err_set(err, err_cap, MESH_EINVAL, "empty model name");
+    if (is_file(spec, &st)) {
+        if (strlen(spec) >= path_cap) return err_set(err, err_cap, MESH_ERANGE, "path too long");
+        snprintf(path, path_cap, "%s", spec);
+        name_from_path(spec, name, name_cap);
+        return 0;
+    }
+    if (!strchr(spec, '/')) {
+        const char *dir = registry_models_dir();
+        char cand[4096];
+        const char *suffix[2] = {"", ".gguf"};
+        for (int k = 0; k < 2; k++) {
+            int n = snprintf(cand, sizeof cand, "%s/%s%s", dir, spec, suffix[k]);
+            if (n < 0 || (size_t)n >= sizeof cand || (size_t)n >= path_cap) continue;
+            if (is_file(cand, &st)) {
+                snprintf(path, path_cap, "%s", cand);
+                name_from_path(cand, name, name_cap);
+                return 0;
+            }
+        }
+        return err_set(err, err_cap, MESH_ENOTFOUND,
+                       "model '%s' not found: no such file, nor %s/%s(.gguf)", spec, dir, spec);
+    }
+    return err_set(err, err_cap, MESH_ENOTFOUND, "model file '%s' not found", spec);
+}
+
+int registry_add(struct registry *r, const char *spec, char *err, size_t err_cap)
+{
+    if (r->n >= REGISTRY_MAX) return err_set(err, err_cap, MESH_EFULL, "too many models");
+    struct registry_entry *e = &r->e[r->n];
+    memset(e, 0, sizeof *e);
+    int rc = registry_resolve(spec, e->path, sizeof e->path, e->name, sizeof e->name, err, err_cap);
+    if (rc) return rc;
+    for (int i = 0; i < r->n; i++)
+        if (!strcmp(r->e[i].name, e->name))
+            return err_set(err, err_cap, MESH_EINVAL, "model '%s' given twice", e->name);
+    struct stat st;
+    if (stat(e->path, &st) == 0) {
+        e->created = (int64_t)st.st_mtime;
+        e->file_bytes = (uint64_t)st.st_size;
+    }
+    atomic_store(&r->state[r->n], REGISTRY_LOADING);
+    r->n++;
+    return 0;
+}
+
+static int load_one(struct registry *r, int i)
+{
+    struct registry_entry *e = &r->e[i];
+    struct model_load_opts lo = {0};
+    int rc = model_load(e->path, &lo, &e->model, e->err, sizeof e->err);
+    if (rc == 0) rc = sched_new(e->model, &r->sp, &e->sched, e->err, sizeof e->err);
+    if (rc) {
+        log_error("model %s: %s", e->path, e->err[0] ? e->err : err_str(rc));
+        if (!e->err[0]) snprintf(e->err, sizeof e->err, "%s", err_str(rc));
+        sched_free(e->sched);
+        e->sched = NULL;
+        model_free(e->model);
+        e->model = NULL;
+        atomic_store(&r->state[i], REGISTRY_FAILED);
+        return rc;
+    }
+    log_info("model %s loaded from %s", e->name, e->path);
+    atomic_store(&r->state[i], REGISTRY_READY);
+    return 0;
+}
+
+int registry_load_wait(struct registry *r)
+{
+    int first = 0;
+    for (int i = 0; i < r->n; i++) {
+        if (atomic_load(&r->state[i]) != REGISTRY_LOADING) continue;
+        int rc = load_one(r, i);
+        if (rc && !first) first = rc;
+    }
+    return first;
+}
+
+static void *loader_main(void *arg)
+{
+    registry_load_wait(arg);
+    return NULL;
+}
+
+int registry_load_start(struct registry *r)
+{
+    if (r->loader_started) return MESH_EINVAL;
+    if (pthread_create(&r->loader, NULL, loader_main, r) != 0) return MESH_ENOMEM;
+    r->loader_started = true;
+    return 0;
+}
+
+int registry_count(const struct registry *r) { return r->n; }
+
+struct registry_entry *registry_at(struct registry *r, int i, enum registry_state *state)
+{
+    if (i < 0 || i >= r->n) return NULL;
+    *state = (enum registry_state)atomic_load(&r->state[i]);
+    return &r->e[i];
+}
+
+struct registry_entry *registry_find(struct registry *r, const char *name,
+                                     enum registry_state *state)
+{
+    char want[256];
+    snprintf(want, sizeof want, "%s", name);
+    char *tag = strrchr(want, ':');
+    if (tag && !strcmp(tag, ":latest")) *tag = 0;
+    for (int i = 0; i < r->n; i++) {
+        struct registry_entry *e = &r->e[i];
+        const char *base = strrchr(e->path, '/');
+        base = base ? base + 1 : e->path;
+        if (!strcmp(e->name, want) || !strcmp(base, want) || !strcmp(e->path, name)) {
+            *state = (enum registry_state)atomic_load(&r->state[i]);
+            return e;
+        }
+    }
+    return NULL;
+}

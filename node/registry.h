@@ -1,0 +1,57 @@
+/* registry.h - the models a node serves: resolved by path or by name, loaded in the background.
+ *
+ * A model is named by a file path (any path to a .gguf) or by a name looked up in the models
+ * folder ($MESHLLM_MODELS, else ~/.meshllm/models): NAME, then NAME.gguf. Its API name is the
+ * file name without ".gguf". Entries are added before loading starts; loading runs on a
+ * background thread so the API can answer 503 ("loading") meanwhile. Each loaded model gets a
+ * scheduler (node/sched.h).
+ * Thread rule: add entries and start loading from one thread; lookups from any thread (an
+ * entry's fields are fixed once its state is READY or FAILED, which is published atomically).
+ */
+#ifndef MESH_NODE_REGISTRY_H
+#define MESH_NODE_REGISTRY_H
+
+#include "node/sched.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum registry_state { REGISTRY_LOADING = 0, REGISTRY_READY = 1, REGISTRY_FAILED = 2 };
+
+struct registry_entry {
+    char name[128];
+    char path[4096];
+    char err[256];        /* why loading failed */
+    int64_t created;      /* file modification time, unix seconds */
+    uint64_t file_bytes;
+    struct model *model;  /* READY only */
+    struct sched *sched;  /* READY only */
+};
+
+struct registry;
+int registry_new(const struct sched_params *sp, struct registry **out);
+/* Stops every scheduler (unfinished requests end "cancelled"), frees models. */
+void registry_free(struct registry *r);
+
+/* Folder searched for model names (static buffer). */
+const char *registry_models_dir(void);
+/* Resolves spec (path or name) to an existing file path and an API name. MESH_ENOTFOUND with
+ * a message naming the places searched. */
+int registry_resolve(const char *spec, char *path, size_t path_cap, char *name, size_t name_cap,
+                     char *err, size_t err_cap);
+/* Adds a model (state LOADING). MESH_EINVAL for a duplicate name, MESH_EFULL past 32 models. */
+int registry_add(struct registry *r, const char *spec, char *err, size_t err_cap);
+/* Loads every added model on a background thread (in order). */
+int registry_load_start(struct registry *r);
+/* Loads synchronously; returns 0 if all loaded (failures are logged and kept in entries). */
+int registry_load_wait(struct registry *r);
+
+int registry_count(const struct registry *r);
+/* Entry i (0 <= i < count) and its state. */
+struct registry_entry *registry_at(struct registry *r, int i, enum registry_state *state);
+/* Finds a model by API name (an Ollama ":latest" tag is ignored), by file name, or by path.
+ * Returns the entry or NULL; *state is set when found. */
+struct registry_entry *registry_find(struct registry *r, const char *name,
+                                     enum registry_state *state);
+
+#endif

@@ -1,0 +1,835 @@
+/* sched.c - continuous batching scheduler (see sched.h).
+ *
+ * Worker loop: admit queued requests into free slots (choosing the slot whose cached tokens
+ * share the longest prefix with the prompt), build one batch with one token per generating
+ * slot and prompt chunks for prefilling slots, run model_decode once, then sample for every
+ * slot whose logits came back. Locks: s->mu guards the queue, the slot table's request
+ * pointers and the stats; each request's mu guards its output buffer and notify fields.
+ * Order: never take s->mu while holding a request's mu.
+ */
+#include "node/sched.h"
+
+#include "core/err.h"
+#include "core/log.h"
+#include "engine/model.h"
+#include "engine/tok.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum req_kind { REQ_GEN = 1, REQ_EMBED = 2 };
+enum slot_state { SLOT_FREE = 0, SLOT_PREFILL, SLOT_GEN };
+
+struct sched_req {
+    /* immutable after submit */
+    enum req_kind kind;
+    int32_t *prompt;
+    int n_prompt;
+    struct sched_gen_params gp; /* stop strings point into stop_buf copies */
+    char *stop_copy[SCHED_MAX_STOP];
+    atomic_bool canceled;
+    struct sched_req *next;     /* queue link, guarded by sched mu */
+
+    pthread_mutex_t mu;         /* guards everything below */
+    pthread_cond_t cv;
+    char *out;
+    size_t out_len, out_cap;
+    struct sched_lp *lps;
+    int n_lps, lps_cap;
+    float *embd;
+    int n_embd;
+    bool done;
+    const char *finish;
+    int n_gen, n_cached;
+    sched_notify_fn fn;
+    void *arg;
+    int n_notifying;
+    int refs;                   /* client + scheduler */
+};
+
+struct slot {
+    struct sched_req *req;      /* NULL when free (written under s->mu) */
+    enum slot_state state;
+    int32_t *cache;             /* [n_ctx] tokens whose K/V is cached at positions 0.. */
+    int n_cache;
+    int32_t next;               /* GEN: sampled token to decode next */
+    int n_gen;
+    int n_fed;                  /* tokens put in the current batch */
+    int logit_row;              /* row of this slot's logits in the current step, or -1 */
+    uint64_t last_used;
+    struct sampler *smp;
+    struct tok_stream ts;
+    char *hold;                 /* decoded text not yet released (stop-string prefix) */
+    size_t hold_len, hold_cap;
+};
+
+struct sched {
+    const struct model *m;
+    struct model_ctx *ctx;
+    const struct tok *tok;
+    int n_slots, n_ctx, n_batch, n_vocab, n_embd, queue_cap;
+    struct slot *slots;
+    /* step scratch, sized at creation */
+    int32_t *b_tok, *b_pos, *b_seq;
+    bool *b_want;
+    float *logits;              /* [n_slots][n_vocab] */
+    float *x;                   /* [n_batch][n_embd] for embeddings */
+    double *acc;                /* [n_embd] */
+    pthread_t thread;
+    bool started;
+
+    pthread_mutex_t mu;         /* guards fields below */
+    pthread_cond_t cv;
+    bool stop;
+    struct sched_req *q_head, *q_tail;
+    int n_queued, n_active;
+    uint64_t use_clock;
+    struct sched_stats st;
+    double win_t0;
+    uint64_t win_tokens;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void sched_params_default(struct sched_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->n_slots = 8;
+    p->n_batch = 512;
+    p->queue_cap = 64;
+}
+
+void sched_gen_params_default(struct sched_gen_params *p)
+{
+    memset(p, 0, sizeof *p);
+    sampler_params_default(&p->sp);
+    p->n_logprobs = -1;
+}
+
+int sched_n_ctx(const struct sched *s) { return s->n_ctx; }
+
+/* ---- requests --------------------------------------------------------------------------- */
+
+static void req_unref(struct sched_req *r)
+{
+    pthread_mutex_lock(&r->mu);
+    int left = --r->refs;
+    pthread_mutex_unlock(&r->mu);
+    if (left > 0) return;
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    free(r->prompt);
+    for (int i = 0; i < SCHED_MAX_STOP; i++) free(r->stop_copy[i]);
+    free(r->out);
+    free(r->lps);
+    free(r->embd);
+    free(r);
+}
+
+/* Calls the notify callback outside r->mu, keeping release() from returning meanwhile. */
+static void req_notify(struct sched_req *r)
+{
+    pthread_mutex_lock(&r->mu);
+    sched_notify_fn fn = r->fn;
+    void *arg = r->arg;
+    if (fn) r->n_notifying++;
+    pthread_mutex_unlock(&r->mu);
+    if (!fn) return;
+    fn(arg);
+    pthread_mutex_lock(&r->mu);
+    r->n_notifying--;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Appends text / a logprob entry to the request's output (worker thread). */
+static void req_emit(struct sched_req *r, const char *text, size_t len, const struct sched_lp *lp)
+{
+    pthread_mutex_lock(&r->mu);
+    if (len && r->out_len + len + 1 > r->out_cap) {
+        size_t cap = (r->out_len + len + 1) * 2;
+        char *p = realloc(r->out, cap);
+        if (p) {
+            r->out = p;
+            r->out_cap = cap;
+        }
+    }
+    if (len && r->out_len + len + 1 <= r->out_cap) {
+        memcpy(r->out + r->out_len, text, len);
+        r->out_len += len;
+        r->out[r->out_len] = 0;
+    }
+    if (lp) {
+        if (r->n_lps == r->lps_cap) {
+            int cap = r->lps_cap ? r->lps_cap * 2 : 16;
+            struct sched_lp *p = realloc(r->lps, (size_t)cap * sizeof *p);
+            if (p) {
+                r->lps = p;
+                r->lps_cap = cap;
+            }
+        }
+        if (r->n_lps < r->lps_cap) r->lps[r->n_lps++] = *lp;
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void req_finish(struct sched_req *r, const char *reason)
+{
+    pthread_mutex_lock(&r->mu);
+    r->done = true;
+    r->finish = reason;
+    pthread_mutex_unlock(&r->mu);
+    req_notify(r);
+}
+
+static int submit(struct sched *s, struct sched_req *r, struct sched_req **out)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    if (s->stop)
+        rc = MESH_ECLOSED;
+    else if (s->n_queued >= s->queue_cap) {
+        rc = MESH_EFULL;
+        s->st.n_rejected++;
+    }
+    if (rc == 0) {
+        if (s->q_tail)
+            s->q_tail->next = r;
+        else
+            s->q_head = r;
+        s->q_tail = r;
+        s->n_queued++;
+        pthread_cond_signal(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (rc) {
+        r->refs = 1;
+        req_unref(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+static struct sched_req *req_new(enum req_kind kind, const int32_t *toks, int n,
+                                 sched_notify_fn fn, void *arg)
+{
+    struct sched_req *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->prompt = malloc((size_t)n * sizeof *r->prompt);
+    if (!r->prompt) {
+        free(r);
+        return NULL;
+    }
+    memcpy(r->prompt, toks, (size_t)n * sizeof *r->prompt);
+    r->n_prompt = n;
+    r->kind = kind;
+    r->fn = fn;
+    r->arg = arg;
+    r->refs = 2;
+    atomic_init(&r->canceled, false);
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    return r;
+}
+
+int sched_submit_gen(struct sched *s, const int32_t *prompt, int n_prompt,
+                     const struct sched_gen_params *gp, sched_notify_fn fn, void *arg,
+                     struct sched_req **out)
+{
+    *out = NULL;
+    if (n_prompt <= 0 || gp->n_stop < 0 || gp->n_stop > SCHED_MAX_STOP ||
+        gp->n_logprobs > SCHED_MAX_TOP_LOGPROBS)
+        return MESH_EINVAL;
+    if (n_prompt >= s->n_ctx) return MESH_ERANGE;
+    for (int i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= s->n_vocab) return MESH_EINVAL;
+    struct sched_req *r = req_new(REQ_GEN, prompt, n_prompt, fn, arg);
+    if (!r) return MESH_ENOMEM;
+    r->gp = *gp;
+    for (int i = 0; i < gp->n_stop; i++) {
+        r->stop_copy[i] = strdup(gp->stop[i] ? gp->stop[i] : "");
+        if (!r->stop_copy[i]) {
+            r->refs = 1;
+            req_unref(r);
+            return MESH_ENOMEM;
+        }
+        r->gp.stop[i] = r->stop_copy[i];
+    }
+    return submit(s, r, out);
+}
+
+int sched_submit_embed(struct sched *s, const int32_t *tokens, int n_tokens, sched_notify_fn fn,
+                       void *arg, struct sched_req **out)
+{
+    *out = NULL;
+    if (n_tokens <= 0) return MESH_EINVAL;
+    if (n_tokens > s->n_ctx) return MESH_ERANGE;
+    for (int i = 0; i < n_tokens; i++)
+        if (tokens[i] < 0 || tokens[i] >= s->n_vocab) return MESH_EINVAL;
+    struct sched_req *r = req_new(REQ_EMBED, tokens, n_tokens, fn, arg);
+    if (!r) return MESH_ENOMEM;
+    return submit(s, r, out);
+}
+
+int sched_req_take(struct sched_req *r, struct sched_chunk *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&r->mu);
+    if (r->out_len) {
+        out->text = r->out; /* hand the buffer over */
+        out->len = r->out_len;
+        r->out = NULL;
+        r->out_len = r->out_cap = 0;
+    }
+    if (r->n_lps) {
+        out->lps = r->lps;
+        out->n_lps = r->n_lps;
+        r->lps = NULL;
+        r->n_lps = r->lps_cap = 0;
+    }
+    if (r->done && r->embd) {
+        out->embd = r->embd;
+        out->n_embd = r->n_embd;
+        r->embd = NULL;
+    }
+    out->done = r->done;
+    out->finish_reason = r->finish;
+    out->n_prompt = r->n_prompt;
+    out->n_gen = r->n_gen;
+    out->n_cached = r->n_cached;
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
+void sched_chunk_free(struct sched_chunk *c)
+{
+    if (!c) return;
+    free(c->text);
+    free(c->lps);
+    free(c->embd);
+    memset(c, 0, sizeof *c);
+}
+
+void sched_req_release(struct sched_req *r)
+{
+    if (!r) return;
+    atomic_store(&r->canceled, true);
+    pthread_mutex_lock(&r->mu);
+    r->fn = NULL;
+    while (r->n_notifying > 0) pthread_cond_wait(&r->cv, &r->mu);
+    pthread_mutex_unlock(&r->mu);
+    req_unref(r);
+}
+
+/* ---- slots -------------------------------------------------------------------------------- */
+
+static void slot_free_req(struct sched *s, struct slot *sl, const char *reason)
+{
+    struct sched_req *r = sl->req;
+    sampler_free(sl->smp);
+    sl->smp = NULL;
+    sl->hold_len = 0;
+    sl->state = SLOT_FREE;
+    pthread_mutex_lock(&s->mu);
+    sl->req = NULL;
+    s->n_active--;
+    pthread_mutex_unlock(&s->mu);
+    req_finish(r, reason);
+    req_unref(r);
+}
+
+static int common_prefix(const int32_t *a, int na, const int32_t *b, int nb)
+{
+    int n = na < nb ? na : nb, i = 0;
+    while (i < n && a[i] == b[i]) i++;
+    return i;
+}
+
+/* Picks the free slot for r: longest cached common prefix, else least recently used. */
+static int slot_pick(struct sched *s, const struct sched_req *r)
+{
+    int best = -1, best_common = -1;
+    uint64_t best_used = UINT64_MAX;
+    for (int i = 0; i < s->n_slots; i++) {
+        const struct slot *sl = &s->slots[i];
+        if (sl->req) continue;
+        int c = r->kind == REQ_GEN ? common_prefix(sl->cache, sl->n_cache, r->prompt, r->n_prompt) : 0;
+        if (c > best_common || (c == best_common && sl->last_used < best_used)) {
+            best = i;
+            best_common = c;
+            best_used = sl->last_used;
+        }
+    }
+    return best;
+}
+
+static int embed_run(struct sched *s, int seq, struct sched_req *r)
+{
+    struct slot *sl = &s->slots[seq];
+    model_kv_seq_truncate(s->ctx, seq, 0);
+    sl->n_cache = 0;
+    memset(s->acc, 0, (size_t)s->n_embd * sizeof *s->acc);
+    int rc = 0;
+    for (int off = 0; off < r->n_prompt && rc == 0; off += s->n_batch) {
+        int k = r->n_prompt - off < s->n_batch ? r->n_prompt - off : s->n_batch;
+        for (int i = 0; i < k; i++) {
+            s->b_pos[i] = off + i;
+            s->b_seq[i] = seq;
+        }
+        struct model_batch b = {.n = k, .tokens = r->prompt + off, .pos = s->b_pos, .seq = s->b_seq};
+        rc = model_embed(s->ctx, r->prompt + off, k, s->x);
+        if (rc == 0) rc = model_layers(s->ctx, &b, s->x);
+        for (int i = 0; rc == 0 && i < k; i++)
+            for (int j = 0; j < s->n_embd; j++) s->acc[j] += s->x[(size_t)i * s->n_embd + j];
+    }
+    model_kv_seq_truncate(s->ctx, seq, 0);
+    if (rc) return rc;
+    float *v = malloc((size_t)s->n_embd * sizeof *v);
+    if (!v) return MESH_ENOMEM;
+    double norm = 0;
+    for (int j = 0; j < s->n_embd; j++) norm += s->acc[j] * s->acc[j];
+    norm = sqrt(norm);
+    for (int j = 0; j < s->n_embd; j++) v[j] = (float)(norm > 0 ? s->acc[j] / norm : 0);
+    pthread_mutex_lock(&r->mu);
+    r->embd = v;
+    r->n_embd = s->n_embd;
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
+/* Puts r into free slot i (worker thread). Embeddings run to completion here. */
+static void slot_start(struct sched *s, int i, struct sched_req *r)
+{
+    struct slot *sl = &s->slots[i];
+    sl->last_used = ++s->use_clock;
+    if (r->kind == REQ_EMBED) {
+        int rc = embed_run(s, i, r);
+        pthread_mutex_lock(&s->mu);
+        s->st.n_prompt_tokens += (uint64_t)r->n_prompt;
+        sl->req = NULL;
+        s->n_active--;
+        pthread_mutex_unlock(&s->mu);
+        if (rc) log_warn("sched: embedding failed: %s", err_str(rc));
+        req_finish(r, rc ? "error" : "stop");
+        req_unref(r);
+        return;
+    }
+    /* Keep the shared prefix, but always recompute at least the last prompt token so its
+     * logits come out of this step. */
+    int keep = common_prefix(sl->cache, sl->n_cache, r->prompt, r->n_prompt);
+    if (keep >= r->n_prompt) keep = r->n_prompt - 1;
+    model_kv_seq_truncate(s->ctx, i, keep);
+    sl->n_cache = keep;
+    sl->state = SLOT_PREFILL;
+    sl->n_gen = 0;
+    sl->hold_len = 0;
+    tok_stream_init(&sl->ts, s->tok, r->gp.strip_leading_space);
+    int rc = sampler_new(&r->gp.sp, s->n_vocab, &sl->smp);
+    if (rc == 0)
+        for (int k = 0; k < r->n_prompt; k++) sampler_accept(sl->smp, r->prompt[k]);
+    pthread_mutex_lock(&r->mu);
+    r->n_cached = keep;
+    pthread_mutex_unlock(&r->mu);
+    pthread_mutex_lock(&s->mu);
+    s->st.n_cached_tokens += (uint64_t)keep;
+    pthread_mutex_unlock(&s->mu);
+    if (rc) slot_free_req(s, sl, "error");
+}
+
+/* Moves queued requests into free slots. Returns false when the worker should exit. */
+static bool admit(struct sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        bool have_free = s->n_active < s->n_slots;
+        if (s->stop) break;
+        if (s->q_head && have_free) {
+            struct sched_req *r = s->q_head;
+            s->q_head = r->next;
+            if (!s->q_head) s->q_tail = NULL;
+            s->n_queued--;
+            if (atomic_load(&r->canceled)) {
+                pthread_mutex_unlock(&s->mu);
+                req_finish(r, "cancelled");
+                req_unref(r);
+                pthread_mutex_lock(&s->mu);
+                continue;
+            }
+            int i = slot_pick(s, r);
+            s->slots[i].req = r;
+            s->n_active++;
+            s->st.n_requests++;
+            pthread_mutex_unlock(&s->mu);
+            slot_start(s, i, r);
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
+        if (s->n_active > 0) break;
+        pthread_cond_wait(&s->cv, &s->mu);
+    }
+    bool go = !s->stop;
+    pthread_mutex_unlock(&s->mu);
+    return go;
+}
+
+/* ---- sampling and text ------------------------------------------------------------------- */
+
+static int hold_append(struct slot *sl, const char *p, size_t n)
+{
+    if (sl->hold_len + n + 1 > sl->hold_cap) {
+        size_t cap = (sl->hold_len + n + 1) * 2;
+        char *q = realloc(sl->hold, cap);
+        if (!q) return MESH_ENOMEM;
+        sl->hold = q;
+        sl->hold_cap = cap;
+    }
+    memcpy(sl->hold + sl->hold_len, p, n);
+    sl->hold_len += n;
+    sl->hold[sl->hold_len] = 0;
+    return 0;
+}
+
+/* Releases held text that cannot start a stop string; true if a stop string matched (the
+ * text before it is emitted, the rest dropped). */
+static bool hold_flush(struct slot *sl, const struct sched_gen_params *gp, bool final)
+{
+    struct sched_req *r = sl->req;
+    size_t cut = sl->hold_len;
+    bool hit = false;
+    for (int i = 0; i < gp->n_stop; i++) {
+        size_t sn = strlen(gp->stop[i]);
+        if (!sn || sn > sl->hold_len) continue;
+        for (size_t p = 0; p + sn <= sl->hold_len; p++)
+            if (!memcmp(sl->hold + p, gp->stop[i], sn)) {
+                if (p < cut) cut = p;
+                hit = true;
+                break;
+            }
+    }
+    size_t emit = cut;
+    if (!hit && !final) {
+        /* keep the longest suffix that is a proper prefix of a stop string */
+        size_t keep = 0;
+        for (int i = 0; i < gp->n_stop; i++) {
+            size_t sn = strlen(gp->stop[i]);
+            for (size_t k = sn > 1 ? sn - 1 : 0; k > keep; k--)
+                if (k <= sl->hold_len && !memcmp(sl->hold + sl->hold_len - k, gp->stop[i], k)) {
+                    keep = k;
+                    break;
+                }
+        }
+        emit = sl->hold_len - keep;
+    }
+    if (emit) req_emit(r, sl->hold, emit, NULL);
+    if (hit) {
+        sl->hold_len = 0;
+    } else {
+        memmove(sl->hold, sl->hold + emit, sl->hold_len - emit);
+        sl->hold_len -= emit;
+    }
+    return hit;
+}
+
+static void logprobs_fill(const float *logits, int n_vocab, int32_t id, int n_top,
+                          struct sched_lp *lp)
+{
+    float mx = logits[0];
+    for (int i = 1; i < n_vocab; i++)
+        if (logits[i] > mx) mx = logits[i];
+    double sum = 0;
+    for (int i = 0; i < n_vocab; i++) sum += exp((double)logits[i] - mx);
+    float lse = mx + (float)log(sum);
+    memset(lp, 0, sizeof *lp);
+    lp->id = id;
+    lp->logprob = logits[id] - lse;
+    /* top n by insertion into a small sorted list */
+    for (int i = 0; i < n_vocab && n_top > 0; i++) {
+        float v = logits[i];
+        if (lp->n_top == n_top && v <= lp->top_lp[n_top - 1]) continue;
+        int k = lp->n_top < n_top ? lp->n_top++ : n_top - 1;
+        while (k > 0 && lp->top_lp[k - 1] < v) {
+            lp->top_lp[k] = lp->top_lp[k - 1];
+            lp->top_id[k] = lp->top_id[k - 1];
+            k--;
+        }
+        lp->top_lp[k] = v;
+        lp->top_id[k] = i;
+    }
+    for (int k = 0; k < lp->n_top; k++) lp->top_lp[k] -= lse;
+}
+
+/* Samples the next token of slot sl from its logits row; emits text; may finish the slot. */
+static void slot_sample(struct sched *s, struct slot *sl, const float *row)
+{
+    struct sched_req *r = sl->req;
+    const struct sched_gen_params *gp = &r->gp;
+    int32_t t = sampler_sample(sl->smp, row);
+    if (t < 0 || t >= s->n_vocab) {
+        slot_free_req(s, sl, "error");
+        return;
+    }
+    sampler_accept(sl->smp, t);
+    if (tok_is_eog(s->tok, t)) {
+        char tail[64];
+        int n = tok_stream_flush(&sl->ts, tail, sizeof tail);
+        if (n > 0) hold_append(sl, tail, (size_t)n);
+        hold_flush(sl, gp, true);
+        slot_free_req(s, sl, "stop");
+        return;
+    }
+    struct sched_lp lp;
+    if (gp->n_logprobs >= 0) logprobs_fill(row, s->n_vocab, t, gp->n_logprobs, &lp);
+    char piece[256];
+    int n = tok_stream_push(&sl->ts, t, piece, sizeof piece);
+    if (n > 0 && hold_append(sl, piece, (size_t)n)) {
+        slot_free_req(s, sl, "error");
+        return;
+    }
+    sl->n_gen++;
+    pthread_mutex_lock(&r->mu);
+    r->n_gen = sl->n_gen;
+    pthread_mutex_unlock(&r->mu);
+    if (gp->n_logprobs >= 0) req_emit(r, NULL, 0, &lp);
+    pthread_mutex_lock(&s->mu);
+    s->st.n_gen_tokens++;
+    s->win_tokens++;
+    pthread_mutex_unlock(&s->mu);
+    bool hit = hold_flush(sl, gp, false);
+    if (hit) {
+        slot_free_req(s, sl, "stop");
+        return;
+    }
+    bool at_max = gp->max_tokens > 0 && sl->n_gen >= gp->max_tokens;
+    bool ctx_full = sl->n_cache >= s->n_ctx;
+    if (at_max || ctx_full) {
+        char tail[64];
+        int m = tok_stream_flush(&sl->ts, tail, sizeof tail);
+        if (m > 0) hold_append(sl, tail, (size_t)m);
+        hit = hold_flush(sl, gp, true);
+        slot_free_req(s, sl, hit ? "stop" : "length");
+        return;
+    }
+    sl->next = t;
+    sl->state = SLOT_GEN;
+    req_notify(r);
+}
+
+/* ---- the step ---------------------------------------------------------------------------- */
+
+static void step(struct sched *s)
+{
+    int n = 0, n_want = 0;
+    /* Cancelled requests leave first. */
+    for (int i = 0; i < s->n_slots; i++) {
+        struct slot *sl = &s->slots[i];
+        sl->n_fed = 0;
+        sl->logit_row = -1;
+        if (sl->req && atomic_load(&sl->req->canceled)) slot_free_req(s, sl, "cancelled");
+    }
+    /* One token per generating slot. */
+    for (int i = 0; i < s->n_slots; i++) {
+        struct slot *sl = &s->slots[i];
+        if (!sl->req || sl->state != SLOT_GEN || n >= s->n_batch) continue;
+        s->b_tok[n] = sl->next;
+        s->b_pos[n] = sl->n_cache;
+        s->b_seq[n] = i;
+        s->b_want[n] = true;
+        sl->logit_row = n_want++;
+        sl->n_fed = 1;
+        n++;
+    }
+    /* Prompt chunks with the remaining budget. */
+    int n_prompt_tokens = 0;
+    for (int i = 0; i < s->n_slots && n < s->n_batch; i++) {
+        struct slot *sl = &s->slots[i];
+        if (!sl->req || sl->state != SLOT_PREFILL) continue;
+        struct sched_req *r = sl->req;
+        int left = r->n_prompt - sl->n_cache;
+        int k = left < s->n_batch - n ? left : s->n_batch - n;
+        for (int j = 0; j < k; j++) {
+            s->b_tok[n] = r->prompt[sl->n_cache + j];
+            s->b_pos[n] = sl->n_cache + j;
+            s->b_seq[n] = i;
+            s->b_want[n] = false;
+            n++;
+        }
+        if (k == left) {
+            s->b_want[n - 1] = true;
+            sl->logit_row = n_want++;
+        }
+        sl->n_fed = k;
+        n_prompt_tokens += k;
+    }
+    if (n == 0) return;
+    struct model_batch b = {.n = n, .tokens = s->b_tok, .pos = s->b_pos, .seq = s->b_seq,
+                            .want_logits = s->b_want};
+    double t0 = now_s();
+    int rc = model_decode(s->ctx, &b, s->logits);
+    double t1 = now_s();
+    pthread_mutex_lock(&s->mu);
+    s->st.busy_s += t1 - t0;
+    s->st.n_prompt_tokens += (uint64_t)n_prompt_tokens;
+    if (t1 - s->win_t0 >= 1.0) {
+        s->st.gen_tps = s->win_tokens / (t1 - s->win_t0);
+        s->win_t0 = t1;
+        s->win_tokens = 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (rc) {
+        log_warn("sched: decode of %d tokens failed: %s", n, err_str(rc));
+        for (int i = 0; i < s->n_slots; i++) {
+            struct slot *sl = &s->slots[i];
+            if (!sl->req || !sl->n_fed) continue;
+            model_kv_seq_truncate(s->ctx, i, 0);
+            sl->n_cache = 0;
+            slot_free_req(s, sl, "error");
+        }
+        return;
+    }
+    /* The cache now holds the fed tokens; then sample where logits came back. */
+    for (int i = 0; i < s->n_slots; i++) {
+        struct slot *sl = &s->slots[i];
+        if (!sl->req || !sl->n_fed) continue;
+        if (sl->state == SLOT_GEN)
+            sl->cache[sl->n_cache] = sl->next;
+        else
+            memcpy(sl->cache + sl->n_cache, sl->req->prompt + sl->n_cache,
+                   (size_t)sl->n_fed * sizeof *sl->cache);
+        sl->n_cache += sl->n_fed;
+        if (sl->logit_row >= 0) slot_sample(s, sl, s->logits + (size_t)sl->logit_row * s->n_vocab);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct sched *s = arg;
+    while (admit(s)) step(s);
+    return NULL;
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------- */
+
+void sched_free(struct sched *s)
+{
+    if (!s) return;
+    if (s->started) {
+        pthread_mutex_lock(&s->mu);
+        s->stop = true;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->thread, NULL);
+    }
+    for (int i = 0; s->slots && i < s->n_slots; i++) {
+        struct slot *sl = &s->slots[i];
+        if (sl->req) {
+            char tail[64];
+            int n = tok_stream_flush(&sl->ts, tail, sizeof tail);
+            if (n > 0) hold_append(sl, tail, (size_t)n);
+            hold_flush(sl, &sl->req->gp, true);
+            slot_free_req(s, sl, "cancelled");
+        }
+        free(sl->cache);
+        free(sl->hold);
+    }
+    while (s->q_head) {
+        struct sched_req *r = s->q_head;
+        s->q_head = r->next;
+        req_finish(r, "cancelled");
+        req_unref(r);
+    }
+    model_ctx_free(s->ctx);
+    free(s->slots);
+    free(s->b_tok);
+    free(s->b_pos);
+    free(s->b_seq);
+    free(s->b_want);
+    free(s->logits);
+    free(s->x);
+    free(s->acc);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+int sched_new(const struct model *m, const struct sched_params *p, struct sched **out,
+              char *err, size_t err_cap)
+{
+    *out = NULL;
+    if (p->n_slots <= 0 || p->n_slots > 256 || p->n_batch <= 0 || p->queue_cap < 0)
+        return err_set(err, err_cap, MESH_EINVAL, "scheduler: bad parameters");
+    struct sched *s = calloc(1, sizeof *s);
+    if (!s) return err_set(err, err_cap, MESH_ENOMEM, "scheduler: out of memory");
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->m = m;
+    s->tok = model_tok(m);
+    const struct model_hparams *hp = model_hparams(m);
+    s->n_vocab = hp->n_vocab;
+    s->n_embd = hp->n_embd;
+    s->n_slots = p->n_slots;
+    s->n_batch = p->n_batch;
+    s->queue_cap = p->queue_cap;
+    struct model_ctx_params cp;
+    model_ctx_params_default(&cp);
+    cp.n_ctx = p->n_ctx;
+    cp.n_batch = p->n_batch;
+    cp.n_seq = p->n_slots;
+    cp.n_threads = p->n_threads;
+    int rc = model_ctx_new(m, &cp, &s->ctx, err, err_cap);
+    if (rc) goto fail;
+    s->n_ctx = model_ctx_n_ctx(s->ctx);
+    size_t nb = (size_t)s->n_batch;
+    s->slots = calloc((size_t)s->n_slots, sizeof *s->slots);
+    s->b_tok = malloc(nb * sizeof *s->b_tok);
+    s->b_pos = malloc(nb * sizeof *s->b_pos);
+    s->b_seq = malloc(nb * sizeof *s->b_seq);
+    s->b_want = malloc(nb * sizeof *s->b_want);
+    s->logits = malloc((size_t)s->n_slots * (size_t)s->n_vocab * sizeof *s->logits);
+    s->x = malloc(nb * (size_t)s->n_embd * sizeof *s->x);
+    s->acc = malloc((size_t)s->n_embd * sizeof *s->acc);
+    rc = MESH_ENOMEM;
+    if (!s->slots || !s->b_tok || !s->b_pos || !s->b_seq || !s->b_want || !s->logits || !s->x ||
+        !s->acc)
+        goto fail;
+    for (int i = 0; i < s->n_slots; i++) {
+        s->slots[i].cache = malloc((size_t)s->n_ctx * sizeof *s->slots[i].cache);
+        if (!s->slots[i].cache) goto fail;
+    }
+    s->st.n_slots = s->n_slots;
+    s->st.queue_cap = s->queue_cap;
+    s->st.n_ctx = s->n_ctx;
+    s->win_t0 = now_s();
+    if (pthread_create(&s->thread, NULL, worker_main, s) != 0) {
+        rc = MESH_ENOMEM;
+        goto fail;
+    }
+    s->started = true;
+    *out = s;
+    return 0;
+fail:
+    if (rc == MESH_ENOMEM) err_set(err, err_cap, rc, "scheduler: out of memory");
+    sched_free(s);
+    return rc;
+}
+
+void sched_stats(struct sched *s, struct sched_stats *out)
+{
+    pthread_mutex_lock(&s->mu);
+    *out = s->st;
+    out->n_active = s->n_active;
+    out->n_queued = s->n_queued;
+    /* the window rate decays to 0 when the worker is idle */
+    double t = now_s();
+    if (t - s->win_t0 > 2.0) out->gen_tps = 0;
+    pthread_mutex_unlock(&s->mu);
+}

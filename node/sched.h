@@ -1,0 +1,114 @@
+/* sched.h - the request scheduler of one loaded model: continuous batching over KV slots.
+ *
+ * A worker thread owns one model_ctx with n_slots sequences. Requests wait in a bounded FIFO
+ * (sched_submit_* returns MESH_EFULL when it is full: the API answers 429). Each step decodes,
+ * in ONE model_decode call, the next token of every generating slot plus prompt chunks of
+ * newly admitted requests (up to n_batch tokens), so concurrent requests share each pass over
+ * the weights. A slot keeps the tokens whose K/V it holds; a new request is placed in the free
+ * slot sharing the longest prompt prefix and only the rest is computed (KV prefix reuse).
+ * A request whose client went away (sched_req_release before the end) is cancelled at the
+ * next step and its slot freed. Stop strings are matched on the decoded text; text that may
+ * be the start of a stop string is held back until it is known not to be.
+ * Not here: routing to peers, priorities, swapping KV to memory.
+ *
+ * Thread rule: sched_submit_*, sched_req_* and sched_stats may be called from any thread;
+ * the notify callback runs on the worker thread without scheduler locks held.
+ */
+#ifndef MESH_NODE_SCHED_H
+#define MESH_NODE_SCHED_H
+
+#include "engine/sampler.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct model;
+
+#define SCHED_MAX_STOP 8
+#define SCHED_MAX_TOP_LOGPROBS 20
+
+struct sched_params {
+    int n_slots;   /* concurrent sequences (KV slots); default 8 */
+    int n_ctx;     /* positions per slot; 0 = model_ctx default */
+    int n_batch;   /* tokens per decode step; default 512 */
+    int n_threads; /* 0 = all cores */
+    int queue_cap; /* requests waiting for a slot before MESH_EFULL; default 64 */
+};
+void sched_params_default(struct sched_params *p);
+
+struct sched;
+/* Creates the context and starts the worker. m must outlive the scheduler. */
+int sched_new(const struct model *m, const struct sched_params *p, struct sched **out,
+              char *err, size_t err_cap);
+/* Stops the worker; every unfinished request ends with finish reason "cancelled" and its
+ * notify callback runs. Requests not yet released by their clients stay valid until then. */
+void sched_free(struct sched *s);
+int sched_n_ctx(const struct sched *s);
+
+/* Called (on the worker thread) whenever a request has new output or has finished. */
+typedef void (*sched_notify_fn)(void *arg);
+
+struct sched_gen_params {
+    struct sampler_params sp;
+    int max_tokens;                   /* <= 0: until end of generation or of the context */
+    const char *stop[SCHED_MAX_STOP]; /* copied at submit */
+    int n_stop;
+    int n_logprobs;                   /* -1: none; 0: chosen token only; 1..20 alternatives */
+    bool strip_leading_space;         /* SPM: drop the first piece's leading space */
+};
+void sched_gen_params_default(struct sched_gen_params *p);
+
+struct sched_req;
+
+/* Queues a generation of prompt[n_prompt] (copied). *out is the client's reference: release
+ * it with sched_req_release exactly once. Returns 0, MESH_EFULL (queue full), MESH_ERANGE
+ * (prompt does not fit the context), MESH_ECLOSED (shutting down), MESH_EINVAL, MESH_ENOMEM. */
+int sched_submit_gen(struct sched *s, const int32_t *prompt, int n_prompt,
+                     const struct sched_gen_params *gp, sched_notify_fn fn, void *arg,
+                     struct sched_req **out);
+/* Queues an embedding: mean of the last layer's hidden states over the tokens, L2-normalised. */
+int sched_submit_embed(struct sched *s, const int32_t *tokens, int n_tokens, sched_notify_fn fn,
+                       void *arg, struct sched_req **out);
+
+struct sched_lp {
+    int32_t id;
+    float logprob;
+    int n_top;
+    int32_t top_id[SCHED_MAX_TOP_LOGPROBS];
+    float top_lp[SCHED_MAX_TOP_LOGPROBS];
+};
+
+/* Output taken from a request since the previous take. Owned by the caller. */
+struct sched_chunk {
+    char *text;               /* new text (NUL-terminated, len bytes), may be NULL if none */
+    size_t len;
+    struct sched_lp *lps;     /* logprobs of new tokens [n_lps] */
+    int n_lps;
+    float *embd;              /* embedding [n_embd] once done (embedding requests) */
+    int n_embd;
+    bool done;
+    const char *finish_reason;/* when done: "stop", "length", "cancelled" or "error" */
+    int n_prompt, n_gen;      /* tokens so far */
+    int n_cached;             /* prompt tokens reused from the slot's cache */
+};
+/* Moves pending output into *out (zeroed first). Returns 0 or MESH_ENOMEM. */
+int sched_req_take(struct sched_req *r, struct sched_chunk *out);
+void sched_chunk_free(struct sched_chunk *c);
+/* The client is done with r: cancels it if it is still running, and no notify runs after
+ * this returns. r must not be used afterwards. */
+void sched_req_release(struct sched_req *r);
+
+struct sched_stats {
+    int n_slots, n_active, n_queued, queue_cap, n_ctx;
+    uint64_t n_requests;       /* admitted since start */
+    uint64_t n_rejected;       /* refused because the queue was full */
+    uint64_t n_prompt_tokens;  /* computed (not reused) prompt tokens */
+    uint64_t n_cached_tokens;  /* prompt tokens reused from slot caches */
+    uint64_t n_gen_tokens;
+    double busy_s;             /* worker time spent in decode steps */
+    double gen_tps;            /* generated tokens per second over the last window */
+};
+void sched_stats(struct sched *s, struct sched_stats *out);
+
+#endif
