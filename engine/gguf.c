@@ -1178,7 +1178,8 @@ static void write_header(struct gguf_writer *w, struct wout *o)
         wout_put(o, &off, 8);
         off += t->size + (w->alignment - t->size % w->alignment) % w->alignment;
     }
-    wout_pad(o, w->alignment);
+    /* Vocab-only files (no tensors) end right after the header, as llama.cpp's do. */
+    if (w->n_t > 0) wout_pad(o, w->alignment);
 }
 
 /* Rows per fill call: about 16 MiB, at least one row (all rows in whole mode). */
@@ -1227,7 +1228,8 @@ static int write_data(struct gguf_writer *w, struct wout *o, gguf_tensor_fill_ro
                 wout_put(o, buf, n);
             }
         }
-        if (i + 1 < w->n_t) wout_pad(o, w->alignment);
+        /* Padding after every tensor, the last included, as llama.cpp writes it. */
+        wout_pad(o, w->alignment);
         if (!rc && o->rc) rc = o->rc;
     }
     free(buf);
