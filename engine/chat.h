@@ -25,6 +25,9 @@ enum chat_tmpl {
     CHAT_TMPL_PHI3,
     CHAT_TMPL_ZEPHYR,
     CHAT_TMPL_GEMMA,
+    CHAT_TMPL_MISTRAL_V3_TEKKEN, /* Mistral Nemo: v3 without the spaces */
+    CHAT_TMPL_PHI4,              /* chatml with <|im_sep|> */
+    CHAT_TMPL_COUNT_
 };
 
 struct chat_msg {
@@ -36,17 +39,31 @@ struct chat_msg {
  * CHAT_TMPL_UNKNOWN if nothing matches (callers then use chat_tmpl_fallback()). */
 enum chat_tmpl chat_tmpl_detect(const char *jinja);
 enum chat_tmpl chat_tmpl_fallback(void);
+/* What `chat`/`serve` use: the family named by override (--chat-template) if not NULL,
+ * else the detected one, else the fallback; logs which one and why (a warning when the
+ * model's template is missing or not recognised). Returns MESH_EINVAL if override names
+ * no family (then *out is the fallback). */
+int chat_tmpl_select(const char *jinja, const char *override, enum chat_tmpl *out);
 /* Name ("chatml") and lookup by name (for --chat-template); -1/UNKNOWN if unknown. */
 const char *chat_tmpl_name(enum chat_tmpl t);
 enum chat_tmpl chat_tmpl_from_name(const char *name);
 
-/* Renders msgs into a malloc'd NUL-terminated string in *out (caller frees).
+/* Renders msgs into a malloc'd NUL-terminated string in *out (caller frees), as the
+ * family's official Jinja template renders it with bos_token = "" (the rendered text
+ * never starts with BOS: the tokenizer adds it; BOS/EOS pieces inside the history, such
+ * as llama-2's "</s><s>[INST]", are written as text, so tokenize with parse_special).
  * add_generation_prompt: end with the assistant header so the model replies.
- * bos_text: the BOS piece some templates write literally (e.g. "<s>"), or NULL; the
- * rendered text never includes BOS itself: the tokenizer adds it. Returns 0,
- * MESH_EINVAL (unknown role for this family), MESH_ENOMEM. */
+ * Roles: "system", "user", "assistant". Families without a system role (gemma, mistral
+ * v1/v3, llama-2 without <<SYS>>) merge system text into a user turn.
+ * Returns 0, MESH_EINVAL (NULL/unknown role, NULL content, CHAT_TMPL_UNKNOWN),
+ * MESH_ENOMEM. */
 int chat_tmpl_apply(enum chat_tmpl t, const struct chat_msg *msgs, size_t n_msgs,
                     bool add_generation_prompt, char **out);
+/* Same with the model's EOS piece text (tok_piece of tok_eos, render_special) for the
+ * families whose template writes eos_token between turns: llama2, mistral and zephyr
+ * (TinyLlama/zephyr use "</s>", StableLM-zephyr "<|endoftext|>"). NULL = "</s>". */
+int chat_tmpl_apply_eos(enum chat_tmpl t, const struct chat_msg *msgs, size_t n_msgs,
+                        bool add_generation_prompt, const char *eos_text, char **out);
 
 /* Text pieces that end an assistant turn for this family (e.g. "<|im_end|>"), for use as
  * extra stop strings; NULL-terminated static array. */
