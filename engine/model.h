@@ -86,6 +86,8 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p,
                   struct model_ctx **out, char *err, size_t err_cap);
 void model_ctx_free(struct model_ctx *c);
 int model_ctx_n_ctx(const struct model_ctx *c);
+int model_ctx_n_batch(const struct model_ctx *c);
+const struct model *model_ctx_model(const struct model_ctx *c);
 
 /* A batch: n tokens, each with its sequence and position. Positions of one sequence must
  * continue its cache (pos == number of positions already cached, increasing). */
