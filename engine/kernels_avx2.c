@@ -1,14 +1,62 @@
 /* kernels_avx2.c - AVX2 + FMA + F16C kernels (compiled with -mavx2 -mfma -mf16c -mbmi2;
- * only called when quant.c saw those features in cpuid).
+ * installed only when quant.c saw all of those in cpuid).
  *
- * Same signatures and results as the scalar reference in quant_ref.c, up to float
- * summation order. Integer dot products use maddubs (u8 x s8 -> s16 pairs) on |x| and
- * sign(y, x), as llama.cpp's x86 kernels do; partial products never saturate because
- * every operand is within [-127, 127] (Q8 activations) or tighter (weights).
+ * Same signatures and results as the scalar reference in quant_ref.c up to float
+ * summation order: every block's integer dot product is computed exactly (maddubs on
+ * unsigned x signed bytes into 16-bit pairs, madd into 32 bits, as llama.cpp's x86
+ * kernels do); only the float accumulation across blocks is reordered. No 16-bit pair
+ * can saturate: weights are at most 63 in magnitude as unsigned and activations at most
+ * 127 (2 * 63 * 127 < 32767). Q8_0 activations follow llama.cpp's x86 quantizer
+ * (scale 127/amax, round to nearest even) - see quant.h; Q8_K is bit-exact with the
+ * reference.
  */
 #include <immintrin.h>
 
 #include "engine/quant_internal.h"
+
+static inline float h2f(uint16_t h)
+{
+    return _cvtsh_ss(h);
+}
+
+static inline float hsum_ps(__m256 v)
+{
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+/* 16 bytes of nibbles -> 32 bytes 0..15: low nibbles (elements 0-15) in the low lane,
+ * high nibbles (elements 16-31) in the high lane (the Q4_0/Q5_0 element order). */
+static inline __m256i nibbles_32(const uint8_t *p)
+{
+    __m128i t = _mm_loadu_si128((const __m128i *)p);
+    __m256i b = _mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
+    return _mm256_and_si256(b, _mm256_set1_epi8(0x0F));
+}
+
+/* 32 bits -> 32 bytes, 0xFF where the bit is set (bit i -> byte i). */
+static inline __m256i bits_32(const uint8_t *p)
+{
+    uint32_t w;
+    memcpy(&w, p, 4);
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                           0x0101010101010101, 0x0000000000000000);
+    __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)w), shuf);
+    b = _mm256_or_si256(b, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    return _mm256_cmpeq_epi8(b, _mm256_set1_epi64x(-1));
+}
+
+/* Signed x signed bytes -> 8 int32 sums of 4 products: |x| as unsigned times y with
+ * x's sign (|x| <= 127 or x == -128 read as 128 unsigned: still exact). */
+static inline __m256i dot_s8(__m256i x, __m256i y)
+{
+    __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+/* ---- F32 / F16 / BF16 ------------------------------------------------------------------ */
 
 static void f16_to_f32_row(const void *vsrc, float *dst, int64_t n)
 {
@@ -29,8 +77,402 @@ static void f32_to_f16_row(const float *src, void *vdst, int64_t n)
     for (; i < n; i++) dst[i] = quant_f32_to_f16(src[i]);
 }
 
+static void f32_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const float *x = vx, *y = vy;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(y + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
+    float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; i++) sum += x[i] * y[i];
+    *s = sum;
+}
+
+static inline __m256 ld_f16(const uint16_t *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+static void f16_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const uint16_t *x = vx, *y = vy;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(ld_f16(x + i), ld_f16(y + i), a0);
+        a1 = _mm256_fmadd_ps(ld_f16(x + i + 8), ld_f16(y + i + 8), a1);
+        a2 = _mm256_fmadd_ps(ld_f16(x + i + 16), ld_f16(y + i + 16), a2);
+        a3 = _mm256_fmadd_ps(ld_f16(x + i + 24), ld_f16(y + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(ld_f16(x + i), ld_f16(y + i), a0);
+    float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; i++) sum += h2f(x[i]) * h2f(y[i]);
+    *s = sum;
+}
+
+static inline __m256 ld_bf16(const uint16_t *p)
+{
+    __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+
+static void bf16_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const uint16_t *x = vx, *y = vy;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(ld_bf16(x + i), ld_bf16(y + i), a0);
+        a1 = _mm256_fmadd_ps(ld_bf16(x + i + 8), ld_bf16(y + i + 8), a1);
+        a2 = _mm256_fmadd_ps(ld_bf16(x + i + 16), ld_bf16(y + i + 16), a2);
+        a3 = _mm256_fmadd_ps(ld_bf16(x + i + 24), ld_bf16(y + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(ld_bf16(x + i), ld_bf16(y + i), a0);
+    float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; i++) sum += quant_bf16_to_f32(x[i]) * quant_bf16_to_f32(y[i]);
+    *s = sum;
+}
+
+/* ---- Q8_0 / Q8_K activations ------------------------------------------------------------- */
+
+static inline __m256 abs_ps(__m256 v)
+{
+    return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+}
+
+static inline float hmax_ps(__m256 v)
+{
+    __m128 m = _mm_max_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+/* 32 floats (already scaled) -> 32 int8 rounded to nearest even, in order. */
+static inline __m256i round_pack_32(__m256 v0, __m256 v1, __m256 v2, __m256 v3)
+{
+    const int mode = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(v0, mode));
+    __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(v1, mode));
+    __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(v2, mode));
+    __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(v3, mode));
+    /* packs work per 128-bit lane; the permute restores element order */
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+    return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+static void q8_0_from_float(const float *x, void *vy, int64_t k)
+{
+    struct block_q8_0 *y = vy;
+    for (int64_t i = 0; i < k / QK8_0; i++, x += QK8_0) {
+        __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
+        __m256 v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(abs_ps(v0), abs_ps(v1)),
+                                 _mm256_max_ps(abs_ps(v2), abs_ps(v3)));
+        const float amax = hmax_ps(m);
+        y[i].d = quant_f32_to_f16(amax / 127.f);
+        const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.f / amax : 0.0f);
+        __m256i q = round_pack_32(_mm256_mul_ps(v0, id), _mm256_mul_ps(v1, id),
+                                  _mm256_mul_ps(v2, id), _mm256_mul_ps(v3, id));
+        _mm256_storeu_si256((__m256i *)y[i].qs, q);
+    }
+}
+
+static void q8_K_from_float(const float *x, void *vy, int64_t k)
+{
+    struct block_q8_K *y = vy;
+    for (int64_t i = 0; i < k / QK_K; i++, x += QK_K) {
+        __m256 m = _mm256_setzero_ps();
+        for (int j = 0; j < QK_K; j += 8) m = _mm256_max_ps(m, abs_ps(_mm256_loadu_ps(x + j)));
+        const float amax = hmax_ps(m);
+        if (!amax) {
+            memset(&y[i], 0, sizeof y[i]);
+            continue;
+        }
+        /* the reference takes the sign of the first element of largest magnitude */
+        float max = 0;
+        const __m256 va = _mm256_set1_ps(amax);
+        for (int j = 0; j < QK_K; j += 8) {
+            int mask = _mm256_movemask_ps(_mm256_cmp_ps(abs_ps(_mm256_loadu_ps(x + j)), va, _CMP_EQ_OQ));
+            if (mask) {
+                max = x[j + __builtin_ctz((unsigned)mask)];
+                break;
+            }
+        }
+        const float iscale = -127.f / max;
+        const __m256 vs = _mm256_set1_ps(iscale);
+        for (int j = 0; j < QK_K; j += 32) {
+            __m256i q = round_pack_32(_mm256_mul_ps(_mm256_loadu_ps(x + j), vs),
+                                      _mm256_mul_ps(_mm256_loadu_ps(x + j + 8), vs),
+                                      _mm256_mul_ps(_mm256_loadu_ps(x + j + 16), vs),
+                                      _mm256_mul_ps(_mm256_loadu_ps(x + j + 24), vs));
+            _mm256_storeu_si256((__m256i *)(y[i].qs + j), q);
+            /* sums of 16: bias to unsigned, sum 8-byte groups, add pairs, unbias */
+            __m256i sad = _mm256_sad_epu8(_mm256_xor_si256(q, _mm256_set1_epi8((char)0x80)),
+                                          _mm256_setzero_si256());
+            int64_t g[4];
+            _mm256_storeu_si256((__m256i *)g, sad);
+            y[i].bsums[j / 16] = (int16_t)(g[0] + g[1] - 16 * 128);
+            y[i].bsums[j / 16 + 1] = (int16_t)(g[2] + g[3] - 16 * 128);
+        }
+        y[i].d = 1 / iscale;
+    }
+}
+
+/* ---- 32-element block types ---------------------------------------------------------------- */
+
+static void q4_0_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const struct block_q4_0 *x = vx;
+    const struct block_q8_0 *y = vy;
+    const int nb = n / QK8_0;
+    const __m256i eight = _mm256_set1_epi8(8), ones = _mm256_set1_epi16(1);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int ib = 0;
+    /* (q - 8) . y = q . y - 8 . y with q unsigned: two maddubs, no sign fix-ups */
+#define Q4_0_BLOCK(acc, b)                                                                    \
+    do {                                                                                      \
+        const __m256i q = nibbles_32(x[b].qs);                                                \
+        const __m256i yv = _mm256_loadu_si256((const __m256i *)y[b].qs);                      \
+        __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, yv), _mm256_maddubs_epi16(eight, yv)); \
+        __m256 d = _mm256_set1_ps(h2f(x[b].d) * h2f(y[b].d));                                 \
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), acc);        \
+    } while (0)
+    for (; ib + 1 < nb; ib += 2) {
+        Q4_0_BLOCK(acc0, ib);
+        Q4_0_BLOCK(acc1, ib + 1);
+    }
+    if (ib < nb) Q4_0_BLOCK(acc0, ib);
+#undef Q4_0_BLOCK
+    *s = hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+static void q5_0_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const struct block_q5_0 *x = vx;
+    const struct block_q8_0 *y = vy;
+    const int nb = n / QK8_0;
+    const __m256i hi_clear = _mm256_set1_epi8((char)0xF0);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int ib = 0;
+    /* q - 16 as a signed byte: low nibble, OR 0xF0 where bit 4 is clear */
+#define Q5_0_BLOCK(acc, b)                                                                    \
+    do {                                                                                      \
+        __m256i q = nibbles_32(x[b].qs);                                                      \
+        q = _mm256_or_si256(q, _mm256_andnot_si256(bits_32(x[b].qh), hi_clear));              \
+        const __m256i yv = _mm256_loadu_si256((const __m256i *)y[b].qs);                      \
+        __m256 d = _mm256_set1_ps(h2f(x[b].d) * h2f(y[b].d));                                 \
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_s8(q, yv)), acc);                     \
+    } while (0)
+    for (; ib + 1 < nb; ib += 2) {
+        Q5_0_BLOCK(acc0, ib);
+        Q5_0_BLOCK(acc1, ib + 1);
+    }
+    if (ib < nb) Q5_0_BLOCK(acc0, ib);
+#undef Q5_0_BLOCK
+    *s = hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+static void q8_0_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const struct block_q8_0 *x = vx, *y = vy;
+    const int nb = n / QK8_0;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int ib = 0;
+#define Q8_0_BLOCK(acc, b)                                                                    \
+    do {                                                                                      \
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)x[b].qs);                      \
+        const __m256i yv = _mm256_loadu_si256((const __m256i *)y[b].qs);                      \
+        __m256 d = _mm256_set1_ps(h2f(x[b].d) * h2f(y[b].d));                                 \
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_s8(xv, yv)), acc);                    \
+    } while (0)
+    for (; ib + 1 < nb; ib += 2) {
+        Q8_0_BLOCK(acc0, ib);
+        Q8_0_BLOCK(acc1, ib + 1);
+    }
+    if (ib < nb) Q8_0_BLOCK(acc0, ib);
+#undef Q8_0_BLOCK
+    *s = hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+/* ---- K-quants ------------------------------------------------------------------------------ */
+
+/* The 12 packed bytes of Q4_K/Q5_K -> sc[0..7] in bytes 0-7, m[0..7] in bytes 8-15
+ * (quant_blocks.h: j < 4 low 6 bits of bytes j / j+4; j >= 4 a nibble of byte j+4 with
+ * the top 2 bits of byte j-4 / j). */
+static inline __m128i kx_scales_mins(const uint8_t *packed)
+{
+    uint32_t w[3], u[4];
+    memcpy(w, packed, 12);
+    u[0] = w[0] & 0x3f3f3f3f;
+    u[1] = (w[2] & 0x0f0f0f0f) | (((w[0] >> 6) & 0x03030303) << 4);
+    u[2] = w[1] & 0x3f3f3f3f;
+    u[3] = ((w[2] >> 4) & 0x0f0f0f0f) | (((w[1] >> 6) & 0x03030303) << 4);
+    return _mm_loadu_si128((const __m128i *)u);
+}
+
+/* sum_j m[j] * (bsums[2j] + bsums[2j+1]) as 4 int32 partial sums. */
+static inline __m128i kx_min_sums(__m256i mins16_hi, const int16_t *bsums)
+{
+    const __m256i b = _mm256_loadu_si256((const __m256i *)bsums);
+    const __m128i pair = _mm_hadd_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+    return _mm_madd_epi16(_mm256_extracti128_si256(mins16_hi, 1), pair);
+}
+
+static void q4_K_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const struct block_q4_K *x = vx;
+    const struct block_q8_K *y = vy;
+    const int nb = n / QK_K;
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    __m256 acc = _mm256_setzero_ps();
+    __m128 acc_m = _mm_setzero_ps();
+    for (int i = 0; i < nb; i++) {
+        const float d = y[i].d * h2f(x[i].d);
+        const float dmin = -y[i].d * h2f(x[i].dmin);
+        /* 16-bit sc[0..7] then m[0..7] */
+        const __m256i sm = _mm256_cvtepu8_epi16(kx_scales_mins(x[i].scales));
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(kx_min_sums(sm, y[i].bsums)), acc_m);
+        const __m128i sc128 = _mm256_castsi256_si128(sm);
+        const __m256i scales = _mm256_inserti128_si256(_mm256_castsi128_si256(sc128), sc128, 1);
+        const uint8_t *q4 = x[i].qs;
+        const int8_t *q8 = y[i].qs;
+        __m256i sumi = _mm256_setzero_si256();
+        for (int j = 0; j < QK_K / 64; j++, q4 += 32, q8 += 64) {
+            /* broadcast the 16-bit scales of sub-blocks 2j and 2j+1 */
+            const __m256i sc_l = _mm256_shuffle_epi8(scales, _mm256_set1_epi16((short)(0x0100 * (4 * j + 1) + 4 * j)));
+            const __m256i sc_h = _mm256_shuffle_epi8(scales, _mm256_set1_epi16((short)(0x0100 * (4 * j + 3) + 4 * j + 2)));
+            const __m256i bits = _mm256_loadu_si256((const __m256i *)q4);
+            const __m256i lo = _mm256_and_si256(bits, m4);
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            __m256i pl = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)q8));
+            __m256i ph = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
+            pl = _mm256_madd_epi16(sc_l, pl);
+            ph = _mm256_madd_epi16(sc_h, ph);
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
+    *s = hsum_ps(acc) + _mm_cvtss_f32(acc_m);
+}
+
+static void q5_K_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const struct block_q5_K *x = vx;
+    const struct block_q8_K *y = vy;
+    const int nb = n / QK_K;
+    const __m256i m4 = _mm256_set1_epi8(0xF), sixteen = _mm256_set1_epi8(16);
+    __m256 acc = _mm256_setzero_ps();
+    __m128 acc_m = _mm_setzero_ps();
+    for (int i = 0; i < nb; i++) {
+        const float d = y[i].d * h2f(x[i].d);
+        const float dmin = -y[i].d * h2f(x[i].dmin);
+        const __m256i sm = _mm256_cvtepu8_epi16(kx_scales_mins(x[i].scales));
+        acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(kx_min_sums(sm, y[i].bsums)), acc_m);
+        const __m128i sc128 = _mm256_castsi256_si128(sm);
+        const __m256i scales = _mm256_inserti128_si256(_mm256_castsi128_si256(sc128), sc128, 1);
+        const uint8_t *q5 = x[i].qs;
+        const int8_t *q8 = y[i].qs;
+        const __m256i hbits = _mm256_loadu_si256((const __m256i *)x[i].qh);
+        __m256i sumi = _mm256_setzero_si256();
+        for (int j = 0; j < QK_K / 64; j++, q5 += 32, q8 += 64) {
+            const __m256i sc_l = _mm256_shuffle_epi8(scales, _mm256_set1_epi16((short)(0x0100 * (4 * j + 1) + 4 * j)));
+            const __m256i sc_h = _mm256_shuffle_epi8(scales, _mm256_set1_epi16((short)(0x0100 * (4 * j + 3) + 4 * j + 2)));
+            const __m256i bits = _mm256_loadu_si256((const __m256i *)q5);
+            /* bit 2j of qh[l] is bit 4 of element 64j + l, bit 2j+1 that of 64j + 32 + l */
+            const __m256i bl = _mm256_set1_epi8((char)(1 << (2 * j)));
+            const __m256i bh = _mm256_set1_epi8((char)(2 << (2 * j)));
+            const __m256i lo = _mm256_or_si256(_mm256_and_si256(bits, m4),
+                _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, bl), bl), sixteen));
+            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4),
+                _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, bh), bh), sixteen));
+            __m256i pl = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)q8));
+            __m256i ph = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(q8 + 32)));
+            pl = _mm256_madd_epi16(sc_l, pl);
+            ph = _mm256_madd_epi16(sc_h, ph);
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+    acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
+    *s = hsum_ps(acc) + _mm_cvtss_f32(acc_m);
+}
+
+/* sum_k scales[k] * bsums[k] (the -32 offset of Q6_K applied once per block). */
+static inline int q6_K_offset_sum(const int8_t *scales, const int16_t *bsums)
+{
+    __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)scales));
+    __m256i p = _mm256_madd_epi16(sc, _mm256_loadu_si256((const __m256i *)bsums));
+    __m128i r = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+    r = _mm_add_epi32(r, _mm_unpackhi_epi64(r, r));
+    r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 1));
+    return _mm_cvtsi128_si32(r);
+}
+
+static void q6_K_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const struct block_q6_K *x = vx;
+    const struct block_q8_K *y = vy;
+    const int nb = n / QK_K;
+    const __m256i m4 = _mm256_set1_epi8(0xF), m2 = _mm256_set1_epi8(3);
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < nb; i++) {
+        const float d = y[i].d * h2f(x[i].d);
+        const uint8_t *ql = x[i].ql, *qh = x[i].qh;
+        const int8_t *q8 = y[i].qs;
+        const __m128i scales = _mm_loadu_si128((const __m128i *)x[i].scales);
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++, ql += 64, qh += 32, q8 += 128) {
+            const __m256i b1 = _mm256_loadu_si256((const __m256i *)ql);
+            const __m256i b2 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            const __m256i bh = _mm256_loadu_si256((const __m256i *)qh);
+            /* levels 0..63 of elements 128h + 32k + l, k = 0..3 */
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(b1, m4), _mm256_slli_epi16(_mm256_and_si256(bh, m2), 4));
+            q[1] = _mm256_or_si256(_mm256_and_si256(b2, m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 2), m2), 4));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b1, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 4), m2), 4));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b2, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bh, 6), m2), 4));
+            for (int k = 0; k < 4; k++) {
+                /* scales of sub-blocks 8h + 2k (first 16 elements) and 8h + 2k + 1 */
+                const int is = 8 * h + 2 * k;
+                const __m128i shuf = _mm_set_epi64x(0x0101010101010101LL * (is + 1), 0x0101010101010101LL * is);
+                const __m256i sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, shuf));
+                __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)(q8 + 32 * k)));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, p));
+            }
+        }
+        __m256 vs = _mm256_cvtepi32_ps(sumi);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), vs, acc);
+        acc = _mm256_add_ps(acc, _mm256_setr_ps(-32.0f * d * (float)q6_K_offset_sum(x[i].scales, y[i].bsums), 0, 0, 0, 0, 0, 0, 0));
+    }
+    *s = hsum_ps(acc);
+}
+
 void quant_avx2_install(struct quant_traits *tab)
 {
+    tab[QT_F32].vec_dot = f32_vec_dot;
     tab[QT_F16].to_float = f16_to_f32_row;
     tab[QT_F16].from_float = f32_to_f16_row;
+    tab[QT_F16].vec_dot = f16_vec_dot;
+    tab[QT_BF16].vec_dot = bf16_vec_dot;
+    tab[QT_Q8_0].from_float = q8_0_from_float;
+    tab[QT_Q8_K].from_float = q8_K_from_float;
+    tab[QT_Q4_0].vec_dot = q4_0_vec_dot;
+    tab[QT_Q5_0].vec_dot = q5_0_vec_dot;
+    tab[QT_Q8_0].vec_dot = q8_0_vec_dot;
+    tab[QT_Q4_K].vec_dot = q4_K_vec_dot;
+    tab[QT_Q5_K].vec_dot = q5_K_vec_dot;
+    tab[QT_Q6_K].vec_dot = q6_K_vec_dot;
 }
