@@ -3,7 +3,7 @@
 #
 #   BUILD=dir     output folder (default build; use your own to build in parallel)
 #   SAN=1         AddressSanitizer + UndefinedBehaviorSanitizer build
-#   WERROR=1      warnings are errors (CI)
+#   WERROR=1      warnings are errors (set automatically when CI=true)
 #   CROSS=aarch64-linux-gnu-   cross-compile (NEON path); tests then run under qemu-user
 
 BUILD ?= build
@@ -14,6 +14,9 @@ CC := clang
 endif
 SAN ?= 0
 WERROR ?= 0
+ifeq ($(CI),true)
+WERROR := 1
+endif
 OPT ?= -O2
 
 TARGET_ARCH := $(shell $(CC) -dumpmachine | cut -d- -f1)
