@@ -337,6 +337,31 @@ void model_free(struct model *m)
     free(m);
 }
 
+const char *model_ftype_name(int file_type)
+{
+    /* llama.cpp's enum llama_ftype */
+    switch (file_type) {
+    case 0: return "F32";
+    case 1: return "F16";
+    case 2: return "Q4_0";
+    case 3: return "Q4_1";
+    case 7: return "Q8_0";
+    case 8: return "Q5_0";
+    case 9: return "Q5_1";
+    case 10: return "Q2_K";
+    case 11: return "Q3_K_S";
+    case 12: return "Q3_K_M";
+    case 13: return "Q3_K_L";
+    case 14: return "Q4_K_S";
+    case 15: return "Q4_K_M";
+    case 16: return "Q5_K_S";
+    case 17: return "Q5_K_M";
+    case 18: return "Q6_K";
+    case 32: return "BF16";
+    default: return "unknown";
+    }
+}
+
 const struct model_hparams *model_hparams(const struct model *m) { return &m->hp; }
 const struct tok *model_tok(const struct model *m) { return m->tok; }
 const struct gguf *model_gguf(const struct model *m) { return m->gguf; }

@@ -65,6 +65,8 @@ const struct tok *model_tok(const struct model *m);
 const struct gguf *model_gguf(const struct model *m);
 /* Bytes of all weight tensors (what a decode step reads). */
 size_t model_weight_bytes(const struct model *m);
+/* llama.cpp's name of a general.file_type value ("Q4_K_M", "F16"), "unknown" otherwise. */
+const char *model_ftype_name(int file_type);
 /* tokenizer.chat_template text, or NULL. */
 const char *model_chat_template(const struct model *m);
 
@@ -87,6 +89,7 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p,
 void model_ctx_free(struct model_ctx *c);
 int model_ctx_n_ctx(const struct model_ctx *c);
 int model_ctx_n_batch(const struct model_ctx *c);
+int model_ctx_n_threads(const struct model_ctx *c);
 const struct model *model_ctx_model(const struct model_ctx *c);
 
 /* A batch: n tokens, each with its sequence and position. Positions of one sequence must

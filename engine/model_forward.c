@@ -58,6 +58,7 @@ void model_ctx_params_default(struct model_ctx_params *p)
 
 int model_ctx_n_ctx(const struct model_ctx *c) { return c->n_ctx; }
 int model_ctx_n_batch(const struct model_ctx *c) { return c->n_batch; }
+int model_ctx_n_threads(const struct model_ctx *c) { return c->n_threads; }
 const struct model *model_ctx_model(const struct model_ctx *c) { return c->m; }
 
 void model_ctx_free(struct model_ctx *c)
