@@ -63,10 +63,14 @@ int tok_encode(const struct tok *t, const char *text, size_t len, bool add_speci
 int tok_piece(const struct tok *t, int32_t id, bool render_special, char *buf, size_t cap);
 
 /* Decodes ids to text the way llama.cpp's detokenize does (SPM: the leading space that
- * the dummy prefix added is removed when remove_leading_space). Writes at most cap bytes
- * plus a NUL; returns the full length (like snprintf) or < 0 on a bad id. */
+ * the dummy prefix added is removed when remove_leading_space, from the first token whose
+ * piece is not empty). Like snprintf: writes at most cap - 1 bytes plus a NUL (nothing if
+ * cap == 0); returns the full length or < 0 on a bad id. */
 int tok_decode(const struct tok *t, const int32_t *ids, int n, bool remove_leading_space,
                bool render_special, char *buf, size_t cap);
+
+/* Longest piece of any token in bytes (size stream buffers with it). */
+size_t tok_max_piece_len(const struct tok *t);
 
 /* Streaming detokenizer for generated text: never emits a partial UTF-8 character.
  * Caller owns the struct; tok_stream_init before use. */
@@ -78,7 +82,9 @@ struct tok_stream {
 };
 void tok_stream_init(struct tok_stream *s, const struct tok *t, bool strip_leading_space);
 /* Appends token id; writes complete UTF-8 text to out (cap >= 64 recommended) and
- * returns its length (0 while a character is incomplete), < 0 on a bad id. */
+ * returns its length (0 while a character is incomplete), < 0 on a bad id. If out is too
+ * small for the text returns MESH_ERANGE and consumes nothing (cap >= tok_max_piece_len
+ * + 3 always suffices). Control tokens give no text. */
 int tok_stream_push(struct tok_stream *s, int32_t id, char *out, size_t cap);
 /* Flushes pending bytes (an incomplete character at the end is emitted as U+FFFD). */
 int tok_stream_flush(struct tok_stream *s, char *out, size_t cap);
