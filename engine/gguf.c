@@ -1070,6 +1070,28 @@ int gguf_writer_set_arr_str(struct gguf_writer *w, const char *key, const char *
     return writer_put(w, key, GGUF_VT_ARRAY, val, len);
 }
 
+int gguf_writer_set_arr_gstr(struct gguf_writer *w, const char *key, const struct gguf_str *v, uint64_t n)
+{
+    size_t len = 12;
+    for (uint64_t j = 0; j < n; j++) {
+        if (!v[j].ptr && v[j].len) return MESH_EINVAL;
+        if (v[j].len > SIZE_MAX - 8 - len) return MESH_ERANGE;
+        len += 8 + (size_t)v[j].len;
+    }
+    uint8_t *val = malloc(len);
+    if (!val) return MESH_ENOMEM;
+    uint32_t et = GGUF_VT_STRING;
+    memcpy(val, &et, 4);
+    memcpy(val + 4, &n, 8);
+    size_t pos = 12;
+    for (uint64_t j = 0; j < n; j++) {
+        memcpy(val + pos, &v[j].len, 8);
+        if (v[j].len) memcpy(val + pos + 8, v[j].ptr, (size_t)v[j].len);
+        pos += 8 + (size_t)v[j].len;
+    }
+    return writer_put(w, key, GGUF_VT_ARRAY, val, len);
+}
+
 int gguf_writer_copy_kv(struct gguf_writer *w, const struct gguf *g, int64_t i)
 {
     if (i < 0 || i >= g->n_kv) return MESH_ENOTFOUND;

@@ -121,6 +121,9 @@ int gguf_writer_set_arr(struct gguf_writer *w, const char *key, enum gguf_vtype 
                         const void *data, uint64_t n); /* numeric elements, packed LE */
 int gguf_writer_set_arr_str(struct gguf_writer *w, const char *key, const char *const *v,
                             uint64_t n);
+/* Same from length-delimited strings (may hold any bytes, NUL included). */
+int gguf_writer_set_arr_gstr(struct gguf_writer *w, const char *key, const struct gguf_str *v,
+                             uint64_t n);
 /* Copies key i of an open file (any type, arrays included). */
 int gguf_writer_copy_kv(struct gguf_writer *w, const struct gguf *g, int64_t i);
 /* Adds a tensor; data may be NULL if fill is given to gguf_writer_write. Returns index. */
