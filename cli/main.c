@@ -13,6 +13,8 @@ static int cmd_version(int argc, char **argv);
 
 static const struct cli_cmd g_cmds[] = {
     {"version", "print the version", cmd_version},
+    {"info", "show a model file's metadata and tensors", cmd_info},
+    {"quantize", "convert a model to another weight type (Q4_K_M, Q8_0, ...)", cmd_quantize},
 };
 
 static const int g_n_cmds = (int)(sizeof g_cmds / sizeof g_cmds[0]);
