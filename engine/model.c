@@ -275,6 +275,11 @@ int model_load(const char *path, const struct model_load_opts *opts, struct mode
     if (rc < 0) goto fail_noprefix;
     if ((rc = load_hparams(m, sub, sizeof sub)) < 0) goto fail;
     struct model_hparams *hp = &m->hp;
+    if (gguf_tensor_count(m->gguf) == 0) {
+        rc = err_set(sub, sizeof sub, MESH_EBADMODEL,
+                     "the file has no tensors (a vocab-only GGUF?), so it cannot run");
+        goto fail;
+    }
 
     if ((rc = tok_load(m->gguf, &m->tok, sub, sizeof sub)) < 0) goto fail;
     hp->n_vocab = tok_n_vocab(m->tok);

@@ -1,0 +1,183 @@
+/* cli_opts.c - options shared by run and chat (see cli_opts.h). Flag names follow
+ * llama.cpp's (-n, -c/--ctx-size, -t, --temp, --top-k, --top-p, --min-p, --repeat-penalty,
+ * --repeat-last-n, -s/--seed, -r/--reverse-prompt) with the issue's long forms. */
+#include <stdio.h>
+
+#include "cli/cli_opts.h"
+
+#include "cli/cli.h"
+#include "core/err.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+void cli_gen_opts_default(struct cli_gen_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    sampler_params_default(&o->sp);
+    o->n_predict = -1;
+    o->kv_type = MODEL_KV_F16;
+}
+
+static bool is(const char *a, const char *s1, const char *s2)
+{
+    return !strcmp(a, s1) || (s2 && !strcmp(a, s2));
+}
+
+static int parse_int(const char *opt, const char *v, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || end == v || x < lo || x > hi) {
+        cli_fail("%s: '%s' is not an integer in [%ld, %ld]", opt, v, lo, hi);
+        return 2;
+    }
+    *out = x;
+    return 0;
+}
+
+static int parse_float(const char *opt, const char *v, float *out)
+{
+    char *end;
+    errno = 0;
+    float x = strtof(v, &end);
+    if (errno || *end || end == v || x != x) {
+        cli_fail("%s: '%s' is not a number", opt, v);
+        return 2;
+    }
+    *out = x;
+    return 0;
+}
+
+int cli_gen_opts_parse(struct cli_gen_opts *o, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i];
+    bool known = is(a, "-n", "--n-predict") || is(a, "-c", "--ctx") || is(a, "--ctx-size", NULL) ||
+                 is(a, "-t", "--threads") || is(a, "-b", "--batch-size") ||
+                 is(a, "--temp", NULL) || is(a, "--top-k", NULL) || is(a, "--top-p", NULL) ||
+                 is(a, "--min-p", NULL) || is(a, "--repeat-penalty", NULL) ||
+                 is(a, "--repeat-last-n", NULL) || is(a, "--presence-penalty", NULL) ||
+                 is(a, "--frequency-penalty", NULL) || is(a, "-s", "--seed") ||
+                 is(a, "--stop", "-r") || is(a, "--reverse-prompt", NULL) ||
+                 is(a, "--kv-type", NULL);
+    if (is(a, "--mlock", NULL)) {
+        o->mlock = true;
+        return 1;
+    }
+    if (is(a, "-v", "--verbose")) {
+        o->verbose = true;
+        return 1;
+    }
+    if (!known) return 0;
+    if (*i + 1 >= argc) {
+        cli_fail("%s needs a value", a);
+        return 2;
+    }
+    const char *v = argv[++*i];
+    long x;
+    int rc = 0;
+    if (is(a, "-n", "--n-predict")) {
+        if (!(rc = parse_int(a, v, -1, 1 << 24, &x))) o->n_predict = (int)x;
+    } else if (is(a, "-c", "--ctx") || is(a, "--ctx-size", NULL)) {
+        if (!(rc = parse_int(a, v, 0, 1 << 24, &x))) o->n_ctx = (int)x;
+    } else if (is(a, "-t", "--threads")) {
+        if (!(rc = parse_int(a, v, 0, 1024, &x))) o->n_threads = (int)x;
+    } else if (is(a, "-b", "--batch-size")) {
+        if (!(rc = parse_int(a, v, 1, 1 << 16, &x))) o->n_batch = (int)x;
+    } else if (is(a, "--temp", NULL)) {
+        rc = parse_float(a, v, &o->sp.temp);
+    } else if (is(a, "--top-k", NULL)) {
+        if (!(rc = parse_int(a, v, 0, 1 << 24, &x))) o->sp.top_k = (int)x;
+    } else if (is(a, "--top-p", NULL)) {
+        rc = parse_float(a, v, &o->sp.top_p);
+    } else if (is(a, "--min-p", NULL)) {
+        rc = parse_float(a, v, &o->sp.min_p);
+    } else if (is(a, "--repeat-penalty", NULL)) {
+        rc = parse_float(a, v, &o->sp.repeat_penalty);
+    } else if (is(a, "--repeat-last-n", NULL)) {
+        if (!(rc = parse_int(a, v, -1, 1 << 24, &x))) o->sp.penalty_last_n = (int)x;
+    } else if (is(a, "--presence-penalty", NULL)) {
+        rc = parse_float(a, v, &o->sp.presence_penalty);
+    } else if (is(a, "--frequency-penalty", NULL)) {
+        rc = parse_float(a, v, &o->sp.frequency_penalty);
+    } else if (is(a, "-s", "--seed")) {
+        char *end;
+        errno = 0;
+        long long s = strtoll(v, &end, 10);
+        if (errno || *end || end == v) {
+            cli_fail("%s: '%s' is not an integer", a, v);
+            rc = 2;
+        } else {
+            o->sp.seed = s < 0 ? SAMPLER_SEED_RANDOM : (uint64_t)s;
+        }
+    } else if (is(a, "--stop", "-r") || is(a, "--reverse-prompt", NULL)) {
+        if (o->n_stops >= CLI_MAX_STOPS) {
+            cli_fail("at most %d --stop strings", CLI_MAX_STOPS);
+            rc = 2;
+        } else if (!*v) {
+            cli_fail("--stop: the stop string is empty");
+            rc = 2;
+        } else {
+            o->stops[o->n_stops++] = v;
+        }
+    } else if (is(a, "--kv-type", NULL)) {
+        if (!strcmp(v, "f16")) o->kv_type = MODEL_KV_F16;
+        else if (!strcmp(v, "f32")) o->kv_type = MODEL_KV_F32;
+        else {
+            cli_fail("--kv-type: '%s' is not f16 or f32", v);
+            rc = 2;
+        }
+    }
+    return rc ? rc : 1;
+}
+
+void cli_gen_opts_help(FILE *f)
+{
+    fprintf(f,
+            "  -n, --n-predict N      tokens to generate (default -1: until end of text)\n"
+            "  -c, --ctx N            context length (default: the model's, at most 4096)\n"
+            "  -t, --threads N        threads (default: all cores)\n"
+            "  -b, --batch-size N     prompt tokens per forward pass (default 512)\n"
+            "      --temp T           temperature; 0 = greedy (default 0.8)\n"
+            "      --top-k K          keep the K most likely tokens; 0 = off (default 40)\n"
+            "      --top-p P          nucleus sampling; 1 = off (default 0.95)\n"
+            "      --min-p P          drop tokens below P x the best; 0 = off (default 0.05)\n"
+            "      --repeat-penalty R penalise repeats of the last N tokens; 1 = off (default 1)\n"
+            "      --repeat-last-n N  tokens the penalties look at (default 64, -1 = context)\n"
+            "      --presence-penalty P, --frequency-penalty F   OpenAI-style penalties (0)\n"
+            "  -s, --seed S           random seed (default: random)\n"
+            "  -r, --stop STR         stop when STR is generated (repeatable)\n"
+            "      --kv-type f16|f32  KV cache precision (default f16)\n"
+            "      --mlock            keep the model in RAM\n"
+            "  -v, --verbose          print timings and model facts to stderr\n");
+}
+
+int cli_load_model(const char *path, const struct cli_gen_opts *o, int n_seq, struct model **m,
+                   struct model_ctx **c)
+{
+    char err[1024] = "";
+    *m = NULL;
+    *c = NULL;
+    struct model_load_opts lo = {.use_mlock = o->mlock};
+    int rc = model_load(path, &lo, m, err, sizeof err);
+    if (rc < 0) {
+        cli_fail("%s", err);
+        return rc;
+    }
+    struct model_ctx_params p;
+    model_ctx_params_default(&p);
+    p.n_ctx = o->n_ctx;
+    p.n_threads = o->n_threads;
+    p.n_batch = o->n_batch;
+    p.n_seq = n_seq;
+    p.kv_type = o->kv_type;
+    rc = model_ctx_new(*m, &p, c, err, sizeof err);
+    if (rc < 0) {
+        cli_fail("%s: %s", path, err[0] ? err : err_str(rc));
+        model_free(*m);
+        *m = NULL;
+    }
+    return rc;
+}

@@ -1,0 +1,309 @@
+/* cmd_chat.c - `meshllm chat MODEL.gguf`: an interactive chat in the terminal.
+ *
+ * Each turn renders the whole conversation with the model's chat template, reuses the KV
+ * cache for the prefix that is unchanged since the last turn, and streams the reply.
+ * When the context is full, the oldest turns (never the system prompt) are dropped.
+ * Commands: /clear forgets the conversation, /exit (or Ctrl-D) quits.
+ */
+#include <stdio.h>
+
+#include "cli/cli.h"
+#include "cli/cli_opts.h"
+#include "core/err.h"
+#include "engine/chat.h"
+#include "engine/gen.h"
+#include "engine/model.h"
+#include "engine/quant.h"
+#include "engine/sampler.h"
+#include "engine/tok.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { CHAT_MAX_MSGS = 1024 };
+
+struct chat_state {
+    struct model *m;
+    struct model_ctx *c;
+    struct sampler *s;
+    const struct tok *t;
+    enum chat_tmpl tmpl;
+    struct chat_msg msgs[CHAT_MAX_MSGS];
+    char *owned[CHAT_MAX_MSGS]; /* message texts we allocated */
+    int n_msgs;
+    bool has_system;
+    int32_t *cached;            /* tokens in sequence 0 of the KV cache */
+    int n_cached;
+    int32_t *ids;               /* scratch: the rendered conversation */
+    int n_ctx;
+    const char *stops[CLI_MAX_STOPS + 8];
+    int n_stops;
+    char *reply;                /* the reply being streamed */
+    size_t reply_len, reply_cap;
+    bool tty;
+};
+
+static void chat_usage(FILE *f)
+{
+    fprintf(f, "usage: meshllm chat MODEL.gguf [options]\n\n"
+               "Chat with the model in the terminal, using its chat template.\n"
+               "Type a message and press Enter; end a line with \\ to continue it.\n"
+               "/clear forgets the conversation; /exit or Ctrl-D quits.\n\n"
+               "      --system TEXT      system prompt\n"
+               "      --chat-template NAME  override the detected template (chatml, llama2,\n"
+               "                         llama3, mistral-v1, mistral-v3, mistral-v7, phi3,\n"
+               "                         zephyr, gemma)\n");
+    cli_gen_opts_help(f);
+}
+
+static int add_msg(struct chat_state *st, const char *role, const char *text)
+{
+    if (st->n_msgs >= CHAT_MAX_MSGS) return MESH_EFULL;
+    char *copy = strdup(text);
+    if (!copy) return MESH_ENOMEM;
+    st->owned[st->n_msgs] = copy;
+    st->msgs[st->n_msgs].role = role;
+    st->msgs[st->n_msgs].content = copy;
+    st->n_msgs++;
+    return 0;
+}
+
+/* Drops the oldest user+assistant pair after the system prompt. */
+static bool drop_oldest_turn(struct chat_state *st)
+{
+    int first = st->has_system ? 1 : 0;
+    if (st->n_msgs - first < 3) return false; /* keep at least the current question */
+    int n_drop = 2;
+    for (int i = first; i < first + n_drop; i++) free(st->owned[i]);
+    memmove(&st->msgs[first], &st->msgs[first + n_drop], (size_t)(st->n_msgs - first - n_drop) * sizeof st->msgs[0]);
+    memmove(&st->owned[first], &st->owned[first + n_drop], (size_t)(st->n_msgs - first - n_drop) * sizeof st->owned[0]);
+    st->n_msgs -= n_drop;
+    return true;
+}
+
+static int emit_reply(void *user, const char *text, int len)
+{
+    struct chat_state *st = user;
+    fwrite(text, 1, (size_t)len, stdout);
+    fflush(stdout);
+    if (st->reply_len + (size_t)len + 1 > st->reply_cap) {
+        size_t cap = (st->reply_len + (size_t)len + 1) * 2;
+        char *nb = realloc(st->reply, cap);
+        if (!nb) return 1;
+        st->reply = nb;
+        st->reply_cap = cap;
+    }
+    memcpy(st->reply + st->reply_len, text, (size_t)len);
+    st->reply_len += (size_t)len;
+    st->reply[st->reply_len] = 0;
+    return 0;
+}
+
+/* Renders and tokenizes the conversation into st->ids; drops old turns until the prompt
+ * leaves room for a reply. Returns the token count or a negative code. */
+static int render(struct chat_state *st, int reserve)
+{
+    for (;;) {
+        char *text = NULL;
+        int rc = chat_tmpl_apply(st->tmpl, st->msgs, (size_t)st->n_msgs, true, &text);
+        if (rc < 0) return rc;
+        int n = 0;
+        rc = tok_encode(st->t, text, strlen(text), true, true, st->ids, st->n_ctx, &n);
+        free(text);
+        if (rc < 0 && rc != MESH_ERANGE) return rc;
+        if (rc == 0 && n + reserve <= st->n_ctx) return n;
+        if (!drop_oldest_turn(st)) return MESH_EFULL;
+        fprintf(stderr, "meshllm: context full: forgetting the oldest turn\n");
+    }
+}
+
+static int chat_turn(struct chat_state *st, const struct cli_gen_opts *o)
+{
+    int reserve = o->n_predict > 0 ? o->n_predict : st->n_ctx / 4;
+    if (reserve > st->n_ctx / 2) reserve = st->n_ctx / 2;
+    int n = render(st, reserve);
+    if (n < 0) return n;
+    /* Reuse the cache for the prefix that did not change. */
+    int same = 0;
+    while (same < n && same < st->n_cached && st->ids[same] == st->cached[same]) same++;
+    if (same == n) same = n - 1; /* the last prompt token must be decoded to get logits */
+    model_kv_seq_truncate(st->c, 0, same);
+    st->n_cached = same;
+    sampler_reset(st->s);
+    for (int i = 0; i < n; i++) sampler_accept(st->s, st->ids[i]);
+    st->reply_len = 0;
+    if (st->reply) st->reply[0] = 0;
+    struct gen_opts go = {.n_predict = o->n_predict > 0 ? o->n_predict : st->n_ctx - n,
+                          .stops = st->stops, .n_stops = st->n_stops,
+                          .strip_leading_space = true};
+    struct gen_result res;
+    int32_t *gen_ids = st->cached + n;
+    memcpy(st->cached + same, st->ids + same, (size_t)(n - same) * sizeof(int32_t));
+    int rc = gen_run(st->c, st->s, st->t, st->ids + same, n - same, &go, emit_reply, st, gen_ids,
+                     st->n_ctx - n, &res);
+    if (rc < 0) return rc;
+    /* Sequence 0 now holds the prompt and every generated token but a final EOG. */
+    st->n_cached = model_kv_seq_len(st->c, 0);
+    fputc('\n', stdout);
+    if (o->verbose)
+        fprintf(stderr, "meshllm: %d prompt tokens (%d reused), %d generated, %.1f tok/s\n",
+                n - same, same, res.n_gen, res.gen_ms > 0 ? res.n_gen * 1000.0 / res.gen_ms : 0.0);
+    return add_msg(st, "assistant", st->reply ? st->reply : "");
+}
+
+/* Reads one message (lines ending in '\' continue). NULL at EOF. */
+static char *read_message(bool tty)
+{
+    size_t cap = 256, n = 0;
+    char *buf = malloc(cap);
+    if (!buf) return NULL;
+    if (tty) fputs("> ", stderr);
+    for (;;) {
+        int ch = fgetc(stdin);
+        if (ch == EOF) {
+            if (n == 0) {
+                free(buf);
+                return NULL;
+            }
+            break;
+        }
+        if (ch == '\n') {
+            if (n > 0 && buf[n - 1] == '\\') {
+                buf[n - 1] = '\n';
+                if (tty) fputs(". ", stderr);
+                continue;
+            }
+            break;
+        }
+        if (n + 2 > cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                return NULL;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        buf[n++] = (char)ch;
+    }
+    buf[n] = 0;
+    return buf;
+}
+
+int cmd_chat(int argc, char **argv)
+{
+    struct cli_gen_opts o;
+    cli_gen_opts_default(&o);
+    const char *model_path = NULL, *system = NULL, *tmpl_name = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int r = cli_gen_opts_parse(&o, argc, argv, &i);
+        if (r == 2) return 2;
+        if (r == 1) continue;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            chat_usage(stdout);
+            return 0;
+        } else if ((!strcmp(a, "--system") || !strcmp(a, "--chat-template")) && i + 1 < argc) {
+            if (a[2] == 's') system = argv[++i];
+            else tmpl_name = argv[++i];
+        } else if (a[0] == '-') {
+            cli_fail("chat: unknown option or missing value '%s' (see 'meshllm chat --help')", a);
+            return 2;
+        } else if (!model_path) {
+            model_path = a;
+        } else {
+            cli_fail("chat: unexpected argument '%s'", a);
+            return 2;
+        }
+    }
+    if (!model_path) {
+        chat_usage(stderr);
+        return 2;
+    }
+    struct chat_state st;
+    memset(&st, 0, sizeof st);
+    st.tty = isatty(STDIN_FILENO);
+    int status = 1;
+    quant_init();
+    if (cli_load_model(model_path, &o, 1, &st.m, &st.c) < 0) goto done;
+    st.t = model_tok(st.m);
+    st.n_ctx = model_ctx_n_ctx(st.c);
+    if (tmpl_name) {
+        st.tmpl = chat_tmpl_from_name(tmpl_name);
+        if (st.tmpl == CHAT_TMPL_UNKNOWN) {
+            cli_fail("chat: unknown chat template '%s' (see 'meshllm chat --help')", tmpl_name);
+            status = 2;
+            goto done;
+        }
+    } else {
+        st.tmpl = chat_tmpl_detect(model_chat_template(st.m));
+        if (st.tmpl == CHAT_TMPL_UNKNOWN) {
+            st.tmpl = chat_tmpl_fallback();
+            fprintf(stderr, "meshllm: the model has %s chat template; using %s "
+                            "(override with --chat-template)\n",
+                    model_chat_template(st.m) ? "an unrecognised" : "no",
+                    chat_tmpl_name(st.tmpl));
+        }
+    }
+    for (int i = 0; i < o.n_stops; i++) st.stops[st.n_stops++] = o.stops[i];
+    for (const char *const *sp = chat_tmpl_stops(st.tmpl); sp && *sp && st.n_stops < CLI_MAX_STOPS + 8; sp++)
+        st.stops[st.n_stops++] = *sp;
+    st.cached = malloc((size_t)st.n_ctx * sizeof(int32_t));
+    st.ids = malloc((size_t)st.n_ctx * sizeof(int32_t));
+    if (!st.cached || !st.ids) {
+        cli_fail("chat: out of memory");
+        goto done;
+    }
+    if (sampler_new(&o.sp, model_hparams(st.m)->n_vocab, &st.s) < 0) {
+        cli_fail("chat: invalid sampling parameters");
+        status = 2;
+        goto done;
+    }
+    if (system && add_msg(&st, "system", system) == 0) st.has_system = true;
+    if (st.tty)
+        fprintf(stderr, "meshllm: chatting with %s (template %s, context %d). /exit to quit.\n",
+                model_path, chat_tmpl_name(st.tmpl), st.n_ctx);
+    for (;;) {
+        char *line = read_message(st.tty);
+        if (!line) break;
+        if (!strcmp(line, "/exit") || !strcmp(line, "/quit")) {
+            free(line);
+            break;
+        }
+        if (!strcmp(line, "/clear")) {
+            free(line);
+            for (int i = st.has_system ? 1 : 0; i < st.n_msgs; i++) free(st.owned[i]);
+            st.n_msgs = st.has_system ? 1 : 0;
+            continue;
+        }
+        if (!line[0]) {
+            free(line);
+            continue;
+        }
+        int rc = add_msg(&st, "user", line);
+        free(line);
+        if (rc == 0) rc = chat_turn(&st, &o);
+        if (rc == MESH_EFULL) {
+            fprintf(stderr, "meshllm: that message does not fit the context of %d tokens; "
+                            "use /clear or a larger --ctx\n", st.n_ctx);
+            st.n_msgs--;
+            free(st.owned[st.n_msgs]);
+            continue;
+        }
+        if (rc < 0) {
+            cli_fail("chat: %s", err_str(rc));
+            goto done;
+        }
+    }
+    status = 0;
+done:
+    for (int i = 0; i < st.n_msgs; i++) free(st.owned[i]);
+    free(st.reply);
+    free(st.cached);
+    free(st.ids);
+    sampler_free(st.s);
+    model_ctx_free(st.c);
+    model_free(st.m);
+    return status;
+}

@@ -1,0 +1,200 @@
+/* cmd_run.c - `meshllm run MODEL.gguf "PROMPT"`: stream a continuation to stdout.
+ *
+ * stdout gets only the generated text (no prompt echo, no logs), flushed per token so it
+ * streams; diagnostics go to stderr. BOS is added when the model's metadata says so,
+ * as llama.cpp does, so greedy output equals llama-cli's on the same file.
+ */
+#include <stdio.h>
+
+#include "cli/cli.h"
+#include "cli/cli_opts.h"
+#include "core/err.h"
+#include "engine/gen.h"
+#include "engine/model.h"
+#include "engine/quant.h"
+#include "engine/sampler.h"
+#include "engine/tok.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void run_usage(FILE *f)
+{
+    fprintf(f, "usage: meshllm run MODEL.gguf [PROMPT] [options]\n\n"
+               "Generates a continuation of PROMPT and streams it to stdout.\n\n"
+               "  -p, --prompt TEXT      the prompt (or give it as the second argument)\n"
+               "  -f, --file PATH        read the prompt from a file ('-' = stdin)\n"
+               "      --ids              print generated token ids instead of text\n");
+    cli_gen_opts_help(f);
+    fprintf(f, "\nexample: meshllm run model.gguf \"Once upon a time\" -n 128 --temp 0\n");
+}
+
+static char *read_all(FILE *in, size_t *len)
+{
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    if (!buf) return NULL;
+    size_t r;
+    while ((r = fread(buf + n, 1, cap - n - 1, in)) > 0) {
+        n += r;
+        if (n + 1 == cap) {
+            char *nb = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                return NULL;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    buf[n] = 0;
+    *len = n;
+    return buf;
+}
+
+static int emit_stdout(void *user, const char *text, int len)
+{
+    (void)user;
+    fwrite(text, 1, (size_t)len, stdout);
+    fflush(stdout);
+    return 0;
+}
+
+int cmd_run(int argc, char **argv)
+{
+    struct cli_gen_opts o;
+    cli_gen_opts_default(&o);
+    const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL;
+    bool print_ids = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int r = cli_gen_opts_parse(&o, argc, argv, &i);
+        if (r == 2) return 2;
+        if (r == 1) continue;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            run_usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt") || !strcmp(a, "-f") ||
+                   !strcmp(a, "--file")) {
+            if (i + 1 >= argc) {
+                cli_fail("%s needs a value", a);
+                return 2;
+            }
+            if (a[1] == 'p' || a[2] == 'p') prompt = argv[++i];
+            else prompt_file = argv[++i];
+        } else if (!strcmp(a, "--ids")) {
+            print_ids = true;
+        } else if (a[0] == '-' && a[1]) {
+            cli_fail("run: unknown option '%s' (see 'meshllm run --help')", a);
+            return 2;
+        } else if (!model_path) {
+            model_path = a;
+        } else if (!prompt) {
+            prompt = a;
+        } else {
+            cli_fail("run: unexpected argument '%s' (quote the prompt)", a);
+            return 2;
+        }
+    }
+    if (!model_path) {
+        run_usage(stderr);
+        return 2;
+    }
+    char *prompt_buf = NULL;
+    size_t prompt_len = 0;
+    if (prompt_file) {
+        FILE *f = strcmp(prompt_file, "-") ? fopen(prompt_file, "rb") : stdin;
+        if (!f) {
+            cli_fail("run: cannot open prompt file '%s'", prompt_file);
+            return 1;
+        }
+        prompt_buf = read_all(f, &prompt_len);
+        if (f != stdin) fclose(f);
+        if (!prompt_buf) {
+            cli_fail("run: out of memory reading '%s'", prompt_file);
+            return 1;
+        }
+        prompt = prompt_buf;
+    } else {
+        if (!prompt) prompt = "";
+        prompt_len = strlen(prompt);
+    }
+
+    int status = 1;
+    struct model *m = NULL;
+    struct model_ctx *c = NULL;
+    struct sampler *s = NULL;
+    int32_t *ids = NULL, *out_ids = NULL;
+    quant_init();
+    if (cli_load_model(model_path, &o, 1, &m, &c) < 0) goto done;
+    const struct tok *t = model_tok(m);
+    const struct model_hparams *hp = model_hparams(m);
+    int n_ctx = model_ctx_n_ctx(c);
+    int n_ids = 0;
+    ids = malloc((size_t)n_ctx * sizeof *ids);
+    if (!ids) goto oom;
+    int rc = tok_encode(t, prompt, prompt_len, true, true, ids, n_ctx, &n_ids);
+    if (rc == MESH_ERANGE || n_ids >= n_ctx) {
+        cli_fail("run: the prompt is %d tokens, which does not fit the context of %d "
+                 "(use a larger --ctx or a shorter prompt)", n_ids, n_ctx);
+        goto done;
+    }
+    if (rc < 0) {
+        cli_fail("run: cannot tokenize the prompt: %s", err_str(rc));
+        goto done;
+    }
+    if (n_ids == 0) { /* a model that adds no BOS, with an empty prompt: nothing to continue */
+        cli_fail("run: the prompt is empty and the model adds no BOS token; give a prompt");
+        status = 2;
+        goto done;
+    }
+    if (sampler_new(&o.sp, hp->n_vocab, &s) < 0) {
+        cli_fail("run: invalid sampling parameters (see 'meshllm run --help')");
+        status = 2;
+        goto done;
+    }
+    for (int i = 0; i < n_ids; i++) sampler_accept(s, ids[i]);
+    int out_cap = n_ctx;
+    out_ids = malloc((size_t)out_cap * sizeof *out_ids);
+    if (!out_ids) goto oom;
+    struct gen_opts go = {.n_predict = o.n_predict, .stops = o.stops, .n_stops = o.n_stops,
+                          .strip_leading_space = n_ids == 1 && ids[0] == tok_bos(t)};
+    struct gen_result res;
+    rc = gen_run(c, s, t, ids, n_ids, &go, print_ids ? NULL : emit_stdout, NULL, out_ids,
+                 out_cap, &res);
+    if (rc < 0) {
+        cli_fail("run: generation failed: %s", err_str(rc));
+        goto done;
+    }
+    if (print_ids) {
+        int n = res.n_gen < out_cap ? res.n_gen : out_cap;
+        for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", out_ids[i]);
+        printf("\n");
+    } else if (isatty(STDOUT_FILENO)) {
+        printf("\n"); /* end the line for a terminal; pipes get the exact text */
+    }
+    if (o.verbose) {
+        fprintf(stderr,
+                "meshllm: %s, %d threads, isa %s\n"
+                "meshllm: prompt: %d tokens in %.1f ms (%.1f tok/s)\n"
+                "meshllm: generation: %d tokens in %.1f ms (%.1f tok/s)\n",
+                hp->name[0] ? hp->name : hp->arch_name, model_ctx_n_threads(c), quant_isa_name(),
+                res.n_prompt, res.prompt_ms,
+                res.prompt_ms > 0 ? res.n_prompt * 1000.0 / res.prompt_ms : 0.0, res.n_gen,
+                res.gen_ms, res.gen_ms > 0 ? res.n_gen * 1000.0 / res.gen_ms : 0.0);
+        if (res.stop == GEN_STOP_CTX) fprintf(stderr, "meshllm: stopped: context full\n");
+    }
+    status = 0;
+    goto done;
+oom:
+    cli_fail("run: out of memory");
+done:
+    free(out_ids);
+    free(ids);
+    sampler_free(s);
+    model_ctx_free(c);
+    model_free(m);
+    free(prompt_buf);
+    return status;
+}
