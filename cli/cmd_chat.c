@@ -147,7 +147,7 @@ static int chat_turn(struct chat_state *st, const struct cli_gen_opts *o)
     st->n_cached = model_kv_seq_len(st->c, 0);
     fputc('\n', stdout);
     if (o->verbose)
-        fprintf(stderr, "meshllm: %d prompt tokens (%d reused), %d generated, %.1f tok/s\n",
+        fprintf(stderr, "meshllm: %d new prompt tokens (%d reused from the cache), %d generated, %.1f tok/s\n",
                 n - same, same, res.n_gen, res.gen_ms > 0 ? res.n_gen * 1000.0 / res.gen_ms : 0.0);
     return add_msg(st, "assistant", st->reply ? st->reply : "");
 }

@@ -56,6 +56,15 @@ for t in "$build"/tests/test_*; do
     [[ $name =~ $filter ]] || continue
     run_one "$name" "$t"
 done
+# Numerics under every forced kernel path (the default run above uses the best one).
+for t in "$build"/tests/test_model "$build"/tests/test_quant; do
+    [ -x "$t" ] || continue
+    for isa in scalar avx2; do
+        name="$(basename "$t")[isa=$isa]"
+        [[ $name =~ $filter ]] || continue
+        run_one "$name" env MESHLLM_ISA=$isa "$t"
+    done
+done
 for t in "$build"/fuzz/*_replay; do
     [ -x "$t" ] || continue
     name=$(basename "$t" _replay)
