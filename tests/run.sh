@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tests/run.sh BUILD_DIR - runs every test of the suite against one build and prints
 # "N passed, N failed" last. Each cmocka program counts its tests; each fuzz replay and
-# each tests/*.test.sh script counts as one test. Set MESHLLM_TEST_FILTER=regex to run a
+# each tests/*.test.sh script counts its 'N passed, N failed' line (or as one test). Set MESHLLM_TEST_FILTER=regex to run a
 # subset. Exit status 0 only if nothing failed.
 set -u
 build=${1:-build}
@@ -30,6 +30,12 @@ run_one() { # name, command...
     local p f
     p=$(grep -E '^\[  PASSED  \] [0-9]+ test' "$log" | tail -1 | grep -oE '[0-9]+' | head -1)
     f=$(grep -E '^\[  FAILED  \] [0-9]+ test' "$log" | tail -1 | grep -oE '[0-9]+' | head -1)
+    local plain
+    plain=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -1)
+    if [ -z "$p$f" ] && [ -n "$plain" ]; then
+        p=$(echo "$plain" | grep -oE '^[0-9]+')
+        f=$(echo "$plain" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+')
+    fi
     if [ -n "$p$f" ]; then
         p=${p:-0}
         f=${f:-0}
