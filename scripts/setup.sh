@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(build-essential pkg-config clang libclang-rt-14-dev
       libsodium-dev libuv1-dev libmicrohttpd-dev libcurl4-openssl-dev libcjson-dev
       libsqlite3-dev libprotobuf-c-dev protobuf-c-compiler libzstd-dev libcmocka-dev
-      unicode-data)
+      unicode-data python3)
 if [ "${MESHLLM_SETUP_EXTRA:-1}" = 1 ]; then
     pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 fi
