@@ -180,7 +180,7 @@ static void load_special_keys(struct tok *t, const struct gguf *g)
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
         int32_t *field = (int32_t *)((char *)t + ids[i].field);
         uint32_t v;
-        if (gguf_get_u32(g, ids[i].key, &v) != 0) continue;
+        if (gguf_get_u32(g, ids[i].key, &v) != 0 || v == UINT32_MAX) continue; /* -1: none */
         if (v >= (uint32_t)t->n_vocab) {
             log_warn("tokenizer: %s = %u is out of range, using %d", ids[i].key, v, *field);
             continue;

@@ -1,7 +1,7 @@
 /* tok_spm.c - SentencePiece BPE ("llama" vocabularies), llama.cpp's llm_tokenizer_spm.
  *
  * Spaces become U+2581 (and a dummy one is prepended when asked); the text is split into
- * UTF-8 characters (length from the lead byte, so invalid bytes are single symbols); the
+ * UTF-8 characters (an invalid byte is a character of its own); the
  * adjacent pair whose concatenation is a token with the highest score is merged first
  * (ties: leftmost), until no pair is a token. A final symbol that is not a token is
  * emitted byte by byte as <0xXX> tokens (byte fallback). llama.cpp's resegment() never
@@ -78,11 +78,13 @@ int tok_spm_encode(const struct tok *t, const char *text, size_t len, bool add_p
             esc[e++] = text[i];
     }
 
-    /* One symbol per UTF-8 character. */
+    /* One symbol per UTF-8 character. Unlike llama.cpp (which trusts the lead byte), an
+     * invalid byte is a symbol of its own, so it cannot swallow the U+2581 of a following
+     * space and every byte comes back exactly; valid text is split identically. */
     int n_sym = 0;
     for (size_t off = 0; off < esc_len;) {
-        size_t n = unicode_utf8_len((unsigned char)esc[off]);
-        if (n > esc_len - off) n = esc_len - off;
+        size_t n;
+        unicode_utf8_decode((const unsigned char *)esc + off, esc_len - off, &n);
         sym[n_sym] = (struct spm_sym){n_sym - 1, off + n == esc_len ? -1 : n_sym + 1, off, n};
         off += n;
         n_sym++;
