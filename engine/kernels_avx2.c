@@ -19,6 +19,13 @@ static inline float h2f(uint16_t h)
     return _cvtsh_ss(h);
 }
 
+/* A block's half scale broadcast straight from quant_f16_lut: one load instead of
+ * three conversion instructions, which matters at ~15 instructions per block. */
+static inline __m256 bcast_h(uint16_t h)
+{
+    return _mm256_broadcast_ss(&quant_f16_lut[h]);
+}
+
 static inline float hsum_ps(__m256 v)
 {
     __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
@@ -241,7 +248,7 @@ static void q4_0_vec_dot(int n, float *s, const void *vx, const void *vy)
         const __m256i q = nibbles_32(x[b].qs);                                                \
         const __m256i yv = _mm256_loadu_si256((const __m256i *)y[b].qs);                      \
         __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, yv), _mm256_maddubs_epi16(eight, yv)); \
-        __m256 d = _mm256_set1_ps(h2f(x[b].d) * h2f(y[b].d));                                 \
+        const __m256 d = _mm256_mul_ps(bcast_h(x[b].d), bcast_h(y[b].d));                                 \
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), acc);        \
     } while (0)
     for (; ib + 1 < nb; ib += 2) {
@@ -267,7 +274,7 @@ static void q5_0_vec_dot(int n, float *s, const void *vx, const void *vy)
         __m256i q = nibbles_32(x[b].qs);                                                      \
         q = _mm256_or_si256(q, _mm256_andnot_si256(bits_32(x[b].qh), hi_clear));              \
         const __m256i yv = _mm256_loadu_si256((const __m256i *)y[b].qs);                      \
-        __m256 d = _mm256_set1_ps(h2f(x[b].d) * h2f(y[b].d));                                 \
+        const __m256 d = _mm256_mul_ps(bcast_h(x[b].d), bcast_h(y[b].d));                                 \
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_s8(q, yv)), acc);                     \
     } while (0)
     for (; ib + 1 < nb; ib += 2) {
@@ -289,7 +296,7 @@ static void q8_0_vec_dot(int n, float *s, const void *vx, const void *vy)
     do {                                                                                      \
         const __m256i xv = _mm256_loadu_si256((const __m256i *)x[b].qs);                      \
         const __m256i yv = _mm256_loadu_si256((const __m256i *)y[b].qs);                      \
-        __m256 d = _mm256_set1_ps(h2f(x[b].d) * h2f(y[b].d));                                 \
+        const __m256 d = _mm256_mul_ps(bcast_h(x[b].d), bcast_h(y[b].d));                                 \
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(dot_s8(xv, yv)), acc);                    \
     } while (0)
     for (; ib + 1 < nb; ib += 2) {

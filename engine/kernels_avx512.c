@@ -1,14 +1,317 @@
-/* kernels_avx512.c - AVX-512 (F, BW, VL, DQ, VNNI, BF16) kernels for the hot types;
- * installed over the AVX2 set when the CPU has all of those features.
+/* kernels_avx512.c - AVX-512 kernels (F, BW, VL, DQ, VNNI, BF16) for the hot types;
+ * installed over the AVX2 set (quant.c) when the CPU has every one of those features.
  *
- * Same signatures and results as the scalar reference in quant_ref.c, up to float
- * summation order.
+ * Same signatures and results as the scalar reference in quant_ref.c up to float
+ * summation order. Integer dot products use VNNI: dpbusd (u8 x s8, 4 products into an
+ * int32 lane) for Q4_0/Q8_0, two blocks per 512-bit register; maddubs + dpwssd (16-bit
+ * products times 16-bit scales into int32) for the K-quants. BF16 uses vdpbf16ps (exact
+ * products; denormal inputs read as zero, as the instruction defines).
  */
 #include <immintrin.h>
 
 #include "engine/quant_internal.h"
 
+static inline float h2f(uint16_t h)
+{
+    return _cvtsh_ss(h);
+}
+
+/* Product of two half scales in every lane, broadcast from quant_f16_lut. */
+static inline __m512 dscale(uint16_t a, uint16_t b)
+{
+    return _mm512_mul_ps(_mm512_set1_ps(quant_f16_lut[a]), _mm512_set1_ps(quant_f16_lut[b]));
+}
+
+/* ---- F32 / F16 / BF16 -------------------------------------------------------------------- */
+
+static void f32_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const float *x = vx, *y = vy;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int i = 0;
+    for (; i + 64 <= n; i += 64) {
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(y + i + 16), a1);
+        a2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 32), _mm512_loadu_ps(y + i + 32), a2);
+        a3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 48), _mm512_loadu_ps(y + i + 48), a3);
+    }
+    for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), a0);
+    if (i < n) { /* masked tail: lanes past n read nothing */
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i), a1);
+    }
+    *s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+static inline __m512 ld_f16(const uint16_t *p)
+{
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+
+static void f16_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const uint16_t *x = vx, *y = vy;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int i = 0;
+    for (; i + 64 <= n; i += 64) {
+        a0 = _mm512_fmadd_ps(ld_f16(x + i), ld_f16(y + i), a0);
+        a1 = _mm512_fmadd_ps(ld_f16(x + i + 16), ld_f16(y + i + 16), a1);
+        a2 = _mm512_fmadd_ps(ld_f16(x + i + 32), ld_f16(y + i + 32), a2);
+        a3 = _mm512_fmadd_ps(ld_f16(x + i + 48), ld_f16(y + i + 48), a3);
+    }
+    for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(ld_f16(x + i), ld_f16(y + i), a0);
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m512 xv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, x + i));
+        __m512 yv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, y + i));
+        a1 = _mm512_fmadd_ps(xv, yv, a1);
+    }
+    *s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+}
+
+static void f16_to_f32_row(const void *vsrc, float *dst, int64_t n)
+{
+    const uint16_t *src = vsrc;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, ld_f16(src + i));
+    for (; i < n; i++) dst[i] = quant_f16_to_f32(src[i]);
+}
+
+static void f32_to_f16_row(const float *src, void *vdst, int64_t n)
+{
+    uint16_t *dst = vdst;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = quant_f32_to_f16(src[i]);
+}
+
+static void bf16_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const uint16_t *x = vx, *y = vy;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+    int i = 0;
+    for (; i + 64 <= n; i += 64) {
+        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(x + i), (__m512bh)_mm512_loadu_si512(y + i));
+        a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(x + i + 32),
+                              (__m512bh)_mm512_loadu_si512(y + i + 32));
+    }
+    if (i < n) { /* one masked step covers up to 32 elements; a second the rest */
+        for (; i < n; i += 32) {
+            int rem = n - i < 32 ? n - i : 32;
+            __mmask32 m = rem == 32 ? 0xFFFFFFFFu : (__mmask32)((1u << rem) - 1);
+            a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_maskz_loadu_epi16(m, x + i),
+                                  (__m512bh)_mm512_maskz_loadu_epi16(m, y + i));
+        }
+    }
+    *s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+
+/* ---- Q8_0 / Q4_0: two blocks per 512-bit register ----------------------------------------- */
+
+/* [a's 32 bytes | b's 32 bytes] */
+static inline __m512i ld2_32(const int8_t *a, const int8_t *b)
+{
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
+                              _mm256_loadu_si256((const __m256i *)b), 1);
+}
+
+static void q8_0_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const struct block_q8_0 *x = vx, *y = vy;
+    const int nb = n / QK8_0;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int ib = 0;
+    /* lanes 0-7 block a, 8-15 block b; |x| as unsigned, y carrying x's sign */
+#define Q8_0_PAIR(acc, a, b)                                                                  \
+    do {                                                                                      \
+        const __m512i xv = ld2_32(x[a].qs, x[b].qs), yv = ld2_32(y[a].qs, y[b].qs);           \
+        const __m512i sy = _mm512_mask_sub_epi8(yv, _mm512_movepi8_mask(xv), _mm512_setzero_si512(), yv); \
+        const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(xv), sy); \
+        const __m512 d = _mm512_mask_blend_ps(0xFF00, dscale(x[a].d, y[a].d), dscale(x[b].d, y[b].d)); \
+        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot), acc);                               \
+    } while (0)
+    for (; ib + 3 < nb; ib += 4) {
+        Q8_0_PAIR(acc0, ib, ib + 1);
+        Q8_0_PAIR(acc1, ib + 2, ib + 3);
+    }
+    for (; ib + 1 < nb; ib += 2) Q8_0_PAIR(acc0, ib, ib + 1);
+#undef Q8_0_PAIR
+    float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    if (ib < nb) { /* odd block: 256-bit VNNI */
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)x[ib].qs);
+        const __m256i yv = _mm256_loadu_si256((const __m256i *)y[ib].qs);
+        const __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(xv, xv),
+                                                _mm256_sign_epi8(yv, xv));
+        __m128i r = _mm_add_epi32(_mm256_castsi256_si128(dot), _mm256_extracti128_si256(dot, 1));
+        r = _mm_add_epi32(r, _mm_unpackhi_epi64(r, r));
+        r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 1));
+        sum += (float)_mm_cvtsi128_si32(r) * (h2f(x[ib].d) * h2f(y[ib].d));
+    }
+    *s = sum;
+}
+
+static void q4_0_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const struct block_q4_0 *x = vx;
+    const struct block_q8_0 *y = vy;
+    const int nb = n / QK8_0;
+    const __m512i m4 = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
+    /* y qwords reordered to [ya 0-15, yb 0-15, ya 16-31, yb 16-31], the order the two
+     * blocks' nibbles come out in: [a lo, b lo, a hi, b hi] */
+    const __m512i yperm = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int ib = 0;
+#define Q4_0_PAIR(acc, a, b)                                                                  \
+    do {                                                                                      \
+        const __m256i v = _mm256_inserti128_si256(                                            \
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)x[a].qs)),                \
+            _mm_loadu_si128((const __m128i *)x[b].qs), 1);                                    \
+        const __m512i q = _mm512_and_si512(                                                   \
+            _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1), m4);   \
+        const __m512i yv = _mm512_permutex2var_epi64(                                         \
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)y[a].qs)), yperm,      \
+            _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)y[b].qs)));            \
+        /* (q - 8) . y = q . y - 8 . y */                                                     \
+        const __m512i dot = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), q, yv), \
+                                             _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, yv)); \
+        const __m512 d = _mm512_mask_blend_ps(0xF0F0, dscale(x[a].d, y[a].d), dscale(x[b].d, y[b].d)); \
+        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot), acc);                               \
+    } while (0)
+    for (; ib + 3 < nb; ib += 4) {
+        Q4_0_PAIR(acc0, ib, ib + 1);
+        Q4_0_PAIR(acc1, ib + 2, ib + 3);
+    }
+    for (; ib + 1 < nb; ib += 2) Q4_0_PAIR(acc0, ib, ib + 1);
+#undef Q4_0_PAIR
+    float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    if (ib < nb) {
+        int sumi = 0;
+        for (int j = 0; j < QK8_0 / 2; j++)
+            sumi += ((x[ib].qs[j] & 0x0F) - 8) * y[ib].qs[j] + ((x[ib].qs[j] >> 4) - 8) * y[ib].qs[j + 16];
+        sum += (float)sumi * (h2f(x[ib].d) * h2f(y[ib].d));
+    }
+    *s = sum;
+}
+
+/* ---- K-quants -------------------------------------------------------------------------------- */
+
+/* As in kernels_avx2.c: sc[0..7] in bytes 0-7, m[0..7] in bytes 8-15. */
+static inline __m128i kx_scales_mins(const uint8_t *packed)
+{
+    uint32_t w[3], u[4];
+    memcpy(w, packed, 12);
+    u[0] = w[0] & 0x3f3f3f3f;
+    u[1] = (w[2] & 0x0f0f0f0f) | (((w[0] >> 6) & 0x03030303) << 4);
+    u[2] = w[1] & 0x3f3f3f3f;
+    u[3] = ((w[2] >> 4) & 0x0f0f0f0f) | (((w[1] >> 6) & 0x03030303) << 4);
+    return _mm_loadu_si128((const __m128i *)u);
+}
+
+static inline int hsum_epi32_256(__m256i v)
+{
+    __m128i r = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    r = _mm_add_epi32(r, _mm_unpackhi_epi64(r, r));
+    r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 1));
+    return _mm_cvtsi128_si32(r);
+}
+
+/* 512-bit index vector for permutexvar_epi16: lane i -> base + i / width. */
+static inline __m512i rep_idx(int base, int width)
+{
+    int16_t idx[32];
+    for (int i = 0; i < 32; i++) idx[i] = (int16_t)(base + i / width);
+    return _mm512_loadu_si512(idx);
+}
+
+static void q4_K_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const struct block_q4_K *x = vx;
+    const struct block_q8_K *y = vy;
+    const int nb = n / QK_K;
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    /* chunk c (64 elements): 16-bit scale of sub-block 2c in lanes 0-15, 2c+1 in 16-31 */
+    const __m512i idx0 = rep_idx(0, 16), idx1 = rep_idx(2, 16), idx2 = rep_idx(4, 16), idx3 = rep_idx(6, 16);
+    __m512 acc = _mm512_setzero_ps();
+    float summ = 0;
+    for (int i = 0; i < nb; i++) {
+        const __m256i sm = _mm256_cvtepu8_epi16(kx_scales_mins(x[i].scales));
+        /* mins: sum_j m[j] * (bsums[2j] + bsums[2j+1]) */
+        const __m256i b = _mm256_loadu_si256((const __m256i *)y[i].bsums);
+        const __m128i pair = _mm_hadd_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+        const __m128i mp = _mm_madd_epi16(_mm256_extracti128_si256(sm, 1), pair);
+        __m128i r = _mm_add_epi32(mp, _mm_unpackhi_epi64(mp, mp));
+        r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 1));
+        summ += y[i].d * h2f(x[i].dmin) * (float)_mm_cvtsi128_si32(r);
+
+        const __m512i sc = _mm512_castsi256_si512(sm);
+        const uint8_t *q4 = x[i].qs;
+        const int8_t *q8 = y[i].qs;
+        __m512i sumi = _mm512_setzero_si512();
+#define Q4_K_CHUNK(c, idx)                                                                    \
+    do {                                                                                      \
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(q4 + 32 * (c)));               \
+        const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(v, m4)), \
+                                             _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), 1); \
+        const __m512i p = _mm512_maddubs_epi16(q, _mm512_loadu_si512(q8 + 64 * (c)));         \
+        sumi = _mm512_dpwssd_epi32(sumi, p, _mm512_permutexvar_epi16(idx, sc));              \
+    } while (0)
+        Q4_K_CHUNK(0, idx0);
+        Q4_K_CHUNK(1, idx1);
+        Q4_K_CHUNK(2, idx2);
+        Q4_K_CHUNK(3, idx3);
+#undef Q4_K_CHUNK
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(y[i].d * h2f(x[i].d)), _mm512_cvtepi32_ps(sumi), acc);
+    }
+    *s = _mm512_reduce_add_ps(acc) - summ;
+}
+
+static void q6_K_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const struct block_q6_K *x = vx;
+    const struct block_q8_K *y = vy;
+    const int nb = n / QK_K;
+    const __m512i m4 = _mm512_set1_epi8(0xF), m2 = _mm512_set1_epi8(3);
+    /* qh bit pairs: elements 0-31 bits 0-1, 32-63 bits 2-3 (lo part); 64-95 bits 4-5,
+     * 96-127 bits 6-7 (hi part): per-16-bit-lane shift counts */
+    const __m512i sh_lo = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    const __m512i sh_hi = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
+    /* 64 elements = 4 sub-blocks of 16 = 8 16-bit lanes each after maddubs */
+    const __m512i idx[4] = {rep_idx(0, 8), rep_idx(4, 8), rep_idx(8, 8), rep_idx(12, 8)};
+    __m512 acc = _mm512_setzero_ps();
+    for (int i = 0; i < nb; i++) {
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[i].scales));
+        const __m512i sc = _mm512_castsi256_si512(sc16);
+        /* the -32 offset, once per block: 32 * sum_k scale[k] * bsums[k] */
+        const int off = hsum_epi32_256(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)y[i].bsums)));
+        __m512i sumi = _mm512_zextsi128_si512(_mm_cvtsi32_si128(-32 * off));
+        for (int h = 0; h < 2; h++) {
+            const __m512i ql = _mm512_loadu_si512(x[i].ql + 64 * h);
+            const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x[i].qh + 32 * h)));
+            const __m512i hlo = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh_lo), m2), 4);
+            const __m512i hhi = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh_hi), m2), 4);
+            const __m512i qlo = _mm512_or_si512(_mm512_and_si512(ql, m4), hlo);
+            const __m512i qhi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), hhi);
+            const __m512i plo = _mm512_maddubs_epi16(qlo, _mm512_loadu_si512(y[i].qs + 128 * h));
+            const __m512i phi = _mm512_maddubs_epi16(qhi, _mm512_loadu_si512(y[i].qs + 128 * h + 64));
+            sumi = _mm512_dpwssd_epi32(sumi, plo, _mm512_permutexvar_epi16(idx[2 * h], sc));
+            sumi = _mm512_dpwssd_epi32(sumi, phi, _mm512_permutexvar_epi16(idx[2 * h + 1], sc));
+        }
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(y[i].d * h2f(x[i].d)), _mm512_cvtepi32_ps(sumi), acc);
+    }
+    *s = _mm512_reduce_add_ps(acc);
+}
+
 void quant_avx512_install(struct quant_traits *tab)
 {
-    (void)tab;
+    tab[QT_F32].vec_dot = f32_vec_dot;
+    tab[QT_F16].vec_dot = f16_vec_dot;
+    tab[QT_F16].to_float = f16_to_f32_row;
+    tab[QT_F16].from_float = f32_to_f16_row;
+    tab[QT_BF16].vec_dot = bf16_vec_dot;
+    tab[QT_Q8_0].vec_dot = q8_0_vec_dot;
+    tab[QT_Q4_0].vec_dot = q4_0_vec_dot;
+    tab[QT_Q4_K].vec_dot = q4_K_vec_dot;
+    tab[QT_Q6_K].vec_dot = q6_K_vec_dot;
 }

@@ -68,6 +68,7 @@ enum { ISA_SCALAR, ISA_AVX2, ISA_AVX512, ISA_NEON, ISA_N };
 static const char *const isa_names[ISA_N] = {"scalar", "avx2", "avx512", "neon"};
 
 /* Written once under init_once, read-only afterwards. */
+float quant_f16_lut[1 << 16];
 static struct quant_traits isa_tables[ISA_N][QT_COUNT];
 static bool isa_ok[ISA_N];
 static int isa_selected = ISA_SCALAR;
@@ -101,6 +102,7 @@ static bool cpu_has(int isa)
 
 static void init_tables(void)
 {
+    for (uint32_t h = 0; h < (1u << 16); h++) quant_f16_lut[h] = quant_f16_to_f32((uint16_t)h);
     for (int i = 0; i < ISA_N; i++) {
         isa_ok[i] = cpu_has(i);
         memcpy(isa_tables[i], ref_table, sizeof ref_table);

@@ -15,6 +15,10 @@
 #include "engine/quant.h"
 #include "engine/quant_blocks.h"
 
+/* Every half as a float (quant_f16_to_f32), filled by quant_init before any kernel is
+ * installed; read-only afterwards. SIMD kernels broadcast block scales from it. */
+extern float quant_f16_lut[1 << 16];
+
 /* Round to nearest, ties to even, for |f| <= 2^22 (ggml's nearest_int: adding
  * 1.5 * 2^23 leaves the rounded integer in the low mantissa bits). */
 static inline int quant_nearest_int(float f)

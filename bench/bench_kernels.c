@@ -1,0 +1,104 @@
+/* bench_kernels.c - single-thread throughput of every vec_dot kernel on every kernel
+ * path this CPU has: a rows x cols weight matrix (default 4096 x 4096) times one
+ * activation row, as one decode step of one projection does. Prints GB/s of weight
+ * bytes streamed and the time per full matrix. A benchmark, not a test: nothing is
+ * asserted. Usage: bench_kernels [-r rows] [-c cols] [-t seconds_per_cell]
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/quant.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
+static float rand_uniform(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)(rng_state >> 40) / (float)(1 << 24) * 2.0f - 1.0f;
+}
+
+int main(int argc, char **argv)
+{
+    int rows = 4096, cols = 4096;
+    double cell_s = 0.5;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "-r")) rows = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-c")) cols = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-t")) cell_s = atof(argv[i + 1]);
+    }
+    if (rows <= 0 || cols <= 0 || cols % 256 != 0) {
+        fprintf(stderr, "bench_kernels: cols must be a positive multiple of 256\n");
+        return 2;
+    }
+    quant_init();
+    const int types[] = {QT_F32, QT_F16, QT_BF16, QT_Q8_0, QT_Q5_0, QT_Q4_0, QT_Q6_K, QT_Q5_K, QT_Q4_K};
+    const char *isas[] = {"scalar", "avx2", "avx512", "neon"};
+    enum { N_DISTINCT = 16 }; /* distinct quantized rows, tiled over the matrix */
+    float *src = malloc((size_t)cols * N_DISTINCT * sizeof(float));
+    float *act = malloc((size_t)cols * sizeof(float));
+    float *out = malloc((size_t)rows * sizeof(float));
+    if (!src || !act || !out) return 1;
+    for (size_t i = 0; i < (size_t)cols * N_DISTINCT; i++) src[i] = 0.1f * rand_uniform();
+    for (int i = 0; i < cols; i++) act[i] = rand_uniform();
+
+    printf("vec_dot, %d x %d weights x 1 activation row, 1 thread; GB/s of weight bytes "
+           "(ms per matrix),\nbest of repeated runs\n\n", rows, cols);
+    printf("%-6s %10s", "type", "MB");
+    for (size_t k = 0; k < sizeof isas / sizeof isas[0]; k++)
+        if (quant_isa_supported(isas[k])) printf(" %18s", isas[k]);
+    printf("\n");
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const int t = types[ti];
+        const struct quant_traits *ref = quant_traits_ref(t);
+        const size_t row_bytes = quant_row_bytes(t, cols);
+        const size_t act_bytes = quant_row_bytes(ref->vec_dot_type, cols);
+        unsigned char *w = malloc(row_bytes * (size_t)rows);
+        unsigned char *qa = malloc(act_bytes);
+        if (!w || !qa) return 1;
+        for (int r = 0; r < N_DISTINCT && r < rows; r++)
+            ref->from_float(src + (size_t)r * cols, w + (size_t)r * row_bytes, cols);
+        for (int r = N_DISTINCT; r < rows; r++)
+            memcpy(w + (size_t)r * row_bytes, w + (size_t)(r % N_DISTINCT) * row_bytes, row_bytes);
+        quant_traits_ref(ref->vec_dot_type)->from_float(act, qa, cols);
+        printf("%-6s %10.1f", ref->name, (double)(row_bytes * (size_t)rows) / 1e6);
+        for (size_t k = 0; k < sizeof isas / sizeof isas[0]; k++) {
+            const struct quant_traits *tr = quant_traits_isa(isas[k], t);
+            if (!tr) continue;
+            /* warm up once, then repeat whole matrices until cell_s has passed */
+            for (int r = 0; r < rows; r++) tr->vec_dot(cols, &out[r], w + (size_t)r * row_bytes, qa);
+            /* best of the repetitions: the machine is shared, the minimum is the
+             * kernel's own speed */
+            double per = 1e30, start = now_s(), t1;
+            do {
+                double t0 = now_s();
+                for (int r = 0; r < rows; r++)
+                    tr->vec_dot(cols, &out[r], w + (size_t)r * row_bytes, qa);
+                t1 = now_s();
+                if (t1 - t0 < per) per = t1 - t0;
+            } while (t1 - start < cell_s);
+            char cell[32];
+            snprintf(cell, sizeof cell, "%.1f (%.2f)", (double)(row_bytes * (size_t)rows) / per / 1e9,
+                     per * 1e3);
+            printf(" %18s", cell);
+        }
+        printf("\n");
+        fflush(stdout);
+        free(w);
+        free(qa);
+    }
+    free(src);
+    free(act);
+    free(out);
+    return 0;
+}
