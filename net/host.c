@@ -1,0 +1,1277 @@
+/* host.c - libuv libp2p host (see host.h).
+ *
+ * Connection upgrade, per the libp2p connections spec:
+ *   raw TCP:  mss "/noise"  ->  Noise XX handshake (2-byte framed)
+ *   sealed:   mss "/yamux/1.0.0"  ->  yamux frames
+ *   per stream: mss <protocol>  ->  application bytes
+ * Memory rules: a conn is freed only in libuv's close callbacks, so a conn pointer stays valid
+ * for the whole callback that closes it; a stream is freed by stream_finish() or
+ * host_stream_reset(), so after calling into the application we look the stream up again by
+ * id instead of trusting the pointer.
+ */
+#include "net/host.h"
+
+#include "core/err.h"
+#include "core/log.h"
+#include "identify.pb-c.h"
+#include "net/mss.h"
+#include "net/noise.h"
+#include "net/varint.h"
+#include "net/yamux.h"
+
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HOST_MAX_HANDLERS 32
+#define HOST_MAX_LISTENERS 8
+#define HOST_IDENTIFY_MAX 8192     /* identify messages are small; js caps at 8 KiB too */
+#define HOST_PING_LEN 32
+#define HOST_CONN_MAX_WRITE (32u << 20) /* unsent bytes before a peer counts as stalled */
+
+/* ---- byte queue ------------------------------------------------------------------------ */
+
+struct bytes {
+    uint8_t *p;
+    size_t off, len, cap;
+};
+
+static int bytes_append(struct bytes *b, const uint8_t *d, size_t n)
+{
+    if (b->off && b->off == b->len) b->off = b->len = 0;
+    if (n > b->cap - b->len) {
+        if (b->off) {
+            memmove(b->p, b->p + b->off, b->len - b->off);
+            b->len -= b->off;
+            b->off = 0;
+        }
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap - b->len < n) {
+            if (cap > SIZE_MAX / 2) return MESH_ENOMEM;
+            cap *= 2;
+        }
+        if (cap != b->cap) {
+            uint8_t *p = realloc(b->p, cap);
+            if (!p) return MESH_ENOMEM;
+            b->p = p;
+            b->cap = cap;
+        }
+    }
+    memcpy(b->p + b->len, d, n);
+    b->len += n;
+    return 0;
+}
+
+static size_t bytes_size(const struct bytes *b)
+{
+    return b->len - b->off;
+}
+
+static void bytes_consume(struct bytes *b, size_t n)
+{
+    b->off += n;
+    if (b->off >= b->len) b->off = b->len = 0;
+}
+
+static void bytes_free(struct bytes *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+/* ---- types ----------------------------------------------------------------------------- */
+
+enum conn_phase { PH_CONNECTING, PH_MSS_SECURITY, PH_NOISE, PH_MSS_MUXER, PH_MUX };
+
+struct open_req {
+    char protocol[HOST_MAX_PROTOCOL_LEN];
+    host_open_fn cb;
+    void *ctx;
+    struct open_req *next;
+};
+
+struct host_stream {
+    struct conn *c;
+    uint32_t id;
+    struct host_stream *next;
+    bool is_outbound, is_negotiated, close_requested, fin_sent, fin_recv;
+    struct mss mss;
+    char protocol[HOST_MAX_PROTOCOL_LEN];
+    host_open_fn open_cb; /* outbound, until negotiated */
+    void *open_ctx;
+    struct host_stream_cbs cbs;
+    void *ctx;
+    struct bytes pending; /* written by the app, waiting for window */
+    size_t msg_max;       /* message mode if > 0 */
+    struct bytes msg_in;
+};
+
+struct conn {
+    struct host *h;
+    struct conn *next;
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_connect_t connect_req;
+    int n_open_handles;
+    bool is_dialer, is_closing, is_ready;
+    enum conn_phase phase;
+    struct mss mss;
+    struct noise_conn *noise;
+    struct yamux *yamux;
+    struct host_stream *streams;
+    struct open_req *opens; /* waiting for the upgrade */
+    struct peer_id expected;
+    struct host_peer_info info;
+    size_t write_pending;
+};
+
+struct handler {
+    char protocol[HOST_MAX_PROTOCOL_LEN];
+    host_stream_fn fn;
+    void *ctx;
+};
+
+struct listener {
+    uv_tcp_t tcp;
+    struct host *h;
+    struct multiaddr addr;
+};
+
+struct host {
+    uv_loop_t *loop;
+    struct host_config cfg;
+    struct identity id;
+    char agent[64];
+    struct handler handlers[HOST_MAX_HANDLERS];
+    size_t n_handlers;
+    struct listener *listeners[HOST_MAX_LISTENERS];
+    size_t n_listeners;
+    struct conn *conns;
+    size_t n_conns;
+    host_peer_fn on_peer;
+    void *on_peer_ctx;
+    bool is_closing;
+    int n_open_handles;
+    uint8_t rbuf[65536];
+};
+
+struct write_req {
+    uv_write_t req;
+    struct conn *c;
+    size_t len;
+    uint8_t data[];
+};
+
+static void conn_close(struct conn *c, int status);
+static void conn_flush(struct conn *c);
+static void conn_process_events(struct conn *c);
+static void stream_flush(struct host_stream *s);
+static void identify_start(struct conn *c);
+static int host_register_builtin(struct host *h);
+static int defer_error(struct host *h, host_open_fn cb, void *ctx, int status);
+
+/* ---- host life ------------------------------------------------------------------------- */
+
+static void host_release(struct host *h)
+{
+    identity_wipe(&h->id);
+    free(h);
+}
+
+static void handle_closed(struct host *h)
+{
+    if (--h->n_open_handles == 0 && h->is_closing) host_release(h);
+}
+
+int host_new(uv_loop_t *loop, const struct host_config *cfg, struct host **out)
+{
+    *out = NULL;
+    if (!cfg || !cfg->identity || cfg->identity->id.len == 0) return MESH_EINVAL;
+    struct host *h = calloc(1, sizeof *h);
+    if (!h) return MESH_ENOMEM;
+    h->loop = loop;
+    h->cfg = *cfg;
+    h->id = *cfg->identity;
+    h->cfg.identity = &h->id;
+    snprintf(h->agent, sizeof h->agent, "%s", cfg->agent ? cfg->agent : HOST_AGENT);
+    if (!h->cfg.max_conns) h->cfg.max_conns = 128;
+    if (!h->cfg.max_conns_per_peer) h->cfg.max_conns_per_peer = 4;
+    if (!h->cfg.max_streams_per_conn) h->cfg.max_streams_per_conn = 64;
+    if (!h->cfg.max_stream_pending) h->cfg.max_stream_pending = 8u << 20;
+    if (!h->cfg.handshake_timeout_ms) h->cfg.handshake_timeout_ms = 10000;
+    if (host_register_builtin(h)) {
+        host_release(h);
+        return MESH_ENOMEM;
+    }
+    *out = h;
+    return 0;
+}
+
+const struct peer_id *host_peer_id(const struct host *h)
+{
+    return &h->id.id;
+}
+
+static void listener_closed(uv_handle_t *hd)
+{
+    struct listener *l = hd->data;
+    struct host *h = l->h;
+    free(l);
+    handle_closed(h);
+}
+
+void host_close(struct host *h)
+{
+    if (!h || h->is_closing) return;
+    h->is_closing = true;
+    for (size_t i = 0; i < h->n_listeners; i++)
+        uv_close((uv_handle_t *)&h->listeners[i]->tcp, listener_closed);
+    h->n_listeners = 0;
+    while (h->conns) conn_close(h->conns, MESH_ECLOSED);
+    if (h->n_open_handles == 0) host_release(h);
+}
+
+int host_set_handler(struct host *h, const char *protocol, host_stream_fn fn, void *ctx)
+{
+    size_t n = strlen(protocol);
+    if (n == 0 || n >= HOST_MAX_PROTOCOL_LEN || strchr(protocol, '\n')) return MESH_EINVAL;
+    for (size_t i = 0; i < h->n_handlers; i++)
+        if (!strcmp(h->handlers[i].protocol, protocol)) {
+            h->handlers[i].fn = fn;
+            h->handlers[i].ctx = ctx;
+            return 0;
+        }
+    if (h->n_handlers == HOST_MAX_HANDLERS) return MESH_EFULL;
+    struct handler *hd = &h->handlers[h->n_handlers++];
+    memcpy(hd->protocol, protocol, n + 1);
+    hd->fn = fn;
+    hd->ctx = ctx;
+    return 0;
+}
+
+void host_set_peer_callback(struct host *h, host_peer_fn fn, void *ctx)
+{
+    h->on_peer = fn;
+    h->on_peer_ctx = ctx;
+}
+
+static const struct handler *find_handler(const struct host *h, const char *protocol)
+{
+    for (size_t i = 0; i < h->n_handlers; i++)
+        if (!strcmp(h->handlers[i].protocol, protocol)) return &h->handlers[i];
+    return NULL;
+}
+
+static bool supports_protocol(void *ctx, const char *protocol)
+{
+    return find_handler(ctx, protocol) != NULL;
+}
+
+size_t host_n_conns(const struct host *h)
+{
+    return h->n_conns;
+}
+
+int host_peer_info(const struct host *h, const struct peer_id *id, struct host_peer_info *out)
+{
+    for (struct conn *c = h->conns; c; c = c->next)
+        if (c->is_ready && peer_id_equal(&c->info.id, id)) {
+            *out = c->info;
+            return 0;
+        }
+    memset(out, 0, sizeof *out);
+    return MESH_ENOTFOUND;
+}
+
+/* ---- raw writes ------------------------------------------------------------------------ */
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct write_req *w = (struct write_req *)req;
+    struct conn *c = w->c;
+    c->write_pending -= w->len;
+    free(w);
+    if (status < 0 && !c->is_closing) {
+        log_debug("host: write failed: %s", uv_strerror(status));
+        conn_close(c, MESH_EIO);
+    }
+}
+
+/* Sends bytes on the socket as they are (already sealed, or pre-Noise negotiation). */
+static int conn_write_raw(struct conn *c, const uint8_t *data, size_t len)
+{
+    if (len == 0 || c->is_closing) return 0;
+    if (c->write_pending + len > HOST_CONN_MAX_WRITE) {
+        conn_close(c, MESH_EFULL); /* the peer stopped reading */
+        return MESH_EFULL;
+    }
+    struct write_req *w = malloc(sizeof *w + len);
+    if (!w) {
+        conn_close(c, MESH_ENOMEM);
+        return MESH_ENOMEM;
+    }
+    w->c = c;
+    w->len = len;
+    memcpy(w->data, data, len);
+    uv_buf_t buf = uv_buf_init((char *)w->data, (unsigned)len);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
+    if (rc < 0) {
+        free(w);
+        conn_close(c, MESH_EIO);
+        return MESH_EIO;
+    }
+    c->write_pending += len;
+    return 0;
+}
+
+/* Seals plaintext with Noise and sends it. */
+static int conn_write_secure(struct conn *c, const uint8_t *data, size_t len)
+{
+    if (len == 0 || c->is_closing) return 0;
+    size_t cap = noise_conn_sealed_len(len), n;
+    uint8_t *buf = malloc(cap);
+    if (!buf) {
+        conn_close(c, MESH_ENOMEM);
+        return MESH_ENOMEM;
+    }
+    int rc = noise_conn_seal(c->noise, data, len, buf, cap, &n);
+    if (rc == 0) rc = conn_write_raw(c, buf, n);
+    else conn_close(c, rc);
+    free(buf);
+    return rc;
+}
+
+/* Sends whatever yamux has queued. */
+static void conn_flush(struct conn *c)
+{
+    const uint8_t *d;
+    size_t n;
+    if (c->is_closing || !c->yamux) return;
+    yamux_output(c->yamux, &d, &n);
+    if (n == 0) return;
+    conn_write_secure(c, d, n);
+    if (c->yamux) yamux_output_consume(c->yamux, n);
+}
+
+/* ---- streams --------------------------------------------------------------------------- */
+
+static struct host_stream *find_stream(struct conn *c, uint32_t id)
+{
+    for (struct host_stream *s = c->streams; s; s = s->next)
+        if (s->id == id) return s;
+    return NULL;
+}
+
+static void stream_unlink_free(struct host_stream *s)
+{
+    struct conn *c = s->c;
+    for (struct host_stream **pp = &c->streams; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    bytes_free(&s->pending);
+    bytes_free(&s->msg_in);
+    free(s);
+}
+
+/* Ends a stream: tells the application once, then frees it. */
+static void stream_finish(struct host_stream *s, int status)
+{
+    struct conn *c = s->c;
+    uint32_t id = s->id;
+    if (status != 0 && c->yamux) yamux_stream_reset(c->yamux, id);
+    if (!s->is_negotiated && s->open_cb) {
+        host_open_fn cb = s->open_cb;
+        void *ctx = s->open_ctx;
+        s->open_cb = NULL;
+        cb(ctx, NULL, status ? status : MESH_ECLOSED);
+    } else if (s->cbs.on_close) {
+        s->cbs.on_close(s->ctx, s, status);
+    }
+    if ((s = find_stream(c, id))) stream_unlink_free(s);
+}
+
+static struct host_stream *stream_new(struct conn *c, uint32_t id, bool outbound)
+{
+    struct host_stream *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->c = c;
+    s->id = id;
+    s->is_outbound = outbound;
+    s->next = c->streams;
+    c->streams = s;
+    yamux_stream_set_user(c->yamux, id, s);
+    return s;
+}
+
+/* Moves the app's queued bytes into yamux as far as the window allows; sends FIN after. */
+static void stream_flush(struct host_stream *s)
+{
+    struct conn *c = s->c;
+    size_t n = bytes_size(&s->pending), w = 0;
+    if (n) {
+        int rc = yamux_stream_write(c->yamux, s->id, s->pending.p + s->pending.off, n, &w);
+        if (rc) {
+            stream_finish(s, rc);
+            return;
+        }
+        bytes_consume(&s->pending, w);
+    }
+    if (s->close_requested && !s->fin_sent && bytes_size(&s->pending) == 0) {
+        s->fin_sent = true;
+        yamux_stream_close(c->yamux, s->id);
+        if (s->fin_recv) stream_finish(s, 0);
+    }
+}
+
+/* Queues negotiation output of the stream's mss. */
+static void stream_send_mss(struct host_stream *s)
+{
+    const uint8_t *d;
+    size_t n;
+    mss_output(&s->mss, &d, &n);
+    if (n) bytes_append(&s->pending, d, n);
+    mss_output_clear(&s->mss);
+    stream_flush(s);
+}
+
+/* Gives application bytes to the stream's owner (whole messages in message mode). */
+static void stream_deliver(struct conn *c, uint32_t id, const uint8_t *data, size_t len)
+{
+    struct host_stream *s = find_stream(c, id);
+    if (!s || len == 0) return;
+    if (!s->msg_max) {
+        if (s->cbs.on_data) s->cbs.on_data(s->ctx, s, data, len);
+        return;
+    }
+    if (bytes_append(&s->msg_in, data, len)) {
+        stream_finish(s, MESH_ENOMEM);
+        return;
+    }
+    for (;;) {
+        uint64_t mlen;
+        size_t used;
+        const uint8_t *p = s->msg_in.p + s->msg_in.off;
+        size_t avail = bytes_size(&s->msg_in);
+        int rc = varint_decode(p, avail, &mlen, &used);
+        if (rc == MESH_EAGAIN) return;
+        if (rc || mlen > s->msg_max) {
+            log_debug("host: oversized or malformed message on %s", s->protocol);
+            stream_finish(s, MESH_EPROTO);
+            return;
+        }
+        if (avail - used < mlen) return;
+        /* Copy out: the callback may free s and with it msg_in. */
+        uint8_t *msg = malloc(mlen ? mlen : 1);
+        if (!msg) {
+            stream_finish(s, MESH_ENOMEM);
+            return;
+        }
+        memcpy(msg, p + used, mlen);
+        bytes_consume(&s->msg_in, used + mlen);
+        if (s->cbs.on_data) s->cbs.on_data(s->ctx, s, msg, mlen);
+        free(msg);
+        if (!(s = find_stream(c, id))) return;
+    }
+}
+
+/* Bytes arrived on a stream: negotiation first, then the application. */
+static void stream_on_bytes(struct conn *c, uint32_t id, const uint8_t *data, size_t len)
+{
+    struct host_stream *s = find_stream(c, id);
+    size_t used = 0;
+    if (!s) return;
+    if (!s->is_negotiated) {
+        int rc = mss_input(&s->mss, data, len, &used);
+        stream_send_mss(s);
+        if (!(s = find_stream(c, id))) return;
+        if (rc) {
+            stream_finish(s, rc);
+            return;
+        }
+        if (s->mss.state != MSS_DONE) return;
+        s->is_negotiated = true;
+        size_t plen = strlen(s->mss.protocol); /* one of ours, so < HOST_MAX_PROTOCOL_LEN */
+        if (plen >= sizeof s->protocol) plen = sizeof s->protocol - 1;
+        memcpy(s->protocol, s->mss.protocol, plen);
+        s->protocol[plen] = 0;
+        if (s->is_outbound) {
+            host_open_fn cb = s->open_cb;
+            s->open_cb = NULL;
+            if (cb) cb(s->open_ctx, s, 0);
+        } else {
+            const struct handler *hd = find_handler(c->h, s->protocol);
+            if (hd) hd->fn(hd->ctx, s);
+        }
+    }
+    stream_deliver(c, id, data + used, len - used);
+}
+
+static void stream_on_fin(struct conn *c, uint32_t id)
+{
+    struct host_stream *s = find_stream(c, id);
+    if (!s || s->fin_recv) return;
+    s->fin_recv = true;
+    if (!s->is_negotiated) {
+        stream_finish(s, MESH_ECLOSED);
+        return;
+    }
+    if (s->cbs.on_eof) s->cbs.on_eof(s->ctx, s);
+    if ((s = find_stream(c, id)) && s->fin_sent) stream_finish(s, 0);
+}
+
+/* Reads everything yamux buffered for a stream. */
+static void stream_pull(struct conn *c, uint32_t id)
+{
+    uint8_t buf[16384];
+    for (;;) {
+        size_t n;
+        if (c->is_closing || !c->yamux) return;
+        int rc = yamux_stream_read(c->yamux, id, buf, sizeof buf, &n);
+        if (rc == MESH_ECLOSED) {
+            stream_on_fin(c, id);
+            return;
+        }
+        if (rc || n == 0) return;
+        stream_on_bytes(c, id, buf, n);
+    }
+}
+
+/* Opens a yamux stream on a ready connection and starts negotiating protocol. */
+static void conn_open_stream(struct conn *c, const char *protocol, host_open_fn cb, void *ctx)
+{
+    uint32_t id;
+    int rc = yamux_stream_open(c->yamux, &id);
+    if (rc) {
+        if (defer_error(c->h, cb, ctx, rc)) cb(ctx, NULL, rc);
+        return;
+    }
+    struct host_stream *s = stream_new(c, id, true);
+    if (!s) {
+        yamux_stream_reset(c->yamux, id);
+        if (defer_error(c->h, cb, ctx, MESH_ENOMEM)) cb(ctx, NULL, MESH_ENOMEM);
+        return;
+    }
+    snprintf(s->protocol, sizeof s->protocol, "%s", protocol);
+    s->open_cb = cb;
+    s->open_ctx = ctx;
+    const char *protos[1] = {s->protocol};
+    mss_dialer_init(&s->mss, protos, 1);
+    s->mss.proposals[0] = s->protocol;
+    stream_send_mss(s);
+    conn_flush(c);
+}
+
+void host_stream_set_callbacks(struct host_stream *s, const struct host_stream_cbs *cbs,
+                               void *ctx)
+{
+    s->cbs = *cbs;
+    s->ctx = ctx;
+}
+
+void host_stream_set_message_mode(struct host_stream *s, size_t max_len)
+{
+    s->msg_max = max_len;
+}
+
+int host_stream_write(struct host_stream *s, const uint8_t *data, size_t len)
+{
+    struct conn *c = s->c;
+    if (c->is_closing || s->close_requested) return MESH_ECLOSED;
+    if (bytes_size(&s->pending) + len > c->h->cfg.max_stream_pending) return MESH_EFULL;
+    if (bytes_append(&s->pending, data, len)) return MESH_ENOMEM;
+    uint32_t id = s->id;
+    stream_flush(s);
+    if (find_stream(c, id)) conn_flush(c);
+    return 0;
+}
+
+int host_stream_write_msg(struct host_stream *s, const uint8_t *data, size_t len)
+{
+    uint8_t hdr[VARINT_MAX_LEN];
+    size_t n = varint_encode(len, hdr);
+    struct conn *c = s->c;
+    if (c->is_closing || s->close_requested) return MESH_ECLOSED;
+    if (bytes_size(&s->pending) + n + len > c->h->cfg.max_stream_pending) return MESH_EFULL;
+    if (bytes_append(&s->pending, hdr, n)) return MESH_ENOMEM;
+    return host_stream_write(s, data, len);
+}
+
+int host_stream_close(struct host_stream *s)
+{
+    struct conn *c = s->c;
+    s->close_requested = true;
+    if (c->is_closing) return 0;
+    stream_flush(s);
+    conn_flush(c);
+    return 0;
+}
+
+void host_stream_reset(struct host_stream *s)
+{
+    struct conn *c = s->c;
+    if (c->yamux) yamux_stream_reset(c->yamux, s->id);
+    stream_unlink_free(s);
+    conn_flush(c);
+}
+
+const char *host_stream_protocol(const struct host_stream *s)
+{
+    return s->protocol;
+}
+
+const struct peer_id *host_stream_peer(const struct host_stream *s)
+{
+    return &s->c->info.id;
+}
+
+/* ---- yamux events ---------------------------------------------------------------------- */
+
+static void conn_on_open(struct conn *c, uint32_t id)
+{
+    struct host_stream *s = stream_new(c, id, false);
+    if (!s) {
+        yamux_stream_reset(c->yamux, id);
+        return;
+    }
+    mss_listener_init(&s->mss, supports_protocol, c->h);
+    stream_send_mss(s);
+}
+
+static void conn_process_events(struct conn *c)
+{
+    struct yamux_event ev;
+    while (!c->is_closing && c->yamux && yamux_next_event(c->yamux, &ev)) {
+        struct host_stream *s;
+        switch (ev.type) {
+        case YAMUX_EV_OPEN:
+            conn_on_open(c, ev.stream_id);
+            break;
+        case YAMUX_EV_DATA:
+        case YAMUX_EV_FIN:
+            stream_pull(c, ev.stream_id);
+            break;
+        case YAMUX_EV_RESET:
+            if ((s = find_stream(c, ev.stream_id))) stream_finish(s, MESH_ECLOSED);
+            break;
+        case YAMUX_EV_WINDOW:
+            if ((s = find_stream(c, ev.stream_id))) stream_flush(s);
+            break;
+        case YAMUX_EV_GOAWAY:
+            log_debug("host: peer sent go away (%u)", ev.value);
+            break;
+        default:
+            break;
+        }
+        conn_flush(c);
+    }
+}
+
+/* ---- connection upgrade ---------------------------------------------------------------- */
+
+static void conn_handle_closed(uv_handle_t *hd)
+{
+    struct conn *c = hd->data;
+    struct host *h = c->h;
+    if (--c->n_open_handles == 0) free(c);
+    handle_closed(h);
+}
+
+static void conn_close(struct conn *c, int status)
+{
+    struct host *h = c->h;
+    if (c->is_closing) return;
+    c->is_closing = true;
+    for (struct conn **pp = &h->conns; *pp; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            h->n_conns--;
+            break;
+        }
+    log_debug("host: connection closed (%s)", err_str(status));
+    /* Pending opens and streams learn it; they cannot reach the conn any more. */
+    while (c->opens) {
+        struct open_req *o = c->opens;
+        c->opens = o->next;
+        o->cb(o->ctx, NULL, status ? status : MESH_ECLOSED);
+        free(o);
+    }
+    while (c->streams) {
+        struct host_stream *s = c->streams;
+        s->fin_sent = true; /* nothing more can be sent */
+        stream_finish(s, MESH_ECLOSED);
+    }
+    if (c->is_ready && h->on_peer) h->on_peer(h->on_peer_ctx, HOST_PEER_DISCONNECTED, &c->info);
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+    yamux_free(c->yamux);
+    c->yamux = NULL;
+    noise_conn_free(c->noise);
+    c->noise = NULL;
+}
+
+static void conn_ready(struct conn *c)
+{
+    struct host *h = c->h;
+    struct yamux_config ycfg = {.max_streams = h->cfg.max_streams_per_conn};
+    if (yamux_new(c->is_dialer, &ycfg, &c->yamux)) {
+        conn_close(c, MESH_ENOMEM);
+        return;
+    }
+    uv_timer_stop(&c->timer);
+    c->phase = PH_MUX;
+    c->is_ready = true;
+    c->info.id = *noise_conn_remote(c->noise);
+    if (h->on_peer) h->on_peer(h->on_peer_ctx, HOST_PEER_CONNECTED, &c->info);
+    if (c->is_closing) return;
+    identify_start(c);
+    while (c->opens && !c->is_closing) {
+        struct open_req *o = c->opens;
+        c->opens = o->next;
+        conn_open_stream(c, o->protocol, o->cb, o->ctx);
+        free(o);
+    }
+}
+
+static bool supports_yamux(void *ctx, const char *protocol)
+{
+    (void)ctx;
+    return !strcmp(protocol, YAMUX_MSS_ID);
+}
+
+static bool supports_noise(void *ctx, const char *protocol)
+{
+    (void)ctx;
+    return !strcmp(protocol, NOISE_MSS_ID);
+}
+
+/* Decrypted bytes: muxer negotiation, then yamux. */
+static void conn_on_plain(struct conn *c, const uint8_t *d, size_t n)
+{
+    const uint8_t *out;
+    size_t used = 0, out_len;
+    int rc;
+    if (c->phase == PH_MSS_MUXER) {
+        rc = mss_input(&c->mss, d, n, &used);
+        mss_output(&c->mss, &out, &out_len);
+        conn_write_secure(c, out, out_len);
+        mss_output_clear(&c->mss);
+        if (rc) {
+            conn_close(c, rc);
+            return;
+        }
+        if (c->mss.state != MSS_DONE || c->is_closing) return;
+        conn_ready(c);
+        if (c->is_closing) return;
+    }
+    if (used < n) {
+        rc = yamux_input(c->yamux, d + used, n - used);
+        conn_process_events(c);
+        conn_flush(c);
+        if (rc && !c->is_closing) conn_close(c, rc);
+    }
+}
+
+static void conn_start_noise(struct conn *c)
+{
+    const uint8_t *out;
+    size_t out_len;
+    int rc = noise_conn_new(c->is_dialer, &c->h->id, c->expected.len ? &c->expected : NULL,
+                            &c->noise);
+    if (rc) {
+        conn_close(c, rc);
+        return;
+    }
+    c->phase = PH_NOISE;
+    noise_conn_output(c->noise, &out, &out_len);
+    conn_write_raw(c, out, out_len);
+    noise_conn_output_clear(c->noise);
+}
+
+static void conn_on_secure(struct conn *c)
+{
+    const uint8_t *out;
+    size_t out_len;
+    static const char *const muxers[] = {YAMUX_MSS_ID};
+    c->phase = PH_MSS_MUXER;
+    if (c->is_dialer) mss_dialer_init(&c->mss, muxers, 1);
+    else mss_listener_init(&c->mss, supports_yamux, NULL);
+    mss_output(&c->mss, &out, &out_len);
+    conn_write_secure(c, out, out_len);
+    mss_output_clear(&c->mss);
+}
+
+/* Bytes from the socket. */
+static void conn_on_raw(struct conn *c, const uint8_t *d, size_t n)
+{
+    while (n && !c->is_closing) {
+        const uint8_t *out, *plain;
+        size_t used, out_len, plain_len;
+        int rc;
+        if (c->phase == PH_MSS_SECURITY) {
+            rc = mss_input(&c->mss, d, n, &used);
+            mss_output(&c->mss, &out, &out_len);
+            conn_write_raw(c, out, out_len);
+            mss_output_clear(&c->mss);
+            if (rc) {
+                conn_close(c, rc);
+                return;
+            }
+            d += used;
+            n -= used;
+            if (c->mss.state == MSS_DONE) conn_start_noise(c);
+            continue;
+        }
+        bool was_handshake = noise_conn_state(c->noise) == NOISE_CONN_HANDSHAKE;
+        rc = noise_conn_input(c->noise, d, n, &used, &plain, &plain_len);
+        d += used;
+        n -= used;
+        if (rc) {
+            log_debug("host: noise failed: %s", err_str(rc));
+            conn_close(c, rc);
+            return;
+        }
+        noise_conn_output(c->noise, &out, &out_len);
+        conn_write_raw(c, out, out_len);
+        noise_conn_output_clear(c->noise);
+        if (was_handshake && noise_conn_state(c->noise) == NOISE_CONN_READY) conn_on_secure(c);
+        if (plain_len) conn_on_plain(c, plain, plain_len);
+    }
+}
+
+static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *buf)
+{
+    struct conn *c = hd->data;
+    (void)suggested;
+    *buf = uv_buf_init((char *)c->h->rbuf, sizeof c->h->rbuf);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    struct conn *c = st->data;
+    if (nread < 0) {
+        conn_close(c, nread == UV_EOF ? MESH_ECLOSED : MESH_EIO);
+        return;
+    }
+    conn_on_raw(c, (const uint8_t *)buf->base, (size_t)nread);
+}
+
+static void on_handshake_timeout(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    log_debug("host: connection upgrade timed out");
+    conn_close(c, MESH_ETIMEOUT);
+}
+
+static struct conn *conn_new(struct host *h, bool is_dialer)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->h = h;
+    c->is_dialer = is_dialer;
+    uv_tcp_init(h->loop, &c->tcp);
+    uv_timer_init(h->loop, &c->timer);
+    c->tcp.data = c->timer.data = c->connect_req.data = c;
+    c->n_open_handles = 2;
+    h->n_open_handles += 2;
+    c->next = h->conns;
+    h->conns = c;
+    h->n_conns++;
+    uv_timer_start(&c->timer, on_handshake_timeout, h->cfg.handshake_timeout_ms, 0);
+    return c;
+}
+
+static size_t conns_to_peer(const struct host *h, const struct peer_id *id)
+{
+    size_t n = 0;
+    for (struct conn *c = h->conns; c; c = c->next)
+        if (c->is_ready && peer_id_equal(&c->info.id, id)) n++;
+    return n;
+}
+
+static void conn_start_reading(struct conn *c)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0)
+        multiaddr_from_sockaddr((struct sockaddr *)&ss, &c->info.remote_addr);
+    uv_tcp_nodelay(&c->tcp, 1);
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
+        conn_close(c, MESH_EIO);
+        return;
+    }
+    c->phase = PH_MSS_SECURITY;
+    if (c->is_dialer) {
+        static const char *const sec[] = {NOISE_MSS_ID};
+        mss_dialer_init(&c->mss, sec, 1);
+    } else {
+        mss_listener_init(&c->mss, supports_noise, NULL);
+    }
+    const uint8_t *out;
+    size_t out_len;
+    mss_output(&c->mss, &out, &out_len);
+    conn_write_raw(c, out, out_len);
+    mss_output_clear(&c->mss);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct listener *l = server->data;
+    struct host *h = l->h;
+    if (status < 0 || h->is_closing) return;
+    struct conn *c = conn_new(h, false);
+    if (!c) return;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+        conn_close(c, MESH_EIO);
+        return;
+    }
+    if (h->n_conns > h->cfg.max_conns) {
+        log_warn("host: refusing a connection: %u connections open", h->cfg.max_conns);
+        conn_close(c, MESH_EFULL);
+        return;
+    }
+    conn_start_reading(c);
+}
+
+int host_listen(struct host *h, const struct multiaddr *addr)
+{
+    struct sockaddr_storage ss;
+    int rc = multiaddr_to_sockaddr(addr, &ss), len = sizeof ss;
+    if (rc) return rc;
+    if (h->n_listeners == HOST_MAX_LISTENERS) return MESH_EFULL;
+    struct listener *l = calloc(1, sizeof *l);
+    if (!l) return MESH_ENOMEM;
+    l->h = h;
+    uv_tcp_init(h->loop, &l->tcp);
+    l->tcp.data = l;
+    h->n_open_handles++;
+    if ((rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0)) < 0 ||
+        (rc = uv_listen((uv_stream_t *)&l->tcp, 128, on_connection)) < 0 ||
+        (rc = uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len)) < 0) {
+        log_error("host: cannot listen: %s", uv_strerror(rc));
+        uv_close((uv_handle_t *)&l->tcp, listener_closed);
+        return MESH_EIO;
+    }
+    multiaddr_from_sockaddr((struct sockaddr *)&ss, &l->addr);
+    h->listeners[h->n_listeners++] = l;
+    return 0;
+}
+
+size_t host_listen_addrs(const struct host *h, struct multiaddr *out, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < h->n_listeners && n < cap; i++) out[n++] = h->listeners[i]->addr;
+    return n;
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    struct conn *c = req->data;
+    if (c->is_closing) return;
+    if (status < 0) {
+        log_debug("host: connect failed: %s", uv_strerror(status));
+        conn_close(c, MESH_EIO);
+        return;
+    }
+    conn_start_reading(c);
+}
+
+/* Defers an error callback to the next loop turn (host_open_stream never calls back inline). */
+struct deferred {
+    uv_idle_t idle;
+    struct host *h;
+    host_open_fn cb;
+    void *ctx;
+    int status;
+};
+
+static void deferred_closed(uv_handle_t *hd)
+{
+    struct deferred *d = hd->data;
+    struct host *h = d->h;
+    free(d);
+    handle_closed(h);
+}
+
+static void deferred_run(uv_idle_t *idle)
+{
+    struct deferred *d = idle->data;
+    uv_idle_stop(idle);
+    d->cb(d->ctx, NULL, d->status);
+    uv_close((uv_handle_t *)idle, deferred_closed);
+}
+
+static int defer_error(struct host *h, host_open_fn cb, void *ctx, int status)
+{
+    struct deferred *d = calloc(1, sizeof *d);
+    if (!d) return MESH_ENOMEM;
+    d->h = h;
+    d->cb = cb;
+    d->ctx = ctx;
+    d->status = status;
+    uv_idle_init(h->loop, &d->idle);
+    d->idle.data = d;
+    h->n_open_handles++;
+    uv_idle_start(&d->idle, deferred_run);
+    return 0;
+}
+
+int host_open_stream(struct host *h, const struct multiaddr *addr, const char *protocol,
+                     host_open_fn cb, void *ctx)
+{
+    struct peer_id want;
+    struct sockaddr_storage ss;
+    bool has_id = multiaddr_peer_id(addr, &want) == 0;
+    size_t plen = strlen(protocol);
+
+    if (h->is_closing) return MESH_ECLOSED;
+    if (plen == 0 || plen >= HOST_MAX_PROTOCOL_LEN || strchr(protocol, '\n')) return MESH_EINVAL;
+    /* Reuse a live connection to the peer, or one being dialed to it. */
+    for (struct conn *c = h->conns; c && has_id; c = c->next) {
+        if (c->is_closing) continue;
+        bool same = c->is_ready ? peer_id_equal(&c->info.id, &want)
+                                : (c->is_dialer && peer_id_equal(&c->expected, &want));
+        if (!same) continue;
+        if (c->is_ready) {
+            conn_open_stream(c, protocol, cb, ctx); /* negotiation answers later */
+            return 0;
+        }
+        struct open_req *o = calloc(1, sizeof *o);
+        if (!o) return MESH_ENOMEM;
+        memcpy(o->protocol, protocol, plen + 1);
+        o->cb = cb;
+        o->ctx = ctx;
+        o->next = c->opens;
+        c->opens = o;
+        return 0;
+    }
+    int rc = multiaddr_to_sockaddr(addr, &ss);
+    if (rc) return rc;
+    if (has_id && peer_id_equal(&want, &h->id.id)) return MESH_EINVAL; /* that is us */
+    if (h->n_conns >= h->cfg.max_conns || (has_id && conns_to_peer(h, &want) >= h->cfg.max_conns_per_peer))
+        return defer_error(h, cb, ctx, MESH_EFULL);
+    struct conn *c = conn_new(h, true);
+    if (!c) return MESH_ENOMEM;
+    if (has_id) c->expected = want;
+    struct open_req *o = calloc(1, sizeof *o);
+    if (!o) {
+        conn_close(c, MESH_ENOMEM);
+        return MESH_ENOMEM;
+    }
+    memcpy(o->protocol, protocol, plen + 1);
+    o->cb = cb;
+    o->ctx = ctx;
+    c->opens = o;
+    c->phase = PH_CONNECTING;
+    if ((rc = uv_tcp_connect(&c->connect_req, &c->tcp, (struct sockaddr *)&ss, on_connect)) < 0) {
+        c->opens = NULL;
+        free(o);
+        conn_close(c, MESH_EIO);
+        return defer_error(h, cb, ctx, MESH_EIO);
+    }
+    return 0;
+}
+
+/* ---- identify (/ipfs/id/1.0.0) ---------------------------------------------------------- */
+
+static void identify_on_msg(void *ctx, struct host_stream *s, const uint8_t *data, size_t len)
+{
+    struct conn *c = s->c;
+    (void)ctx;
+    P2pidentify__Identify *m = p2pidentify__identify__unpack(NULL, len, data);
+    if (!m) {
+        log_debug("host: malformed identify message");
+        host_stream_reset(s);
+        return;
+    }
+    struct host_peer_info *info = &c->info;
+    /* The public key, if sent, must be the one the Noise handshake authenticated. */
+    if (m->has_publickey) {
+        struct peer_id pid;
+        if (peer_id_from_pubkey_proto(m->publickey.data, m->publickey.len, &pid) ||
+            !peer_id_equal(&pid, &info->id)) {
+            log_warn("host: identify public key does not match the peer");
+            p2pidentify__identify__free_unpacked(m, NULL);
+            host_stream_reset(s);
+            return;
+        }
+    }
+    snprintf(info->agent, sizeof info->agent, "%s", m->agentversion ? m->agentversion : "");
+    info->n_protocols = 0;
+    for (size_t i = 0; i < m->n_protocols && info->n_protocols < HOST_INFO_MAX_PROTOCOLS; i++)
+        if (strlen(m->protocols[i]) < HOST_MAX_PROTOCOL_LEN)
+            strcpy(info->protocols[info->n_protocols++], m->protocols[i]);
+    info->n_listen_addrs = 0;
+    for (size_t i = 0; i < m->n_listenaddrs && info->n_listen_addrs < HOST_INFO_MAX_ADDRS; i++)
+        if (multiaddr_from_bytes(m->listenaddrs[i].data, m->listenaddrs[i].len,
+                                 &info->listen_addrs[info->n_listen_addrs]) == 0)
+            info->n_listen_addrs++;
+    if (!m->has_observedaddr ||
+        multiaddr_from_bytes(m->observedaddr.data, m->observedaddr.len, &info->observed_addr))
+        memset(&info->observed_addr, 0, sizeof info->observed_addr);
+    info->is_identified = true;
+    p2pidentify__identify__free_unpacked(m, NULL);
+    struct host *h = c->h;
+    if (h->on_peer) h->on_peer(h->on_peer_ctx, HOST_PEER_IDENTIFIED, info);
+}
+
+static void identify_on_eof(void *ctx, struct host_stream *s)
+{
+    (void)ctx;
+    host_stream_close(s);
+}
+
+static const struct host_stream_cbs g_identify_cbs = {identify_on_msg, identify_on_eof, NULL};
+
+static void identify_opened(void *ctx, struct host_stream *s, int status)
+{
+    (void)ctx;
+    if (status) {
+        log_debug("host: identify not available: %s", err_str(status));
+        return;
+    }
+    host_stream_set_callbacks(s, &g_identify_cbs, NULL);
+    host_stream_set_message_mode(s, HOST_IDENTIFY_MAX);
+}
+
+static void identify_start(struct conn *c)
+{
+    conn_open_stream(c, HOST_IDENTIFY_ID, identify_opened, NULL);
+}
+
+/* Inbound identify request: answer with our identify message and close. */
+static void identify_serve(void *ctx, struct host_stream *s)
+{
+    struct host *h = ctx;
+    struct conn *c = s->c;
+    P2pidentify__Identify m = P2PIDENTIFY__IDENTIFY__INIT;
+    uint8_t pub[IDENTITY_PUBKEY_PROTO_LEN];
+    ProtobufCBinaryData addrs[HOST_MAX_LISTENERS];
+    char *protos[HOST_MAX_HANDLERS];
+
+    identity_pubkey_proto(h->id.pk, pub);
+    m.protocolversion = (char *)HOST_PROTOCOL_VERSION;
+    m.agentversion = h->agent;
+    m.has_publickey = 1;
+    m.publickey.data = pub;
+    m.publickey.len = sizeof pub;
+    for (size_t i = 0; i < h->n_listeners; i++) {
+        addrs[i].data = h->listeners[i]->addr.bytes;
+        addrs[i].len = h->listeners[i]->addr.len;
+    }
+    m.n_listenaddrs = h->n_listeners;
+    m.listenaddrs = addrs;
+    for (size_t i = 0; i < h->n_handlers; i++) protos[i] = h->handlers[i].protocol;
+    m.n_protocols = h->n_handlers;
+    m.protocols = protos;
+    if (c->info.remote_addr.len) {
+        m.has_observedaddr = 1;
+        m.observedaddr.data = c->info.remote_addr.bytes;
+        m.observedaddr.len = c->info.remote_addr.len;
+    }
+    size_t n = p2pidentify__identify__get_packed_size(&m);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (!buf) {
+        host_stream_reset(s);
+        return;
+    }
+    p2pidentify__identify__pack(&m, buf);
+    if (host_stream_write_msg(s, buf, n) == 0) host_stream_close(s);
+    free(buf);
+}
+
+/* ---- ping (/ipfs/ping/1.0.0) ------------------------------------------------------------ */
+
+static void ping_echo_data(void *ctx, struct host_stream *s, const uint8_t *data, size_t len)
+{
+    (void)ctx;
+    host_stream_write(s, data, len); /* the spec: echo every 32 bytes back */
+}
+
+static void ping_echo_eof(void *ctx, struct host_stream *s)
+{
+    (void)ctx;
+    host_stream_close(s);
+}
+
+static const struct host_stream_cbs g_ping_echo_cbs = {ping_echo_data, ping_echo_eof, NULL};
+
+static void ping_serve(void *ctx, struct host_stream *s)
+{
+    (void)ctx;
+    host_stream_set_callbacks(s, &g_ping_echo_cbs, NULL);
+}
+
+struct ping_op {
+    host_ping_fn cb;
+    void *ctx;
+    uint8_t sent[HOST_PING_LEN], got[HOST_PING_LEN];
+    size_t n_got;
+    uint64_t t0_ns;
+    bool done;
+};
+
+static void ping_report(struct ping_op *p, int status, uint64_t rtt_us)
+{
+    if (p->done) return;
+    p->done = true;
+    p->cb(p->ctx, status, rtt_us);
+}
+
+static void ping_on_data(void *ctx, struct host_stream *s, const uint8_t *data, size_t len)
+{
+    struct ping_op *p = ctx;
+    size_t take = len < HOST_PING_LEN - p->n_got ? len : HOST_PING_LEN - p->n_got;
+    memcpy(p->got + p->n_got, data, take);
+    p->n_got += take;
+    if (p->n_got < HOST_PING_LEN) return;
+    uint64_t rtt_us = (uv_hrtime() - p->t0_ns) / 1000;
+    if (sodium_memcmp(p->got, p->sent, HOST_PING_LEN) == 0) ping_report(p, 0, rtt_us);
+    else ping_report(p, MESH_EPROTO, 0);
+    host_stream_close(s);
+}
+
+static void ping_on_close(void *ctx, struct host_stream *s, int status)
+{
+    struct ping_op *p = ctx;
+    (void)s;
+    ping_report(p, status ? status : MESH_ECLOSED, 0);
+    free(p);
+}
+
+static const struct host_stream_cbs g_ping_cbs = {ping_on_data, NULL, ping_on_close};
+
+static void ping_opened(void *ctx, struct host_stream *s, int status)
+{
+    struct ping_op *p = ctx;
+    if (status) {
+        ping_report(p, status, 0);
+        free(p);
+        return;
+    }
+    host_stream_set_callbacks(s, &g_ping_cbs, p);
+    randombytes_buf(p->sent, sizeof p->sent);
+    p->t0_ns = uv_hrtime();
+    host_stream_write(s, p->sent, sizeof p->sent);
+}
+
+int host_ping(struct host *h, const struct multiaddr *addr, host_ping_fn cb, void *ctx)
+{
+    struct ping_op *p = calloc(1, sizeof *p);
+    if (!p) return MESH_ENOMEM;
+    p->cb = cb;
+    p->ctx = ctx;
+    int rc = host_open_stream(h, addr, HOST_PING_ID, ping_opened, p);
+    if (rc) free(p);
+    return rc;
+}
+
+/* Identify and ping are served by every host. */
+static int host_register_builtin(struct host *h)
+{
+    int rc = host_set_handler(h, HOST_IDENTIFY_ID, identify_serve, h);
+    if (!rc) rc = host_set_handler(h, HOST_PING_ID, ping_serve, h);
+    return rc;
+}

@@ -1,0 +1,133 @@
+/* host.h - the libp2p host: TCP connections over libuv, upgraded with multistream-select ->
+ * Noise -> multistream-select -> yamux, protocol handlers per stream, identify and ping.
+ *
+ * This is the only part of net/ that does I/O; it drives the mss, noise and yamux state
+ * machines. Follows libp2p/specs connections/README.md (upgrade), identify/README.md
+ * (/ipfs/id/1.0.0; identify push and signed peer records are not implemented) and
+ * ping/ping.md (/ipfs/ping/1.0.0). Every function and callback runs on the loop's thread.
+ *
+ * Typical use (our own /meshllm/... protocols):
+ *   host_new(loop, &cfg, &h); host_listen(h, &addr);
+ *   host_set_handler(h, "/meshllm/infer/1", on_infer_stream, ctx);     // server side
+ *   host_open_stream(h, &peer_addr, "/meshllm/infer/1", on_open, ctx); // client side
+ *   ... in on_open: host_stream_set_callbacks(s, &cbs, ctx); host_stream_write_msg(s, ...);
+ */
+#ifndef MESH_NET_HOST_H
+#define MESH_NET_HOST_H
+
+#include "net/identity.h"
+#include "net/multiaddr.h"
+#include "net/peer_id.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#define HOST_IDENTIFY_ID "/ipfs/id/1.0.0"
+#define HOST_PING_ID "/ipfs/ping/1.0.0"
+#define HOST_AGENT "meshllm/0.1"
+#define HOST_PROTOCOL_VERSION "ipfs/0.1.0"
+#define HOST_MAX_PROTOCOL_LEN 128
+#define HOST_INFO_MAX_PROTOCOLS 32
+#define HOST_INFO_MAX_ADDRS 8
+
+struct host;
+struct host_stream;
+
+struct host_config {
+    const struct identity *identity; /* copied */
+    const char *agent;               /* identify agentVersion; NULL: HOST_AGENT */
+    uint32_t max_conns;              /* all peers; default 128 */
+    uint32_t max_conns_per_peer;     /* default 4 */
+    uint32_t max_streams_per_conn;   /* default 64 (yamux limit) */
+    size_t max_stream_pending;       /* bytes queued by host_stream_write beyond the peer's
+                                        window; default 8 MiB */
+    uint32_t handshake_timeout_ms;   /* TCP connect + upgrade; default 10000 */
+};
+
+/* What identify told us about a peer. */
+struct host_peer_info {
+    struct peer_id id;
+    struct multiaddr remote_addr;   /* the address of our connection to it */
+    char agent[64];
+    char protocols[HOST_INFO_MAX_PROTOCOLS][HOST_MAX_PROTOCOL_LEN];
+    size_t n_protocols;
+    struct multiaddr listen_addrs[HOST_INFO_MAX_ADDRS];
+    size_t n_listen_addrs;
+    struct multiaddr observed_addr; /* how the peer sees us (len 0: not sent) */
+    bool is_identified;
+};
+
+enum host_peer_event { HOST_PEER_CONNECTED = 1, HOST_PEER_IDENTIFIED, HOST_PEER_DISCONNECTED };
+typedef void (*host_peer_fn)(void *ctx, enum host_peer_event ev, const struct host_peer_info *p);
+
+/* A new inbound stream negotiated for a registered protocol. Set its callbacks here. */
+typedef void (*host_stream_fn)(void *ctx, struct host_stream *s);
+/* Result of host_open_stream: s is ready (status 0) or NULL with a MESH_E* status. */
+typedef void (*host_open_fn)(void *ctx, struct host_stream *s, int status);
+
+struct host_stream_cbs {
+    /* Bytes (or, in message mode, one whole message) from the peer. */
+    void (*on_data)(void *ctx, struct host_stream *s, const uint8_t *data, size_t len);
+    /* The peer closed its side; we may still write, then host_stream_close(). */
+    void (*on_eof)(void *ctx, struct host_stream *s);
+    /* The stream is over (both sides closed: status 0; reset or connection lost: < 0).
+     * s is freed when this returns. */
+    void (*on_close)(void *ctx, struct host_stream *s, int status);
+};
+
+/* Creates a host on loop. Returns 0, MESH_EINVAL (no identity) or MESH_ENOMEM. */
+int host_new(uv_loop_t *loop, const struct host_config *cfg, struct host **out);
+
+/* Closes every connection and listener; the host frees itself once libuv has closed its
+ * handles (keep running the loop). Stream on_close callbacks run with MESH_ECLOSED. */
+void host_close(struct host *h);
+
+/* Listens on /ip4|ip6/A/tcp/P (P may be 0). Returns 0, MESH_EUNSUPPORTED, MESH_EIO. */
+int host_listen(struct host *h, const struct multiaddr *addr);
+/* Actual listen addresses (port resolved); returns how many were written. */
+size_t host_listen_addrs(const struct host *h, struct multiaddr *out, size_t cap);
+const struct peer_id *host_peer_id(const struct host *h);
+
+/* Registers the handler of a protocol id (replacing any previous one). Returns 0,
+ * MESH_EINVAL (bad id) or MESH_EFULL. */
+int host_set_handler(struct host *h, const char *protocol, host_stream_fn fn, void *ctx);
+
+/* Connection events (connected, identified, disconnected). */
+void host_set_peer_callback(struct host *h, host_peer_fn fn, void *ctx);
+
+/* Opens a stream for protocol to the peer at addr (/ip4|ip6/A/tcp/P[/p2p/ID]), reusing a
+ * connection to that peer or dialing. cb runs exactly once, later (never inside this call).
+ * Returns 0 or an immediate error (MESH_EUNSUPPORTED address, MESH_EINVAL, MESH_ENOMEM). */
+int host_open_stream(struct host *h, const struct multiaddr *addr, const char *protocol,
+                     host_open_fn cb, void *ctx);
+
+/* Stream use. */
+void host_stream_set_callbacks(struct host_stream *s, const struct host_stream_cbs *cbs,
+                               void *ctx);
+/* Message mode: on_data then receives whole uvarint-length-prefixed messages of at most
+ * max_len bytes (longer ones reset the stream). */
+void host_stream_set_message_mode(struct host_stream *s, size_t max_len);
+/* Queues bytes (flow control is handled here). Returns 0, MESH_ECLOSED, MESH_EFULL
+ * (more than max_stream_pending waiting). */
+int host_stream_write(struct host_stream *s, const uint8_t *data, size_t len);
+/* Writes uvarint(len) || data. */
+int host_stream_write_msg(struct host_stream *s, const uint8_t *data, size_t len);
+/* Half-close after queued bytes are sent. */
+int host_stream_close(struct host_stream *s);
+/* Abort: RST to the peer; s is freed now and no callback follows. */
+void host_stream_reset(struct host_stream *s);
+const char *host_stream_protocol(const struct host_stream *s);
+const struct peer_id *host_stream_peer(const struct host_stream *s);
+
+/* Pings the peer at addr over /ipfs/ping/1.0.0 (32 random bytes echoed).
+ * cb gets status 0 and the round trip in microseconds, or an error. */
+typedef void (*host_ping_fn)(void *ctx, int status, uint64_t rtt_us);
+int host_ping(struct host *h, const struct multiaddr *addr, host_ping_fn cb, void *ctx);
+
+/* Identify results of a connected peer. Returns 0 or MESH_ENOTFOUND. */
+int host_peer_info(const struct host *h, const struct peer_id *id, struct host_peer_info *out);
+size_t host_n_conns(const struct host *h);
+
+#endif

@@ -1,0 +1,391 @@
+/* test_net_host.c - net/host: two hosts in one process over real TCP on 127.0.0.1 (upgrade,
+ * identify, ping, a length-prefixed echo protocol with flow control, refused protocols,
+ * wrong peer IDs, shutdown).
+ *
+ * Also the C side of the js-libp2p interop test (tests/net_interop.test.sh):
+ *   test_net_host --interop-dial MULTIADDR   dial a JS peer: ping it, wait for its identify
+ *   test_net_host --interop-listen           listen on 127.0.0.1, print our address, serve
+ *                                            one JS peer, identify it and ping it back
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "core/err.h"
+#include "net/host.h"
+#include "net/identity.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ECHO_ID "/meshllm/test-echo/1"
+
+struct fixture {
+    uv_loop_t loop;
+    struct identity ida, idb;
+    struct host *a, *b;
+    struct multiaddr b_addr; /* with /p2p */
+    uv_timer_t guard;
+};
+
+static void guard_fired(uv_timer_t *t)
+{
+    (void)t;
+    fail_msg("test timed out");
+}
+
+static void fixture_up(struct fixture *f)
+{
+    struct multiaddr lo;
+    memset(f, 0, sizeof *f);
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    assert_int_equal(identity_generate(&f->ida), 0);
+    assert_int_equal(identity_generate(&f->idb), 0);
+    struct host_config ca = {.identity = &f->ida}, cb = {.identity = &f->idb};
+    assert_int_equal(host_new(&f->loop, &ca, &f->a), 0);
+    assert_int_equal(host_new(&f->loop, &cb, &f->b), 0);
+    assert_int_equal(multiaddr_from_text("/ip4/127.0.0.1/tcp/0", &lo), 0);
+    assert_int_equal(host_listen(f->b, &lo), 0);
+    assert_int_equal(host_listen_addrs(f->b, &f->b_addr, 1), 1);
+    assert_int_equal(multiaddr_append_p2p(&f->b_addr, &f->idb.id), 0);
+    uv_timer_init(&f->loop, &f->guard);
+    uv_timer_start(&f->guard, guard_fired, 20000, 0);
+    uv_unref((uv_handle_t *)&f->guard);
+}
+
+static void fixture_down(struct fixture *f)
+{
+    host_close(f->a);
+    host_close(f->b);
+    uv_close((uv_handle_t *)&f->guard, NULL);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    identity_wipe(&f->ida);
+    identity_wipe(&f->idb);
+}
+
+/* Runs the loop until *flag is set. */
+static void run_until(struct fixture *f, const bool *flag)
+{
+    while (!*flag) uv_run(&f->loop, UV_RUN_ONCE);
+}
+
+struct ping_result {
+    bool done;
+    int status;
+    uint64_t rtt_us;
+};
+
+static void on_ping(void *ctx, int status, uint64_t rtt_us)
+{
+    struct ping_result *r = ctx;
+    r->done = true;
+    r->status = status;
+    r->rtt_us = rtt_us;
+}
+
+struct peer_watch {
+    bool identified;
+    struct host_peer_info info;
+};
+
+static void on_peer(void *ctx, enum host_peer_event ev, const struct host_peer_info *p)
+{
+    struct peer_watch *w = ctx;
+    if (ev == HOST_PEER_IDENTIFIED) {
+        w->identified = true;
+        w->info = *p;
+    }
+}
+
+static bool has_protocol(const struct host_peer_info *p, const char *id)
+{
+    for (size_t i = 0; i < p->n_protocols; i++)
+        if (!strcmp(p->protocols[i], id)) return true;
+    return false;
+}
+
+static void test_net_host_ping_and_identify(void **state)
+{
+    (void)state;
+    struct fixture f;
+    struct ping_result r = {0};
+    struct peer_watch wa = {0}, wb = {0};
+    fixture_up(&f);
+    host_set_peer_callback(f.a, on_peer, &wa);
+    host_set_peer_callback(f.b, on_peer, &wb);
+    assert_int_equal(host_ping(f.a, &f.b_addr, on_ping, &r), 0);
+    run_until(&f, &r.done);
+    assert_int_equal(r.status, 0);
+    run_until(&f, &wa.identified);
+    run_until(&f, &wb.identified);
+    /* A learned B's identity, agent, protocols and listen address; B saw A from loopback. */
+    assert_true(peer_id_equal(&wa.info.id, &f.idb.id));
+    assert_string_equal(wa.info.agent, HOST_AGENT);
+    assert_true(has_protocol(&wa.info, HOST_PING_ID));
+    assert_true(has_protocol(&wa.info, HOST_IDENTIFY_ID));
+    assert_int_equal(wa.info.n_listen_addrs, 1);
+    struct multiaddr b_listen;
+    host_listen_addrs(f.b, &b_listen, 1);
+    assert_true(multiaddr_equal(&wa.info.listen_addrs[0], &b_listen));
+    char text[MULTIADDR_TEXT_CAP];
+    assert_int_equal(multiaddr_to_text(&wa.info.observed_addr, text, sizeof text), 0);
+    assert_non_null(strstr(text, "/ip4/127.0.0.1/tcp/"));
+    assert_true(peer_id_equal(&wb.info.id, &f.ida.id));
+    /* A second ping reuses the connection. */
+    struct ping_result r2 = {0};
+    assert_int_equal(host_ping(f.a, &f.b_addr, on_ping, &r2), 0);
+    run_until(&f, &r2.done);
+    assert_int_equal(r2.status, 0);
+    assert_int_equal(host_n_conns(f.a), 1);
+    struct host_peer_info info;
+    assert_int_equal(host_peer_info(f.a, &f.idb.id, &info), 0);
+    assert_true(info.is_identified);
+    fixture_down(&f);
+}
+
+/* Echo server: returns every message, closes when the client does. */
+static void echo_data(void *ctx, struct host_stream *s, const uint8_t *d, size_t n)
+{
+    (void)ctx;
+    host_stream_write_msg(s, d, n);
+}
+
+static void echo_eof(void *ctx, struct host_stream *s)
+{
+    (void)ctx;
+    host_stream_close(s);
+}
+
+static void echo_close(void *ctx, struct host_stream *s, int status)
+{
+    int *closed = ctx;
+    (void)s;
+    *closed = status == 0 ? 1 : -1;
+}
+
+static int g_server_closed;
+static const struct host_stream_cbs g_echo_cbs = {echo_data, echo_eof, echo_close};
+
+static void echo_serve(void *ctx, struct host_stream *s)
+{
+    (void)ctx;
+    assert_string_equal(host_stream_protocol(s), ECHO_ID);
+    host_stream_set_message_mode(s, 1 << 20);
+    host_stream_set_callbacks(s, &g_echo_cbs, &g_server_closed);
+}
+
+struct echo_client {
+    bool opened, closed;
+    int open_status, close_status;
+    size_t n_msgs;
+    size_t lens[4];
+    bool contents_ok;
+    uint8_t *big;
+};
+
+static void client_data(void *ctx, struct host_stream *s, const uint8_t *d, size_t n)
+{
+    struct echo_client *c = ctx;
+    (void)s;
+    if (c->n_msgs < 4) c->lens[c->n_msgs] = n;
+    if (c->n_msgs == 2) c->contents_ok = n == 300000 && memcmp(d, c->big, n) == 0;
+    c->n_msgs++;
+    if (c->n_msgs == 3) host_stream_close(s);
+}
+
+static void client_close(void *ctx, struct host_stream *s, int status)
+{
+    struct echo_client *c = ctx;
+    (void)s;
+    c->closed = true;
+    c->close_status = status;
+}
+
+static const struct host_stream_cbs g_client_cbs = {client_data, NULL, client_close};
+
+static void client_opened(void *ctx, struct host_stream *s, int status)
+{
+    struct echo_client *c = ctx;
+    c->opened = true;
+    c->open_status = status;
+    if (status) {
+        c->closed = true;
+        return;
+    }
+    host_stream_set_message_mode(s, 1 << 20);
+    host_stream_set_callbacks(s, &g_client_cbs, c);
+    assert_int_equal(host_stream_write_msg(s, (const uint8_t *)"hello", 5), 0);
+    assert_int_equal(host_stream_write_msg(s, NULL, 0), 0);
+    assert_int_equal(host_stream_write_msg(s, c->big, 300000), 0); /* > one yamux window */
+}
+
+static void test_net_host_echo_protocol_with_flow_control(void **state)
+{
+    (void)state;
+    struct fixture f;
+    struct echo_client c = {0};
+    fixture_up(&f);
+    c.big = malloc(300000);
+    for (size_t i = 0; i < 300000; i++) c.big[i] = (uint8_t)(i * 13);
+    g_server_closed = 0;
+    assert_int_equal(host_set_handler(f.b, ECHO_ID, echo_serve, NULL), 0);
+    assert_int_equal(host_open_stream(f.a, &f.b_addr, ECHO_ID, client_opened, &c), 0);
+    run_until(&f, &c.closed);
+    assert_int_equal(c.open_status, 0);
+    assert_int_equal(c.close_status, 0);
+    assert_int_equal(c.n_msgs, 3);
+    assert_int_equal(c.lens[0], 5);
+    assert_int_equal(c.lens[1], 0);
+    assert_true(c.contents_ok);
+    while (g_server_closed == 0) uv_run(&f.loop, UV_RUN_ONCE);
+    assert_int_equal(g_server_closed, 1);
+    free(c.big);
+    fixture_down(&f);
+}
+
+static void test_net_host_refuses_unknown_protocol_and_wrong_peer(void **state)
+{
+    (void)state;
+    struct fixture f;
+    struct echo_client c = {0}, d = {0};
+    fixture_up(&f);
+    assert_int_equal(host_open_stream(f.a, &f.b_addr, "/nobody/serves/this", client_opened, &c), 0);
+    run_until(&f, &c.opened);
+    assert_int_equal(c.open_status, MESH_ENOTFOUND);
+    /* Same address, but we claim it belongs to another peer: Noise must refuse. */
+    struct identity other;
+    struct multiaddr wrong;
+    assert_int_equal(identity_generate(&other), 0);
+    host_listen_addrs(f.b, &wrong, 1);
+    assert_int_equal(multiaddr_append_p2p(&wrong, &other.id), 0);
+    assert_int_equal(host_open_stream(f.a, &wrong, ECHO_ID, client_opened, &d), 0);
+    run_until(&f, &d.opened);
+    assert_int_equal(d.open_status, MESH_ECRYPTO);
+    /* Nothing listens here (port of a closed listener is unlikely to be reused at once). */
+    struct multiaddr nobody;
+    struct echo_client e = {0};
+    assert_int_equal(multiaddr_from_text("/ip4/127.0.0.1/tcp/1", &nobody), 0);
+    assert_int_equal(host_open_stream(f.a, &nobody, ECHO_ID, client_opened, &e), 0);
+    run_until(&f, &e.opened);
+    assert_int_equal(e.open_status, MESH_EIO);
+    identity_wipe(&other);
+    fixture_down(&f);
+}
+
+/* ---- interop driver ---------------------------------------------------------------------- */
+
+static void print_info(const char *who, const struct host_peer_info *p)
+{
+    char id[PEER_ID_TEXT_CAP];
+    peer_id_to_text(&p->id, id, sizeof id);
+    printf("%s identify peer=%s agent=%s protocols=", who, id, p->agent);
+    for (size_t i = 0; i < p->n_protocols; i++) printf("%s%s", i ? "," : "", p->protocols[i]);
+    for (size_t i = 0; i < p->n_listen_addrs; i++) {
+        char t[MULTIADDR_TEXT_CAP];
+        multiaddr_to_text(&p->listen_addrs[i], t, sizeof t);
+        printf(" listen=%s", t);
+    }
+    printf("\n");
+    fflush(stdout);
+}
+
+struct interop {
+    uv_loop_t loop;
+    struct host *h;
+    struct peer_watch w;
+    struct ping_result ping;
+    bool ping_started, disconnected;
+};
+
+static void interop_peer(void *ctx, enum host_peer_event ev, const struct host_peer_info *p)
+{
+    struct interop *io = ctx;
+    if (ev == HOST_PEER_IDENTIFIED) {
+        io->w.identified = true;
+        io->w.info = *p;
+        print_info("c", p);
+    }
+    if (ev == HOST_PEER_DISCONNECTED) io->disconnected = true;
+}
+
+static void interop_deadline(uv_timer_t *t)
+{
+    (void)t;
+    fprintf(stderr, "interop: timed out\n");
+    exit(1);
+}
+
+static int interop_main(int argc, char **argv)
+{
+    struct interop io;
+    struct identity id;
+    struct multiaddr addr;
+    uv_timer_t deadline;
+    bool dial = !strcmp(argv[1], "--interop-dial");
+    memset(&io, 0, sizeof io);
+    if (dial && argc < 3) return 2;
+    uv_loop_init(&io.loop);
+    identity_generate(&id);
+    struct host_config cfg = {.identity = &id};
+    if (host_new(&io.loop, &cfg, &io.h)) return 1;
+    host_set_peer_callback(io.h, interop_peer, &io);
+    uv_timer_init(&io.loop, &deadline);
+    uv_timer_start(&deadline, interop_deadline, 30000, 0);
+    multiaddr_from_text("/ip4/127.0.0.1/tcp/0", &addr);
+    if (host_listen(io.h, &addr)) return 1;
+    char text[MULTIADDR_TEXT_CAP];
+    host_listen_addrs(io.h, &addr, 1);
+    multiaddr_append_p2p(&addr, &id.id);
+    multiaddr_to_text(&addr, text, sizeof text);
+    printf("c listening %s\n", text);
+    fflush(stdout);
+    if (dial) {
+        if (multiaddr_from_text(argv[2], &addr)) {
+            fprintf(stderr, "interop: bad multiaddr %s\n", argv[2]);
+            return 1;
+        }
+    }
+    /* Dialer: ping now. Listener: wait until the JS peer connected and identified, then ping
+     * it back over that connection. Both: wait for identify and a ping. */
+    for (;;) {
+        if (!io.ping_started && (dial || io.w.identified)) {
+            if (!dial) {
+                addr = io.w.info.remote_addr;
+                multiaddr_append_p2p(&addr, &io.w.info.id);
+            }
+            io.ping_started = true;
+            if (host_ping(io.h, &addr, on_ping, &io.ping)) return 1;
+        }
+        if (io.ping.done && io.w.identified) break;
+        uv_run(&io.loop, UV_RUN_ONCE);
+    }
+    printf("c ping status=%d rtt_us=%llu\n", io.ping.status, (unsigned long long)io.ping.rtt_us);
+    fflush(stdout);
+    int rc = io.ping.status == 0 && strstr(io.w.info.agent, "libp2p") ? 0 : 1;
+    if (!dial) {
+        /* Stay until the JS side, which checks us, hangs up. */
+        while (!io.disconnected) uv_run(&io.loop, UV_RUN_ONCE);
+    }
+    host_close(io.h);
+    uv_close((uv_handle_t *)&deadline, NULL);
+    uv_run(&io.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&io.loop);
+    identity_wipe(&id);
+    printf("c done rc=%d\n", rc);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && !strncmp(argv[1], "--interop-", 10)) return interop_main(argc, argv);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_net_host_ping_and_identify),
+        cmocka_unit_test(test_net_host_echo_protocol_with_flow_control),
+        cmocka_unit_test(test_net_host_refuses_unknown_protocol_and_wrong_peer),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
