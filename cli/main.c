@@ -15,6 +15,8 @@ static const struct cli_cmd g_cmds[] = {
     {"version", "print the version", cmd_version},
     {"info", "show a model file's metadata and tensors", cmd_info},
     {"quantize", "convert a model to another weight type (Q4_K_M, Q8_0, ...)", cmd_quantize},
+    {"tokenize", "print the token ids of standard input", cmd_tokenize},
+    {"detokenize", "print the text of token ids from standard input", cmd_detokenize},
 };
 
 static const int g_n_cmds = (int)(sizeof g_cmds / sizeof g_cmds[0]);
