@@ -369,6 +369,7 @@ int api_openai_parse(enum api_kind kind, const char *body, size_t len, struct ap
     out->kind = kind;
     out->temperature = 1.0f;
     out->top_p = 1.0f;
+    out->repeat_penalty = 1.0f;
     out->max_tokens = -1;
     int rc = 0;
     cJSON *root = cJSON_ParseWithLength(body, len);

@@ -53,6 +53,9 @@ struct api_gen_req {
     float temperature;    /* 0..2, default 1 */
     float top_p;          /* 0..1, default 1 */
     float presence_penalty, frequency_penalty; /* -2..2, default 0 */
+    int top_k;            /* 0 = off (OpenAI has no top_k; Ollama's default is 40) */
+    float min_p;          /* 0 = off */
+    float repeat_penalty; /* 1 = off */
     bool has_seed;
     uint64_t seed;
     char *stop[API_MAX_STOP];

@@ -34,6 +34,19 @@ int registry_new(const struct sched_params *sp, struct registry **out)
     return 0;
 }
 
+void registry_stop(struct registry *r)
+{
+    if (!r) return;
+    if (r->loader_started) {
+        pthread_join(r->loader, NULL);
+        r->loader_started = false;
+    }
+    for (int i = 0; i < r->n; i++) {
+        sched_free(r->e[i].sched);
+        r->e[i].sched = NULL;
+    }
+}
+
 void registry_free(struct registry *r)
 {
     if (!r) return;

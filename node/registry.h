@@ -30,6 +30,9 @@ struct registry_entry {
 
 struct registry;
 int registry_new(const struct sched_params *sp, struct registry **out);
+/* Stops every scheduler now (unfinished requests end "cancelled"); models stay loaded so
+ * their tokenizers remain usable until registry_free. Callers must not submit afterwards. */
+void registry_stop(struct registry *r);
 /* Stops every scheduler (unfinished requests end "cancelled"), frees models. */
 void registry_free(struct registry *r);
 

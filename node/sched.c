@@ -12,6 +12,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "engine/model.h"
+#include "engine/stop.h"
 #include "engine/tok.h"
 
 #include <math.h>
@@ -63,8 +64,7 @@ struct slot {
     uint64_t last_used;
     struct sampler *smp;
     struct tok_stream ts;
-    char *hold;                 /* decoded text not yet released (stop-string prefix) */
-    size_t hold_len, hold_cap;
+    struct stop *stp;           /* stop-string matcher (holds back possible prefixes) */
 };
 
 struct sched {
@@ -338,7 +338,8 @@ static void slot_free_req(struct sched *s, struct slot *sl, const char *reason)
     struct sched_req *r = sl->req;
     sampler_free(sl->smp);
     sl->smp = NULL;
-    sl->hold_len = 0;
+    stop_free(sl->stp);
+    sl->stp = NULL;
     sl->state = SLOT_FREE;
     pthread_mutex_lock(&s->mu);
     sl->req = NULL;
@@ -432,9 +433,9 @@ static void slot_start(struct sched *s, int i, struct sched_req *r)
     sl->n_cache = keep;
     sl->state = SLOT_PREFILL;
     sl->n_gen = 0;
-    sl->hold_len = 0;
     tok_stream_init(&sl->ts, s->tok, r->gp.strip_leading_space);
     int rc = sampler_new(&r->gp.sp, s->n_vocab, &sl->smp);
+    if (rc == 0) rc = stop_new(r->gp.stop, (size_t)r->gp.n_stop, &sl->stp);
     if (rc == 0)
         for (int k = 0; k < r->n_prompt; k++) sampler_accept(sl->smp, r->prompt[k]);
     pthread_mutex_lock(&r->mu);
@@ -484,60 +485,22 @@ static bool admit(struct sched *s)
 
 /* ---- sampling and text ------------------------------------------------------------------- */
 
-static int hold_append(struct slot *sl, const char *p, size_t n)
+/* End of the text: releases what the stop matcher still holds (tail of the detokenizer
+ * too) and finishes the slot with reason. */
+static void slot_end(struct sched *s, struct slot *sl, const char *reason)
 {
-    if (sl->hold_len + n + 1 > sl->hold_cap) {
-        size_t cap = (sl->hold_len + n + 1) * 2;
-        char *q = realloc(sl->hold, cap);
-        if (!q) return MESH_ENOMEM;
-        sl->hold = q;
-        sl->hold_cap = cap;
-    }
-    memcpy(sl->hold + sl->hold_len, p, n);
-    sl->hold_len += n;
-    sl->hold[sl->hold_len] = 0;
-    return 0;
-}
-
-/* Releases held text that cannot start a stop string; true if a stop string matched (the
- * text before it is emitted, the rest dropped). */
-static bool hold_flush(struct slot *sl, const struct sched_gen_params *gp, bool final)
-{
-    struct sched_req *r = sl->req;
-    size_t cut = sl->hold_len;
-    bool hit = false;
-    for (int i = 0; i < gp->n_stop; i++) {
-        size_t sn = strlen(gp->stop[i]);
-        if (!sn || sn > sl->hold_len) continue;
-        for (size_t p = 0; p + sn <= sl->hold_len; p++)
-            if (!memcmp(sl->hold + p, gp->stop[i], sn)) {
-                if (p < cut) cut = p;
-                hit = true;
-                break;
-            }
-    }
-    size_t emit = cut;
-    if (!hit && !final) {
-        /* keep the longest suffix that is a proper prefix of a stop string */
-        size_t keep = 0;
-        for (int i = 0; i < gp->n_stop; i++) {
-            size_t sn = strlen(gp->stop[i]);
-            for (size_t k = sn > 1 ? sn - 1 : 0; k > keep; k--)
-                if (k <= sl->hold_len && !memcmp(sl->hold + sl->hold_len - k, gp->stop[i], k)) {
-                    keep = k;
-                    break;
-                }
-        }
-        emit = sl->hold_len - keep;
-    }
-    if (emit) req_emit(r, sl->hold, emit, NULL);
-    if (hit) {
-        sl->hold_len = 0;
-    } else {
-        memmove(sl->hold, sl->hold + emit, sl->hold_len - emit);
-        sl->hold_len -= emit;
-    }
-    return hit;
+    char tail[64];
+    int n = tok_stream_flush(&sl->ts, tail, sizeof tail);
+    const char *emit = NULL;
+    size_t elen = 0;
+    bool stopped = false;
+    if (n > 0 && sl->stp) stop_push(sl->stp, tail, (size_t)n, &emit, &elen, &stopped);
+    if (elen) req_emit(sl->req, emit, elen, NULL);
+    if (stopped) reason = "stop";
+    elen = 0;
+    if (!stopped && sl->stp) stop_flush(sl->stp, &emit, &elen);
+    if (elen) req_emit(sl->req, emit, elen, NULL);
+    slot_free_req(s, sl, reason);
 }
 
 static void logprobs_fill(const float *logits, int n_vocab, int32_t id, int n_top,
@@ -580,18 +543,17 @@ static void slot_sample(struct sched *s, struct slot *sl, const float *row)
     }
     sampler_accept(sl->smp, t);
     if (tok_is_eog(s->tok, t)) {
-        char tail[64];
-        int n = tok_stream_flush(&sl->ts, tail, sizeof tail);
-        if (n > 0) hold_append(sl, tail, (size_t)n);
-        hold_flush(sl, gp, true);
-        slot_free_req(s, sl, "stop");
+        slot_end(s, sl, "stop");
         return;
     }
     struct sched_lp lp;
     if (gp->n_logprobs >= 0) logprobs_fill(row, s->n_vocab, t, gp->n_logprobs, &lp);
     char piece[256];
     int n = tok_stream_push(&sl->ts, t, piece, sizeof piece);
-    if (n > 0 && hold_append(sl, piece, (size_t)n)) {
+    const char *emit = NULL;
+    size_t elen = 0;
+    bool stopped = false;
+    if (n > 0 && stop_push(sl->stp, piece, (size_t)n, &emit, &elen, &stopped)) {
         slot_free_req(s, sl, "error");
         return;
     }
@@ -599,24 +561,19 @@ static void slot_sample(struct sched *s, struct slot *sl, const float *row)
     pthread_mutex_lock(&r->mu);
     r->n_gen = sl->n_gen;
     pthread_mutex_unlock(&r->mu);
-    if (gp->n_logprobs >= 0) req_emit(r, NULL, 0, &lp);
+    req_emit(r, emit, elen, gp->n_logprobs >= 0 ? &lp : NULL);
     pthread_mutex_lock(&s->mu);
     s->st.n_gen_tokens++;
     s->win_tokens++;
     pthread_mutex_unlock(&s->mu);
-    bool hit = hold_flush(sl, gp, false);
-    if (hit) {
+    if (stopped) {
         slot_free_req(s, sl, "stop");
         return;
     }
     bool at_max = gp->max_tokens > 0 && sl->n_gen >= gp->max_tokens;
     bool ctx_full = sl->n_cache >= s->n_ctx;
     if (at_max || ctx_full) {
-        char tail[64];
-        int m = tok_stream_flush(&sl->ts, tail, sizeof tail);
-        if (m > 0) hold_append(sl, tail, (size_t)m);
-        hit = hold_flush(sl, gp, true);
-        slot_free_req(s, sl, hit ? "stop" : "length");
+        slot_end(s, sl, "length");
         return;
     }
     sl->next = t;
@@ -731,15 +688,8 @@ void sched_free(struct sched *s)
     }
     for (int i = 0; s->slots && i < s->n_slots; i++) {
         struct slot *sl = &s->slots[i];
-        if (sl->req) {
-            char tail[64];
-            int n = tok_stream_flush(&sl->ts, tail, sizeof tail);
-            if (n > 0) hold_append(sl, tail, (size_t)n);
-            hold_flush(sl, &sl->req->gp, true);
-            slot_free_req(s, sl, "cancelled");
-        }
+        if (sl->req) slot_end(s, sl, "cancelled");
         free(sl->cache);
-        free(sl->hold);
     }
     while (s->q_head) {
         struct sched_req *r = s->q_head;

@@ -1,0 +1,85 @@
+/* api_internal.h - what the files of api/ share: the server, a request's connection state,
+ * and the generation glue between a parsed request and the scheduler.
+ * Thread rule: an api_conn is used by the MHD thread, except api_conn_wake() which the
+ * scheduler's worker calls; conn->mu guards `suspended`.
+ */
+#ifndef MESH_API_INTERNAL_H
+#define MESH_API_INTERNAL_H
+
+#include "api/http.h"
+#include "api/openai.h"
+#include "node/registry.h"
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+enum api_proto { API_PROTO_OPENAI = 1, API_PROTO_OLLAMA = 2 };
+
+struct http_server {
+    struct registry *reg;
+    char api_key[256];
+    bool has_key;
+    struct MHD_Daemon *d, *d_ollama;
+    int port, ollama_port;
+    int64_t started_s;
+    pthread_rwlock_t stop_lock; /* read-held while submitting; write-held to set stopping */
+    bool stopping;              /* guarded by stop_lock */
+    atomic_int n_inflight;      /* requests between first call and completion */
+    /* counters for /metrics */
+    atomic_ullong n_http[6];    /* by status class 1xx..5xx (index 1..5) */
+    atomic_ullong n_gen_req;    /* generation requests accepted */
+    atomic_ullong n_429;
+};
+
+struct api_gen;
+
+struct api_conn {
+    struct http_server *srv;
+    struct MHD_Connection *mc;
+    char *body;
+    size_t body_len, body_cap;
+    bool responded;             /* a response was queued */
+    pthread_mutex_t mu;
+    bool suspended;             /* guarded by mu */
+    struct api_gen *gen;        /* generation in flight, or NULL */
+};
+
+/* Resumes c if it is suspended (any thread). */
+void api_conn_wake(void *conn);
+/* Suspends c (MHD thread, inside a callback). Caller holds c->mu. */
+void api_conn_suspend_locked(struct api_conn *c);
+
+/* Queues a JSON response with status; takes ownership of json (malloc'd). */
+enum MHD_Result api_reply_json(struct api_conn *c, unsigned status, char *json);
+enum MHD_Result api_reply_error(struct api_conn *c, const struct api_error *e);
+
+/* Starts a generation (chat, completion or embedding) for req (ownership taken). On success
+ * the response is queued or the connection suspended; on failure *err is set and the caller
+ * replies with it. */
+int api_gen_start(struct api_conn *c, enum api_proto proto, struct api_gen_req *req,
+                  struct api_error *err);
+/* Called when a suspended non-streaming request is resumed: queues the response once done,
+ * or suspends again. */
+enum MHD_Result api_gen_resume(struct api_conn *c);
+/* Releases the generation of c (client gone or response sent). */
+void api_gen_free(struct api_gen *g);
+
+/* Ollama routes (api/ollama.c). */
+int api_ollama_parse(enum api_kind kind, const char *body, size_t len, struct api_gen_req *out,
+                     struct api_error *err);
+char *api_ollama_tags_json(struct registry *reg);
+char *api_ollama_version_json(void);
+/* One NDJSON line (with '\n') for a chat or generate stream; done adds the final fields. */
+char *api_ollama_chunk(enum api_kind kind, const char *model, const char *text, size_t len,
+                       bool done, const char *done_reason, int n_prompt, int n_gen,
+                       double elapsed_s);
+
+/* Metrics and status (api/metrics.c). */
+char *api_metrics_text(struct http_server *s);
+char *api_status_json(struct http_server *s);
+char *api_models_json(struct http_server *s, const char *only);
+
+#endif

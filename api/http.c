@@ -1,0 +1,376 @@
+/* http.c - libmicrohttpd glue: listeners, routing, authentication, body limits, static
+ * console assets, suspend/resume (see http.h). Request bodies are parsed by openai.c and
+ * ollama.c; generations are driven by gen.c.
+ */
+#include "api/api_internal.h"
+#include "api/web.h"
+
+#include "core/err.h"
+#include "core/log.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- replies ---------------------------------------------------------------------------- */
+
+static void count_status(struct http_server *s, unsigned status)
+{
+    unsigned k = status / 100;
+    if (k >= 1 && k <= 5) atomic_fetch_add(&s->n_http[k], 1);
+    if (status == 429) atomic_fetch_add(&s->n_429, 1);
+}
+
+static enum MHD_Result reply(struct api_conn *c, unsigned status, const void *data, size_t len,
+                             enum MHD_ResponseMemoryMode mode, const char *ctype)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)data, mode);
+    if (!r) {
+        if (mode == MHD_RESPMEM_MUST_FREE) free((void *)data);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (status == 429) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (status == 503) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "2");
+    if (status == 401) MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    enum MHD_Result ret = MHD_queue_response(c->mc, status, r);
+    MHD_destroy_response(r);
+    c->responded = true;
+    count_status(c->srv, status);
+    return ret;
+}
+
+enum MHD_Result api_reply_json(struct api_conn *c, unsigned status, char *json)
+{
+    if (!json) {
+        static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
+                                  "\"param\":null,\"code\":null}}";
+        return reply(c, 500, oom, sizeof oom - 1, MHD_RESPMEM_PERSISTENT, "application/json");
+    }
+    return reply(c, status, json, strlen(json), MHD_RESPMEM_MUST_FREE, "application/json");
+}
+
+enum MHD_Result api_reply_error(struct api_conn *c, const struct api_error *e)
+{
+    return api_reply_json(c, (unsigned)(e->status ? e->status : 400), api_error_json(e));
+}
+
+static enum MHD_Result reply_err(struct api_conn *c, int status, const char *type,
+                                 const char *code, const char *msg)
+{
+    struct api_error e;
+    api_error_set(&e, status, type, code, NULL, "%s", msg);
+    return api_reply_error(c, &e);
+}
+
+/* ---- suspend / resume ------------------------------------------------------------------- */
+
+void api_conn_suspend_locked(struct api_conn *c)
+{
+    if (c->suspended) return;
+    c->suspended = true;
+    MHD_suspend_connection(c->mc);
+}
+
+void api_conn_wake(void *conn)
+{
+    struct api_conn *c = conn;
+    pthread_mutex_lock(&c->mu);
+    if (c->suspended) {
+        c->suspended = false;
+        MHD_resume_connection(c->mc);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- routing ---------------------------------------------------------------------------- */
+
+static bool key_ok(struct http_server *s, struct MHD_Connection *mc)
+{
+    if (!s->has_key) return true;
+    const char *h = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    const char *given = NULL;
+    if (h && !strncasecmp(h, "Bearer ", 7)) given = h + 7;
+    if (!given) given = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "x-api-key");
+    if (!given) return false;
+    /* constant time over the key's length */
+    size_t n = strlen(s->api_key), g = strlen(given);
+    unsigned char diff = (unsigned char)(n != g);
+    for (size_t i = 0; i < n; i++) diff |= (unsigned char)(s->api_key[i] ^ (i < g ? given[i] : 0));
+    return diff == 0;
+}
+
+static enum MHD_Result serve_static(struct api_conn *c, const char *url)
+{
+    if (!strcmp(url, "/")) url = "/index.html";
+    for (size_t i = 0; i < web_assets_count; i++) {
+        const struct web_asset *a = &web_assets[i];
+        if (!strcmp(a->path, url + 1)) {
+            struct MHD_Response *r = MHD_create_response_from_buffer(a->len, (void *)a->bytes,
+                                                                     MHD_RESPMEM_PERSISTENT);
+            if (!r) return MHD_NO;
+            MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, a->mime);
+            MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+            enum MHD_Result ret = MHD_queue_response(c->mc, 200, r);
+            MHD_destroy_response(r);
+            c->responded = true;
+            count_status(c->srv, 200);
+            return ret;
+        }
+    }
+    return reply_err(c, 404, "invalid_request_error", "not_found", "no such page");
+}
+
+static enum MHD_Result route_gen(struct api_conn *c, enum api_proto proto, enum api_kind kind)
+{
+    struct api_gen_req req;
+    struct api_error e;
+    int rc = proto == API_PROTO_OPENAI
+                 ? api_openai_parse(kind, c->body ? c->body : "", c->body_len, &req, &e)
+                 : api_ollama_parse(kind, c->body ? c->body : "", c->body_len, &req, &e);
+    if (rc) return api_reply_error(c, &e);
+    rc = api_gen_start(c, proto, &req, &e); /* takes req */
+    if (rc) return api_reply_error(c, &e);
+    return MHD_YES;
+}
+
+/* Dispatches a complete request (body read). */
+static enum MHD_Result dispatch(struct api_conn *c, const char *method, const char *url)
+{
+    struct http_server *s = c->srv;
+    bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+    bool post = !strcmp(method, "POST");
+    if (get && (!strcmp(url, "/") || !strncmp(url, "/index.html", 11) || !strcmp(url, "/app.js") ||
+                !strcmp(url, "/style.css") || !strcmp(url, "/favicon.ico")))
+        return serve_static(c, url);
+    if (get && !strcmp(url, "/health")) {
+        bool loading = false;
+        for (int i = 0; i < registry_count(s->reg); i++) {
+            enum registry_state st;
+            registry_at(s->reg, i, &st);
+            if (st == REGISTRY_LOADING) loading = true;
+        }
+        char *j = strdup(loading ? "{\"status\":\"loading\"}" : "{\"status\":\"ok\"}");
+        return api_reply_json(c, loading ? 503 : 200, j);
+    }
+    if (!key_ok(s, c->mc))
+        return reply_err(c, 401, "invalid_request_error", "invalid_api_key",
+                         "Incorrect API key provided. Pass it as 'Authorization: Bearer KEY'.");
+    if (get && !strcmp(url, "/metrics")) {
+        char *t = api_metrics_text(s);
+        if (!t) return MHD_NO;
+        return reply(c, 200, t, strlen(t), MHD_RESPMEM_MUST_FREE,
+                     "text/plain; version=0.0.4; charset=utf-8");
+    }
+    if (get && !strcmp(url, "/v1/models")) return api_reply_json(c, 200, api_models_json(s, NULL));
+    if (get && !strncmp(url, "/v1/models/", 11)) {
+        enum registry_state st;
+        if (!registry_find(s->reg, url + 11, &st))
+            return reply_err(c, 404, "invalid_request_error", "model_not_found",
+                             "The model does not exist on this node.");
+        return api_reply_json(c, 200, api_models_json(s, url + 11));
+    }
+    if (get && !strcmp(url, "/node/status")) return api_reply_json(c, 200, api_status_json(s));
+    if (get && !strcmp(url, "/api/tags")) return api_reply_json(c, 200, api_ollama_tags_json(s->reg));
+    if (get && !strcmp(url, "/api/version")) return api_reply_json(c, 200, api_ollama_version_json());
+    if (post && !strcmp(url, "/v1/chat/completions"))
+        return route_gen(c, API_PROTO_OPENAI, API_KIND_CHAT);
+    if (post && !strcmp(url, "/v1/completions"))
+        return route_gen(c, API_PROTO_OPENAI, API_KIND_COMPLETION);
+    if (post && !strcmp(url, "/v1/embeddings"))
+        return route_gen(c, API_PROTO_OPENAI, API_KIND_EMBEDDING);
+    if (post && !strcmp(url, "/api/chat")) return route_gen(c, API_PROTO_OLLAMA, API_KIND_CHAT);
+    if (post && !strcmp(url, "/api/generate"))
+        return route_gen(c, API_PROTO_OLLAMA, API_KIND_COMPLETION);
+    bool known = !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/completions") ||
+                 !strcmp(url, "/v1/embeddings") || !strcmp(url, "/v1/models") ||
+                 !strcmp(url, "/metrics") || !strcmp(url, "/api/chat") ||
+                 !strcmp(url, "/api/generate") || !strcmp(url, "/api/tags");
+    if (known)
+        return reply_err(c, 405, "invalid_request_error", "method_not_allowed",
+                         "method not allowed for this path");
+    return reply_err(c, 404, "invalid_request_error", "not_found", "unknown path");
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    (void)version;
+    struct http_server *s = cls;
+    struct api_conn *c = *con_cls;
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c) return MHD_NO;
+        c->srv = s;
+        c->mc = mc;
+        pthread_mutex_init(&c->mu, NULL);
+        *con_cls = c;
+        atomic_fetch_add(&s->n_inflight, 1);
+        /* Refuse an announced oversized body before reading it. */
+        const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > HTTP_MAX_BODY)
+            return reply_err(c, 413, "invalid_request_error", "request_too_large",
+                             "request body too large");
+        return MHD_YES;
+    }
+    if (c->responded) { /* e.g. body still arriving after an early error */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (c->body_len + n > HTTP_MAX_BODY)
+            return reply_err(c, 413, "invalid_request_error", "request_too_large",
+                             "request body too large");
+        if (c->body_len + n + 1 > c->body_cap) {
+            size_t cap = (c->body_len + n + 1) * 2;
+            if (cap > HTTP_MAX_BODY + 1) cap = HTTP_MAX_BODY + 1;
+            char *b = realloc(c->body, cap);
+            if (!b) return MHD_NO;
+            c->body = b;
+            c->body_cap = cap;
+        }
+        memcpy(c->body + c->body_len, upload_data, n);
+        c->body_len += n;
+        c->body[c->body_len] = 0;
+        return MHD_YES;
+    }
+    if (c->gen) return api_gen_resume(c); /* resumed after waiting for the scheduler */
+    return dispatch(c, method, url);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)mc;
+    (void)toe;
+    struct http_server *s = cls;
+    struct api_conn *c = *con_cls;
+    if (!c) return;
+    *con_cls = NULL;
+    api_gen_free(c->gen); /* cancels a generation whose client went away */
+    pthread_mutex_destroy(&c->mu);
+    free(c->body);
+    free(c);
+    atomic_fetch_sub(&s->n_inflight, 1);
+}
+
+static void on_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    if (log_get_level() < LOG_DEBUG) return;
+    char buf[512];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    log_debug("http: %s", buf);
+}
+
+/* ---- lifecycle -------------------------------------------------------------------------- */
+
+static int parse_addr(const char *host, int port, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof *ss);
+    if (!host || !*host || !strcmp(host, "localhost")) host = "127.0.0.1";
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        return AF_INET;
+    }
+    if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        return AF_INET6;
+    }
+    return -1;
+}
+
+static struct MHD_Daemon *listen_on(struct http_server *s, const struct http_opts *o, int port,
+                                    int *bound, char *err, size_t err_cap)
+{
+    struct sockaddr_storage ss;
+    int fam = parse_addr(o->host, port, &ss);
+    if (fam < 0) {
+        err_set(err, err_cap, MESH_EINVAL, "bad --host '%s' (use an IP address)", o->host);
+        return NULL;
+    }
+    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (fam == AF_INET6) flags |= MHD_USE_IPv6;
+    unsigned timeout = (unsigned)(o->idle_timeout_s > 0 ? o->idle_timeout_s : 15);
+    struct MHD_Daemon *d = MHD_start_daemon(
+        flags, (uint16_t)port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &ss,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)512, MHD_OPTION_EXTERNAL_LOGGER, on_log, NULL,
+        MHD_OPTION_END);
+    if (!d) {
+        err_set(err, err_cap, MESH_EIO, "cannot listen on %s:%d (port in use?)",
+                o->host ? o->host : "127.0.0.1", port);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    *bound = di ? di->port : port;
+    return d;
+}
+
+int http_server_start(struct registry *reg, const struct http_opts *o, struct http_server **out,
+                      char *err, size_t err_cap)
+{
+    *out = NULL;
+    struct http_server *s = calloc(1, sizeof *s);
+    if (!s) return err_set(err, err_cap, MESH_ENOMEM, "out of memory");
+    s->reg = reg;
+    pthread_rwlock_init(&s->stop_lock, NULL);
+    atomic_init(&s->n_inflight, 0);
+    s->started_s = (int64_t)time(NULL);
+    if (o->api_key && *o->api_key) {
+        if (strlen(o->api_key) >= sizeof s->api_key) {
+            free(s);
+            return err_set(err, err_cap, MESH_EINVAL, "--api-key is too long");
+        }
+        snprintf(s->api_key, sizeof s->api_key, "%s", o->api_key);
+        s->has_key = true;
+    }
+    s->ollama_port = -1;
+    s->d = listen_on(s, o, o->port, &s->port, err, err_cap);
+    if (!s->d) goto fail;
+    if (o->ollama_port >= 0) {
+        s->d_ollama = listen_on(s, o, o->ollama_port, &s->ollama_port, err, err_cap);
+        if (!s->d_ollama) goto fail;
+    }
+    *out = s;
+    return 0;
+fail:
+    if (s->d) MHD_stop_daemon(s->d);
+    pthread_rwlock_destroy(&s->stop_lock);
+    free(s);
+    return MESH_EIO;
+}
+
+int http_server_port(const struct http_server *s) { return s->port; }
+int http_server_ollama_port(const struct http_server *s) { return s->ollama_port; }
+
+void http_server_stop(struct http_server *s)
+{
+    if (!s) return;
+    pthread_rwlock_wrlock(&s->stop_lock);
+    s->stopping = true;
+    pthread_rwlock_unlock(&s->stop_lock);
+    if (s->d) MHD_quiesce_daemon(s->d);
+    if (s->d_ollama) MHD_quiesce_daemon(s->d_ollama);
+    /* Ends every generation: streams get their final events, waiting requests their reply. */
+    registry_stop(s->reg);
+    for (int i = 0; i < 500 && atomic_load(&s->n_inflight) > 0; i++) usleep(10000);
+    if (s->d) MHD_stop_daemon(s->d);
+    if (s->d_ollama) MHD_stop_daemon(s->d_ollama);
+    pthread_rwlock_destroy(&s->stop_lock);
+    free(s);
+}

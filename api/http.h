@@ -1,0 +1,39 @@
+/* http.h - the node's HTTP server: OpenAI and Ollama APIs, metrics and the web console.
+ *
+ * libmicrohttpd runs one internal polling thread (epoll where available) with suspend/resume:
+ * a request waiting for tokens is suspended and resumed by the scheduler's notify callback,
+ * so no thread blocks per client and a slow or vanished client costs nothing but its socket.
+ * Limits: request bodies of at most HTTP_MAX_BODY bytes (413 beyond), idle connections are
+ * closed after 15 s (slow-loris), at most 512 connections.
+ * Routes and their JSON are described in docs/API.md.
+ * Thread rule: start/stop from one thread (the CLI's main thread).
+ */
+#ifndef MESH_API_HTTP_H
+#define MESH_API_HTTP_H
+
+#include <stddef.h>
+
+#define HTTP_MAX_BODY (8u << 20)
+
+struct registry;
+
+struct http_opts {
+    const char *host;    /* bind address (IPv4/IPv6 literal or "localhost"); default 127.0.0.1 */
+    int port;            /* 0 = any free port (see http_server_port) */
+    int ollama_port;     /* second listener with the same routes; -1 = none */
+    const char *api_key; /* NULL/"" = no authentication */
+    int idle_timeout_s;  /* 0 = 15 */
+};
+
+struct http_server;
+/* Starts listening; reg must outlive the server. */
+int http_server_start(struct registry *reg, const struct http_opts *o, struct http_server **out,
+                      char *err, size_t err_cap);
+int http_server_port(const struct http_server *s);
+int http_server_ollama_port(const struct http_server *s);
+/* Graceful stop: refuses new work, stops the schedulers of reg (running streams end with
+ * their final events), waits up to 5 s for responses to drain, closes every connection.
+ * The caller frees reg afterwards. */
+void http_server_stop(struct http_server *s);
+
+#endif

@@ -1,0 +1,177 @@
+/* metrics.c - /metrics (Prometheus text exposition format 0.0.4), /node/status (the
+ * console's live view) and the /v1/models list. Numbers come from the schedulers' stats and
+ * the server's counters; memory is the process's resident set from /proc/self/statm.
+ */
+#include "api/api_internal.h"
+
+#include "engine/model.h"
+
+#include <cjson/cJSON.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static uint64_t rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    unsigned long long size = 0, res = 0;
+    int n = fscanf(f, "%llu %llu", &size, &res);
+    fclose(f);
+    if (n != 2) return 0;
+    return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+struct mbuf {
+    char *p;
+    size_t len, cap;
+};
+
+static void mprintf(struct mbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void mprintf(struct mbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    for (int tries = 0; tries < 2; tries++) {
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) return;
+        if (b->p && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = (b->cap + (size_t)n + 1) * 2;
+        char *q = realloc(b->p, cap);
+        if (!q) return;
+        b->p = q;
+        b->cap = cap;
+    }
+}
+
+char *api_metrics_text(struct http_server *s)
+{
+    struct mbuf b = {0};
+    mprintf(&b, "# HELP meshllm_http_responses_total HTTP responses by status class.\n"
+                "# TYPE meshllm_http_responses_total counter\n");
+    for (int k = 1; k <= 5; k++)
+        mprintf(&b, "meshllm_http_responses_total{class=\"%dxx\"} %llu\n", k,
+                (unsigned long long)atomic_load(&s->n_http[k]));
+    mprintf(&b, "# HELP meshllm_requests_rejected_total Requests refused with 429 (queue full).\n"
+                "# TYPE meshllm_requests_rejected_total counter\n"
+                "meshllm_requests_rejected_total %llu\n",
+            (unsigned long long)atomic_load(&s->n_429));
+    mprintf(&b, "# HELP meshllm_process_resident_memory_bytes Resident memory.\n"
+                "# TYPE meshllm_process_resident_memory_bytes gauge\n"
+                "meshllm_process_resident_memory_bytes %llu\n",
+            (unsigned long long)rss_bytes());
+    static const char *const names[][3] = {
+        {"meshllm_requests_total", "counter", "Generation requests admitted to a slot."},
+        {"meshllm_prompt_tokens_total", "counter", "Prompt tokens computed."},
+        {"meshllm_prompt_tokens_cached_total", "counter", "Prompt tokens reused from KV slots."},
+        {"meshllm_generated_tokens_total", "counter", "Tokens generated."},
+        {"meshllm_tokens_per_second", "gauge", "Generated tokens per second (last window)."},
+        {"meshllm_queue_depth", "gauge", "Requests waiting for a slot."},
+        {"meshllm_slots_active", "gauge", "Slots generating."},
+        {"meshllm_slots_total", "gauge", "KV slots."},
+        {"meshllm_decode_seconds_total", "counter", "Time spent in decode steps."},
+    };
+    for (size_t m = 0; m < sizeof names / sizeof names[0]; m++) {
+        mprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", names[m][0], names[m][2], names[m][0],
+                names[m][1]);
+        for (int i = 0; i < registry_count(s->reg); i++) {
+            enum registry_state st;
+            struct registry_entry *e = registry_at(s->reg, i, &st);
+            if (st != REGISTRY_READY || !e->sched) continue;
+            struct sched_stats ss;
+            sched_stats(e->sched, &ss);
+            double v[] = {(double)ss.n_requests, (double)ss.n_prompt_tokens,
+                          (double)ss.n_cached_tokens, (double)ss.n_gen_tokens, ss.gen_tps,
+                          ss.n_queued, ss.n_active, ss.n_slots, ss.busy_s};
+            mprintf(&b, "%s{model=\"%s\"} %.6g\n", names[m][0], e->name, v[m]);
+        }
+    }
+    return b.p;
+}
+
+char *api_status_json(struct http_server *s)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "node", "local");
+    cJSON_AddNumberToObject(root, "uptime_s", (double)((int64_t)time(NULL) - s->started_s));
+    cJSON_AddNumberToObject(root, "rss_bytes", (double)rss_bytes());
+    cJSON *arr = cJSON_AddArrayToObject(root, "models");
+    double tps = 0;
+    int queued = 0, active = 0;
+    for (int i = 0; i < registry_count(s->reg); i++) {
+        enum registry_state st;
+        struct registry_entry *e = registry_at(s->reg, i, &st);
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddItemToArray(arr, m);
+        cJSON_AddStringToObject(m, "name", e->name);
+        cJSON_AddStringToObject(m, "state", st == REGISTRY_READY     ? "ready"
+                                            : st == REGISTRY_LOADING ? "loading"
+                                                                     : "failed");
+        cJSON_AddNumberToObject(m, "file_bytes", (double)e->file_bytes);
+        if (st == REGISTRY_FAILED) cJSON_AddStringToObject(m, "error", e->err);
+        if (st != REGISTRY_READY || !e->sched) continue;
+        const struct model_hparams *hp = model_hparams(e->model);
+        cJSON_AddStringToObject(m, "arch", hp->arch_name);
+        cJSON_AddNumberToObject(m, "n_layer", hp->n_layer);
+        cJSON_AddNumberToObject(m, "n_embd", hp->n_embd);
+        struct sched_stats ss;
+        sched_stats(e->sched, &ss);
+        cJSON_AddNumberToObject(m, "n_ctx", ss.n_ctx);
+        cJSON_AddNumberToObject(m, "slots", ss.n_slots);
+        cJSON_AddNumberToObject(m, "active", ss.n_active);
+        cJSON_AddNumberToObject(m, "queued", ss.n_queued);
+        cJSON_AddNumberToObject(m, "tokens_per_s", ss.gen_tps);
+        cJSON_AddNumberToObject(m, "generated_tokens", (double)ss.n_gen_tokens);
+        cJSON_AddNumberToObject(m, "requests", (double)ss.n_requests);
+        tps += ss.gen_tps;
+        queued += ss.n_queued;
+        active += ss.n_active;
+    }
+    cJSON_AddNumberToObject(root, "tokens_per_s", tps);
+    cJSON_AddNumberToObject(root, "queued", queued);
+    cJSON_AddNumberToObject(root, "active", active);
+    cJSON_AddArrayToObject(root, "peers"); /* the mesh view fills this later */
+    char *out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return out;
+}
+
+static cJSON *model_obj(const struct registry_entry *e)
+{
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "id", e->name);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", (double)e->created);
+    cJSON_AddStringToObject(m, "owned_by", "meshllm");
+    return m;
+}
+
+char *api_models_json(struct http_server *s, const char *only)
+{
+    cJSON *root = NULL;
+    if (only) {
+        enum registry_state st;
+        struct registry_entry *e = registry_find(s->reg, only, &st);
+        if (!e) return NULL;
+        root = model_obj(e);
+    } else {
+        root = cJSON_CreateObject();
+        cJSON_AddStringToObject(root, "object", "list");
+        cJSON *arr = cJSON_AddArrayToObject(root, "data");
+        for (int i = 0; i < registry_count(s->reg); i++) {
+            enum registry_state st;
+            struct registry_entry *e = registry_at(s->reg, i, &st);
+            if (st != REGISTRY_FAILED) cJSON_AddItemToArray(arr, model_obj(e));
+        }
+    }
+    char *out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return out;
+}

@@ -1,0 +1,263 @@
+/* ollama.c - the Ollama API subset its clients need: /api/chat, /api/generate (NDJSON
+ * streaming by default), /api/tags, /api/version. Field names and defaults follow Ollama's
+ * docs/api.md (options.temperature 0.8, top_k 40, top_p 0.9, repeat_penalty 1.1,
+ * num_predict -1; "stream" defaults to true). Not here: pulling, creating or copying models.
+ */
+#include "api/api_internal.h"
+
+#include "core/err.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define OLLAMA_VERSION "0.5.0"
+
+static int bad(struct api_error *e, const char *param, const char *msg)
+{
+    return api_error_set(e, 400, "invalid_request_error", NULL, param, "%s", msg);
+}
+
+static int opt_num(const cJSON *o, const char *name, double lo, double hi, double *out,
+                   struct api_error *e)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!v || cJSON_IsNull(v)) return 0;
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble < lo ||
+        v->valuedouble > hi)
+        return bad(e, name, "option out of range or not a number");
+    *out = v->valuedouble;
+    return 0;
+}
+
+static int parse_options(const cJSON *root, struct api_gen_req *r, struct api_error *e)
+{
+    r->temperature = 0.8f;
+    r->top_k = 40;
+    r->top_p = 0.9f;
+    r->repeat_penalty = 1.1f;
+    r->max_tokens = -1;
+    const cJSON *o = cJSON_GetObjectItemCaseSensitive(root, "options");
+    if (!o || cJSON_IsNull(o)) return 0;
+    if (!cJSON_IsObject(o)) return bad(e, "options", "'options' must be an object");
+    double d;
+    int rc;
+    d = r->temperature;
+    if ((rc = opt_num(o, "temperature", 0, 100, &d, e))) return rc;
+    r->temperature = (float)d;
+    d = r->top_k;
+    if ((rc = opt_num(o, "top_k", 0, 1e6, &d, e))) return rc;
+    r->top_k = (int)d;
+    d = r->top_p;
+    if ((rc = opt_num(o, "top_p", 0, 1, &d, e))) return rc;
+    r->top_p = (float)d;
+    d = 0;
+    if ((rc = opt_num(o, "min_p", 0, 1, &d, e))) return rc;
+    r->min_p = (float)d;
+    d = r->repeat_penalty;
+    if ((rc = opt_num(o, "repeat_penalty", 0, 100, &d, e))) return rc;
+    r->repeat_penalty = (float)d;
+    d = 0;
+    if ((rc = opt_num(o, "presence_penalty", -100, 100, &d, e))) return rc;
+    r->presence_penalty = (float)d;
+    d = 0;
+    if ((rc = opt_num(o, "frequency_penalty", -100, 100, &d, e))) return rc;
+    r->frequency_penalty = (float)d;
+    d = -1;
+    if ((rc = opt_num(o, "num_predict", -2, 1e9, &d, e))) return rc;
+    r->max_tokens = d > 0 ? (int)d : -1;
+    d = -1;
+    if ((rc = opt_num(o, "seed", -9.2e18, 9.2e18, &d, e))) return rc;
+    if (d >= 0) {
+        r->has_seed = true;
+        r->seed = (uint64_t)d;
+    }
+    const cJSON *stop = cJSON_GetObjectItemCaseSensitive(o, "stop");
+    if (cJSON_IsArray(stop)) {
+        const cJSON *s;
+        cJSON_ArrayForEach(s, stop)
+        {
+            if (!cJSON_IsString(s)) return bad(e, "stop", "'stop' must be an array of strings");
+            if (!s->valuestring[0] || r->n_stop >= API_MAX_STOP) continue;
+            r->stop[r->n_stop] = strdup(s->valuestring);
+            if (!r->stop[r->n_stop]) return MESH_ENOMEM;
+            r->n_stop++;
+        }
+    } else if (stop && !cJSON_IsNull(stop)) {
+        return bad(e, "stop", "'stop' must be an array of strings");
+    }
+    return 0;
+}
+
+static int dup_str(const cJSON *v, char **out)
+{
+    *out = strdup(cJSON_IsString(v) ? v->valuestring : "");
+    return *out ? 0 : MESH_ENOMEM;
+}
+
+static int parse_body(enum api_kind kind, const cJSON *root, struct api_gen_req *r,
+                      struct api_error *e)
+{
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (!cJSON_IsString(model) || !model->valuestring[0] ||
+        strlen(model->valuestring) >= sizeof r->model)
+        return bad(e, "model", "'model' is required");
+    snprintf(r->model, sizeof r->model, "%s", model->valuestring);
+    r->stream = true;
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(root, "stream");
+    if (cJSON_IsBool(st)) r->stream = cJSON_IsTrue(st);
+    else if (st && !cJSON_IsNull(st)) return bad(e, "stream", "'stream' must be a boolean");
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
+    if (cJSON_IsString(fmt) && !strcmp(fmt->valuestring, "json")) r->json_mode = true;
+    if (cJSON_IsObject(fmt)) r->json_mode = true;
+    int rc = parse_options(root, r, e);
+    if (rc) return rc;
+    if (kind == API_KIND_COMPLETION) {
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+        if (p && !cJSON_IsNull(p) && !cJSON_IsString(p))
+            return bad(e, "prompt", "'prompt' must be a string");
+        if ((rc = dup_str(p, &r->prompt))) return rc;
+        const cJSON *sys = cJSON_GetObjectItemCaseSensitive(root, "system");
+        if (cJSON_IsString(sys) && (rc = dup_str(sys, &r->system))) return rc;
+        const cJSON *raw = cJSON_GetObjectItemCaseSensitive(root, "raw");
+        r->raw = cJSON_IsTrue(raw);
+        if (!r->prompt[0]) return bad(e, "prompt", "'prompt' must not be empty");
+        return 0;
+    }
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0)
+        return bad(e, "messages", "'messages' must be a non-empty array");
+    int n = cJSON_GetArraySize(msgs);
+    if (n > 100000) return bad(e, "messages", "too many messages");
+    r->msgs = calloc((size_t)n, sizeof *r->msgs);
+    if (!r->msgs) return MESH_ENOMEM;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, msgs)
+    {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (!cJSON_IsString(role) ||
+            (strcmp(role->valuestring, "system") && strcmp(role->valuestring, "user") &&
+             strcmp(role->valuestring, "assistant") && strcmp(role->valuestring, "tool")))
+            return bad(e, "messages", "each message needs a role: system, user, assistant or tool");
+        if (content && !cJSON_IsNull(content) && !cJSON_IsString(content))
+            return bad(e, "messages", "message 'content' must be a string");
+        struct api_msg *am = &r->msgs[r->n_msgs];
+        am->role = strdup(strcmp(role->valuestring, "tool") ? role->valuestring : "user");
+        r->n_msgs++;
+        if (!am->role || dup_str(content, &am->content)) return MESH_ENOMEM;
+    }
+    return 0;
+}
+
+int api_ollama_parse(enum api_kind kind, const char *body, size_t len, struct api_gen_req *out,
+                     struct api_error *err)
+{
+    memset(out, 0, sizeof *out);
+    memset(err, 0, sizeof *err);
+    out->kind = kind;
+    int rc;
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    if (!root || !cJSON_IsObject(root))
+        rc = bad(err, "", "invalid JSON body: expected an object");
+    else
+        rc = parse_body(kind, root, out, err);
+    if (rc == MESH_ENOMEM) api_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+    cJSON_Delete(root);
+    if (rc) api_gen_req_free(out);
+    return rc;
+}
+
+static void rfc3339_now(char *buf, size_t cap)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char base[32];
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf, cap, "%s.%09ldZ", base, (long)ts.tv_nsec);
+}
+
+char *api_ollama_chunk(enum api_kind kind, const char *model, const char *text, size_t len,
+                       bool done, const char *done_reason, int n_prompt, int n_gen,
+                       double elapsed_s)
+{
+    char when[64];
+    rfc3339_now(when, sizeof when);
+    char *t = malloc(len + 1);
+    if (!t) return NULL;
+    memcpy(t, text, len);
+    t[len] = 0;
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "model", model);
+    cJSON_AddStringToObject(root, "created_at", when);
+    if (kind == API_KIND_CHAT) {
+        cJSON *m = cJSON_AddObjectToObject(root, "message");
+        cJSON_AddStringToObject(m, "role", "assistant");
+        cJSON_AddStringToObject(m, "content", t);
+    } else {
+        cJSON_AddStringToObject(root, "response", t);
+    }
+    free(t);
+    cJSON_AddBoolToObject(root, "done", done);
+    if (done) {
+        double ns = elapsed_s * 1e9;
+        cJSON_AddStringToObject(root, "done_reason", done_reason ? done_reason : "stop");
+        cJSON_AddNumberToObject(root, "total_duration", floor(ns));
+        cJSON_AddNumberToObject(root, "load_duration", 0);
+        cJSON_AddNumberToObject(root, "prompt_eval_count", n_prompt);
+        cJSON_AddNumberToObject(root, "eval_count", n_gen);
+        cJSON_AddNumberToObject(root, "eval_duration", floor(ns));
+    }
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!s) return NULL;
+    size_t n = strlen(s);
+    char *line = realloc(s, n + 2);
+    if (!line) {
+        free(s);
+        return NULL;
+    }
+    line[n] = '\n';
+    line[n + 1] = 0;
+    return line;
+}
+
+char *api_ollama_tags_json(struct registry *reg)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(root, "models");
+    for (int i = 0; i < registry_count(reg); i++) {
+        enum registry_state st;
+        struct registry_entry *e = registry_at(reg, i, &st);
+        if (st != REGISTRY_READY) continue;
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddItemToArray(arr, m);
+        char name[160];
+        snprintf(name, sizeof name, "%s:latest", e->name);
+        cJSON_AddStringToObject(m, "name", name);
+        cJSON_AddStringToObject(m, "model", name);
+        char when[64];
+        struct tm tm;
+        time_t t = (time_t)e->created;
+        gmtime_r(&t, &tm);
+        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        cJSON_AddStringToObject(m, "modified_at", when);
+        cJSON_AddNumberToObject(m, "size", (double)e->file_bytes);
+        cJSON_AddStringToObject(m, "digest", "");
+        cJSON *d = cJSON_AddObjectToObject(m, "details");
+        cJSON_AddStringToObject(d, "format", "gguf");
+    }
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return s;
+}
+
+char *api_ollama_version_json(void)
+{
+    return strdup("{\"version\":\"" OLLAMA_VERSION "\"}");
+}

@@ -1,0 +1,177 @@
+/* cmd_serve.c - `meshllm serve`: load models and serve the OpenAI/Ollama API and console.
+ *
+ * Listens first, then loads the models in the background (requests for a model still loading
+ * get 503), prints where the API and console are, and serves until SIGINT/SIGTERM; then
+ * stops gracefully: running streams end with their final events before sockets close.
+ * Signals are blocked in every thread and taken with sigwait() by the main thread.
+ */
+#include "api/http.h"
+#include "cli/cli.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "node/registry.h"
+#include "node/sched.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SERVE_MAX_MODELS 16
+
+static void serve_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: meshllm serve --model PATH_OR_NAME [--model ...] [options]\n\n"
+            "Serves the OpenAI-compatible API, the Ollama API and the web console.\n\n"
+            "  -m, --model M        model file, or a name in $MESHLLM_MODELS or ~/.meshllm/models\n"
+            "      --host ADDR      address to bind (default 127.0.0.1)\n"
+            "      --port N         API and console port (default 9337; 0 = any free port)\n"
+            "      --ollama-port N  also listen on N (Ollama's default is 11434)\n"
+            "      --api-key KEY    require 'Authorization: Bearer KEY' (default: $MESHLLM_API_KEY)\n"
+            "      --slots N        concurrent sequences per model (default 8)\n"
+            "      --ctx N          context positions per sequence (default: the model's, max 4096)\n"
+            "      --batch N        tokens per decode step (default 512)\n"
+            "      --queue N        requests waiting for a slot before 429 (default 64)\n"
+            "  -t, --threads N      threads per model (default: all cores)\n"
+            "\nexample: meshllm serve --model stories260K.gguf --port 9337\n");
+}
+
+static int parse_int(const char *s, int lo, int hi, int *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi) return MESH_EINVAL;
+    *out = (int)v;
+    return 0;
+}
+
+struct serve_args {
+    const char *models[SERVE_MAX_MODELS];
+    int n_models;
+    struct http_opts http;
+    struct sched_params sp;
+};
+
+/* Returns 0, 2 (misuse, message printed) or -1 for --help. */
+static int parse_args(int argc, char **argv, struct serve_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->http.host = "127.0.0.1";
+    a->http.port = 9337;
+    a->http.ollama_port = -1;
+    a->http.api_key = getenv("MESHLLM_API_KEY");
+    sched_params_default(&a->sp);
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "-h") || !strcmp(o, "--help")) return -1;
+        if (i + 1 >= argc) {
+            cli_fail("serve: unknown option or missing value: %s", o);
+            return 2;
+        }
+        const char *v = argv[++i];
+        int bad = 0;
+        if (!strcmp(o, "-m") || !strcmp(o, "--model")) {
+            if (a->n_models == SERVE_MAX_MODELS) {
+                cli_fail("serve: at most %d models", SERVE_MAX_MODELS);
+                return 2;
+            }
+            a->models[a->n_models++] = v;
+        } else if (!strcmp(o, "--host"))
+            a->http.host = v;
+        else if (!strcmp(o, "--port"))
+            bad = parse_int(v, 0, 65535, &a->http.port);
+        else if (!strcmp(o, "--ollama-port"))
+            bad = parse_int(v, 0, 65535, &a->http.ollama_port);
+        else if (!strcmp(o, "--api-key"))
+            a->http.api_key = v;
+        else if (!strcmp(o, "--slots"))
+            bad = parse_int(v, 1, 256, &a->sp.n_slots);
+        else if (!strcmp(o, "--ctx"))
+            bad = parse_int(v, 16, 1 << 20, &a->sp.n_ctx);
+        else if (!strcmp(o, "--batch"))
+            bad = parse_int(v, 1, 65536, &a->sp.n_batch);
+        else if (!strcmp(o, "--queue"))
+            bad = parse_int(v, 0, 100000, &a->sp.queue_cap);
+        else if (!strcmp(o, "-t") || !strcmp(o, "--threads"))
+            bad = parse_int(v, 0, 1024, &a->sp.n_threads);
+        else {
+            cli_fail("serve: unknown option %s (see 'meshllm serve --help')", o);
+            return 2;
+        }
+        if (bad) {
+            cli_fail("serve: bad value '%s' for %s", v, o);
+            return 2;
+        }
+    }
+    if (a->n_models == 0) {
+        cli_fail("serve: give at least one --model (see 'meshllm serve --help')");
+        return 2;
+    }
+    return 0;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    struct serve_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc == -1) {
+        serve_usage(stdout);
+        return 0;
+    }
+    if (rc) return rc;
+    /* Every thread started from here on inherits the blocked set; main takes them. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct registry *reg = NULL;
+    struct http_server *srv = NULL;
+    char err[512] = "";
+    int status = 1;
+    if (registry_new(&a.sp, &reg)) {
+        cli_fail("serve: out of memory");
+        goto out;
+    }
+    for (int i = 0; i < a.n_models; i++)
+        if (registry_add(reg, a.models[i], err, sizeof err)) {
+            cli_fail("serve: %s", err);
+            goto out;
+        }
+    if (http_server_start(reg, &a.http, &srv, err, sizeof err)) {
+        cli_fail("serve: %s", err);
+        goto out;
+    }
+    const char *host = a.http.host;
+    bool v6 = strchr(host, ':') != NULL;
+    printf("meshllm: OpenAI API at http://%s%s%s:%d/v1\n", v6 ? "[" : "", host, v6 ? "]" : "",
+           http_server_port(srv));
+    printf("meshllm: web console at http://%s%s%s:%d/\n", v6 ? "[" : "", host, v6 ? "]" : "",
+           http_server_port(srv));
+    if (http_server_ollama_port(srv) >= 0)
+        printf("meshllm: Ollama API at http://%s%s%s:%d/api\n", v6 ? "[" : "", host,
+               v6 ? "]" : "", http_server_ollama_port(srv));
+    for (int i = 0; i < registry_count(reg); i++) {
+        enum registry_state st;
+        struct registry_entry *e = registry_at(reg, i, &st);
+        printf("meshllm: model %s (%s), loading\n", e->name, e->path);
+    }
+    fflush(stdout);
+    if (registry_load_start(reg)) {
+        cli_fail("serve: cannot start the model loader");
+        goto out;
+    }
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    fprintf(stderr, "meshllm: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    status = 0;
+out:
+    http_server_stop(srv);
+    registry_free(reg);
+    if (status == 0) fprintf(stderr, "meshllm: stopped\n");
+    return status;
+}
