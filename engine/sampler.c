@@ -338,21 +338,54 @@ static float weight_of(float l, float max)
 
 /* ---- the chain ------------------------------------------------------------------------ */
 
+/* Arranges the fewest best candidates of a[lo..hi) whose weights exp(l - max) add up to
+ * at least need at a[lo..c) (in no particular order) and returns c: a quickselect that
+ * recurses on the side holding the boundary, O(n) with no full sort. */
+static size_t cand_select_mass(struct sampler_cand *a, size_t lo, size_t hi, double need,
+                               float max)
+{
+    int budget = 128;
+    while (hi - lo > 32 && budget-- > 0) {
+        size_t p = cand_partition(a, lo, hi - 1);
+        double m = 0.0;
+        for (size_t i = lo; i < p; i++) m += weight_of(a[i].logit, max);
+        if (m >= need) {
+            hi = p;
+            continue;
+        }
+        m += weight_of(a[p].logit, max);
+        if (m >= need) return p + 1;
+        need -= m;
+        lo = p + 1;
+    }
+    qsort(a + lo, hi - lo, sizeof *a, cand_cmp);
+    for (size_t i = lo; i < hi; i++) {
+        need -= weight_of(a[i].logit, max);
+        if (need <= 0.0) return i + 1;
+    }
+    return hi;
+}
+
 /* Keeps the smallest best-first prefix whose probability (softmax at temperature 1)
- * reaches top_p; sorts only as far as needed, in doubling chunks. Returns the new n. */
+ * reaches top_p. Real distributions put the nucleus in the first few dozen tokens, so it
+ * sorts in doubling chunks up to TOP_P_SORT_MAX, then finishes a flat tail with a
+ * mass-quickselect (the kept tail is then unsorted). Returns the new n. */
+#define TOP_P_SORT_MAX 128
 static int32_t apply_top_p(struct sampler *s, int32_t n, float top_p)
 {
     float max = s->cand[cand_best(s, n)].logit;
     double sum = 0.0;
     for (int32_t i = 0; i < n; i++) sum += weight_of(s->cand[i].logit, max);
-    double cum = 0.0;
+    double target = (double)top_p * sum, cum = 0.0;
     for (int32_t i = 0; i < n; i++) {
         if (i == s->n_sorted) {
+            if (s->n_sorted >= TOP_P_SORT_MAX)
+                return (int32_t)cand_select_mass(s->cand, (size_t)i, (size_t)n, target - cum, max);
             int32_t grow = s->n_sorted < 64 ? 64 : s->n_sorted;
             cand_sort_prefix(s, n, s->n_sorted + (grow < n - s->n_sorted ? grow : n - s->n_sorted));
         }
-        cum += weight_of(s->cand[i].logit, max) / sum;
-        if (cum >= top_p) return i + 1;
+        cum += weight_of(s->cand[i].logit, max);
+        if (cum >= target) return i + 1;
     }
     return n;
 }
@@ -374,27 +407,96 @@ static int32_t apply_min_p(struct sampler *s, int32_t n, float min_p)
     return m;
 }
 
+/* The logit the chain starts from: NaN counts as -inf, penalties applied. */
+static float logit_at(const struct sampler *s, const float *logits, int32_t i)
+{
+    float l = logits[i];
+    if (isnan(l)) return -INFINITY;
+    if (s->has_penalties && s->counts[i] > 0) l = penalize(&s->p, l, s->counts[i]);
+    return l;
+}
+
+/* Binary heap with the worst kept candidate at the root. */
+static void heap_sift_up(struct sampler_cand *h, size_t i)
+{
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!cand_better(h[parent], h[i])) return;
+        cand_swap(h, parent, i);
+        i = parent;
+    }
+}
+
+static void heap_sift_down(struct sampler_cand *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t worst = i, l = 2 * i + 1, r = l + 1;
+        if (l < n && cand_better(h[worst], h[l])) worst = l;
+        if (r < n && cand_better(h[worst], h[r])) worst = r;
+        if (worst == i) return;
+        cand_swap(h, i, worst);
+        i = worst;
+    }
+}
+
+/* Top-k for k much smaller than the vocabulary: one pass over the logits keeping the k
+ * best in a heap (most tokens cost one compare with the root; no copy of the whole
+ * vocabulary), then a sort of the k. Leaves cand[0..k) sorted. */
+static void top_k_heap(struct sampler *s, const float *logits, int32_t k)
+{
+    struct sampler_cand *h = s->cand;
+    for (int32_t i = 0; i < k; i++) {
+        h[i].logit = logit_at(s, logits, i);
+        h[i].id = i;
+        heap_sift_up(h, (size_t)i);
+    }
+    for (int32_t i = k; i < s->n_vocab; i++) {
+        float l = logit_at(s, logits, i);
+        if (!(l > h[0].logit)) continue; /* an equal logit with a higher id is worse */
+        h[0].logit = l;
+        h[0].id = i;
+        heap_sift_down(h, (size_t)k, 0);
+    }
+    qsort(h, (size_t)k, sizeof *h, cand_cmp);
+    s->n_sorted = k;
+}
+
+/* Greedy: argmax of the penalised logits, lowest id on ties, in one pass without
+ * copying the candidates. */
+static int32_t sample_greedy(const struct sampler *s, const float *logits)
+{
+    int32_t best = 0;
+    float best_l = -INFINITY;
+    for (int32_t i = 0; i < s->n_vocab; i++) {
+        float l = logit_at(s, logits, i);
+        if (l > best_l) {
+            best_l = l;
+            best = i;
+        }
+    }
+    return best;
+}
+
 int32_t sampler_sample(struct sampler *s, const float *logits)
 {
     if (!s || !logits) return -1;
     const struct sampler_params *p = &s->p;
     int32_t n = s->n_vocab;
-    for (int32_t i = 0; i < n; i++) {
-        s->cand[i].logit = isnan(logits[i]) ? -INFINITY : logits[i];
-        s->cand[i].id = i;
-    }
+    if (p->temp <= 0.0f) return sample_greedy(s, logits);
     s->n_sorted = 0;
-    if (s->has_penalties) apply_penalties(s);
-
-    if (p->temp <= 0.0f) { /* greedy: argmax, lowest id on ties (cand is in id order) */
-        int32_t best = 0;
-        for (int32_t i = 1; i < n; i++)
-            if (s->cand[i].logit > s->cand[best].logit) best = i;
-        return best;
-    }
-    if (p->top_k > 0 && p->top_k < n) {
-        cand_sort_prefix(s, n, p->top_k);
+    if (p->top_k > 0 && p->top_k <= n / 8) {
+        top_k_heap(s, logits, p->top_k);
         n = p->top_k;
+    } else {
+        for (int32_t i = 0; i < n; i++) {
+            s->cand[i].logit = isnan(logits[i]) ? -INFINITY : logits[i];
+            s->cand[i].id = i;
+        }
+        if (s->has_penalties) apply_penalties(s);
+        if (p->top_k > 0 && p->top_k < n) {
+            cand_sort_prefix(s, n, p->top_k);
+            n = p->top_k;
+        }
     }
     if (p->top_p < 1.0f) n = apply_top_p(s, n, p->top_p);
     if (p->min_p > 0.0f) n = apply_min_p(s, n, p->min_p);

@@ -40,6 +40,16 @@ static void fill_random(float *l, int n, uint64_t *rs, float scale)
     for (int i = 0; i < n; i++) l[i] = scale * test_rand_uniform(rs);
 }
 
+/* qsort of ids by logit descending, then id ascending (the sampler's order). */
+static const float *g_sort_logits;
+static int cmp_by_logit(const void *pa, const void *pb)
+{
+    int a = *(const int *)pa, b = *(const int *)pb;
+    const float *l = g_sort_logits;
+    if (l[a] != l[b]) return l[a] > l[b] ? -1 : 1;
+    return a < b ? -1 : 1;
+}
+
 /* Draws n_draws tokens and marks which ids came out (seen[n_vocab]). */
 static void draw_set(struct sampler *s, const float *logits, int n_draws, bool *seen, int n_vocab)
 {
@@ -267,58 +277,103 @@ static void test_sampler_chain_order_top_k_then_top_p_then_min_p(void **state)
     expect_set(seen, "31");
 }
 
+/* The k best by (logit, then lower id) survive top-k; quantised logits make ties at the
+ * boundary, so the id order matters too. Drawn at temperature 1000 the survivors are
+ * near-uniform, so enough draws show every one of them. */
+static void check_top_k(int n, int k, int draws, uint64_t seed)
+{
+    float *l = malloc((size_t)n * sizeof *l);
+    int *order = malloc((size_t)n * sizeof *order);
+    bool *seen = malloc((size_t)n), *want = calloc((size_t)n, 1);
+    assert_true(l && order && seen && want);
+    uint64_t rs = seed;
+    for (int i = 0; i < n; i++) {
+        l[i] = (float)(int)(40.0f * test_rand_uniform(&rs)) / 4.0f;
+        order[i] = i;
+    }
+    g_sort_logits = l;
+    qsort(order, (size_t)n, sizeof order[0], cmp_by_logit);
+    for (int i = 0; i < k; i++) want[order[i]] = true;
+    struct sampler_params p = plain_params(1000.0f, seed);
+    p.top_k = k;
+    struct sampler *s;
+    assert_int_equal(sampler_new(&p, n, &s), 0);
+    draw_set(s, l, draws, seen, n);
+    for (int i = 0; i < n; i++)
+        if (seen[i] != want[i]) fail_msg("n %d k %d: id %d kept %d, expected %d", n, k, i, seen[i], want[i]);
+    sampler_free(s);
+    free(l);
+    free(order);
+    free(seen);
+    free(want);
+}
+
 static void test_sampler_top_k_keeps_k_best(void **state)
 {
     (void)state;
-    enum { N = 20000, K = 25 };
-    static float l[N], sorted[N];
-    static bool seen[N];
-    uint64_t rs = 5;
-    fill_random(l, N, &rs, 8.0f);
-    memcpy(sorted, l, sizeof l);
-    /* threshold = K-th largest */
-    for (int i = 0; i < K; i++) {
-        int b = i;
-        for (int j = i + 1; j < N; j++)
-            if (sorted[j] > sorted[b]) b = j;
-        float t = sorted[i];
-        sorted[i] = sorted[b];
-        sorted[b] = t;
-    }
-    struct sampler_params p = plain_params(1000.0f, 11);
-    p.top_k = K;
-    struct sampler *s;
-    assert_int_equal(sampler_new(&p, N, &s), 0);
-    draw_set(s, l, 3000, seen, N);
-    int n_seen = 0;
-    for (int i = 0; i < N; i++) {
-        if (seen[i]) assert_true(l[i] >= sorted[K - 1]);
-        n_seen += seen[i];
-    }
-    assert_int_equal(n_seen, K);
-    sampler_free(s);
+    check_top_k(8000, 25, 1000, 5); /* k << vocab: the heap pass */
+    check_top_k(400, 100, 3000, 6); /* larger k: copy + quickselect */
 }
 
-/* Equal logits: ties are ordered by id, so top-p 0.499875 (= 1999.5 / 4000, away from a
- * rounding edge) over 4000 equal tokens keeps ids [0, 2000); this also drives the chunked partial sort of top-p across many rounds. */
+/* Equal logits: ties are ordered by id, so top-p 0.49975 (= 999.5 / 2000, away from a
+ * rounding edge) over 2000 equal tokens keeps ids [0, 1000); this also drives the chunked partial sort of top-p across many rounds. */
 static void test_sampler_top_p_ties_by_id_large_vocab(void **state)
 {
     (void)state;
-    enum { N = 4000 };
+    enum { N = 2000 };
     static float l[N];
     static bool seen[N];
     for (int i = 0; i < N; i++) l[i] = 0.25f;
     struct sampler_params p = plain_params(1.0f, 17);
-    p.top_p = 0.499875f;
+    p.top_p = 0.49975f;
     struct sampler *s;
     assert_int_equal(sampler_new(&p, N, &s), 0);
-    draw_set(s, l, 20000, seen, N);
+    draw_set(s, l, 6000, seen, N);
     int n_seen = 0;
     for (int i = 0; i < N; i++) {
-        if (seen[i]) assert_true(i < 2000);
+        if (seen[i]) assert_true(i < 1000);
         n_seen += seen[i];
     }
-    assert_true(n_seen > 1900); /* ~2000 * (1 - e^-10) */
+    assert_true(n_seen > 980); /* ~1000 * (1 - e^-6) = 997.5 */
+    sampler_free(s);
+}
+
+/* A flat distribution puts the top-p boundary past the sorted chunks, into the
+ * mass-quickselect: the kept set must equal the sorted-prefix definition. */
+static void test_sampler_top_p_flat_tail_matches_sorted_reference(void **state)
+{
+    (void)state;
+    enum { N = 3000 };
+    static float l[N];
+    static int order[N];
+    static bool seen[N], want[N];
+    uint64_t rs = 21;
+    for (int i = 0; i < N; i++) {
+        l[i] = 2.0f + 2.0f * test_rand_uniform(&rs);
+        order[i] = i;
+    }
+    const float top_p = 0.3f;
+    g_sort_logits = l;
+    qsort(order, N, sizeof order[0], cmp_by_logit);
+    float max = l[order[0]];
+    double sum = 0, cum = 0;
+    for (int i = 0; i < N; i++) sum += expf(l[i] - max);
+    memset(want, 0, sizeof want);
+    int n_want = 0;
+    for (int i = 0; i < N; i++) {
+        want[order[i]] = true;
+        n_want++;
+        cum += expf(l[order[i]] - max);
+        if (cum >= top_p * sum) break;
+    }
+    assert_true(n_want > 150 && n_want < 700); /* past the 128 sorted */
+    struct sampler_params p = plain_params(1000.0f, 5);
+    p.top_p = top_p;
+    struct sampler *s;
+    assert_int_equal(sampler_new(&p, N, &s), 0);
+    draw_set(s, l, 25 * n_want, seen, N);
+    for (int i = 0; i < N; i++)
+        if (seen[i] != want[i]) fail_msg("id %d (logit %g): kept %d, expected %d", i, l[i], seen[i], want[i]);
     sampler_free(s);
 }
 
@@ -466,6 +521,7 @@ int main(void)
         cmocka_unit_test(test_sampler_chain_order_top_k_then_top_p_then_min_p),
         cmocka_unit_test(test_sampler_top_k_keeps_k_best),
         cmocka_unit_test(test_sampler_top_p_ties_by_id_large_vocab),
+        cmocka_unit_test(test_sampler_top_p_flat_tail_matches_sorted_reference),
         cmocka_unit_test(test_sampler_penalties_change_only_penalised),
         cmocka_unit_test(test_sampler_top_logprobs_log_softmax),
         cmocka_unit_test(test_sampler_hostile_logits),
