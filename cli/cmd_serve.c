@@ -34,6 +34,7 @@ static void serve_usage(FILE *f)
             "      --ctx N          context positions per sequence (default: the model's, max 4096)\n"
             "      --batch N        tokens per decode step (default 512)\n"
             "      --queue N        requests waiting for a slot before 429 (default 64)\n"
+            "      --idle-timeout S close connections idle for S seconds (default 15)\n"
             "  -t, --threads N      threads per model (default: all cores)\n"
             "\nexample: meshllm serve --model stories260K.gguf --port 9337\n");
 }
@@ -94,6 +95,8 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
             bad = parse_int(v, 1, 65536, &a->sp.n_batch);
         else if (!strcmp(o, "--queue"))
             bad = parse_int(v, 0, 100000, &a->sp.queue_cap);
+        else if (!strcmp(o, "--idle-timeout"))
+            bad = parse_int(v, 1, 3600, &a->http.idle_timeout_s);
         else if (!strcmp(o, "-t") || !strcmp(o, "--threads"))
             bad = parse_int(v, 0, 1024, &a->sp.n_threads);
         else {
@@ -127,6 +130,9 @@ int cmd_serve(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    /* A shell starts background jobs with SIGINT ignored; sigwait needs it deliverable. */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     signal(SIGPIPE, SIG_IGN);
 
     struct registry *reg = NULL;

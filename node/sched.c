@@ -197,7 +197,8 @@ static int submit(struct sched *s, struct sched_req *r, struct sched_req **out)
     int rc = 0;
     if (s->stop)
         rc = MESH_ECLOSED;
-    else if (s->n_queued >= s->queue_cap) {
+    else if (s->n_queued >= s->queue_cap + (s->n_slots - s->n_active)) {
+        /* queue_cap counts requests waiting beyond the free slots */
         rc = MESH_EFULL;
         s->st.n_rejected++;
     }

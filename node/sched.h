@@ -33,7 +33,7 @@ struct sched_params {
     int n_ctx;     /* positions per slot; 0 = model_ctx default */
     int n_batch;   /* tokens per decode step; default 512 */
     int n_threads; /* 0 = all cores */
-    int queue_cap; /* requests waiting for a slot before MESH_EFULL; default 64 */
+    int queue_cap; /* requests waiting beyond the free slots before MESH_EFULL; default 64 */
 };
 void sched_params_default(struct sched_params *p);
 

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# api_openai.test.sh - `meshllm serve` on stories260K driven by the official openai npm client
+# (chat, streaming, completions, models, embeddings, logprobs, every error status), the
+# Ollama API, and 8 concurrent greedy streams vs the same prompts alone.
+set -euo pipefail
+source "$(dirname "$0")/e2e/server.sh"
+e2e_npm
+printf 'not a gguf file' >"$E2E_TMP/broken.gguf"
+key=test-key-$RANDOM
+e2e_start URL --model "$MESHLLM_TEST_MODELS/stories260K.gguf" --model "$E2E_TMP/broken.gguf" \
+    --api-key "$key" --slots 8 --threads 1
+MESHLLM_URL=$URL MESHLLM_KEY=$key MESHLLM_BIN=$MESHLLM_BIN \
+    MESHLLM_MODEL_PATH=$MESHLLM_TEST_MODELS/stories260K.gguf MESHLLM_BROKEN=broken \
+    node --test --test-concurrency=1 "$E2E_DIR/openai.test.mjs"

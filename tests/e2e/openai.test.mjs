@@ -1,0 +1,238 @@
+// openai.test.mjs - the official `openai` npm client against a running `meshllm serve`.
+// Env: MESHLLM_URL (base URL), MESHLLM_KEY (the server's --api-key), MESHLLM_BIN and
+// MESHLLM_MODEL_PATH (to compare with `meshllm run`), MESHLLM_BROKEN (name of a model that
+// fails to load). Checks chat (plain, streaming), completions, models, embeddings, logprobs,
+// stop, seed, every error status and shape, 8 concurrent streams vs the same prompts alone,
+// and an Ollama NDJSON stream.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import OpenAI from 'openai';
+
+const URL = process.env.MESHLLM_URL;
+const KEY = process.env.MESHLLM_KEY;
+const MODEL = 'stories260K';
+const client = new OpenAI({ baseURL: URL + '/v1', apiKey: KEY, maxRetries: 0, timeout: 60000 });
+
+async function streamText(params) {
+  const stream = await client.chat.completions.create({ ...params, stream: true, stream_options: { include_usage: true } });
+  let text = '', finish = null, usage = null, chunks = 0, roleSeen = false;
+  for await (const chunk of stream) {
+    if (chunk.usage) usage = chunk.usage;
+    const c = chunk.choices[0];
+    if (!c) continue;
+    chunks++;
+    if (c.delta.role === 'assistant') roleSeen = true;
+    if (c.delta.content) text += c.delta.content;
+    if (c.finish_reason) finish = c.finish_reason;
+  }
+  return { text, finish, usage, chunks, roleSeen };
+}
+
+function expectApiError(err, status, code) {
+  assert.ok(err instanceof OpenAI.APIError, 'an APIError: ' + err);
+  assert.equal(err.status, status);
+  assert.equal(typeof err.error.message, 'string');
+  assert.ok(err.error.message.length > 0);
+  assert.equal(typeof err.error.type, 'string');
+  assert.ok('param' in err.error && 'code' in err.error, 'error object has param and code');
+  if (code !== undefined) assert.equal(err.code, code);
+}
+
+async function rejects(promise, status, code) {
+  try {
+    await promise;
+  } catch (err) {
+    expectApiError(err, status, code);
+    return err;
+  }
+  assert.fail('expected HTTP ' + status);
+}
+
+const story = [{ role: 'user', content: 'Once upon a time' }];
+
+test('models list and retrieve', async () => {
+  const list = await client.models.list();
+  const ids = list.data.map((m) => m.id);
+  assert.ok(ids.includes(MODEL), ids.join(','));
+  const m = await client.models.retrieve(MODEL);
+  assert.equal(m.id, MODEL);
+  assert.equal(m.object, 'model');
+  await rejects(client.models.retrieve('no-such-model'), 404, 'model_not_found');
+});
+
+test('chat completion: plain and streaming agree (greedy)', async () => {
+  const params = { model: MODEL, messages: story, max_tokens: 24, temperature: 0 };
+  const r = await client.chat.completions.create(params);
+  assert.equal(r.object, 'chat.completion');
+  assert.equal(r.choices.length, 1);
+  assert.equal(r.choices[0].message.role, 'assistant');
+  const text = r.choices[0].message.content;
+  assert.ok(text.length > 0);
+  assert.ok(['stop', 'length'].includes(r.choices[0].finish_reason));
+  assert.ok(r.usage.prompt_tokens > 0);
+  assert.equal(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens);
+  const s = await streamText(params);
+  assert.equal(s.text, text);
+  assert.equal(s.finish, r.choices[0].finish_reason);
+  assert.ok(s.roleSeen);
+  assert.ok(s.chunks >= 3, 'streamed in several chunks: ' + s.chunks);
+  assert.deepEqual(s.usage, r.usage);
+  // max_completion_tokens is the newer name of the same limit
+  const r2 = await client.chat.completions.create({ model: MODEL, messages: story, max_completion_tokens: 5, temperature: 0 });
+  assert.equal(r2.usage.completion_tokens, 5);
+  assert.equal(r2.choices[0].finish_reason, 'length');
+});
+
+test('completions equal `meshllm run` greedy output', async () => {
+  const prompt = 'Once upon a time';
+  const r = await client.completions.create({ model: MODEL, prompt, max_tokens: 20, temperature: 0 });
+  assert.equal(r.object, 'text_completion');
+  assert.equal(r.usage.completion_tokens, 20);
+  const cli = execFileSync(process.env.MESHLLM_BIN, ['run', process.env.MESHLLM_MODEL_PATH, prompt, '-n', '20', '--temp', '0'], { encoding: 'utf8' });
+  assert.equal(r.choices[0].text, cli);
+  // streaming completions carry the same text
+  const stream = await client.completions.create({ model: MODEL, prompt, max_tokens: 20, temperature: 0, stream: true });
+  let text = '';
+  for await (const c of stream) text += c.choices[0]?.text ?? '';
+  assert.equal(text, cli);
+  // default max_tokens of the completions API is 16
+  const d = await client.completions.create({ model: MODEL, prompt, temperature: 0 });
+  assert.ok(d.usage.completion_tokens <= 16);
+});
+
+test('stop sequences, seed, penalties, json_object accepted', async () => {
+  const base = await client.completions.create({ model: MODEL, prompt: 'Once upon a time', max_tokens: 30, temperature: 0 });
+  const full = base.choices[0].text;
+  const word = full.trim().split(/\s+/)[2];
+  const cut = await client.completions.create({ model: MODEL, prompt: 'Once upon a time', max_tokens: 30, temperature: 0, stop: [word] });
+  assert.equal(cut.choices[0].finish_reason, 'stop');
+  assert.equal(cut.choices[0].text, full.slice(0, full.indexOf(word)));
+  const a = await client.chat.completions.create({ model: MODEL, messages: story, max_tokens: 20, temperature: 1, seed: 42 });
+  const b = await client.chat.completions.create({ model: MODEL, messages: story, max_tokens: 20, temperature: 1, seed: 42 });
+  assert.equal(a.choices[0].message.content, b.choices[0].message.content);
+  const p = await client.chat.completions.create({
+    model: MODEL, messages: story, max_tokens: 10, presence_penalty: 1.5, frequency_penalty: 1, top_p: 0.9, response_format: { type: 'json_object' },
+  });
+  assert.equal(p.usage.completion_tokens > 0, true);
+});
+
+test('logprobs and top_logprobs', async () => {
+  const r = await client.chat.completions.create({ model: MODEL, messages: story, max_tokens: 8, temperature: 0, logprobs: true, top_logprobs: 3 });
+  const lp = r.choices[0].logprobs.content;
+  assert.equal(lp.length, r.usage.completion_tokens);
+  for (const t of lp) {
+    assert.ok(t.logprob <= 0);
+    assert.equal(t.top_logprobs.length, 3);
+    // greedy: the chosen token is the most likely one
+    assert.ok(Math.abs(t.logprob - t.top_logprobs[0].logprob) < 1e-6);
+    assert.ok(t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob);
+    assert.ok(Array.isArray(t.bytes));
+  }
+  assert.equal(lp.map((t) => t.token).join('').trim(), r.choices[0].message.content.trim());
+});
+
+test('embeddings: normalised, deterministic, distinct', async () => {
+  const r = await client.embeddings.create({ model: MODEL, input: ['The cat sat.', 'A dog ran far away.', 'The cat sat.'] });
+  assert.equal(r.data.length, 3);
+  const v = r.data.map((d) => d.embedding);
+  assert.equal(v[0].length, 64);
+  for (const e of v) {
+    const n = Math.sqrt(e.reduce((s, x) => s + x * x, 0));
+    assert.ok(Math.abs(n - 1) < 1e-4, 'unit norm ' + n);
+  }
+  assert.deepEqual(v[0], v[2]);
+  assert.notDeepEqual(v[0], v[1]);
+  assert.ok(r.usage.prompt_tokens > 0);
+  const f = await client.embeddings.create({ model: MODEL, input: 'The cat sat.', encoding_format: 'float' });
+  for (let i = 0; i < 64; i++) assert.ok(Math.abs(f.data[0].embedding[i] - v[0][i]) < 1e-6);
+});
+
+test('errors: status and OpenAI error shape', async () => {
+  // 401: wrong key, and no key
+  const bad = new OpenAI({ baseURL: URL + '/v1', apiKey: 'wrong', maxRetries: 0 });
+  await rejects(bad.chat.completions.create({ model: MODEL, messages: story }), 401, 'invalid_api_key');
+  // 404: unknown model
+  await rejects(client.chat.completions.create({ model: 'gpt-4o', messages: story }), 404, 'model_not_found');
+  // 400: bad fields
+  let e = await rejects(client.chat.completions.create({ model: MODEL, messages: story, temperature: 5 }), 400);
+  assert.equal(e.param, 'temperature');
+  e = await rejects(client.chat.completions.create({ model: MODEL, messages: [] }), 400);
+  assert.equal(e.param, 'messages');
+  e = await rejects(client.chat.completions.create({ model: MODEL, messages: story, n: 2 }), 400);
+  assert.equal(e.param, 'n');
+  e = await rejects(client.chat.completions.create({ model: MODEL, messages: [{ role: 'wizard', content: 'x' }] }), 400);
+  await rejects(client.chat.completions.create({ model: MODEL, messages: story, stop: ['a', 'b', 'c', 'd', 'e'] }), 400);
+  await rejects(client.chat.completions.create({ model: MODEL, messages: story, top_logprobs: 3 }), 400);
+  await rejects(client.completions.create({ model: MODEL }), 400);
+  // 400: malformed JSON (the SDK cannot send that: raw fetch)
+  const res = await fetch(URL + '/v1/chat/completions', {
+    method: 'POST', headers: { Authorization: 'Bearer ' + KEY, 'Content-Type': 'application/json' }, body: '{"model": "x", ',
+  });
+  assert.equal(res.status, 400);
+  const body = await res.json();
+  assert.equal(typeof body.error.message, 'string');
+  assert.equal(body.error.type, 'invalid_request_error');
+  // 413: longer than the context
+  const long = 'Once upon a time there was a cat. '.repeat(400);
+  await rejects(client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: long }] }), 413, 'context_length_exceeded');
+  await rejects(client.completions.create({ model: MODEL, prompt: 'Hi', max_tokens: 100000 }), 413, 'context_length_exceeded');
+  // 503: a model that failed to load
+  if (process.env.MESHLLM_BROKEN)
+    await rejects(client.chat.completions.create({ model: process.env.MESHLLM_BROKEN, messages: story }), 503, 'model_unavailable');
+  // unknown path: 404 in the same shape
+  const nf = await fetch(URL + '/v1/nothing', { headers: { Authorization: 'Bearer ' + KEY } });
+  assert.equal(nf.status, 404);
+  assert.ok((await nf.json()).error);
+});
+
+test('8 concurrent streams each equal the same prompt run alone (greedy)', async () => {
+  const prompts = ['Once upon a time', 'The little dog', 'Lily and Tom went', 'One day, a bird',
+    'The sun was', 'Sam had a red ball', 'There was a big tree', 'Mom said'];
+  const params = (p) => ({ model: MODEL, messages: [{ role: 'user', content: p }], max_tokens: 48, temperature: 0 });
+  const alone = [];
+  for (const p of prompts) alone.push((await streamText(params(p))).text);
+  const together = await Promise.all(prompts.map((p) => streamText(params(p))));
+  for (let i = 0; i < prompts.length; i++) assert.equal(together[i].text, alone[i], 'prompt ' + i);
+  assert.ok(new Set(alone).size > 4, 'outputs differ between prompts');
+});
+
+test('Ollama: /api/chat NDJSON stream, /api/generate, /api/tags, /api/version', async () => {
+  const h = { Authorization: 'Bearer ' + KEY, 'Content-Type': 'application/json' };
+  const req = { model: MODEL + ':latest', messages: story, options: { temperature: 0, num_predict: 12 } };
+  const res = await fetch(URL + '/api/chat', { method: 'POST', headers: h, body: JSON.stringify(req) });
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type'), /ndjson/);
+  const lines = (await res.text()).trim().split('\n').map((l) => JSON.parse(l));
+  assert.ok(lines.length >= 3);
+  const last = lines[lines.length - 1];
+  assert.equal(last.done, true);
+  assert.equal(last.eval_count, 12);
+  for (const l of lines.slice(0, -1)) assert.equal(l.done, false);
+  const streamed = lines.map((l) => l.message.content).join('');
+  const whole = await (await fetch(URL + '/api/chat', { method: 'POST', headers: h, body: JSON.stringify({ ...req, stream: false }) })).json();
+  assert.equal(whole.message.content, streamed);
+  assert.equal(whole.done, true);
+  const gen = await (await fetch(URL + '/api/generate', { method: 'POST', headers: h,
+    body: JSON.stringify({ model: MODEL, prompt: 'Once upon a time', raw: true, stream: false, options: { temperature: 0, num_predict: 20 } }) })).json();
+  const cli = execFileSync(process.env.MESHLLM_BIN, ['run', process.env.MESHLLM_MODEL_PATH, 'Once upon a time', '-n', '20', '--temp', '0'], { encoding: 'utf8' });
+  assert.equal(gen.response, cli);
+  const tags = await (await fetch(URL + '/api/tags', { headers: h })).json();
+  assert.ok(tags.models.some((m) => m.name === MODEL + ':latest'));
+  const ver = await (await fetch(URL + '/api/version', { headers: h })).json();
+  assert.equal(typeof ver.version, 'string');
+});
+
+test('health and metrics', async () => {
+  const h = await fetch(URL + '/health');
+  assert.equal(h.status, 200);
+  const m = await fetch(URL + '/metrics', { headers: { Authorization: 'Bearer ' + KEY } });
+  assert.equal(m.status, 200);
+  const text = await m.text();
+  assert.match(text, /^# TYPE meshllm_generated_tokens_total counter$/m);
+  const gen = text.match(/^meshllm_generated_tokens_total\{model="stories260K"\} (\d+)/m);
+  assert.ok(gen && Number(gen[1]) > 100, 'tokens counted');
+  assert.match(text, /^meshllm_queue_depth\{model="stories260K"\} 0$/m);
+  assert.match(text, /^meshllm_tokens_per_second\{model="stories260K"\} /m);
+  assert.equal((await fetch(URL + '/metrics')).status, 401);
+});
