@@ -416,6 +416,7 @@ int dht_msg_check(const uint8_t *msg, size_t msg_len)
 
 /* Storage for the protobuf view of up to n peers (closer + provider lists). */
 struct pb_peers {
+    struct dht_peer copy[DHT_K * 2]; /* the protobuf view points into these */
     Dht__Pb__Message__Peer pb[DHT_K * 2];
     Dht__Pb__Message__Peer *ptr[DHT_K * 2];
     ProtobufCBinaryData addrs[DHT_K * 2][DHT_PEER_ADDRS_MAX];
@@ -425,6 +426,8 @@ struct pb_peers {
 static void pb_peers_add(struct pb_peers *pp, const struct dht_peer *p)
 {
     if (pp->n == DHT_K * 2) return;
+    pp->copy[pp->n] = *p;
+    p = &pp->copy[pp->n];
     Dht__Pb__Message__Peer *q = &pp->pb[pp->n];
     dht__pb__message__peer__init(q);
     q->id.data = (uint8_t *)p->id.bytes;
