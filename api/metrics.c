@@ -69,6 +69,7 @@ char *api_metrics_text(struct http_server *s)
             (unsigned long long)rss_bytes());
     static const char *const names[][3] = {
         {"meshllm_requests_total", "counter", "Generation requests admitted to a slot."},
+        {"meshllm_requests_cancelled_total", "counter", "Requests ended because the client left."},
         {"meshllm_prompt_tokens_total", "counter", "Prompt tokens computed."},
         {"meshllm_prompt_tokens_cached_total", "counter", "Prompt tokens reused from KV slots."},
         {"meshllm_generated_tokens_total", "counter", "Tokens generated."},
@@ -87,7 +88,7 @@ char *api_metrics_text(struct http_server *s)
             if (st != REGISTRY_READY || !e->sched) continue;
             struct sched_stats ss;
             sched_stats(e->sched, &ss);
-            double v[] = {(double)ss.n_requests, (double)ss.n_prompt_tokens,
+            double v[] = {(double)ss.n_requests, (double)ss.n_cancelled, (double)ss.n_prompt_tokens,
                           (double)ss.n_cached_tokens, (double)ss.n_gen_tokens, ss.gen_tps,
                           ss.n_queued, ss.n_active, ss.n_slots, ss.busy_s};
             mprintf(&b, "%s{model=\"%s\"} %.6g\n", names[m][0], e->name, v[m]);

@@ -345,6 +345,7 @@ static void slot_free_req(struct sched *s, struct slot *sl, const char *reason)
     pthread_mutex_lock(&s->mu);
     sl->req = NULL;
     s->n_active--;
+    if (atomic_load(&r->canceled)) s->st.n_cancelled++;
     pthread_mutex_unlock(&s->mu);
     req_finish(r, reason);
     req_unref(r);
@@ -461,6 +462,7 @@ static bool admit(struct sched *s)
             if (!s->q_head) s->q_tail = NULL;
             s->n_queued--;
             if (atomic_load(&r->canceled)) {
+                s->st.n_cancelled++;
                 pthread_mutex_unlock(&s->mu);
                 req_finish(r, "cancelled");
                 req_unref(r);

@@ -103,6 +103,7 @@ struct sched_stats {
     int n_slots, n_active, n_queued, queue_cap, n_ctx;
     uint64_t n_requests;       /* admitted since start */
     uint64_t n_rejected;       /* refused because the queue was full */
+    uint64_t n_cancelled;      /* ended because the client went away */
     uint64_t n_prompt_tokens;  /* computed (not reused) prompt tokens */
     uint64_t n_cached_tokens;  /* prompt tokens reused from slot caches */
     uint64_t n_gen_tokens;
