@@ -423,6 +423,13 @@ static void test_gguf_every_prefix_fails_cleanly(void **state)
         assert_true(strlen(err) > 10);
     }
     assert_int_equal(open_exact(b.p, b.len, err, sizeof err), 0);
+    /* GGUF v2 has the same layout and is read too. */
+    patch_u32(b.p, L.version, 2);
+    struct gguf *g = NULL;
+    assert_int_equal(gguf_open_mem(b.p, b.len, &g, err, sizeof err), 0);
+    assert_int_equal(gguf_version(g), 2);
+    assert_int_equal(gguf_tensor_count(g), 2);
+    gguf_close(g);
     free(b.p);
 }
 
