@@ -1,0 +1,509 @@
+/* test_gossip.c - net/gossip: signed publish between two routers, invalid signatures
+ * rejected and penalised down to the graylist, IWANT served from the message cache (and not
+ * after it shifts out), IHAVE -> IWANT with broken promises penalised, GRAFT during backoff,
+ * malformed RPCs; and in a 120-node virtual-clock simulation: mesh degrees stay within
+ * [Dlo, Dhi], every subscriber gets every message exactly once, duplicates are suppressed.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "core/err.h"
+#include "net/gossip.h"
+#include "net/identity.h"
+#include "net/sim.h"
+#include "tests/util/test_util.h"
+
+#include "gossip.pb-c.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOPIC "/meshllm/announce/1"
+
+struct node {
+    struct identity id;
+    struct gossip *g;
+    int n_got;
+    uint8_t last[64];
+    size_t last_len;
+};
+
+static void on_msg(void *ud, const struct gossip_msg *m)
+{
+    struct node *n = ud;
+    n->n_got++;
+    n->last_len = m->data_len < sizeof n->last ? m->data_len : sizeof n->last;
+    memcpy(n->last, m->data, n->last_len);
+}
+
+static void node_init(struct node *n, uint8_t tag)
+{
+    uint8_t seed[32];
+    memset(n, 0, sizeof *n);
+    memset(seed, tag, sizeof seed);
+    assert_int_equal(identity_from_seed(seed, &n->id), 0);
+    struct gossip_config c;
+    memset(&c, 0, sizeof c);
+    c.id = &n->id;
+    c.seed[0] = tag;
+    c.on_message = on_msg;
+    c.ud = n;
+    assert_int_equal(gossip_new(&c, &n->g), 0);
+}
+
+/* Moves every frame queued at `from` for `to` into `to`; returns how many. Frames for other
+ * peers are dropped. */
+static int pump(struct node *from, struct node *to, uint64_t now)
+{
+    struct gossip_output o;
+    int n = 0;
+    while (gossip_next_output(from->g, &o) == 0) {
+        if (peer_id_equal(&o.peer, &to->id.id)) {
+            const uint8_t *body;
+            size_t bl, used;
+            assert_int_equal(gossip_frame_split(o.frame, o.frame_len, &body, &bl, &used), 0);
+            assert_int_equal(used, o.frame_len);
+            assert_int_equal(gossip_on_rpc(to->g, now, &from->id.id, body, bl), 0);
+            n++;
+        }
+        free(o.frame);
+    }
+    return n;
+}
+
+/* Pops frames of `from` and decodes them; the caller frees with free_unpacked. */
+static Pubsub__Pb__RPC *next_rpc(struct node *from)
+{
+    struct gossip_output o;
+    if (gossip_next_output(from->g, &o) != 0) return NULL;
+    const uint8_t *body;
+    size_t bl, used;
+    assert_int_equal(gossip_frame_split(o.frame, o.frame_len, &body, &bl, &used), 0);
+    Pubsub__Pb__RPC *r = pubsub__pb__rpc__unpack(NULL, bl, body);
+    assert_non_null(r);
+    free(o.frame);
+    return r;
+}
+
+static void drain(struct node *n)
+{
+    struct gossip_output o;
+    while (gossip_next_output(n->g, &o) == 0) free(o.frame);
+}
+
+/* Tests of two routers start at T(0): pair_up has run one heartbeat before. */
+#define T(x) (2000 + (uint64_t)(x))
+
+/* Connects a and b, subscribes both, and lets the first heartbeat graft them. */
+static void pair_up(struct node *a, struct node *b)
+{
+    assert_int_equal(gossip_peer_add(a->g, 0, &b->id.id, true), 0);
+    assert_int_equal(gossip_peer_add(b->g, 0, &a->id.id, false), 0);
+    assert_int_equal(gossip_subscribe(a->g, 0, TOPIC), 0);
+    assert_int_equal(gossip_subscribe(b->g, 0, TOPIC), 0);
+    gossip_periodic(a->g, 0);
+    gossip_periodic(b->g, 0);
+    pump(a, b, 1);
+    pump(b, a, 1);
+    gossip_periodic(a->g, 1000);
+    gossip_periodic(b->g, 1000);
+    pump(a, b, 1001);
+    pump(b, a, 1001);
+}
+
+/* An RPC with one message signed by `author` (optionally corrupted after signing). */
+static size_t signed_rpc(const struct identity *author, uint64_t seq, const char *text,
+                         bool corrupt, uint8_t *out, size_t cap)
+{
+    Pubsub__Pb__Message m = PUBSUB__PB__MESSAGE__INIT, *mp = &m;
+    uint8_t seqb[8], sig[64], data[64];
+    size_t dl = strlen(text);
+    memcpy(data, text, dl);
+    for (int i = 0; i < 8; i++) seqb[i] = (uint8_t)(seq >> (56 - 8 * i));
+    m.has_from = 1;
+    m.from = (ProtobufCBinaryData){author->id.len, (uint8_t *)author->id.bytes};
+    m.has_data = 1;
+    m.data = (ProtobufCBinaryData){dl, data};
+    m.has_seqno = 1;
+    m.seqno = (ProtobufCBinaryData){8, seqb};
+    m.topic = (char *)TOPIC;
+    uint8_t tosign[512];
+    memcpy(tosign, GOSSIP_SIGN_PREFIX, 14);
+    size_t n = pubsub__pb__message__pack(&m, tosign + 14);
+    identity_sign(author, tosign, 14 + n, sig);
+    m.has_signature = 1;
+    m.signature = (ProtobufCBinaryData){64, sig};
+    if (corrupt) data[0] ^= 0x20;
+    Pubsub__Pb__RPC r = PUBSUB__PB__RPC__INIT;
+    r.n_publish = 1;
+    r.publish = &mp;
+    size_t len = pubsub__pb__rpc__get_packed_size(&r);
+    assert_true(len <= cap);
+    return pubsub__pb__rpc__pack(&r, out);
+}
+
+/* ---- two routers --------------------------------------------------------------------- */
+
+static void test_gossip_publish_signed_and_delivered(void **state)
+{
+    (void)state;
+    struct node a, b;
+    node_init(&a, 1);
+    node_init(&b, 2);
+    pair_up(&a, &b);
+    assert_int_equal(gossip_mesh_peers(a.g, TOPIC, NULL, 0), 1);
+    assert_int_equal(gossip_mesh_peers(b.g, TOPIC, NULL, 0), 1);
+
+    uint8_t id[GOSSIP_MSG_ID_MAX_LEN];
+    size_t id_len;
+    assert_int_equal(gossip_publish(a.g, T(10), TOPIC, (const uint8_t *)"hello", 5, id, &id_len), 0);
+    assert_int_equal(a.n_got, 1); /* our own subscription sees it */
+    /* Message id = from || seqno. */
+    assert_int_equal(id_len, a.id.id.len + 8);
+    assert_memory_equal(id, a.id.id.bytes, a.id.id.len);
+    /* On the wire: from, 8-byte seqno, a 64-byte signature, no key (inlined in the ID). */
+    Pubsub__Pb__RPC *r = next_rpc(&a);
+    assert_non_null(r);
+    assert_int_equal(r->n_publish, 1);
+    Pubsub__Pb__Message *m = r->publish[0];
+    assert_true(m->has_signature && m->signature.len == 64);
+    assert_false(m->has_key);
+    assert_int_equal(m->seqno.len, 8);
+    assert_string_equal(m->topic, TOPIC);
+    /* The signature verifies over "libp2p-pubsub:" || message-without-signature. */
+    Pubsub__Pb__Message u = *m;
+    u.has_signature = 0;
+    uint8_t buf[512], pub[IDENTITY_PUBKEY_PROTO_LEN];
+    memcpy(buf, "libp2p-pubsub:", 14);
+    size_t n = pubsub__pb__message__pack(&u, buf + 14);
+    identity_pubkey_proto(a.id.pk, pub);
+    assert_int_equal(identity_verify(pub, sizeof pub, buf, 14 + n, m->signature.data, 64), 0);
+    pubsub__pb__rpc__free_unpacked(r, NULL);
+
+    assert_int_equal(gossip_publish(a.g, T(11), TOPIC, (const uint8_t *)"second", 6, NULL, NULL), 0);
+    pump(&a, &b, T(12));
+    assert_int_equal(b.n_got, 1);
+    assert_int_equal(b.last_len, 6);
+    assert_memory_equal(b.last, "second", 6);
+    /* B's mesh forwarding must not echo it back to A, the author. */
+    assert_int_equal(pump(&b, &a, T(13)), 0);
+    assert_true(gossip_peer_score(b.g, T(13), &a.id.id) > 0); /* P1 + P2 */
+    gossip_free(a.g);
+    gossip_free(b.g);
+}
+
+static void test_gossip_invalid_signature_rejected_and_penalised(void **state)
+{
+    (void)state;
+    struct node a, b;
+    node_init(&a, 1);
+    node_init(&b, 2);
+    pair_up(&a, &b);
+    uint8_t rpc[1024];
+    size_t len = signed_rpc(&a.id, 1, "forged", true, rpc, sizeof rpc);
+    assert_int_equal(gossip_on_rpc(b.g, T(5), &a.id.id, rpc, len), 0);
+    assert_int_equal(b.n_got, 0);
+    struct gossip_stats st;
+    gossip_get_stats(b.g, &st);
+    assert_int_equal(st.n_invalid, 1);
+    assert_true(gossip_peer_score(b.g, T(5), &a.id.id) < 0);
+    /* At the next heartbeat the negative peer leaves B's mesh (with a PRUNE). */
+    gossip_periodic(b.g, T(1001));
+    assert_int_equal(gossip_mesh_peers(b.g, TOPIC, NULL, 0), 0);
+    Pubsub__Pb__RPC *r = next_rpc(&b);
+    assert_non_null(r);
+    assert_non_null(r->control);
+    assert_int_equal(r->control->n_prune, 1);
+    assert_true(r->control->prune[0]->has_backoff && r->control->prune[0]->backoff == 60);
+    pubsub__pb__rpc__free_unpacked(r, NULL);
+    /* Two more forgeries: graylisted, so even a valid message is then ignored. */
+    for (uint64_t s = 2; s <= 3; s++) {
+        len = signed_rpc(&a.id, s, "forged", true, rpc, sizeof rpc);
+        assert_int_equal(gossip_on_rpc(b.g, T(1002), &a.id.id, rpc, len), 0);
+    }
+    assert_true(gossip_peer_score(b.g, T(1002), &a.id.id) < -80);
+    len = signed_rpc(&a.id, 4, "valid", false, rpc, sizeof rpc);
+    assert_int_equal(gossip_on_rpc(b.g, T(1003), &a.id.id, rpc, len), 0);
+    assert_int_equal(b.n_got, 0);
+    gossip_get_stats(b.g, &st);
+    assert_int_equal(st.n_graylisted, 1);
+    /* A valid message from an honest third peer is delivered. */
+    struct node c;
+    node_init(&c, 3);
+    assert_int_equal(gossip_peer_add(b.g, T(1003), &c.id.id, false), 0);
+    len = signed_rpc(&c.id, 9, "valid", false, rpc, sizeof rpc);
+    assert_int_equal(gossip_on_rpc(b.g, T(1004), &c.id.id, rpc, len), 0);
+    assert_int_equal(b.n_got, 1);
+    gossip_free(a.g);
+    gossip_free(b.g);
+    gossip_free(c.g);
+}
+
+static void test_gossip_iwant_served_from_mcache(void **state)
+{
+    (void)state;
+    struct node a, b;
+    node_init(&a, 1);
+    node_init(&b, 2);
+    pair_up(&a, &b);
+    drain(&a);
+    uint8_t id[GOSSIP_MSG_ID_MAX_LEN];
+    size_t id_len;
+    assert_int_equal(gossip_publish(a.g, T(10), TOPIC, (const uint8_t *)"cached", 6, id, &id_len), 0);
+    drain(&a);
+    /* B asks with IWANT: A answers from its cache, at most 3 times (retransmission cap). */
+    Pubsub__Pb__ControlIWant iw = PUBSUB__PB__CONTROL_IWANT__INIT, *iwp = &iw;
+    ProtobufCBinaryData want[2] = {{id_len, id}, {5, (uint8_t *)"nope!"}};
+    iw.n_messageids = 2;
+    iw.messageids = want;
+    Pubsub__Pb__ControlMessage ctl = PUBSUB__PB__CONTROL_MESSAGE__INIT;
+    ctl.n_iwant = 1;
+    ctl.iwant = &iwp;
+    Pubsub__Pb__RPC r = PUBSUB__PB__RPC__INIT;
+    r.control = &ctl;
+    uint8_t buf[512];
+    size_t len = pubsub__pb__rpc__pack(&r, buf);
+    for (int k = 0; k < 4; k++) {
+        assert_int_equal(gossip_on_rpc(a.g, T(11), &b.id.id, buf, len), 0);
+        Pubsub__Pb__RPC *got = next_rpc(&a);
+        if (k == 3) {
+            assert_null(got); /* fourth ask: refused */
+            break;
+        }
+        assert_non_null(got);
+        assert_int_equal(got->n_publish, 1);
+        assert_int_equal(got->publish[0]->data.len, 6);
+        assert_memory_equal(got->publish[0]->data.data, "cached", 6);
+        pubsub__pb__rpc__free_unpacked(got, NULL);
+    }
+    struct gossip_stats st;
+    gossip_get_stats(a.g, &st);
+    assert_int_equal(st.n_iwant_served, 3);
+    /* After history_length (5) heartbeats the message has left the cache. */
+    struct node c;
+    node_init(&c, 3);
+    assert_int_equal(gossip_peer_add(a.g, T(12), &c.id.id, false), 0);
+    for (int h = 1; h <= 6; h++) gossip_periodic(a.g, T(11 + 1000 * (uint64_t)h));
+    drain(&a);
+    assert_int_equal(gossip_on_rpc(a.g, T(7000), &c.id.id, buf, len), 0);
+    assert_null(next_rpc(&a));
+    gossip_free(a.g);
+    gossip_free(b.g);
+    gossip_free(c.g);
+}
+
+static void test_gossip_ihave_asks_iwant_and_broken_promises_penalised(void **state)
+{
+    (void)state;
+    struct node a, b;
+    node_init(&a, 1);
+    node_init(&b, 2);
+    pair_up(&a, &b);
+    drain(&b);
+    /* A advertises two ids it will never deliver. */
+    ProtobufCBinaryData ids[2] = {{6, (uint8_t *)"ghost1"}, {6, (uint8_t *)"ghost2"}};
+    Pubsub__Pb__ControlIHave ih = PUBSUB__PB__CONTROL_IHAVE__INIT, *ihp = &ih;
+    ih.topicid = (char *)TOPIC;
+    ih.n_messageids = 2;
+    ih.messageids = ids;
+    Pubsub__Pb__ControlMessage ctl = PUBSUB__PB__CONTROL_MESSAGE__INIT;
+    ctl.n_ihave = 1;
+    ctl.ihave = &ihp;
+    Pubsub__Pb__RPC r = PUBSUB__PB__RPC__INIT;
+    r.control = &ctl;
+    uint8_t buf[512];
+    size_t len = pubsub__pb__rpc__pack(&r, buf);
+    assert_int_equal(gossip_on_rpc(b.g, T(100), &a.id.id, buf, len), 0);
+    Pubsub__Pb__RPC *got = next_rpc(&b);
+    assert_non_null(got);
+    assert_non_null(got->control);
+    assert_int_equal(got->control->n_iwant, 1);
+    assert_int_equal(got->control->iwant[0]->n_messageids, 2);
+    pubsub__pb__rpc__free_unpacked(got, NULL);
+    double before = gossip_peer_score(b.g, T(100), &a.id.id);
+    /* Repeating the IHAVE does not ask again while the promise is open. */
+    assert_int_equal(gossip_on_rpc(b.g, T(101), &a.id.id, buf, len), 0);
+    assert_null(next_rpc(&b));
+    /* 3 s later the promises are broken: behaviour penalty (P7) makes the score drop. */
+    gossip_periodic(b.g, T(1000));
+    gossip_periodic(b.g, T(2000));
+    gossip_periodic(b.g, T(3500));
+    double after = gossip_peer_score(b.g, T(3500), &a.id.id);
+    assert_true(after < before - 1);
+    gossip_free(a.g);
+    gossip_free(b.g);
+}
+
+static void test_gossip_graft_during_backoff_is_pruned_and_penalised(void **state)
+{
+    (void)state;
+    struct node a, b;
+    node_init(&a, 1);
+    node_init(&b, 2);
+    pair_up(&a, &b);
+    drain(&a);
+    drain(&b);
+    /* B leaves the topic: A gets a PRUNE with the unsubscribe backoff (10 s). */
+    assert_int_equal(gossip_unsubscribe(b.g, T(10), TOPIC), 0);
+    pump(&b, &a, T(11));
+    assert_int_equal(gossip_mesh_peers(a.g, TOPIC, NULL, 0), 0);
+    assert_int_equal(gossip_subscribe(b.g, T(12), TOPIC), 0);
+    /* B is backed off from A, so its own subscribe must not GRAFT A... */
+    Pubsub__Pb__RPC *got = next_rpc(&b);
+    assert_non_null(got);
+    assert_true(got->control == NULL || got->control->n_graft == 0);
+    pubsub__pb__rpc__free_unpacked(got, NULL);
+    /* ...and if a GRAFT arrives anyway, A answers PRUNE and penalises B. */
+    Pubsub__Pb__ControlGraft gr = PUBSUB__PB__CONTROL_GRAFT__INIT, *grp = &gr;
+    gr.topicid = (char *)TOPIC;
+    Pubsub__Pb__ControlMessage ctl = PUBSUB__PB__CONTROL_MESSAGE__INIT;
+    ctl.n_graft = 1;
+    ctl.graft = &grp;
+    Pubsub__Pb__RPC r = PUBSUB__PB__RPC__INIT;
+    r.control = &ctl;
+    uint8_t buf[256];
+    size_t len = pubsub__pb__rpc__pack(&r, buf);
+    drain(&a);
+    assert_int_equal(gossip_on_rpc(a.g, T(13), &b.id.id, buf, len), 0);
+    assert_int_equal(gossip_on_rpc(a.g, T(14), &b.id.id, buf, len), 0);
+    assert_int_equal(gossip_mesh_peers(a.g, TOPIC, NULL, 0), 0);
+    got = next_rpc(&a);
+    assert_non_null(got);
+    assert_true(got->control && got->control->n_prune >= 1);
+    pubsub__pb__rpc__free_unpacked(got, NULL);
+    assert_true(gossip_peer_score(a.g, T(14), &b.id.id) < 0);
+    gossip_free(a.g);
+    gossip_free(b.g);
+}
+
+static void test_gossip_rejects_malformed_rpc(void **state)
+{
+    (void)state;
+    struct node a, b;
+    node_init(&a, 1);
+    node_init(&b, 2);
+    pair_up(&a, &b);
+    const uint8_t junk[] = {0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f};
+    assert_int_equal(gossip_on_rpc(b.g, T(5), &a.id.id, junk, sizeof junk), MESH_EPROTO);
+    assert_int_equal(gossip_rpc_check(junk, sizeof junk), MESH_EPROTO);
+    /* A message without the required topic field. */
+    const uint8_t no_topic[] = {0x12, 0x02, 0x12, 0x00};
+    assert_int_equal(gossip_rpc_check(no_topic, sizeof no_topic), MESH_EPROTO);
+    /* Unknown peer. */
+    struct node c;
+    node_init(&c, 3);
+    uint8_t rpc[512];
+    size_t len = signed_rpc(&c.id, 1, "x", false, rpc, sizeof rpc);
+    assert_int_equal(gossip_on_rpc(b.g, T(5), &c.id.id, rpc, len), MESH_ENOTFOUND);
+    /* Oversized frame length. */
+    uint8_t frame[8] = {0x80, 0x80, 0x80, 0x08};
+    const uint8_t *body;
+    size_t bl, used;
+    assert_int_equal(gossip_frame_split(frame, 4, &body, &bl, &used), MESH_ERANGE);
+    gossip_free(a.g);
+    gossip_free(b.g);
+    gossip_free(c.g);
+}
+
+/* ---- simulation ---------------------------------------------------------------------- */
+
+#define SIM_N 120
+#define N_MSGS 20
+
+struct deliveries {
+    uint8_t got[SIM_N][N_MSGS]; /* times each node's application saw each message */
+    size_t n_extra;
+};
+
+static void sim_on_msg(void *ud, size_t node, const struct gossip_msg *m)
+{
+    struct deliveries *d = ud;
+    if (m->data_len != 1 || m->data[0] >= N_MSGS || node >= SIM_N) {
+        d->n_extra++;
+        return;
+    }
+    d->got[node][m->data[0]]++;
+}
+
+static void test_gossip_sim_mesh_degrees_and_delivery(void **state)
+{
+    (void)state;
+    struct deliveries *dl = calloc(1, sizeof *dl);
+    assert_non_null(dl);
+    struct sim_config c;
+    memset(&c, 0, sizeof c);
+    c.n_max = SIM_N;
+    c.seed = 99;
+    c.with_gossip = true;
+    c.on_gossip_message = sim_on_msg;
+    c.ud = dl;
+    struct sim *s;
+    assert_int_equal(sim_new(&c, &s), 0);
+    for (size_t i = 0; i < SIM_N; i++) {
+        size_t idx;
+        assert_int_equal(sim_node_add(s, &idx), 0);
+    }
+    /* Each node dials 8 random others: degrees around 16, some above Dhi. */
+    uint64_t rng = 3;
+    for (size_t i = 0; i < SIM_N; i++)
+        for (int k = 0; k < 8; k++) {
+            size_t j = test_rand_u64(&rng) % SIM_N;
+            if (j != i) sim_gossip_connect(s, i, j);
+        }
+    for (size_t i = 0; i < SIM_N; i++) {
+        assert_int_equal(gossip_subscribe(sim_node_gossip(s, i), sim_now(s), TOPIC), 0);
+        sim_node_poke(s, i);
+    }
+    sim_run_until(s, 30000);
+    struct gossip_params p;
+    gossip_params_default(&p);
+    for (size_t i = 0; i < SIM_N; i++) {
+        size_t deg = gossip_mesh_peers(sim_node_gossip(s, i), TOPIC, NULL, 0);
+        if (deg < (size_t)p.d_lo || deg > (size_t)p.d_hi)
+            fail_msg("node %zu mesh degree %zu outside [%d, %d]", i, deg, p.d_lo, p.d_hi);
+    }
+    for (int m = 0; m < N_MSGS; m++) {
+        size_t from = test_rand_u64(&rng) % SIM_N;
+        uint8_t data = (uint8_t)m;
+        assert_int_equal(gossip_publish(sim_node_gossip(s, from), sim_now(s), TOPIC, &data, 1,
+                                         NULL, NULL),
+                         0);
+        sim_node_poke(s, from);
+        sim_run_until(s, sim_now(s) + 200);
+    }
+    sim_run_until(s, sim_now(s) + 10000);
+    uint64_t dups = 0;
+    for (size_t i = 0; i < SIM_N; i++) {
+        for (int m = 0; m < N_MSGS; m++)
+            if (dl->got[i][m] != 1)
+                fail_msg("node %zu saw message %d %d times", i, m, dl->got[i][m]);
+        struct gossip_stats st;
+        gossip_get_stats(sim_node_gossip(s, i), &st);
+        dups += st.n_duplicates;
+        assert_int_equal(st.n_invalid, 0);
+    }
+    assert_int_equal(dl->n_extra, 0);
+    assert_true(dups > 0); /* copies did arrive over several mesh links, and were dropped */
+    printf("# %d nodes, %d messages: all delivered once; %llu duplicate copies suppressed\n",
+           SIM_N, N_MSGS, (unsigned long long)dups);
+    sim_free(s);
+    free(dl);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gossip_publish_signed_and_delivered),
+        cmocka_unit_test(test_gossip_invalid_signature_rejected_and_penalised),
+        cmocka_unit_test(test_gossip_iwant_served_from_mcache),
+        cmocka_unit_test(test_gossip_ihave_asks_iwant_and_broken_promises_penalised),
+        cmocka_unit_test(test_gossip_graft_during_backoff_is_pruned_and_penalised),
+        cmocka_unit_test(test_gossip_rejects_malformed_rpc),
+        cmocka_unit_test(test_gossip_sim_mesh_degrees_and_delivery),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
