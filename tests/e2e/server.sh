@@ -9,7 +9,8 @@ E2E_PIDS=()
 E2E_TMP=$(mktemp -d)
 
 e2e_cleanup() {
-    local p
+    local rc=$? p
+    set +e
     for p in "${E2E_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
     for p in "${E2E_PIDS[@]}"; do
         for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
@@ -17,6 +18,7 @@ e2e_cleanup() {
         wait "$p" 2>/dev/null
     done
     rm -rf "$E2E_TMP"
+    exit "$rc"
 }
 trap e2e_cleanup EXIT
 
@@ -39,7 +41,7 @@ e2e_start() {
     E2E_PIDS+=("$pid")
     local port=""
     for _ in $(seq 200); do
-        port=$(grep -oE 'API at http://127\.0\.0\.1:[0-9]+' "$log" | grep -oE '[0-9]+$' | head -1)
+        port=$(grep -oE 'API at http://127\.0\.0\.1:[0-9]+' "$log" | grep -oE '[0-9]+$' | head -1 || true)
         [ -n "$port" ] && break
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.05
