@@ -7,6 +7,9 @@ pkgs=(build-essential pkg-config clang libclang-rt-14-dev
       libsodium-dev libuv1-dev libmicrohttpd-dev libcurl4-openssl-dev libcjson-dev
       libsqlite3-dev libprotobuf-c-dev protobuf-c-compiler libzstd-dev libcmocka-dev
       unicode-data python3)
+# The API end-to-end tests: Node.js + npm (openai, playwright-core) and Debian's Chromium.
+pkgs+=(curl nodejs chromium)
+command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 if [ "${MESHLLM_SETUP_EXTRA:-1}" = 1 ]; then
     pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user)
 fi
