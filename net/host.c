@@ -38,6 +38,7 @@ struct bytes {
 
 static int bytes_append(struct bytes *b, const uint8_t *d, size_t n)
 {
+    if (n == 0) return 0;
     if (b->off && b->off == b->len) b->off = b->len = 0;
     if (n > b->cap - b->len) {
         if (b->off) {
@@ -112,6 +113,7 @@ struct conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
     uv_connect_t connect_req;
+    uv_shutdown_t shutdown_req;
     int n_open_handles;
     bool is_dialer, is_closing, is_ready;
     enum conn_phase phase;
@@ -227,6 +229,11 @@ void host_close(struct host *h)
     for (size_t i = 0; i < h->n_listeners; i++)
         uv_close((uv_handle_t *)&h->listeners[i]->tcp, listener_closed);
     h->n_listeners = 0;
+    for (struct conn *c = h->conns; c; c = c->next)
+        if (c->yamux) {
+            yamux_go_away(c->yamux, YAMUX_GOAWAY_NORMAL);
+            conn_flush(c);
+        }
     while (h->conns) conn_close(h->conns, MESH_ECLOSED);
     if (h->n_open_handles == 0) host_release(h);
 }
@@ -678,6 +685,13 @@ static void conn_handle_closed(uv_handle_t *hd)
     handle_closed(h);
 }
 
+static void conn_on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct conn *c = req->data;
+    (void)status;
+    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+}
+
 static void conn_close(struct conn *c, int status)
 {
     struct host *h = c->h;
@@ -705,7 +719,14 @@ static void conn_close(struct conn *c, int status)
     if (c->is_ready && h->on_peer) h->on_peer(h->on_peer_ctx, HOST_PEER_DISCONNECTED, &c->info);
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
-    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+    /* A clean close lets queued bytes (go away, last replies) reach the peer first. */
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (status == MESH_ECLOSED && c->write_pending > 0 &&
+        uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, conn_on_shutdown) == 0) {
+        c->shutdown_req.data = c;
+    } else {
+        uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+    }
     yamux_free(c->yamux);
     c->yamux = NULL;
     noise_conn_free(c->noise);

@@ -117,7 +117,7 @@ static int encrypt_and_hash(struct noise_hs *hs, const uint8_t *pt, size_t len, 
         int rc = noise_cipher_encrypt(&hs->cs, hs->h, 32, pt, len, out);
         if (rc) return rc;
     } else {
-        memmove(out, pt, len);
+        if (len) memmove(out, pt, len);
     }
     mix_hash(hs, out, need);
     *out_len = need;
@@ -140,7 +140,7 @@ static int decrypt_and_hash(struct noise_hs *hs, const uint8_t *ct, size_t len, 
         int rc = noise_cipher_decrypt(&hs->cs, h_before, 32, ct, len, out);
         if (rc) return rc;
     } else {
-        memmove(out, ct, len);
+        if (len) memmove(out, ct, len);
     }
     *out_len = plen;
     return 0;

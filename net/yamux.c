@@ -20,6 +20,7 @@ struct bytes {
 
 static int bytes_append(struct bytes *b, const uint8_t *d, size_t n)
 {
+    if (n == 0) return 0;
     if (b->off > 0 && b->off == b->len) b->off = b->len = 0;
     if (n > b->cap - b->len) {
         /* compact first, then grow */

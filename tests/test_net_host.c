@@ -298,8 +298,45 @@ struct interop {
     struct host *h;
     struct peer_watch w;
     struct ping_result ping;
-    bool ping_started, disconnected;
+    bool ping_started, disconnected, was_pinged, ping_stream_closed;
+    size_t n_echoed;
 };
+
+/* Dial mode serves /ipfs/ping/1.0.0 itself (through the public handler API) to see when the
+ * JS peer has pinged us back. */
+static void interop_echo(void *ctx, struct host_stream *s, const uint8_t *d, size_t n)
+{
+    struct interop *io = ctx;
+    host_stream_write(s, d, n);
+    io->n_echoed += n;
+    if (io->n_echoed >= 32 && !io->was_pinged) {
+        io->was_pinged = true;
+        printf("c served ping from js\n");
+        fflush(stdout);
+    }
+}
+
+static void interop_echo_eof(void *ctx, struct host_stream *s)
+{
+    (void)ctx;
+    host_stream_close(s);
+}
+
+static void interop_echo_close(void *ctx, struct host_stream *s, int status)
+{
+    struct interop *io = ctx;
+    (void)s;
+    (void)status;
+    io->ping_stream_closed = true; /* the JS side has finished reading our echo */
+}
+
+static const struct host_stream_cbs g_interop_echo_cbs = {interop_echo, interop_echo_eof,
+                                                          interop_echo_close};
+
+static void interop_ping_serve(void *ctx, struct host_stream *s)
+{
+    host_stream_set_callbacks(s, &g_interop_echo_cbs, ctx);
+}
 
 static void interop_peer(void *ctx, enum host_peer_event ev, const struct host_peer_info *p)
 {
@@ -333,6 +370,7 @@ static int interop_main(int argc, char **argv)
     struct host_config cfg = {.identity = &id};
     if (host_new(&io.loop, &cfg, &io.h)) return 1;
     host_set_peer_callback(io.h, interop_peer, &io);
+    if (dial) host_set_handler(io.h, HOST_PING_ID, interop_ping_serve, &io);
     uv_timer_init(&io.loop, &deadline);
     uv_timer_start(&deadline, interop_deadline, 30000, 0);
     multiaddr_from_text("/ip4/127.0.0.1/tcp/0", &addr);
@@ -366,7 +404,12 @@ static int interop_main(int argc, char **argv)
     printf("c ping status=%d rtt_us=%llu\n", io.ping.status, (unsigned long long)io.ping.rtt_us);
     fflush(stdout);
     int rc = io.ping.status == 0 && strstr(io.w.info.agent, "libp2p") ? 0 : 1;
-    if (!dial) {
+    if (dial) {
+        /* Stay until the JS side has pinged us back over our connection. */
+        while (!(io.was_pinged && io.ping_stream_closed) && !io.disconnected)
+            uv_run(&io.loop, UV_RUN_ONCE);
+        if (!io.was_pinged) rc = 1;
+    } else {
         /* Stay until the JS side, which checks us, hangs up. */
         while (!io.disconnected) uv_run(&io.loop, UV_RUN_ONCE);
     }

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# net_interop.test.sh - our libp2p stack against js-libp2p (tests/interop/peer.mjs), on
+# 127.0.0.1 only, both directions:
+#   A: a JS peer listens, our node dials it: ping + identify both ways on that connection
+#      (the JS peer identifies us and pings us back).
+#   B: our node listens, the JS peer dials it: same checks the other way round.
+# Installs the pinned npm packages into tests/interop/node_modules first; if npm cannot do
+# that, the test FAILS (it never skips silently).
+set -u
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${MESHLLM_BUILD:-build}
+bin=$root/$build/tests/test_net_host
+dir=$root/tests/interop
+work=$(mktemp -d "${TMPDIR:-/tmp}/meshllm-interop-XXXXXX")
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+fail() {
+    echo "FAIL: $*"
+    for f in "$work"/*.out; do [ -f "$f" ] && { echo "--- $f"; cat "$f"; }; done
+    exit 1
+}
+
+[ -x "$bin" ] || fail "$bin not built"
+command -v node >/dev/null || fail "node is not installed (needed for the js-libp2p peer)"
+command -v npm >/dev/null || fail "npm is not installed (needed for the js-libp2p peer)"
+lock_sum=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$dir/node_modules/.meshllm-lock-sha256" 2>/dev/null)" != "$lock_sum" ]; then
+    echo "installing js-libp2p test dependencies (npm ci)..."
+    (cd "$dir" && npm ci --no-audit --no-fund >"$work/npm.out" 2>&1) ||
+        fail "npm ci failed (is the npm registry reachable?); see output below"
+    echo "$lock_sum" >"$dir/node_modules/.meshllm-lock-sha256"
+fi
+node_run() { (cd "$dir" && exec node --import ./polyfill.mjs peer.mjs "$@"); }
+
+wait_for() { # file pattern
+    for _ in $(seq 150); do
+        grep -q "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# ---- A: we dial js ----
+node_run listen >"$work/a-js.out" 2>&1 &
+pids+=($!)
+wait_for "$work/a-js.out" "^js listening" || fail "A: JS peer did not start"
+js_addr=$(sed -n 's/^js listening //p' "$work/a-js.out" | head -1)
+case $js_addr in /ip4/127.0.0.1/tcp/*) ;; *) fail "A: JS peer address not on loopback: $js_addr" ;; esac
+timeout 40 "$bin" --interop-dial "$js_addr" >"$work/a-c.out" 2>&1 || fail "A: our dialer failed"
+wait "${pids[0]}" || fail "A: JS peer reported failure"
+grep -q "^c ping status=0 " "$work/a-c.out" || fail "A: our ping of the JS peer failed"
+grep -q "^c identify .*agent=js-libp2p/.*protocols=.*/ipfs/ping/1.0.0" "$work/a-c.out" ||
+    fail "A: we did not identify the JS peer"
+grep -q "^c served ping from js" "$work/a-c.out" || fail "A: the JS peer did not ping us"
+grep -q "^js identify .*agent=meshllm/0.1 .*protocols=.*/ipfs/id/1.0.0" "$work/a-js.out" ||
+    fail "A: the JS peer did not identify us"
+grep -q "^js ping ok" "$work/a-js.out" || fail "A: the JS peer's ping of us failed"
+echo "A ok: $(grep '^c ping' "$work/a-c.out"); $(grep '^js ping' "$work/a-js.out")"
+
+# ---- B: js dials us ----
+timeout 40 "$bin" --interop-listen >"$work/b-c.out" 2>&1 &
+pids+=($!)
+wait_for "$work/b-c.out" "^c listening" || fail "B: our listener did not start"
+c_addr=$(sed -n 's/^c listening //p' "$work/b-c.out" | head -1)
+timeout 40 bash -c "cd '$dir' && exec node --import ./polyfill.mjs peer.mjs dial '$c_addr'" \
+    >"$work/b-js.out" 2>&1 || fail "B: the JS dialer failed"
+wait "${pids[1]}" || fail "B: our listener reported failure"
+grep -q "^js ping ok" "$work/b-js.out" || fail "B: the JS peer's ping of us failed"
+grep -q "^js identify .*agent=meshllm/0.1 " "$work/b-js.out" || fail "B: the JS peer did not identify us"
+grep -q "^c identify .*agent=js-libp2p/" "$work/b-c.out" || fail "B: we did not identify the JS peer"
+grep -q "^c ping status=0 " "$work/b-c.out" || fail "B: our ping back to the JS peer failed"
+echo "B ok: $(grep '^js ping' "$work/b-js.out"); $(grep '^c ping' "$work/b-c.out")"
+echo "interop ok"
