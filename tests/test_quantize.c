@@ -19,6 +19,8 @@
 #include "tests/util/test_util.h"
 
 #include <math.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -588,6 +590,65 @@ static void test_model_gen_shapes_and_loader(void **state)
     model_free(m);
 }
 
+/* Runs a shell command line; returns its exit status and its stdout+stderr in out. */
+static int run_cmd(const char *cmd, char *out, size_t cap)
+{
+    char full[2048];
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* meshllm quantize / info as a user runs them (skipped when the binary is not built). */
+static void test_quantize_cli(void **state)
+{
+    (void)state;
+    const char *bin = getenv("MESHLLM_BIN");
+    if (!bin || access(bin, X_OK) != 0) skip();
+    static char out[1 << 16];
+    char cmd[1600];
+    const char *q = tmp_path("cli-q8.gguf");
+    snprintf(cmd, sizeof cmd, "'%s' quantize '%s' '%s' q8_0 -t 2", bin, test_model_path("stories260K.gguf"), q);
+    assert_int_equal(run_cmd(cmd, out, sizeof out), 0);
+    assert_non_null(strstr(out, "tensor 48/48"));
+    assert_non_null(strstr(out, "100.0%"));
+    snprintf(cmd, sizeof cmd, "'%s' info '%s'", bin, q);
+    assert_int_equal(run_cmd(cmd, out, sizeof out), 0);
+    assert_non_null(strstr(out, "architecture:    llama"));
+    assert_non_null(strstr(out, "file type:       Q8_0"));
+    assert_non_null(strstr(out, "blk.4.ffn_down.weight"));
+    assert_non_null(strstr(out, "tokenizer:       llama, pre (default), 512 tokens, bos 1, eos 2"));
+    snprintf(cmd, sizeof cmd, "'%s' info --json --no-tensors '%s'", bin, q);
+    assert_int_equal(run_cmd(cmd, out, sizeof out), 0);
+    assert_non_null(strstr(out, "\"parameters\":\t292800"));
+    assert_null(strstr(out, "\"tensors\""));
+    snprintf(cmd, sizeof cmd, "'%s' quantize --dry-run '%s' Q4_K_M", bin, test_model_path("stories260K.gguf"));
+    assert_int_equal(run_cmd(cmd, out, sizeof out), 0);
+    assert_non_null(strstr(out, "output.weight"));
+    assert_non_null(strstr(out, "-> Q8_0"));
+    snprintf(cmd, sizeof cmd, "'%s' quantize --help", bin);
+    assert_int_equal(run_cmd(cmd, out, sizeof out), 0);
+    assert_non_null(strstr(out, "usage: meshllm quantize"));
+    snprintf(cmd, sizeof cmd, "'%s' info --help", bin);
+    assert_int_equal(run_cmd(cmd, out, sizeof out), 0);
+    snprintf(cmd, sizeof cmd, "'%s' quantize onlyone", bin);
+    assert_int_equal(run_cmd(cmd, out, sizeof out), 2);
+    snprintf(cmd, sizeof cmd, "'%s' quantize a b NOPE", bin);
+    assert_int_equal(run_cmd(cmd, out, sizeof out), 2);
+    snprintf(cmd, sizeof cmd, "'%s' info --bogus x", bin);
+    assert_int_equal(run_cmd(cmd, out, sizeof out), 2);
+    snprintf(cmd, sizeof cmd, "'%s' quantize '%s' '%s' Q8_0", bin, tmp_path("none.gguf"), tmp_path("o.gguf"));
+    assert_int_equal(run_cmd(cmd, out, sizeof out), 1);
+    assert_non_null(strstr(out, "meshllm: quantize: "));
+    snprintf(cmd, sizeof cmd, "'%s' info '%s'", bin, tmp_path("none.gguf"));
+    assert_int_equal(run_cmd(cmd, out, sizeof out), 1);
+    assert_non_null(strstr(out, "meshllm: info: "));
+}
+
 int main(void)
 {
     quant_init();
@@ -603,6 +664,7 @@ int main(void)
         cmocka_unit_test(test_model_gen_deterministic_and_sane),
         cmocka_unit_test(test_model_gen_pads_vocab_and_writes_qwen2),
         cmocka_unit_test(test_model_gen_shapes_and_loader),
+        cmocka_unit_test(test_quantize_cli),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
