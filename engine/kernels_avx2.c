@@ -6,9 +6,8 @@
  * unsigned x signed bytes into 16-bit pairs, madd into 32 bits, as llama.cpp's x86
  * kernels do); only the float accumulation across blocks is reordered. No 16-bit pair
  * can saturate: weights are at most 63 in magnitude as unsigned and activations at most
- * 127 (2 * 63 * 127 < 32767). Q8_0 activations follow llama.cpp's x86 quantizer
- * (scale 127/amax, round to nearest even) - see quant.h; Q8_K is bit-exact with the
- * reference.
+ * 127 (2 * 63 * 127 < 32767). The Q8_0 and Q8_K quantizers are bit-exact with the
+ * reference ones (roundf for Q8_0, ties-to-even for Q8_K, the same scale arithmetic).
  */
 #include <immintrin.h>
 
@@ -161,19 +160,33 @@ static inline float hmax_ps(__m256 v)
     return _mm_cvtss_f32(m);
 }
 
-/* 32 floats (already scaled) -> 32 int8 rounded to nearest even, in order. */
-static inline __m256i round_pack_32(__m256 v0, __m256 v1, __m256 v2, __m256 v3)
+/* 32 int32 -> 32 int8 in element order (values already within int8). */
+static inline __m256i pack_32(__m256i i0, __m256i i1, __m256i i2, __m256i i3)
 {
-    const int mode = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(v0, mode));
-    __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(v1, mode));
-    __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(v2, mode));
-    __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(v3, mode));
     /* packs work per 128-bit lane; the permute restores element order */
     __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
     return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
+/* Round to nearest, ties to even (ggml's nearest_int for |v| < 2^22). */
+static inline __m256i rne(__m256 v)
+{
+    return _mm256_cvtps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+/* Round half away from zero, exactly roundf: truncate, then step away from zero when
+ * the (exact) remainder is at least one half. */
+static inline __m256i round_away(__m256 v)
+{
+    const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256 frac = abs_ps(_mm256_sub_ps(v, t));
+    const __m256 step = _mm256_or_ps(_mm256_set1_ps(1.0f), _mm256_and_ps(v, _mm256_set1_ps(-0.0f)));
+    const __m256 up = _mm256_and_ps(_mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ), step);
+    return _mm256_cvtps_epi32(_mm256_add_ps(t, up));
+}
+
+/* Bit-identical to quant_ref_q8_0_from_float (d = amax / 127, levels roundf(x / d)), so
+ * weights written through this path equal llama.cpp's reference quantizer's bytes. */
 static void q8_0_from_float(const float *x, void *vy, int64_t k)
 {
     struct block_q8_0 *y = vy;
@@ -182,11 +195,11 @@ static void q8_0_from_float(const float *x, void *vy, int64_t k)
         __m256 v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
         __m256 m = _mm256_max_ps(_mm256_max_ps(abs_ps(v0), abs_ps(v1)),
                                  _mm256_max_ps(abs_ps(v2), abs_ps(v3)));
-        const float amax = hmax_ps(m);
-        y[i].d = quant_f32_to_f16(amax / 127.f);
-        const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.f / amax : 0.0f);
-        __m256i q = round_pack_32(_mm256_mul_ps(v0, id), _mm256_mul_ps(v1, id),
-                                  _mm256_mul_ps(v2, id), _mm256_mul_ps(v3, id));
+        const float d = hmax_ps(m) / 127.f;
+        y[i].d = quant_f32_to_f16(d);
+        const __m256 id = _mm256_set1_ps(d ? 1.0f / d : 0.0f);
+        __m256i q = pack_32(round_away(_mm256_mul_ps(v0, id)), round_away(_mm256_mul_ps(v1, id)),
+                            round_away(_mm256_mul_ps(v2, id)), round_away(_mm256_mul_ps(v3, id)));
         _mm256_storeu_si256((__m256i *)y[i].qs, q);
     }
 }
@@ -215,10 +228,10 @@ static void q8_K_from_float(const float *x, void *vy, int64_t k)
         const float iscale = -127.f / max;
         const __m256 vs = _mm256_set1_ps(iscale);
         for (int j = 0; j < QK_K; j += 32) {
-            __m256i q = round_pack_32(_mm256_mul_ps(_mm256_loadu_ps(x + j), vs),
-                                      _mm256_mul_ps(_mm256_loadu_ps(x + j + 8), vs),
-                                      _mm256_mul_ps(_mm256_loadu_ps(x + j + 16), vs),
-                                      _mm256_mul_ps(_mm256_loadu_ps(x + j + 24), vs));
+            __m256i q = pack_32(rne(_mm256_mul_ps(_mm256_loadu_ps(x + j), vs)),
+                                rne(_mm256_mul_ps(_mm256_loadu_ps(x + j + 8), vs)),
+                                rne(_mm256_mul_ps(_mm256_loadu_ps(x + j + 16), vs)),
+                                rne(_mm256_mul_ps(_mm256_loadu_ps(x + j + 24), vs)));
             _mm256_storeu_si256((__m256i *)(y[i].qs + j), q);
             /* sums of 16: bias to unsigned, sum 8-byte groups, add pairs, unbias */
             __m256i sad = _mm256_sad_epu8(_mm256_xor_si256(q, _mm256_set1_epi8((char)0x80)),

@@ -5,8 +5,9 @@
  * summation order: each block's integer dot product is exact. With the dot-product
  * extension (-march=armv8.2-a+dotprod, __ARM_FEATURE_DOTPROD) 16 int8 products go into
  * four int32 lanes with one sdot; without it, vmull_s8 + pairwise widening adds (no
- * int16 overflow: every product is at most 128 * 128). Q8_0 activations round to nearest
- * even with id = 1/d, as llama.cpp's NEON quantizer does; Q8_K stays the scalar one.
+ * int16 overflow: every product is at most 128 * 128). The Q8_0 quantizer is
+ * bit-exact with the reference (vcvta rounds ties away from zero, as roundf); Q8_K stays
+ * the scalar one.
  * Tested against the scalar reference under qemu-user by tests/quant_neon.test.sh.
  */
 #include <arm_neon.h>
@@ -122,8 +123,9 @@ static void q8_0_from_float(const float *x, void *vy, int64_t k)
         const float id = d ? 1.0f / d : 0.0f;
         y[i].d = quant_f32_to_f16(d);
         for (int j = 0; j < 8; j += 2) {
-            int32x4_t a = vcvtnq_s32_f32(vmulq_n_f32(v[j], id));
-            int32x4_t b = vcvtnq_s32_f32(vmulq_n_f32(v[j + 1], id));
+            /* vcvta: to nearest, ties away from zero = roundf, as the reference */
+            int32x4_t a = vcvtaq_s32_f32(vmulq_n_f32(v[j], id));
+            int32x4_t b = vcvtaq_s32_f32(vmulq_n_f32(v[j + 1], id));
             int16x8_t h = vcombine_s16(vqmovn_s32(a), vqmovn_s32(b));
             vst1_s8(y[i].qs + 4 * j, vqmovn_s16(h));
         }
