@@ -21,5 +21,6 @@ int cmd_detokenize(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_id(int argc, char **argv);
 
 #endif

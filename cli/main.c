@@ -13,6 +13,7 @@ static int cmd_version(int argc, char **argv);
 
 static const struct cli_cmd g_cmds[] = {
     {"serve", "serve the OpenAI/Ollama API and the web console", cmd_serve},
+    {"id", "print this node's peer ID (creates its key on first use)", cmd_id},
     {"version", "print the version", cmd_version},
     {"info", "show a model file's metadata and tensors", cmd_info},
     {"quantize", "convert a model to another weight type (Q4_K_M, Q8_0, ...)", cmd_quantize},
