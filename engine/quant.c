@@ -183,6 +183,7 @@ const struct quant_traits *quant_traits(int t)
 
 const struct quant_traits *quant_traits_ref(int t)
 {
+    quant_init(); /* the reference kernels read quant_f16_lut */
     if (t < 0 || t >= QT_COUNT || !ref_table[t].name) return NULL;
     return &ref_table[t];
 }

@@ -29,7 +29,17 @@ static inline int quant_nearest_int(float f)
     return (i & 0x007fffff) - 0x00400000;
 }
 
-static inline float quant_h2f(uint16_t h) { return quant_f16_to_f32(h); }
+/* Half to float through the table (valid once quant_init ran: every way to reach a
+ * kernel - quant_traits, quant_traits_ref, quant_traits_isa - runs it first). */
+static inline float quant_h2f(uint16_t h) { return quant_f16_lut[h]; }
+
+static inline float quant_bf2f(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
 
 /* Q4_K / Q5_K 6-bit scale and min of sub-block j (0..7) from the 12 packed bytes. */
 static inline void quant_scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)

@@ -40,7 +40,7 @@ void quant_ref_f32_vec_dot(int n, float *s, const void *vx, const void *vy)
 void quant_ref_f16_to_float(const void *src, float *dst, int64_t n)
 {
     const uint16_t *h = src;
-    for (int64_t i = 0; i < n; i++) dst[i] = quant_f16_to_f32(h[i]);
+    for (int64_t i = 0; i < n; i++) dst[i] = quant_h2f(h[i]);
 }
 
 void quant_ref_f16_from_float(const float *src, void *dst, int64_t n)
@@ -60,7 +60,7 @@ void quant_ref_f16_vec_dot(int n, float *s, const void *vx, const void *vy)
 void quant_ref_bf16_to_float(const void *src, float *dst, int64_t n)
 {
     const uint16_t *h = src;
-    for (int64_t i = 0; i < n; i++) dst[i] = quant_bf16_to_f32(h[i]);
+    for (int64_t i = 0; i < n; i++) dst[i] = quant_bf2f(h[i]);
 }
 
 void quant_ref_bf16_from_float(const float *src, void *dst, int64_t n)
@@ -73,7 +73,7 @@ void quant_ref_bf16_vec_dot(int n, float *s, const void *vx, const void *vy)
 {
     const uint16_t *x = vx, *y = vy;
     double sum = 0.0;
-    for (int i = 0; i < n; i++) sum += (double)(quant_bf16_to_f32(x[i]) * quant_bf16_to_f32(y[i]));
+    for (int i = 0; i < n; i++) sum += (double)(quant_bf2f(x[i]) * quant_bf2f(y[i]));
     *s = (float)sum;
 }
 
