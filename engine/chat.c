@@ -421,25 +421,37 @@ static int parse_role(const char *role, enum chat_role *out)
     return 0;
 }
 
-int chat_tmpl_apply_eos(enum chat_tmpl t, const struct chat_msg *msgs, size_t n_msgs,
-                        bool add_generation_prompt, const char *eos_text, char **out)
+int chat_tmpl_render(enum chat_tmpl t, const struct chat_msg *msgs, size_t n_msgs,
+                     const struct chat_opts *o, char **out)
 {
     int rc = 0;
     enum chat_role *roles = NULL;
+    struct chat_msg *all = NULL;
     struct chat_buf b = {0};
     *out = NULL;
-    if ((n_msgs > 0 && !msgs) || t <= CHAT_TMPL_UNKNOWN || t >= CHAT_TMPL_COUNT_)
+    if ((n_msgs > 0 && !msgs) || !o || t <= CHAT_TMPL_UNKNOWN || t >= CHAT_TMPL_COUNT_)
         return MESH_EINVAL;
-    if (n_msgs > 0) {
-        roles = calloc(n_msgs, sizeof *roles);
-        if (!roles) return MESH_ENOMEM;
+    /* A default system prompt goes first unless the conversation opens with its own. */
+    bool add_sys = o->default_system && o->default_system[0] &&
+                   !(n_msgs > 0 && msgs[0].role && !strcmp(msgs[0].role, "system"));
+    size_t n = n_msgs + (add_sys ? 1 : 0);
+    if (n > 0) {
+        roles = calloc(n, sizeof *roles);
+        all = calloc(n, sizeof *all);
+        if (!roles || !all) {
+            rc = MESH_ENOMEM;
+            goto done;
+        }
     }
-    for (size_t i = 0; i < n_msgs; i++) {
-        rc = parse_role(msgs[i].role, &roles[i]);
-        if (!rc && !msgs[i].content) rc = MESH_EINVAL;
+    if (add_sys) all[0] = (struct chat_msg){"system", o->default_system};
+    if (n_msgs > 0) memcpy(all + (add_sys ? 1 : 0), msgs, n_msgs * sizeof *msgs);
+    for (size_t i = 0; i < n; i++) {
+        rc = parse_role(all[i].role, &roles[i]);
+        if (!rc && !all[i].content) rc = MESH_EINVAL;
         if (rc) goto done;
     }
-    struct chat_job j = {msgs, roles, n_msgs, add_generation_prompt, eos_text ? eos_text : "</s>"};
+    struct chat_job j = {all, roles, n, o->add_generation_prompt,
+                         o->eos_text ? o->eos_text : "</s>"};
     buf_add(&b, "", 0); /* an empty conversation still renders to "" */
     switch (t) {
     case CHAT_TMPL_CHATML: render_chatml(&b, &j); break;
@@ -463,14 +475,76 @@ int chat_tmpl_apply_eos(enum chat_tmpl t, const struct chat_msg *msgs, size_t n_
     }
 done:
     free(b.p);
+    free(all);
     free(roles);
     return rc;
+}
+
+int chat_tmpl_apply_eos(enum chat_tmpl t, const struct chat_msg *msgs, size_t n_msgs,
+                        bool add_generation_prompt, const char *eos_text, char **out)
+{
+    struct chat_opts o = {add_generation_prompt, eos_text, NULL};
+    return chat_tmpl_render(t, msgs, n_msgs, &o, out);
 }
 
 int chat_tmpl_apply(enum chat_tmpl t, const struct chat_msg *msgs, size_t n_msgs,
                     bool add_generation_prompt, char **out)
 {
     return chat_tmpl_apply_eos(t, msgs, n_msgs, add_generation_prompt, NULL, out);
+}
+
+/* ---- default system prompt ------------------------------------------------------------ */
+
+/* Decodes the Jinja string literal text at p up to "<|im_end|>" into b. Fails (returns
+ * false) if the text is not a plain literal: an unescaped quote or a brace means an
+ * expression such as ' + messages[0]['content'] + ' sits there. */
+static bool literal_until_im_end(const char *p, struct chat_buf *b)
+{
+    static const char end[] = "<|im_end|>";
+    while (*p && strncmp(p, end, sizeof end - 1) != 0) {
+        char c = *p++;
+        if (c == '\\') {
+            char e = *p++;
+            if (!e) return false;
+            c = e == 'n' ? '\n' : e == 't' ? '\t' : e;
+        } else if (c == '\'' || c == '"' || c == '{' || c == '}') {
+            return false;
+        }
+        buf_add(b, &c, 1);
+    }
+    return *p != '\0';
+}
+
+int chat_tmpl_default_system(const char *jinja, char *buf, size_t cap)
+{
+    static const char start[] = "<|im_start|>system";
+    if (cap > 0) buf[0] = '\0';
+    if (!jinja) return 0;
+    for (const char *p = strstr(jinja, start); p; p = strstr(p + 1, start)) {
+        const char *q = p + sizeof start - 1;
+        if (!strncmp(q, "\\n", 2))
+            q += 2;
+        else if (*q == '\n')
+            q++;
+        else
+            continue;
+        struct chat_buf b = {0};
+        bool ok = literal_until_im_end(q, &b);
+        if (b.rc) {
+            free(b.p);
+            return b.rc;
+        }
+        if (!ok || b.len == 0 || b.len > INT32_MAX) {
+            free(b.p);
+            continue;
+        }
+        int n = (int)b.len;
+        if (b.len + 1 > cap) n = MESH_ERANGE;
+        else memcpy(buf, b.p, b.len + 1);
+        free(b.p);
+        return n;
+    }
+    return 0;
 }
 
 /* ---- stop strings ------------------------------------------------------------------- */

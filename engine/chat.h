@@ -65,6 +65,23 @@ int chat_tmpl_apply(enum chat_tmpl t, const struct chat_msg *msgs, size_t n_msgs
 int chat_tmpl_apply_eos(enum chat_tmpl t, const struct chat_msg *msgs, size_t n_msgs,
                         bool add_generation_prompt, const char *eos_text, char **out);
 
+/* Everything a render can take. */
+struct chat_opts {
+    bool add_generation_prompt;
+    const char *eos_text;       /* as chat_tmpl_apply_eos; NULL = "</s>" */
+    const char *default_system; /* rendered as a first system message when msgs[0] is not
+                                 * one (see chat_tmpl_default_system); NULL = none */
+};
+int chat_tmpl_render(enum chat_tmpl t, const struct chat_msg *msgs, size_t n_msgs,
+                     const struct chat_opts *o, char **out);
+
+/* The system prompt a template inserts when the conversation has none, as the literal
+ * text of '<|im_start|>system\n...<|im_end|>' in its Jinja source (Qwen2: "You are a
+ * helpful assistant", Qwen2.5: "You are Qwen, created by Alibaba Cloud. ..."), with Jinja
+ * string escapes decoded. Writes it NUL-terminated to buf[cap]. Returns its length, 0 if
+ * the template has none (or jinja is NULL), MESH_ERANGE if cap is too small. */
+int chat_tmpl_default_system(const char *jinja, char *buf, size_t cap);
+
 /* Text pieces that end an assistant turn for this family (e.g. "<|im_end|>"), for use as
  * extra stop strings; NULL-terminated static array. */
 const char *const *chat_tmpl_stops(enum chat_tmpl t);

@@ -26,6 +26,16 @@ static const char T_QWEN2[] =
     "{{ '<|im_start|>system\\nYou are a helpful assistant<|im_end|>\\n' }}{% endif %}"
     "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+/* Qwen/Qwen2.5-7B-Instruct (excerpt: the system-prompt part, all three occurrences) */
+static const char T_QWEN25[] =
+    "{%- if tools %}\n    {{- '<|im_start|>system\\n' }}\n    {%- if messages[0]['role'] == "
+    "'system' %}\n        {{- messages[0]['content'] }}\n    {%- else %}\n        {{- 'You are "
+    "Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}\n    {%- endif %}\n"
+    "{%- else %}\n    {%- if messages[0]['role'] == 'system' %}\n        {{- '<|im_start|>system"
+    "\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n    {%- else %}\n        {{- "
+    "'<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful "
+    "assistant.<|im_end|>\\n' }}\n    {%- endif %}\n{%- endif %}\n";
+
 /* mistralai/Mistral-7B-Instruct-v0.2 (old, no system prompt) */
 static const char T_LLAMA2[] =
     "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != "
@@ -148,6 +158,7 @@ static void test_chat_detect_real_templates(void **state)
     } cases[] = {
         {T_CHATML, CHAT_TMPL_CHATML},
         {T_QWEN2, CHAT_TMPL_CHATML},
+        {T_QWEN25, CHAT_TMPL_CHATML},
         {T_LLAMA2, CHAT_TMPL_LLAMA2},
         {T_LLAMA2_SYS, CHAT_TMPL_LLAMA2_SYS},
         {T_LLAMA3, CHAT_TMPL_LLAMA3},
@@ -346,6 +357,42 @@ static void test_chat_select_override_detect_fallback(void **state)
     assert_int_equal(t, CHAT_TMPL_CHATML);
 }
 
+static void test_chat_default_system_prompt(void **state)
+{
+    (void)state;
+    char buf[128];
+    const char *qwen25 = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
+    assert_int_equal(chat_tmpl_default_system(T_QWEN25, buf, sizeof buf), (int)strlen(qwen25));
+    assert_string_equal(buf, qwen25);
+    assert_int_equal(chat_tmpl_default_system(T_QWEN2, buf, sizeof buf), 27);
+    assert_string_equal(buf, "You are a helpful assistant");
+    assert_int_equal(chat_tmpl_default_system(T_CHATML, buf, sizeof buf), 0);
+    assert_string_equal(buf, "");
+    assert_int_equal(chat_tmpl_default_system(NULL, buf, sizeof buf), 0);
+    assert_int_equal(chat_tmpl_default_system(T_QWEN2, buf, 10), MESH_ERANGE);
+    /* escapes decoded; an unterminated literal is not one */
+    assert_int_equal(chat_tmpl_default_system("'<|im_start|>system\\nA\\'s\\tb<|im_end|>'", buf,
+                                              sizeof buf), 5);
+    assert_string_equal(buf, "A's\tb");
+    assert_int_equal(chat_tmpl_default_system("<|im_start|>system\\nabc", buf, sizeof buf), 0);
+
+    /* Rendering: the default goes first only when the conversation has no system turn. */
+    char *out;
+    struct chat_opts o = {.add_generation_prompt = true, .default_system = "Be brief."};
+    assert_int_equal(chat_tmpl_render(CHAT_TMPL_CHATML, g_conv + 1, 1, &o, &out), 0);
+    assert_string_equal(out, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello"
+                             "<|im_end|>\n<|im_start|>assistant\n");
+    free(out);
+    assert_int_equal(chat_tmpl_render(CHAT_TMPL_CHATML, g_conv, 2, &o, &out), 0);
+    assert_string_equal(out, "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n"
+                             "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n");
+    free(out);
+    assert_int_equal(chat_tmpl_render(CHAT_TMPL_CHATML, NULL, 0, &o, &out), 0);
+    assert_string_equal(out, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>assistant\n");
+    free(out);
+    assert_int_equal(chat_tmpl_render(CHAT_TMPL_CHATML, g_conv, 2, NULL, &out), MESH_EINVAL);
+}
+
 static bool stops_have(enum chat_tmpl t, const char *s)
 {
     for (const char *const *p = chat_tmpl_stops(t); *p; p++)
@@ -381,6 +428,7 @@ int main(void)
         cmocka_unit_test(test_chat_render_options_and_edges),
         cmocka_unit_test(test_chat_names_round_trip),
         cmocka_unit_test(test_chat_select_override_detect_fallback),
+        cmocka_unit_test(test_chat_default_system_prompt),
         cmocka_unit_test(test_chat_stops_per_family),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,11 +1,12 @@
 /* fuzz_chat.c - fuzz target: chat template detection and rendering, and the stop-string
  * matcher, on arbitrary bytes.
  *
- * Input: the whole input is a template text for detection. Split on 0x00 it is also a
- * list of fields: field 0 picks stop-string count and chunk sizes, then alternating
- * role/content fields render through every family, and the same fields drive the stop
- * matcher (the first 1..3 as stop strings, the rest as streamed text). The matcher's
- * output is checked against a plain search; a mismatch aborts.
+ * Input: the whole input is a template text for detection and default-system extraction.
+ * Split on 0x00 it is also a list of fields: field 0 picks the stop-string count and chunk
+ * sizes (and serves as a default system prompt), then alternating role/content fields
+ * render through every family, and the same fields drive the stop matcher (the first
+ * 1..3 as stop strings, the rest as streamed text). The matcher's output is checked
+ * against a plain search; a mismatch aborts.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -34,7 +35,8 @@ static void fuzz_render(char **fields, size_t n_fields)
     for (int t = CHAT_TMPL_UNKNOWN; t <= CHAT_TMPL_COUNT_; t++) {
         for (int gen = 0; gen < 2; gen++) {
             char *out = NULL;
-            if (chat_tmpl_apply_eos((enum chat_tmpl)t, msgs, n, gen, gen ? NULL : "<eos>", &out) == 0) {
+            struct chat_opts o = {gen, gen ? NULL : "<eos>", gen ? fields[0] : NULL};
+            if (chat_tmpl_render((enum chat_tmpl)t, msgs, n, &o, &out) == 0) {
                 if (!out) abort();
                 (void)strlen(out);
             } else if (out) {
@@ -128,6 +130,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     enum chat_tmpl t = chat_tmpl_detect(copy);
     (void)chat_tmpl_name(t);
     (void)chat_tmpl_from_name(copy);
+    char sys[64];
+    int n_sys = chat_tmpl_default_system(copy, sys, sizeof sys);
+    if (n_sys > 0 && strlen(sys) != (size_t)n_sys) abort();
 
     char *fields[MAX_FIELDS];
     size_t lens[MAX_FIELDS], n_fields = 0, start = 0;
