@@ -5,7 +5,8 @@
  * Jinja text. Rendering reproduces what each family's official Hugging Face template
  * renders (trim_blocks, lstrip_blocks, bos_token = ""), for system/user/assistant
  * messages; it does not run Jinja, so template-specific extras (tools, Llama 3.1's date
- * header, Qwen's default system prompt) are not reproduced. "strip"/"trim" below are
+ * header) are not reproduced; a default system prompt (Qwen's) is found in the template
+ * text by chat_tmpl_default_system and rendered when the caller passes it. "strip"/"trim" below are
  * Python's str.strip() on ASCII whitespace.
  */
 #include "engine/chat.h"
