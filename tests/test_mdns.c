@@ -1,0 +1,269 @@
+/* test_mdns.c - net/mdns: query and response encodings, a compressed response written by
+ * hand (as other implementations send them), discovery between two cores (self ignored),
+ * and strict rejection of hostile DNS messages (pointer loops, forward pointers, long labels,
+ * bad rdata lengths, trailing bytes). No sockets.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "core/err.h"
+#include "net/identity.h"
+#include "net/mdns.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void make_identity(uint8_t tag, struct identity *id)
+{
+    uint8_t seed[32];
+    memset(seed, tag, sizeof seed);
+    assert_int_equal(identity_from_seed(seed, id), 0);
+}
+
+static struct mdns *make_core(const struct identity *id, const char *listen)
+{
+    struct mdns_config c;
+    struct mdns *m;
+    memset(&c, 0, sizeof c);
+    c.self = id->id;
+    memcpy(c.seed, id->pk, 32);
+    assert_int_equal(mdns_new(&c, &m), 0);
+    if (listen) {
+        struct multiaddr a;
+        assert_int_equal(multiaddr_from_text(listen, &a), 0);
+        assert_int_equal(mdns_set_addrs(m, &a, 1), 0);
+    }
+    return m;
+}
+
+static void test_mdns_query_encoding(void **state)
+{
+    (void)state;
+    uint8_t buf[64];
+    size_t len;
+    assert_int_equal(mdns_query_build(buf, sizeof buf, &len), 0);
+    static const uint8_t want[] = {0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 4, '_', 'p', '2', 'p',
+                                   4, '_', 'u', 'd', 'p', 5, 'l', 'o', 'c', 'a', 'l', 0,
+                                   0, 12, 0, 1};
+    assert_int_equal(len, sizeof want);
+    assert_memory_equal(buf, want, len);
+    struct mdns_msg *m = malloc(sizeof *m);
+    assert_int_equal(mdns_msg_parse(buf, len, m), 0);
+    assert_int_equal(m->n_questions, 1);
+    assert_string_equal(m->q[0].name, "_p2p._udp.local");
+    assert_int_equal(m->q[0].type, MDNS_TYPE_PTR);
+    assert_int_equal(mdns_query_build(buf, 20, &len), MESH_ERANGE);
+    free(m);
+}
+
+static void test_mdns_parses_compressed_response(void **state)
+{
+    (void)state;
+    struct identity a;
+    make_identity(1, &a);
+    char text[256] = "dnsaddr=/ip4/10.1.2.3/tcp/4001/p2p/";
+    assert_int_equal(peer_id_to_text(&a.id, text + strlen(text), sizeof text - strlen(text)), 0);
+    uint8_t b[512];
+    size_t n = 0;
+    static const uint8_t hdr[] = {0, 0, 0x84, 0, 0, 0, 0, 1, 0, 0, 0, 1};
+    memcpy(b, hdr, sizeof hdr);
+    n = sizeof hdr;
+    /* answer at 12: _p2p._udp.local PTR "peer1" + pointer to offset 12 */
+    static const uint8_t svc[] = {4, '_', 'p', '2', 'p', 4, '_', 'u', 'd', 'p', 5, 'l', 'o', 'c',
+                                  'a', 'l', 0};
+    memcpy(b + n, svc, sizeof svc);
+    n += sizeof svc;
+    static const uint8_t ptr_fixed[] = {0, 12, 0, 1, 0, 0, 0, 120, 0, 8};
+    memcpy(b + n, ptr_fixed, sizeof ptr_fixed);
+    n += sizeof ptr_fixed;
+    size_t label_at = n;
+    static const uint8_t ptr_rdata[] = {5, 'p', 'e', 'e', 'r', '1', 0xc0, 12};
+    memcpy(b + n, ptr_rdata, sizeof ptr_rdata);
+    n += sizeof ptr_rdata;
+    /* additional: pointer to "peer1._p2p._udp.local" TXT, cache-flush class */
+    b[n++] = 0xc0;
+    b[n++] = (uint8_t)label_at;
+    static const uint8_t txt_fixed[] = {0, 16, 0x80, 1, 0, 0, 0, 120};
+    memcpy(b + n, txt_fixed, sizeof txt_fixed);
+    n += sizeof txt_fixed;
+    size_t tl = strlen(text);
+    b[n++] = 0;
+    b[n++] = (uint8_t)(tl + 1);
+    b[n++] = (uint8_t)tl;
+    memcpy(b + n, text, tl);
+    n += tl;
+
+    struct mdns_msg *m = malloc(sizeof *m);
+    assert_int_equal(mdns_msg_parse(b, n, m), 0);
+    assert_int_equal(m->n_rrs, 2);
+    assert_string_equal(m->rr[0].ptr, "peer1._p2p._udp.local");
+    assert_string_equal(m->rr[1].name, "peer1._p2p._udp.local");
+    assert_int_equal(m->rr[1].rclass, MDNS_CLASS_IN);
+    assert_int_equal(m->rr[1].section, MDNS_SEC_ADDITIONAL);
+    free(m);
+
+    struct identity self;
+    make_identity(2, &self);
+    struct mdns *core = make_core(&self, NULL);
+    assert_int_equal(mdns_on_packet(core, 0, b, n), 0);
+    struct mdns_peer p;
+    assert_int_equal(mdns_next_peer(core, &p), 0);
+    assert_true(peer_id_equal(&p.id, &a.id));
+    assert_int_equal(p.n_addrs, 1);
+    char back[256];
+    assert_int_equal(multiaddr_to_text(&p.addrs[0], back, sizeof back), 0);
+    assert_string_equal(back, text + 8);
+    assert_int_equal(mdns_next_peer(core, &p), MESH_ENOTFOUND);
+
+    /* The same answer with TTL 0 (goodbye) announces nobody. */
+    b[12 + sizeof svc + 4 + 3] = 0;
+    assert_int_equal(mdns_on_packet(core, 0, b, n), 0);
+    assert_int_equal(mdns_next_peer(core, &p), MESH_ENOTFOUND);
+    mdns_free(core);
+}
+
+static void test_mdns_two_cores_discover_each_other(void **state)
+{
+    (void)state;
+    struct identity a, b;
+    make_identity(1, &a);
+    make_identity(2, &b);
+    struct mdns *ma = make_core(&a, "/ip4/10.0.0.1/tcp/4001");
+    struct mdns *mb = make_core(&b, "/ip4/10.0.0.2/tcp/4001");
+    assert_int_equal(strlen(mdns_peer_name(ma)), 32);
+    assert_string_not_equal(mdns_peer_name(ma), mdns_peer_name(mb));
+
+    /* B queries at start-up (and again after the interval, not before). */
+    uint64_t next = mdns_periodic(mb, 0);
+    assert_int_equal(next, 10000);
+    uint8_t *q;
+    size_t q_len;
+    assert_int_equal(mdns_next_packet(mb, &q, &q_len), 0);
+    mdns_periodic(mb, 5000);
+    uint8_t *none;
+    size_t none_len;
+    assert_int_equal(mdns_next_packet(mb, &none, &none_len), MESH_ENOTFOUND);
+
+    /* A answers the multicast query; B sees A, and A sees nothing in its own answer. */
+    assert_int_equal(mdns_on_packet(ma, 1, q, q_len), 0);
+    uint8_t *r;
+    size_t r_len;
+    assert_int_equal(mdns_next_packet(ma, &r, &r_len), 0);
+    assert_int_equal(mdns_on_packet(mb, 2, r, r_len), 0);
+    assert_int_equal(mdns_on_packet(ma, 2, r, r_len), 0);
+    struct mdns_peer p;
+    assert_int_equal(mdns_next_peer(mb, &p), 0);
+    assert_true(peer_id_equal(&p.id, &a.id));
+    struct peer_id in_addr;
+    assert_int_equal(multiaddr_peer_id(&p.addrs[0], &in_addr), 0);
+    assert_true(peer_id_equal(&in_addr, &a.id));
+    assert_int_equal(mdns_next_peer(ma, &p), MESH_ENOTFOUND);
+    /* B's own query looped back to B is answered by B too (it is a responder). */
+    assert_int_equal(mdns_on_packet(mb, 3, q, q_len), 0);
+    uint8_t *r2;
+    size_t r2_len;
+    assert_int_equal(mdns_next_packet(mb, &r2, &r2_len), 0);
+    free(r2);
+    /* An address with someone else's /p2p is refused by set_addrs. */
+    struct multiaddr bad;
+    char t[200] = "/ip4/10.0.0.9/tcp/1/p2p/";
+    peer_id_to_text(&b.id, t + strlen(t), sizeof t - strlen(t));
+    assert_int_equal(multiaddr_from_text(t, &bad), 0);
+    assert_int_equal(mdns_set_addrs(ma, &bad, 1), MESH_EINVAL);
+    free(q);
+    free(r);
+    mdns_free(ma);
+    mdns_free(mb);
+}
+
+static int parse(const uint8_t *b, size_t n)
+{
+    struct mdns_msg *m = malloc(sizeof *m);
+    assert_non_null(m);
+    int rc = mdns_msg_parse(b, n, m);
+    free(m);
+    return rc;
+}
+
+static void test_mdns_rejects_hostile_messages(void **state)
+{
+    (void)state;
+    /* Question name that points at itself. */
+    static const uint8_t loop[] = {0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 12, 0, 1};
+    assert_int_equal(parse(loop, sizeof loop), MESH_EPROTO);
+    /* Forward pointer. */
+    static const uint8_t fwd[] = {0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 14, 1, 'a', 0, 0, 12,
+                                  0, 1};
+    assert_int_equal(parse(fwd, sizeof fwd), MESH_EPROTO);
+    /* Two names pointing at each other through labels (a -> b -> a). */
+    static const uint8_t pingpong[] = {0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0,
+                                       1, 'a', 0xc0, 18, 0, 12, /* q1 at 12: "a" + ptr 18 */
+                                       1, 'b', 0xc0, 12, 0, 12};
+    assert_int_equal(parse(pingpong, sizeof pingpong), MESH_EPROTO);
+    /* Reserved label type 0x40. */
+    static const uint8_t reserved[] = {0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x41, 'a', 0, 0, 12,
+                                       0, 1};
+    assert_int_equal(parse(reserved, sizeof reserved), MESH_EPROTO);
+    /* Truncated question, trailing garbage, too many records, non-zero opcode. */
+    static const uint8_t trunc[] = {0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 'a', 0, 0, 12};
+    assert_int_equal(parse(trunc, sizeof trunc), MESH_EPROTO);
+    static const uint8_t trail[] = {0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 'a', 0, 0, 12, 0, 1, 9};
+    assert_int_equal(parse(trail, sizeof trail), MESH_EPROTO);
+    static const uint8_t many[] = {0, 0, 0x84, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0};
+    assert_int_equal(parse(many, sizeof many), MESH_EPROTO);
+    static const uint8_t opcode[] = {0, 0, 0x28, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    assert_int_equal(parse(opcode, sizeof opcode), MESH_EPROTO);
+    static const uint8_t empty_ok[] = {0, 0, 0x84, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    assert_int_equal(parse(empty_ok, sizeof empty_ok), 0);
+    /* TXT whose string runs past its rdata; A record of 5 bytes; rdata past the end. */
+    static const uint8_t txt[] = {0, 0, 0x84, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 'a', 0, 0, 16, 0, 1,
+                                  0, 0, 0, 1, 0, 2, 5, 'x'};
+    assert_int_equal(parse(txt, sizeof txt), MESH_EPROTO);
+    static const uint8_t a5[] = {0, 0, 0x84, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 'a', 0, 0, 1, 0, 1,
+                                 0, 0, 0, 1, 0, 5, 1, 2, 3, 4, 5};
+    assert_int_equal(parse(a5, sizeof a5), MESH_EPROTO);
+    static const uint8_t past[] = {0, 0, 0x84, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 'a', 0, 0, 1, 0, 1,
+                                   0, 0, 0, 1, 0, 9, 1, 2, 3, 4};
+    assert_int_equal(parse(past, sizeof past), MESH_EPROTO);
+    /* A label of 64 bytes, a name over 255 bytes, a control character in a label. */
+    uint8_t big[600] = {0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0};
+    size_t n = 12;
+    big[n++] = 63;
+    memset(big + n, 'x', 63);
+    n += 63;
+    big[n++] = 0;
+    big[n++] = 0;
+    big[n++] = 12;
+    big[n++] = 0;
+    big[n++] = 1;
+    assert_int_equal(parse(big, n), 0);
+    big[12] = 64;
+    assert_int_equal(parse(big, n), MESH_EPROTO);
+    n = 12;
+    for (int i = 0; i < 5; i++) {
+        big[n++] = 60;
+        memset(big + n, 'y', 60);
+        n += 60;
+    }
+    big[n++] = 0;
+    memcpy(big + n, "\0\x0c\0\x01", 4);
+    n += 4;
+    assert_int_equal(parse(big, n), MESH_EPROTO);
+    static const uint8_t ctl[] = {0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0x07, 0, 0, 12, 0, 1};
+    assert_int_equal(parse(ctl, sizeof ctl), MESH_EPROTO);
+    assert_int_equal(parse(ctl, 5), MESH_EPROTO);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mdns_query_encoding),
+        cmocka_unit_test(test_mdns_parses_compressed_response),
+        cmocka_unit_test(test_mdns_two_cores_discover_each_other),
+        cmocka_unit_test(test_mdns_rejects_hostile_messages),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
