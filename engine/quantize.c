@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 enum { QUANTIZE_QNT_VERSION = 2 }; /* ggml's GGML_QNT_VERSION */
 
@@ -323,6 +325,17 @@ struct qrun {
     uint64_t bytes_done, bytes_total;
 };
 
+/* Input rows are read once: let the kernel drop their pages (the mapping is read-only
+ * and file-backed, so this only frees memory) to keep multi-GB runs from filling RAM. */
+static void drop_pages(const void *p, size_t len)
+{
+    long ps = sysconf(_SC_PAGESIZE);
+    if (ps <= 0) return;
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)ps - 1) & ~((uintptr_t)ps - 1);
+    uintptr_t b = ((uintptr_t)p + len) & ~((uintptr_t)ps - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 static int qrun_fill(void *user, int64_t i, int64_t row0, int64_t n_rows, void *dst, size_t size)
 {
     struct qrun *q = user;
@@ -340,6 +353,7 @@ static int qrun_fill(void *user, int64_t i, int64_t row0, int64_t n_rows, void *
         };
         pool_run(q->pool, qjob_run, &j);
     }
+    drop_pages(src, (size_t)n_rows * src_row);
     q->bytes_done += size;
     if (q->progress) {
         struct quantize_progress p = {
