@@ -50,8 +50,10 @@ struct gguf_tensor {
 
 struct gguf;
 
-/* Maps and parses path. On failure returns MESH_EIO / MESH_EBADMODEL / MESH_EUNSUPPORTED
- * with a message in err ("model.gguf: tensor 'x' data extends past end of file (...)"). */
+/* Maps and parses path. On failure returns MESH_ENOTFOUND (no such file) / MESH_EIO /
+ * MESH_EBADMODEL / MESH_EUNSUPPORTED (GGUF v1, big-endian, nested arrays) / MESH_ENOMEM
+ * with a message in err ("model.gguf: tensor 'x': data [a, b) extends past end of file
+ * (n bytes)"); *out is NULL then. */
 int gguf_open(const char *path, struct gguf **out, char *err, size_t err_cap);
 /* Parses a buffer the caller keeps alive (fuzzing, tests); nothing is copied. */
 int gguf_open_mem(const void *buf, size_t len, struct gguf **out, char *err, size_t err_cap);
