@@ -167,6 +167,49 @@ static void test_tok_pre_split_patterns(void **state)
     check_split(UNICODE_PRE_PORO, "a(b)c. d", "a|(|b|)|c|.| d");
 }
 
+/* Vectors from an independent implementation (Python regex on llama.cpp's expressions),
+ * see the header of tests/data/tok_pre_split.txt. */
+static void test_tok_pre_split_matches_reference_regex(void **state)
+{
+    (void)state;
+    size_t len;
+    char *data = test_read_file("tests/data/tok_pre_split.txt", &len);
+    assert_non_null(data);
+    int n_cases = 0, n_bad = 0;
+    for (char *line = strtok(data, "\n"); line; line = strtok(NULL, "\n")) {
+        if (line[0] == '#') continue;
+        char *cps_txt = strchr(line, '\t');
+        assert_non_null(cps_txt);
+        char *lens_txt = strchr(cps_txt + 1, '\t');
+        assert_non_null(lens_txt);
+        uint32_t cps[128], lens[128], scratch[128], want[128];
+        size_t n = 0, n_want = 0, n_words;
+        int pre = atoi(line);
+        for (char *p = cps_txt + 1, *e; p < lens_txt; p = e) {
+            unsigned long v = strtoul(p, &e, 16);
+            if (e == p) break;
+            assert_true(n < 128);
+            cps[n++] = (uint32_t)v;
+        }
+        for (char *p = lens_txt + 1, *e;; p = e) {
+            unsigned long v = strtoul(p, &e, 10);
+            if (e == p) break;
+            assert_true(n_want < 128);
+            want[n_want++] = (uint32_t)v;
+        }
+        unicode_pre_split((enum unicode_pre)pre, cps, n, lens, scratch, &n_words);
+        n_cases++;
+        if (n_words != n_want || memcmp(lens, want, n_want * sizeof *lens)) {
+            fprintf(stderr, "pre %d case '%s' differs\n", pre, cps_txt + 1);
+            n_bad++;
+        }
+    }
+    free(data);
+    printf("pre-tokenizer splits: %d/%d as the reference regex\n", n_cases - n_bad, n_cases);
+    assert_int_equal(n_cases, 1000);
+    assert_int_equal(n_bad, 0);
+}
+
 /* ---- llama.cpp vocab test vectors ------------------------------------------------------ */
 
 struct vec_result {
@@ -585,6 +628,7 @@ int main(void)
         cmocka_unit_test(test_tok_unicode_categories),
         cmocka_unit_test(test_tok_unicode_utf8_helpers),
         cmocka_unit_test(test_tok_pre_split_patterns),
+        cmocka_unit_test(test_tok_pre_split_matches_reference_regex),
         cmocka_unit_test(test_tok_llamacpp_vocab_vectors),
         cmocka_unit_test(test_tok_llama2_vectors_with_bos),
         cmocka_unit_test(test_tok_stories260k_prompts_and_texts),
