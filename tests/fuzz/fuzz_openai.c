@@ -1,0 +1,50 @@
+/* fuzz_openai.c - request-body parsing of the API: every input is parsed as an OpenAI chat,
+ * completion and embedding request and as an Ollama chat and generate request; accepted
+ * requests are turned into response objects and rejected ones into error JSON, so the
+ * builders and the UTF-8 cleaning see the same hostile bytes. */
+#include "api/api_internal.h"
+#include "api/openai.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void use(const struct api_gen_req *r)
+{
+    const char *text = "";
+    size_t len = 0;
+    if (r->n_msgs > 0) text = r->msgs[r->n_msgs - 1].content;
+    else if (r->prompt) text = r->prompt;
+    else if (r->n_inputs > 0) text = r->inputs[0];
+    len = strlen(text);
+    struct api_lp_token lp;
+    memset(&lp, 0, sizeof lp);
+    lp.tok = (struct api_lp_entry){text, len < 8 ? len : 8, -1.0f};
+    lp.n_top = 1;
+    lp.top[0] = lp.tok;
+    struct api_gen_out o = {.id = "x", .created = 1, .model = r->model, .text = text, .len = len,
+                            .finish_reason = r->n_stop ? r->stop[0] : NULL, .lps = &lp, .n_lps = 1};
+    free(api_openai_response_json(r->kind == API_KIND_CHAT ? API_KIND_CHAT : API_KIND_COMPLETION, &o));
+    free(api_openai_chunk_json(API_KIND_CHAT, &o, true, false));
+    free(api_ollama_chunk(r->kind, r->model, text, len, true, "stop", 1, 2, 0.1));
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static const enum api_kind kinds[3] = {API_KIND_CHAT, API_KIND_COMPLETION, API_KIND_EMBEDDING};
+    struct api_gen_req r;
+    struct api_error e;
+    for (int k = 0; k < 5; k++) {
+        int rc = k < 3 ? api_openai_parse(kinds[k], (const char *)data, size, &r, &e)
+                       : api_ollama_parse(kinds[k - 3], (const char *)data, size, &r, &e);
+        if (rc == 0) {
+            use(&r);
+            api_gen_req_free(&r);
+        } else {
+            free(api_error_json(&e));
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,319 @@
+/* test_api_openai.c - api/openai.c and api/ollama.c: request validation (defaults, ranges,
+ * error status/param), error JSON shape, response and chunk objects, UTF-8 cleaning. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "api/api_internal.h"
+#include "api/openai.h"
+#include "core/err.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int parse(enum api_kind k, const char *body, struct api_gen_req *r, struct api_error *e)
+{
+    return api_openai_parse(k, body, strlen(body), r, e);
+}
+
+/* Expects a 400 naming param. */
+static void expect_bad(enum api_kind k, const char *body, const char *param)
+{
+    struct api_gen_req r;
+    struct api_error e;
+    int rc = parse(k, body, &r, &e);
+    if (rc != MESH_EINVAL) fail_msg("accepted: %s", body);
+    assert_int_equal(e.status, 400);
+    assert_string_equal(e.type, "invalid_request_error");
+    assert_string_equal(e.param, param);
+    assert_true(strlen(e.message) > 0);
+    assert_null(r.msgs);
+}
+
+static void test_api_openai_chat_defaults(void **state)
+{
+    (void)state;
+    struct api_gen_req r;
+    struct api_error e;
+    assert_int_equal(parse(API_KIND_CHAT,
+                           "{\"model\":\"m\",\"messages\":[{\"role\":\"developer\",\"content\":\"be "
+                           "nice\"},{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a"
+                           "\"},{\"type\":\"text\",\"text\":\"b\"}]},{\"role\":\"assistant\","
+                           "\"content\":null}],\"future_field\":{}}",
+                           &r, &e),
+                     0);
+    assert_string_equal(r.model, "m");
+    assert_int_equal(r.n_msgs, 3);
+    assert_string_equal(r.msgs[0].role, "system");
+    assert_string_equal(r.msgs[1].content, "ab");
+    assert_string_equal(r.msgs[2].content, "");
+    assert_false(r.stream);
+    assert_int_equal(r.max_tokens, -1);
+    assert_true(r.temperature == 1.0f && r.top_p == 1.0f);
+    assert_true(r.repeat_penalty == 1.0f && r.top_k == 0 && r.min_p == 0);
+    assert_false(r.has_seed);
+    assert_int_equal(r.n_stop, 0);
+    assert_false(r.logprobs);
+    api_gen_req_free(&r);
+}
+
+static void test_api_openai_chat_fields(void **state)
+{
+    (void)state;
+    struct api_gen_req r;
+    struct api_error e;
+    assert_int_equal(parse(API_KIND_CHAT,
+                           "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                           "\"stream\":true,\"stream_options\":{\"include_usage\":true},"
+                           "\"max_tokens\":5,\"max_completion_tokens\":7,\"temperature\":0,"
+                           "\"top_p\":0.5,\"seed\":42,\"stop\":[\"a\",\"\",\"b\"],"
+                           "\"presence_penalty\":-2,\"frequency_penalty\":2,\"n\":1,"
+                           "\"logprobs\":true,\"top_logprobs\":20,"
+                           "\"response_format\":{\"type\":\"json_object\"}}",
+                           &r, &e),
+                     0);
+    assert_true(r.stream && r.include_usage);
+    assert_int_equal(r.max_tokens, 7);
+    assert_true(r.temperature == 0.0f && r.top_p == 0.5f);
+    assert_true(r.has_seed);
+    assert_int_equal(r.seed, 42);
+    assert_int_equal(r.n_stop, 2);
+    assert_string_equal(r.stop[1], "b");
+    assert_true(r.presence_penalty == -2.0f && r.frequency_penalty == 2.0f);
+    assert_true(r.logprobs);
+    assert_int_equal(r.top_logprobs, 20);
+    assert_true(r.json_mode);
+    api_gen_req_free(&r);
+    assert_int_equal(parse(API_KIND_CHAT,
+                           "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                           "\"stop\":\"END\"}",
+                           &r, &e),
+                     0);
+    assert_int_equal(r.n_stop, 1);
+    assert_string_equal(r.stop[0], "END");
+    api_gen_req_free(&r);
+}
+
+static void test_api_openai_rejects_bad_fields(void **state)
+{
+    (void)state;
+    const enum api_kind C = API_KIND_CHAT;
+#define MSG "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]"
+    expect_bad(C, "", "");
+    expect_bad(C, "{", "");
+    expect_bad(C, "[1,2]", "");
+    expect_bad(C, "{\"messages\":[]}", "model");
+    expect_bad(C, "{\"model\":7," MSG "}", "model");
+    expect_bad(C, "{\"model\":\"m\"}", "messages");
+    expect_bad(C, "{\"model\":\"m\",\"messages\":[]}", "messages");
+    expect_bad(C, "{\"model\":\"m\",\"messages\":{}}", "messages");
+    expect_bad(C, "{\"model\":\"m\",\"messages\":[1]}", "messages[0].role");
+    expect_bad(C, "{\"model\":\"m\",\"messages\":[{\"role\":\"x\",\"content\":\"y\"}]}", "messages[0].role");
+    expect_bad(C, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":5}]}", "messages[0].content");
+    expect_bad(C, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}",
+               "messages[0].content");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"temperature\":2.5}", "temperature");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"temperature\":\"hot\"}", "temperature");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"top_p\":-0.1}", "top_p");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"presence_penalty\":3}", "presence_penalty");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"frequency_penalty\":-3}", "frequency_penalty");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"max_tokens\":0}", "max_tokens");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"max_tokens\":1.5}", "max_tokens");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"max_completion_tokens\":-1}", "max_completion_tokens");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"n\":2}", "n");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"seed\":0.5}", "seed");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", "stop");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"stop\":[1]}", "stop");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"stream\":\"yes\"}", "stream");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"stream_options\":{\"include_usage\":true}}", "stream_options");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"top_logprobs\":2}", "top_logprobs");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"logprobs\":true,\"top_logprobs\":21}", "top_logprobs");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"response_format\":{\"type\":\"xml\"}}", "response_format.type");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"tools\":[{\"type\":\"function\"}]}", "tools");
+    expect_bad(API_KIND_COMPLETION, "{\"model\":\"m\"}", "prompt");
+    expect_bad(API_KIND_COMPLETION, "{\"model\":\"m\",\"prompt\":[\"a\",\"b\"]}", "prompt");
+    expect_bad(API_KIND_COMPLETION, "{\"model\":\"m\",\"prompt\":[1,2]}", "prompt");
+    expect_bad(API_KIND_COMPLETION, "{\"model\":\"m\",\"prompt\":\"a\",\"logprobs\":6}", "logprobs");
+    expect_bad(API_KIND_COMPLETION, "{\"model\":\"m\",\"prompt\":\"a\",\"best_of\":2}", "best_of");
+    expect_bad(API_KIND_COMPLETION, "{\"model\":\"m\",\"prompt\":\"a\",\"echo\":true,\"stream\":true}", "echo");
+    expect_bad(API_KIND_EMBEDDING, "{\"model\":\"m\"}", "input");
+    expect_bad(API_KIND_EMBEDDING, "{\"model\":\"m\",\"input\":[]}", "input");
+    expect_bad(API_KIND_EMBEDDING, "{\"model\":\"m\",\"input\":\"\"}", "input");
+    expect_bad(API_KIND_EMBEDDING, "{\"model\":\"m\",\"input\":[[1,2]]}", "input");
+    expect_bad(API_KIND_EMBEDDING, "{\"model\":\"m\",\"input\":\"a\",\"encoding_format\":\"hex\"}", "encoding_format");
+#undef MSG
+}
+
+static void test_api_openai_completion_and_embedding(void **state)
+{
+    (void)state;
+    struct api_gen_req r;
+    struct api_error e;
+    assert_int_equal(parse(API_KIND_COMPLETION,
+                           "{\"model\":\"m\",\"prompt\":[\"Once\"],\"logprobs\":2,\"echo\":true}", &r, &e),
+                     0);
+    assert_string_equal(r.prompt, "Once");
+    assert_int_equal(r.max_tokens, 16); /* the completions API's default */
+    assert_true(r.logprobs);
+    assert_int_equal(r.top_logprobs, 2);
+    assert_true(r.echo);
+    api_gen_req_free(&r);
+    assert_int_equal(parse(API_KIND_EMBEDDING,
+                           "{\"model\":\"m\",\"input\":[\"a\",\"b\"],\"encoding_format\":\"base64\"}",
+                           &r, &e),
+                     0);
+    assert_int_equal(r.n_inputs, 2);
+    assert_string_equal(r.inputs[1], "b");
+    assert_true(r.echo); /* base64 output */
+    api_gen_req_free(&r);
+}
+
+static void test_api_openai_error_json_shape(void **state)
+{
+    (void)state;
+    struct api_error e;
+    api_error_set(&e, 404, "invalid_request_error", "model_not_found", NULL, "no %s", "model");
+    char *s = api_error_json(&e);
+    cJSON *j = cJSON_Parse(s);
+    cJSON *o = cJSON_GetObjectItem(j, "error");
+    assert_string_equal(cJSON_GetObjectItem(o, "message")->valuestring, "no model");
+    assert_string_equal(cJSON_GetObjectItem(o, "type")->valuestring, "invalid_request_error");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(o, "param")));
+    assert_string_equal(cJSON_GetObjectItem(o, "code")->valuestring, "model_not_found");
+    cJSON_Delete(j);
+    free(s);
+    api_error_set(&e, 400, "invalid_request_error", NULL, "temperature", "x");
+    s = api_error_json(&e);
+    j = cJSON_Parse(s);
+    o = cJSON_GetObjectItem(j, "error");
+    assert_string_equal(cJSON_GetObjectItem(o, "param")->valuestring, "temperature");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(o, "code")));
+    cJSON_Delete(j);
+    free(s);
+}
+
+static void test_api_openai_response_objects(void **state)
+{
+    (void)state;
+    struct api_lp_token lp[2];
+    memset(lp, 0, sizeof lp);
+    lp[0].tok = (struct api_lp_entry){" Hi", 3, -0.5f};
+    lp[0].n_top = 2;
+    lp[0].top[0] = (struct api_lp_entry){" Hi", 3, -0.5f};
+    lp[0].top[1] = (struct api_lp_entry){" Yo", 3, -1.5f};
+    lp[1].tok = (struct api_lp_entry){"\xE2\x82", 2, -0.1f}; /* half a character */
+    struct api_gen_out o = {.id = "chatcmpl-1", .created = 7, .model = "m", .text = "a\xFF" "b",
+                            .len = 3, .finish_reason = "stop", .n_prompt = 4, .n_completion = 2,
+                            .lps = lp, .n_lps = 2};
+    char *s = api_openai_response_json(API_KIND_CHAT, &o);
+    cJSON *j = cJSON_Parse(s);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "object")->valuestring, "chat.completion");
+    cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+    cJSON *m = cJSON_GetObjectItem(c, "message");
+    assert_string_equal(cJSON_GetObjectItem(m, "role")->valuestring, "assistant");
+    assert_string_equal(cJSON_GetObjectItem(m, "content")->valuestring, "a\xEF\xBF\xBD" "b");
+    assert_string_equal(cJSON_GetObjectItem(c, "finish_reason")->valuestring, "stop");
+    cJSON *content = cJSON_GetObjectItem(cJSON_GetObjectItem(c, "logprobs"), "content");
+    assert_int_equal(cJSON_GetArraySize(content), 2);
+    cJSON *t0 = cJSON_GetArrayItem(content, 0);
+    assert_string_equal(cJSON_GetObjectItem(t0, "token")->valuestring, " Hi");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(t0, "top_logprobs")), 2);
+    cJSON *t1 = cJSON_GetArrayItem(content, 1);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(t1, "bytes")), 2);
+    assert_int_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(t1, "bytes"), 0)->valueint, 0xE2);
+    cJSON *u = cJSON_GetObjectItem(j, "usage");
+    assert_int_equal(cJSON_GetObjectItem(u, "total_tokens")->valueint, 6);
+    cJSON_Delete(j);
+    free(s);
+
+    /* completions: text + the legacy logprobs layout */
+    s = api_openai_response_json(API_KIND_COMPLETION, &o);
+    j = cJSON_Parse(s);
+    c = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+    assert_string_equal(cJSON_GetObjectItem(j, "object")->valuestring, "text_completion");
+    assert_non_null(cJSON_GetObjectItem(c, "text"));
+    cJSON *l = cJSON_GetObjectItem(c, "logprobs");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(l, "tokens")), 2);
+    assert_int_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(l, "text_offset"), 1)->valueint, 3);
+    cJSON_Delete(j);
+    free(s);
+
+    /* stream chunks: first carries the role; the usage chunk has no choices */
+    o.lps = NULL;
+    o.finish_reason = NULL;
+    s = api_openai_chunk_json(API_KIND_CHAT, &o, true, false);
+    j = cJSON_Parse(s);
+    assert_string_equal(cJSON_GetObjectItem(j, "object")->valuestring, "chat.completion.chunk");
+    c = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(c, "delta"), "role")->valuestring, "assistant");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(c, "finish_reason")));
+    cJSON_Delete(j);
+    free(s);
+    s = api_openai_chunk_json(API_KIND_CHAT, &o, false, true);
+    j = cJSON_Parse(s);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "choices")), 0);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "prompt_tokens")->valueint, 4);
+    cJSON_Delete(j);
+    free(s);
+}
+
+static void test_api_ollama_parse_and_chunks(void **state)
+{
+    (void)state;
+    struct api_gen_req r;
+    struct api_error e;
+    const char *body = "{\"model\":\"m:latest\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"
+                       "\"options\":{\"temperature\":0,\"num_predict\":9,\"seed\":3,\"stop\":[\"x\"],"
+                       "\"top_k\":5},\"format\":\"json\"}";
+    assert_int_equal(api_ollama_parse(API_KIND_CHAT, body, strlen(body), &r, &e), 0);
+    assert_true(r.stream); /* Ollama streams by default */
+    assert_true(r.temperature == 0.0f);
+    assert_int_equal(r.max_tokens, 9);
+    assert_int_equal(r.seed, 3);
+    assert_int_equal(r.top_k, 5);
+    assert_int_equal(r.n_stop, 1);
+    assert_true(r.json_mode);
+    api_gen_req_free(&r);
+    body = "{\"model\":\"m\",\"prompt\":\"p\",\"system\":\"s\",\"raw\":true,\"stream\":false}";
+    assert_int_equal(api_ollama_parse(API_KIND_COMPLETION, body, strlen(body), &r, &e), 0);
+    assert_false(r.stream);
+    assert_true(r.raw);
+    assert_string_equal(r.system, "s");
+    assert_true(r.temperature == 0.8f && r.top_k == 40); /* Ollama's defaults */
+    api_gen_req_free(&r);
+    body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"options\":{\"top_p\":2}}";
+    assert_int_equal(api_ollama_parse(API_KIND_CHAT, body, strlen(body), &r, &e), MESH_EINVAL);
+    assert_int_equal(e.status, 400);
+    body = "{\"model\":\"m\"}";
+    assert_int_equal(api_ollama_parse(API_KIND_CHAT, body, strlen(body), &r, &e), MESH_EINVAL);
+
+    char *line = api_ollama_chunk(API_KIND_CHAT, "m", "abc", 3, true, "stop", 2, 3, 0.5);
+    size_t n = strlen(line);
+    assert_int_equal(line[n - 1], '\n');
+    cJSON *j = cJSON_Parse(line);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "message"), "content")->valuestring, "abc");
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "done")));
+    assert_int_equal(cJSON_GetObjectItem(j, "eval_count")->valueint, 3);
+    assert_int_equal(cJSON_GetObjectItem(j, "prompt_eval_count")->valueint, 2);
+    cJSON_Delete(j);
+    free(line);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_api_openai_chat_defaults),
+        cmocka_unit_test(test_api_openai_chat_fields),
+        cmocka_unit_test(test_api_openai_rejects_bad_fields),
+        cmocka_unit_test(test_api_openai_completion_and_embedding),
+        cmocka_unit_test(test_api_openai_error_json_shape),
+        cmocka_unit_test(test_api_openai_response_objects),
+        cmocka_unit_test(test_api_ollama_parse_and_chunks),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
