@@ -4,8 +4,8 @@
  * (src/llama-chat.cpp): distinctive markers such as "<|im_start|>" or "[INST]" in the
  * Jinja text. Rendering reproduces what each family's official Hugging Face template
  * renders (trim_blocks, lstrip_blocks, bos_token = ""), for system/user/assistant
- * messages; it does not run Jinja, so template-specific extras (tools, Llama 3.1's date
- * header) are not reproduced; a default system prompt (Qwen's) is found in the template
+ * messages; it does not run Jinja, so template-specific extras (tools, a live date in
+ * Llama 3.2's header) are not reproduced; a default system prompt (Qwen's) is found in the template
  * text by chat_tmpl_default_system and rendered when the caller passes it. "strip"/"trim" below are
  * Python's str.strip() on ASCII whitespace.
  */
@@ -34,6 +34,7 @@ static const char *const g_names[CHAT_TMPL_COUNT_] = {
     [CHAT_TMPL_GEMMA] = "gemma",
     [CHAT_TMPL_MISTRAL_V3_TEKKEN] = "mistral-v3-tekken",
     [CHAT_TMPL_PHI4] = "phi4",
+    [CHAT_TMPL_LLAMA31] = "llama3.1",
 };
 
 const char *chat_tmpl_name(enum chat_tmpl t)
@@ -91,7 +92,8 @@ enum chat_tmpl chat_tmpl_detect(const char *j)
     if ((has_asst || has_user) && (has(j, "eos_token") || has(j, "<|endoftext|>")))
         return CHAT_TMPL_ZEPHYR;
     if (has(j, "<start_of_turn>")) return CHAT_TMPL_GEMMA;
-    if (has(j, "<|start_header_id|>") && has(j, "<|end_header_id|>")) return CHAT_TMPL_LLAMA3;
+    if (has(j, "<|start_header_id|>") && has(j, "<|end_header_id|>"))
+        return has(j, "Cutting Knowledge Date") ? CHAT_TMPL_LLAMA31 : CHAT_TMPL_LLAMA3;
     return CHAT_TMPL_UNKNOWN;
 }
 
@@ -102,8 +104,8 @@ int chat_tmpl_select(const char *jinja, const char *override, enum chat_tmpl *ou
         enum chat_tmpl t = chat_tmpl_from_name(override);
         if (t == CHAT_TMPL_UNKNOWN) {
             log_error("chat template '%s' is not one of chatml, llama2, llama2-sys, llama3, "
-                      "mistral-v1, mistral-v3, mistral-v3-tekken, mistral-v7, phi3, phi4, "
-                      "zephyr, gemma", override);
+                      "llama3.1, mistral-v1, mistral-v3, mistral-v3-tekken, mistral-v7, phi3, "
+                      "phi4, zephyr, gemma", override);
             return MESH_EINVAL;
         }
         *out = t;
@@ -216,10 +218,10 @@ static void render_phi4(struct chat_buf *b, const struct chat_job *j)
     if (j->add_gen) buf_str(b, "<|im_start|>assistant<|im_sep|>");
 }
 
-/* <|start_header_id|>role<|end_header_id|>\n\n{content|trim}<|eot_id|> */
-static void render_llama3(struct chat_buf *b, const struct chat_job *j)
+/* <|start_header_id|>role<|end_header_id|>\n\n{content|trim}<|eot_id|> from message i0 */
+static void render_llama3(struct chat_buf *b, const struct chat_job *j, size_t i0)
 {
-    for (size_t i = 0; i < j->n; i++) {
+    for (size_t i = i0; i < j->n; i++) {
         buf_str(b, "<|start_header_id|>");
         buf_str(b, j->msgs[i].role);
         buf_str(b, "<|end_header_id|>\n\n");
@@ -227,6 +229,23 @@ static void render_llama3(struct chat_buf *b, const struct chat_job *j)
         buf_str(b, "<|eot_id|>");
     }
     if (j->add_gen) buf_str(b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+}
+
+/* Llama 3.1-3.3 (no tools): a system turn always opens with the knowledge-cutoff and date
+ * lines, followed by the first message's text if it is a system message (trimmed). */
+static void render_llama31(struct chat_buf *b, const struct chat_job *j, const char *date)
+{
+    buf_str(b, "<|start_header_id|>system<|end_header_id|>\n\n"
+               "Cutting Knowledge Date: December 2023\nToday Date: ");
+    buf_str(b, date);
+    buf_str(b, "\n\n");
+    size_t i0 = 0;
+    if (j->n > 0 && j->roles[0] == ROLE_SYSTEM) {
+        buf_strip(b, j->msgs[0].content);
+        i0 = 1;
+    }
+    buf_str(b, "<|eot_id|>");
+    render_llama3(b, j, i0);
 }
 
 /* phi3: <|role|>\ncontent<|end|>\n (empty system messages skipped, as Phi-3.5's
@@ -457,7 +476,10 @@ int chat_tmpl_render(enum chat_tmpl t, const struct chat_msg *msgs, size_t n_msg
     switch (t) {
     case CHAT_TMPL_CHATML: render_chatml(&b, &j); break;
     case CHAT_TMPL_PHI4: render_phi4(&b, &j); break;
-    case CHAT_TMPL_LLAMA3: render_llama3(&b, &j); break;
+    case CHAT_TMPL_LLAMA3: render_llama3(&b, &j, 0); break;
+    case CHAT_TMPL_LLAMA31:
+        render_llama31(&b, &j, o->date_string ? o->date_string : "26 Jul 2024");
+        break;
     case CHAT_TMPL_PHI3: render_pipe_roles(&b, &j, "<|end|>", true); break;
     case CHAT_TMPL_ZEPHYR: render_pipe_roles(&b, &j, j.eos, false); break;
     case CHAT_TMPL_GEMMA: render_gemma(&b, &j); break;
@@ -484,7 +506,7 @@ done:
 int chat_tmpl_apply_eos(enum chat_tmpl t, const struct chat_msg *msgs, size_t n_msgs,
                         bool add_generation_prompt, const char *eos_text, char **out)
 {
-    struct chat_opts o = {add_generation_prompt, eos_text, NULL};
+    struct chat_opts o = {add_generation_prompt, eos_text, NULL, NULL};
     return chat_tmpl_render(t, msgs, n_msgs, &o, out);
 }
 
@@ -552,7 +574,7 @@ int chat_tmpl_default_system(const char *jinja, char *buf, size_t cap)
 
 static const char *const g_stops_chatml[] = {"<|im_end|>", "<|im_start|>", NULL};
 static const char *const g_stops_inst[] = {"</s>", "[INST]", NULL};
-static const char *const g_stops_llama3[] = {"<|eot_id|>", "<|start_header_id|>",
+static const char *const g_stops_llama3[] = {"<|eot_id|>", "<|eom_id|>", "<|start_header_id|>",
                                              "<|end_of_text|>", NULL};
 static const char *const g_stops_phi3[] = {"<|end|>", "<|endoftext|>", "<|user|>", NULL};
 static const char *const g_stops_zephyr[] = {"</s>", "<|endoftext|>", "<|user|>", NULL};
@@ -570,7 +592,8 @@ const char *const *chat_tmpl_stops(enum chat_tmpl t)
     case CHAT_TMPL_MISTRAL_V3:
     case CHAT_TMPL_MISTRAL_V3_TEKKEN:
     case CHAT_TMPL_MISTRAL_V7: return g_stops_inst;
-    case CHAT_TMPL_LLAMA3: return g_stops_llama3;
+    case CHAT_TMPL_LLAMA3:
+    case CHAT_TMPL_LLAMA31: return g_stops_llama3;
     case CHAT_TMPL_PHI3: return g_stops_phi3;
     case CHAT_TMPL_ZEPHYR: return g_stops_zephyr;
     case CHAT_TMPL_GEMMA: return g_stops_gemma;

@@ -27,6 +27,7 @@ enum chat_tmpl {
     CHAT_TMPL_GEMMA,
     CHAT_TMPL_MISTRAL_V3_TEKKEN, /* Mistral Nemo: v3 without the spaces */
     CHAT_TMPL_PHI4,              /* chatml with <|im_sep|> */
+    CHAT_TMPL_LLAMA31,           /* llama3 + Llama 3.1-3.3's "Cutting Knowledge Date" header */
     CHAT_TMPL_COUNT_
 };
 
@@ -71,6 +72,8 @@ struct chat_opts {
     const char *eos_text;       /* as chat_tmpl_apply_eos; NULL = "</s>" */
     const char *default_system; /* rendered as a first system message when msgs[0] is not
                                  * one (see chat_tmpl_default_system); NULL = none */
+    const char *date_string;    /* llama3.1's "Today Date: ..."; NULL = "26 Jul 2024", the
+                                 * template's own default (stable, so KV prefixes stay valid) */
 };
 int chat_tmpl_render(enum chat_tmpl t, const struct chat_msg *msgs, size_t n_msgs,
                      const struct chat_opts *o, char **out);

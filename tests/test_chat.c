@@ -63,6 +63,15 @@ static const char T_LLAMA3[] =
     "trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}"
     "{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>"
     "assistant<|end_header_id|>\\n\\n' }}{% endif %}";
+/* meta-llama/Llama-3.1-8B-Instruct (excerpt: system header and message loop) */
+static const char T_LLAMA31[] =
+    "{{- bos_token }}\n{%- if not date_string is defined %}\n    {%- set date_string = \"26 Jul "
+    "2024\" %}\n{%- endif %}\n{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}\n"
+    "{{- \"Cutting Knowledge Date: December 2023\\n\" }}\n{{- \"Today Date: \" + date_string + "
+    "\"\\n\\n\" }}\n{{- system_message }}\n{{- \"<|eot_id|>\" }}\n{%- for message in messages %}"
+    "\n        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ "
+    "message['content'] | trim + '<|eot_id|>' }}\n{%- endfor %}\n{%- if add_generation_prompt %}"
+    "\n    {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}\n{%- endif %}\n";
 /* mistralai 'v1' template with a system prompt (Mistral-7B-Instruct-v0.2, later revision) */
 static const char T_MISTRAL_V1[] =
     "{%- if messages[0]['role'] == 'system' %}\n    {%- set system_message = messages[0]"
@@ -162,6 +171,7 @@ static void test_chat_detect_real_templates(void **state)
         {T_LLAMA2, CHAT_TMPL_LLAMA2},
         {T_LLAMA2_SYS, CHAT_TMPL_LLAMA2_SYS},
         {T_LLAMA3, CHAT_TMPL_LLAMA3},
+        {T_LLAMA31, CHAT_TMPL_LLAMA31},
         {T_MISTRAL_V1, CHAT_TMPL_MISTRAL_V1},
         {T_MISTRAL_V3, CHAT_TMPL_MISTRAL_V3},
         {T_MISTRAL_TEKKEN, CHAT_TMPL_MISTRAL_V3_TEKKEN},
@@ -247,6 +257,29 @@ static void test_chat_render_llama_family(void **state)
                   "<|start_header_id|>assistant<|end_header_id|>\n\n");
 }
 
+static void test_chat_render_llama31_date_header(void **state)
+{
+    (void)state;
+    expect_render(CHAT_TMPL_LLAMA31,
+                  "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December "
+                  "2023\nToday Date: 26 Jul 2024\n\nYou are a helpful assistant<|eot_id|>"
+                  "<|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"
+                  "<|start_header_id|>assistant<|end_header_id|>\n\nHi there<|eot_id|>"
+                  "<|start_header_id|>user<|end_header_id|>\n\nWho are you<|eot_id|>"
+                  "<|start_header_id|>assistant<|end_header_id|>\n\nI am an assistant<|eot_id|>"
+                  "<|start_header_id|>user<|end_header_id|>\n\nAnother question<|eot_id|>"
+                  "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    /* No system message: the header turn is still there, empty after the date. */
+    char *out;
+    struct chat_opts o = {.add_generation_prompt = true, .date_string = "01 Jan 2026"};
+    assert_int_equal(chat_tmpl_render(CHAT_TMPL_LLAMA31, g_conv + 1, 1, &o, &out), 0);
+    assert_string_equal(out, "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge "
+                             "Date: December 2023\nToday Date: 01 Jan 2026\n\n<|eot_id|>"
+                             "<|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"
+                             "<|start_header_id|>assistant<|end_header_id|>\n\n");
+    free(out);
+}
+
 static void test_chat_render_mistral_family(void **state)
 {
     (void)state;
@@ -295,7 +328,8 @@ static void test_chat_render_options_and_edges(void **state)
     const struct chat_msg two[] = {{"user", "Hi"}, {"assistant", "Yo"}};
     /* No generation prompt: the history only. */
     assert_int_equal(chat_tmpl_apply(CHAT_TMPL_CHATML, two, 2, false, &out), 0);
-    assert_string_equal(out, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nYo<|im_end|>\n");
+    assert_string_equal(out,
+                        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nYo<|im_end|>\n");
     free(out);
     /* The model's own EOS piece for zephyr (StableLM). */
     assert_int_equal(chat_tmpl_apply_eos(CHAT_TMPL_ZEPHYR, two, 1, true, "<|endoftext|>", &out), 0);
@@ -423,6 +457,7 @@ int main(void)
         cmocka_unit_test(test_chat_detect_real_templates),
         cmocka_unit_test(test_chat_render_chatml_family),
         cmocka_unit_test(test_chat_render_llama_family),
+        cmocka_unit_test(test_chat_render_llama31_date_header),
         cmocka_unit_test(test_chat_render_mistral_family),
         cmocka_unit_test(test_chat_render_phi3_zephyr_gemma),
         cmocka_unit_test(test_chat_render_options_and_edges),

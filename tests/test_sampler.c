@@ -216,7 +216,8 @@ static void expect_set(const bool *seen, const char *ids)
 {
     for (int i = 0; i < 6; i++) {
         bool want = strchr(ids, '0' + i) != NULL;
-        if (seen[i] != want) fail_msg("id %d: kept %d, expected %d (set %s)", i, seen[i], want, ids);
+        if (seen[i] != want)
+            fail_msg("id %d: kept %d, expected %d (set %s)", i, seen[i], want, ids);
     }
 }
 
@@ -300,7 +301,8 @@ static void check_top_k(int n, int k, int draws, uint64_t seed)
     assert_int_equal(sampler_new(&p, n, &s), 0);
     draw_set(s, l, draws, seen, n);
     for (int i = 0; i < n; i++)
-        if (seen[i] != want[i]) fail_msg("n %d k %d: id %d kept %d, expected %d", n, k, i, seen[i], want[i]);
+        if (seen[i] != want[i])
+            fail_msg("n %d k %d: id %d kept %d, expected %d", n, k, i, seen[i], want[i]);
     sampler_free(s);
     free(l);
     free(order);
@@ -316,7 +318,8 @@ static void test_sampler_top_k_keeps_k_best(void **state)
 }
 
 /* Equal logits: ties are ordered by id, so top-p 0.49975 (= 999.5 / 2000, away from a
- * rounding edge) over 2000 equal tokens keeps ids [0, 1000); this also drives the chunked partial sort of top-p across many rounds. */
+ * rounding edge) over 2000 equal tokens keeps ids [0, 1000); this also drives top-p past
+ * its sorted chunks into the mass-quickselect. */
 static void test_sampler_top_p_ties_by_id_large_vocab(void **state)
 {
     (void)state;
@@ -373,7 +376,8 @@ static void test_sampler_top_p_flat_tail_matches_sorted_reference(void **state)
     assert_int_equal(sampler_new(&p, N, &s), 0);
     draw_set(s, l, 25 * n_want, seen, N);
     for (int i = 0; i < N; i++)
-        if (seen[i] != want[i]) fail_msg("id %d (logit %g): kept %d, expected %d", i, l[i], seen[i], want[i]);
+        if (seen[i] != want[i])
+            fail_msg("id %d (logit %g): kept %d, expected %d", i, l[i], seen[i], want[i]);
     sampler_free(s);
 }
 

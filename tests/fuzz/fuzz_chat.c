@@ -35,7 +35,10 @@ static void fuzz_render(char **fields, size_t n_fields)
     for (int t = CHAT_TMPL_UNKNOWN; t <= CHAT_TMPL_COUNT_; t++) {
         for (int gen = 0; gen < 2; gen++) {
             char *out = NULL;
-            struct chat_opts o = {gen, gen ? NULL : "<eos>", gen ? fields[0] : NULL};
+            struct chat_opts o = {.add_generation_prompt = gen,
+                                  .eos_text = gen ? NULL : "<eos>",
+                                  .default_system = gen ? fields[0] : NULL,
+                                  .date_string = gen ? NULL : fields[0]};
             if (chat_tmpl_render((enum chat_tmpl)t, msgs, n, &o, &out) == 0) {
                 if (!out) abort();
                 (void)strlen(out);
