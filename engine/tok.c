@@ -545,20 +545,60 @@ static int split_on_token(const struct tok *t, const char *text, int32_t id,
     return rc;
 }
 
+/* Byte pairs present in the text (a 65536-bit set, plus single bytes), so that special
+ * tokens that cannot occur are skipped without a search: vocabularies with hundreds of
+ * added tokens would otherwise scan the whole text once per token. */
+struct pair_set {
+    uint64_t pairs[65536 / 64];
+    uint64_t bytes[4];
+};
+
+static void pair_set_build(struct pair_set *ps, const char *text, size_t len)
+{
+    memset(ps, 0, sizeof *ps);
+    for (size_t i = 0; i < len; i++) {
+        unsigned c = (unsigned char)text[i];
+        ps->bytes[c >> 6] |= 1ull << (c & 63);
+        if (i + 1 < len) {
+            unsigned p = c << 8 | (unsigned char)text[i + 1];
+            ps->pairs[p >> 6] |= 1ull << (p & 63);
+        }
+    }
+}
+
+static bool pair_set_may_contain(const struct pair_set *ps, const char *s, size_t len)
+{
+    if (len == 1) {
+        unsigned c = (unsigned char)s[0];
+        return ps->bytes[c >> 6] >> (c & 63) & 1;
+    }
+    for (size_t i = 0; i + 1 < len; i++) {
+        unsigned p = (unsigned)(unsigned char)s[i] << 8 | (unsigned char)s[i + 1];
+        if (!(ps->pairs[p >> 6] >> (p & 63) & 1)) return false;
+    }
+    return true;
+}
+
 static int partition(const struct tok *t, const char *text, size_t len, bool parse_special,
                      struct frag_vec *a, struct frag_vec *b)
 {
     int rc = frag_push(a, 0, len, -1);
+    struct pair_set *ps = malloc(sizeof *ps);
+    if (!ps) return MESH_ENOMEM;
+    pair_set_build(ps, text, len);
     for (int32_t i = 0; i < t->n_special && !rc; i++) {
         int32_t id = t->special[i];
         uint8_t ty = t->type[id];
         /* Control and unknown tokens only with parse_special; user-defined always. */
         if (!parse_special && (ty == TOK_TYPE_CONTROL || ty == TOK_TYPE_UNKNOWN)) continue;
+        const char *tt = t->text + t->text_off[id];
+        if (!pair_set_may_contain(ps, tt, t->text_off[id + 1] - t->text_off[id])) continue;
         rc = split_on_token(t, text, id, a, b);
         struct frag_vec tmp = *a;
         *a = *b;
         *b = tmp;
     }
+    free(ps);
     return rc;
 }
 
