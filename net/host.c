@@ -13,7 +13,6 @@
 
 #include "core/err.h"
 #include "core/log.h"
-#include "identify.pb-c.h"
 #include "net/mss.h"
 #include "net/noise.h"
 #include "net/varint.h"
@@ -25,7 +24,6 @@
 
 #define HOST_MAX_HANDLERS 32
 #define HOST_MAX_LISTENERS 8
-#define HOST_IDENTIFY_MAX 8192     /* identify messages are small; js caps at 8 KiB too */
 #define HOST_PING_LEN 32
 #define HOST_CONN_MAX_WRITE (32u << 20) /* unsent bytes before a peer counts as stalled */
 
@@ -1100,42 +1098,16 @@ int host_open_stream(struct host *h, const struct multiaddr *addr, const char *p
 static void identify_on_msg(void *ctx, struct host_stream *s, const uint8_t *data, size_t len)
 {
     struct conn *c = s->c;
+    struct host *h = c->h;
     (void)ctx;
-    P2pidentify__Identify *m = p2pidentify__identify__unpack(NULL, len, data);
-    if (!m) {
-        log_debug("host: malformed identify message");
+    int rc = identify_decode(data, len, &c->info.id, &c->info.ident);
+    if (rc) {
+        log_warn("host: bad identify message from a peer: %s", err_str(rc));
         host_stream_reset(s);
         return;
     }
-    struct host_peer_info *info = &c->info;
-    /* The public key, if sent, must be the one the Noise handshake authenticated. */
-    if (m->has_publickey) {
-        struct peer_id pid;
-        if (peer_id_from_pubkey_proto(m->publickey.data, m->publickey.len, &pid) ||
-            !peer_id_equal(&pid, &info->id)) {
-            log_warn("host: identify public key does not match the peer");
-            p2pidentify__identify__free_unpacked(m, NULL);
-            host_stream_reset(s);
-            return;
-        }
-    }
-    snprintf(info->agent, sizeof info->agent, "%s", m->agentversion ? m->agentversion : "");
-    info->n_protocols = 0;
-    for (size_t i = 0; i < m->n_protocols && info->n_protocols < HOST_INFO_MAX_PROTOCOLS; i++)
-        if (strlen(m->protocols[i]) < HOST_MAX_PROTOCOL_LEN)
-            strcpy(info->protocols[info->n_protocols++], m->protocols[i]);
-    info->n_listen_addrs = 0;
-    for (size_t i = 0; i < m->n_listenaddrs && info->n_listen_addrs < HOST_INFO_MAX_ADDRS; i++)
-        if (multiaddr_from_bytes(m->listenaddrs[i].data, m->listenaddrs[i].len,
-                                 &info->listen_addrs[info->n_listen_addrs]) == 0)
-            info->n_listen_addrs++;
-    if (!m->has_observedaddr ||
-        multiaddr_from_bytes(m->observedaddr.data, m->observedaddr.len, &info->observed_addr))
-        memset(&info->observed_addr, 0, sizeof info->observed_addr);
-    info->is_identified = true;
-    p2pidentify__identify__free_unpacked(m, NULL);
-    struct host *h = c->h;
-    if (h->on_peer) h->on_peer(h->on_peer_ctx, HOST_PEER_IDENTIFIED, info);
+    c->info.is_identified = true;
+    if (h->on_peer) h->on_peer(h->on_peer_ctx, HOST_PEER_IDENTIFIED, &c->info);
 }
 
 static void identify_on_eof(void *ctx, struct host_stream *s)
@@ -1154,7 +1126,7 @@ static void identify_opened(void *ctx, struct host_stream *s, int status)
         return;
     }
     host_stream_set_callbacks(s, &g_identify_cbs, NULL);
-    host_stream_set_message_mode(s, HOST_IDENTIFY_MAX);
+    host_stream_set_message_mode(s, IDENTIFY_MAX_MSG);
 }
 
 static void identify_start(struct conn *c)
@@ -1167,40 +1139,30 @@ static void identify_serve(void *ctx, struct host_stream *s)
 {
     struct host *h = ctx;
     struct conn *c = s->c;
-    P2pidentify__Identify m = P2PIDENTIFY__IDENTIFY__INIT;
-    uint8_t pub[IDENTITY_PUBKEY_PROTO_LEN];
-    ProtobufCBinaryData addrs[HOST_MAX_LISTENERS];
-    char *protos[HOST_MAX_HANDLERS];
+    struct identify_info *info = malloc(sizeof *info);
+    uint8_t pub[IDENTITY_PUBKEY_PROTO_LEN], *buf = malloc(IDENTIFY_MAX_MSG);
+    size_t n;
 
+    if (!info || !buf) goto fail;
+    memset(info, 0, sizeof *info);
     identity_pubkey_proto(h->id.pk, pub);
-    m.protocolversion = (char *)HOST_PROTOCOL_VERSION;
-    m.agentversion = h->agent;
-    m.has_publickey = 1;
-    m.publickey.data = pub;
-    m.publickey.len = sizeof pub;
-    for (size_t i = 0; i < h->n_listeners; i++) {
-        addrs[i].data = h->listeners[i]->addr.bytes;
-        addrs[i].len = h->listeners[i]->addr.len;
-    }
-    m.n_listenaddrs = h->n_listeners;
-    m.listenaddrs = addrs;
-    for (size_t i = 0; i < h->n_handlers; i++) protos[i] = h->handlers[i].protocol;
-    m.n_protocols = h->n_handlers;
-    m.protocols = protos;
-    if (c->info.remote_addr.len) {
-        m.has_observedaddr = 1;
-        m.observedaddr.data = c->info.remote_addr.bytes;
-        m.observedaddr.len = c->info.remote_addr.len;
-    }
-    size_t n = p2pidentify__identify__get_packed_size(&m);
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf) {
-        host_stream_reset(s);
-        return;
-    }
-    p2pidentify__identify__pack(&m, buf);
+    snprintf(info->protocol_version, sizeof info->protocol_version, "%s", HOST_PROTOCOL_VERSION);
+    snprintf(info->agent, sizeof info->agent, "%s", h->agent);
+    for (size_t i = 0; i < h->n_listeners && i < IDENTIFY_MAX_ADDRS; i++)
+        info->listen_addrs[info->n_listen_addrs++] = h->listeners[i]->addr;
+    for (size_t i = 0; i < h->n_handlers && i < IDENTIFY_MAX_PROTOCOLS; i++)
+        memcpy(info->protocols[info->n_protocols++], h->handlers[i].protocol,
+               HOST_MAX_PROTOCOL_LEN);
+    info->observed_addr = c->info.remote_addr; /* how we see the peer */
+    if (identify_encode(info, pub, sizeof pub, buf, IDENTIFY_MAX_MSG, &n)) goto fail;
     if (host_stream_write_msg(s, buf, n) == 0) host_stream_close(s);
+    free(info);
     free(buf);
+    return;
+fail:
+    free(info);
+    free(buf);
+    host_stream_reset(s);
 }
 
 /* ---- ping (/ipfs/ping/1.0.0) ------------------------------------------------------------ */

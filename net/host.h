@@ -15,6 +15,7 @@
 #ifndef MESH_NET_HOST_H
 #define MESH_NET_HOST_H
 
+#include "net/identify.h"
 #include "net/identity.h"
 #include "net/multiaddr.h"
 #include "net/peer_id.h"
@@ -24,13 +25,11 @@
 #include <stdint.h>
 #include <uv.h>
 
-#define HOST_IDENTIFY_ID "/ipfs/id/1.0.0"
+#define HOST_IDENTIFY_ID IDENTIFY_PROTOCOL_ID
 #define HOST_PING_ID "/ipfs/ping/1.0.0"
 #define HOST_AGENT "meshllm/0.1"
 #define HOST_PROTOCOL_VERSION "ipfs/0.1.0"
-#define HOST_MAX_PROTOCOL_LEN 128
-#define HOST_INFO_MAX_PROTOCOLS 32
-#define HOST_INFO_MAX_ADDRS 8
+#define HOST_MAX_PROTOCOL_LEN IDENTIFY_MAX_PROTOCOL_LEN
 
 struct host;
 struct host_stream;
@@ -46,17 +45,13 @@ struct host_config {
     uint32_t handshake_timeout_ms;   /* TCP connect + upgrade; default 10000 */
 };
 
-/* What identify told us about a peer. */
+/* A connected peer and what identify told us about it (ident.observed_addr: how the peer
+ * sees us). */
 struct host_peer_info {
     struct peer_id id;
-    struct multiaddr remote_addr;   /* the address of our connection to it */
-    char agent[64];
-    char protocols[HOST_INFO_MAX_PROTOCOLS][HOST_MAX_PROTOCOL_LEN];
-    size_t n_protocols;
-    struct multiaddr listen_addrs[HOST_INFO_MAX_ADDRS];
-    size_t n_listen_addrs;
-    struct multiaddr observed_addr; /* how the peer sees us (len 0: not sent) */
+    struct multiaddr remote_addr; /* the address of our connection to it */
     bool is_identified;
+    struct identify_info ident;
 };
 
 enum host_peer_event { HOST_PEER_CONNECTED = 1, HOST_PEER_IDENTIFIED, HOST_PEER_DISCONNECTED };

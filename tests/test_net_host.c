@@ -103,8 +103,8 @@ static void on_peer(void *ctx, enum host_peer_event ev, const struct host_peer_i
 
 static bool has_protocol(const struct host_peer_info *p, const char *id)
 {
-    for (size_t i = 0; i < p->n_protocols; i++)
-        if (!strcmp(p->protocols[i], id)) return true;
+    for (size_t i = 0; i < p->ident.n_protocols; i++)
+        if (!strcmp(p->ident.protocols[i], id)) return true;
     return false;
 }
 
@@ -124,15 +124,15 @@ static void test_net_host_ping_and_identify(void **state)
     run_until(&f, &wb.identified);
     /* A learned B's identity, agent, protocols and listen address; B saw A from loopback. */
     assert_true(peer_id_equal(&wa.info.id, &f.idb.id));
-    assert_string_equal(wa.info.agent, HOST_AGENT);
+    assert_string_equal(wa.info.ident.agent, HOST_AGENT);
     assert_true(has_protocol(&wa.info, HOST_PING_ID));
     assert_true(has_protocol(&wa.info, HOST_IDENTIFY_ID));
-    assert_int_equal(wa.info.n_listen_addrs, 1);
+    assert_int_equal(wa.info.ident.n_listen_addrs, 1);
     struct multiaddr b_listen;
     host_listen_addrs(f.b, &b_listen, 1);
-    assert_true(multiaddr_equal(&wa.info.listen_addrs[0], &b_listen));
+    assert_true(multiaddr_equal(&wa.info.ident.listen_addrs[0], &b_listen));
     char text[MULTIADDR_TEXT_CAP];
-    assert_int_equal(multiaddr_to_text(&wa.info.observed_addr, text, sizeof text), 0);
+    assert_int_equal(multiaddr_to_text(&wa.info.ident.observed_addr, text, sizeof text), 0);
     assert_non_null(strstr(text, "/ip4/127.0.0.1/tcp/"));
     assert_true(peer_id_equal(&wb.info.id, &f.ida.id));
     /* A second ping reuses the connection. */
@@ -276,17 +276,48 @@ static void test_net_host_refuses_unknown_protocol_and_wrong_peer(void **state)
     fixture_down(&f);
 }
 
+static void test_net_host_identify_codec_roundtrip_and_key_check(void **state)
+{
+    (void)state;
+    struct identity me, other;
+    struct identify_info in, out;
+    uint8_t pub[IDENTITY_PUBKEY_PROTO_LEN], buf[IDENTIFY_MAX_MSG];
+    size_t n;
+    assert_int_equal(identity_generate(&me), 0);
+    assert_int_equal(identity_generate(&other), 0);
+    memset(&in, 0, sizeof in);
+    strcpy(in.agent, "meshllm/0.1");
+    strcpy(in.protocol_version, "ipfs/0.1.0");
+    strcpy(in.protocols[0], "/ipfs/ping/1.0.0");
+    strcpy(in.protocols[1], "/meshllm/infer/1");
+    in.n_protocols = 2;
+    assert_int_equal(multiaddr_from_text("/ip4/127.0.0.1/tcp/4001", &in.listen_addrs[0]), 0);
+    assert_int_equal(multiaddr_from_text("/ip6/::1/tcp/4001", &in.listen_addrs[1]), 0);
+    in.n_listen_addrs = 2;
+    assert_int_equal(multiaddr_from_text("/ip4/127.0.0.1/tcp/5555", &in.observed_addr), 0);
+    identity_pubkey_proto(me.pk, pub);
+    assert_int_equal(identify_encode(&in, pub, sizeof pub, buf, sizeof buf, &n), 0);
+    assert_int_equal(identify_decode(buf, n, &me.id, &out), 0);
+    assert_memory_equal(&in, &out, sizeof in);
+    /* The same message presented as another peer's: the key does not match its ID. */
+    assert_int_equal(identify_decode(buf, n, &other.id, &out), MESH_ECRYPTO);
+    assert_int_equal(identify_decode(buf, n - 1, &me.id, &out), MESH_EPROTO);
+    assert_int_equal(identify_encode(&in, pub, sizeof pub, buf, 10, &n), MESH_ERANGE);
+    identity_wipe(&me);
+    identity_wipe(&other);
+}
+
 /* ---- interop driver ---------------------------------------------------------------------- */
 
 static void print_info(const char *who, const struct host_peer_info *p)
 {
     char id[PEER_ID_TEXT_CAP];
     peer_id_to_text(&p->id, id, sizeof id);
-    printf("%s identify peer=%s agent=%s protocols=", who, id, p->agent);
-    for (size_t i = 0; i < p->n_protocols; i++) printf("%s%s", i ? "," : "", p->protocols[i]);
-    for (size_t i = 0; i < p->n_listen_addrs; i++) {
+    printf("%s identify peer=%s agent=%s protocols=", who, id, p->ident.agent);
+    for (size_t i = 0; i < p->ident.n_protocols; i++) printf("%s%s", i ? "," : "", p->ident.protocols[i]);
+    for (size_t i = 0; i < p->ident.n_listen_addrs; i++) {
         char t[MULTIADDR_TEXT_CAP];
-        multiaddr_to_text(&p->listen_addrs[i], t, sizeof t);
+        multiaddr_to_text(&p->ident.listen_addrs[i], t, sizeof t);
         printf(" listen=%s", t);
     }
     printf("\n");
@@ -403,7 +434,7 @@ static int interop_main(int argc, char **argv)
     }
     printf("c ping status=%d rtt_us=%llu\n", io.ping.status, (unsigned long long)io.ping.rtt_us);
     fflush(stdout);
-    int rc = io.ping.status == 0 && strstr(io.w.info.agent, "libp2p") ? 0 : 1;
+    int rc = io.ping.status == 0 && strstr(io.w.info.ident.agent, "libp2p") ? 0 : 1;
     if (dial) {
         /* Stay until the JS side has pinged us back over our connection. */
         while (!(io.was_pinged && io.ping_stream_closed) && !io.disconnected)
@@ -429,6 +460,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_net_host_ping_and_identify),
         cmocka_unit_test(test_net_host_echo_protocol_with_flow_control),
         cmocka_unit_test(test_net_host_refuses_unknown_protocol_and_wrong_peer),
+        cmocka_unit_test(test_net_host_identify_codec_roundtrip_and_key_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
