@@ -38,6 +38,34 @@ bool unicode_is_ws(uint32_t cp)
     return (unicode_flags(cp) & UNICODE_F_WS) != 0;
 }
 
+/* Binary search in a sorted [n][2] map; cp itself if absent. */
+static uint32_t map_lookup(const uint32_t (*map)[2], size_t n, uint32_t cp)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (map[mid][0] < cp)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && map[lo][0] == cp ? map[lo][1] : cp;
+}
+
+uint32_t unicode_tolower(uint32_t cp)
+{
+    if (cp < 0x80) return cp >= 'A' && cp <= 'Z' ? cp + 32 : cp;
+    return map_lookup(unicode_lower_map, unicode_n_lower, cp);
+}
+
+uint32_t unicode_nfd_first(uint32_t cp)
+{
+    if (cp < 0xC0) return cp;
+    /* Hangul syllables decompose algorithmically: S = 0xAC00 + (L * 21 + V) * 28 + T. */
+    if (cp >= 0xAC00 && cp <= 0xD7A3) return 0x1100 + (cp - 0xAC00) / (21 * 28);
+    return map_lookup(unicode_nfd_map, unicode_n_nfd, cp);
+}
+
 size_t unicode_utf8_len(unsigned char lead)
 {
     static const unsigned char lookup[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};

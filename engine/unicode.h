@@ -7,7 +7,8 @@
  * leftmost-first, greedy-with-backtracking (ECMAScript) semantics; no regex library. Like
  * llama.cpp, each expression of a pipeline splits every fragment of the previous one, and
  * both matches and the unmatched text between them become fragments.
- * No normalization (NFC/NFD) and no case mapping beyond ASCII.
+ * Normalization is limited to what WordPiece needs: the first code point of the canonical
+ * decomposition and simple lowercase.
  * Thread rule: pure functions over read-only tables; any thread.
  */
 #ifndef MESH_ENGINE_UNICODE_H
@@ -37,10 +38,23 @@ extern const uint32_t unicode_range_first[];
 extern const uint8_t unicode_range_flags[];
 extern const size_t unicode_n_ranges;
 
+/* Generated: simple lowercase pairs and first code points of canonical decompositions,
+ * both sorted by their first element. */
+extern const uint32_t unicode_lower_map[][2];
+extern const size_t unicode_n_lower;
+extern const uint32_t unicode_nfd_map[][2];
+extern const size_t unicode_n_nfd;
+
 /* Flags of cp (code points above U+10FFFF are UNDEF). */
 unsigned unicode_flags(uint32_t cp);
 enum unicode_cat unicode_cat(uint32_t cp);
 bool unicode_is_ws(uint32_t cp); /* White_Space property (\s) */
+
+/* Simple lowercase mapping (UnicodeData field 13); cp itself if none. */
+uint32_t unicode_tolower(uint32_t cp);
+/* First code point of cp's canonical decomposition (NFD), Hangul included: what
+ * llama.cpp's WordPiece normalization keeps ('\u00e9' -> 'e'). cp itself if none. */
+uint32_t unicode_nfd_first(uint32_t cp);
 
 /* Length of the UTF-8 sequence announced by a lead byte, by its high nibble as llama.cpp
  * does (continuation and invalid bytes count 1). */

@@ -1,10 +1,12 @@
 /* gen_unicode.c - build-time generator of engine/unicode.c's category tables.
  *
  * Reads UnicodeData.txt (general category per code point, with <..., First>/<..., Last>
- * ranges) and PropList.txt (White_Space) from the Unicode Character Database folder given
- * as argv[1] (Debian: /usr/share/unicode) and prints C source to stdout: a sorted table of
- * ranges [first, next first) that share one flags byte (see UNICODE_F_* in engine/unicode.h).
- * Unassigned code points get category UNDEF. Host tool: plain C, no project headers.
+ * ranges; simple lowercase; canonical decompositions) and PropList.txt (White_Space) from
+ * the Unicode Character Database folder given as argv[1] (Debian: /usr/share/unicode) and
+ * prints C source to stdout: a sorted table of ranges [first, next first) that share one
+ * flags byte (see UNICODE_F_* in engine/unicode.h), the lowercase pairs and the first code
+ * point of each canonical decomposition. Unassigned code points get category UNDEF.
+ * Host tool: plain C, no project headers.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -40,8 +42,20 @@ static FILE *open_in(const char *dir, const char *name)
     return f;
 }
 
-/* UnicodeData.txt: "0041;LATIN CAPITAL LETTER A;Lu;..." */
-static int read_unicode_data(const char *dir, uint8_t *flags)
+/* Field i (0-based) of a ';'-separated line, or "" past the end. */
+static const char *field(const char *line, int i)
+{
+    for (; i > 0; i--) {
+        line = strchr(line, ';');
+        if (!line) return "";
+        line++;
+    }
+    return line;
+}
+
+/* UnicodeData.txt: "0041;LATIN CAPITAL LETTER A;Lu;0;L;;;;;N;;;;0061;" - category (field 2),
+ * canonical decomposition (field 5, no <tag>) and simple lowercase (field 13). */
+static int read_unicode_data(const char *dir, uint8_t *flags, uint32_t *lower, uint32_t *decomp)
 {
     FILE *f = open_in(dir, "UnicodeData.txt");
     if (!f) return -1;
@@ -69,6 +83,9 @@ static int read_unicode_data(const char *dir, uint8_t *flags)
         if (name_len > 7 && !strncmp(f2 - 7, ", Last>", 7) && range_first >= 0) lo = (unsigned long)range_first;
         range_first = -1;
         for (unsigned long c = lo; c <= cp; c++) flags[c] = (uint8_t)((flags[c] & F_WS) | cat);
+        const char *d = field(line, 5), *l = field(line, 13);
+        if (*d && *d != '<' && *d != ';') decomp[cp] = (uint32_t)strtoul(d, NULL, 16);
+        if (*l && *l != ';') lower[cp] = (uint32_t)strtoul(l, NULL, 16);
         n++;
     }
     fclose(f);
@@ -110,8 +127,9 @@ int main(int argc, char **argv)
         return 2;
     }
     uint8_t *flags = calloc(N_CP, 1);
-    if (!flags) return 1;
-    if (read_unicode_data(argv[1], flags) || read_white_space(argv[1], flags)) {
+    uint32_t *lower = calloc(N_CP, sizeof *lower), *decomp = calloc(N_CP, sizeof *decomp);
+    if (!flags || !lower || !decomp) return 1;
+    if (read_unicode_data(argv[1], flags, lower, decomp) || read_white_space(argv[1], flags)) {
         free(flags);
         return 1;
     }
@@ -134,6 +152,23 @@ int main(int argc, char **argv)
         k++;
     }
     printf("\n};\n\nconst size_t unicode_n_ranges = %zu;\n", n);
+
+    /* Simple lowercase pairs, and the first code point of each full canonical
+     * decomposition (what llama.cpp's WordPiece "NFD" keeps; Hangul is done in code). */
+    size_t n_lower = 0, n_nfd = 0;
+    printf("\nconst uint32_t unicode_lower_map[][2] = {");
+    for (uint32_t c = 0; c < N_CP; c++)
+        if (lower[c] && lower[c] != c) printf("%s{0x%X, 0x%X},", n_lower++ % 5 ? " " : "\n    ", c, lower[c]);
+    printf("\n};\n\nconst size_t unicode_n_lower = %zu;\n", n_lower);
+    printf("\nconst uint32_t unicode_nfd_map[][2] = {");
+    for (uint32_t c = 0; c < N_CP; c++) {
+        uint32_t f = c;
+        for (int depth = 0; decomp[f] && depth < 8; depth++) f = decomp[f];
+        if (f != c) printf("%s{0x%X, 0x%X},", n_nfd++ % 5 ? " " : "\n    ", c, f);
+    }
+    printf("\n};\n\nconst size_t unicode_n_nfd = %zu;\n", n_nfd);
     free(flags);
+    free(lower);
+    free(decomp);
     return 0;
 }
