@@ -54,9 +54,9 @@ int main(int argc, char **argv)
 
     printf("vec_dot, %d x %d weights x 1 activation row, 1 thread; GB/s of weight bytes "
            "(ms per matrix),\nbest of repeated runs\n\n", rows, cols);
-    printf("%-6s %10s", "type", "MB");
+    printf("%-6s %8s", "type", "MB");
     for (size_t k = 0; k < sizeof isas / sizeof isas[0]; k++)
-        if (quant_isa_supported(isas[k])) printf(" %18s", isas[k]);
+        if (quant_isa_supported(isas[k])) printf(" %15s %15s", isas[k], "+rows");
     printf("\n");
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         const int t = types[ti];
@@ -71,26 +71,34 @@ int main(int argc, char **argv)
         for (int r = N_DISTINCT; r < rows; r++)
             memcpy(w + (size_t)r * row_bytes, w + (size_t)(r % N_DISTINCT) * row_bytes, row_bytes);
         quant_traits_ref(ref->vec_dot_type)->from_float(act, qa, cols);
-        printf("%-6s %10.1f", ref->name, (double)(row_bytes * (size_t)rows) / 1e6);
+        printf("%-6s %8.1f", ref->name, (double)(row_bytes * (size_t)rows) / 1e6);
         for (size_t k = 0; k < sizeof isas / sizeof isas[0]; k++) {
             const struct quant_traits *tr = quant_traits_isa(isas[k], t);
             if (!tr) continue;
-            /* warm up once, then repeat whole matrices until cell_s has passed */
-            for (int r = 0; r < rows; r++) tr->vec_dot(cols, &out[r], w + (size_t)r * row_bytes, qa);
-            /* best of the repetitions: the machine is shared, the minimum is the
-             * kernel's own speed */
-            double per = 1e30, start = now_s(), t1;
-            do {
-                double t0 = now_s();
-                for (int r = 0; r < rows; r++)
-                    tr->vec_dot(cols, &out[r], w + (size_t)r * row_bytes, qa);
-                t1 = now_s();
-                if (t1 - t0 < per) per = t1 - t0;
-            } while (t1 - start < cell_s);
-            char cell[32];
-            snprintf(cell, sizeof cell, "%.1f (%.2f)", (double)(row_bytes * (size_t)rows) / per / 1e9,
-                     per * 1e3);
-            printf(" %18s", cell);
+            /* per-row vec_dot, then quant_vec_dot_rows on blocks of 16 rows (what a
+             * matmul hands it); warm up once, best of the repetitions: the machine is
+             * shared, the minimum is the kernel's own speed */
+            for (int mode = 0; mode < 2; mode++) {
+                double per = 1e30, start = now_s(), t1;
+                int warm = 1;
+                do {
+                    double t0 = now_s();
+                    if (mode == 0)
+                        for (int r = 0; r < rows; r++)
+                            tr->vec_dot(cols, &out[r], w + (size_t)r * row_bytes, qa);
+                    else
+                        for (int r = 0; r < rows; r += 16)
+                            quant_vec_dot_rows(tr, cols, &out[r], w + (size_t)r * row_bytes, row_bytes,
+                                               qa, rows - r < 16 ? rows - r : 16);
+                    t1 = now_s();
+                    if (!warm && t1 - t0 < per) per = t1 - t0;
+                    warm = 0;
+                } while (t1 - start < cell_s);
+                char cell[32];
+                snprintf(cell, sizeof cell, "%.1f (%.2f)",
+                         (double)(row_bytes * (size_t)rows) / per / 1e9, per * 1e3);
+                printf(" %15s", cell);
+            }
         }
         printf("\n");
         fflush(stdout);

@@ -273,6 +273,69 @@ static void q4_0_vec_dot(int n, float *s, const void *vx, const void *vy)
     *s = hsum_ps(_mm256_add_ps(acc0, acc1));
 }
 
+/* Q4_0 rows, two per 256-bit register: [row a's 16 nibble bytes | row b's] expands to
+ * [a lo | b lo] and [a hi | b hi], which meet the activation's first and second 16 bytes
+ * broadcast to both lanes. Lanes 0-3 of the accumulator belong to row a, 4-7 to row b.
+ * Activation work (loads, the 8 * y offset, its scale) is shared by the four rows of a
+ * pass: about 9 instructions per row-block instead of 15. */
+static void q4_0_vec_dot_rows(int n, float *s, const void *vx, size_t bx, const void *vy, int nr)
+{
+    const struct block_q8_0 *y = vy;
+    const int nb = n / QK8_0;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
+    const __m256i ones = _mm256_set1_epi16(1);
+    int r = 0;
+#define Q4_0_PAIR(acc, xa, xb)                                                                 \
+    do {                                                                                       \
+        const __m256i v = _mm256_inserti128_si256(                                             \
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)xa[ib].qs)),               \
+            _mm_loadu_si128((const __m128i *)xb[ib].qs), 1);                                   \
+        const __m256i lo = _mm256_and_si256(v, m4);                                            \
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);                     \
+        __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_maddubs_epi16(hi, yhi)); \
+        p = _mm256_madd_epi16(_mm256_sub_epi16(p, off), ones);                                 \
+        const __m256 dx = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_broadcast_ss(&quant_f16_lut[xa[ib].d])), \
+                                               _mm_broadcast_ss(&quant_f16_lut[xb[ib].d]), 1); \
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(dx, dy), _mm256_cvtepi32_ps(p), acc);              \
+    } while (0)
+    for (; r + 3 < nr; r += 4) {
+        const struct block_q4_0 *x0 = (const void *)((const char *)vx + (size_t)r * bx);
+        const struct block_q4_0 *x1 = (const void *)((const char *)x0 + bx);
+        const struct block_q4_0 *x2 = (const void *)((const char *)x1 + bx);
+        const struct block_q4_0 *x3 = (const void *)((const char *)x2 + bx);
+        __m256 acc01 = _mm256_setzero_ps(), acc23 = _mm256_setzero_ps();
+        for (int ib = 0; ib < nb; ib++) {
+            const __m256i ylo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)y[ib].qs));
+            const __m256i yhi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(y[ib].qs + 16)));
+            const __m256i off = _mm256_add_epi16(_mm256_maddubs_epi16(eight, ylo), _mm256_maddubs_epi16(eight, yhi));
+            const __m256 dy = bcast_h(y[ib].d);
+            Q4_0_PAIR(acc01, x0, x1);
+            Q4_0_PAIR(acc23, x2, x3);
+        }
+        const __m128 s01 = _mm_hadd_ps(_mm256_castps256_ps128(acc01), _mm256_extractf128_ps(acc01, 1));
+        const __m128 s23 = _mm_hadd_ps(_mm256_castps256_ps128(acc23), _mm256_extractf128_ps(acc23, 1));
+        _mm_storeu_ps(s + r, _mm_shuffle_ps(_mm_hadd_ps(s01, s01), _mm_hadd_ps(s23, s23), 0x44));
+    }
+    for (; r + 1 < nr; r += 2) {
+        const struct block_q4_0 *x0 = (const void *)((const char *)vx + (size_t)r * bx);
+        const struct block_q4_0 *x1 = (const void *)((const char *)x0 + bx);
+        __m256 acc01 = _mm256_setzero_ps();
+        for (int ib = 0; ib < nb; ib++) {
+            const __m256i ylo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)y[ib].qs));
+            const __m256i yhi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(y[ib].qs + 16)));
+            const __m256i off = _mm256_add_epi16(_mm256_maddubs_epi16(eight, ylo), _mm256_maddubs_epi16(eight, yhi));
+            const __m256 dy = bcast_h(y[ib].d);
+            Q4_0_PAIR(acc01, x0, x1);
+        }
+        const __m128 s01 = _mm_hadd_ps(_mm256_castps256_ps128(acc01), _mm256_extractf128_ps(acc01, 1));
+        const __m128 h = _mm_hadd_ps(s01, s01);
+        s[r] = _mm_cvtss_f32(h);
+        s[r + 1] = _mm_cvtss_f32(_mm_shuffle_ps(h, h, 1));
+    }
+#undef Q4_0_PAIR
+    if (r < nr) q4_0_vec_dot(n, s + r, (const char *)vx + (size_t)r * bx, vy);
+}
+
 static void q5_0_vec_dot(int n, float *s, const void *vx, const void *vy)
 {
     const struct block_q5_0 *x = vx;
@@ -490,6 +553,7 @@ void quant_avx2_install(struct quant_traits *tab)
     tab[QT_Q8_0].from_float = q8_0_from_float;
     tab[QT_Q8_K].from_float = q8_K_from_float;
     tab[QT_Q4_0].vec_dot = q4_0_vec_dot;
+    tab[QT_Q4_0].vec_dot_rows = q4_0_vec_dot_rows;
     tab[QT_Q5_0].vec_dot = q5_0_vec_dot;
     tab[QT_Q8_0].vec_dot = q8_0_vec_dot;
     tab[QT_Q4_K].vec_dot = q4_K_vec_dot;

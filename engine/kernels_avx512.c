@@ -195,6 +195,69 @@ static void q4_0_vec_dot(int n, float *s, const void *vx, const void *vy)
     *s = sum;
 }
 
+/* Q4_0 rows, four per 512-bit register: the four rows' 16 nibble bytes side by side
+ * expand to [r0 lo, r1 lo, r2 lo, r3 lo] and [.. hi ..], which meet the activation's
+ * first and second 16 bytes broadcast to all four lanes; int32 lanes 4r..4r+3 belong to
+ * row r. A pass takes eight rows (two registers) so the activation's loads, its 8 * y
+ * offset and its scale are shared eight ways. */
+static void q4_0_vec_dot_rows(int n, float *s, const void *vx, size_t bx, const void *vy, int nr)
+{
+    const struct block_q8_0 *y = vy;
+    const int nb = n / QK8_0;
+    const __m512i m4 = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
+    const __m512i rep4 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    int r = 0;
+#define ROWP(k) ((const struct block_q4_0 *)((const char *)vx + (size_t)(r + (k)) * bx))
+#define Q4_0_QUAD(acc, xa, xb, xc, xd)                                                         \
+    do {                                                                                       \
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)xa[ib].qs));       \
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)xb[ib].qs), 1);             \
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)xc[ib].qs), 2);             \
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)xd[ib].qs), 3);             \
+        __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v, m4), ylo); \
+        dot = _mm512_dpbusd_epi32(dot, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4), yhi);    \
+        const __m128 dx = _mm_set_ps(quant_f16_lut[xd[ib].d], quant_f16_lut[xc[ib].d],         \
+                                     quant_f16_lut[xb[ib].d], quant_f16_lut[xa[ib].d]);        \
+        const __m512 d = _mm512_mul_ps(_mm512_permutexvar_ps(rep4, _mm512_castps128_ps512(dx)), dy); \
+        acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(dot, off)), acc);         \
+    } while (0)
+#define Q4_0_Y()                                                                               \
+    const __m512i ylo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)y[ib].qs));    \
+    const __m512i yhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(y[ib].qs + 16))); \
+    const __m512i off = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, ylo), \
+                                            eight, yhi);                                       \
+    const __m512 dy = _mm512_set1_ps(quant_f16_lut[y[ib].d])
+    for (; r + 7 < nr; r += 8) {
+        const struct block_q4_0 *x0 = ROWP(0), *x1 = ROWP(1), *x2 = ROWP(2), *x3 = ROWP(3);
+        const struct block_q4_0 *x4 = ROWP(4), *x5 = ROWP(5), *x6 = ROWP(6), *x7 = ROWP(7);
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        for (int ib = 0; ib < nb; ib++) {
+            Q4_0_Y();
+            Q4_0_QUAD(acc0, x0, x1, x2, x3);
+            Q4_0_QUAD(acc1, x4, x5, x6, x7);
+        }
+        float t[32];
+        _mm512_storeu_ps(t, acc0);
+        _mm512_storeu_ps(t + 16, acc1);
+        for (int k = 0; k < 8; k++) s[r + k] = (t[4 * k] + t[4 * k + 1]) + (t[4 * k + 2] + t[4 * k + 3]);
+    }
+    for (; r + 3 < nr; r += 4) {
+        const struct block_q4_0 *x0 = ROWP(0), *x1 = ROWP(1), *x2 = ROWP(2), *x3 = ROWP(3);
+        __m512 acc0 = _mm512_setzero_ps();
+        for (int ib = 0; ib < nb; ib++) {
+            Q4_0_Y();
+            Q4_0_QUAD(acc0, x0, x1, x2, x3);
+        }
+        float t[16];
+        _mm512_storeu_ps(t, acc0);
+        for (int k = 0; k < 4; k++) s[r + k] = (t[4 * k] + t[4 * k + 1]) + (t[4 * k + 2] + t[4 * k + 3]);
+    }
+#undef Q4_0_Y
+#undef Q4_0_QUAD
+#undef ROWP
+    for (; r < nr; r++) q4_0_vec_dot(n, s + r, (const char *)vx + (size_t)r * bx, vy);
+}
+
 /* ---- K-quants -------------------------------------------------------------------------------- */
 
 /* As in kernels_avx2.c: sc[0..7] in bytes 0-7, m[0..7] in bytes 8-15. */
@@ -312,6 +375,7 @@ void quant_avx512_install(struct quant_traits *tab)
     tab[QT_BF16].vec_dot = bf16_vec_dot;
     tab[QT_Q8_0].vec_dot = q8_0_vec_dot;
     tab[QT_Q4_0].vec_dot = q4_0_vec_dot;
+    tab[QT_Q4_0].vec_dot_rows = q4_0_vec_dot_rows;
     tab[QT_Q4_K].vec_dot = q4_K_vec_dot;
     tab[QT_Q6_K].vec_dot = q6_K_vec_dot;
 }

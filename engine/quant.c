@@ -17,7 +17,7 @@
 #include "core/log.h"
 #include "engine/quant_internal.h"
 
-#define ROW(nm, bl, bb, q, vdt, tf, ff, vd) {nm, bl, bb, q, vdt, tf, ff, vd}
+#define ROW(nm, bl, bb, q, vdt, tf, ff, vd) {nm, bl, bb, q, vdt, tf, ff, vd, NULL}
 
 static const struct quant_traits ref_table[QT_COUNT] = {
     [QT_F32] = ROW("F32", 1, 4, false, QT_F32, quant_ref_f32_to_float,
@@ -186,6 +186,16 @@ const struct quant_traits *quant_traits_ref(int t)
     quant_init(); /* the reference kernels read quant_f16_lut */
     if (t < 0 || t >= QT_COUNT || !ref_table[t].name) return NULL;
     return &ref_table[t];
+}
+
+void quant_vec_dot_rows(const struct quant_traits *tr, int n, float *s, const void *x, size_t bx,
+                        const void *y, int nr)
+{
+    if (tr->vec_dot_rows) {
+        tr->vec_dot_rows(n, s, x, bx, y, nr);
+        return;
+    }
+    for (int r = 0; r < nr; r++) tr->vec_dot(n, &s[r], (const char *)x + (size_t)r * bx, y);
 }
 
 size_t quant_row_bytes(int t, int64_t n)

@@ -53,6 +53,10 @@ typedef void (*quant_to_float_fn)(const void *src, float *dst, int64_t n);
 typedef void (*quant_from_float_fn)(const float *src, void *dst, int64_t n);
 /* *s = dot(x, y) over n elements; x is one row of this type, y one row of vec_dot_type. */
 typedef void (*quant_vec_dot_fn)(int n, float *s, const void *x, const void *y);
+/* s[r] = dot(row r, y) for r < nr, row r at (const char *)x + r * bx: nr weight rows
+ * against one activation row, sharing the activation's loads and unpacking across rows. */
+typedef void (*quant_vec_dot_rows_fn)(int n, float *s, const void *x, size_t bx, const void *y,
+                                      int nr);
 
 struct quant_traits {
     const char *name;          /* "Q4_K", as llama.cpp prints it */
@@ -63,6 +67,8 @@ struct quant_traits {
     quant_to_float_fn to_float;     /* NULL if the engine cannot read this type */
     quant_from_float_fn from_float; /* NULL if the engine cannot write this type */
     quant_vec_dot_fn vec_dot;       /* NULL if the type cannot be a weight */
+    quant_vec_dot_rows_fn vec_dot_rows; /* NULL where the path has no multi-row kernel:
+                                         * use quant_vec_dot_rows(), which falls back */
 };
 
 /* Selects kernels for this CPU (and MESHLLM_ISA). Safe to call more than once. */
@@ -82,6 +88,14 @@ const struct quant_traits *quant_traits_ref(int t);
 const struct quant_traits *quant_traits_isa(const char *isa, int t);
 /* Whether this CPU and build can run the named path. */
 bool quant_isa_supported(const char *isa);
+
+/* s[r] = dot(row r of x, y) for r < nr (rows bx bytes apart) with tr's kernels: its
+ * vec_dot_rows when it has one, else nr vec_dot calls. Results equal nr vec_dot calls
+ * up to float summation order. tr->vec_dot must not be NULL. Matmuls should hand it
+ * blocks of rows (4-16) rather than calling vec_dot per row: on AVX2/AVX-512 the Q4_0
+ * multi-row kernels do about half the instructions per row. */
+void quant_vec_dot_rows(const struct quant_traits *tr, int n, float *s, const void *x, size_t bx,
+                        const void *y, int nr);
 
 /* Bytes of a row of n elements of type t; 0 if t is unknown or n % block_len != 0. */
 size_t quant_row_bytes(int t, int64_t n);

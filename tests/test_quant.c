@@ -552,6 +552,58 @@ static void test_quant_simd_vec_dot_matches_scalar(void **state)
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) check_vec_dot_type(types[i], &rng);
 }
 
+/* Multi-row dot products (quant_vec_dot_rows) of every path equal per-row reference
+ * vec_dot calls for 1..11 rows (every remainder of the kernels' 2- and 4-row groups), row
+ * strides larger than the row, and ragged block counts; same tolerance as above. */
+static void test_quant_vec_dot_rows_match_scalar(void **state)
+{
+    (void)state;
+    uint64_t rng = 41;
+    const int types[] = {QT_F32, QT_F16, QT_BF16, QT_Q4_0, QT_Q5_0, QT_Q8_0,
+                         QT_Q4_K, QT_Q5_K, QT_Q6_K};
+    const char *isas[] = {"scalar", "avx2", "avx512", "neon"};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const struct quant_traits *ref = quant_traits_ref(types[ti]);
+        const struct quant_traits *yref = quant_traits_ref(ref->vec_dot_type);
+        const int bl = ref->block_len > 1 ? ref->block_len : 32;
+        for (int nbk = 1; nbk <= 9; nbk += 4) {
+            const int n = nbk * bl, max_rows = 11;
+            const size_t row_bytes = quant_row_bytes(types[ti], n), bx = row_bytes + 64;
+            float *x = malloc((size_t)n * max_rows * sizeof(float)), *y = malloc((size_t)n * sizeof(float));
+            float *xd = malloc((size_t)n * sizeof(float)), *yd = malloc((size_t)n * sizeof(float));
+            unsigned char *qx = calloc(max_rows, bx), *qy = malloc(quant_row_bytes(ref->vec_dot_type, n));
+            fill_weights(x, (int64_t)n * max_rows, &rng);
+            fill_uniform(y, n, &rng, 2.0f);
+            yref->from_float(y, qy, n);
+            yref->to_float(qy, yd, n);
+            float want[11], tol[11];
+            for (int r = 0; r < max_rows; r++) {
+                ref->from_float(x + (size_t)r * n, qx + r * bx, n);
+                ref->vec_dot(n, &want[r], qx + r * bx, qy);
+                ref->to_float(qx + r * bx, xd, n);
+                double sum_abs = 0;
+                for (int i = 0; i < n; i++) sum_abs += fabs((double)xd[i] * yd[i]);
+                tol[r] = (float)(4.0 * n * FLT_EPSILON * sum_abs + 1e-30);
+            }
+            for (size_t k = 0; k < sizeof isas / sizeof isas[0]; k++) {
+                const struct quant_traits *tr = quant_traits_isa(isas[k], types[ti]);
+                if (!tr) continue;
+                for (int nr = 1; nr <= max_rows; nr++) {
+                    float got[11];
+                    for (int r = 0; r < 11; r++) got[r] = NAN;
+                    quant_vec_dot_rows(tr, n, got, qx, bx, qy, nr);
+                    for (int r = 0; r < nr; r++)
+                        if (!(fabsf(got[r] - want[r]) <= tol[r]))
+                            fail_msg("%s %s n=%d nr=%d row %d: %.9g vs %.9g", isas[k], ref->name, n,
+                                     nr, r, got[r], want[r]);
+                    for (int r = nr; r < 11; r++) assert_true(isnan(got[r])); /* no overrun */
+                }
+            }
+            free(x), free(y), free(xd), free(yd), free(qx), free(qy);
+        }
+    }
+}
+
 /* Scalar reference dot products equal the dot product of the dequantized rows (exact
  * integer sums, so only float rounding differs). */
 static void test_quant_ref_vec_dot_equals_dequantized_dot(void **state)
@@ -635,6 +687,7 @@ int main(void)
         cmocka_unit_test(test_quant_q6_K_requantizes_its_own_output),
         cmocka_unit_test(test_quant_ref_vec_dot_equals_dequantized_dot),
         cmocka_unit_test(test_quant_simd_vec_dot_matches_scalar),
+        cmocka_unit_test(test_quant_vec_dot_rows_match_scalar),
         cmocka_unit_test(test_quant_simd_convert_matches_scalar),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
