@@ -18,6 +18,7 @@
 #include "net/varint.h"
 #include "net/yamux.h"
 
+#include <signal.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,6 +170,7 @@ static void stream_flush(struct host_stream *s);
 static void identify_start(struct conn *c);
 static int host_register_builtin(struct host *h);
 static int defer_error(struct host *h, host_open_fn cb, void *ctx, int status);
+static size_t conns_to_peer(const struct host *h, const struct peer_id *id);
 
 /* ---- host life ------------------------------------------------------------------------- */
 
@@ -189,6 +191,10 @@ int host_new(uv_loop_t *loop, const struct host_config *cfg, struct host **out)
     if (!cfg || !cfg->identity || cfg->identity->id.len == 0) return MESH_EINVAL;
     struct host *h = calloc(1, sizeof *h);
     if (!h) return MESH_ENOMEM;
+    /* A peer that hangs up must cost an EPIPE, not the process: libuv writes with write(2).
+     * Only the default action is replaced, never a handler the program installed. */
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
     h->loop = loop;
     h->cfg = *cfg;
     h->id = *cfg->identity;
@@ -740,9 +746,15 @@ static void conn_ready(struct conn *c)
         return;
     }
     uv_timer_stop(&c->timer);
+    c->info.id = *noise_conn_remote(c->noise);
+    if (conns_to_peer(h, &c->info.id) >= h->cfg.max_conns_per_peer) {
+        log_warn("host: refusing another connection from a peer (%u already)",
+                 h->cfg.max_conns_per_peer);
+        conn_close(c, MESH_EFULL);
+        return;
+    }
     c->phase = PH_MUX;
     c->is_ready = true;
-    c->info.id = *noise_conn_remote(c->noise);
     if (h->on_peer) h->on_peer(h->on_peer_ctx, HOST_PEER_CONNECTED, &c->info);
     if (c->is_closing) return;
     identify_start(c);

@@ -72,7 +72,8 @@ struct host_stream_cbs {
     void (*on_close)(void *ctx, struct host_stream *s, int status);
 };
 
-/* Creates a host on loop. Returns 0, MESH_EINVAL (no identity) or MESH_ENOMEM. */
+/* Creates a host on loop. Sets SIGPIPE to ignored if it had its default action (a peer that
+ * hangs up must not kill the process). Returns 0, MESH_EINVAL (no identity) or MESH_ENOMEM. */
 int host_new(uv_loop_t *loop, const struct host_config *cfg, struct host **out);
 
 /* Closes every connection and listener; the host frees itself once libuv has closed its

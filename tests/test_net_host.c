@@ -307,6 +307,35 @@ static void test_net_host_identify_codec_roundtrip_and_key_check(void **state)
     identity_wipe(&other);
 }
 
+static void test_net_host_limits_connections_per_peer(void **state)
+{
+    (void)state;
+    struct fixture f;
+    struct ping_result r1 = {0}, r2 = {0};
+    struct host *twin;
+    fixture_up(&f);
+    host_close(f.b);
+    struct host_config cb = {.identity = &f.idb, .max_conns_per_peer = 1};
+    struct multiaddr lo;
+    assert_int_equal(host_new(&f.loop, &cb, &f.b), 0);
+    assert_int_equal(multiaddr_from_text("/ip4/127.0.0.1/tcp/0", &lo), 0);
+    assert_int_equal(host_listen(f.b, &lo), 0);
+    host_listen_addrs(f.b, &f.b_addr, 1);
+    multiaddr_append_p2p(&f.b_addr, &f.idb.id);
+    /* A second host with A's identity: B already has its one connection to that peer. */
+    struct host_config ct = {.identity = &f.ida};
+    assert_int_equal(host_new(&f.loop, &ct, &twin), 0);
+    assert_int_equal(host_ping(f.a, &f.b_addr, on_ping, &r1), 0);
+    run_until(&f, &r1.done);
+    assert_int_equal(r1.status, 0);
+    assert_int_equal(host_ping(twin, &f.b_addr, on_ping, &r2), 0);
+    run_until(&f, &r2.done);
+    assert_true(r2.status < 0);
+    assert_int_equal(host_n_conns(f.b), 1);
+    host_close(twin);
+    fixture_down(&f);
+}
+
 /* ---- interop driver ---------------------------------------------------------------------- */
 
 static void print_info(const char *who, const struct host_peer_info *p)
@@ -461,6 +490,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_net_host_echo_protocol_with_flow_control),
         cmocka_unit_test(test_net_host_refuses_unknown_protocol_and_wrong_peer),
         cmocka_unit_test(test_net_host_identify_codec_roundtrip_and_key_check),
+        cmocka_unit_test(test_net_host_limits_connections_per_peer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
