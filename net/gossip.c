@@ -510,7 +510,8 @@ static bool pending_any(const struct g_pending *o)
 static void pending_clear(struct g_pending *o, size_t n_msgs_sent)
 {
     for (size_t i = 0; i < n_msgs_sent; i++) msg_unref(o->msgs[i]);
-    memmove(o->msgs, o->msgs + n_msgs_sent, (o->n_msgs - n_msgs_sent) * sizeof *o->msgs);
+    if (o->n_msgs > n_msgs_sent)
+        memmove(o->msgs, o->msgs + n_msgs_sent, (o->n_msgs - n_msgs_sent) * sizeof *o->msgs);
     o->n_msgs -= n_msgs_sent;
     for (size_t i = 0; i < o->n_ihave; i++) msg_unref(o->ihave[i].m);
     o->n_subs = o->n_ihave = o->n_iwant = o->n_graft = o->n_prune = 0;

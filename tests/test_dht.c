@@ -470,6 +470,8 @@ struct world {
     uint64_t rng;
 };
 
+static struct world *g_world; /* the 300-node network, shared by the simulation tests */
+
 static struct world *world_build(size_t n_initial)
 {
     struct world *w = calloc(1, sizeof *w);
@@ -564,10 +566,27 @@ static void run_lookups(struct world *w, int n_lookups, int *n_exact, int *n_clo
     *mean_hops = hops / n_lookups;
 }
 
+static struct world *world_shared(void)
+{
+    if (!g_world) g_world = world_build(SIM_N);
+    return g_world;
+}
+
+static int world_teardown(void **state)
+{
+    (void)state;
+    if (g_world) {
+        sim_free(g_world->s);
+        free(g_world);
+        g_world = NULL;
+    }
+    return 0;
+}
+
 static void test_dht_sim_lookups_find_true_k_closest(void **state)
 {
     (void)state;
-    struct world *w = world_build(SIM_N);
+    struct world *w = world_shared();
     int exact, closest;
     double hops;
     run_lookups(w, 60, &exact, &closest, &hops);
@@ -576,14 +595,13 @@ static void test_dht_sim_lookups_find_true_k_closest(void **state)
     assert_int_equal(closest, 60);
     assert_true(exact >= 57);
     assert_true(hops >= 1.0);
-    sim_free(w->s);
-    free(w);
 }
 
+/* Runs after the test above on the same network. */
 static void test_dht_sim_lookups_survive_churn(void **state)
 {
     (void)state;
-    struct world *w = world_build(SIM_N);
+    struct world *w = world_shared();
     /* 20 % leave without a word... */
     size_t n_gone = 0;
     while (n_gone < SIM_N / 5) {
@@ -615,15 +633,17 @@ static void test_dht_sim_lookups_survive_churn(void **state)
     printf("# churn 20%%: %d/60 exact, %d/60 closest, mean hops %.2f\n", exact, closest, hops);
     assert_true(closest >= 57);
     assert_true(exact >= 50);
-    sim_free(w->s);
-    free(w);
 }
 
+/* On the churned network: records and providers still travel. */
 static void test_dht_sim_put_get_and_providers_across_network(void **state)
 {
     (void)state;
-    struct world *w = world_build(100);
-    const struct identity *owner = sim_node_identity(w->s, 5);
+    struct world *w = world_shared();
+    size_t who[4], n_who = 0;
+    for (size_t i = 1; n_who < 4; i += 37)
+        if (sim_node_online(w->s, i)) who[n_who++] = i;
+    const struct identity *owner = sim_node_identity(w->s, who[0]);
     uint8_t k[256], v[256];
     size_t kl, vl;
     const uint8_t data[] = "serves llama-3-8b q4_0";
@@ -631,16 +651,16 @@ static void test_dht_sim_put_get_and_providers_across_network(void **state)
                                              &kl, v, sizeof v, &vl),
                      0);
     uint64_t qid;
-    struct dht *d5 = sim_node_dht(w->s, 5);
+    struct dht *d5 = sim_node_dht(w->s, who[0]);
     assert_int_equal(dht_put_value(d5, sim_now(w->s), k, kl, v, vl, &qid), 0);
-    sim_node_poke(w->s, 5);
-    assert_int_equal(sim_dht_wait(w->s, 5, qid, sim_now(w->s) + 60000), DHT_QUERY_DONE);
+    sim_node_poke(w->s, who[0]);
+    assert_int_equal(sim_dht_wait(w->s, who[0], qid, sim_now(w->s) + 60000), DHT_QUERY_DONE);
     dht_query_release(d5, qid);
 
-    struct dht *d77 = sim_node_dht(w->s, 77);
+    struct dht *d77 = sim_node_dht(w->s, who[1]);
     assert_int_equal(dht_get_value(d77, sim_now(w->s), k, kl, 3, &qid), 0);
-    sim_node_poke(w->s, 77);
-    assert_int_equal(sim_dht_wait(w->s, 77, qid, sim_now(w->s) + 60000), DHT_QUERY_DONE);
+    sim_node_poke(w->s, who[1]);
+    assert_int_equal(sim_dht_wait(w->s, who[1], qid, sim_now(w->s) + 60000), DHT_QUERY_DONE);
     const uint8_t *got;
     size_t got_len, n_vals, best;
     assert_int_equal(dht_query_value(d77, qid, 0, &got, &got_len, &n_vals, &best), 0);
@@ -652,24 +672,22 @@ static void test_dht_sim_put_get_and_providers_across_network(void **state)
     /* Provider record for a content id, found from another node. */
     struct dht_peer self;
     memset(&self, 0, sizeof self);
-    self.id = sim_node_identity(w->s, 12)->id;
+    self.id = sim_node_identity(w->s, who[2])->id;
     const uint8_t cid[] = "blob:0123456789";
-    struct dht *d12 = sim_node_dht(w->s, 12);
+    struct dht *d12 = sim_node_dht(w->s, who[2]);
     assert_int_equal(dht_provide(d12, sim_now(w->s), cid, sizeof cid, &self, &qid), 0);
-    sim_node_poke(w->s, 12);
-    assert_int_equal(sim_dht_wait(w->s, 12, qid, sim_now(w->s) + 60000), DHT_QUERY_DONE);
+    sim_node_poke(w->s, who[2]);
+    assert_int_equal(sim_dht_wait(w->s, who[2], qid, sim_now(w->s) + 60000), DHT_QUERY_DONE);
     dht_query_release(d12, qid);
     sim_run_until(w->s, sim_now(w->s) + 1000);
-    struct dht *d90 = sim_node_dht(w->s, 90);
+    struct dht *d90 = sim_node_dht(w->s, who[3]);
     assert_int_equal(dht_get_providers(d90, sim_now(w->s), cid, sizeof cid, 1, &qid), 0);
-    sim_node_poke(w->s, 90);
-    assert_int_equal(sim_dht_wait(w->s, 90, qid, sim_now(w->s) + 60000), DHT_QUERY_DONE);
+    sim_node_poke(w->s, who[3]);
+    assert_int_equal(sim_dht_wait(w->s, who[3], qid, sim_now(w->s) + 60000), DHT_QUERY_DONE);
     struct dht_peer prov[2];
     assert_int_equal(dht_query_providers(d90, qid, prov, 2), 1);
     assert_true(peer_id_equal(&prov[0].id, &self.id));
     dht_query_release(d90, qid);
-    sim_free(w->s);
-    free(w);
 }
 
 int main(void)
@@ -685,5 +703,5 @@ int main(void)
         cmocka_unit_test(test_dht_sim_lookups_survive_churn),
         cmocka_unit_test(test_dht_sim_put_get_and_providers_across_network),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, NULL, world_teardown);
 }
