@@ -9,7 +9,7 @@
  * keeps its bytes (llama.cpp turns it into U+FFFD for BPE), decoding never applies
  * clean_up_tokenization_spaces (bytes stay exact), and the SPM leading space is stripped
  * from the first non-empty piece rather than from the first token. The algorithms per
- * model live in tok_spm.c and tok_bpe.c.
+ * model live in tok_spm.c, tok_bpe.c and tok_wpm.c.
  */
 #include "engine/tok_internal.h"
 
@@ -120,6 +120,7 @@ static int load_texts(struct tok *t, const struct gguf *g, char *err, size_t err
         t->text_off[i] = off;
         off += (uint32_t)s.len;
         t->text_off[i + 1] = off;
+        if (s.len > t->max_token_len) t->max_token_len = (size_t)s.len;
         if (s.len == 0) continue; /* an empty text can never be matched */
         /* Insert; a later duplicate replaces the earlier id, as llama.cpp's map does. */
         uint32_t h = tok_hash(s.ptr, (size_t)s.len, 2166136261u) & t->map_mask;
@@ -176,6 +177,7 @@ static void load_special_keys(struct tok *t, const struct gguf *g)
         {"tokenizer.ggml.eom_token_id", offsetof(struct tok, eom)},
         {"tokenizer.ggml.unknown_token_id", offsetof(struct tok, unk)},
         {"tokenizer.ggml.padding_token_id", offsetof(struct tok, pad)},
+        {"tokenizer.ggml.seperator_token_id", offsetof(struct tok, sep)}, /* sic */
     };
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
         int32_t *field = (int32_t *)((char *)t + ids[i].field);
@@ -347,7 +349,7 @@ static int load_model_kind(struct tok *t, const struct gguf *g, char *err, size_
     if (gguf_get_str(g, "tokenizer.ggml.model", &model) != 0)
         return err_set(err, err_cap, MESH_EBADMODEL,
                        "no tokenizer.ggml.model string: the file has no vocabulary");
-    t->eot = t->eom = t->pad = -1;
+    t->eot = t->eom = t->pad = t->sep = -1;
     if (str_eq(model, "llama")) {
         t->model = TOK_MODEL_SPM;
         t->bos = 1, t->eos = 2, t->unk = 0;
@@ -363,13 +365,16 @@ static int load_model_kind(struct tok *t, const struct gguf *g, char *err, size_
         free(pre);
         return 0;
     }
-    if (str_eq(model, "bert"))
-        return err_set(err, err_cap, MESH_EUNSUPPORTED,
-                       "tokenizer model 'bert' (WordPiece) is not supported; "
-                       "only 'llama' (SentencePiece) and 'gpt2' (byte-level BPE) are");
+    if (str_eq(model, "bert")) {
+        t->model = TOK_MODEL_WPM;
+        t->bos = 101, t->eos = -1, t->unk = 100, t->sep = 102, t->pad = 0;
+        t->add_bos = true;
+        snprintf(t->pre_name, sizeof t->pre_name, "default");
+        return 0;
+    }
     return err_set(err, err_cap, MESH_EUNSUPPORTED,
-                   "tokenizer model '%.*s' is not supported; only 'llama' (SentencePiece) "
-                   "and 'gpt2' (byte-level BPE) are",
+                   "tokenizer model '%.*s' is not supported; only 'llama' (SentencePiece), "
+                   "'gpt2' (byte-level BPE) and 'bert' (WordPiece) are",
                    (int)(model.len > 64 ? 64 : model.len), model.ptr);
 }
 
@@ -393,6 +398,8 @@ int tok_load(const struct gguf *g, struct tok **out, char *err, size_t err_cap)
     if (t->bos >= t->n_vocab) t->bos = -1;
     if (t->eos >= t->n_vocab) t->eos = -1;
     if (t->unk >= t->n_vocab) t->unk = -1;
+    if (t->sep >= t->n_vocab) t->sep = -1;
+    if (t->pad >= t->n_vocab) t->pad = -1;
     if ((rc = load_texts(t, g, err, err_cap)) || (rc = load_scores_types(t, g, err, err_cap)))
         goto fail;
     load_special_keys(t, g);
@@ -612,7 +619,9 @@ int tok_encode(const struct tok *t, const char *text, size_t len, bool add_speci
     struct frag_vec a = {0}, b = {0};
     int rc = 0;
     if (len > 0) rc = partition(t, text, len, parse_special, &a, &b);
-    if (add_special && t->add_bos && t->bos >= 0) tok_out_push(&o, t->bos);
+    /* WordPiece: [CLS] text [SEP] whenever special tokens are asked for (llama.cpp). */
+    bool wpm = t->model == TOK_MODEL_WPM;
+    if (add_special && (t->add_bos || wpm) && t->bos >= 0) tok_out_push(&o, t->bos);
     bool prev_special = true; /* SPM: the dummy space goes before text that follows a token */
     for (size_t i = 0; i < a.n && !rc; i++) {
         const struct frag *f = &a.v[i];
@@ -622,10 +631,13 @@ int tok_encode(const struct tok *t, const char *text, size_t len, bool add_speci
         } else if (t->model == TOK_MODEL_SPM) {
             rc = tok_spm_encode(t, text + f->off, f->len, t->add_space_prefix && prev_special, &o);
             prev_special = false;
+        } else if (wpm) {
+            rc = tok_wpm_encode(t, text + f->off, f->len, &o);
         } else {
             rc = tok_bpe_encode(t, text + f->off, f->len, &o);
         }
     }
+    if (add_special && wpm && t->sep >= 0) tok_out_push(&o, t->sep);
     if (add_special && t->add_eos && t->eos >= 0) tok_out_push(&o, t->eos);
     free(a.v);
     free(b.v);

@@ -4,8 +4,8 @@
  * optional dummy-prefix space, U+2581 for spaces) and "gpt2" (byte-level BPE: bytes
  * mapped to printable code points, rank-ordered merges from tokenizer.ggml.merges, and a
  * pre-tokenizer chosen by tokenizer.ggml.pre: default, llama3/llama-bpe, qwen2,
- * gpt-2, deepseek-llm, falcon, mpt, starcoder, refact, ...). Other models are refused
- * with MESH_EUNSUPPORTED. Behaviour follows llama.cpp's llama-vocab.cpp so that ids are
+ * gpt-2, deepseek-llm, falcon, mpt, starcoder, refact, ...) and "bert" (WordPiece, for
+ * embedding models). Other models are refused with MESH_EUNSUPPORTED. Behaviour follows llama.cpp's llama-vocab.cpp so that ids are
  * identical to llama.cpp's (and Hugging Face's) on its tokenizer test vectors.
  * Thread rule: a struct tok is immutable after tok_load; any thread may use it.
  */
@@ -19,7 +19,7 @@
 struct gguf;
 struct tok;
 
-enum tok_model { TOK_MODEL_SPM = 1, TOK_MODEL_BPE = 2 };
+enum tok_model { TOK_MODEL_SPM = 1, TOK_MODEL_BPE = 2, TOK_MODEL_WPM = 3 };
 
 /* Token attributes (tokenizer.ggml.token_type): 1 normal, 2 unknown, 3 control,
  * 4 user-defined, 5 unused, 6 byte. */

@@ -4,6 +4,7 @@
  * a text -> id hash table (open addressing), rendered pieces, and for BPE the merge ranks
  * in a second hash table keyed by the (first, second) pair of strings.
  * Thread rule: immutable after tok_load; the encoders allocate their own scratch per call.
+ * (tok_wpm.c is the WordPiece encoder.)
  */
 #ifndef MESH_ENGINE_TOK_INTERNAL_H
 #define MESH_ENGINE_TOK_INTERNAL_H
@@ -40,6 +41,7 @@ struct tok {
     char *piece;         /* rendered bytes of each token (control tokens as their text) */
     uint32_t *piece_off; /* [n_vocab + 1] */
     size_t max_piece_len;
+    size_t max_token_len; /* longest token text in bytes */
 
     int32_t *map;        /* text -> id, -1 = empty slot */
     uint32_t map_mask;
@@ -55,7 +57,7 @@ struct tok {
     int32_t *merge_map;   /* index into merges, -1 = empty */
     uint32_t merge_mask;
 
-    int32_t bos, eos, eot, eom, unk, pad;
+    int32_t bos, eos, eot, eom, unk, pad, sep;
     bool add_bos, add_eos, add_space_prefix, ignore_merges;
 };
 
@@ -96,6 +98,9 @@ int32_t tok_lookup(const struct tok *t, const char *s, size_t len);
 /* SPM (tok_spm.c): tokenizes one raw fragment; add_prefix prepends the dummy space. */
 int tok_spm_encode(const struct tok *t, const char *text, size_t len, bool add_prefix,
                    struct tok_out *out);
+
+/* WordPiece (tok_wpm.c): normalizes and tokenizes one raw fragment. */
+int tok_wpm_encode(const struct tok *t, const char *text, size_t len, struct tok_out *out);
 
 /* BPE (tok_bpe.c). */
 int tok_bpe_load(struct tok *t, const struct gguf *g, char *err, size_t err_cap);
