@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/gguf.h"
 #include "engine/quant.h"
 #include "engine/quant_blocks.h"
 #include "tests/util/test_util.h"
@@ -494,6 +495,63 @@ static void test_quant_q6_K_requantizes_its_own_output(void **state)
     }
 }
 
+/* ---- against llama.cpp's own output ------------------------------------------------------ */
+
+/* The shared models include llama-quantize's outputs of stories260K.gguf (SOURCES.md):
+ * F16, BF16, and Q8_0/Q5_0 tensors (K-quant requests fell back on its 64-wide rows).
+ * Quantizing the F32 tensors ourselves, with the reference and with every SIMD path,
+ * must give exactly the bytes llama.cpp wrote. */
+static void test_quant_matches_llama_cpp_quantize_bytes(void **state)
+{
+    (void)state;
+    const char *variants[] = {"stories260K-F16.gguf", "stories260K-BF16.gguf",
+                              "stories260K-Q6_K.gguf", "stories260K-Q4_K_M.gguf"};
+    const char *isas[] = {"scalar", "avx2", "avx512", "neon"};
+    char err[256];
+    struct gguf *base = NULL;
+    if (gguf_open(test_model_path("stories260K.gguf"), &base, err, sizeof err) != 0) {
+        print_message("skipped: %s\n", err);
+        skip();
+    }
+    int n_compared[QT_COUNT] = {0};
+    for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+        struct gguf *g = NULL;
+        assert_int_equal(gguf_open(test_model_path(variants[v]), &g, err, sizeof err), 0);
+        for (int64_t i = 0; i < gguf_tensor_count(g); i++) {
+            const struct gguf_tensor *t = gguf_tensor_at(g, i);
+            if (t->type == QT_F32) continue;
+            char name[128];
+            snprintf(name, sizeof name, "%.*s", (int)t->name.len, t->name.ptr);
+            const struct gguf_tensor *src = gguf_find_tensor(base, name);
+            assert_non_null(src);
+            assert_int_equal(src->type, QT_F32);
+            assert_int_equal(src->n_elems, t->n_elems);
+            float *f = malloc((size_t)src->n_elems * sizeof(float));
+            memcpy(f, src->data, (size_t)src->n_elems * sizeof(float));
+            unsigned char *q = malloc(t->size);
+            for (size_t k = 0; k < sizeof isas / sizeof isas[0]; k++) {
+                const struct quant_traits *tr = quant_traits_isa(isas[k], t->type);
+                if (!tr) continue;
+                assert_non_null(tr->from_float);
+                assert_int_equal(quant_row_bytes(t->type, t->n_elems), t->size);
+                memset(q, 0xA5, t->size);
+                tr->from_float(f, q, t->n_elems);
+                if (memcmp(q, t->data, t->size) != 0)
+                    fail_msg("%s %s %s (%s): bytes differ from llama.cpp's", variants[v], name,
+                             tr->name, isas[k]);
+            }
+            n_compared[t->type]++;
+            free(f);
+            free(q);
+        }
+        gguf_close(g);
+    }
+    gguf_close(base);
+    /* the files hold these types (SOURCES.md): all four were really compared */
+    assert_true(n_compared[QT_F16] > 0 && n_compared[QT_BF16] > 0);
+    assert_true(n_compared[QT_Q8_0] > 0 && n_compared[QT_Q5_0] > 0);
+}
+
 /* ---- SIMD against the scalar reference ------------------------------------------------ */
 
 /* Block counts: one, odd, a multiple of the kernels' unroll, and ragged tails of it. */
@@ -685,6 +743,7 @@ int main(void)
         cmocka_unit_test(test_quant_roundtrip_rms_error_within_format_bound),
         cmocka_unit_test(test_quant_q4_K_requantizes_its_own_output),
         cmocka_unit_test(test_quant_q6_K_requantizes_its_own_output),
+        cmocka_unit_test(test_quant_matches_llama_cpp_quantize_bytes),
         cmocka_unit_test(test_quant_ref_vec_dot_equals_dequantized_dot),
         cmocka_unit_test(test_quant_simd_vec_dot_matches_scalar),
         cmocka_unit_test(test_quant_vec_dot_rows_match_scalar),
