@@ -910,7 +910,18 @@ static void cand_add(struct dht *d, struct dht_query *q, const struct dht_peer *
         if (c < 0 && pos == q->n_c) pos = i;
     }
     if (q->n_c == QUERY_CANDS_MAX) {
-        if (pos == q->n_c || q->c[q->n_c - 1].state != C_NEW) return;
+        /* Full: the farthest unqueried candidate makes room, else the farthest failed one,
+         * else the farthest answered one outside the k closest; never one in flight. */
+        size_t victim = SIZE_MAX;
+        static const uint8_t order[] = {C_NEW, C_FAIL, C_DONE};
+        for (size_t o = 0; o < sizeof order && victim == SIZE_MAX; o++)
+            for (size_t i = q->n_c; i-- > pos && i >= DHT_K;)
+                if (q->c[i].state == order[o]) {
+                    victim = i;
+                    break;
+                }
+        if (victim == SIZE_MAX) return;
+        memmove(&q->c[victim], &q->c[victim + 1], (q->n_c - victim - 1) * sizeof *q->c);
         q->n_c--;
     }
     memmove(&q->c[pos + 1], &q->c[pos], (q->n_c - pos) * sizeof *q->c);
