@@ -4,6 +4,8 @@
 #   A: a JS peer listens, our node dials it: ping + identify both ways on that connection
 #      (the JS peer identifies us and pings us back).
 #   B: our node listens, the JS peer dials it: same checks the other way round.
+#   Both: the dialing side pushes 1 MiB through the other's /meshllm/test-echo/1 stream
+#   (yamux windows and Noise framing across implementations).
 # Installs the pinned npm packages into tests/interop/node_modules first; if npm cannot do
 # that, the test FAILS (it never skips silently).
 set -u
@@ -60,7 +62,8 @@ grep -q "^c served ping from js" "$work/a-c.out" || fail "A: the JS peer did not
 grep -q "^js identify .*agent=meshllm/0.1 .*protocols=.*/ipfs/id/1.0.0" "$work/a-js.out" ||
     fail "A: the JS peer did not identify us"
 grep -q "^js ping ok" "$work/a-js.out" || fail "A: the JS peer's ping of us failed"
-echo "A ok: $(grep '^c ping' "$work/a-c.out"); $(grep '^js ping' "$work/a-js.out")"
+grep -q "^c echo ok bytes=1048576" "$work/a-c.out" || fail "A: 1 MiB through the JS echo failed"
+echo "A ok: $(grep '^c ping' "$work/a-c.out"); $(grep '^js ping' "$work/a-js.out"); $(grep '^c echo' "$work/a-c.out")"
 
 # ---- B: js dials us ----
 timeout 40 "$bin" --interop-listen >"$work/b-c.out" 2>&1 &
@@ -74,5 +77,6 @@ grep -q "^js ping ok" "$work/b-js.out" || fail "B: the JS peer's ping of us fail
 grep -q "^js identify .*agent=meshllm/0.1 " "$work/b-js.out" || fail "B: the JS peer did not identify us"
 grep -q "^c identify .*agent=js-libp2p/" "$work/b-c.out" || fail "B: we did not identify the JS peer"
 grep -q "^c ping status=0 " "$work/b-c.out" || fail "B: our ping back to the JS peer failed"
-echo "B ok: $(grep '^js ping' "$work/b-js.out"); $(grep '^c ping' "$work/b-c.out")"
+grep -q "^js echo ok bytes=1048576" "$work/b-js.out" || fail "B: 1 MiB through our echo failed"
+echo "B ok: $(grep '^js ping' "$work/b-js.out"); $(grep '^c ping' "$work/b-c.out"); $(grep '^js echo' "$work/b-js.out")"
 echo "interop ok"

@@ -360,7 +360,74 @@ struct interop {
     struct ping_result ping;
     bool ping_started, disconnected, was_pinged, ping_stream_closed;
     size_t n_echoed;
+    /* bulk echo through the JS peer */
+    bool bulk_started, bulk_done;
+    int bulk_status;
+    uint8_t *bulk_sent, *bulk_got;
+    size_t bulk_n_got;
 };
+
+#define INTEROP_BULK (1024 * 1024)
+
+static void bulk_data(void *ctx, struct host_stream *s, const uint8_t *d, size_t n)
+{
+    struct interop *io = ctx;
+    (void)s;
+    if (n > INTEROP_BULK - io->bulk_n_got) {
+        io->bulk_status = MESH_EPROTO;
+        n = INTEROP_BULK - io->bulk_n_got;
+    }
+    memcpy(io->bulk_got + io->bulk_n_got, d, n);
+    io->bulk_n_got += n;
+}
+
+static void bulk_close(void *ctx, struct host_stream *s, int status)
+{
+    struct interop *io = ctx;
+    (void)s;
+    io->bulk_done = true;
+    if (!io->bulk_status) io->bulk_status = status;
+    if (io->bulk_n_got != INTEROP_BULK || memcmp(io->bulk_got, io->bulk_sent, INTEROP_BULK))
+        io->bulk_status = MESH_EPROTO;
+    printf("c echo %s bytes=%zu\n", io->bulk_status == 0 ? "ok" : "failed", io->bulk_n_got);
+    fflush(stdout);
+}
+
+static const struct host_stream_cbs g_bulk_cbs = {bulk_data, NULL, bulk_close};
+
+static void bulk_opened(void *ctx, struct host_stream *s, int status)
+{
+    struct interop *io = ctx;
+    if (status) {
+        io->bulk_done = true;
+        io->bulk_status = status;
+        return;
+    }
+    host_stream_set_callbacks(s, &g_bulk_cbs, io);
+    /* more than host_config.max_stream_pending allows at once? no: 1 MiB < 8 MiB */
+    if (host_stream_write(s, io->bulk_sent, INTEROP_BULK) == 0) host_stream_close(s);
+}
+
+/* Raw echo for a JS peer's bulk stream. */
+static void raw_echo_data(void *ctx, struct host_stream *s, const uint8_t *d, size_t n)
+{
+    (void)ctx;
+    host_stream_write(s, d, n);
+}
+
+static void raw_echo_eof(void *ctx, struct host_stream *s)
+{
+    (void)ctx;
+    host_stream_close(s);
+}
+
+static const struct host_stream_cbs g_raw_echo_cbs = {raw_echo_data, raw_echo_eof, NULL};
+
+static void raw_echo_serve(void *ctx, struct host_stream *s)
+{
+    (void)ctx;
+    host_stream_set_callbacks(s, &g_raw_echo_cbs, NULL);
+}
 
 /* Dial mode serves /ipfs/ping/1.0.0 itself (through the public handler API) to see when the
  * JS peer has pinged us back. */
@@ -431,6 +498,11 @@ static int interop_main(int argc, char **argv)
     if (host_new(&io.loop, &cfg, &io.h)) return 1;
     host_set_peer_callback(io.h, interop_peer, &io);
     if (dial) host_set_handler(io.h, HOST_PING_ID, interop_ping_serve, &io);
+    host_set_handler(io.h, ECHO_ID, raw_echo_serve, NULL);
+    io.bulk_sent = malloc(INTEROP_BULK);
+    io.bulk_got = malloc(INTEROP_BULK);
+    if (!io.bulk_sent || !io.bulk_got) return 1;
+    for (size_t i = 0; i < INTEROP_BULK; i++) io.bulk_sent[i] = (uint8_t)(i * 7 + 3);
     uv_timer_init(&io.loop, &deadline);
     uv_timer_start(&deadline, interop_deadline, 30000, 0);
     multiaddr_from_text("/ip4/127.0.0.1/tcp/0", &addr);
@@ -465,6 +537,11 @@ static int interop_main(int argc, char **argv)
     fflush(stdout);
     int rc = io.ping.status == 0 && strstr(io.w.info.ident.agent, "libp2p") ? 0 : 1;
     if (dial) {
+        /* Push 1 MiB through the JS peer's echo (flow control across implementations). */
+        io.bulk_started = true;
+        if (host_open_stream(io.h, &addr, ECHO_ID, bulk_opened, &io)) return 1;
+        while (!io.bulk_done) uv_run(&io.loop, UV_RUN_ONCE);
+        if (io.bulk_status) rc = 1;
         /* Stay until the JS side has pinged us back over our connection. */
         while (!(io.was_pinged && io.ping_stream_closed) && !io.disconnected)
             uv_run(&io.loop, UV_RUN_ONCE);
@@ -478,6 +555,8 @@ static int interop_main(int argc, char **argv)
     uv_run(&io.loop, UV_RUN_DEFAULT);
     uv_loop_close(&io.loop);
     identity_wipe(&id);
+    free(io.bulk_sent);
+    free(io.bulk_got);
     printf("c done rc=%d\n", rc);
     return rc;
 }

@@ -3,6 +3,8 @@
 //                                                       identify it and ping it back
 //   node --import ./polyfill.mjs peer.mjs dial ADDR     dial a meshllm node, ping it, wait
 //                                                       for its identify
+// Both modes also move 1 MiB through /meshllm/test-echo/1 (the side that dialed sends, the
+// other echoes), so yamux flow control is exercised across implementations.
 // Every result is one line on stdout starting with "js "; exit status 0 only on success.
 import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
@@ -25,6 +27,46 @@ const node = await createLibp2p({
 })
 
 const disconnectedP = new Promise((resolve) => node.addEventListener('peer:disconnect', resolve))
+const ECHO = '/meshllm/test-echo/1'
+const BULK = 1024 * 1024
+
+// Echo every byte back, respecting backpressure, then close (like @libp2p/ping's handler).
+await node.handle(ECHO, async (stream) => {
+  for await (const buf of stream) {
+    if (!stream.send(buf)) await stream.onDrain()
+  }
+  await stream.close()
+})
+
+// Sends BULK patterned bytes on a new echo stream and checks what comes back.
+async function bulkEcho (target) {
+  const stream = await node.dialProtocol(target, ECHO)
+  const data = new Uint8Array(BULK)
+  for (let i = 0; i < BULK; i++) data[i] = (i * 7 + 3) & 0xff
+  const reading = (async () => {
+    const chunks = []
+    let n = 0
+    for await (const buf of stream) {
+      const b = buf.subarray ? buf.subarray() : buf
+      chunks.push(Uint8Array.from(b))
+      n += b.length
+      if (n >= BULK) break
+    }
+    const got = new Uint8Array(n)
+    let o = 0
+    for (const c of chunks) { got.set(c, o); o += c.length }
+    return got
+  })()
+  for (let o = 0; o < BULK; o += 10000) {
+    if (!stream.send(data.subarray(o, Math.min(o + 10000, BULK)))) await stream.onDrain()
+  }
+  const got = await reading
+  await stream.close()
+  if (got.length !== BULK) throw new Error(`echo returned ${got.length} bytes`)
+  for (let i = 0; i < BULK; i++) if (got[i] !== data[i]) throw new Error(`echo differs at ${i}`)
+  say(`echo ok bytes=${BULK}`)
+}
+
 let identified = null
 const identifiedP = new Promise((resolve) => {
   node.addEventListener('peer:identify', (evt) => {
@@ -55,6 +97,7 @@ try {
     const rtt = await node.services.ping.ping(multiaddr(process.argv[3]))
     say(`ping ok rtt_ms=${rtt}`)
     await identifiedP
+    await bulkEcho(multiaddr(process.argv[3]))
     // let the C side identify us and ping us back before we hang up
     await new Promise((resolve) => setTimeout(resolve, 1500))
     await finish(identified.agentVersion === 'meshllm/0.1')
