@@ -458,6 +458,18 @@ static void test_tok_special_token_parsing(void **state)
     free(sp);
     tok_free(t);
 
+    /* Phi-3 (general.name "Phi3"): white space after its special tokens is stripped, as
+     * llama.cpp's rstrip attribute does; the text after a special token gets the SPM
+     * dummy prefix. */
+    t = load_vocab("llamacpp-vocab/ggml-vocab-phi-3.gguf");
+    const char *ph = "<|user|>  \nHi there<|end|>\n<|assistant|>";
+    sp = encode(t, ph, strlen(ph), true, true, &n_sp);
+    const int32_t want_ph[] = {1, 32010, 6324, 727, 32007, 32001};
+    assert_true(ids_equal(sp, n_sp, want_ph, 6));
+    assert_true(tok_is_eog(t, 32007)); /* <|end|> */
+    free(sp);
+    tok_free(t);
+
     /* WordPiece: [CLS] ... [SEP] with add_special; case and accents folded. */
     t = load_vocab("llamacpp-vocab/ggml-vocab-bert-bge.gguf");
     assert_int_equal(tok_model(t), TOK_MODEL_WPM);
