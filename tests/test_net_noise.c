@@ -15,35 +15,53 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Test vector "Noise_XX_25519_ChaChaPoly_SHA256" from rweather/noise-c
- * tests/vector/noise-c-basic.txt (the cacophony-format vector file of noise-c). Messages 0-2
- * are the handshake, 3-5 transport messages (3 and 5 from the responder). */
-static const char *k_prologue = "50726f6c6f677565313233";
+/* Test vectors "Noise_XX_25519_ChaChaPoly_SHA256" from rweather/noise-c: the same keys and
+ * payloads with two prologues, in tests/vector/noise-c-basic.txt (prologue "Prologue123",
+ * with the handshake hash) and tests/vector/cacophony.txt (the cacophony project's vectors,
+ * prologue "John Galt"). Messages 0-2 are the handshake, 3-5 transport messages (3 and 5 from
+ * the responder). */
 static const char *k_init_static = "e61ef9919cde45dd5f82166404bd08e38bceb5dfdfded0a34c8df7ed542214d1";
 static const char *k_init_ephemeral =
     "893e28b9dc6ca8d611ab664754b8ceb7bac5117349a4439a6b0569da977c464a";
 static const char *k_resp_static = "4a3acbfdb163dec651dfa3194dece676d437029c62a408b4c5ea9114246e4893";
 static const char *k_resp_ephemeral =
     "bbdb4cdbd309f1a1f2e1456967fe288cadd6f712d65dc7b7793d5e63da6b375b";
-static const char *k_hash = "852a28d2146785c54bd8334f4e460c80d7fe4fd0cc5bc0abef2a24a3c4d44d5f";
-static const struct {
-    const char *payload, *ciphertext;
-} k_msgs[] = {
-    {"4c756477696720766f6e204d69736573",
-     "ca35def5ae56cec33dc2036731ab14896bc4c75dbb07a61f879f8e3afa4c79444c756477696720766f6e204d6"
-     "9736573"},
-    {"4d757272617920526f746862617264",
-     "95ebc60d2b1fa672c1f46a8aa265ef51bfe38e7ccb39ec5be34069f14480884381cbad1f276e038c48378ffce"
-     "2b65285e08d6b68aaa3629a5a8639392490e5b94a6d8798832d5372f220f161d9c2df035528f8982ffe09be9b5"
-     "c412f8a0db5d21351f20af1370d0bf8ef1a8c59a30e"},
-    {"462e20412e20486179656b",
-     "c7195ffacac1307ff99046f219750fc47693e23c3cb08b89c2af808b444850a8589981dfbd651e6ff4724a781"
-     "cc2aa6158c9fea0d4ec82a286427484c5b8c8123a7a6002b1de9f9775fc97"},
-    {"4361726c204d656e676572", "96763ed773f8e47bb3712f0e29b3060ffc956ffc146cee53d5e1df"},
-    {"4a65616e2d426170746973746520536179",
-     "3e40f15f6f3a46ae446b253bf8b1d9ffb6ed9b174d272328ff91a7e2e5c79c07f5"},
-    {"457567656e2042f6686d20766f6e2042617765726b",
-     "eb3f3515110702e047a6c9da4478b6ead94873c11c0f2d710ddb3f09fce024b3a58502ae3f"},
+static const char *k_payloads[6] = {
+    "4c756477696720766f6e204d69736573", "4d757272617920526f746862617264",
+    "462e20412e20486179656b",           "4361726c204d656e676572",
+    "4a65616e2d426170746973746520536179", "457567656e2042f6686d20766f6e2042617765726b"};
+
+struct xx_vector {
+    const char *prologue;
+    const char *hash; /* NULL if the file gives none */
+    const char *ciphertexts[6];
+};
+
+static const struct xx_vector k_vectors[] = {
+    {"50726f6c6f677565313233", /* noise-c-basic.txt */
+     "852a28d2146785c54bd8334f4e460c80d7fe4fd0cc5bc0abef2a24a3c4d44d5f",
+     {"ca35def5ae56cec33dc2036731ab14896bc4c75dbb07a61f879f8e3afa4c79444c756477696720766f6e204d6"
+      "9736573",
+      "95ebc60d2b1fa672c1f46a8aa265ef51bfe38e7ccb39ec5be34069f14480884381cbad1f276e038c48378ffce"
+      "2b65285e08d6b68aaa3629a5a8639392490e5b94a6d8798832d5372f220f161d9c2df035528f8982ffe09be9b5"
+      "c412f8a0db5d21351f20af1370d0bf8ef1a8c59a30e",
+      "c7195ffacac1307ff99046f219750fc47693e23c3cb08b89c2af808b444850a8589981dfbd651e6ff4724a781"
+      "cc2aa6158c9fea0d4ec82a286427484c5b8c8123a7a6002b1de9f9775fc97",
+      "96763ed773f8e47bb3712f0e29b3060ffc956ffc146cee53d5e1df",
+      "3e40f15f6f3a46ae446b253bf8b1d9ffb6ed9b174d272328ff91a7e2e5c79c07f5",
+      "eb3f3515110702e047a6c9da4478b6ead94873c11c0f2d710ddb3f09fce024b3a58502ae3f"}},
+    {"4a6f686e2047616c74", /* cacophony.txt */
+     NULL,
+     {"ca35def5ae56cec33dc2036731ab14896bc4c75dbb07a61f879f8e3afa4c79444c756477696720766f6e204d6"
+      "9736573",
+      "95ebc60d2b1fa672c1f46a8aa265ef51bfe38e7ccb39ec5be34069f14480884381cbad1f276e038c48378ffce"
+      "2b65285e08d6b68aaa3629a5a8639392490e5b9bd5269c2f1e4f488ed8831161f19b7815528f8982ffe09be9b5"
+      "c412f8a0db50f8814c7194e83f23dbd8d162c9326ad",
+      "c7195ffacac1307ff99046f219750fc47693e23c3cb08b89c2af808b444850a80ae475b9df0f169ae80a89be0"
+      "865b57f58c9fea0d4ec82a286427402f113e4b6ae769a1d95941d49b25030",
+      "96763ed773f8e47bb3712f0e29b3060ffc956ffc146cee53d5e1df",
+      "3e40f15f6f3a46ae446b253bf8b1d9ffb6ed9b174d272328ff91a7e2e5c79c07f5",
+      "eb3f3515110702e047a6c9da4478b6ead94873c11c0f2d710ddb3f09fce024b3a58502ae3f"}},
 };
 
 static size_t unhex(const char *hex, uint8_t *out, size_t cap)
@@ -58,24 +76,22 @@ static size_t unhex(const char *hex, uint8_t *out, size_t cap)
     return n;
 }
 
-static void test_net_noise_xx_test_vector(void **state)
+static void run_xx_vector(const struct xx_vector *v)
 {
-    (void)state;
     uint8_t pro[32], is[32], ie[32], rs[32], re[32], h[32];
-    size_t pro_len = unhex(k_prologue, pro, sizeof pro);
+    size_t pro_len = unhex(v->prologue, pro, sizeof pro);
     unhex(k_init_static, is, 32);
     unhex(k_init_ephemeral, ie, 32);
     unhex(k_resp_static, rs, 32);
     unhex(k_resp_ephemeral, re, 32);
-    unhex(k_hash, h, 32);
     struct noise_hs ini, rsp;
     assert_int_equal(noise_hs_init(&ini, true, pro, pro_len, is, ie), 0);
     assert_int_equal(noise_hs_init(&rsp, false, pro, pro_len, rs, re), 0);
     struct noise_cipher i_send, i_recv, r_send, r_recv;
-    for (size_t m = 0; m < sizeof k_msgs / sizeof k_msgs[0]; m++) {
+    for (size_t m = 0; m < 6; m++) {
         uint8_t payload[128], expect[256], out[256], got[256];
-        size_t pl = unhex(k_msgs[m].payload, payload, sizeof payload);
-        size_t el = unhex(k_msgs[m].ciphertext, expect, sizeof expect);
+        size_t pl = unhex(k_payloads[m], payload, sizeof payload);
+        size_t el = unhex(v->ciphertexts[m], expect, sizeof expect);
         size_t ol, gl;
         bool from_initiator = m % 2 == 0;
         struct noise_hs *w = from_initiator ? &ini : &rsp, *r = from_initiator ? &rsp : &ini;
@@ -87,8 +103,11 @@ static void test_net_noise_xx_test_vector(void **state)
             assert_int_equal(gl, pl);
             assert_memory_equal(got, payload, pl);
             if (m == 2) {
-                assert_memory_equal(ini.h, h, 32);
-                assert_memory_equal(rsp.h, h, 32);
+                assert_memory_equal(ini.h, rsp.h, 32);
+                if (v->hash) {
+                    unhex(v->hash, h, 32);
+                    assert_memory_equal(ini.h, h, 32);
+                }
                 assert_memory_equal(ini.rs, rsp.s_pk, 32);
                 assert_memory_equal(rsp.rs, ini.s_pk, 32);
                 assert_int_equal(noise_hs_split(&ini, &i_send, &i_recv), 0);
@@ -106,6 +125,12 @@ static void test_net_noise_xx_test_vector(void **state)
             assert_memory_equal(got, payload, pl);
         }
     }
+}
+
+static void test_net_noise_xx_test_vectors(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof k_vectors / sizeof k_vectors[0]; i++) run_xx_vector(&k_vectors[i]);
 }
 
 static void test_net_noise_hs_rejects_out_of_turn_and_tampering(void **state)
@@ -220,7 +245,7 @@ static void test_net_noise_libp2p_rejects_unexpected_peer(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_net_noise_xx_test_vector),
+        cmocka_unit_test(test_net_noise_xx_test_vectors),
         cmocka_unit_test(test_net_noise_hs_rejects_out_of_turn_and_tampering),
         cmocka_unit_test(test_net_noise_libp2p_channel_roundtrip),
         cmocka_unit_test(test_net_noise_libp2p_rejects_unexpected_peer),
