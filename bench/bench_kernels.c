@@ -105,6 +105,67 @@ int main(int argc, char **argv)
         free(w);
         free(qa);
     }
+
+    /* Prompt batches: nc activation rows at once. vec_dot per (row, column) versus the
+     * tile product quant_gemm; GMAC/s (multiply-adds per second). */
+    enum { NC = 64 };
+    const int grows = rows < 1024 ? rows : 1024;
+    float *acts = malloc((size_t)cols * NC * sizeof(float));
+    float *gout = malloc((size_t)grows * NC * sizeof(float));
+    if (!acts || !gout) return 1;
+    for (size_t i = 0; i < (size_t)cols * NC; i++) acts[i] = rand_uniform();
+    printf("\ntile product, %d x %d weights x %d activation rows, 1 thread; GMAC/s "
+           "(vec_dot per row and column / quant_gemm)\n\n", grows, cols, NC);
+    printf("%-6s", "type");
+    for (size_t k = 0; k < sizeof isas / sizeof isas[0]; k++)
+        if (quant_isa_supported(isas[k])) printf(" %15s %15s", isas[k], "+gemm");
+    printf("\n");
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const int t = types[ti];
+        const struct quant_traits *ref = quant_traits_ref(t);
+        const size_t row_bytes = quant_row_bytes(t, cols);
+        const size_t act_bytes = quant_row_bytes(ref->vec_dot_type, cols);
+        unsigned char *w = malloc(row_bytes * (size_t)grows), *qa = malloc(act_bytes * NC);
+        if (!w || !qa) return 1;
+        for (int r = 0; r < grows; r++)
+            ref->from_float(src + (size_t)(r % N_DISTINCT) * cols, w + (size_t)r * row_bytes, cols);
+        for (int c = 0; c < NC; c++)
+            quant_traits_ref(ref->vec_dot_type)->from_float(acts + (size_t)c * cols, qa + c * act_bytes, cols);
+        printf("%-6s", ref->name);
+        for (size_t k = 0; k < sizeof isas / sizeof isas[0]; k++) {
+            const struct quant_traits *tr = quant_traits_isa(isas[k], t);
+            if (!tr) continue;
+            for (int mode = 0; mode < 2; mode++) {
+                double per = 1e30, start = now_s(), t1;
+                int warm = 1;
+                do {
+                    double t0 = now_s();
+                    if (mode == 0) {
+                        for (int r = 0; r < grows; r++)
+                            for (int c = 0; c < NC; c++)
+                                tr->vec_dot(cols, &gout[(size_t)c * grows + r], w + (size_t)r * row_bytes,
+                                            qa + c * act_bytes);
+                    } else {
+                        for (int r = 0; r < grows; r += 16)
+                            quant_gemm(tr, cols, gout + r, (size_t)grows, w + (size_t)r * row_bytes,
+                                       row_bytes, grows - r < 16 ? grows - r : 16, qa, act_bytes, NC);
+                    }
+                    t1 = now_s();
+                    if (!warm && t1 - t0 < per) per = t1 - t0;
+                    warm = 0;
+                } while (t1 - start < cell_s);
+                char cell[32];
+                snprintf(cell, sizeof cell, "%.2f", (double)grows * cols * NC / per / 1e9);
+                printf(" %15s", cell);
+            }
+        }
+        printf("\n");
+        fflush(stdout);
+        free(w);
+        free(qa);
+    }
+    free(acts);
+    free(gout);
     free(src);
     free(act);
     free(out);

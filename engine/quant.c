@@ -17,7 +17,7 @@
 #include "core/log.h"
 #include "engine/quant_internal.h"
 
-#define ROW(nm, bl, bb, q, vdt, tf, ff, vd) {nm, bl, bb, q, vdt, tf, ff, vd, NULL}
+#define ROW(nm, bl, bb, q, vdt, tf, ff, vd) {nm, bl, bb, q, vdt, tf, ff, vd, NULL, NULL}
 
 static const struct quant_traits ref_table[QT_COUNT] = {
     [QT_F32] = ROW("F32", 1, 4, false, QT_F32, quant_ref_f32_to_float,
@@ -196,6 +196,17 @@ void quant_vec_dot_rows(const struct quant_traits *tr, int n, float *s, const vo
         return;
     }
     for (int r = 0; r < nr; r++) tr->vec_dot(n, &s[r], (const char *)x + (size_t)r * bx, y);
+}
+
+void quant_gemm(const struct quant_traits *tr, int n, float *s, size_t lds, const void *x,
+                size_t bx, int nr, const void *y, size_t by, int nc)
+{
+    if (tr->gemm) {
+        tr->gemm(n, s, lds, x, bx, nr, y, by, nc);
+        return;
+    }
+    for (int c = 0; c < nc; c++)
+        quant_vec_dot_rows(tr, n, s + (size_t)c * lds, x, bx, (const char *)y + (size_t)c * by, nr);
 }
 
 size_t quant_row_bytes(int t, int64_t n)

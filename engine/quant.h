@@ -58,6 +58,13 @@ typedef void (*quant_vec_dot_fn)(int n, float *s, const void *x, const void *y);
 typedef void (*quant_vec_dot_rows_fn)(int n, float *s, const void *x, size_t bx, const void *y,
                                       int nr);
 
+/* s[c * lds + r] = dot(row r of x, row c of y) for r < nr, c < nc: nr weight rows (bx
+ * bytes apart) against nc activation rows of vec_dot_type (by bytes apart), e.g. a
+ * prompt batch. lds is in floats. Weight unpacking is shared across the columns and
+ * activation work across the rows. */
+typedef void (*quant_gemm_fn)(int n, float *s, size_t lds, const void *x, size_t bx, int nr,
+                              const void *y, size_t by, int nc);
+
 struct quant_traits {
     const char *name;          /* "Q4_K", as llama.cpp prints it */
     int block_len;             /* elements per block (1 for F32/F16/BF16) */
@@ -69,6 +76,8 @@ struct quant_traits {
     quant_vec_dot_fn vec_dot;       /* NULL if the type cannot be a weight */
     quant_vec_dot_rows_fn vec_dot_rows; /* NULL where the path has no multi-row kernel:
                                          * use quant_vec_dot_rows(), which falls back */
+    quant_gemm_fn gemm;             /* NULL where the path has no tile kernel: use
+                                     * quant_gemm(), which falls back */
 };
 
 /* Selects kernels for this CPU (and MESHLLM_ISA). Safe to call more than once. */
@@ -96,6 +105,13 @@ bool quant_isa_supported(const char *isa);
  * multi-row kernels do about half the instructions per row. */
 void quant_vec_dot_rows(const struct quant_traits *tr, int n, float *s, const void *x, size_t bx,
                         const void *y, int nr);
+
+/* The tile product of quant_gemm_fn with tr's kernels: its gemm when it has one, else
+ * quant_vec_dot_rows per column. Results equal vec_dot per (row, column) up to float
+ * summation order. Use it for prompt batches (nc > 1): on AVX-512 the Q4_0/Q8_0 tile
+ * kernels do a quarter of vec_dot's instructions per row and column. */
+void quant_gemm(const struct quant_traits *tr, int n, float *s, size_t lds, const void *x,
+                size_t bx, int nr, const void *y, size_t by, int nc);
 
 /* Bytes of a row of n elements of type t; 0 if t is unknown or n % block_len != 0. */
 size_t quant_row_bytes(int t, int64_t n);

@@ -662,6 +662,68 @@ static void test_quant_vec_dot_rows_match_scalar(void **state)
     }
 }
 
+/* Tile products (quant_gemm) of every path equal per-(row, column) reference vec_dot for
+ * 1..9 rows and 1..9 columns (every remainder of the 4 x 4 tiles), a padded output
+ * stride, and ragged block counts; same tolerance as above. */
+static void test_quant_gemm_matches_scalar(void **state)
+{
+    (void)state;
+    uint64_t rng = 43;
+    const int types[] = {QT_F16, QT_Q4_0, QT_Q5_0, QT_Q8_0, QT_Q4_K, QT_Q6_K};
+    const char *isas[] = {"scalar", "avx2", "avx512", "neon"};
+    enum { MAXR = 9, MAXC = 9 };
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const struct quant_traits *ref = quant_traits_ref(types[ti]);
+        const struct quant_traits *yref = quant_traits_ref(ref->vec_dot_type);
+        const int bl = ref->block_len > 1 ? ref->block_len : 32;
+        const int n = (ref->block_len > 1 ? 3 : 5) * bl;
+        const size_t bx = quant_row_bytes(types[ti], n) + 16;
+        const size_t by = quant_row_bytes(ref->vec_dot_type, n) + 8;
+        float *f = malloc((size_t)n * sizeof(float)), *xd = malloc((size_t)n * sizeof(float));
+        float *yd = malloc((size_t)n * MAXC * sizeof(float));
+        unsigned char *qx = calloc(MAXR, bx), *qy = calloc(MAXC, by);
+        float want[MAXC][MAXR], tol[MAXC][MAXR];
+        for (int c = 0; c < MAXC; c++) {
+            fill_uniform(f, n, &rng, 2.0f);
+            yref->from_float(f, qy + c * by, n);
+            yref->to_float(qy + c * by, yd + (size_t)c * n, n);
+        }
+        for (int r = 0; r < MAXR; r++) {
+            fill_weights(f, n, &rng);
+            ref->from_float(f, qx + r * bx, n);
+            ref->to_float(qx + r * bx, xd, n);
+            for (int c = 0; c < MAXC; c++) {
+                ref->vec_dot(n, &want[c][r], qx + r * bx, qy + c * by);
+                double sum_abs = 0;
+                for (int i = 0; i < n; i++) sum_abs += fabs((double)xd[i] * yd[(size_t)c * n + i]);
+                tol[c][r] = (float)(4.0 * n * FLT_EPSILON * sum_abs + 1e-30);
+            }
+        }
+        for (size_t k = 0; k < sizeof isas / sizeof isas[0]; k++) {
+            const struct quant_traits *tr = quant_traits_isa(isas[k], types[ti]);
+            if (!tr) continue;
+            for (int nr = 1; nr <= MAXR; nr++)
+                for (int nc = 1; nc <= MAXC; nc++) {
+                    const size_t lds = MAXR + 2;
+                    float out[MAXC * (MAXR + 2)];
+                    for (size_t i = 0; i < sizeof out / sizeof out[0]; i++) out[i] = NAN;
+                    quant_gemm(tr, n, out, lds, qx, bx, nr, qy, by, nc);
+                    for (int c = 0; c < MAXC; c++)
+                        for (int r = 0; r < (int)lds; r++) {
+                            float got = out[(size_t)c * lds + r];
+                            if (c >= nc || r >= nr) {
+                                assert_true(isnan(got)); /* nothing outside the tile */
+                            } else if (!(fabsf(got - want[c][r]) <= tol[c][r])) {
+                                fail_msg("%s %s nr=%d nc=%d (%d,%d): %.9g vs %.9g", isas[k],
+                                         ref->name, nr, nc, r, c, got, want[c][r]);
+                            }
+                        }
+                }
+        }
+        free(f), free(xd), free(yd), free(qx), free(qy);
+    }
+}
+
 /* Scalar reference dot products equal the dot product of the dequantized rows (exact
  * integer sums, so only float rounding differs). */
 static void test_quant_ref_vec_dot_equals_dequantized_dot(void **state)
@@ -747,6 +809,7 @@ int main(void)
         cmocka_unit_test(test_quant_ref_vec_dot_equals_dequantized_dot),
         cmocka_unit_test(test_quant_simd_vec_dot_matches_scalar),
         cmocka_unit_test(test_quant_vec_dot_rows_match_scalar),
+        cmocka_unit_test(test_quant_gemm_matches_scalar),
         cmocka_unit_test(test_quant_simd_convert_matches_scalar),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
