@@ -745,6 +745,53 @@ static void test_gguf_writer_failure_leaves_target_intact(void **state)
     gguf_writer_free(NULL);
 }
 
+struct chunk_log {
+    int calls;
+    int64_t next_row;
+    bool in_order;
+};
+
+static int fill_rows_pattern(void *user, int64_t i, int64_t row0, int64_t n_rows, void *dst, size_t size)
+{
+    struct chunk_log *c = user;
+    (void)i;
+    if (row0 != c->next_row || size != (size_t)n_rows * 1024 * 4) c->in_order = false;
+    c->next_row = row0 + n_rows;
+    c->calls++;
+    float *f = dst;
+    memset(dst, 0, size);
+    for (int64_t r = 0; r < n_rows; r++) f[r * 1024] = (float)(row0 + r);
+    return 0;
+}
+
+/* A tensor larger than the writer's chunk arrives in consecutive row ranges. */
+static void test_gguf_writer_streams_large_tensor_in_chunks(void **state)
+{
+    (void)state;
+    struct gguf_writer *w;
+    assert_int_equal(gguf_writer_new(&w), 0);
+    int64_t ne[2] = {1024, 4200}; /* 17.2 MB of F32 */
+    assert_int_equal(gguf_writer_add_tensor(w, "big", QT_F32, 2, ne, NULL), 0);
+    char path[512], err[256];
+    snprintf(path, sizeof path, "%s/big.gguf", test_tmp_dir());
+    struct chunk_log c = {.in_order = true};
+    assert_int_equal(gguf_writer_write_rows(w, path, fill_rows_pattern, &c, err, sizeof err), 0);
+    gguf_writer_free(w);
+    assert_true(c.in_order);
+    assert_int_equal(c.calls, 2);
+    assert_int_equal(c.next_row, 4200);
+    struct gguf *g = NULL;
+    assert_int_equal(gguf_open(path, &g, err, sizeof err), 0);
+    const struct gguf_tensor *t = gguf_find_tensor(g, "big");
+    float v;
+    memcpy(&v, (const char *)t->data + (size_t)4199 * 4096, 4);
+    assert_float_equal(v, 4199.0f, 0);
+    memcpy(&v, (const char *)t->data + (size_t)4096 * 4096, 4);
+    assert_float_equal(v, 4096.0f, 0);
+    gguf_close(g);
+    unlink(path);
+}
+
 /* Copies every key and tensor of a llama.cpp file; our file must equal it byte for byte. */
 static void rewrite_identical(const char *rel)
 {
@@ -799,6 +846,7 @@ int main(void)
         cmocka_unit_test(test_gguf_random_mutations_never_crash),
         cmocka_unit_test(test_gguf_writer_round_trip),
         cmocka_unit_test(test_gguf_writer_failure_leaves_target_intact),
+        cmocka_unit_test(test_gguf_writer_streams_large_tensor_in_chunks),
         cmocka_unit_test(test_gguf_writer_rewrites_llamacpp_files_identically),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
