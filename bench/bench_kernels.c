@@ -93,7 +93,7 @@ int main(int argc, char **argv)
                     t1 = now_s();
                     if (!warm && t1 - t0 < per) per = t1 - t0;
                     warm = 0;
-                } while (t1 - start < cell_s);
+                } while (t1 - start < cell_s || per == 1e30);
                 char cell[32];
                 snprintf(cell, sizeof cell, "%.1f (%.2f)",
                          (double)(row_bytes * (size_t)rows) / per / 1e9, per * 1e3);
@@ -153,7 +153,7 @@ int main(int argc, char **argv)
                     t1 = now_s();
                     if (!warm && t1 - t0 < per) per = t1 - t0;
                     warm = 0;
-                } while (t1 - start < cell_s);
+                } while (t1 - start < cell_s || per == 1e30);
                 char cell[32];
                 snprintf(cell, sizeof cell, "%.2f", (double)grows * cols * NC / per / 1e9);
                 printf(" %15s", cell);
