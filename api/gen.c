@@ -261,30 +261,34 @@ static int line_add(struct api_gen *g, char *line)
     return rc;
 }
 
-/* Formats a taken chunk into the stream buffer. */
+/* Formats a taken chunk into the stream buffer: one event per generated piece (as servers
+ * that stream token by token do), logprobs with the last piece. */
 static void stream_format(struct api_gen *g, struct sched_chunk *ch)
 {
     enum api_kind k = g->req.kind;
     g->n_prompt = ch->n_prompt;
     g->n_gen = ch->n_gen;
-    bool has = ch->len > 0 || ch->n_lps > 0 || (!g->sent_first && k == API_KIND_CHAT);
-    if (g->proto == API_PROTO_OLLAMA) {
-        if (ch->len)
-            line_add(g, api_ollama_chunk(k, g->e->name, ch->text, ch->len, false, NULL, 0, 0, 0));
-        if (ch->done) {
-            line_add(g, api_ollama_chunk(k, g->e->name, "", 0, true, finish_name(ch->finish_reason),
-                                         ch->n_prompt, ch->n_gen, now_s() - g->t0));
-            g->ended = true;
+    int n_pieces = ch->n_cuts > 0 ? ch->n_cuts : 1;
+    size_t off = 0;
+    for (int i = 0; i < n_pieces; i++) {
+        size_t end = ch->n_cuts > 0 ? ch->cuts[i] : ch->len;
+        const char *text = ch->text ? ch->text + off : "";
+        size_t len = end - off;
+        off = end;
+        bool last = i == n_pieces - 1;
+        if (g->proto == API_PROTO_OLLAMA) {
+            if (len) line_add(g, api_ollama_chunk(k, g->e->name, text, len, false, NULL, 0, 0, 0));
+            continue;
         }
-        return;
-    }
-    if (has) {
+        bool has = len > 0 || (last && ch->n_lps > 0) || (!g->sent_first && k == API_KIND_CHAT);
+        if (!has) continue;
         struct api_gen_out o;
         out_init(g, &o);
-        o.text = ch->text ? ch->text : "";
-        o.len = ch->len;
+        o.text = text;
+        o.len = len;
         char *pool = NULL;
-        struct api_lp_token *lps = g->req.logprobs ? lps_convert(g->tok, ch->lps, ch->n_lps, &pool) : NULL;
+        struct api_lp_token *lps =
+            last && g->req.logprobs ? lps_convert(g->tok, ch->lps, ch->n_lps, &pool) : NULL;
         o.lps = lps;
         o.n_lps = lps ? ch->n_lps : 0;
         sse_add(g, api_openai_chunk_json(k, &o, !g->sent_first, false));
@@ -292,22 +296,26 @@ static void stream_format(struct api_gen *g, struct sched_chunk *ch)
         free(lps);
         free(pool);
     }
-    if (ch->done) {
-        if (ch->finish_reason && !strcmp(ch->finish_reason, "error")) {
-            struct api_error e;
-            api_error_set(&e, 500, "server_error", NULL, NULL, "generation failed");
-            sse_add(g, api_error_json(&e));
-        } else {
-            struct api_gen_out o;
-            out_init(g, &o);
-            o.text = "";
-            o.finish_reason = finish_name(ch->finish_reason);
-            sse_add(g, api_openai_chunk_json(k, &o, false, false));
-            if (g->req.include_usage) sse_add(g, api_openai_chunk_json(k, &o, false, true));
-        }
-        buf_add(&g->sbuf, &g->slen, &g->scap, "data: [DONE]\n\n", 14);
-        g->ended = true;
+    if (!ch->done) return;
+    g->ended = true;
+    if (g->proto == API_PROTO_OLLAMA) {
+        line_add(g, api_ollama_chunk(k, g->e->name, "", 0, true, finish_name(ch->finish_reason),
+                                     ch->n_prompt, ch->n_gen, now_s() - g->t0));
+        return;
     }
+    if (ch->finish_reason && !strcmp(ch->finish_reason, "error")) {
+        struct api_error e;
+        api_error_set(&e, 500, "server_error", NULL, NULL, "generation failed");
+        sse_add(g, api_error_json(&e));
+    } else {
+        struct api_gen_out o;
+        out_init(g, &o);
+        o.text = "";
+        o.finish_reason = finish_name(ch->finish_reason);
+        sse_add(g, api_openai_chunk_json(k, &o, false, false));
+        if (g->req.include_usage) sse_add(g, api_openai_chunk_json(k, &o, false, true));
+    }
+    buf_add(&g->sbuf, &g->slen, &g->scap, "data: [DONE]\n\n", 14);
 }
 
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)

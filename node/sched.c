@@ -39,6 +39,8 @@ struct sched_req {
     pthread_cond_t cv;
     char *out;
     size_t out_len, out_cap;
+    size_t *cuts;               /* end offset in out of each emitted piece */
+    int n_cuts, cuts_cap;
     struct sched_lp *lps;
     int n_lps, lps_cap;
     float *embd;
@@ -130,6 +132,7 @@ static void req_unref(struct sched_req *r)
     free(r->prompt);
     for (int i = 0; i < SCHED_MAX_STOP; i++) free(r->stop_copy[i]);
     free(r->out);
+    free(r->cuts);
     free(r->lps);
     free(r->embd);
     free(r);
@@ -163,10 +166,19 @@ static void req_emit(struct sched_req *r, const char *text, size_t len, const st
             r->out_cap = cap;
         }
     }
-    if (len && r->out_len + len + 1 <= r->out_cap) {
+    if (len && r->n_cuts == r->cuts_cap) {
+        int cap = r->cuts_cap ? r->cuts_cap * 2 : 16;
+        size_t *p = realloc(r->cuts, (size_t)cap * sizeof *p);
+        if (p) {
+            r->cuts = p;
+            r->cuts_cap = cap;
+        }
+    }
+    if (len && r->out_len + len + 1 <= r->out_cap && r->n_cuts < r->cuts_cap) {
         memcpy(r->out + r->out_len, text, len);
         r->out_len += len;
         r->out[r->out_len] = 0;
+        r->cuts[r->n_cuts++] = r->out_len;
     }
     if (lp) {
         if (r->n_lps == r->lps_cap) {
@@ -291,6 +303,10 @@ int sched_req_take(struct sched_req *r, struct sched_chunk *out)
         out->len = r->out_len;
         r->out = NULL;
         r->out_len = r->out_cap = 0;
+        out->cuts = r->cuts;
+        out->n_cuts = r->n_cuts;
+        r->cuts = NULL;
+        r->n_cuts = r->cuts_cap = 0;
     }
     if (r->n_lps) {
         out->lps = r->lps;
@@ -316,6 +332,7 @@ void sched_chunk_free(struct sched_chunk *c)
 {
     if (!c) return;
     free(c->text);
+    free(c->cuts);
     free(c->lps);
     free(c->embd);
     memset(c, 0, sizeof *c);

@@ -83,6 +83,8 @@ struct sched_lp {
 struct sched_chunk {
     char *text;               /* new text (NUL-terminated, len bytes), may be NULL if none */
     size_t len;
+    size_t *cuts;             /* text is n_cuts pieces (one per token that released text); */
+    int n_cuts;               /* piece i ends at offset cuts[i] */
     struct sched_lp *lps;     /* logprobs of new tokens [n_lps] */
     int n_lps;
     float *embd;              /* embedding [n_embd] once done (embedding requests) */
