@@ -98,12 +98,25 @@ static bool use_more_bits(int i_layer, int n_layers)
     return i_layer < n_layers / 8 || i_layer >= 7 * n_layers / 8 || (i_layer - n_layers / 8) % 3 == 2;
 }
 
+/* N of a name "blk.N...." (as llama.cpp's sscanf "blk.%d." reads it, but without its
+ * undefined behaviour on overflow: more than 9 digits count as no number); -1 if none. */
+static int layer_key(const char *name)
+{
+    if (strncmp(name, "blk.", 4) != 0) return -1;
+    const char *p = name + 4;
+    bool neg = *p == '-';
+    if (*p == '-' || *p == '+') p++;
+    int v = 0, n = 0;
+    while (*p >= '0' && *p <= '9' && n < 10) v = v * 10 + (*p++ - '0'), n++;
+    if (n == 0 || n > 9) return -1;
+    return neg ? -v : v;
+}
+
 /* Layer of an expert tensor from its name ("blk.N."), or the running counter. */
 static int layer_of(const char *name, int counter, int n_expert)
 {
-    int layer = counter;
-    if (n_expert > 1 && sscanf(name, "blk.%d.", &layer) != 1) layer = counter;
-    return layer;
+    int layer = n_expert > 1 ? layer_key(name) : -1;
+    return layer >= 0 ? layer : counter;
 }
 
 /* llama_tensor_get_type for the file types we produce (the IQ / TQ / Q2_K / Q3_K
@@ -191,13 +204,6 @@ static bool is_quantizable(const char *name, const struct gguf_tensor *t)
 }
 
 /* llama.cpp's weight_name_comparer: by layer ("blk.N."; others first), then by name. */
-static int layer_key(const char *name)
-{
-    int layer = -1;
-    if (sscanf(name, "blk.%d.", &layer) != 1) layer = -1;
-    return layer;
-}
-
 static int plan_cmp(const void *a, const void *b)
 {
     const struct quantize_plan_entry *x = a, *y = b;

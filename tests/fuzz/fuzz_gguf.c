@@ -2,13 +2,15 @@
  *
  * Parses the input as a whole GGUF file, then walks everything a loader would touch:
  * every key through every typed getter, every array element, every tensor's name lookup
- * and its first and last data byte, and copies every key into a writer. Any crash,
+ * and its first and last data byte, copies every key into a writer, and plans a
+ * Q4_K_M quantization (llama.cpp's rules over hostile tensor names). Any crash,
  * sanitizer report or inconsistency (a tensor outside the buffer, a failed open with no
  * message) is a bug. Seeds: tests/fuzz/corpus/gguf/ (tiny files made by our writer).
  */
 #include "core/err.h"
 #include "engine/gguf.h"
 #include "engine/quant.h"
+#include "engine/quantize.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -85,6 +87,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     for (int64_t i = 0; i < gguf_kv_count(g); i++) walk_key(g, i);
     for (int64_t i = 0; i < gguf_tensor_count(g); i++) walk_tensor(g, data, size, i);
+    struct quantize_plan_entry *plan = NULL;
+    int64_t n_plan = 0;
+    if (quantize_plan(g, QUANTIZE_FT_Q4_K_M, &plan, &n_plan, err, sizeof err) == 0) {
+        if (n_plan != gguf_tensor_count(g)) abort();
+        for (int64_t i = 0; i < n_plan; i++)
+            if (!quant_traits(plan[i].type_out)) abort();
+        quantize_plan_free(plan, n_plan);
+    }
     struct gguf_writer *w;
     if (gguf_writer_new(&w) == 0) {
         for (int64_t i = 0; i < gguf_kv_count(g); i++) gguf_writer_copy_kv(w, g, i);
