@@ -13,6 +13,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <strings.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 #include "core/log.h"
 #include "engine/quant_internal.h"
@@ -74,6 +77,33 @@ static bool isa_ok[ISA_N];
 static int isa_selected = ISA_SCALAR;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
+#if defined(__x86_64__)
+/* CPU features from cpuid and the OS's saved-state mask (xgetbv), so that gcc and clang
+ * agree (clang's __builtin_cpu_supports lacks some names). */
+static bool x86_has(int isa)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+    const bool fma = c & (1u << 12), osxsave = c & (1u << 27), avx = c & (1u << 28);
+    const bool f16c = c & (1u << 29);
+    if (!osxsave || !avx) return false;
+    unsigned xlo, xhi;
+    __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+    (void)xhi;
+    if ((xlo & 0x6) != 0x6) return false; /* the OS saves SSE and AVX state */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    const bool avx2 = b & (1u << 5), bmi2 = b & (1u << 8);
+    if (!(avx2 && fma && f16c && bmi2)) return false;
+    if (isa == ISA_AVX2) return true;
+    const bool f = b & (1u << 16), dq = b & (1u << 17), bw = b & (1u << 30), vl = b & (1u << 31);
+    const bool vnni = c & (1u << 11);
+    unsigned a1 = 0, b1, c1, d1;
+    const bool bf16 = __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1) && (a1 & (1u << 5));
+    /* the kernels_avx512.c flags (Makefile ISA_AVX512), and opmask/zmm state saved */
+    return f && dq && bw && vl && vnni && bf16 && (xlo & 0xE0) == 0xE0;
+}
+#endif
+
 static bool cpu_has(int isa)
 {
     switch (isa) {
@@ -81,15 +111,8 @@ static bool cpu_has(int isa)
         return true;
 #if defined(__x86_64__)
     case ISA_AVX2:
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
     case ISA_AVX512:
-        /* The avx512 file is compiled with all of these (Makefile ISA_AVX512). */
-        return cpu_has(ISA_AVX2) && __builtin_cpu_supports("avx512f") &&
-               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-               __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni") &&
-               __builtin_cpu_supports("avx512bf16");
+        return x86_has(isa);
 #endif
 #if defined(__aarch64__)
     case ISA_NEON:
