@@ -105,6 +105,9 @@ static const struct {
     {"bloom", UNICODE_PRE_PORO, 0},
     {"gpt3-finnish", UNICODE_PRE_PORO, 0},
     {"viking", UNICODE_PRE_VIKING, 0},
+    {"tekken", UNICODE_PRE_TEKKEN, PRE_IGNORE_MERGES_ADD_BOS},
+    {"pixtral", UNICODE_PRE_LLAMA3, PRE_IGNORE_MERGES_ADD_BOS},
+    {"deepseek-v3", UNICODE_PRE_DEEPSEEK3_LLM, 0},
 };
 
 void tok_bpe_set_pre(struct tok *t, const char *name)

@@ -418,6 +418,120 @@ static long m_poro(const struct span *s, size_t pos, int param)
     return opt_space_run(s, pos, is_poro_word, false);
 }
 
+/* tekken's letter classes as llama.cpp adapts them: a letter that is not a-z / not A-Z. */
+static bool is_tk_upper(uint32_t cp)
+{
+    return is_l(cp) && !(cp >= 'a' && cp <= 'z');
+}
+
+static bool is_tk_lower(uint32_t cp)
+{
+    return is_l(cp) && !(cp >= 'A' && cp <= 'Z');
+}
+
+/* White-space alternatives shared by llama3-like expressions:
+ * \s*[\r\n]+|\s+(?!\S)|\s+ (0 if pos is not white space). */
+static long ws_tail(const struct span *s, size_t pos)
+{
+    size_t e = run_end(s, pos, is_ws), last_nl = 0;
+    for (size_t i = pos; i < e; i++)
+        if (is_crlf(s->cps[i])) last_nl = i + 1;
+    if (last_nl) return (long)(last_nl - pos);
+    long k = ws_not_before_nonws(s, pos);
+    return k ? k : (long)(e - pos);
+}
+
+/* llama.cpp's tekken expression:
+ * [^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+|
+ * [^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*|
+ * \p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
+static long m_tekken(const struct span *s, size_t pos, int param)
+{
+    (void)param;
+    uint32_t c = s->cps[pos];
+    size_t q = pos;
+    /* The optional prefix only helps when a letter follows (the rest needs one). */
+    if (!is_crlf(c) && !is_l(c) && !is_n(c) && pos + 1 < s->end && is_l(s->cps[pos + 1]))
+        q = pos + 1;
+    if (is_l(s->cps[q])) {
+        size_t a_end = run_end(s, q, is_tk_upper);
+        /* A*B+: A* gives back until B+ can start (greedy, so the latest start wins). */
+        for (size_t k = a_end + 1; k-- > q;)
+            if (k < s->end && is_tk_lower(s->cps[k])) return (long)(run_end(s, k, is_tk_lower) - pos);
+        return (long)(a_end - pos); /* A+B*: here B* matches nothing */
+    }
+    if (is_n(c)) return 1;
+    size_t p = pos;
+    if (c == ' ' && pos + 1 < s->end && is_other(s->cps[pos + 1])) p = pos + 1;
+    if (is_other(s->cps[p])) {
+        size_t e = run_end(s, p, is_other);
+        while (e < s->end && (is_crlf(s->cps[e]) || s->cps[e] == '/')) e++;
+        return (long)(e - pos);
+    }
+    return ws_tail(s, pos);
+}
+
+/* \p{N}{1,3} */
+static long m_digits3(const struct span *s, size_t pos, int param)
+{
+    (void)param;
+    size_t e = pos;
+    while (e < s->end && e - pos < 3 && is_n(s->cps[e])) e++;
+    return (long)(e - pos);
+}
+
+/* [一-龥぀-ゟ゠-ヿ]+ */
+static const struct cp_range k_cjk_kana[] = {{0x4E00, 0x9FA5}, {0x3040, 0x309F}, {0x30A0, 0x30FF}};
+
+static bool is_cjk_kana(uint32_t cp)
+{
+    return in_ranges(cp, k_cjk_kana, sizeof k_cjk_kana / sizeof k_cjk_kana[0]);
+}
+
+static long m_cjk_kana(const struct span *s, size_t pos, int param)
+{
+    (void)param;
+    return (long)(run_end(s, pos, is_cjk_kana) - pos);
+}
+
+static bool is_ascii_letter(uint32_t cp)
+{
+    return cp < 0x80 && is_l(cp);
+}
+
+static bool is_lm(uint32_t cp)
+{
+    enum unicode_cat c = unicode_cat(cp);
+    return c == UNICODE_CAT_L || c == UNICODE_CAT_M;
+}
+
+static bool is_ps(uint32_t cp)
+{
+    enum unicode_cat c = unicode_cat(cp);
+    return c == UNICODE_CAT_P || c == UNICODE_CAT_S;
+}
+
+/* deepseek-v3's third expression:
+ * [!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+|
+ *  ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+ */
+static long m_deepseek3(const struct span *s, size_t pos, int param)
+{
+    (void)param;
+    uint32_t c = s->cps[pos];
+    bool ascii_punct = c >= 0x21 && c <= 0x7E && !is_ascii_letter(c) && !is_ascii_digit(c);
+    if (ascii_punct && pos + 1 < s->end && is_ascii_letter(s->cps[pos + 1]))
+        return (long)(run_end(s, pos + 1, is_ascii_letter) - pos);
+    if (is_lm(c)) return (long)(run_end(s, pos, is_lm) - pos);
+    if (!is_crlf(c) && !is_l(c) && !is_ps(c) && pos + 1 < s->end && is_lm(s->cps[pos + 1]))
+        return (long)(run_end(s, pos + 1, is_lm) - pos);
+    size_t p = c == ' ' && pos + 1 < s->end && is_ps(s->cps[pos + 1]) ? pos + 1 : pos;
+    if (is_ps(s->cps[p])) {
+        size_t e = run_end(s, run_end(s, p, is_ps), is_crlf);
+        return (long)(e - pos);
+    }
+    return is_ws(c) ? ws_tail(s, pos) : 0;
+}
+
 struct pre_step {
     matcher_fn fn;
     int param;
@@ -450,6 +564,8 @@ static const struct pre_pipeline k_pipelines[] = {
     [UNICODE_PRE_STARCODER] = {2, {{m_digits, 1}, {m_gpt2, 0}}},
     [UNICODE_PRE_PORO] = {1, {{m_poro, 0}}},
     [UNICODE_PRE_VIKING] = {2, {{m_poro, 0}, {m_digits, 1}}},
+    [UNICODE_PRE_TEKKEN] = {1, {{m_tekken, 0}}},
+    [UNICODE_PRE_DEEPSEEK3_LLM] = {3, {{m_digits3, 0}, {m_cjk_kana, 0}, {m_deepseek3, 0}}},
 };
 
 /* One expression over every fragment in[0..n_in): like std::regex_iterator, find the

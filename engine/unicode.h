@@ -84,6 +84,8 @@ enum unicode_pre {
     UNICODE_PRE_STARCODER,      /* starcoder, refact, command-r, smollm, ... */
     UNICODE_PRE_PORO,           /* poro-chat, bloom, gpt3-finnish */
     UNICODE_PRE_VIKING,
+    UNICODE_PRE_TEKKEN,         /* Mistral Nemo / Pixtral: case-aware letter runs */
+    UNICODE_PRE_DEEPSEEK3_LLM,  /* deepseek-v3 */
 };
 
 /* Splits cps[0..n) into words. lens and scratch each hold at least n entries (n >= 1);

@@ -49,7 +49,7 @@ static void check_split(const uint8_t *data, size_t size)
         cps[n++] = unicode_utf8_decode(data + i, size - i, &used);
         i += used;
     }
-    for (int pre = UNICODE_PRE_DEFAULT; pre <= UNICODE_PRE_VIKING; pre++) {
+    for (int pre = UNICODE_PRE_DEFAULT; pre <= UNICODE_PRE_DEEPSEEK3_LLM; pre++) {
         size_t n_words, sum = 0;
         unicode_pre_split((enum unicode_pre)pre, cps, n, lens, scratch, &n_words);
         for (size_t w = 0; w < n_words; w++) {
