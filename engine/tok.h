@@ -53,7 +53,8 @@ int32_t tok_find(const struct tok *t, const char *piece, size_t len);
  * add_special: add BOS (and EOS if the model says) as llama.cpp does.
  * parse_special: text like "<|im_start|>" becomes that control token.
  * On success *n_out = count. If cap is too small returns MESH_ERANGE with *n_out = needed.
- * Invalid UTF-8 is tokenized as bytes, never rejected. */
+ * Invalid UTF-8 is tokenized as bytes, never rejected (WordPiece drops it, as llama.cpp;
+ * a BPE vocabulary without a token for a byte drops that byte, as llama.cpp). */
 int tok_encode(const struct tok *t, const char *text, size_t len, bool add_special,
                bool parse_special, int32_t *ids, int cap, int *n_out);
 
