@@ -707,7 +707,10 @@ static void conn_close(struct conn *c, int status)
             h->n_conns--;
             break;
         }
-    log_debug("host: connection closed (%s)", err_str(status));
+    char who[PEER_ID_TEXT_CAP] = "?";
+    if (c->info.id.len) peer_id_to_text(&c->info.id, who, sizeof who);
+    log_debug("host: connection %s %s closed (%s)", c->is_dialer ? "to" : "from", who,
+              err_str(status));
     /* Pending opens and streams learn it; they cannot reach the conn any more. */
     while (c->opens) {
         struct open_req *o = c->opens;
@@ -801,7 +804,10 @@ static void conn_on_plain(struct conn *c, const uint8_t *d, size_t n)
         rc = yamux_input(c->yamux, d + used, n - used);
         conn_process_events(c);
         conn_flush(c);
-        if (rc && !c->is_closing) conn_close(c, rc);
+        if (rc && !c->is_closing) {
+            log_debug("host: yamux: %s", err_str(rc));
+            conn_close(c, rc);
+        }
     }
 }
 
@@ -883,6 +889,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = st->data;
     if (nread < 0) {
+        log_debug("host: read: %s", uv_strerror((int)nread));
         conn_close(c, nread == UV_EOF ? MESH_ECLOSED : MESH_EIO);
         return;
     }
@@ -1130,6 +1137,47 @@ static void identify_on_eof(void *ctx, struct host_stream *s)
 
 static const struct host_stream_cbs g_identify_cbs = {identify_on_msg, identify_on_eof, NULL};
 
+/* /ipfs/id/push/1.0.0: the peer sends an Identify with the fields that changed. */
+static void identify_push_on_msg(void *ctx, struct host_stream *s, const uint8_t *data,
+                                 size_t len)
+{
+    struct conn *c = s->c;
+    struct host *h = c->h;
+    struct identify_info *upd = malloc(sizeof *upd);
+    (void)ctx;
+    if (!upd || identify_decode(data, len, &c->info.id, upd) != 0) {
+        free(upd);
+        host_stream_reset(s);
+        return;
+    }
+    struct identify_info *cur = &c->info.ident;
+    if (upd->agent[0]) memcpy(cur->agent, upd->agent, sizeof cur->agent);
+    if (upd->protocol_version[0])
+        memcpy(cur->protocol_version, upd->protocol_version, sizeof cur->protocol_version);
+    if (upd->n_protocols) {
+        memcpy(cur->protocols, upd->protocols, sizeof cur->protocols);
+        cur->n_protocols = upd->n_protocols;
+    }
+    if (upd->n_listen_addrs) {
+        memcpy(cur->listen_addrs, upd->listen_addrs, sizeof cur->listen_addrs);
+        cur->n_listen_addrs = upd->n_listen_addrs;
+    }
+    if (upd->observed_addr.len) cur->observed_addr = upd->observed_addr;
+    free(upd);
+    if (h->on_peer && c->info.is_identified)
+        h->on_peer(h->on_peer_ctx, HOST_PEER_IDENTIFIED, &c->info);
+}
+
+static const struct host_stream_cbs g_identify_push_cbs = {identify_push_on_msg,
+                                                           identify_on_eof, NULL};
+
+static void identify_push_serve(void *ctx, struct host_stream *s)
+{
+    (void)ctx;
+    host_stream_set_message_mode(s, IDENTIFY_MAX_MSG);
+    host_stream_set_callbacks(s, &g_identify_push_cbs, NULL);
+}
+
 static void identify_opened(void *ctx, struct host_stream *s, int status)
 {
     (void)ctx;
@@ -1267,6 +1315,7 @@ int host_ping(struct host *h, const struct multiaddr *addr, host_ping_fn cb, voi
 static int host_register_builtin(struct host *h)
 {
     int rc = host_set_handler(h, HOST_IDENTIFY_ID, identify_serve, h);
+    if (!rc) rc = host_set_handler(h, HOST_IDENTIFY_PUSH_ID, identify_push_serve, h);
     if (!rc) rc = host_set_handler(h, HOST_PING_ID, ping_serve, h);
     return rc;
 }

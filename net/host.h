@@ -3,7 +3,8 @@
  *
  * This is the only part of net/ that does I/O; it drives the mss, noise and yamux state
  * machines. Follows libp2p/specs connections/README.md (upgrade), identify/README.md
- * (/ipfs/id/1.0.0; identify push and signed peer records are not implemented) and
+ * (/ipfs/id/1.0.0; /ipfs/id/push/1.0.0 is received but never sent; signed peer records are
+ * ignored) and
  * ping/ping.md (/ipfs/ping/1.0.0). Every function and callback runs on the loop's thread.
  *
  * Typical use (our own /meshllm/... protocols):
@@ -26,6 +27,7 @@
 #include <uv.h>
 
 #define HOST_IDENTIFY_ID IDENTIFY_PROTOCOL_ID
+#define HOST_IDENTIFY_PUSH_ID "/ipfs/id/push/1.0.0"
 #define HOST_PING_ID "/ipfs/ping/1.0.0"
 #define HOST_AGENT "meshllm/0.1"
 #define HOST_PROTOCOL_VERSION "ipfs/0.1.0"

@@ -2,7 +2,8 @@
 # net_interop.test.sh - our libp2p stack against js-libp2p (tests/interop/peer.mjs), on
 # 127.0.0.1 only, both directions:
 #   A: a JS peer listens, our node dials it: ping + identify both ways on that connection
-#      (the JS peer identifies us and pings us back).
+#      (the JS peer identifies us and pings us back), then the JS peer adds a protocol and
+#      its identify push must reach us.
 #   B: our node listens, the JS peer dials it: same checks the other way round.
 #   Both: the dialing side pushes 1 MiB through the other's /meshllm/test-echo/1 stream
 #   (yamux windows and Noise framing across implementations).
@@ -63,6 +64,8 @@ grep -q "^js identify .*agent=meshllm/0.1 .*protocols=.*/ipfs/id/1.0.0" "$work/a
     fail "A: the JS peer did not identify us"
 grep -q "^js ping ok" "$work/a-js.out" || fail "A: the JS peer's ping of us failed"
 grep -q "^c echo ok bytes=1048576" "$work/a-c.out" || fail "A: 1 MiB through the JS echo failed"
+grep -q "^c push identify .*protocols=.*/meshllm/pushed/1" "$work/a-c.out" ||
+    fail "A: the JS peer's identify push did not reach us"
 echo "A ok: $(grep '^c ping' "$work/a-c.out"); $(grep '^js ping' "$work/a-js.out"); $(grep '^c echo' "$work/a-c.out")"
 
 # ---- B: js dials us ----

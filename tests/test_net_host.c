@@ -3,7 +3,8 @@
  * wrong peer IDs, shutdown).
  *
  * Also the C side of the js-libp2p interop test (tests/net_interop.test.sh):
- *   test_net_host --interop-dial MULTIADDR   dial a JS peer: ping it, wait for its identify
+ *   test_net_host --interop-dial MULTIADDR   dial a JS peer: ping it, wait for its identify,
+ *                                            its ping of us and its identify push
  *   test_net_host --interop-listen           listen on 127.0.0.1, print our address, serve
  *                                            one JS peer, identify it and ping it back
  */
@@ -358,7 +359,7 @@ struct interop {
     struct host *h;
     struct peer_watch w;
     struct ping_result ping;
-    bool ping_started, disconnected, was_pinged, ping_stream_closed;
+    bool ping_started, disconnected, was_pinged, ping_stream_closed, saw_push;
     size_t n_echoed;
     /* bulk echo through the JS peer */
     bool bulk_started, bulk_done;
@@ -469,9 +470,12 @@ static void interop_peer(void *ctx, enum host_peer_event ev, const struct host_p
 {
     struct interop *io = ctx;
     if (ev == HOST_PEER_IDENTIFIED) {
+        bool pushed = has_protocol(p, "/meshllm/pushed/1");
+        if (io->w.identified && !pushed) return;
+        if (pushed) io->saw_push = true;
         io->w.identified = true;
         io->w.info = *p;
-        print_info("c", p);
+        print_info(pushed ? "c push" : "c", p);
     }
     if (ev == HOST_PEER_DISCONNECTED) io->disconnected = true;
 }
@@ -542,10 +546,10 @@ static int interop_main(int argc, char **argv)
         if (host_open_stream(io.h, &addr, ECHO_ID, bulk_opened, &io)) return 1;
         while (!io.bulk_done) uv_run(&io.loop, UV_RUN_ONCE);
         if (io.bulk_status) rc = 1;
-        /* Stay until the JS side has pinged us back over our connection. */
-        while (!(io.was_pinged && io.ping_stream_closed) && !io.disconnected)
+        /* Stay until the JS side has pinged us back and pushed its identify update (the
+         * deadline timer fails the run if that never happens). */
+        while (!(io.was_pinged && io.ping_stream_closed && io.saw_push))
             uv_run(&io.loop, UV_RUN_ONCE);
-        if (!io.was_pinged) rc = 1;
     } else {
         /* Stay until the JS side, which checks us, hangs up. */
         while (!io.disconnected) uv_run(&io.loop, UV_RUN_ONCE);

@@ -1,6 +1,7 @@
 // peer.mjs - a js-libp2p peer for tests/net_interop.test.sh (127.0.0.1 only).
 //   node --import ./polyfill.mjs peer.mjs listen        print our address, wait for a dialer,
-//                                                       identify it and ping it back
+//                                                       identify it, ping it back, then add a
+//                                                       protocol (identify push to the dialer)
 //   node --import ./polyfill.mjs peer.mjs dial ADDR     dial a meshllm node, ping it, wait
 //                                                       for its identify
 // Both modes also move 1 MiB through /meshllm/test-echo/1 (the side that dialed sends, the
@@ -10,7 +11,7 @@ import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
-import { identify } from '@libp2p/identify'
+import { identify, identifyPush } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 import { multiaddr } from '@multiformats/multiaddr'
 
@@ -23,7 +24,7 @@ const node = await createLibp2p({
   transports: [tcp()],
   connectionEncrypters: [noise()],
   streamMuxers: [yamux()],
-  services: { identify: identify(), ping: ping() }
+  services: { identify: identify(), identifyPush: identifyPush(), ping: ping() }
 })
 
 const disconnectedP = new Promise((resolve) => node.addEventListener('peer:disconnect', resolve))
@@ -90,6 +91,8 @@ try {
     const d = await identifiedP
     const rtt = await node.services.ping.ping(d.peerId)
     say(`ping ok rtt_ms=${rtt}`)
+    // a new protocol makes js-libp2p push an identify update to connected peers
+    await node.handle('/meshllm/pushed/1', async (stream) => { await stream.close() })
     // stay until the C side hangs up
     await disconnectedP
     await finish(identified.agentVersion === 'meshllm/0.1')
