@@ -1,20 +1,26 @@
 /* pool.c - fork/join worker pool (see pool.h).
  *
- * A job is published by bumping `gen`; each worker runs its slice and
- * decrements `n_pending`; the caller runs slice 0 and then waits for zero.
- * Workers spin on `gen` for a bounded number of iterations before sleeping,
- * which keeps the per-call cost in the microseconds when calls come in a
- * tight loop (one per matmul) and costs nothing when the pool is idle.
+ * A job has exactly nth slices; slice i is fn(arg, i, nth). Slices are claimed, not
+ * assigned: the caller publishes the job as `claim` = (generation << 32 | next slice),
+ * and every thread, the caller included, takes slices with a compare-and-swap until none
+ * are left. So when the machine is oversubscribed and a worker is not scheduled, the
+ * caller runs its slice instead of waiting for it: the pool degrades to fewer threads,
+ * never stalls on a descheduled one. Slice i still runs on one thread at a time, so
+ * kernels may index per-thread scratch by i.
+ *
+ * Workers spin on `claim` for a bounded number of iterations before sleeping on a
+ * condition variable; the caller wakes sleepers only if there are any (Dekker-style
+ * handshake on n_sleeping with sequentially consistent atomics).
  */
-#define _GNU_SOURCE
 #include "pool.h"
 
 #include "err.h"
 
 #include <pthread.h>
 #include <sched.h>
-#include <stdbool.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -27,24 +33,24 @@
 #define cpu_relax() ((void)0)
 #endif
 
-enum { POOL_SPIN = 1 << 16 };
+enum { POOL_SPIN = 1 << 14 };
 
 struct pool_worker {
     struct pool *pool;
     pthread_t thread;
-    int ith;
 };
 
 struct pool {
     int n_threads;
     struct pool_worker *workers; /* n_threads - 1 entries */
-    /* Job slot: written by the caller before `gen` is bumped (release). */
+    /* The job: written by the caller before `claim` is published, read by a thread only
+     * after it has claimed a slice of that generation (so they are still valid). */
     pool_fn fn;
     void *arg;
-    atomic_uint gen;        /* job generation; odd/even does not matter */
-    atomic_int n_pending;   /* workers still running the current job */
+    _Atomic uint64_t claim;  /* generation << 32 | next unclaimed slice */
+    atomic_int n_done;       /* slices finished in the current generation */
     atomic_bool stop;
-    pthread_mutex_t mu;     /* guards sleeping on cv (with gen re-checked) */
+    pthread_mutex_t mu;      /* with cv: sleeping workers */
     pthread_cond_t cv;
     atomic_int n_sleeping;
 };
@@ -55,23 +61,35 @@ int pool_default_threads(void)
     return n > 0 ? (int)n : 1;
 }
 
+/* Claims and runs slices of generation gen until none are left. */
+static void pool_work(struct pool *p, uint32_t gen)
+{
+    uint64_t c = atomic_load(&p->claim);
+    for (;;) {
+        if ((uint32_t)(c >> 32) != gen || (uint32_t)c >= (uint32_t)p->n_threads) return;
+        if (!atomic_compare_exchange_weak(&p->claim, &c, c + 1)) continue;
+        p->fn(p->arg, (int)(uint32_t)c, p->n_threads);
+        atomic_fetch_add_explicit(&p->n_done, 1, memory_order_release);
+        c = atomic_load(&p->claim);
+    }
+}
+
 static void *pool_worker_main(void *p_)
 {
     struct pool_worker *w = p_;
     struct pool *p = w->pool;
-    unsigned seen = 0; /* gen starts at 0; a job may be posted before we get here */
+    uint32_t seen = 0; /* generation 0 is never a job */
     for (;;) {
-        unsigned g;
+        uint32_t g;
         int spins = 0;
-        while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen &&
-               !atomic_load(&p->stop)) {
+        while ((g = (uint32_t)(atomic_load(&p->claim) >> 32)) == seen && !atomic_load(&p->stop)) {
             if (++spins < POOL_SPIN) {
                 cpu_relax();
                 continue;
             }
             pthread_mutex_lock(&p->mu);
             atomic_fetch_add(&p->n_sleeping, 1);
-            while (atomic_load(&p->gen) == seen && !atomic_load(&p->stop))
+            while ((uint32_t)(atomic_load(&p->claim) >> 32) == seen && !atomic_load(&p->stop))
                 pthread_cond_wait(&p->cv, &p->mu);
             atomic_fetch_sub(&p->n_sleeping, 1);
             pthread_mutex_unlock(&p->mu);
@@ -79,8 +97,7 @@ static void *pool_worker_main(void *p_)
         }
         if (atomic_load(&p->stop)) break;
         seen = g;
-        p->fn(p->arg, w->ith, p->n_threads);
-        atomic_fetch_sub_explicit(&p->n_pending, 1, memory_order_acq_rel);
+        pool_work(p, g);
     }
     return NULL;
 }
@@ -103,7 +120,6 @@ int pool_new(int n_threads, struct pool **out)
         for (int i = 1; i < n_threads; i++) {
             struct pool_worker *w = &p->workers[i - 1];
             w->pool = p;
-            w->ith = i;
             if (pthread_create(&w->thread, NULL, pool_worker_main, w) != 0) {
                 pool_free(p);
                 return MESH_EIO;
@@ -139,16 +155,18 @@ void pool_run(struct pool *p, pool_fn fn, void *arg)
     }
     p->fn = fn;
     p->arg = arg;
-    atomic_store_explicit(&p->n_pending, p->n_threads - 1, memory_order_relaxed);
-    atomic_fetch_add(&p->gen, 1); /* seq_cst: pairs with n_sleeping (Dekker) */
+    atomic_store(&p->n_done, 0);
+    uint32_t gen = (uint32_t)(atomic_load(&p->claim) >> 32) + 1;
+    if (gen == 0) gen = 1; /* wrapped: 0 is reserved for "no job yet" */
+    atomic_store(&p->claim, (uint64_t)gen << 32); /* seq_cst: pairs with n_sleeping */
     if (atomic_load(&p->n_sleeping) > 0) {
         pthread_mutex_lock(&p->mu);
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
     }
-    fn(arg, 0, p->n_threads);
-    /* Spin, then yield: with more threads than free cores a worker may need our core. */
-    for (int spins = 0; atomic_load_explicit(&p->n_pending, memory_order_acquire) > 0; spins++) {
+    pool_work(p, gen);
+    /* Every slice is claimed; wait for the ones still running elsewhere. */
+    for (int spins = 0; atomic_load_explicit(&p->n_done, memory_order_acquire) < p->n_threads; spins++) {
         if (spins < POOL_SPIN) cpu_relax();
         else sched_yield();
     }
