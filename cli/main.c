@@ -12,6 +12,9 @@
 static int cmd_version(int argc, char **argv);
 
 static const struct cli_cmd g_cmds[] = {
+    {"run", "generate text from a prompt", cmd_run},
+    {"chat", "chat with a model in the terminal", cmd_chat},
+    {"bench", "measure prompt and generation speed", cmd_bench},
     {"serve", "serve the OpenAI/Ollama API and the web console", cmd_serve},
     {"id", "print this node's peer ID (creates its key on first use)", cmd_id},
     {"version", "print the version", cmd_version},
