@@ -283,6 +283,14 @@ size_t host_n_conns(const struct host *h)
     return h->n_conns;
 }
 
+size_t host_list_peers(const struct host *h, struct host_peer_info *out, size_t cap)
+{
+    size_t n = 0;
+    for (struct conn *c = h->conns; c && n < cap; c = c->next)
+        if (c->is_ready) out[n++] = c->info;
+    return n;
+}
+
 int host_peer_info(const struct host *h, const struct peer_id *id, struct host_peer_info *out)
 {
     for (struct conn *c = h->conns; c; c = c->next)

@@ -127,5 +127,7 @@ int host_ping(struct host *h, const struct multiaddr *addr, host_ping_fn cb, voi
 /* Identify results of a connected peer. Returns 0 or MESH_ENOTFOUND. */
 int host_peer_info(const struct host *h, const struct peer_id *id, struct host_peer_info *out);
 size_t host_n_conns(const struct host *h);
+/* Copies the info of up to cap connected (upgraded) peers into out; returns how many. */
+size_t host_list_peers(const struct host *h, struct host_peer_info *out, size_t cap);
 
 #endif

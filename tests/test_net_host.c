@@ -17,6 +17,7 @@
 #include "core/err.h"
 #include "net/host.h"
 #include "net/identity.h"
+#include "net/mss.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,7 +46,8 @@ static void fixture_up(struct fixture *f)
     assert_int_equal(uv_loop_init(&f->loop), 0);
     assert_int_equal(identity_generate(&f->ida), 0);
     assert_int_equal(identity_generate(&f->idb), 0);
-    struct host_config ca = {.identity = &f->ida}, cb = {.identity = &f->idb};
+    struct host_config ca = {.identity = &f->ida};
+    struct host_config cb = {.identity = &f->idb, .handshake_timeout_ms = 1000};
     assert_int_equal(host_new(&f->loop, &ca, &f->a), 0);
     assert_int_equal(host_new(&f->loop, &cb, &f->b), 0);
     assert_int_equal(multiaddr_from_text("/ip4/127.0.0.1/tcp/0", &lo), 0);
@@ -337,6 +339,96 @@ static void test_net_host_limits_connections_per_peer(void **state)
     fixture_down(&f);
 }
 
+/* A raw TCP client that sends hostile bytes and records when the host hangs up. */
+struct raw_client {
+    uv_tcp_t tcp;
+    uv_connect_t req;
+    uv_write_t wreq;
+    uv_buf_t buf;
+    bool eof;
+    char rbuf[4096];
+};
+
+static void raw_alloc(uv_handle_t *h, size_t n, uv_buf_t *b)
+{
+    struct raw_client *r = h->data;
+    (void)n;
+    *b = uv_buf_init(r->rbuf, sizeof r->rbuf);
+}
+
+static void raw_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+    struct raw_client *r = st->data;
+    (void)b;
+    if (n < 0) {
+        r->eof = true;
+        uv_read_stop(st);
+    }
+}
+
+static void raw_connected(uv_connect_t *req, int status)
+{
+    struct raw_client *r = req->data;
+    assert_int_equal(status, 0);
+    uv_read_start((uv_stream_t *)&r->tcp, raw_alloc, raw_read);
+    uv_write(&r->wreq, (uv_stream_t *)&r->tcp, &r->buf, 1, NULL);
+}
+
+static void test_net_host_drops_hostile_connections(void **state)
+{
+    (void)state;
+    struct fixture f;
+    fixture_up(&f);
+    struct sockaddr_storage ss;
+    struct multiaddr plain;
+    host_listen_addrs(f.b, &plain, 1);
+    assert_int_equal(multiaddr_to_sockaddr(&plain, &ss), 0);
+    /* 1: not multistream at all; 2: a valid header and /noise, then a Noise message with a
+     * bogus ephemeral key and a length prefix that lies; 3: header, then an oversized line;
+     * 4: silence (the 1 s upgrade deadline of this fixture). */
+    static const char http[] = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/8\r\n"
+                               "Accept: */*\r\nConnection: close\r\n\r\n.........................";
+    static uint8_t case2[512], case3[64];
+    size_t n2 = mss_encode_line("/multistream/1.0.0", case2, sizeof case2);
+    n2 += mss_encode_line("/noise", case2 + n2, sizeof case2 - n2);
+    case2[n2++] = 0x00;
+    case2[n2++] = 0x20;
+    memset(case2 + n2, 0, 32); /* all-zero X25519 key: low order */
+    n2 += 32;
+    case2[n2++] = 0x01;
+    case2[n2++] = 0x00;
+    memset(case2 + n2, 0x41, 100);
+    n2 += 100;
+    size_t n3 = mss_encode_line("/multistream/1.0.0", case3, sizeof case3);
+    case3[n3++] = 0xff;
+    case3[n3++] = 0x7f;
+    case3[n3++] = '/';
+    const struct {
+        const void *b;
+        size_t n;
+    } cases[] = {{http, sizeof http - 1}, {case2, n2}, {case3, n3}, {"", 0}};
+    for (size_t i = 0; i < 4; i++) {
+        struct raw_client r;
+        memset(&r, 0, sizeof r);
+        uv_tcp_init(&f.loop, &r.tcp);
+        r.tcp.data = r.req.data = &r;
+        r.buf = uv_buf_init((char *)cases[i].b, (unsigned)cases[i].n);
+        assert_int_equal(uv_tcp_connect(&r.req, &r.tcp, (struct sockaddr *)&ss, raw_connected), 0);
+        run_until(&f, &r.eof);
+        uv_close((uv_handle_t *)&r.tcp, NULL);
+        uv_run(&f.loop, UV_RUN_NOWAIT);
+    }
+    /* The host still serves honest peers. */
+    struct ping_result pr = {0};
+    assert_int_equal(host_ping(f.a, &f.b_addr, on_ping, &pr), 0);
+    run_until(&f, &pr.done);
+    assert_int_equal(pr.status, 0);
+    struct host_peer_info peers[4];
+    assert_int_equal(host_list_peers(f.b, peers, 4), 1);
+    assert_true(peer_id_equal(&peers[0].id, &f.ida.id));
+    fixture_down(&f);
+}
+
 /* ---- interop driver ---------------------------------------------------------------------- */
 
 static void print_info(const char *who, const struct host_peer_info *p)
@@ -574,6 +666,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_net_host_refuses_unknown_protocol_and_wrong_peer),
         cmocka_unit_test(test_net_host_identify_codec_roundtrip_and_key_check),
         cmocka_unit_test(test_net_host_limits_connections_per_peer),
+        cmocka_unit_test(test_net_host_drops_hostile_connections),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
