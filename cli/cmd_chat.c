@@ -51,9 +51,11 @@ static void chat_usage(FILE *f)
                "Type a message and press Enter; end a line with \\ to continue it.\n"
                "/clear forgets the conversation; /exit or Ctrl-D quits.\n\n"
                "      --system TEXT      system prompt\n"
-               "      --chat-template NAME  override the detected template (chatml, llama2,\n"
-               "                         llama3, mistral-v1, mistral-v3, mistral-v7, phi3,\n"
-               "                         zephyr, gemma)\n");
+               "      --chat-template NAME  override the detected template:\n"
+               "                        ");
+    for (int t = CHAT_TMPL_UNKNOWN + 1; t < CHAT_TMPL_COUNT_; t++)
+        fprintf(f, " %s", chat_tmpl_name((enum chat_tmpl)t));
+    fprintf(f, "\n");
     cli_gen_opts_help(f);
 }
 
@@ -229,22 +231,9 @@ int cmd_chat(int argc, char **argv)
     if (cli_load_model(model_path, &o, 1, &st.m, &st.c) < 0) goto done;
     st.t = model_tok(st.m);
     st.n_ctx = model_ctx_n_ctx(st.c);
-    if (tmpl_name) {
-        st.tmpl = chat_tmpl_from_name(tmpl_name);
-        if (st.tmpl == CHAT_TMPL_UNKNOWN) {
-            cli_fail("chat: unknown chat template '%s' (see 'meshllm chat --help')", tmpl_name);
-            status = 2;
-            goto done;
-        }
-    } else {
-        st.tmpl = chat_tmpl_detect(model_chat_template(st.m));
-        if (st.tmpl == CHAT_TMPL_UNKNOWN) {
-            st.tmpl = chat_tmpl_fallback();
-            fprintf(stderr, "meshllm: the model has %s chat template; using %s "
-                            "(override with --chat-template)\n",
-                    model_chat_template(st.m) ? "an unrecognised" : "no",
-                    chat_tmpl_name(st.tmpl));
-        }
+    if (chat_tmpl_select(model_chat_template(st.m), tmpl_name, &st.tmpl) < 0) {
+        status = 2; /* chat_tmpl_select said which names exist */
+        goto done;
     }
     for (int i = 0; i < o.n_stops; i++) st.stops[st.n_stops++] = o.stops[i];
     for (const char *const *sp = chat_tmpl_stops(st.tmpl); sp && *sp && st.n_stops < CLI_MAX_STOPS + 8; sp++)
