@@ -377,10 +377,33 @@ static void test_dht_providers_stored_served_and_expire(void **state)
     assert_int_equal(got[0].n_addrs, 1);
     assert_true(multiaddr_equal(&got[0].addrs[0], &pb.addrs[0]));
 
-    /* C cannot announce B as a provider (only the sender may provide itself). */
+    /* C cannot announce B as a provider (only the sender may provide itself): refused
+     * locally, and ignored by a server when C sends it anyway. */
     struct dht_peer pc;
     peer_of(&c, &pc);
     assert_int_equal(dht_provide(dc, 30, cid, sizeof cid, &pb, &qid), MESH_EINVAL);
+    const uint8_t other[] = "other-cid";
+    Dht__Pb__Message ap = DHT__PB__MESSAGE__INIT;
+    Dht__Pb__Message__Peer who = DHT__PB__MESSAGE__PEER__INIT, *whop = &who;
+    ap.type = DHT__PB__MESSAGE__MESSAGE_TYPE__ADD_PROVIDER;
+    ap.key.data = (uint8_t *)other;
+    ap.key.len = sizeof other;
+    who.id.data = b.id.bytes;
+    who.id.len = b.id.len;
+    ap.n_providerpeers = 1;
+    ap.providerpeers = &whop;
+    uint8_t apb[256];
+    size_t apl = dht__pb__message__pack(&ap, apb);
+    uint8_t *none;
+    size_t none_len;
+    assert_int_equal(dht_handle_request(da, 31, &pc, apb, apl, &none, &none_len), 0);
+    assert_null(none);
+    assert_int_equal(dht_providers_count(da, 31, other, sizeof other), 0);
+    who.id.data = c.id.bytes; /* C announcing itself is fine */
+    who.id.len = c.id.len;
+    apl = dht__pb__message__pack(&ap, apb);
+    assert_int_equal(dht_handle_request(da, 32, &pc, apb, apl, &none, &none_len), 0);
+    assert_int_equal(dht_providers_count(da, 32, other, sizeof other), 1);
 
     /* After the provider TTL the record is gone. */
     dht_periodic(da, 12 + 60000 + 60000);

@@ -1,7 +1,9 @@
 /* test_mdns.c - net/mdns: query and response encodings, a compressed response written by
  * hand (as other implementations send them), discovery between two cores (self ignored),
  * and strict rejection of hostile DNS messages (pointer loops, forward pointers, long labels,
- * bad rdata lengths, trailing bytes). No sockets.
+ * bad rdata lengths, trailing bytes). The last test uses real multicast sockets, but only
+ * inside a private network namespace it creates (unshare(CLONE_NEWNET) in a child process;
+ * skipped without the privilege): the machine's own interfaces are never touched.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,8 +15,18 @@
 #include "net/identity.h"
 #include "net/mdns.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static void make_identity(uint8_t tag, struct identity *id)
 {
@@ -257,6 +269,141 @@ static void test_mdns_rejects_hostile_messages(void **state)
     assert_int_equal(parse(ctl, 5), MESH_EPROTO);
 }
 
+/* ---- real multicast, inside a private network namespace ------------------------------- */
+
+/* Brings up "lo" with multicast in the current (fresh) namespace. */
+static int netns_lo_up(void)
+{
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct ifreq ifr;
+    if (fd < 0) return -1;
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
+    int rc = ioctl(fd, SIOCGIFFLAGS, &ifr);
+    if (rc == 0) {
+        ifr.ifr_flags |= IFF_UP | IFF_MULTICAST;
+        rc = ioctl(fd, SIOCSIFFLAGS, &ifr);
+    }
+    close(fd);
+    return rc;
+}
+
+/* A UDP socket on port 5353 in the mDNS group, sending to the group through lo. */
+static int mcast_socket(void)
+{
+    int fd = socket(AF_INET, SOCK_DGRAM, 0), one = 1;
+    if (fd < 0) return -1;
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(MDNS_PORT);
+    sa.sin_addr.s_addr = htonl(INADDR_ANY);
+    struct ip_mreq mr;
+    mr.imr_multiaddr.s_addr = inet_addr(MDNS_IP4_GROUP);
+    mr.imr_interface.s_addr = htonl(INADDR_LOOPBACK);
+    struct in_addr ifa = {htonl(INADDR_LOOPBACK)};
+    unsigned char loop = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+        setsockopt(fd, IPPROTO_IP, IP_ADD_MEMBERSHIP, &mr, sizeof mr) < 0 ||
+        setsockopt(fd, IPPROTO_IP, IP_MULTICAST_IF, &ifa, sizeof ifa) < 0 ||
+        setsockopt(fd, IPPROTO_IP, IP_MULTICAST_LOOP, &loop, sizeof loop) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Sends everything the core has queued to the group. */
+static void mcast_flush(struct mdns *m, int fd)
+{
+    uint8_t *b;
+    size_t len;
+    struct sockaddr_in to;
+    memset(&to, 0, sizeof to);
+    to.sin_family = AF_INET;
+    to.sin_port = htons(MDNS_PORT);
+    to.sin_addr.s_addr = inet_addr(MDNS_IP4_GROUP);
+    while (mdns_next_packet(m, &b, &len) == 0) {
+        (void)sendto(fd, b, len, 0, (struct sockaddr *)&to, sizeof to);
+        free(b);
+    }
+}
+
+/* Child process: two cores on two sockets discover each other. Exit 0 on success, 77 if the
+ * namespace cannot be made, another code naming the failed step. */
+static int netns_child(void)
+{
+    struct identity a, b;
+    if (unshare(CLONE_NEWNET) != 0) return errno == EPERM ? 77 : 2;
+    if (netns_lo_up() != 0) return 3;
+    int fa = mcast_socket(), fb = mcast_socket();
+    if (fa < 0 || fb < 0) return 4;
+    uint8_t seed[32];
+    memset(seed, 1, sizeof seed);
+    identity_from_seed(seed, &a);
+    memset(seed, 2, sizeof seed);
+    identity_from_seed(seed, &b);
+    struct mdns_config c;
+    struct mdns *ma, *mb;
+    memset(&c, 0, sizeof c);
+    c.self = a.id;
+    c.seed[0] = 1;
+    if (mdns_new(&c, &ma) != 0) return 5;
+    c.self = b.id;
+    c.seed[0] = 2;
+    if (mdns_new(&c, &mb) != 0) return 5;
+    struct multiaddr la, lb;
+    multiaddr_from_text("/ip4/127.0.0.1/tcp/4001", &la);
+    multiaddr_from_text("/ip4/127.0.0.1/tcp/4002", &lb);
+    if (mdns_set_addrs(ma, &la, 1) != 0 || mdns_set_addrs(mb, &lb, 1) != 0) return 6;
+    multiaddr_append_p2p(&lb, &b.id); /* what A should learn: B's address with /p2p/B */
+    mdns_periodic(mb, 0); /* B asks first */
+    mcast_flush(mb, fb);
+    bool a_found_b = false, b_found_a = false;
+    for (int round = 0; round < 40 && !(a_found_b && b_found_a); round++) {
+        struct pollfd pf[2] = {{fa, POLLIN, 0}, {fb, POLLIN, 0}};
+        if (poll(pf, 2, 50) < 0) return 7;
+        for (int k = 0; k < 2; k++) {
+            if (!(pf[k].revents & POLLIN)) continue;
+            uint8_t buf[MDNS_MSG_MAX];
+            ssize_t n = recv(pf[k].fd, buf, sizeof buf, 0);
+            if (n <= 0) continue;
+            struct mdns *m = k == 0 ? ma : mb;
+            mdns_on_packet(m, (uint64_t)round * 50, buf, (size_t)n);
+            mcast_flush(m, pf[k].fd);
+            struct mdns_peer p;
+            while (mdns_next_peer(m, &p) == 0) {
+                if (k == 0 && peer_id_equal(&p.id, &b.id) && multiaddr_equal(&p.addrs[0], &lb))
+                    a_found_b = true;
+                if (k == 1 && peer_id_equal(&p.id, &a.id)) b_found_a = true;
+            }
+        }
+        if (round == 10) {
+            mdns_periodic(ma, 10); /* A queries too */
+            mcast_flush(ma, fa);
+        }
+    }
+    mdns_free(ma);
+    mdns_free(mb);
+    close(fa);
+    close(fb);
+    return a_found_b && b_found_a ? 0 : 8;
+}
+
+static void test_mdns_discovery_over_multicast_in_netns(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) _exit(netns_child());
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    if (WEXITSTATUS(st) == 77) skip();
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -264,6 +411,7 @@ int main(void)
         cmocka_unit_test(test_mdns_parses_compressed_response),
         cmocka_unit_test(test_mdns_two_cores_discover_each_other),
         cmocka_unit_test(test_mdns_rejects_hostile_messages),
+        cmocka_unit_test(test_mdns_discovery_over_multicast_in_netns),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
