@@ -169,6 +169,7 @@ static void conn_process_events(struct conn *c);
 static void stream_flush(struct host_stream *s);
 static void identify_start(struct conn *c);
 static int host_register_builtin(struct host *h);
+static void identify_push_all(struct host *h);
 static int defer_error(struct host *h, host_open_fn cb, void *ctx, int status);
 static size_t conns_to_peer(const struct host *h, const struct peer_id *id);
 
@@ -257,6 +258,7 @@ int host_set_handler(struct host *h, const char *protocol, host_stream_fn fn, vo
     memcpy(hd->protocol, protocol, n + 1);
     hd->fn = fn;
     hd->ctx = ctx;
+    identify_push_all(h);
     return 0;
 }
 
@@ -1202,10 +1204,9 @@ static void identify_start(struct conn *c)
     conn_open_stream(c, HOST_IDENTIFY_ID, identify_opened, NULL);
 }
 
-/* Inbound identify request: answer with our identify message and close. */
-static void identify_serve(void *ctx, struct host_stream *s)
+/* Writes our identify message (as seen on connection c) to s and closes it. */
+static void identify_send(struct host *h, struct host_stream *s)
 {
-    struct host *h = ctx;
     struct conn *c = s->c;
     struct identify_info *info = malloc(sizeof *info);
     uint8_t pub[IDENTITY_PUBKEY_PROTO_LEN], *buf = malloc(IDENTIFY_MAX_MSG);
@@ -1231,6 +1232,26 @@ fail:
     free(info);
     free(buf);
     host_stream_reset(s);
+}
+
+/* Inbound identify request: answer with our identify message and close. */
+static void identify_serve(void *ctx, struct host_stream *s)
+{
+    identify_send(ctx, s);
+}
+
+/* Our protocols changed: tell every connected peer (identify push). */
+static void identify_push_opened(void *ctx, struct host_stream *s, int status)
+{
+    if (status) return; /* the peer does not take pushes */
+    identify_send(ctx, s);
+}
+
+static void identify_push_all(struct host *h)
+{
+    for (struct conn *c = h->conns; c; c = c->next)
+        if (c->is_ready && !c->is_closing)
+            conn_open_stream(c, HOST_IDENTIFY_PUSH_ID, identify_push_opened, h);
 }
 
 /* ---- ping (/ipfs/ping/1.0.0) ------------------------------------------------------------ */

@@ -3,9 +3,7 @@
  *
  * This is the only part of net/ that does I/O; it drives the mss, noise and yamux state
  * machines. Follows libp2p/specs connections/README.md (upgrade), identify/README.md
- * (/ipfs/id/1.0.0; /ipfs/id/push/1.0.0 is received but never sent; signed peer records are
- * ignored) and
- * ping/ping.md (/ipfs/ping/1.0.0). Every function and callback runs on the loop's thread.
+ * (/ipfs/id/1.0.0 and /ipfs/id/push/1.0.0; signed peer records are ignored) and ping/ping.md (/ipfs/ping/1.0.0). Every function and callback runs on the loop's thread.
  *
  * Typical use (our own /meshllm/... protocols):
  *   host_new(loop, &cfg, &h); host_listen(h, &addr);
@@ -88,8 +86,8 @@ int host_listen(struct host *h, const struct multiaddr *addr);
 size_t host_listen_addrs(const struct host *h, struct multiaddr *out, size_t cap);
 const struct peer_id *host_peer_id(const struct host *h);
 
-/* Registers the handler of a protocol id (replacing any previous one). Returns 0,
- * MESH_EINVAL (bad id) or MESH_EFULL. */
+/* Registers the handler of a protocol id (replacing any previous one); a new id is announced
+ * to connected peers by identify push. Returns 0, MESH_EINVAL (bad id) or MESH_EFULL. */
 int host_set_handler(struct host *h, const char *protocol, host_stream_fn fn, void *ctx);
 
 /* Connection events (connected, identified, disconnected). */

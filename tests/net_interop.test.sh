@@ -4,7 +4,8 @@
 #   A: a JS peer listens, our node dials it: ping + identify both ways on that connection
 #      (the JS peer identifies us and pings us back), then the JS peer adds a protocol and
 #      its identify push must reach us.
-#   B: our node listens, the JS peer dials it: same checks the other way round.
+#   B: our node listens, the JS peer dials it: same checks the other way round, including
+#      our identify push reaching the JS peer.
 #   Both: the dialing side pushes 1 MiB through the other's /meshllm/test-echo/1 stream
 #   (yamux windows and Noise framing across implementations).
 # Installs the pinned npm packages into tests/interop/node_modules first; if npm cannot do
@@ -81,5 +82,6 @@ grep -q "^js identify .*agent=meshllm/0.1 " "$work/b-js.out" || fail "B: the JS 
 grep -q "^c identify .*agent=js-libp2p/" "$work/b-c.out" || fail "B: we did not identify the JS peer"
 grep -q "^c ping status=0 " "$work/b-c.out" || fail "B: our ping back to the JS peer failed"
 grep -q "^js echo ok bytes=1048576" "$work/b-js.out" || fail "B: 1 MiB through our echo failed"
+grep -q "^js push ok" "$work/b-js.out" || fail "B: our identify push did not reach the JS peer"
 echo "B ok: $(grep '^js ping' "$work/b-js.out"); $(grep '^c ping' "$work/b-c.out"); $(grep '^js echo' "$work/b-js.out")"
 echo "interop ok"

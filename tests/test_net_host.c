@@ -6,7 +6,8 @@
  *   test_net_host --interop-dial MULTIADDR   dial a JS peer: ping it, wait for its identify,
  *                                            its ping of us and its identify push
  *   test_net_host --interop-listen           listen on 127.0.0.1, print our address, serve
- *                                            one JS peer, identify it and ping it back
+ *                                            one JS peer, identify it, ping it back, then
+ *                                            announce a protocol by identify push
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -111,6 +112,12 @@ static bool has_protocol(const struct host_peer_info *p, const char *id)
     return false;
 }
 
+static void echo_serve_stub(void *ctx, struct host_stream *s)
+{
+    (void)ctx;
+    host_stream_reset(s);
+}
+
 static void test_net_host_ping_and_identify(void **state)
 {
     (void)state;
@@ -147,6 +154,12 @@ static void test_net_host_ping_and_identify(void **state)
     struct host_peer_info info;
     assert_int_equal(host_peer_info(f.a, &f.idb.id, &info), 0);
     assert_true(info.is_identified);
+    /* B starts serving a new protocol: A hears of it by identify push. */
+    wa.identified = false;
+    assert_int_equal(host_set_handler(f.b, "/meshllm/late/1", echo_serve_stub, NULL), 0);
+    run_until(&f, &wa.identified);
+    assert_true(has_protocol(&wa.info, "/meshllm/late/1"));
+    assert_true(has_protocol(&wa.info, HOST_PING_ID));
     fixture_down(&f);
 }
 
@@ -643,6 +656,8 @@ static int interop_main(int argc, char **argv)
         while (!(io.was_pinged && io.ping_stream_closed && io.saw_push))
             uv_run(&io.loop, UV_RUN_ONCE);
     } else {
+        /* Announce a new protocol: the JS dialer must learn it by identify push. */
+        host_set_handler(io.h, "/meshllm/pushed-by-c/1", raw_echo_serve, NULL);
         /* Stay until the JS side, which checks us, hangs up. */
         while (!io.disconnected) uv_run(&io.loop, UV_RUN_ONCE);
     }

@@ -3,7 +3,7 @@
 //                                                       identify it, ping it back, then add a
 //                                                       protocol (identify push to the dialer)
 //   node --import ./polyfill.mjs peer.mjs dial ADDR     dial a meshllm node, ping it, wait
-//                                                       for its identify
+//                                                       for its identify and identify push
 // Both modes also move 1 MiB through /meshllm/test-echo/1 (the side that dialed sends, the
 // other echoes), so yamux flow control is exercised across implementations.
 // Every result is one line on stdout starting with "js "; exit status 0 only on success.
@@ -68,6 +68,12 @@ async function bulkEcho (target) {
   say(`echo ok bytes=${BULK}`)
 }
 
+// dial mode: our peer announces a protocol later by identify push
+const pushedP = new Promise((resolve) => {
+  node.addEventListener('peer:identify', (evt) => {
+    if (evt.detail.protocols.includes('/meshllm/pushed-by-c/1')) resolve()
+  })
+})
 let identified = null
 const identifiedP = new Promise((resolve) => {
   node.addEventListener('peer:identify', (evt) => {
@@ -101,6 +107,8 @@ try {
     say(`ping ok rtt_ms=${rtt}`)
     await identifiedP
     await bulkEcho(multiaddr(process.argv[3]))
+    await pushedP
+    say('push ok')
     // let the C side identify us and ping us back before we hang up
     await new Promise((resolve) => setTimeout(resolve, 1500))
     await finish(identified.agentVersion === 'meshllm/0.1')
