@@ -28,6 +28,7 @@
 #define RPC_ID_LEN_MAX 128      /* longest message id accepted from others */
 #define RPC_PX_MAX 32
 #define SERVED_MAX 8            /* peers remembered per message for IWANT retransmission */
+#define PROMISES_MAX 512        /* open IWANT promises; bounds the duplicate-ask scan */
 
 struct g_msg {
     int refs;
@@ -977,7 +978,7 @@ static void handle_ihave(struct gossip *g, uint64_t now_ms, struct g_peer *p,
     if (++p->n_ihave_rpcs > g->p.max_ihave_messages) return;
     for (size_t i = 0; i < ih->n_messageids; i++) {
         const ProtobufCBinaryData *id = &ih->messageids[i];
-        if (p->n_ihave_asked >= g->p.max_ihave_length) return;
+        if (p->n_ihave_asked >= g->p.max_ihave_length || g->n_prom >= PROMISES_MAX) return;
         if (id->len == 0 || id->len > GOSSIP_MSG_ID_MAX_LEN) continue;
         if (seen_lookup(g, id->data, id->len)) continue;
         bool asked = false;
