@@ -336,6 +336,43 @@ static void q4_0_vec_dot_rows(int n, float *s, const void *vx, size_t bx, const 
     if (r < nr) q4_0_vec_dot(n, s + r, (const char *)vx + (size_t)r * bx, vy);
 }
 
+/* Q4_1 / Q5_1 against Q8_1: unsigned levels times y, plus the offset m times y's stored
+ * d * sum (a per-block scalar, summed apart). */
+static void q4_1_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const struct block_q4_1 *x = vx;
+    const struct block_q8_1 *y = vy;
+    const int nb = n / QK8_1;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc = _mm256_setzero_ps();
+    float summs = 0;
+    for (int ib = 0; ib < nb; ib++) {
+        const __m256i p = _mm256_maddubs_epi16(nibbles_32(x[ib].qs), _mm256_loadu_si256((const __m256i *)y[ib].qs));
+        const __m256 d = _mm256_mul_ps(bcast_h(x[ib].d), bcast_h(y[ib].d));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), acc);
+        summs += quant_f16_lut[x[ib].m] * quant_f16_lut[y[ib].s];
+    }
+    *s = hsum_ps(acc) + summs;
+}
+
+static void q5_1_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const struct block_q5_1 *x = vx;
+    const struct block_q8_1 *y = vy;
+    const int nb = n / QK8_1;
+    const __m256i ones = _mm256_set1_epi16(1), b4 = _mm256_set1_epi8(0x10);
+    __m256 acc = _mm256_setzero_ps();
+    float summs = 0;
+    for (int ib = 0; ib < nb; ib++) {
+        const __m256i q = _mm256_or_si256(nibbles_32(x[ib].qs), _mm256_and_si256(bits_32(x[ib].qh), b4));
+        const __m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)y[ib].qs));
+        const __m256 d = _mm256_mul_ps(bcast_h(x[ib].d), bcast_h(y[ib].d));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), acc);
+        summs += quant_f16_lut[x[ib].m] * quant_f16_lut[y[ib].s];
+    }
+    *s = hsum_ps(acc) + summs;
+}
+
 static void q5_0_vec_dot(int n, float *s, const void *vx, const void *vy)
 {
     const struct block_q5_0 *x = vx;
@@ -555,6 +592,8 @@ void quant_avx2_install(struct quant_traits *tab)
     tab[QT_Q4_0].vec_dot = q4_0_vec_dot;
     tab[QT_Q4_0].vec_dot_rows = q4_0_vec_dot_rows;
     tab[QT_Q5_0].vec_dot = q5_0_vec_dot;
+    tab[QT_Q4_1].vec_dot = q4_1_vec_dot;
+    tab[QT_Q5_1].vec_dot = q5_1_vec_dot;
     tab[QT_Q8_0].vec_dot = q8_0_vec_dot;
     tab[QT_Q4_K].vec_dot = q4_K_vec_dot;
     tab[QT_Q5_K].vec_dot = q5_K_vec_dot;

@@ -60,7 +60,7 @@ struct block_q8_0 {
 };
 _Static_assert(sizeof(struct block_q8_0) == 34, "block_q8_0 is 34 bytes");
 
-/* Q8_1: x[i] = d * qs[i]; s = d * sum(qs) (activation type; not used by our kernels). */
+/* Q8_1 (activations of Q4_1/Q5_1): x[i] = d * qs[i]; s = d * sum(qs) as a half. */
 struct block_q8_1 {
     uint16_t d;
     uint16_t s;

@@ -76,6 +76,8 @@ void quant_ref_q5_0_vec_dot(int n, float *s, const void *x, const void *y);
 void quant_ref_q5_1_to_float(const void *src, float *dst, int64_t n);
 void quant_ref_q5_1_from_float(const float *src, void *dst, int64_t n);
 void quant_ref_q5_1_vec_dot(int n, float *s, const void *x, const void *y);
+void quant_ref_q8_1_to_float(const void *src, float *dst, int64_t n);
+void quant_ref_q8_1_from_float(const float *src, void *dst, int64_t n);
 void quant_ref_q8_0_to_float(const void *src, float *dst, int64_t n);
 void quant_ref_q8_0_from_float(const float *src, void *dst, int64_t n);
 void quant_ref_q8_0_vec_dot(int n, float *s, const void *x, const void *y);

@@ -306,6 +306,67 @@ void quant_ref_q8_0_vec_dot(int n, float *s, const void *vx, const void *vy)
     *s = sumf;
 }
 
+/* Q8_1 (activations of Q4_1/Q5_1): as Q8_0 plus s = d * sum(qs), which carries the
+ * weights' offset m through the dot product. */
+void quant_ref_q8_1_from_float(const float *x, void *vy, int64_t k)
+{
+    struct block_q8_1 *y = vy;
+    for (int64_t i = 0; i < k / QK8_1; i++, x += QK8_1) {
+        float amax = 0.0f;
+        for (int j = 0; j < QK8_1; j++) amax = QMAX(amax, fabsf(x[j]));
+        const float d = amax / ((1 << 7) - 1);
+        const float id = d ? 1.0f / d : 0.0f;
+        y[i].d = quant_f32_to_f16(d);
+        int sum = 0;
+        for (int j = 0; j < QK8_1 / 2; j++) {
+            y[i].qs[j] = (int8_t)roundf(x[j] * id);
+            y[i].qs[QK8_1 / 2 + j] = (int8_t)roundf(x[QK8_1 / 2 + j] * id);
+            sum += y[i].qs[j] + y[i].qs[QK8_1 / 2 + j];
+        }
+        y[i].s = quant_f32_to_f16((float)sum * d);
+    }
+}
+
+void quant_ref_q8_1_to_float(const void *vx, float *y, int64_t k)
+{
+    const struct block_q8_1 *x = vx;
+    for (int64_t i = 0; i < k / QK8_1; i++, y += QK8_1) {
+        const float d = quant_h2f(x[i].d);
+        for (int j = 0; j < QK8_1; j++) y[j] = (float)x[i].qs[j] * d;
+    }
+}
+
+/* x = d q + m against y = dy qy: d dy sum(q qy) + m (dy sum(qy)) = ... + m * s. */
+void quant_ref_q4_1_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const struct block_q4_1 *x = vx;
+    const struct block_q8_1 *y = vy;
+    float sumf = 0;
+    for (int ib = 0; ib < n / QK8_1; ib++) {
+        int sumi = 0;
+        for (int j = 0; j < QK8_1 / 2; j++)
+            sumi += (x[ib].qs[j] & 0x0F) * y[ib].qs[j] + (x[ib].qs[j] >> 4) * y[ib].qs[j + QK8_1 / 2];
+        sumf += (quant_h2f(x[ib].d) * quant_h2f(y[ib].d)) * (float)sumi +
+                quant_h2f(x[ib].m) * quant_h2f(y[ib].s);
+    }
+    *s = sumf;
+}
+
+void quant_ref_q5_1_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const struct block_q5_1 *x = vx;
+    const struct block_q8_1 *y = vy;
+    float sumf = 0;
+    for (int ib = 0; ib < n / QK8_1; ib++) {
+        int q[QK5_1], sumi = 0;
+        unpack_q5(x[ib].qs, x[ib].qh, q);
+        for (int j = 0; j < QK8_1; j++) sumi += q[j] * y[ib].qs[j];
+        sumf += (quant_h2f(x[ib].d) * quant_h2f(y[ib].d)) * (float)sumi +
+                quant_h2f(x[ib].m) * quant_h2f(y[ib].s);
+    }
+    *s = sumf;
+}
+
 /* ---- K-quants: scale searches ------------------------------------------------------- */
 
 /* ggml's make_qkx2_quants: asymmetric quantization of x[0..n) to L in 0..nmax with

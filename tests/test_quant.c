@@ -238,6 +238,14 @@ static void test_quant_known_blocks_dequantize(void **state)
     quant_traits_ref(QT_Q5_0)->to_float(&b50, y, 32);
     assert_true(y[1] == 0.5f * 15 && y[17] == 0.5f * 3 && y[0] == -8.0f);
 
+    struct block_q4_1 b41;
+    memset(&b41, 0, sizeof b41);
+    b41.d = 0x3c00; /* 1.0 */
+    b41.m = 0xc000; /* -2.0 */
+    b41.qs[0] = 0x3F; /* elem 0 = 15 - 2, elem 16 = 3 - 2 */
+    quant_traits_ref(QT_Q4_1)->to_float(&b41, y, 32);
+    assert_true(y[0] == 13.0f && y[16] == 1.0f && y[1] == -2.0f);
+
     struct block_q8_0 b80;
     memset(&b80, 0, sizeof b80);
     b80.d = 0x4000; /* 2.0 */
@@ -301,6 +309,13 @@ static void test_quant_known_values_quantize(void **state)
     assert_int_equal(b8.qs[0], 127);
     assert_int_equal(b8.qs[1], -64);
     assert_int_equal(b8.qs[2], 0);
+
+    /* Q8_1: as Q8_0, plus s = d * sum(q) = 127 - 64 + 0 as a half */
+    struct block_q8_1 b81;
+    quant_traits_ref(QT_Q8_1)->from_float(x, &b81, 32);
+    assert_int_equal(b81.d, 0x3c00);
+    assert_int_equal(b81.qs[1], -64);
+    assert_true(quant_f16_to_f32(b81.s) == 63.0f);
 
     /* Q4_0: max by magnitude -8 -> d = 1, the extreme maps to nibble 0 */
     memset(x, 0, 32 * sizeof(float));
@@ -605,8 +620,8 @@ static void test_quant_simd_vec_dot_matches_scalar(void **state)
 {
     (void)state;
     uint64_t rng = 99;
-    const int types[] = {QT_F32, QT_F16, QT_BF16, QT_Q4_0, QT_Q5_0, QT_Q8_0,
-                         QT_Q4_K, QT_Q5_K, QT_Q6_K};
+    const int types[] = {QT_F32, QT_F16, QT_BF16, QT_Q4_0, QT_Q4_1, QT_Q5_0, QT_Q5_1,
+                         QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) check_vec_dot_type(types[i], &rng);
 }
 
@@ -617,8 +632,8 @@ static void test_quant_vec_dot_rows_match_scalar(void **state)
 {
     (void)state;
     uint64_t rng = 41;
-    const int types[] = {QT_F32, QT_F16, QT_BF16, QT_Q4_0, QT_Q5_0, QT_Q8_0,
-                         QT_Q4_K, QT_Q5_K, QT_Q6_K};
+    const int types[] = {QT_F32, QT_F16, QT_BF16, QT_Q4_0, QT_Q4_1, QT_Q5_0, QT_Q5_1,
+                         QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};
     const char *isas[] = {"scalar", "avx2", "avx512", "neon"};
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         const struct quant_traits *ref = quant_traits_ref(types[ti]);
@@ -730,8 +745,8 @@ static void test_quant_ref_vec_dot_equals_dequantized_dot(void **state)
 {
     (void)state;
     uint64_t rng = 3;
-    const int types[] = {QT_F32, QT_F16, QT_BF16, QT_Q4_0, QT_Q5_0, QT_Q8_0,
-                         QT_Q4_K, QT_Q5_K, QT_Q6_K};
+    const int types[] = {QT_F32, QT_F16, QT_BF16, QT_Q4_0, QT_Q4_1, QT_Q5_0, QT_Q5_1,
+                         QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};
     enum { N = QK_K * 6 };
     static float x[N], y[N], xd[N], yd[N];
     static unsigned char qx[N * 4], qy[N * 4];
@@ -751,7 +766,10 @@ static void test_quant_ref_vec_dot_equals_dequantized_dot(void **state)
         }
         float got;
         tr->vec_dot(N, &got, qx, qy);
-        if (!(fabs(got - want) <= 1e-5 * sum_abs))
+        /* Q4_1/Q5_1 carry the offset through Q8_1's s = d * sum(q), stored as a half:
+         * relative error 2^-11 of a term at most sum|x_i y_i| */
+        const double rel = tr->vec_dot_type == QT_Q8_1 ? 5e-4 : 1e-5;
+        if (!(fabs(got - want) <= rel * sum_abs))
             fail_msg("%s: %.9g vs %.9g", tr->name, got, want);
     }
 }
