@@ -57,9 +57,12 @@ int gen_run(struct model_ctx *c, struct sampler *s, const struct tok *t, const i
 
     float *logits = malloc((size_t)hp->n_vocab * sizeof(float));
     int32_t *pos_buf = malloc((size_t)n_batch * sizeof(int32_t));
+    /* a piece plus up to 3 held-back bytes of an incomplete UTF-8 character */
+    size_t piece_cap = (size_t)tok_max_piece_len(t) + 8;
+    char *piece = malloc(piece_cap);
     struct stop *st = NULL;
     int rc = MESH_ENOMEM;
-    if (!logits || !pos_buf) goto done;
+    if (!logits || !pos_buf || !piece) goto done;
     if ((rc = stop_new(o->stops, o->stops ? (size_t)o->n_stops : 0, &st)) < 0) goto done;
 
     /* prompt, in chunks of n_batch; logits of the last token only */
@@ -77,7 +80,6 @@ int gen_run(struct model_ctx *c, struct sampler *s, const struct tok *t, const i
 
     struct tok_stream ts;
     tok_stream_init(&ts, t, o->strip_leading_space);
-    char piece[256];
     res->stop = GEN_STOP_LENGTH;
     for (;;) {
         if (o->n_predict >= 0 && res->n_gen >= o->n_predict) break;
@@ -94,7 +96,7 @@ int gen_run(struct model_ctx *c, struct sampler *s, const struct tok *t, const i
         }
         if (out_ids && res->n_gen < out_cap) out_ids[res->n_gen] = id;
         res->n_gen++;
-        int n = tok_stream_push(&ts, id, piece, sizeof piece);
+        int n = tok_stream_push(&ts, id, piece, piece_cap);
         if (n < 0) {
             rc = n;
             goto done;
@@ -115,7 +117,7 @@ int gen_run(struct model_ctx *c, struct sampler *s, const struct tok *t, const i
         pos++;
     }
     if (res->stop != GEN_STOP_STRING && res->stop != GEN_STOP_CALLER) {
-        int n = tok_stream_flush(&ts, piece, sizeof piece);
+        int n = tok_stream_flush(&ts, piece, piece_cap);
         const char *out;
         size_t out_len;
         if (n > 0 && pass_text(st, piece, (size_t)n, emit, user, res) < 0) {
@@ -131,6 +133,7 @@ int gen_run(struct model_ctx *c, struct sampler *s, const struct tok *t, const i
     rc = 0;
 done:
     stop_free(st);
+    free(piece);
     free(pos_buf);
     free(logits);
     return rc;
