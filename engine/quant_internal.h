@@ -83,7 +83,9 @@ void quant_ref_q8_0_from_float(const float *src, void *dst, int64_t n);
 void quant_ref_q8_0_vec_dot(int n, float *s, const void *x, const void *y);
 
 void quant_ref_q2_K_to_float(const void *src, float *dst, int64_t n);
+void quant_ref_q2_K_vec_dot(int n, float *s, const void *x, const void *y);
 void quant_ref_q3_K_to_float(const void *src, float *dst, int64_t n);
+void quant_ref_q3_K_vec_dot(int n, float *s, const void *x, const void *y);
 void quant_ref_q4_K_to_float(const void *src, float *dst, int64_t n);
 void quant_ref_q4_K_from_float(const float *src, void *dst, int64_t n);
 void quant_ref_q4_K_vec_dot(int n, float *s, const void *x, const void *y);

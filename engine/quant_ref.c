@@ -812,55 +812,103 @@ void quant_ref_q8_K_to_float(const void *vx, float *y, int64_t k)
         for (int j = 0; j < QK_K; j++) y[j] = x[i].d * x[i].qs[j];
 }
 
-/* ---- Q2_K / Q3_K (read only) ------------------------------------------------------------------ */
+/* ---- Q2_K / Q3_K ---------------------------------------------------------------------------------- */
+
+/* Levels 0..3 of a Q2_K block in element order: for each 128-element half, shift s
+ * (0, 2, 4, 6) takes 32 elements, bytes 0-15 then 16-31 of the half's 32 qs bytes. */
+static void unpack_q2_K(const struct block_q2_K *b, uint8_t *q)
+{
+    const uint8_t *qs = b->qs;
+    for (int n = 0; n < QK_K; n += 128, qs += 32)
+        for (int s4 = 0; s4 < 4; s4++)
+            for (int l = 0; l < 32; l++) q[n + 32 * s4 + l] = (uint8_t)((qs[l] >> (2 * s4)) & 3);
+}
 
 void quant_ref_q2_K_to_float(const void *vx, float *y, int64_t k)
 {
     const struct block_q2_K *x = vx;
-    for (int64_t i = 0; i < k / QK_K; i++) {
+    for (int64_t i = 0; i < k / QK_K; i++, y += QK_K) {
         const float d = quant_h2f(x[i].d), min = quant_h2f(x[i].dmin);
-        const uint8_t *q = x[i].qs;
-        int is = 0;
-        for (int n = 0; n < QK_K; n += 128, q += 32) {
-            for (int shift = 0; shift < 8; shift += 2) {
-                for (int half = 0; half < 2; half++) {
-                    const uint8_t sc = x[i].scales[is++];
-                    const float dl = d * (sc & 0xF), ml = min * (sc >> 4);
-                    for (int l = 0; l < 16; l++)
-                        *y++ = dl * ((q[16 * half + l] >> shift) & 3) - ml;
-                }
-            }
+        uint8_t q[QK_K];
+        unpack_q2_K(&x[i], q);
+        for (int j = 0; j < QK_K / 16; j++) {
+            const uint8_t sc = x[i].scales[j];
+            const float dl = d * (sc & 0xF), ml = min * (sc >> 4);
+            for (int l = 0; l < 16; l++) y[16 * j + l] = dl * q[16 * j + l] - ml;
         }
     }
+}
+
+void quant_ref_q2_K_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const struct block_q2_K *x = vx;
+    const struct block_q8_K *y = vy;
+    float sumf = 0;
+    for (int i = 0; i < n / QK_K; i++) {
+        uint8_t q[QK_K];
+        unpack_q2_K(&x[i], q);
+        int isum = 0, summs = 0;
+        for (int j = 0; j < QK_K / 16; j++) {
+            int dot = 0;
+            for (int l = 0; l < 16; l++) dot += q[16 * j + l] * y[i].qs[16 * j + l];
+            isum += (x[i].scales[j] & 0xF) * dot;
+            summs += (x[i].scales[j] >> 4) * y[i].bsums[j];
+        }
+        sumf += y[i].d * quant_h2f(x[i].d) * (float)isum - y[i].d * quant_h2f(x[i].dmin) * (float)summs;
+    }
+    *s = sumf;
+}
+
+/* Levels -4..3 of a Q3_K block in element order (low 2 bits as Q2_K; minus 4 where the
+ * hmask bit is clear; hmask bit (n/128)*4 + s4 of byte l for element n + 32 s4 + l) and
+ * its 16 signed 6-bit scales (low 4 bits in bytes 0-7, lo nibbles first; high 2 bits in
+ * bytes 8-11). */
+static void unpack_q3_K(const struct block_q3_K *b, int8_t *q, int8_t *scales)
+{
+    const uint8_t *sb = b->scales;
+    for (int j = 0; j < 16; j++) {
+        int lo = j < 8 ? (sb[j] & 0xF) : (sb[j - 8] >> 4);
+        int hi = (sb[8 + (j & 3)] >> (2 * (j >> 2))) & 3;
+        scales[j] = (int8_t)((lo | (hi << 4)) - 32);
+    }
+    const uint8_t *qs = b->qs;
+    for (int n = 0, h = 0; n < QK_K; n += 128, qs += 32, h++)
+        for (int s4 = 0; s4 < 4; s4++) {
+            const uint8_t m = (uint8_t)(1u << (4 * h + s4));
+            for (int l = 0; l < 32; l++)
+                q[n + 32 * s4 + l] = (int8_t)(((qs[l] >> (2 * s4)) & 3) - ((b->hmask[l] & m) ? 0 : 4));
+        }
 }
 
 void quant_ref_q3_K_to_float(const void *vx, float *y, int64_t k)
 {
     const struct block_q3_K *x = vx;
-    for (int64_t i = 0; i < k / QK_K; i++) {
-        /* 16 six-bit scales: low 4 bits in bytes 0-7 (lo nibbles first), high 2 bits in
-         * bytes 8-11 */
-        int8_t scales[16];
-        const uint8_t *sb = x[i].scales;
-        for (int j = 0; j < 16; j++) {
-            int lo = j < 8 ? (sb[j] & 0xF) : (sb[j - 8] >> 4);
-            int hi = (sb[8 + (j & 3)] >> (2 * (j >> 2))) & 3;
-            scales[j] = (int8_t)((lo | (hi << 4)) - 32);
-        }
+    for (int64_t i = 0; i < k / QK_K; i++, y += QK_K) {
+        int8_t q[QK_K], scales[16];
+        unpack_q3_K(&x[i], q, scales);
         const float d_all = quant_h2f(x[i].d);
-        const uint8_t *q = x[i].qs, *hm = x[i].hmask;
-        uint8_t m = 1;
-        int is = 0;
-        for (int n = 0; n < QK_K; n += 128, q += 32) {
-            for (int shift = 0; shift < 8; shift += 2, m = (uint8_t)(m << 1)) {
-                for (int half = 0; half < 2; half++) {
-                    const float dl = d_all * scales[is++];
-                    for (int l = 0; l < 16; l++) {
-                        int v = ((q[16 * half + l] >> shift) & 3) - ((hm[16 * half + l] & m) ? 0 : 4);
-                        *y++ = dl * v;
-                    }
-                }
-            }
+        for (int j = 0; j < QK_K / 16; j++) {
+            const float dl = d_all * scales[j];
+            for (int l = 0; l < 16; l++) y[16 * j + l] = dl * q[16 * j + l];
         }
     }
+}
+
+void quant_ref_q3_K_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const struct block_q3_K *x = vx;
+    const struct block_q8_K *y = vy;
+    float sumf = 0;
+    for (int i = 0; i < n / QK_K; i++) {
+        int8_t q[QK_K], scales[16];
+        unpack_q3_K(&x[i], q, scales);
+        int isum = 0;
+        for (int j = 0; j < QK_K / 16; j++) {
+            int dot = 0;
+            for (int l = 0; l < 16; l++) dot += q[16 * j + l] * y[i].qs[16 * j + l];
+            isum += scales[j] * dot;
+        }
+        sumf += quant_h2f(x[i].d) * y[i].d * (float)isum;
+    }
+    *s = sumf;
 }

@@ -567,6 +567,69 @@ static void test_quant_matches_llama_cpp_quantize_bytes(void **state)
     assert_true(n_compared[QT_Q8_0] > 0 && n_compared[QT_Q5_0] > 0);
 }
 
+/* Q2_K / Q3_K (read and multiply, never written): hand-built elements, and on random
+ * blocks the dot product equals the dot product of the dequantized rows. */
+static void test_quant_q2_K_q3_K_read_and_dot(void **state)
+{
+    (void)state;
+    float y[QK_K];
+    struct block_q2_K b2;
+    memset(&b2, 0, sizeof b2);
+    b2.d = 0x3c00;      /* 1 */
+    b2.dmin = 0x3800;   /* 0.5 */
+    b2.scales[0] = 0x32; /* sub-block 0: scale 2, min 3 */
+    b2.scales[2] = 0x01; /* sub-block 2 (elements 32-47): scale 1, min 0 */
+    b2.qs[0] = 0x04;    /* element 0: bits 0-1 = 0; element 32: bits 2-3 = 1 */
+    quant_traits_ref(QT_Q2_K)->to_float(&b2, y, QK_K);
+    assert_true(y[0] == -1.5f && y[32] == 1.0f && y[1] == -1.5f);
+
+    struct block_q3_K b3;
+    memset(&b3, 0, sizeof b3);
+    b3.d = 0x3c00;
+    b3.scales[0] = 0x21; /* scale 0 low 4 bits 1, scale 8 low 4 bits 2 */
+    b3.scales[8] = 0x12; /* scale 0 high bits 2 -> 33 - 32 = 1; scale 8 high bits 1 -> 18 - 32 */
+    b3.qs[0] = 0x03;     /* element 0: 3 */
+    b3.hmask[0] = 0x01;  /* element 0 keeps its value; element 1 (hmask[1] clear) gets -4 */
+    b3.qs[32] = 0x02;    /* element 128: 2, hmask bit 4 clear -> -2, scale 8 */
+    quant_traits_ref(QT_Q3_K)->to_float(&b3, y, QK_K);
+    assert_true(y[0] == 3.0f && y[1] == -4.0f && y[128] == -14.0f * -2.0f);
+
+    uint64_t rng = 77;
+    enum { NB = 5, N = NB * QK_K };
+    static unsigned char qx[NB * 110], qy[NB * sizeof(struct block_q8_K)];
+    static float xd[N], act[N], yd[N];
+    fill_uniform(act, N, &rng, 2.0f);
+    quant_traits_ref(QT_Q8_K)->from_float(act, qy, N);
+    quant_traits_ref(QT_Q8_K)->to_float(qy, yd, N);
+    const int types[] = {QT_Q2_K, QT_Q3_K};
+    for (int ti = 0; ti < 2; ti++) {
+        const struct quant_traits *tr = quant_traits_ref(types[ti]);
+        for (size_t i = 0; i < sizeof qx; i++) qx[i] = (unsigned char)test_rand_u64(&rng);
+        for (int ib = 0; ib < NB; ib++) { /* sane half scales: d and dmin sit last */
+            unsigned char *blk = qx + ib * tr->block_bytes;
+            uint16_t d = quant_f32_to_f16(0.01f * (1.5f + test_rand_uniform(&rng)));
+            memcpy(blk + tr->block_bytes - 2, &d, 2);
+            if (types[ti] == QT_Q2_K) memcpy(blk + tr->block_bytes - 4, &d, 2);
+        }
+        tr->to_float(qx, xd, N);
+        double want = 0, sum_abs = 0;
+        for (int i = 0; i < N; i++) {
+            want += (double)xd[i] * yd[i];
+            sum_abs += fabs((double)xd[i] * yd[i]);
+        }
+        float got;
+        tr->vec_dot(N, &got, qx, qy);
+        if (!(fabs(got - want) <= 1e-5 * sum_abs)) fail_msg("%s: %.9g vs %.9g", tr->name, got, want);
+        for (size_t k = 0; k < sizeof simd_isas / sizeof simd_isas[0]; k++) {
+            const struct quant_traits *st = quant_traits_isa(simd_isas[k], types[ti]);
+            if (!st) continue;
+            float g2;
+            st->vec_dot(N, &g2, qx, qy);
+            assert_true(fabs(g2 - got) <= 4.0 * N * FLT_EPSILON * sum_abs);
+        }
+    }
+}
+
 /* ---- SIMD against the scalar reference ------------------------------------------------ */
 
 /* Block counts: one, odd, a multiple of the kernels' unroll, and ragged tails of it. */
@@ -824,6 +887,7 @@ int main(void)
         cmocka_unit_test(test_quant_q4_K_requantizes_its_own_output),
         cmocka_unit_test(test_quant_q6_K_requantizes_its_own_output),
         cmocka_unit_test(test_quant_matches_llama_cpp_quantize_bytes),
+        cmocka_unit_test(test_quant_q2_K_q3_K_read_and_dot),
         cmocka_unit_test(test_quant_ref_vec_dot_equals_dequantized_dot),
         cmocka_unit_test(test_quant_simd_vec_dot_matches_scalar),
         cmocka_unit_test(test_quant_vec_dot_rows_match_scalar),
