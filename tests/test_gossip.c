@@ -12,6 +12,8 @@
 
 #include "core/err.h"
 #include "net/gossip.h"
+#include "net/gossip_host.h"
+#include "net/host.h"
 #include "net/identity.h"
 #include "net/sim.h"
 #include "tests/util/test_util.h"
@@ -494,6 +496,107 @@ static void test_gossip_sim_mesh_degrees_and_delivery(void **state)
     free(dl);
 }
 
+/* ---- over real TCP: A - B - C on 127.0.0.1 ------------------------------------------- */
+
+struct tcp_node {
+    struct node n; /* identity, delivery counter */
+    struct host *h;
+    struct gossip_host *gh;
+    struct multiaddr addr;
+};
+
+static void tcp_on_peer(void *ctx, enum host_peer_event ev, const struct host_peer_info *p)
+{
+    struct tcp_node *t = ctx;
+    if (t->gh) gossip_host_on_peer_event(t->gh, ev, p);
+}
+
+static void tcp_on_ping(void *ctx, int status, uint64_t rtt_us)
+{
+    int *st = ctx;
+    (void)rtt_us;
+    *st = status == 0 ? 1 : -1;
+}
+
+static void tcp_guard(uv_timer_t *t)
+{
+    (void)t;
+    fail_msg("test timed out");
+}
+
+static void test_gossip_host_relays_over_tcp(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_timer_t guard;
+    struct tcp_node t[3];
+    struct multiaddr lo;
+    struct gossip_params gp;
+    gossip_params_default(&gp);
+    gp.heartbeat_ms = 100; /* quick meshes in real time */
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(multiaddr_from_text("/ip4/127.0.0.1/tcp/0", &lo), 0);
+    for (int i = 0; i < 3; i++) {
+        memset(&t[i], 0, sizeof t[i]);
+        uint8_t seed[32];
+        memset(seed, 0x70 + i, sizeof seed);
+        assert_int_equal(identity_from_seed(seed, &t[i].n.id), 0);
+        struct host_config hc = {.identity = &t[i].n.id};
+        assert_int_equal(host_new(&loop, &hc, &t[i].h), 0);
+        assert_int_equal(host_listen(t[i].h, &lo), 0);
+        assert_int_equal(host_listen_addrs(t[i].h, &t[i].addr, 1), 1);
+        assert_int_equal(multiaddr_append_p2p(&t[i].addr, &t[i].n.id.id), 0);
+        host_set_peer_callback(t[i].h, tcp_on_peer, &t[i]);
+        struct gossip_config c;
+        memset(&c, 0, sizeof c);
+        c.id = &t[i].n.id;
+        c.seed[0] = (uint8_t)i;
+        c.params = &gp;
+        c.on_message = on_msg;
+        c.ud = &t[i].n;
+        assert_int_equal(gossip_host_new(&loop, t[i].h, &c, &t[i].gh), 0);
+        assert_int_equal(gossip_subscribe(gossip_host_core(t[i].gh), uv_now(&loop), TOPIC), 0);
+        gossip_host_kick(t[i].gh);
+    }
+    uv_timer_init(&loop, &guard);
+    uv_timer_start(&guard, tcp_guard, 20000, 0);
+    uv_unref((uv_handle_t *)&guard);
+    /* A dials B, C dials B; A and C never meet. */
+    int pa = 0, pc = 0;
+    assert_int_equal(host_ping(t[0].h, &t[1].addr, tcp_on_ping, &pa), 0);
+    assert_int_equal(host_ping(t[2].h, &t[1].addr, tcp_on_ping, &pc), 0);
+    while (!pa || !pc) uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(pa, 1);
+    assert_int_equal(pc, 1);
+    while (gossip_mesh_peers(gossip_host_core(t[1].gh), TOPIC, NULL, 0) < 2 ||
+           gossip_mesh_peers(gossip_host_core(t[0].gh), TOPIC, NULL, 0) < 1 ||
+           gossip_mesh_peers(gossip_host_core(t[2].gh), TOPIC, NULL, 0) < 1)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(gossip_publish(gossip_host_core(t[0].gh), uv_now(&loop), TOPIC,
+                                    (const uint8_t *)"over tcp", 8, NULL, NULL),
+                     0);
+    gossip_host_kick(t[0].gh);
+    while (t[2].n.n_got < 1 || t[1].n.n_got < 1) uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(t[2].n.last_len, 8);
+    assert_memory_equal(t[2].n.last, "over tcp", 8);
+    /* And back: C publishes, A receives through B. */
+    assert_int_equal(gossip_publish(gossip_host_core(t[2].gh), uv_now(&loop), TOPIC,
+                                    (const uint8_t *)"reply", 5, NULL, NULL),
+                     0);
+    gossip_host_kick(t[2].gh);
+    while (t[0].n.n_got < 2) uv_run(&loop, UV_RUN_ONCE); /* its own + C's */
+    assert_memory_equal(t[0].n.last, "reply", 5);
+    for (int i = 0; i < 3; i++) {
+        gossip_host_free(t[i].gh);
+        t[i].gh = NULL;
+        host_close(t[i].h);
+    }
+    uv_close((uv_handle_t *)&guard, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    for (int i = 0; i < 3; i++) identity_wipe(&t[i].n.id);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -504,6 +607,7 @@ int main(void)
         cmocka_unit_test(test_gossip_graft_during_backoff_is_pruned_and_penalised),
         cmocka_unit_test(test_gossip_rejects_malformed_rpc),
         cmocka_unit_test(test_gossip_sim_mesh_degrees_and_delivery),
+        cmocka_unit_test(test_gossip_host_relays_over_tcp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
