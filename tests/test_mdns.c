@@ -14,6 +14,7 @@
 #include "core/err.h"
 #include "net/identity.h"
 #include "net/mdns.h"
+#include "net/mdns_host.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -404,6 +405,82 @@ static void test_mdns_discovery_over_multicast_in_netns(void **state)
     assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+/* The libuv glue, two nodes on one loop, inside a private namespace (child process). */
+struct uv_found {
+    const struct peer_id *want;
+    bool found;
+};
+
+static void uv_on_peer(void *ctx, const struct mdns_peer *p)
+{
+    struct uv_found *f = ctx;
+    if (peer_id_equal(&p->id, f->want)) f->found = true;
+}
+
+static void uv_give_up(uv_timer_t *t)
+{
+    *(bool *)t->data = true;
+}
+
+static int netns_uv_child(void)
+{
+    struct identity a, b;
+    if (unshare(CLONE_NEWNET) != 0) return errno == EPERM ? 77 : 2;
+    if (netns_lo_up() != 0) return 3;
+    uint8_t seed[32];
+    memset(seed, 3, sizeof seed);
+    identity_from_seed(seed, &a);
+    memset(seed, 4, sizeof seed);
+    identity_from_seed(seed, &b);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct uv_found fa = {&b.id, false}, fb = {&a.id, false};
+    struct mdns_host_config ca, cb;
+    memset(&ca, 0, sizeof ca);
+    ca.core.self = a.id;
+    ca.core.seed[0] = 3;
+    ca.iface_addr = "127.0.0.1";
+    ca.on_peer = uv_on_peer;
+    ca.ctx = &fa;
+    cb = ca;
+    cb.core.self = b.id;
+    cb.core.seed[0] = 4;
+    cb.ctx = &fb;
+    struct mdns_host *ha, *hb;
+    if (mdns_host_new(&loop, &ca, &ha) != 0 || mdns_host_new(&loop, &cb, &hb) != 0) return 4;
+    struct multiaddr la, lb;
+    multiaddr_from_text("/ip4/127.0.0.1/tcp/4001", &la);
+    multiaddr_from_text("/ip4/127.0.0.1/tcp/4002", &lb);
+    if (mdns_host_set_addrs(ha, &la, 1) != 0 || mdns_host_set_addrs(hb, &lb, 1) != 0) return 5;
+    mdns_host_query(ha); /* the start-up queries went out before the addresses were set */
+    mdns_host_query(hb);
+    bool timed_out = false;
+    uv_timer_t t;
+    uv_timer_init(&loop, &t);
+    t.data = &timed_out;
+    uv_timer_start(&t, uv_give_up, 5000, 0);
+    while (!(fa.found && fb.found) && !timed_out) uv_run(&loop, UV_RUN_ONCE);
+    mdns_host_free(ha);
+    mdns_host_free(hb);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&loop) != 0) return 6;
+    return fa.found && fb.found ? 0 : 8;
+}
+
+static void test_mdns_host_discovery_in_netns(void **state)
+{
+    (void)state;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) _exit(netns_uv_child());
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    if (WEXITSTATUS(st) == 77) skip();
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -412,6 +489,7 @@ int main(void)
         cmocka_unit_test(test_mdns_two_cores_discover_each_other),
         cmocka_unit_test(test_mdns_rejects_hostile_messages),
         cmocka_unit_test(test_mdns_discovery_over_multicast_in_netns),
+        cmocka_unit_test(test_mdns_host_discovery_in_netns),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
