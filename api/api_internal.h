@@ -32,6 +32,13 @@ struct http_server {
     atomic_ullong n_http[6];    /* by status class 1xx..5xx (index 1..5) */
     atomic_ullong n_gen_req;    /* generation requests accepted */
     atomic_ullong n_429;
+    /* requests in flight, for the disconnect watchdog */
+    pthread_mutex_t conns_mu;   /* guards conns and every api_conn's prev/next */
+    struct api_conn *conns;
+    pthread_t watchdog;
+    bool has_watchdog;
+    bool wd_stop;               /* guarded by conns_mu */
+    pthread_cond_t wd_cv;
 };
 
 struct api_gen;
@@ -45,6 +52,7 @@ struct api_conn {
     pthread_mutex_t mu;
     bool suspended;             /* guarded by mu */
     struct api_gen *gen;        /* generation in flight, or NULL */
+    struct api_conn *prev, *next; /* server's list, guarded by srv->conns_mu */
 };
 
 /* Resumes c if it is suspended (any thread). */
@@ -64,6 +72,8 @@ int api_gen_start(struct api_conn *c, enum api_proto proto, struct api_gen_req *
 /* Called when a suspended non-streaming request is resumed: queues the response once done,
  * or suspends again. */
 enum MHD_Result api_gen_resume(struct api_conn *c);
+/* Cancels g's scheduler request (its client closed the connection). */
+void api_gen_cancel(struct api_gen *g);
 /* Releases the generation of c (client gone or response sent). */
 void api_gen_free(struct api_gen *g);
 

@@ -1,6 +1,6 @@
 /* http.c - libmicrohttpd glue: listeners, routing, authentication, body limits, static
  * console assets, suspend/resume (see http.h). Request bodies are parsed by openai.c and
- * ollama.c; generations are driven by gen.c.
+ * ollama.c; generations are driven by generate.c.
  */
 #include "api/api_internal.h"
 #include "api/web.h"
@@ -9,6 +9,7 @@
 #include "core/log.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -212,6 +213,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         c->mc = mc;
         pthread_mutex_init(&c->mu, NULL);
         *con_cls = c;
+        pthread_mutex_lock(&s->conns_mu);
+        c->next = s->conns;
+        if (s->conns) s->conns->prev = c;
+        s->conns = c;
+        pthread_mutex_unlock(&s->conns_mu);
         atomic_fetch_add(&s->n_inflight, 1);
         /* Refuse an announced oversized body before reading it. */
         const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND,
@@ -257,6 +263,13 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
     struct api_conn *c = *con_cls;
     if (!c) return;
     *con_cls = NULL;
+    pthread_mutex_lock(&s->conns_mu);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    pthread_mutex_unlock(&s->conns_mu);
     api_gen_free(c->gen); /* cancels a generation whose client went away */
     pthread_mutex_destroy(&c->mu);
     free(c->body);
@@ -271,6 +284,43 @@ static void on_log(void *cls, const char *fmt, va_list ap)
     char buf[512];
     vsnprintf(buf, sizeof buf, fmt, ap);
     log_debug("http: %s", buf);
+}
+
+/* ---- disconnect watchdog ----------------------------------------------------------------- */
+
+/* MHD does not watch a suspended connection's socket, so a client that gives up while its
+ * request waits in the queue or runs without streaming would hold a slot until the end.
+ * Every 250 ms this thread peeks at the sockets of suspended generations: end of file or a
+ * reset means the client is gone, and its request is cancelled. The socket stays open while
+ * we look: MHD closes it only after on_completed, which waits for conns_mu. */
+static void *watchdog_main(void *arg)
+{
+    struct http_server *s = arg;
+    pthread_mutex_lock(&s->conns_mu);
+    while (!s->wd_stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 250 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->wd_cv, &s->conns_mu, &until);
+        for (struct api_conn *c = s->conns; c && !s->wd_stop; c = c->next) {
+            pthread_mutex_lock(&c->mu);
+            if (c->suspended && c->gen) {
+                const union MHD_ConnectionInfo *ci =
+                    MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+                char b;
+                ssize_t n = ci ? recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) : 1;
+                if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+                    api_gen_cancel(c->gen);
+            }
+            pthread_mutex_unlock(&c->mu);
+        }
+    }
+    pthread_mutex_unlock(&s->conns_mu);
+    return NULL;
 }
 
 /* ---- lifecycle -------------------------------------------------------------------------- */
@@ -329,6 +379,8 @@ int http_server_start(struct registry *reg, const struct http_opts *o, struct ht
     if (!s) return err_set(err, err_cap, MESH_ENOMEM, "out of memory");
     s->reg = reg;
     pthread_rwlock_init(&s->stop_lock, NULL);
+    pthread_mutex_init(&s->conns_mu, NULL);
+    pthread_cond_init(&s->wd_cv, NULL);
     atomic_init(&s->n_inflight, 0);
     s->started_s = (int64_t)time(NULL);
     if (o->api_key && *o->api_key) {
@@ -346,11 +398,14 @@ int http_server_start(struct registry *reg, const struct http_opts *o, struct ht
         s->d_ollama = listen_on(s, o, o->ollama_port, &s->ollama_port, err, err_cap);
         if (!s->d_ollama) goto fail;
     }
+    if (pthread_create(&s->watchdog, NULL, watchdog_main, s) == 0) s->has_watchdog = true;
     *out = s;
     return 0;
 fail:
     if (s->d) MHD_stop_daemon(s->d);
     pthread_rwlock_destroy(&s->stop_lock);
+    pthread_mutex_destroy(&s->conns_mu);
+    pthread_cond_destroy(&s->wd_cv);
     free(s);
     return MESH_EIO;
 }
@@ -369,8 +424,17 @@ void http_server_stop(struct http_server *s)
     /* Ends every generation: streams get their final events, waiting requests their reply. */
     registry_stop(s->reg);
     for (int i = 0; i < 500 && atomic_load(&s->n_inflight) > 0; i++) usleep(10000);
+    if (s->has_watchdog) {
+        pthread_mutex_lock(&s->conns_mu);
+        s->wd_stop = true;
+        pthread_cond_signal(&s->wd_cv);
+        pthread_mutex_unlock(&s->conns_mu);
+        pthread_join(s->watchdog, NULL);
+    }
     if (s->d) MHD_stop_daemon(s->d);
     if (s->d_ollama) MHD_stop_daemon(s->d_ollama);
     pthread_rwlock_destroy(&s->stop_lock);
+    pthread_mutex_destroy(&s->conns_mu);
+    pthread_cond_destroy(&s->wd_cv);
     free(s);
 }

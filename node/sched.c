@@ -338,6 +338,11 @@ void sched_chunk_free(struct sched_chunk *c)
     memset(c, 0, sizeof *c);
 }
 
+void sched_req_cancel(struct sched_req *r)
+{
+    if (r) atomic_store(&r->canceled, true);
+}
+
 void sched_req_release(struct sched_req *r)
 {
     if (!r) return;

@@ -97,6 +97,9 @@ struct sched_chunk {
 /* Moves pending output into *out (zeroed first). Returns 0 or MESH_ENOMEM. */
 int sched_req_take(struct sched_req *r, struct sched_chunk *out);
 void sched_chunk_free(struct sched_chunk *c);
+/* Asks for r to end early (its client is gone but the caller still holds r): it ends with
+ * finish reason "cancelled" at the next step, or when it leaves the queue. Any thread. */
+void sched_req_cancel(struct sched_req *r);
 /* The client is done with r: cancels it if it is still running, and no notify runs after
  * this returns. r must not be used afterwards. */
 void sched_req_release(struct sched_req *r);

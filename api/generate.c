@@ -1,4 +1,4 @@
-/* gen.c - one generation request between the HTTP layer and the scheduler.
+/* generate.c - one generation request between the HTTP layer and the scheduler.
  *
  * Turns a validated request into prompt tokens (chat template, tokenizer), submits it to the
  * model's scheduler and shapes what comes back as the protocol wants it: OpenAI JSON or SSE
@@ -53,6 +53,11 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void api_gen_cancel(struct api_gen *g)
+{
+    if (g) sched_req_cancel(g->sr);
 }
 
 void api_gen_free(struct api_gen *g)
