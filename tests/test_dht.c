@@ -10,8 +10,6 @@
 
 #include "core/err.h"
 #include "net/dht.h"
-#include "net/dht_host.h"
-#include "net/host.h"
 #include "net/identity.h"
 #include "net/sim.h"
 #include "net/varint.h"
@@ -715,120 +713,6 @@ static void test_dht_sim_put_get_and_providers_across_network(void **state)
     dht_query_release(d90, qid);
 }
 
-/* ---- over real TCP: three hosts on 127.0.0.1 ---------------------------------------- */
-
-struct tcp_node {
-    struct identity id;
-    struct host *h;
-    struct dht_host *dh;
-    struct multiaddr addr; /* with /p2p */
-};
-
-static void tcp_on_peer(void *ctx, enum host_peer_event ev, const struct host_peer_info *p)
-{
-    struct tcp_node *n = ctx;
-    if (n->dh) dht_host_on_peer_event(n->dh, ev, p);
-}
-
-static void tcp_guard(uv_timer_t *t)
-{
-    (void)t;
-    fail_msg("test timed out");
-}
-
-static int tcp_wait(uv_loop_t *loop, struct tcp_node *n, uint64_t qid)
-{
-    while (dht_query_status(dht_host_core(n->dh), qid) == DHT_QUERY_RUNNING)
-        uv_run(loop, UV_RUN_ONCE);
-    return dht_query_status(dht_host_core(n->dh), qid);
-}
-
-static void test_dht_host_lookup_put_get_over_tcp(void **state)
-{
-    (void)state;
-    uv_loop_t loop;
-    uv_timer_t guard;
-    struct tcp_node n[3];
-    struct multiaddr lo;
-    assert_int_equal(uv_loop_init(&loop), 0);
-    assert_int_equal(multiaddr_from_text("/ip4/127.0.0.1/tcp/0", &lo), 0);
-    for (int i = 0; i < 3; i++) {
-        memset(&n[i], 0, sizeof n[i]);
-        make_identity((uint8_t)(90 + i), &n[i].id);
-        struct host_config hc = {.identity = &n[i].id};
-        assert_int_equal(host_new(&loop, &hc, &n[i].h), 0);
-        assert_int_equal(host_listen(n[i].h, &lo), 0);
-        assert_int_equal(host_listen_addrs(n[i].h, &n[i].addr, 1), 1);
-        assert_int_equal(multiaddr_append_p2p(&n[i].addr, &n[i].id.id), 0);
-        host_set_peer_callback(n[i].h, tcp_on_peer, &n[i]);
-        struct dht_config c;
-        memset(&c, 0, sizeof c);
-        c.self = n[i].id.id;
-        c.protocol_id = DHT_PROTOCOL_MESHLLM;
-        c.is_server = true;
-        c.seed[0] = (uint8_t)i;
-        assert_int_equal(dht_host_new(&loop, n[i].h, &c, &n[i].dh), 0);
-    }
-    uv_timer_init(&loop, &guard);
-    uv_timer_start(&guard, tcp_guard, 20000, 0);
-    uv_unref((uv_handle_t *)&guard);
-
-    /* B and C bootstrap from A's address only. */
-    struct dht_peer a;
-    memset(&a, 0, sizeof a);
-    a.id = n[0].id.id;
-    a.addrs[0] = n[0].addr;
-    a.n_addrs = 1;
-    uint64_t qid;
-    for (int i = 1; i < 3; i++) {
-        assert_int_equal(dht_bootstrap(dht_host_core(n[i].dh), uv_now(&loop), &a, 1, &qid), 0);
-        dht_host_kick(n[i].dh);
-        assert_int_equal(tcp_wait(&loop, &n[i], qid), DHT_QUERY_DONE);
-        dht_query_release(dht_host_core(n[i].dh), qid);
-    }
-    /* C finds B through A (C never dialed B before): B answers from its listen address. */
-    struct dht *dc = dht_host_core(n[2].dh), *db = dht_host_core(n[1].dh);
-    assert_int_equal(dht_find_node(dc, uv_now(&loop), n[1].id.id.bytes, n[1].id.id.len, &qid), 0);
-    dht_host_kick(n[2].dh);
-    assert_int_equal(tcp_wait(&loop, &n[2], qid), DHT_QUERY_DONE);
-    struct dht_peer found[DHT_K];
-    size_t n_found = dht_query_closest(dc, qid, found, DHT_K);
-    bool has_b = false;
-    for (size_t i = 0; i < n_found; i++) has_b |= peer_id_equal(&found[i].id, &n[1].id.id);
-    assert_true(has_b);
-    dht_query_release(dc, qid);
-
-    /* B stores a signed record; C reads it back over the network. */
-    uint8_t k[256], v[256];
-    size_t kl, vl;
-    assert_int_equal(dht_meshllm_record_make(&n[1].id, "caps", 1, (const uint8_t *)"tcp", 3, k,
-                                             sizeof k, &kl, v, sizeof v, &vl),
-                     0);
-    assert_int_equal(dht_put_value(db, uv_now(&loop), k, kl, v, vl, &qid), 0);
-    dht_host_kick(n[1].dh);
-    assert_int_equal(tcp_wait(&loop, &n[1], qid), DHT_QUERY_DONE);
-    dht_query_release(db, qid);
-    assert_int_equal(dht_get_value(dc, uv_now(&loop), k, kl, 2, &qid), 0);
-    dht_host_kick(n[2].dh);
-    assert_int_equal(tcp_wait(&loop, &n[2], qid), DHT_QUERY_DONE);
-    const uint8_t *got;
-    size_t got_len, n_vals;
-    assert_int_equal(dht_query_value(dc, qid, 0, &got, &got_len, &n_vals, NULL), 0);
-    assert_int_equal(got_len, vl);
-    assert_memory_equal(got, v, vl);
-    dht_query_release(dc, qid);
-
-    for (int i = 0; i < 3; i++) {
-        dht_host_free(n[i].dh);
-        n[i].dh = NULL;
-        host_close(n[i].h);
-    }
-    uv_close((uv_handle_t *)&guard, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&loop), 0);
-    for (int i = 0; i < 3; i++) identity_wipe(&n[i].id);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -838,7 +722,6 @@ int main(void)
         cmocka_unit_test(test_dht_providers_stored_served_and_expire),
         cmocka_unit_test(test_dht_client_mode_does_not_serve),
         cmocka_unit_test(test_dht_bucket_refresh_starts_lookups),
-        cmocka_unit_test(test_dht_host_lookup_put_get_over_tcp),
         cmocka_unit_test(test_dht_sim_lookups_find_true_k_closest),
         cmocka_unit_test(test_dht_sim_lookups_survive_churn),
         cmocka_unit_test(test_dht_sim_put_get_and_providers_across_network),
