@@ -221,6 +221,11 @@ test('Ollama: /api/chat NDJSON stream, /api/generate, /api/tags, /api/version', 
   assert.ok(tags.models.some((m) => m.name === MODEL + ':latest'));
   const ver = await (await fetch(URL + '/api/version', { headers: h })).json();
   assert.equal(typeof ver.version, 'string');
+  // the same routes on the --ollama-port listener
+  const other = process.env.MESHLLM_OLLAMA_URL;
+  const g2 = await (await fetch(other + '/api/generate', { method: 'POST', headers: h,
+    body: JSON.stringify({ model: MODEL, prompt: 'Once upon a time', raw: true, stream: false, options: { temperature: 0, num_predict: 20 } }) })).json();
+  assert.equal(g2.response, cli);
 });
 
 test('health and metrics', async () => {
