@@ -263,7 +263,7 @@ static void q8_0_vec_dot_rows_fallback(int n, float *s, const void *x, size_t bx
     for (int r = 0; r < nr; r++) q8_0_vec_dot(n, s + r, (const char *)x + (size_t)r * bx, y);
 }
 
-/* ---- tiles: 4 weight rows x 4 activation columns --------------------------------------------- */
+/* ---- tiles: 4 weight rows x 8 (or 4) activation columns ------------------------------------- */
 
 /* Remainders of a tile product (rows past the last group of 4, columns past the last
  * group of 4) go through the single-column kernels. */
@@ -283,66 +283,114 @@ static void gemm_rest(quant_vec_dot_rows_fn rows_fn, int n, float *s, size_t lds
 /* Q4_0: four rows' nibbles in one register as in q4_0_vec_dot_rows; (q - 8) made signed
  * once per block and row group, |q - 8| against each column's activation carrying the
  * sign (dpbusd is unsigned x signed), so a column costs two broadcasts, two negations,
- * two dpbusd, a conversion and two float ops. */
+ * two dpbusd, a conversion and two float ops. One pass: rows [r, r+4) x columns
+ * [c, c + NCT); NCT is a constant at each call, so the column loops unroll and the
+ * accumulators stay in registers. */
+static inline __attribute__((always_inline)) void
+q4_0_tile(const int NCT, int nb, float *s, size_t lds, const char *vx, size_t bx, int r,
+          const char *vy, size_t by, int c)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
+    const __m512i rep4 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    const __m512i zero = _mm512_setzero_si512();
+    const struct block_q8_0 *yc[8];
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < NCT; k++) {
+        yc[k] = (const void *)(vy + (size_t)(c + k) * by);
+        acc[k] = _mm512_setzero_ps();
+    }
+    const struct block_q4_0 *x0 = (const void *)(vx + (size_t)r * bx);
+    const struct block_q4_0 *x1 = (const void *)((const char *)x0 + bx);
+    const struct block_q4_0 *x2 = (const void *)((const char *)x1 + bx);
+    const struct block_q4_0 *x3 = (const void *)((const char *)x2 + bx);
+    for (int ib = 0; ib < nb; ib++) {
+        __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)x0[ib].qs));
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)x1[ib].qs), 1);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)x2[ib].qs), 2);
+        v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)x3[ib].qs), 3);
+        const __m512i lo = _mm512_sub_epi8(_mm512_and_si512(v, m4), eight);
+        const __m512i hi = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), eight);
+        const __m512i alo = _mm512_abs_epi8(lo), ahi = _mm512_abs_epi8(hi);
+        const __mmask64 nlo = _mm512_movepi8_mask(lo), nhi = _mm512_movepi8_mask(hi);
+        const __m128 dx4 = _mm_set_ps(quant_f16_lut[x3[ib].d], quant_f16_lut[x2[ib].d],
+                                      quant_f16_lut[x1[ib].d], quant_f16_lut[x0[ib].d]);
+        const __m512 dx = _mm512_permutexvar_ps(rep4, _mm512_castps128_ps512(dx4));
+#pragma GCC unroll 8
+        for (int k = 0; k < NCT; k++) {
+            const struct block_q8_0 *yb = &yc[k][ib];
+            const __m512i ylo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)yb->qs));
+            const __m512i yhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(yb->qs + 16)));
+            __m512i dot = _mm512_dpbusd_epi32(zero, alo, _mm512_mask_sub_epi8(ylo, nlo, zero, ylo));
+            dot = _mm512_dpbusd_epi32(dot, ahi, _mm512_mask_sub_epi8(yhi, nhi, zero, yhi));
+            acc[k] = _mm512_fmadd_ps(_mm512_mul_ps(dx, _mm512_set1_ps(quant_f16_lut[yb->d])),
+                                     _mm512_cvtepi32_ps(dot), acc[k]);
+        }
+    }
+    for (int k = 0; k < NCT; k++) {
+        float t[16];
+        _mm512_storeu_ps(t, acc[k]);
+        for (int j = 0; j < 4; j++)
+            s[(size_t)(c + k) * lds + r + j] = (t[4 * j] + t[4 * j + 1]) + (t[4 * j + 2] + t[4 * j + 3]);
+    }
+}
+
 static void q4_0_gemm(int n, float *s, size_t lds, const void *vx, size_t bx, int nr,
                       const void *vy, size_t by, int nc)
 {
     const int nb = n / QK8_0;
-    const __m512i m4 = _mm512_set1_epi8(0x0F), eight = _mm512_set1_epi8(8);
-    const __m512i rep4 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    const int nr4 = nr & ~3;
+    int c = 0;
+    for (; c + 7 < nc; c += 8)
+        for (int r = 0; r < nr4; r += 4) q4_0_tile(8, nb, s, lds, vx, bx, r, vy, by, c);
+    for (; c + 3 < nc; c += 4)
+        for (int r = 0; r < nr4; r += 4) q4_0_tile(4, nb, s, lds, vx, bx, r, vy, by, c);
+    gemm_rest(q4_0_vec_dot_rows, n, s, lds, vx, bx, nr4, nr, vy, by, c, nc);
+}
+
+static inline __attribute__((always_inline)) void
+q8_0_tile(const int NCT, int nb, float *s, size_t lds, const char *vx, size_t bx, int r,
+          const char *vy, size_t by, int c)
+{
     const __m512i zero = _mm512_setzero_si512();
-    int c = 0, r = 0;
-    for (; c + 3 < nc; c += 4) {
-        const struct block_q8_0 *y0 = (const void *)((const char *)vy + (size_t)c * by);
-        const struct block_q8_0 *y1 = (const void *)((const char *)y0 + by);
-        const struct block_q8_0 *y2 = (const void *)((const char *)y1 + by);
-        const struct block_q8_0 *y3 = (const void *)((const char *)y2 + by);
-        for (r = 0; r + 3 < nr; r += 4) {
-            const struct block_q4_0 *x0 = (const void *)((const char *)vx + (size_t)r * bx);
-            const struct block_q4_0 *x1 = (const void *)((const char *)x0 + bx);
-            const struct block_q4_0 *x2 = (const void *)((const char *)x1 + bx);
-            const struct block_q4_0 *x3 = (const void *)((const char *)x2 + bx);
-            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (int ib = 0; ib < nb; ib++) {
-                __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)x0[ib].qs));
-                v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)x1[ib].qs), 1);
-                v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)x2[ib].qs), 2);
-                v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)x3[ib].qs), 3);
-                const __m512i lo = _mm512_sub_epi8(_mm512_and_si512(v, m4), eight);
-                const __m512i hi = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), eight);
-                const __m512i alo = _mm512_abs_epi8(lo), ahi = _mm512_abs_epi8(hi);
-                const __mmask64 nlo = _mm512_movepi8_mask(lo), nhi = _mm512_movepi8_mask(hi);
-                const __m128 dx4 = _mm_set_ps(quant_f16_lut[x3[ib].d], quant_f16_lut[x2[ib].d],
-                                              quant_f16_lut[x1[ib].d], quant_f16_lut[x0[ib].d]);
-                const __m512 dx = _mm512_permutexvar_ps(rep4, _mm512_castps128_ps512(dx4));
-#define Q4_0_COL(acc, yc)                                                                      \
-    do {                                                                                       \
-        const __m512i ylo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)yc[ib].qs)); \
-        const __m512i yhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(yc[ib].qs + 16))); \
-        __m512i dot = _mm512_dpbusd_epi32(zero, alo, _mm512_mask_sub_epi8(ylo, nlo, zero, ylo)); \
-        dot = _mm512_dpbusd_epi32(dot, ahi, _mm512_mask_sub_epi8(yhi, nhi, zero, yhi));       \
-        acc = _mm512_fmadd_ps(_mm512_mul_ps(dx, _mm512_set1_ps(quant_f16_lut[yc[ib].d])),       \
-                              _mm512_cvtepi32_ps(dot), acc);                                   \
-    } while (0)
-                Q4_0_COL(a0, y0);
-                Q4_0_COL(a1, y1);
-                Q4_0_COL(a2, y2);
-                Q4_0_COL(a3, y3);
-#undef Q4_0_COL
-            }
-            float t[64];
-            _mm512_storeu_ps(t, a0);
-            _mm512_storeu_ps(t + 16, a1);
-            _mm512_storeu_ps(t + 32, a2);
-            _mm512_storeu_ps(t + 48, a3);
-            for (int k = 0; k < 4; k++)
-                for (int j = 0; j < 4; j++) {
-                    const float *q = t + 16 * k + 4 * j;
-                    s[(size_t)(c + k) * lds + r + j] = (q[0] + q[1]) + (q[2] + q[3]);
-                }
+    const struct block_q8_0 *yc[8];
+    __m512 acc[2][8];
+#pragma GCC unroll 8
+    for (int k = 0; k < NCT; k++) {
+        yc[k] = (const void *)(vy + (size_t)(c + k) * by);
+        acc[0][k] = acc[1][k] = _mm512_setzero_ps();
+    }
+    const struct block_q8_0 *x0 = (const void *)(vx + (size_t)r * bx);
+    const struct block_q8_0 *x1 = (const void *)((const char *)x0 + bx);
+    const struct block_q8_0 *x2 = (const void *)((const char *)x1 + bx);
+    const struct block_q8_0 *x3 = (const void *)((const char *)x2 + bx);
+    for (int ib = 0; ib < nb; ib++) {
+        const __m512i xa = ld2_32(x0[ib].qs, x1[ib].qs), xb = ld2_32(x2[ib].qs, x3[ib].qs);
+        const __m512i axa = _mm512_abs_epi8(xa), axb = _mm512_abs_epi8(xb);
+        const __mmask64 na = _mm512_movepi8_mask(xa), nb_ = _mm512_movepi8_mask(xb);
+        const __m512 dxa = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(quant_f16_lut[x0[ib].d]),
+                                                _mm512_set1_ps(quant_f16_lut[x1[ib].d]));
+        const __m512 dxb = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(quant_f16_lut[x2[ib].d]),
+                                                _mm512_set1_ps(quant_f16_lut[x3[ib].d]));
+#pragma GCC unroll 8
+        for (int k = 0; k < NCT; k++) {
+            const __m512i yv = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)yc[k][ib].qs));
+            const __m512 dy = _mm512_set1_ps(quant_f16_lut[yc[k][ib].d]);
+            const __m512i da = _mm512_dpbusd_epi32(zero, axa, _mm512_mask_sub_epi8(yv, na, zero, yv));
+            const __m512i db = _mm512_dpbusd_epi32(zero, axb, _mm512_mask_sub_epi8(yv, nb_, zero, yv));
+            acc[0][k] = _mm512_fmadd_ps(_mm512_mul_ps(dxa, dy), _mm512_cvtepi32_ps(da), acc[0][k]);
+            acc[1][k] = _mm512_fmadd_ps(_mm512_mul_ps(dxb, dy), _mm512_cvtepi32_ps(db), acc[1][k]);
         }
     }
-    gemm_rest(q4_0_vec_dot_rows, n, s, lds, vx, bx, r, nr, vy, by, c, nc);
+    for (int k = 0; k < NCT; k++)
+        for (int p = 0; p < 2; p++) {
+            float t[16];
+            _mm512_storeu_ps(t, acc[p][k]);
+            float sa = 0, sb = 0;
+            for (int j = 0; j < 8; j++) sa += t[j], sb += t[8 + j];
+            s[(size_t)(c + k) * lds + r + 2 * p] = sa;
+            s[(size_t)(c + k) * lds + r + 2 * p + 1] = sb;
+        }
 }
 
 /* Q8_0: two rows per register ([row a | row b], lanes 0-7 and 8-15); |x| and x's sign
@@ -351,48 +399,13 @@ static void q8_0_gemm(int n, float *s, size_t lds, const void *vx, size_t bx, in
                       const void *vy, size_t by, int nc)
 {
     const int nb = n / QK8_0;
-    const __m512i zero = _mm512_setzero_si512();
-    int c = 0, r = 0;
-    for (; c + 3 < nc; c += 4) {
-        const struct block_q8_0 *yc[4];
-        for (int k = 0; k < 4; k++) yc[k] = (const void *)((const char *)vy + (size_t)(c + k) * by);
-        for (r = 0; r + 3 < nr; r += 4) {
-            const struct block_q8_0 *x0 = (const void *)((const char *)vx + (size_t)r * bx);
-            const struct block_q8_0 *x1 = (const void *)((const char *)x0 + bx);
-            const struct block_q8_0 *x2 = (const void *)((const char *)x1 + bx);
-            const struct block_q8_0 *x3 = (const void *)((const char *)x2 + bx);
-            __m512 acc[2][4];
-            for (int p = 0; p < 2; p++)
-                for (int k = 0; k < 4; k++) acc[p][k] = _mm512_setzero_ps();
-            for (int ib = 0; ib < nb; ib++) {
-                const __m512i xa = ld2_32(x0[ib].qs, x1[ib].qs), xb = ld2_32(x2[ib].qs, x3[ib].qs);
-                const __m512i axa = _mm512_abs_epi8(xa), axb = _mm512_abs_epi8(xb);
-                const __mmask64 na = _mm512_movepi8_mask(xa), nb_ = _mm512_movepi8_mask(xb);
-                const __m512 dxa = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(quant_f16_lut[x0[ib].d]),
-                                                        _mm512_set1_ps(quant_f16_lut[x1[ib].d]));
-                const __m512 dxb = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(quant_f16_lut[x2[ib].d]),
-                                                        _mm512_set1_ps(quant_f16_lut[x3[ib].d]));
-                for (int k = 0; k < 4; k++) {
-                    const __m512i yv = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)yc[k][ib].qs));
-                    const __m512 dy = _mm512_set1_ps(quant_f16_lut[yc[k][ib].d]);
-                    const __m512i da = _mm512_dpbusd_epi32(zero, axa, _mm512_mask_sub_epi8(yv, na, zero, yv));
-                    const __m512i db = _mm512_dpbusd_epi32(zero, axb, _mm512_mask_sub_epi8(yv, nb_, zero, yv));
-                    acc[0][k] = _mm512_fmadd_ps(_mm512_mul_ps(dxa, dy), _mm512_cvtepi32_ps(da), acc[0][k]);
-                    acc[1][k] = _mm512_fmadd_ps(_mm512_mul_ps(dxb, dy), _mm512_cvtepi32_ps(db), acc[1][k]);
-                }
-            }
-            for (int k = 0; k < 4; k++)
-                for (int p = 0; p < 2; p++) {
-                    float t[16];
-                    _mm512_storeu_ps(t, acc[p][k]);
-                    float sa = 0, sb = 0;
-                    for (int j = 0; j < 8; j++) sa += t[j], sb += t[8 + j];
-                    s[(size_t)(c + k) * lds + r + 2 * p] = sa;
-                    s[(size_t)(c + k) * lds + r + 2 * p + 1] = sb;
-                }
-        }
-    }
-    gemm_rest(q8_0_vec_dot_rows_fallback, n, s, lds, vx, bx, r, nr, vy, by, c, nc);
+    const int nr4 = nr & ~3;
+    int c = 0;
+    for (; c + 7 < nc; c += 8)
+        for (int r = 0; r < nr4; r += 4) q8_0_tile(8, nb, s, lds, vx, bx, r, vy, by, c);
+    for (; c + 3 < nc; c += 4)
+        for (int r = 0; r < nr4; r += 4) q8_0_tile(4, nb, s, lds, vx, bx, r, vy, by, c);
+    gemm_rest(q8_0_vec_dot_rows_fallback, n, s, lds, vx, bx, nr4, nr, vy, by, c, nc);
 }
 
 /* ---- K-quants -------------------------------------------------------------------------------- */
