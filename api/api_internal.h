@@ -55,6 +55,10 @@ struct api_conn {
     struct api_conn *prev, *next; /* server's list, guarded by srv->conns_mu */
 };
 
+/* Whether the Authorization ("Bearer KEY") or x-api-key header value (either may be NULL)
+ * carries the key want. Compares in constant time over want's length. */
+bool api_key_matches(const char *want, const char *authorization, const char *x_api_key);
+
 /* Resumes c if it is suspended (any thread). */
 void api_conn_wake(void *conn);
 /* Suspends c (MHD thread, inside a callback). Caller holds c->mu. */

@@ -91,19 +91,25 @@ void api_conn_wake(void *conn)
 
 /* ---- routing ---------------------------------------------------------------------------- */
 
+bool api_key_matches(const char *want, const char *authorization, const char *x_api_key)
+{
+    const char *given = NULL;
+    if (authorization && !strncasecmp(authorization, "Bearer ", 7)) given = authorization + 7;
+    if (!given) given = x_api_key;
+    if (!given) return false;
+    /* constant time over the key's length */
+    size_t n = strlen(want), g = strlen(given);
+    unsigned char diff = (unsigned char)(n != g);
+    for (size_t i = 0; i < n; i++) diff |= (unsigned char)(want[i] ^ (i < g ? given[i] : 0));
+    return diff == 0;
+}
+
 static bool key_ok(struct http_server *s, struct MHD_Connection *mc)
 {
     if (!s->has_key) return true;
-    const char *h = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    const char *given = NULL;
-    if (h && !strncasecmp(h, "Bearer ", 7)) given = h + 7;
-    if (!given) given = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "x-api-key");
-    if (!given) return false;
-    /* constant time over the key's length */
-    size_t n = strlen(s->api_key), g = strlen(given);
-    unsigned char diff = (unsigned char)(n != g);
-    for (size_t i = 0; i < n; i++) diff |= (unsigned char)(s->api_key[i] ^ (i < g ? given[i] : 0));
-    return diff == 0;
+    return api_key_matches(
+        s->api_key, MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+        MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "x-api-key"));
 }
 
 static enum MHD_Result serve_static(struct api_conn *c, const char *url)

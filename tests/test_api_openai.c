@@ -304,6 +304,21 @@ static void test_api_ollama_parse_and_chunks(void **state)
     free(line);
 }
 
+static void test_api_openai_key_check(void **state)
+{
+    (void)state;
+    assert_true(api_key_matches("k1", "Bearer k1", NULL));
+    assert_true(api_key_matches("k1", "bearer k1", NULL));
+    assert_true(api_key_matches("k1", NULL, "k1"));
+    assert_true(api_key_matches("k1", "Basic abc", "k1"));
+    assert_false(api_key_matches("k1", "Bearer k2", NULL));
+    assert_false(api_key_matches("k1", "Bearer k1x", NULL));
+    assert_false(api_key_matches("k1x", "Bearer k1", NULL));
+    assert_false(api_key_matches("k1", "k1", NULL));
+    assert_false(api_key_matches("k1", NULL, NULL));
+    assert_false(api_key_matches("k1", "Bearer ", NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -314,6 +329,7 @@ int main(void)
         cmocka_unit_test(test_api_openai_error_json_shape),
         cmocka_unit_test(test_api_openai_response_objects),
         cmocka_unit_test(test_api_ollama_parse_and_chunks),
+        cmocka_unit_test(test_api_openai_key_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

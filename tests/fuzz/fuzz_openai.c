@@ -1,7 +1,8 @@
 /* fuzz_openai.c - request-body parsing of the API: every input is parsed as an OpenAI chat,
  * completion and embedding request and as an Ollama chat and generate request; accepted
  * requests are turned into response objects and rejected ones into error JSON, so the
- * builders and the UTF-8 cleaning see the same hostile bytes. */
+ * builders and the UTF-8 cleaning see the same hostile bytes. The input also serves as the
+ * Authorization / x-api-key header values checked against an API key. */
 #include "api/api_internal.h"
 #include "api/openai.h"
 
@@ -46,5 +47,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             free(api_error_json(&e));
         }
     }
+    /* header values: the input split at its first NUL, as two C strings */
+    char *h = malloc(size + 2);
+    if (!h) return 0;
+    memcpy(h, data, size);
+    h[size] = 0;
+    h[size + 1] = 0;
+    const char *second = h + strlen(h) + 1;
+    if (second > h + size) second = h + size;
+    api_key_matches("secret-key", h, second);
+    api_key_matches("secret-key", NULL, h);
+    api_key_matches("", h, NULL);
+    free(h);
     return 0;
 }
