@@ -760,6 +760,7 @@ static void conn_ready(struct conn *c)
     }
     uv_timer_stop(&c->timer);
     c->info.id = *noise_conn_remote(c->noise);
+    c->info.is_outbound = c->is_dialer;
     if (conns_to_peer(h, &c->info.id) >= h->cfg.max_conns_per_peer) {
         log_warn("host: refusing another connection from a peer (%u already)",
                  h->cfg.max_conns_per_peer);

@@ -50,6 +50,7 @@ struct host_config {
 struct host_peer_info {
     struct peer_id id;
     struct multiaddr remote_addr; /* the address of our connection to it */
+    bool is_outbound;             /* we dialed it */
     bool is_identified;
     struct identify_info ident;
 };
