@@ -79,7 +79,10 @@ char *api_metrics_text(struct http_server *s)
         {"meshllm_slots_total", "gauge", "KV slots."},
         {"meshllm_decode_seconds_total", "counter", "Time spent in decode steps."},
     };
-    for (size_t m = 0; m < sizeof names / sizeof names[0]; m++) {
+    /* schedulers are freed at shutdown: read them only while the server is not stopping */
+    pthread_rwlock_rdlock(&s->stop_lock);
+    bool live = !s->stopping;
+    for (size_t m = 0; live && m < sizeof names / sizeof names[0]; m++) {
         mprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", names[m][0], names[m][2], names[m][0],
                 names[m][1]);
         for (int i = 0; i < registry_count(s->reg); i++) {
@@ -94,6 +97,7 @@ char *api_metrics_text(struct http_server *s)
             mprintf(&b, "%s{model=\"%s\"} %.6g\n", names[m][0], e->name, v[m]);
         }
     }
+    pthread_rwlock_unlock(&s->stop_lock);
     return b.p;
 }
 
@@ -106,6 +110,8 @@ char *api_status_json(struct http_server *s)
     cJSON *arr = cJSON_AddArrayToObject(root, "models");
     double tps = 0;
     int queued = 0, active = 0;
+    pthread_rwlock_rdlock(&s->stop_lock); /* schedulers are freed at shutdown */
+    bool live = !s->stopping;
     for (int i = 0; i < registry_count(s->reg); i++) {
         enum registry_state st;
         struct registry_entry *e = registry_at(s->reg, i, &st);
@@ -117,7 +123,7 @@ char *api_status_json(struct http_server *s)
                                                                      : "failed");
         cJSON_AddNumberToObject(m, "file_bytes", (double)e->file_bytes);
         if (st == REGISTRY_FAILED) cJSON_AddStringToObject(m, "error", e->err);
-        if (st != REGISTRY_READY || !e->sched) continue;
+        if (st != REGISTRY_READY || !live || !e->sched) continue;
         const struct model_hparams *hp = model_hparams(e->model);
         cJSON_AddStringToObject(m, "arch", hp->arch_name);
         cJSON_AddNumberToObject(m, "n_layer", hp->n_layer);
@@ -135,6 +141,7 @@ char *api_status_json(struct http_server *s)
         queued += ss.n_queued;
         active += ss.n_active;
     }
+    pthread_rwlock_unlock(&s->stop_lock);
     cJSON_AddNumberToObject(root, "tokens_per_s", tps);
     cJSON_AddNumberToObject(root, "queued", queued);
     cJSON_AddNumberToObject(root, "active", active);
