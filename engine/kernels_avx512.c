@@ -516,10 +516,10 @@ static void q6_K_vec_dot(int n, float *s, const void *vx, const void *vy)
     *s = _mm512_reduce_add_ps(acc);
 }
 
-/* ---- K-quant tiles: one weight row x 4 activation columns ----------------------------------------
+/* ---- K-quant tiles: one weight row x 8 (or 4) activation columns ---------------------------
  * A block of the row is unpacked once (levels per 64-element chunk, 16-bit scales spread
- * to their lanes, the mins) and met by four columns: per column and chunk one load,
- * maddubs and dpwssd. Columns past the last 4 use vec_dot. */
+ * to their lanes, the mins) and met by the columns: per column and chunk one load,
+ * maddubs and dpwssd. Columns past the last group of 4 use vec_dot. */
 
 static void kx_rest(quant_vec_dot_fn dot, int n, float *s, size_t lds, const char *x, size_t bx,
                     int nr, const char *y, size_t by, int c0, int nc)
@@ -528,98 +528,131 @@ static void kx_rest(quant_vec_dot_fn dot, int n, float *s, size_t lds, const cha
         for (int r = 0; r < nr; r++) dot(n, s + (size_t)c * lds + r, x + (size_t)r * bx, y + (size_t)c * by);
 }
 
+/* One Q4_K pass: row r x columns [c, c + NCT) (NCT constant per call: unrolled, in
+ * registers). The mins term accumulates as 4-lane float vectors (no horizontal sums
+ * per block). */
+static inline __attribute__((always_inline)) void
+q4_K_tile(const int NCT, int nb, float *s, size_t lds, const struct block_q4_K *x,
+          const char *vy, size_t by, int r, int c, const __m512i *idx)
+{
+    const __m256i m4 = _mm256_set1_epi8(0xF);
+    const struct block_q8_K *yc[8];
+    __m512 acc[8];
+    __m128 accm[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < NCT; k++) {
+        yc[k] = (const void *)(vy + (size_t)(c + k) * by);
+        acc[k] = _mm512_setzero_ps();
+        accm[k] = _mm_setzero_ps();
+    }
+    for (int i = 0; i < nb; i++) {
+        const __m256i sm = _mm256_cvtepu8_epi16(kx_scales_mins(x[i].scales));
+        const __m512i sc = _mm512_castsi256_si512(sm);
+        const __m128i mins = _mm256_extracti128_si256(sm, 1);
+        __m512i q[4], scv[4];
+#pragma GCC unroll 4
+        for (int ch = 0; ch < 4; ch++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * ch));
+            q[ch] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(v, m4)),
+                                       _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), 1);
+            scv[ch] = _mm512_permutexvar_epi16(idx[ch], sc);
+        }
+        const float d = quant_f16_lut[x[i].d], dmin = quant_f16_lut[x[i].dmin];
+#pragma GCC unroll 8
+        for (int k = 0; k < NCT; k++) {
+            const struct block_q8_K *yb = &yc[k][i];
+            __m512i sumi = _mm512_dpwssd_epi32(_mm512_setzero_si512(),
+                                               _mm512_maddubs_epi16(q[0], _mm512_loadu_si512(yb->qs)), scv[0]);
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[1], _mm512_loadu_si512(yb->qs + 64)), scv[1]);
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[2], _mm512_loadu_si512(yb->qs + 128)), scv[2]);
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[3], _mm512_loadu_si512(yb->qs + 192)), scv[3]);
+            acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(d * yb->d), _mm512_cvtepi32_ps(sumi), acc[k]);
+            const __m256i bs = _mm256_loadu_si256((const __m256i *)yb->bsums);
+            const __m128i pair = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+            accm[k] = _mm_fmadd_ps(_mm_set1_ps(dmin * yb->d), _mm_cvtepi32_ps(_mm_madd_epi16(mins, pair)), accm[k]);
+        }
+    }
+    for (int k = 0; k < NCT; k++) {
+        __m128 m = _mm_add_ps(accm[k], _mm_movehl_ps(accm[k], accm[k]));
+        m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        s[(size_t)(c + k) * lds + r] = _mm512_reduce_add_ps(acc[k]) - _mm_cvtss_f32(m);
+    }
+}
+
 static void q4_K_gemm(int n, float *s, size_t lds, const void *vx, size_t bx, int nr,
                       const void *vy, size_t by, int nc)
 {
     const int nb = n / QK_K;
-    const __m256i m4 = _mm256_set1_epi8(0xF);
     const __m512i idx[4] = {rep_idx(0, 16), rep_idx(2, 16), rep_idx(4, 16), rep_idx(6, 16)};
     int c = 0;
-    for (; c + 3 < nc; c += 4) {
-        const struct block_q8_K *yc[4];
-        for (int k = 0; k < 4; k++) yc[k] = (const void *)((const char *)vy + (size_t)(c + k) * by);
-        for (int r = 0; r < nr; r++) {
-            const struct block_q4_K *x = (const void *)((const char *)vx + (size_t)r * bx);
-            __m512 acc[4];
-            float summ[4] = {0, 0, 0, 0};
-            for (int k = 0; k < 4; k++) acc[k] = _mm512_setzero_ps();
-            for (int i = 0; i < nb; i++) {
-                const __m256i sm = _mm256_cvtepu8_epi16(kx_scales_mins(x[i].scales));
-                const __m512i sc = _mm512_castsi256_si512(sm);
-                const __m128i mins = _mm256_extracti128_si256(sm, 1);
-                __m512i q[4], scv[4];
-                for (int ch = 0; ch < 4; ch++) {
-                    const __m256i v = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * ch));
-                    q[ch] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(v, m4)),
-                                               _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), 1);
-                    scv[ch] = _mm512_permutexvar_epi16(idx[ch], sc);
-                }
-                const float d = quant_f16_lut[x[i].d], dmin = quant_f16_lut[x[i].dmin];
-                for (int k = 0; k < 4; k++) {
-                    const struct block_q8_K *yb = &yc[k][i];
-                    __m512i sumi = _mm512_setzero_si512();
-                    for (int ch = 0; ch < 4; ch++)
-                        sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[ch], _mm512_loadu_si512(yb->qs + 64 * ch)),
-                                                   scv[ch]);
-                    acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(d * yb->d), _mm512_cvtepi32_ps(sumi), acc[k]);
-                    const __m256i b = _mm256_loadu_si256((const __m256i *)yb->bsums);
-                    const __m128i pair = _mm_hadd_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
-                    const __m128i mp = _mm_madd_epi16(mins, pair);
-                    __m128i t = _mm_add_epi32(mp, _mm_unpackhi_epi64(mp, mp));
-                    t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 1));
-                    summ[k] += dmin * yb->d * (float)_mm_cvtsi128_si32(t);
-                }
-            }
-            for (int k = 0; k < 4; k++) s[(size_t)(c + k) * lds + r] = _mm512_reduce_add_ps(acc[k]) - summ[k];
+    for (; c + 7 < nc; c += 8)
+        for (int r = 0; r < nr; r++)
+            q4_K_tile(8, nb, s, lds, (const void *)((const char *)vx + (size_t)r * bx), vy, by, r, c, idx);
+    for (; c + 3 < nc; c += 4)
+        for (int r = 0; r < nr; r++)
+            q4_K_tile(4, nb, s, lds, (const void *)((const char *)vx + (size_t)r * bx), vy, by, r, c, idx);
+    kx_rest(q4_K_vec_dot, n, s, lds, vx, bx, nr, vy, by, c, nc);
+}
+
+/* One Q6_K pass: row r x columns [c, c + NCT); the -32 offset is applied as a vector
+ * (32 * scale[k] * bsums[k] lanes) rather than a horizontal sum per block. */
+static inline __attribute__((always_inline)) void
+q6_K_tile(const int NCT, int nb, float *s, size_t lds, const struct block_q6_K *x,
+          const char *vy, size_t by, int r, int c, const __m512i *idx)
+{
+    const __m512i m4 = _mm512_set1_epi8(0xF), m2 = _mm512_set1_epi8(3);
+    const __m512i sh_lo = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    const __m512i sh_hi = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
+    const struct block_q8_K *yc[8];
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < NCT; k++) {
+        yc[k] = (const void *)(vy + (size_t)(c + k) * by);
+        acc[k] = _mm512_setzero_ps();
+    }
+    for (int i = 0; i < nb; i++) {
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[i].scales));
+        const __m512i sc = _mm512_castsi256_si512(sc16);
+        __m512i q[4], scv[4];
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const __m512i ql = _mm512_loadu_si512(x[i].ql + 64 * h);
+            const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x[i].qh + 32 * h)));
+            q[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4),
+                                       _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh_lo), m2), 4));
+            q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                           _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh_hi), m2), 4));
+            scv[2 * h] = _mm512_permutexvar_epi16(idx[2 * h], sc);
+            scv[2 * h + 1] = _mm512_permutexvar_epi16(idx[2 * h + 1], sc);
+        }
+        const float d = quant_f16_lut[x[i].d];
+#pragma GCC unroll 8
+        for (int k = 0; k < NCT; k++) {
+            const struct block_q8_K *yb = &yc[k][i];
+            const __m256i off = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)yb->bsums));
+            __m512i sumi = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(_mm256_slli_epi32(off, 5)));
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[0], _mm512_loadu_si512(yb->qs)), scv[0]);
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[1], _mm512_loadu_si512(yb->qs + 64)), scv[1]);
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[2], _mm512_loadu_si512(yb->qs + 128)), scv[2]);
+            sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[3], _mm512_loadu_si512(yb->qs + 192)), scv[3]);
+            acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(d * yb->d), _mm512_cvtepi32_ps(sumi), acc[k]);
         }
     }
-    kx_rest(q4_K_vec_dot, n, s, lds, vx, bx, nr, vy, by, c, nc);
+    for (int k = 0; k < NCT; k++) s[(size_t)(c + k) * lds + r] = _mm512_reduce_add_ps(acc[k]);
 }
 
 static void q6_K_gemm(int n, float *s, size_t lds, const void *vx, size_t bx, int nr,
                       const void *vy, size_t by, int nc)
 {
     const int nb = n / QK_K;
-    const __m512i m4 = _mm512_set1_epi8(0xF), m2 = _mm512_set1_epi8(3);
-    const __m512i sh_lo = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
-    const __m512i sh_hi = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
     const __m512i idx[4] = {rep_idx(0, 8), rep_idx(4, 8), rep_idx(8, 8), rep_idx(12, 8)};
     int c = 0;
-    for (; c + 3 < nc; c += 4) {
-        const struct block_q8_K *yc[4];
-        for (int k = 0; k < 4; k++) yc[k] = (const void *)((const char *)vy + (size_t)(c + k) * by);
-        for (int r = 0; r < nr; r++) {
-            const struct block_q6_K *x = (const void *)((const char *)vx + (size_t)r * bx);
-            __m512 acc[4];
-            for (int k = 0; k < 4; k++) acc[k] = _mm512_setzero_ps();
-            for (int i = 0; i < nb; i++) {
-                const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[i].scales));
-                const __m512i sc = _mm512_castsi256_si512(sc16);
-                __m512i q[4], scv[4];
-                for (int h = 0; h < 2; h++) {
-                    const __m512i ql = _mm512_loadu_si512(x[i].ql + 64 * h);
-                    const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x[i].qh + 32 * h)));
-                    q[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4),
-                                               _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh_lo), m2), 4));
-                    q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
-                                                   _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh_hi), m2), 4));
-                    scv[2 * h] = _mm512_permutexvar_epi16(idx[2 * h], sc);
-                    scv[2 * h + 1] = _mm512_permutexvar_epi16(idx[2 * h + 1], sc);
-                }
-                const float d = quant_f16_lut[x[i].d];
-                for (int k = 0; k < 4; k++) {
-                    const struct block_q8_K *yb = &yc[k][i];
-                    const int off = hsum_epi32_256(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)yb->bsums)));
-                    __m512i sumi = _mm512_zextsi128_si512(_mm_cvtsi32_si128(-32 * off));
-                    for (int ch = 0; ch < 4; ch++)
-                        sumi = _mm512_dpwssd_epi32(sumi, _mm512_maddubs_epi16(q[ch], _mm512_loadu_si512(yb->qs + 64 * ch)),
-                                                   scv[ch]);
-                    acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(d * yb->d), _mm512_cvtepi32_ps(sumi), acc[k]);
-                }
-            }
-            for (int k = 0; k < 4; k++) s[(size_t)(c + k) * lds + r] = _mm512_reduce_add_ps(acc[k]);
-        }
-    }
+    for (; c + 7 < nc; c += 8)
+        for (int r = 0; r < nr; r++)
+            q6_K_tile(8, nb, s, lds, (const void *)((const char *)vx + (size_t)r * bx), vy, by, r, c, idx);
+    for (; c + 3 < nc; c += 4)
+        for (int r = 0; r < nr; r++)
+            q6_K_tile(4, nb, s, lds, (const void *)((const char *)vx + (size_t)r * bx), vy, by, r, c, idx);
     kx_rest(q6_K_vec_dot, n, s, lds, vx, bx, nr, vy, by, c, nc);
 }
 
