@@ -9,7 +9,6 @@
 #include <string.h>
 
 #define P2P_MAX_QUERIES 256
-#define P2P_MAX_GOSSIP_PEERS 128
 
 struct pending_query {
     uint64_t qid;
@@ -17,23 +16,10 @@ struct pending_query {
     void *ctx;
 };
 
-/* A gossip peer: our outbound /meshsub stream to it, and frames waiting for it to open. */
-struct gossip_peer {
-    struct peer_id id;
-    struct p2p *p;
-    struct host_stream *out;
-    bool is_opening;
-    uint8_t *pending;
-    size_t pending_len;
-};
-
 struct p2p {
     uv_loop_t *loop;
     struct host *host;
     struct dht *dht;
-    struct gossip *gossip;
-    struct gossip_peer *gpeers[P2P_MAX_GOSSIP_PEERS];
-    size_t n_gpeers;
     uv_timer_t timer;
     bool is_closing, is_timer_closed;
     size_t n_out; /* out_req objects alive: p is freed only when none is left */
@@ -53,11 +39,6 @@ struct out_req {
 };
 
 static void p2p_pump(struct p2p *p);
-static void gossip_flush(struct p2p *p);
-static void gossip_peer_up(struct p2p *p, const struct host_peer_info *info);
-static void gossip_peer_down(struct p2p *p, const struct peer_id *id);
-struct gossip_peer;
-static void gpeer_free(struct gossip_peer *gp);
 
 static uint64_t now_ms(const struct p2p *p)
 {
@@ -167,11 +148,6 @@ static void on_timer(uv_timer_t *t)
 
 static void p2p_release(struct p2p *p)
 {
-    for (size_t i = 0; i < p->n_gpeers; i++) {
-        if (p->gpeers[i]->is_opening) p->gpeers[i]->p = NULL;
-        else gpeer_free(p->gpeers[i]);
-    }
-    gossip_free(p->gossip);
     dht_free(p->dht);
     free(p);
 }
@@ -287,11 +263,6 @@ static void p2p_pump(struct p2p *p)
     uint64_t now = now_ms(p);
     uint64_t next = dht_periodic(p->dht, now);
     send_requests(p);
-    if (p->gossip) {
-        uint64_t gnext = gossip_periodic(p->gossip, now);
-        gossip_flush(p);
-        if (gnext < next) next = gnext;
-    }
     uv_timer_start(&p->timer, on_timer, next > now ? next - now : 1, 0);
 }
 
@@ -335,162 +306,6 @@ static void serve_stream(void *ctx, struct host_stream *s)
     host_stream_set_callbacks(s, &g_serve_cbs, ctx);
 }
 
-/* ---- gossip ----------------------------------------------------------------------------- */
-
-static struct gossip_peer *gpeer_find(struct p2p *p, const struct peer_id *id, size_t *index)
-{
-    for (size_t i = 0; i < p->n_gpeers; i++)
-        if (peer_id_equal(&p->gpeers[i]->id, id)) {
-            if (index) *index = i;
-            return p->gpeers[i];
-        }
-    return NULL;
-}
-
-static void gpeer_free(struct gossip_peer *gp)
-{
-    free(gp->pending);
-    free(gp);
-}
-
-static void gossip_out_close(void *ctx, struct host_stream *s, int status)
-{
-    struct gossip_peer *gp = ctx;
-    (void)s;
-    (void)status;
-    gp->out = NULL; /* the peer's entry goes when it disconnects */
-}
-
-static void gossip_out_eof(void *ctx, struct host_stream *s)
-{
-    (void)ctx;
-    host_stream_close(s);
-}
-
-static const struct host_stream_cbs g_gossip_out_cbs = {NULL, gossip_out_eof, gossip_out_close};
-
-static void gossip_out_opened(void *ctx, struct host_stream *s, int status)
-{
-    struct gossip_peer *gp = ctx;
-    gp->is_opening = false;
-    if (status) {
-        if (gp->p == NULL) gpeer_free(gp); /* orphaned while opening */
-        return;
-    }
-    if (gp->p == NULL) {
-        host_stream_reset(s);
-        gpeer_free(gp);
-        return;
-    }
-    gp->out = s;
-    host_stream_set_callbacks(s, &g_gossip_out_cbs, gp);
-    if (gp->pending_len) host_stream_write(s, gp->pending, gp->pending_len);
-    free(gp->pending);
-    gp->pending = NULL;
-    gp->pending_len = 0;
-}
-
-/* A connected, identified peer: if it speaks /meshsub/1.1.0, open our stream to it. */
-static void gossip_peer_up(struct p2p *p, const struct host_peer_info *info)
-{
-    bool speaks = false;
-    for (size_t i = 0; i < info->ident.n_protocols; i++)
-        if (!strcmp(info->ident.protocols[i], GOSSIP_PROTOCOL_ID)) speaks = true;
-    if (!speaks || gpeer_find(p, &info->id, NULL) || p->n_gpeers == P2P_MAX_GOSSIP_PEERS) return;
-    struct gossip_peer *gp = calloc(1, sizeof *gp);
-    if (!gp) return;
-    gp->id = info->id;
-    gp->p = p;
-    gp->is_opening = true;
-    struct multiaddr addr = info->remote_addr;
-    multiaddr_append_p2p(&addr, &info->id);
-    if (host_open_stream(p->host, &addr, GOSSIP_PROTOCOL_ID, gossip_out_opened, gp) != 0) {
-        gpeer_free(gp);
-        return;
-    }
-    p->gpeers[p->n_gpeers++] = gp;
-    gossip_peer_add(p->gossip, now_ms(p), &info->id, info->is_outbound);
-    gossip_flush(p);
-}
-
-static void gossip_peer_down(struct p2p *p, const struct peer_id *id)
-{
-    size_t i;
-    struct gossip_peer *gp = gpeer_find(p, id, &i);
-    if (!gp) return;
-    gossip_peer_remove(p->gossip, now_ms(p), id);
-    p->gpeers[i] = p->gpeers[--p->n_gpeers];
-    if (gp->is_opening) gp->p = NULL; /* freed by its open callback */
-    else gpeer_free(gp);
-}
-
-/* Writes every frame the router queued onto the peers' outbound streams. */
-static void gossip_flush(struct p2p *p)
-{
-    struct gossip_output o;
-    while (p->gossip && gossip_next_output(p->gossip, &o) == 0) {
-        struct gossip_peer *gp = gpeer_find(p, &o.peer, NULL);
-        if (gp && gp->out) {
-            host_stream_write(gp->out, o.frame, o.frame_len);
-        } else if (gp && gp->is_opening && gp->pending_len + o.frame_len <= 4 * GOSSIP_RPC_MAX_LEN) {
-            uint8_t *np = realloc(gp->pending, gp->pending_len + o.frame_len);
-            if (np) {
-                memcpy(np + gp->pending_len, o.frame, o.frame_len);
-                gp->pending = np;
-                gp->pending_len += o.frame_len;
-            }
-        }
-        free(o.frame);
-    }
-}
-
-static void gossip_in_msg(void *ctx, struct host_stream *s, const uint8_t *data, size_t len)
-{
-    struct p2p *p = ctx;
-    const struct peer_id *from = host_stream_peer(s);
-    int rc = gossip_on_rpc(p->gossip, now_ms(p), from, data, len);
-    if (rc == MESH_EPROTO) {
-        log_debug("p2p: malformed gossip RPC");
-        host_stream_reset(s);
-    }
-    gossip_flush(p);
-}
-
-static void gossip_in_eof(void *ctx, struct host_stream *s)
-{
-    (void)ctx;
-    host_stream_close(s);
-}
-
-static const struct host_stream_cbs g_gossip_in_cbs = {gossip_in_msg, gossip_in_eof, NULL};
-
-static void gossip_in_stream(void *ctx, struct host_stream *s)
-{
-    host_stream_set_message_mode(s, GOSSIP_RPC_MAX_LEN);
-    host_stream_set_callbacks(s, &g_gossip_in_cbs, ctx);
-}
-
-struct gossip *p2p_gossip(struct p2p *p)
-{
-    return p->gossip;
-}
-
-int p2p_gossip_subscribe(struct p2p *p, const char *topic)
-{
-    if (!p->gossip) return MESH_EINVAL;
-    int rc = gossip_subscribe(p->gossip, now_ms(p), topic);
-    gossip_flush(p);
-    return rc;
-}
-
-int p2p_gossip_publish(struct p2p *p, const char *topic, const uint8_t *data, size_t len)
-{
-    if (!p->gossip) return MESH_EINVAL;
-    int rc = gossip_publish(p->gossip, now_ms(p), topic, data, len, NULL, NULL);
-    gossip_flush(p);
-    return rc;
-}
-
 /* ---- peers ------------------------------------------------------------------------------ */
 
 static void on_peer(void *ctx, enum host_peer_event ev, const struct host_peer_info *info)
@@ -506,11 +321,9 @@ static void on_peer(void *ctx, enum host_peer_event ev, const struct host_peer_i
         for (size_t i = 0; i < info->ident.n_protocols; i++)
             if (!strcmp(info->ident.protocols[i], dht_protocol_id(p->dht))) is_server = true;
         dht_peer_connected(p->dht, now_ms(p), &dp, is_server);
-        if (p->gossip) gossip_peer_up(p, info);
         p2p_pump(p);
     } else if (!p->is_closing && ev == HOST_PEER_DISCONNECTED) {
         dht_peer_disconnected(p->dht, now_ms(p), &info->id);
-        if (p->gossip) gossip_peer_down(p, &info->id);
     }
     if (p->on_peer) p->on_peer(p->on_peer_ctx, ev, info);
 }
@@ -555,23 +368,6 @@ int p2p_new(uv_loop_t *loop, const struct p2p_config *cfg, struct p2p **out)
         dht_free(p->dht);
         free(p);
         return rc;
-    }
-    if (cfg->gossip_on_message) {
-        struct gossip_config gc;
-        memset(&gc, 0, sizeof gc);
-        gc.id = cfg->identity;
-        memcpy(gc.seed, dc.seed, sizeof gc.seed);
-        gc.seed[0] ^= 0x5a; /* not the DHT's stream of randomness */
-        gc.on_message = cfg->gossip_on_message;
-        gc.validate = cfg->gossip_validate;
-        gc.ud = cfg->gossip_ud;
-        if (!cfg->identity || (rc = gossip_new(&gc, &p->gossip)) ||
-            (rc = host_set_handler(cfg->host, GOSSIP_PROTOCOL_ID, gossip_in_stream, p))) {
-            gossip_free(p->gossip);
-            dht_free(p->dht);
-            free(p);
-            return rc ? rc : MESH_EINVAL;
-        }
     }
     host_set_peer_callback(cfg->host, on_peer, p);
     uv_timer_init(loop, &p->timer);

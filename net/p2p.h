@@ -1,8 +1,7 @@
 /* p2p.h - the libuv glue between the host (net/host.h) and the Kademlia DHT core
- * (net/dht.h) and GossipSub core (net/gossip.h): DHT requests travel on host streams,
- * identified peers feed the routing table, each peer that speaks /meshsub/1.1.0 gets one
- * outbound gossip stream (ours to write) and may open one inbound, and a uv timer drives
- * dht_periodic and gossip_periodic. mDNS glue is not here yet.
+ * (net/dht.h): DHT requests travel on host streams, identified peers feed the routing table,
+ * a uv timer drives dht_periodic. GossipSub and mDNS have their own glue (net/gossip_host.h,
+ * net/mdns_host.h).
  *
  * Wire use (libp2p/specs kad-dht): one uvarint-length-prefixed request per outgoing stream,
  * one response read back, then the stream is closed; inbound streams may carry several
@@ -14,7 +13,6 @@
 #define MESH_NET_P2P_H
 
 #include "net/dht.h"
-#include "net/gossip.h"
 #include "net/host.h"
 
 #include <stdbool.h>
@@ -25,12 +23,7 @@ struct p2p_config {
     struct host *host;        /* borrowed; must outlive the p2p object */
     const char *dht_protocol; /* DHT_PROTOCOL_IPFS or DHT_PROTOCOL_MESHLLM; NULL: meshllm's */
     bool dht_server;          /* answer DHT requests (server mode) */
-    uint8_t seed[32];         /* DHT and gossip randomness; zero: random */
-    /* GossipSub: enabled when gossip_on_message is set; signs with identity (the host's). */
-    const struct identity *identity;
-    void (*gossip_on_message)(void *ud, const struct gossip_msg *m);
-    int (*gossip_validate)(void *ud, const struct gossip_msg *m); /* optional */
-    void *gossip_ud;
+    uint8_t seed[32];         /* DHT randomness; zero: random */
 };
 
 struct p2p;
@@ -65,11 +58,6 @@ int p2p_dht_provide(struct p2p *p, const uint8_t *key, size_t key_len, p2p_query
                     void *ctx);
 int p2p_dht_get_providers(struct p2p *p, const uint8_t *key, size_t key_len, size_t n_max,
                           p2p_query_fn cb, void *ctx);
-
-/* GossipSub (only with gossip_on_message set; else NULL / MESH_EINVAL). */
-struct gossip *p2p_gossip(struct p2p *p);
-int p2p_gossip_subscribe(struct p2p *p, const char *topic);
-int p2p_gossip_publish(struct p2p *p, const char *topic, const uint8_t *data, size_t len);
 
 /* Builds a dht_peer from a multiaddr with /p2p (for bootstrap lists). */
 int p2p_dht_peer_from_addr(const struct multiaddr *addr, struct dht_peer *out);

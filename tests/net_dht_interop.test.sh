@@ -27,15 +27,8 @@ fail() {
 }
 
 [ -x "$bin" ] || fail "$bin not built"
-command -v node >/dev/null || fail "node is not installed (needed for the js-libp2p peers)"
-command -v npm >/dev/null || fail "npm is not installed (needed for the js-libp2p peers)"
-lock_sum=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
-if [ "$(cat "$dir/node_modules/.meshllm-lock-sha256" 2>/dev/null)" != "$lock_sum" ]; then
-    echo "installing js-libp2p test dependencies (npm ci)..."
-    (cd "$dir" && npm ci --no-audit --no-fund >"$work/npm.out" 2>&1) ||
-        fail "npm ci failed (is the npm registry reachable?); see output below"
-    echo "$lock_sum" >"$dir/node_modules/.meshllm-lock-sha256"
-fi
+. "$dir/ensure_deps.sh"
+ensure_interop_deps "$dir" "$work"
 
 (cd "$dir" && exec node --import ./polyfill.mjs dht.mjs) >"$work/js.out" 2>&1 &
 jspid=$!
