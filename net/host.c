@@ -149,8 +149,13 @@ struct host {
     size_t n_listeners;
     struct conn *conns;
     size_t n_conns;
-    host_peer_fn on_peer;
+    host_peer_fn on_peer; /* host_set_peer_callback's */
     void *on_peer_ctx;
+    struct {
+        host_peer_fn fn;
+        void *ctx;
+    } listeners_peer[HOST_MAX_PEER_LISTENERS]; /* host_add_peer_listener's */
+    size_t n_peer_listeners;
     bool is_closing;
     int n_open_handles;
     uint8_t rbuf[65536];
@@ -170,6 +175,7 @@ static void stream_flush(struct host_stream *s);
 static void identify_start(struct conn *c);
 static int host_register_builtin(struct host *h);
 static void identify_push_all(struct host *h);
+static void peer_event(struct host *h, enum host_peer_event ev, const struct host_peer_info *p);
 static int defer_error(struct host *h, host_open_fn cb, void *ctx, int status);
 static size_t conns_to_peer(const struct host *h, const struct peer_id *id);
 
@@ -266,6 +272,34 @@ void host_set_peer_callback(struct host *h, host_peer_fn fn, void *ctx)
 {
     h->on_peer = fn;
     h->on_peer_ctx = ctx;
+}
+
+int host_add_peer_listener(struct host *h, host_peer_fn fn, void *ctx)
+{
+    if (h->n_peer_listeners == HOST_MAX_PEER_LISTENERS) return MESH_EFULL;
+    h->listeners_peer[h->n_peer_listeners].fn = fn;
+    h->listeners_peer[h->n_peer_listeners].ctx = ctx;
+    h->n_peer_listeners++;
+    return 0;
+}
+
+void host_remove_peer_listener(struct host *h, host_peer_fn fn, void *ctx)
+{
+    for (size_t i = 0; i < h->n_peer_listeners; i++)
+        if (h->listeners_peer[i].fn == fn && h->listeners_peer[i].ctx == ctx) {
+            memmove(&h->listeners_peer[i], &h->listeners_peer[i + 1],
+                    (h->n_peer_listeners - i - 1) * sizeof h->listeners_peer[0]);
+            h->n_peer_listeners--;
+            return;
+        }
+}
+
+/* Tells the listeners first (in the order they were added), then the callback. */
+static void peer_event(struct host *h, enum host_peer_event ev, const struct host_peer_info *p)
+{
+    for (size_t i = 0; i < h->n_peer_listeners; i++)
+        h->listeners_peer[i].fn(h->listeners_peer[i].ctx, ev, p);
+    if (h->on_peer) h->on_peer(h->on_peer_ctx, ev, p);
 }
 
 static const struct handler *find_handler(const struct host *h, const char *protocol)
@@ -733,7 +767,7 @@ static void conn_close(struct conn *c, int status)
         s->fin_sent = true; /* nothing more can be sent */
         stream_finish(s, MESH_ECLOSED);
     }
-    if (c->is_ready && h->on_peer) h->on_peer(h->on_peer_ctx, HOST_PEER_DISCONNECTED, &c->info);
+    if (c->is_ready) peer_event(h, HOST_PEER_DISCONNECTED, &c->info);
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
     /* A clean close lets queued bytes (go away, last replies) reach the peer first. */
@@ -769,7 +803,7 @@ static void conn_ready(struct conn *c)
     }
     c->phase = PH_MUX;
     c->is_ready = true;
-    if (h->on_peer) h->on_peer(h->on_peer_ctx, HOST_PEER_CONNECTED, &c->info);
+    peer_event(h, HOST_PEER_CONNECTED, &c->info);
     if (c->is_closing) return;
     identify_start(c);
     while (c->opens && !c->is_closing) {
@@ -1137,7 +1171,7 @@ static void identify_on_msg(void *ctx, struct host_stream *s, const uint8_t *dat
         return;
     }
     c->info.is_identified = true;
-    if (h->on_peer) h->on_peer(h->on_peer_ctx, HOST_PEER_IDENTIFIED, &c->info);
+    peer_event(h, HOST_PEER_IDENTIFIED, &c->info);
 }
 
 static void identify_on_eof(void *ctx, struct host_stream *s)
@@ -1175,8 +1209,7 @@ static void identify_push_on_msg(void *ctx, struct host_stream *s, const uint8_t
     }
     if (upd->observed_addr.len) cur->observed_addr = upd->observed_addr;
     free(upd);
-    if (h->on_peer && c->info.is_identified)
-        h->on_peer(h->on_peer_ctx, HOST_PEER_IDENTIFIED, &c->info);
+    if (c->info.is_identified) peer_event(h, HOST_PEER_IDENTIFIED, &c->info);
 }
 
 static const struct host_stream_cbs g_identify_push_cbs = {identify_push_on_msg,

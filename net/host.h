@@ -91,8 +91,13 @@ const struct peer_id *host_peer_id(const struct host *h);
  * to connected peers by identify push. Returns 0, MESH_EINVAL (bad id) or MESH_EFULL. */
 int host_set_handler(struct host *h, const char *protocol, host_stream_fn fn, void *ctx);
 
-/* Connection events (connected, identified, disconnected). */
+/* Connection events (connected, identified, disconnected): one callback set by the owner,
+ * plus up to HOST_MAX_PEER_LISTENERS listeners added by modules (p2p, gossip, mDNS glue),
+ * which are told first. add returns 0 or MESH_EFULL. */
+#define HOST_MAX_PEER_LISTENERS 8
 void host_set_peer_callback(struct host *h, host_peer_fn fn, void *ctx);
+int host_add_peer_listener(struct host *h, host_peer_fn fn, void *ctx);
+void host_remove_peer_listener(struct host *h, host_peer_fn fn, void *ctx);
 
 /* Opens a stream for protocol to the peer at addr (/ip4|ip6/A/tcp/P[/p2p/ID]), reusing a
  * connection to that peer or dialing. cb runs exactly once, later (never inside this call).

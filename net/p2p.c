@@ -369,7 +369,11 @@ int p2p_new(uv_loop_t *loop, const struct p2p_config *cfg, struct p2p **out)
         free(p);
         return rc;
     }
-    host_set_peer_callback(cfg->host, on_peer, p);
+    if ((rc = host_add_peer_listener(cfg->host, on_peer, p))) {
+        dht_free(p->dht);
+        free(p);
+        return rc;
+    }
     uv_timer_init(loop, &p->timer);
     p->timer.data = p;
     *out = p;
@@ -388,7 +392,7 @@ void p2p_close(struct p2p *p)
 {
     if (!p || p->is_closing) return;
     p->is_closing = true;
-    host_set_peer_callback(p->host, NULL, NULL);
+    host_remove_peer_listener(p->host, on_peer, p);
     uv_timer_stop(&p->timer);
     uv_close((uv_handle_t *)&p->timer, timer_closed);
 }

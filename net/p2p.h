@@ -32,8 +32,9 @@ struct p2p;
  * inside the call that started the query when it ends at once (e.g. no peers). */
 typedef void (*p2p_query_fn)(void *ctx, struct dht *d, uint64_t qid);
 
-/* Creates the glue on loop: registers the DHT protocol handler and takes over the host's
- * peer callback (forwarded to p2p_set_peer_callback's). Returns 0, MESH_EINVAL, MESH_ENOMEM. */
+/* Creates the glue on loop: registers the DHT protocol handler and a host peer listener
+ * (events are also forwarded to p2p_set_peer_callback's). Returns 0, MESH_EINVAL,
+ * MESH_ENOMEM, MESH_EFULL. */
 int p2p_new(uv_loop_t *loop, const struct p2p_config *cfg, struct p2p **out);
 /* Stops the timer and frees once libuv closed it and every request stream has ended (keep
  * running the loop). Close the host first, then the p2p, in the same loop turn. Callbacks of

@@ -123,15 +123,18 @@ static void test_net_host_ping_and_identify(void **state)
     (void)state;
     struct fixture f;
     struct ping_result r = {0};
-    struct peer_watch wa = {0}, wb = {0};
+    struct peer_watch wa = {0}, wb = {0}, la = {0};
     fixture_up(&f);
     host_set_peer_callback(f.a, on_peer, &wa);
+    assert_int_equal(host_add_peer_listener(f.a, on_peer, &la), 0); /* a module's listener */
     host_set_peer_callback(f.b, on_peer, &wb);
     assert_int_equal(host_ping(f.a, &f.b_addr, on_ping, &r), 0);
     run_until(&f, &r.done);
     assert_int_equal(r.status, 0);
     run_until(&f, &wa.identified);
     run_until(&f, &wb.identified);
+    assert_true(la.identified && peer_id_equal(&la.info.id, &f.idb.id));
+    host_remove_peer_listener(f.a, on_peer, &la);
     /* A learned B's identity, agent, protocols and listen address; B saw A from loopback. */
     assert_true(peer_id_equal(&wa.info.id, &f.idb.id));
     assert_string_equal(wa.info.ident.agent, HOST_AGENT);
