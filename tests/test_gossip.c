@@ -42,7 +42,7 @@ static void on_msg(void *ud, const struct gossip_msg *m)
     memcpy(n->last, m->data, n->last_len);
 }
 
-static void node_init(struct node *n, uint8_t tag)
+static void node_init_params(struct node *n, uint8_t tag, const struct gossip_params *gp)
 {
     uint8_t seed[32];
     memset(n, 0, sizeof *n);
@@ -54,7 +54,13 @@ static void node_init(struct node *n, uint8_t tag)
     c.seed[0] = tag;
     c.on_message = on_msg;
     c.ud = n;
+    c.params = gp;
     assert_int_equal(gossip_new(&c, &n->g), 0);
+}
+
+static void node_init(struct node *n, uint8_t tag)
+{
+    node_init_params(n, tag, NULL);
 }
 
 /* Moves every frame queued at `from` for `to` into `to`; returns how many. Frames for other
@@ -382,6 +388,60 @@ static void test_gossip_graft_during_backoff_is_pruned_and_penalised(void **stat
     gossip_free(b.g);
 }
 
+static void test_gossip_fanout_publish_without_subscribing(void **state)
+{
+    (void)state;
+    struct gossip_params gp;
+    gossip_params_default(&gp);
+    gp.flood_publish = false; /* so that publishing goes through the fanout set */
+    struct node a, b, c;
+    node_init_params(&a, 1, &gp);
+    node_init(&b, 2);
+    node_init(&c, 3);
+    assert_int_equal(gossip_peer_add(a.g, 0, &b.id.id, true), 0);
+    assert_int_equal(gossip_peer_add(b.g, 0, &a.id.id, false), 0);
+    assert_int_equal(gossip_peer_add(a.g, 0, &c.id.id, true), 0);
+    assert_int_equal(gossip_peer_add(c.g, 0, &a.id.id, false), 0);
+    assert_int_equal(gossip_subscribe(b.g, 0, TOPIC), 0); /* only B listens */
+    pump(&b, &a, 1);
+    drain(&c);
+    gossip_periodic(a.g, 0);
+    assert_false(gossip_is_subscribed(a.g, TOPIC));
+    assert_int_equal(gossip_publish(a.g, 10, TOPIC, (const uint8_t *)"fan", 3, NULL, NULL), 0);
+    assert_int_equal(a.n_got, 0); /* not subscribed: no local delivery */
+    /* The message goes to B (subscribed, in the fanout set) and not to C. */
+    struct gossip_output o;
+    int to_b = 0, to_c = 0;
+    while (gossip_next_output(a.g, &o) == 0) {
+        to_b += peer_id_equal(&o.peer, &b.id.id);
+        to_c += peer_id_equal(&o.peer, &c.id.id);
+        if (peer_id_equal(&o.peer, &b.id.id)) {
+            const uint8_t *body;
+            size_t bl, used;
+            assert_int_equal(gossip_frame_split(o.frame, o.frame_len, &body, &bl, &used), 0);
+            assert_int_equal(gossip_on_rpc(b.g, 11, &a.id.id, body, bl), 0);
+        }
+        free(o.frame);
+    }
+    assert_int_equal(to_b, 1);
+    assert_int_equal(to_c, 0);
+    assert_int_equal(b.n_got, 1);
+    assert_int_equal(gossip_mesh_peers(a.g, TOPIC, NULL, 0), 0);
+    /* Subscribing later turns the fanout peers into the mesh (GRAFT to B). */
+    assert_int_equal(gossip_subscribe(a.g, 20, TOPIC), 0);
+    assert_int_equal(gossip_mesh_peers(a.g, TOPIC, NULL, 0), 1);
+    Pubsub__Pb__RPC *r;
+    bool grafted = false;
+    while ((r = next_rpc(&a))) {
+        grafted |= r->control && r->control->n_graft == 1;
+        pubsub__pb__rpc__free_unpacked(r, NULL);
+    }
+    assert_true(grafted);
+    gossip_free(a.g);
+    gossip_free(b.g);
+    gossip_free(c.g);
+}
+
 static void test_gossip_rejects_malformed_rpc(void **state)
 {
     (void)state;
@@ -605,6 +665,7 @@ int main(void)
         cmocka_unit_test(test_gossip_iwant_served_from_mcache),
         cmocka_unit_test(test_gossip_ihave_asks_iwant_and_broken_promises_penalised),
         cmocka_unit_test(test_gossip_graft_during_backoff_is_pruned_and_penalised),
+        cmocka_unit_test(test_gossip_fanout_publish_without_subscribing),
         cmocka_unit_test(test_gossip_rejects_malformed_rpc),
         cmocka_unit_test(test_gossip_sim_mesh_degrees_and_delivery),
         cmocka_unit_test(test_gossip_host_relays_over_tcp),
