@@ -18,6 +18,7 @@
 #include "engine/quant.h"
 
 #include <float.h>
+#include <stdatomic.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,8 +44,9 @@ struct model_ctx {
     float *hb, *hb2;         /* [n_batch][n_ff] */
     float *x_embd;           /* [n_batch][n_embd] for model_decode */
     float *x_head;           /* [n_batch][n_embd] rows that want logits */
-    void *act_q;             /* [n_batch][act_q_row_cap] activations in vec_dot_type */
-    size_t act_q_row_cap;
+    void *act_q;             /* MM_MAX_PARTS slots of [n_batch][act_q_row_cap]: activations
+                              * in each vec_dot_type a fused matmul needs */
+    size_t act_q_row_cap, act_q_slot;
     float *att_scores;       /* [n_threads][n_ctx] */
     float *att_vrow;         /* [n_threads][head_dim] */
     uint16_t *att_q16;       /* [n_threads][head_dim] */
@@ -179,7 +181,8 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p_in,
     c->x_embd = calloc3(nb, (size_t)hp->n_embd, sizeof(float));
     c->x_head = calloc3(nb, (size_t)hp->n_embd, sizeof(float));
     c->act_q_row_cap = (max_act_row_bytes(m) + 63) & ~(size_t)63;
-    c->act_q = calloc3(nb, c->act_q_row_cap, 1);
+    c->act_q_slot = nb * c->act_q_row_cap;
+    c->act_q = calloc3(3, nb, c->act_q_row_cap);
     c->att_scores = calloc3((size_t)c->n_threads, (size_t)c->n_ctx, sizeof(float));
     c->att_vrow = calloc3((size_t)c->n_threads, (size_t)hp->head_dim, sizeof(float));
     c->att_q16 = calloc3((size_t)c->n_threads, (size_t)hp->head_dim, sizeof(uint16_t));
@@ -217,28 +220,68 @@ int model_kv_seq_len(const struct model_ctx *c, int seq)
 
 /* ---- kernels on the thread pool ------------------------------------------------------ */
 
-/* out[t][r] = dot(w row r, x[t]) for t < n_tok, rows split evenly over threads. */
-struct matmul_job {
+/* Matrix products. A job is up to 3 weight matrices applied to the same n_tok inputs
+ * (Q/K/V, or gate/up): the inputs are converted to each distinct vec_dot_type once, and
+ * all matrices run in one pool job, so one barrier instead of three. Rows are cut into
+ * chunks of MM_CHUNK (a multiple of the 4-row tiles of the kernels) that threads claim
+ * from an atomic counter: an evenly split matrix when every thread runs, and no stall
+ * when one is descheduled on a busy machine. A chunk is one vec_dot_rows call for one
+ * token and one quant_gemm tile product (each weight block read once for all tokens)
+ * for several. With `swiglu`, parts 0 and 1 are gate and up and a chunk also writes
+ * silu(gate) * up over its rows into part 0's output, saving a pass and a barrier. */
+enum { MM_CHUNK = 32, MM_MAX_PARTS = 3 };
+
+struct mm_part {
     const struct model_tensor *w;
-    quant_vec_dot_fn vec_dot;
+    const struct quant_traits *tr;
     const uint8_t *xq;       /* n_tok activation rows in vec_dot_type */
     size_t xq_stride;        /* bytes between them */
-    int n_tok;
     float *out;
     int out_stride;          /* floats between output rows */
+    int n_chunks;
 };
 
-static void matmul_worker(void *arg, int ith, int nth)
+struct mm_job {
+    struct mm_part part[MM_MAX_PARTS];
+    int n_parts;
+    int n_tok;
+    bool swiglu;
+    int n_units;
+    atomic_int next;
+};
+
+static void mm_chunk(const struct mm_part *pt, int n_tok, int64_t r0, int64_t r1)
 {
-    const struct matmul_job *j = arg;
-    int64_t rows = j->w->ne1;
-    int64_t r0 = rows * ith / nth, r1 = rows * (ith + 1) / nth;
-    const uint8_t *wdata = j->w->data;
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *wrow = wdata + (size_t)r * j->w->row_bytes;
-        for (int t = 0; t < j->n_tok; t++)
-            j->vec_dot((int)j->w->ne0, &j->out[(size_t)t * j->out_stride + r], wrow,
-                       j->xq + (size_t)t * j->xq_stride);
+    const uint8_t *wrow = (const uint8_t *)pt->w->data + (size_t)r0 * pt->w->row_bytes;
+    int nr = (int)(r1 - r0), n = (int)pt->w->ne0;
+    if (n_tok == 1)
+        quant_vec_dot_rows(pt->tr, n, pt->out + r0, wrow, pt->w->row_bytes, pt->xq, nr);
+    else
+        quant_gemm(pt->tr, n, pt->out + r0, (size_t)pt->out_stride, wrow, pt->w->row_bytes, nr,
+                   pt->xq, pt->xq_stride, n_tok);
+}
+
+static void mm_worker(void *arg, int ith, int nth)
+{
+    (void)ith;
+    (void)nth;
+    struct mm_job *j = arg;
+    int u;
+    while ((u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->n_units) {
+        int pi = 0;
+        while (u >= j->part[pi].n_chunks) u -= j->part[pi++].n_chunks;
+        const struct mm_part *pt = &j->part[pi];
+        int64_t r0 = (int64_t)u * MM_CHUNK, r1 = r0 + MM_CHUNK;
+        if (r1 > pt->w->ne1) r1 = pt->w->ne1;
+        mm_chunk(pt, j->n_tok, r0, r1);
+        if (!j->swiglu) continue;
+        const struct mm_part *up = &j->part[1];
+        mm_chunk(up, j->n_tok, r0, r1);
+        for (int t = 0; t < j->n_tok; t++) {
+            float *g = pt->out + (size_t)t * pt->out_stride;
+            const float *v = up->out + (size_t)t * up->out_stride;
+            for (int64_t r = r0; r < r1; r++) g[r] = g[r] / (1.0f + expf(-g[r])) * v[r];
+        }
     }
 }
 
@@ -260,27 +303,52 @@ static void quantize_worker(void *arg, int ith, int nth)
                       j->n_cols);
 }
 
+/* out_i[n_tok][w_i->ne1] (row stride out_stride_i) = x[n_tok][ne0] (stride x_stride) * W_i^T
+ * for the n matrices w[i] (same ne0), in one pool job; swiglu as in struct mm_job. */
+static void matmul_n(struct model_ctx *c, int n, const struct model_tensor *const *w,
+                     float *const *out, const int *out_stride, const float *x, int x_stride,
+                     int n_tok, bool swiglu)
+{
+    struct mm_job mj = {.n_parts = n, .n_tok = n_tok, .swiglu = swiglu};
+    int q_types[MM_MAX_PARTS], n_q = 0;
+    for (int i = 0; i < n; i++) {
+        struct mm_part *pt = &mj.part[i];
+        pt->w = w[i];
+        pt->tr = quant_traits(w[i]->type);
+        pt->out = out[i];
+        pt->out_stride = out_stride[i];
+        pt->n_chunks = (int)((w[i]->ne1 + MM_CHUNK - 1) / MM_CHUNK);
+        if (!swiglu || i == 0) mj.n_units += pt->n_chunks;
+        int vt = pt->tr->vec_dot_type;
+        if (vt == QT_F32) {
+            pt->xq = (const uint8_t *)x;
+            pt->xq_stride = (size_t)x_stride * sizeof(float);
+            continue;
+        }
+        /* one converted copy per distinct vec_dot_type, in act_q's slots */
+        int k = 0;
+        while (k < n_q && q_types[k] != vt) k++;
+        uint8_t *dst = (uint8_t *)c->act_q + (size_t)k * c->act_q_slot;
+        if (k == n_q) {
+            q_types[n_q++] = vt;
+            struct quantize_job qj = {.from_float = quant_traits(vt)->from_float, .x = x,
+                                      .x_stride = x_stride, .n_cols = w[i]->ne0, .dst = dst,
+                                      .dst_stride = c->act_q_row_cap, .n_tok = n_tok};
+            if (n_tok >= 4) pool_run(c->pool, quantize_worker, &qj);
+            else quantize_worker(&qj, 0, 1);
+        }
+        pt->xq = dst;
+        pt->xq_stride = c->act_q_row_cap;
+    }
+    atomic_init(&mj.next, 0);
+    pool_run(c->pool, mm_worker, &mj);
+}
+
 /* out[n_tok][w->ne1] (row stride out_stride) = x[n_tok][w->ne0] (stride x_stride) * W^T. */
 static void matmul(struct model_ctx *c, const struct model_tensor *w, const float *x,
                    int x_stride, int n_tok, float *out, int out_stride)
 {
-    const struct quant_traits *tr = quant_traits(w->type);
-    struct matmul_job mj = {.w = w, .vec_dot = tr->vec_dot, .n_tok = n_tok, .out = out,
-                            .out_stride = out_stride};
-    if (tr->vec_dot_type == QT_F32) {
-        mj.xq = (const uint8_t *)x;
-        mj.xq_stride = (size_t)x_stride * sizeof(float);
-    } else {
-        struct quantize_job qj = {.from_float = quant_traits(tr->vec_dot_type)->from_float,
-                                  .x = x, .x_stride = x_stride, .n_cols = w->ne0,
-                                  .dst = c->act_q, .dst_stride = c->act_q_row_cap,
-                                  .n_tok = n_tok};
-        if (n_tok >= 4) pool_run(c->pool, quantize_worker, &qj);
-        else quantize_worker(&qj, 0, 1);
-        mj.xq = c->act_q;
-        mj.xq_stride = c->act_q_row_cap;
-    }
-    pool_run(c->pool, matmul_worker, &mj);
+    matmul_n(c, 1, &w, &out, &out_stride, x, x_stride, n_tok, false);
 }
 
 /* y = x / sqrt(mean(x^2) + eps) * w; the sum in double as ggml does. */
@@ -436,9 +504,12 @@ int model_layers(struct model_ctx *c, const struct model_batch *b, float *x)
         for (int t = 0; t < n; t++)
             rmsnorm(c->xb + (size_t)t * wide, x + (size_t)t * E, l->attn_norm.data, E, hp->rms_eps);
         /* q[n][q_dim], k[n][kv_dim], v[n][kv_dim] = xb * Wq, Wk, Wv (+ biases) */
-        matmul(c, &l->wq, c->xb, wide, n, c->q, c->q_dim);
-        matmul(c, &l->wk, c->xb, wide, n, c->k, c->kv_dim);
-        matmul(c, &l->wv, c->xb, wide, n, c->v, c->kv_dim);
+        {
+            const struct model_tensor *w3[3] = {&l->wq, &l->wk, &l->wv};
+            float *o3[3] = {c->q, c->k, c->v};
+            int s3[3] = {c->q_dim, c->kv_dim, c->kv_dim};
+            matmul_n(c, 3, w3, o3, s3, c->xb, wide, n, false);
+        }
         if (l->bq.data) {
             const float *bq = l->bq.data, *bk = l->bk.data, *bv = l->bv.data;
             for (int t = 0; t < n; t++) {
@@ -474,11 +545,12 @@ int model_layers(struct model_ctx *c, const struct model_batch *b, float *x)
         /* feed-forward: x += W_down (silu(xb W_gate) * (xb W_up)), xb = rmsnorm(x) */
         for (int t = 0; t < n; t++)
             rmsnorm(c->xb + (size_t)t * wide, x + (size_t)t * E, l->ffn_norm.data, E, hp->rms_eps);
-        matmul(c, &l->w_gate, c->xb, wide, n, c->hb, F);
-        matmul(c, &l->w_up, c->xb, wide, n, c->hb2, F);
-        for (size_t i = 0; i < (size_t)n * F; i++) {
-            float g = c->hb[i];
-            c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i];
+        {
+            /* hb = silu(xb W_gate) * (xb W_up), fused per row chunk */
+            const struct model_tensor *w2[2] = {&l->w_gate, &l->w_up};
+            float *o2[2] = {c->hb, c->hb2};
+            int s2[2] = {F, F};
+            matmul_n(c, 2, w2, o2, s2, c->xb, wide, n, true);
         }
         matmul(c, &l->w_down, c->hb, F, n, c->xb, wide);
         for (int t = 0; t < n; t++)
