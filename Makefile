@@ -60,6 +60,13 @@ ifneq ($(TARGET_ARCH),aarch64)
 LIB_SRCS := $(filter-out %_neon.c,$(LIB_SRCS))
 endif
 
+# The static library stores objects by file name: two sources with the same name in
+# different folders would silently replace each other.
+DUP_NAMES := $(shell echo $(notdir $(LIB_SRCS)) | tr ' ' '\n' | sort | uniq -d)
+ifneq ($(DUP_NAMES),)
+$(error library sources share a file name: $(DUP_NAMES) (rename one; ar keeps only one member per name))
+endif
+
 # Generated sources: Unicode tables from Debian's unicode-data, the web console blob.
 UNICODE_DIR ?= /usr/share/unicode
 GEN_SRCS :=
