@@ -168,7 +168,7 @@ static void on_open(void *ctx, struct host_stream *s, int status)
 }
 
 /* Adds the peer to the router and opens our stream to it (once). */
-static int peer_ensure(struct gossip_host *gh, const struct peer_id *id)
+static int peer_ensure(struct gossip_host *gh, const struct peer_id *id, bool outbound)
 {
     struct gh_peer *p = peer_get(gh, id);
     if (p) return 0;
@@ -185,7 +185,7 @@ static int peer_ensure(struct gossip_host *gh, const struct peer_id *id)
     if (!p) return MESH_ENOMEM;
     p->id = *id;
     gh->peers[gh->n_peers++] = p;
-    int rc = gossip_peer_add(gh->g, now_ms(gh), id, false);
+    int rc = gossip_peer_add(gh->g, now_ms(gh), id, outbound || info.is_outbound);
     struct multiaddr a = info.remote_addr;
     struct stream_ctx *c = rc == 0 ? ctx_new(gh->anchor, id) : NULL;
     if (!c || multiaddr_append_p2p(&a, id) < 0 ||
@@ -233,7 +233,7 @@ static void on_inbound(void *ctx, struct host_stream *s)
     struct gossip_host *gh = a->gh;
     const struct peer_id *id = host_stream_peer(s);
     struct stream_ctx *c = gh ? ctx_new(a, id) : NULL;
-    if (!c || peer_ensure(gh, id) < 0) {
+    if (!c || peer_ensure(gh, id, false) < 0) {
         ctx_free(c);
         host_stream_reset(s);
         return;
@@ -251,9 +251,10 @@ static void refuse_stream(void *ctx, struct host_stream *s)
 
 /* ---- peers and life cycle --------------------------------------------------------- */
 
-void gossip_host_on_peer_event(struct gossip_host *gh, enum host_peer_event ev,
-                               const struct host_peer_info *p)
+/* Host peer listener (registered by gossip_host_new). */
+static void on_peer_event(void *ctx, enum host_peer_event ev, const struct host_peer_info *p)
 {
+    struct gossip_host *gh = ctx;
     if (ev == HOST_PEER_DISCONNECTED) {
         peer_drop(gh, &p->id);
         return;
@@ -261,7 +262,7 @@ void gossip_host_on_peer_event(struct gossip_host *gh, enum host_peer_event ev,
     if (ev != HOST_PEER_IDENTIFIED) return;
     for (size_t i = 0; i < p->ident.n_protocols; i++)
         if (strcmp(p->ident.protocols[i], GOSSIP_PROTOCOL_ID) == 0) {
-            peer_ensure(gh, &p->id);
+            peer_ensure(gh, &p->id, p->is_outbound);
             gossip_host_kick(gh);
             return;
         }
@@ -279,6 +280,10 @@ int gossip_host_new(uv_loop_t *loop, struct host *h, const struct gossip_config 
     struct anchor *a = calloc(1, sizeof *a);
     int rc = gh && a ? gossip_new(cfg, &gh->g) : MESH_ENOMEM;
     if (rc == 0) rc = host_set_handler(h, GOSSIP_PROTOCOL_ID, on_inbound, a);
+    if (rc == 0) {
+        rc = host_add_peer_listener(h, on_peer_event, gh);
+        if (rc < 0) host_set_handler(h, GOSSIP_PROTOCOL_ID, refuse_stream, NULL);
+    }
     if (rc < 0) {
         if (gh) gossip_free(gh->g);
         free(gh);
@@ -306,6 +311,7 @@ void gossip_host_free(struct gossip_host *gh)
 {
     if (!gh) return;
     host_set_handler(gh->h, GOSSIP_PROTOCOL_ID, refuse_stream, NULL);
+    host_remove_peer_listener(gh->h, on_peer_event, gh);
     gh->anchor->gh = NULL;
     for (size_t i = 0; i < gh->n_peers; i++) {
         struct gh_peer *p = gh->peers[i];

@@ -4,10 +4,9 @@
  * stream to us) it adds the peer to the router and opens our outbound /meshsub/1.1.0 stream;
  * RPCs read from a peer's inbound stream go to gossip_on_rpc(); frames the router emits are
  * written on the outbound stream (queued until it is open, at most 64 frames); the heartbeat
- * runs on a libuv timer. The owner forwards the host's peer events to
- * gossip_host_on_peer_event() (a host has one peer callback). Peers are all marked inbound
- * (the host does not say who dialed), so the Dout quota is not enforced through this glue.
- * Everything runs on the loop's thread.
+ * runs on a libuv timer. It hears of peers through its own host peer listener; a peer counts
+ * as outbound (for the Dout quota) when we dialed its connection. Everything runs on the
+ * loop's thread.
  */
 #ifndef MESH_NET_GOSSIP_HOST_H
 #define MESH_NET_GOSSIP_HOST_H
@@ -19,8 +18,9 @@
 
 struct gossip_host;
 
-/* Creates the router from cfg (cfg->id must be the host's identity) and serves
- * GOSSIP_PROTOCOL_ID on h. Returns 0, MESH_EINVAL, MESH_ENOMEM or the host's error. */
+/* Creates the router from cfg (cfg->id must be the host's identity), serves
+ * GOSSIP_PROTOCOL_ID on h and adds a peer listener to h. Returns 0, MESH_EINVAL, MESH_ENOMEM
+ * or the host's error (MESH_EFULL: no listener slot left). */
 int gossip_host_new(uv_loop_t *loop, struct host *h, const struct gossip_config *cfg,
                     struct gossip_host **out);
 /* Detaches and frees; open streams are left to the host (close it next) and only release
@@ -30,8 +30,5 @@ void gossip_host_free(struct gossip_host *gh);
 /* The router, to subscribe and publish; call gossip_host_kick() afterwards. */
 struct gossip *gossip_host_core(struct gossip_host *gh);
 void gossip_host_kick(struct gossip_host *gh);
-
-void gossip_host_on_peer_event(struct gossip_host *gh, enum host_peer_event ev,
-                               const struct host_peer_info *p);
 
 #endif

@@ -598,12 +598,6 @@ struct tcp_node {
     struct multiaddr addr;
 };
 
-static void tcp_on_peer(void *ctx, enum host_peer_event ev, const struct host_peer_info *p)
-{
-    struct tcp_node *t = ctx;
-    if (t->gh) gossip_host_on_peer_event(t->gh, ev, p);
-}
-
 static void tcp_on_ping(void *ctx, int status, uint64_t rtt_us)
 {
     int *st = ctx;
@@ -639,7 +633,6 @@ static void test_gossip_host_relays_over_tcp(void **state)
         assert_int_equal(host_listen(t[i].h, &lo), 0);
         assert_int_equal(host_listen_addrs(t[i].h, &t[i].addr, 1), 1);
         assert_int_equal(multiaddr_append_p2p(&t[i].addr, &t[i].n.id.id), 0);
-        host_set_peer_callback(t[i].h, tcp_on_peer, &t[i]);
         struct gossip_config c;
         memset(&c, 0, sizeof c);
         c.id = &t[i].n.id;
