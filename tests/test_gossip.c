@@ -3,6 +3,7 @@
  * after it shifts out), IHAVE -> IWANT with broken promises penalised, GRAFT during backoff,
  * malformed RPCs; and in a 120-node virtual-clock simulation: mesh degrees stay within
  * [Dlo, Dhi], every subscriber gets every message exactly once, duplicates are suppressed.
+ * `test_gossip --interop-dial ADDR` is the C side of tests/net_gossip_interop.test.sh.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +21,7 @@
 
 #include "gossip.pb-c.h"
 
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -683,8 +685,91 @@ static void test_gossip_host_relays_over_tcp(void **state)
     for (int i = 0; i < 3; i++) identity_wipe(&t[i].n.id);
 }
 
-int main(void)
+/* ---- the C side of tests/net_gossip_interop.test.sh ------------------------------------- */
+
+#define INTEROP_TOPIC "/meshllm/interop/1"
+
+struct interop {
+    uv_loop_t loop;
+    struct identity id;
+    struct host *h;
+    struct gossip_host *gh;
+    bool got_js;
+    int after; /* publishes since theirs arrived */
+    int ticks;
+    uv_timer_t tick;
+};
+
+static void interop_on_msg(void *ud, const struct gossip_msg *m)
 {
+    struct interop *x = ud;
+    char from[PEER_ID_TEXT_CAP];
+    if (strcmp(m->topic, INTEROP_TOPIC) != 0 || m->data_len != 7 ||
+        memcmp(m->data, "from-js", 7) != 0 || x->got_js)
+        return;
+    peer_id_to_text(m->from, from, sizeof from);
+    printf("c got from-js from %s\n", from);
+    fflush(stdout);
+    x->got_js = true;
+}
+
+/* Every 300 ms: publish "from-c"; stop 4 publishes after theirs arrived (or after 30 s). */
+static void interop_tick(uv_timer_t *t)
+{
+    struct interop *x = t->data;
+    x->ticks++;
+    gossip_publish(gossip_host_core(x->gh), uv_now(&x->loop), INTEROP_TOPIC,
+                   (const uint8_t *)"from-c", 6, NULL, NULL);
+    gossip_host_kick(x->gh);
+    if (x->got_js) x->after++;
+    if (x->after >= 4 || x->ticks > 100) uv_timer_stop(t);
+}
+
+static void interop_pinged(void *ctx, int status, uint64_t rtt_us)
+{
+    (void)ctx;
+    printf("c ping status=%d rtt_us=%llu\n", status, (unsigned long long)rtt_us);
+    fflush(stdout);
+}
+
+/* Dials a js-libp2p GossipSub peer at addr_text; exit status 0 once its message arrived. */
+static int interop_dial(const char *addr_text)
+{
+    struct interop x;
+    struct multiaddr js;
+    memset(&x, 0, sizeof x);
+    if (multiaddr_from_text(addr_text, &js) != 0) return 2;
+    if (uv_loop_init(&x.loop) != 0 || identity_generate(&x.id) != 0) return 1;
+    struct host_config hc = {.identity = &x.id};
+    if (host_new(&x.loop, &hc, &x.h) != 0) return 1;
+    struct gossip_config gc;
+    memset(&gc, 0, sizeof gc);
+    gc.id = &x.id;
+    randombytes_buf(gc.seed, sizeof gc.seed);
+    gc.on_message = interop_on_msg;
+    gc.ud = &x;
+    if (gossip_host_new(&x.loop, x.h, &gc, &x.gh) != 0) return 1;
+    gossip_subscribe(gossip_host_core(x.gh), uv_now(&x.loop), INTEROP_TOPIC);
+    gossip_host_kick(x.gh);
+    if (host_ping(x.h, &js, interop_pinged, &x) != 0) return 1;
+    uv_timer_init(&x.loop, &x.tick);
+    x.tick.data = &x;
+    uv_timer_start(&x.tick, interop_tick, 300, 300);
+    while (uv_is_active((uv_handle_t *)&x.tick)) uv_run(&x.loop, UV_RUN_ONCE);
+    printf("c mesh %zu\n", gossip_mesh_peers(gossip_host_core(x.gh), INTEROP_TOPIC, NULL, 0));
+    printf("c done %s\n", x.got_js ? "ok" : "without their message");
+    gossip_host_free(x.gh);
+    host_close(x.h);
+    uv_close((uv_handle_t *)&x.tick, NULL);
+    uv_run(&x.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&x.loop);
+    identity_wipe(&x.id);
+    return x.got_js ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && strcmp(argv[1], "--interop-dial") == 0) return interop_dial(argv[2]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gossip_publish_signed_and_delivered),
         cmocka_unit_test(test_gossip_invalid_signature_rejected_and_penalised),
