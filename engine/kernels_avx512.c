@@ -2,7 +2,7 @@
  * installed over the AVX2 set (quant.c) when the CPU has every one of those features.
  *
  * Same signatures and results as the scalar reference in quant_ref.c up to float
- * summation order. Integer dot products use VNNI: dpbusd (u8 x s8, 4 products into an
+ * summation order. F16 stays on the AVX2 kernels (see below). Integer dot products use VNNI: dpbusd (u8 x s8, 4 products into an
  * int32 lane) for Q4_0/Q8_0, two blocks per 512-bit register; maddubs + dpwssd (16-bit
  * products times 16-bit scales into int32) for the K-quants. BF16 uses vdpbf16ps (exact
  * products; denormal inputs read as zero, as the instruction defines).
@@ -43,49 +43,9 @@ static void f32_vec_dot(int n, float *s, const void *vx, const void *vy)
     *s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
-static inline __m512 ld_f16(const uint16_t *p)
-{
-    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-}
-
-static void f16_vec_dot(int n, float *s, const void *vx, const void *vy)
-{
-    const uint16_t *x = vx, *y = vy;
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    int i = 0;
-    for (; i + 64 <= n; i += 64) {
-        a0 = _mm512_fmadd_ps(ld_f16(x + i), ld_f16(y + i), a0);
-        a1 = _mm512_fmadd_ps(ld_f16(x + i + 16), ld_f16(y + i + 16), a1);
-        a2 = _mm512_fmadd_ps(ld_f16(x + i + 32), ld_f16(y + i + 32), a2);
-        a3 = _mm512_fmadd_ps(ld_f16(x + i + 48), ld_f16(y + i + 48), a3);
-    }
-    for (; i + 16 <= n; i += 16) a0 = _mm512_fmadd_ps(ld_f16(x + i), ld_f16(y + i), a0);
-    if (i < n) {
-        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        __m512 xv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, x + i));
-        __m512 yv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, y + i));
-        a1 = _mm512_fmadd_ps(xv, yv, a1);
-    }
-    *s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-}
-
-static void f16_to_f32_row(const void *vsrc, float *dst, int64_t n)
-{
-    const uint16_t *src = vsrc;
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, ld_f16(src + i));
-    for (; i < n; i++) dst[i] = quant_f16_to_f32(src[i]);
-}
-
-static void f32_to_f16_row(const float *src, void *vdst, int64_t n)
-{
-    uint16_t *dst = vdst;
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm256_storeu_si256((__m256i *)(dst + i),
-                            _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
-    for (; i < n; i++) dst[i] = quant_f32_to_f16(src[i]);
-}
+/* F16 keeps the AVX2 kernels on this path: on Zen 4 the 512-bit vcvtph2ps runs at half
+ * the rate, and the AVX-512 F16 dot product measured 35 GB/s against AVX2's 53 in cache
+ * (bench/bench_kernels -r 128). */
 
 static void bf16_vec_dot(int n, float *s, const void *vx, const void *vy)
 {
@@ -422,98 +382,23 @@ static inline __m128i kx_scales_mins(const uint8_t *packed)
     return _mm_loadu_si128((const __m128i *)u);
 }
 
-static inline int hsum_epi32_256(__m256i v)
-{
-    __m128i r = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    r = _mm_add_epi32(r, _mm_unpackhi_epi64(r, r));
-    r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 1));
-    return _mm_cvtsi128_si32(r);
-}
+/* permutexvar_epi16 indices spreading 16-bit scales over the lanes of a 64-element
+ * chunk after maddubs (32 lanes of 2 elements). Q4_K/Q5_K chunk c: sub-blocks 2c, 2c+1
+ * (16 lanes each). Q6_K chunk g: sub-blocks 4g..4g+3 (8 lanes each). */
+static const int16_t kx_idx16[4][32] __attribute__((aligned(64))) = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+    {2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3},
+    {4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5},
+    {6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7}};
+static const int16_t q6_idx16[4][32] __attribute__((aligned(64))) = {
+    {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7},
+    {8, 8, 8, 8, 8, 8, 8, 8, 9, 9, 9, 9, 9, 9, 9, 9, 10, 10, 10, 10, 10, 10, 10, 10, 11, 11, 11, 11, 11, 11, 11, 11},
+    {12, 12, 12, 12, 12, 12, 12, 12, 13, 13, 13, 13, 13, 13, 13, 13, 14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15}};
 
-/* 512-bit index vector for permutexvar_epi16: lane i -> base + i / width. */
-static inline __m512i rep_idx(int base, int width)
+static inline void load_idx(const int16_t tab[4][32], __m512i idx[4])
 {
-    int16_t idx[32];
-    for (int i = 0; i < 32; i++) idx[i] = (int16_t)(base + i / width);
-    return _mm512_loadu_si512(idx);
-}
-
-static void q4_K_vec_dot(int n, float *s, const void *vx, const void *vy)
-{
-    const struct block_q4_K *x = vx;
-    const struct block_q8_K *y = vy;
-    const int nb = n / QK_K;
-    const __m256i m4 = _mm256_set1_epi8(0xF);
-    /* chunk c (64 elements): 16-bit scale of sub-block 2c in lanes 0-15, 2c+1 in 16-31 */
-    const __m512i idx0 = rep_idx(0, 16), idx1 = rep_idx(2, 16), idx2 = rep_idx(4, 16), idx3 = rep_idx(6, 16);
-    __m512 acc = _mm512_setzero_ps();
-    float summ = 0;
-    for (int i = 0; i < nb; i++) {
-        const __m256i sm = _mm256_cvtepu8_epi16(kx_scales_mins(x[i].scales));
-        /* mins: sum_j m[j] * (bsums[2j] + bsums[2j+1]) */
-        const __m256i b = _mm256_loadu_si256((const __m256i *)y[i].bsums);
-        const __m128i pair = _mm_hadd_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
-        const __m128i mp = _mm_madd_epi16(_mm256_extracti128_si256(sm, 1), pair);
-        __m128i r = _mm_add_epi32(mp, _mm_unpackhi_epi64(mp, mp));
-        r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 1));
-        summ += y[i].d * h2f(x[i].dmin) * (float)_mm_cvtsi128_si32(r);
-
-        const __m512i sc = _mm512_castsi256_si512(sm);
-        const uint8_t *q4 = x[i].qs;
-        const int8_t *q8 = y[i].qs;
-        __m512i sumi = _mm512_setzero_si512();
-#define Q4_K_CHUNK(c, idx)                                                                    \
-    do {                                                                                      \
-        const __m256i v = _mm256_loadu_si256((const __m256i *)(q4 + 32 * (c)));               \
-        const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(v, m4)), \
-                                             _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), 1); \
-        const __m512i p = _mm512_maddubs_epi16(q, _mm512_loadu_si512(q8 + 64 * (c)));         \
-        sumi = _mm512_dpwssd_epi32(sumi, p, _mm512_permutexvar_epi16(idx, sc));              \
-    } while (0)
-        Q4_K_CHUNK(0, idx0);
-        Q4_K_CHUNK(1, idx1);
-        Q4_K_CHUNK(2, idx2);
-        Q4_K_CHUNK(3, idx3);
-#undef Q4_K_CHUNK
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(y[i].d * h2f(x[i].d)), _mm512_cvtepi32_ps(sumi), acc);
-    }
-    *s = _mm512_reduce_add_ps(acc) - summ;
-}
-
-static void q6_K_vec_dot(int n, float *s, const void *vx, const void *vy)
-{
-    const struct block_q6_K *x = vx;
-    const struct block_q8_K *y = vy;
-    const int nb = n / QK_K;
-    const __m512i m4 = _mm512_set1_epi8(0xF), m2 = _mm512_set1_epi8(3);
-    /* qh bit pairs: elements 0-31 bits 0-1, 32-63 bits 2-3 (lo part); 64-95 bits 4-5,
-     * 96-127 bits 6-7 (hi part): per-16-bit-lane shift counts */
-    const __m512i sh_lo = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
-    const __m512i sh_hi = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
-    /* 64 elements = 4 sub-blocks of 16 = 8 16-bit lanes each after maddubs */
-    const __m512i idx[4] = {rep_idx(0, 8), rep_idx(4, 8), rep_idx(8, 8), rep_idx(12, 8)};
-    __m512 acc = _mm512_setzero_ps();
-    for (int i = 0; i < nb; i++) {
-        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[i].scales));
-        const __m512i sc = _mm512_castsi256_si512(sc16);
-        /* the -32 offset, once per block: 32 * sum_k scale[k] * bsums[k] */
-        const int off = hsum_epi32_256(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)y[i].bsums)));
-        __m512i sumi = _mm512_zextsi128_si512(_mm_cvtsi32_si128(-32 * off));
-        for (int h = 0; h < 2; h++) {
-            const __m512i ql = _mm512_loadu_si512(x[i].ql + 64 * h);
-            const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x[i].qh + 32 * h)));
-            const __m512i hlo = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh_lo), m2), 4);
-            const __m512i hhi = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, sh_hi), m2), 4);
-            const __m512i qlo = _mm512_or_si512(_mm512_and_si512(ql, m4), hlo);
-            const __m512i qhi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4), hhi);
-            const __m512i plo = _mm512_maddubs_epi16(qlo, _mm512_loadu_si512(y[i].qs + 128 * h));
-            const __m512i phi = _mm512_maddubs_epi16(qhi, _mm512_loadu_si512(y[i].qs + 128 * h + 64));
-            sumi = _mm512_dpwssd_epi32(sumi, plo, _mm512_permutexvar_epi16(idx[2 * h], sc));
-            sumi = _mm512_dpwssd_epi32(sumi, phi, _mm512_permutexvar_epi16(idx[2 * h + 1], sc));
-        }
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(y[i].d * h2f(x[i].d)), _mm512_cvtepi32_ps(sumi), acc);
-    }
-    *s = _mm512_reduce_add_ps(acc);
+    for (int i = 0; i < 4; i++) idx[i] = _mm512_load_si512(tab[i]);
 }
 
 /* ---- K-quant tiles: one weight row x 8 (or 4) activation columns ---------------------------
@@ -528,14 +413,37 @@ static void kx_rest(quant_vec_dot_fn dot, int n, float *s, size_t lds, const cha
         for (int r = 0; r < nr; r++) dot(n, s + (size_t)c * lds + r, x + (size_t)r * bx, y + (size_t)c * by);
 }
 
-/* One Q4_K pass: row r x columns [c, c + NCT) (NCT constant per call: unrolled, in
- * registers). The mins term accumulates as 4-lane float vectors (no horizontal sums
- * per block). */
-static inline __attribute__((always_inline)) void
-q4_K_tile(const int NCT, int nb, float *s, size_t lds, const struct block_q4_K *x,
-          const char *vy, size_t by, int r, int c, const __m512i *idx)
+/* Levels of the four 64-element chunks of a Q4_K (qh NULL) or Q5_K block: chunk c's 32
+ * bytes give elements 64c..64c+31 (low nibbles) and 64c+32..64c+63 (high nibbles); Q5_K
+ * adds bit 2c / 2c+1 of qh[l] as bit 4 (per-half shift counts pick the bit). */
+static inline __attribute__((always_inline)) void kx_levels(const uint8_t *qs, const uint8_t *qh,
+                                                            __m512i q[4])
 {
     const __m256i m4 = _mm256_set1_epi8(0xF);
+#pragma GCC unroll 4
+    for (int ch = 0; ch < 4; ch++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * ch));
+        q[ch] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(v, m4)),
+                                   _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), 1);
+    }
+    if (qh) {
+        const __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)qh));
+        const __m512i one = _mm512_set1_epi8(1);
+#pragma GCC unroll 4
+        for (int ch = 0; ch < 4; ch++) {
+            const __m512i cnt = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * ch)),
+                                                   _mm256_set1_epi16((short)(2 * ch + 1)), 1);
+            const __m512i bit = _mm512_and_si512(_mm512_srlv_epi16(h, cnt), one);
+            q[ch] = _mm512_or_si512(q[ch], _mm512_slli_epi16(bit, 4));
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void
+kx_tile(const int NCT, const int Q5, int nb, float *s, size_t lds, const uint8_t *xrow,
+        const char *vy, size_t by, int r, int c, const __m512i *idx)
+{
+    const size_t bb = Q5 ? sizeof(struct block_q5_K) : sizeof(struct block_q4_K);
     const struct block_q8_K *yc[8];
     __m512 acc[8];
     __m128 accm[8];
@@ -546,18 +454,21 @@ q4_K_tile(const int NCT, int nb, float *s, size_t lds, const struct block_q4_K *
         accm[k] = _mm_setzero_ps();
     }
     for (int i = 0; i < nb; i++) {
-        const __m256i sm = _mm256_cvtepu8_epi16(kx_scales_mins(x[i].scales));
+        /* d, dmin, scales lead both block layouts (quant_blocks.h) */
+        const struct block_q4_K *xb = (const void *)(xrow + (size_t)i * bb);
+        const __m256i sm = _mm256_cvtepu8_epi16(kx_scales_mins(xb->scales));
         const __m512i sc = _mm512_castsi256_si512(sm);
         const __m128i mins = _mm256_extracti128_si256(sm, 1);
         __m512i q[4], scv[4];
-#pragma GCC unroll 4
-        for (int ch = 0; ch < 4; ch++) {
-            const __m256i v = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * ch));
-            q[ch] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(v, m4)),
-                                       _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), 1);
-            scv[ch] = _mm512_permutexvar_epi16(idx[ch], sc);
+        if (Q5) {
+            const struct block_q5_K *x5 = (const void *)xb;
+            kx_levels(x5->qs, x5->qh, q);
+        } else {
+            kx_levels(xb->qs, NULL, q);
         }
-        const float d = quant_f16_lut[x[i].d], dmin = quant_f16_lut[x[i].dmin];
+#pragma GCC unroll 4
+        for (int ch = 0; ch < 4; ch++) scv[ch] = _mm512_permutexvar_epi16(idx[ch], sc);
+        const float d = quant_f16_lut[xb->d], dmin = quant_f16_lut[xb->dmin];
 #pragma GCC unroll 8
         for (int k = 0; k < NCT; k++) {
             const struct block_q8_K *yb = &yc[k][i];
@@ -579,19 +490,48 @@ q4_K_tile(const int NCT, int nb, float *s, size_t lds, const struct block_q4_K *
     }
 }
 
+/* Q4_K / Q5_K against one column: a one-column tile (the same unpacking and sums;
+ * measured faster than a dedicated loop with per-block horizontal sums). */
+static void q5_K_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    __m512i idx[4];
+    load_idx(kx_idx16, idx);
+    kx_tile(1, 1, n / QK_K, s, 1, vx, vy, 0, 0, 0, idx);
+}
+
+static void q4_K_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    __m512i idx[4];
+    load_idx(kx_idx16, idx);
+    kx_tile(1, 0, n / QK_K, s, 1, vx, vy, 0, 0, 0, idx);
+}
+
 static void q4_K_gemm(int n, float *s, size_t lds, const void *vx, size_t bx, int nr,
                       const void *vy, size_t by, int nc)
 {
     const int nb = n / QK_K;
-    const __m512i idx[4] = {rep_idx(0, 16), rep_idx(2, 16), rep_idx(4, 16), rep_idx(6, 16)};
+    __m512i idx[4];
+    load_idx(kx_idx16, idx);
     int c = 0;
     for (; c + 7 < nc; c += 8)
-        for (int r = 0; r < nr; r++)
-            q4_K_tile(8, nb, s, lds, (const void *)((const char *)vx + (size_t)r * bx), vy, by, r, c, idx);
+        for (int r = 0; r < nr; r++) kx_tile(8, 0, nb, s, lds, (const uint8_t *)vx + (size_t)r * bx, vy, by, r, c, idx);
     for (; c + 3 < nc; c += 4)
-        for (int r = 0; r < nr; r++)
-            q4_K_tile(4, nb, s, lds, (const void *)((const char *)vx + (size_t)r * bx), vy, by, r, c, idx);
+        for (int r = 0; r < nr; r++) kx_tile(4, 0, nb, s, lds, (const uint8_t *)vx + (size_t)r * bx, vy, by, r, c, idx);
     kx_rest(q4_K_vec_dot, n, s, lds, vx, bx, nr, vy, by, c, nc);
+}
+
+static void q5_K_gemm(int n, float *s, size_t lds, const void *vx, size_t bx, int nr,
+                      const void *vy, size_t by, int nc)
+{
+    const int nb = n / QK_K;
+    __m512i idx[4];
+    load_idx(kx_idx16, idx);
+    int c = 0;
+    for (; c + 7 < nc; c += 8)
+        for (int r = 0; r < nr; r++) kx_tile(8, 1, nb, s, lds, (const uint8_t *)vx + (size_t)r * bx, vy, by, r, c, idx);
+    for (; c + 3 < nc; c += 4)
+        for (int r = 0; r < nr; r++) kx_tile(4, 1, nb, s, lds, (const uint8_t *)vx + (size_t)r * bx, vy, by, r, c, idx);
+    kx_rest(q5_K_vec_dot, n, s, lds, vx, bx, nr, vy, by, c, nc);
 }
 
 /* One Q6_K pass: row r x columns [c, c + NCT); the -32 offset is applied as a vector
@@ -641,11 +581,20 @@ q6_K_tile(const int NCT, int nb, float *s, size_t lds, const struct block_q6_K *
     for (int k = 0; k < NCT; k++) s[(size_t)(c + k) * lds + r] = _mm512_reduce_add_ps(acc[k]);
 }
 
+/* Q6_K against one column: a one-column tile. */
+static void q6_K_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    __m512i idx[4];
+    load_idx(q6_idx16, idx);
+    q6_K_tile(1, n / QK_K, s, 1, vx, vy, 0, 0, 0, idx);
+}
+
 static void q6_K_gemm(int n, float *s, size_t lds, const void *vx, size_t bx, int nr,
                       const void *vy, size_t by, int nc)
 {
     const int nb = n / QK_K;
-    const __m512i idx[4] = {rep_idx(0, 8), rep_idx(4, 8), rep_idx(8, 8), rep_idx(12, 8)};
+    __m512i idx[4];
+    load_idx(q6_idx16, idx);
     int c = 0;
     for (; c + 7 < nc; c += 8)
         for (int r = 0; r < nr; r++)
@@ -659,9 +608,6 @@ static void q6_K_gemm(int n, float *s, size_t lds, const void *vx, size_t bx, in
 void quant_avx512_install(struct quant_traits *tab)
 {
     tab[QT_F32].vec_dot = f32_vec_dot;
-    tab[QT_F16].vec_dot = f16_vec_dot;
-    tab[QT_F16].to_float = f16_to_f32_row;
-    tab[QT_F16].from_float = f32_to_f16_row;
     tab[QT_BF16].vec_dot = bf16_vec_dot;
     tab[QT_Q8_0].vec_dot = q8_0_vec_dot;
     tab[QT_Q4_0].vec_dot = q4_0_vec_dot;
@@ -671,5 +617,7 @@ void quant_avx512_install(struct quant_traits *tab)
     tab[QT_Q4_K].vec_dot = q4_K_vec_dot;
     tab[QT_Q6_K].vec_dot = q6_K_vec_dot;
     tab[QT_Q4_K].gemm = q4_K_gemm;
+    tab[QT_Q5_K].vec_dot = q5_K_vec_dot;
+    tab[QT_Q5_K].gemm = q5_K_gemm;
     tab[QT_Q6_K].gemm = q6_K_gemm;
 }

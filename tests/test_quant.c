@@ -747,7 +747,7 @@ static void test_quant_gemm_matches_scalar(void **state)
 {
     (void)state;
     uint64_t rng = 43;
-    const int types[] = {QT_F16, QT_Q4_0, QT_Q5_0, QT_Q8_0, QT_Q4_K, QT_Q6_K};
+    const int types[] = {QT_F16, QT_Q4_0, QT_Q5_0, QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};
     const char *isas[] = {"scalar", "avx2", "avx512", "neon"};
     enum { MAXR = 9, MAXC = 9 };
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
