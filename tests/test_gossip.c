@@ -3,7 +3,8 @@
  * after it shifts out), IHAVE -> IWANT with broken promises penalised, GRAFT during backoff,
  * malformed RPCs; and in a 120-node virtual-clock simulation: mesh degrees stay within
  * [Dlo, Dhi], every subscriber gets every message exactly once, duplicates are suppressed.
- * `test_gossip --interop-dial ADDR` is the C side of tests/net_gossip_interop.test.sh.
+ * `test_gossip --interop-dial ADDR` / `--interop-listen` are the C side of
+ * tests/net_gossip_interop.test.sh.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -732,13 +733,14 @@ static void interop_pinged(void *ctx, int status, uint64_t rtt_us)
     fflush(stdout);
 }
 
-/* Dials a js-libp2p GossipSub peer at addr_text; exit status 0 once its message arrived. */
-static int interop_dial(const char *addr_text)
+/* Dials a js-libp2p GossipSub peer at addr_text (or, if NULL, listens on 127.0.0.1 and waits
+ * to be dialed); exit status 0 once its message arrived. */
+static int interop_run(const char *addr_text)
 {
     struct interop x;
     struct multiaddr js;
     memset(&x, 0, sizeof x);
-    if (multiaddr_from_text(addr_text, &js) != 0) return 2;
+    if (addr_text && multiaddr_from_text(addr_text, &js) != 0) return 2;
     if (uv_loop_init(&x.loop) != 0 || identity_generate(&x.id) != 0) return 1;
     struct host_config hc = {.identity = &x.id};
     if (host_new(&x.loop, &hc, &x.h) != 0) return 1;
@@ -751,7 +753,18 @@ static int interop_dial(const char *addr_text)
     if (gossip_host_new(&x.loop, x.h, &gc, &x.gh) != 0) return 1;
     gossip_subscribe(gossip_host_core(x.gh), uv_now(&x.loop), INTEROP_TOPIC);
     gossip_host_kick(x.gh);
-    if (host_ping(x.h, &js, interop_pinged, &x) != 0) return 1;
+    if (addr_text) {
+        if (host_ping(x.h, &js, interop_pinged, &x) != 0) return 1;
+    } else {
+        struct multiaddr lo, me;
+        char text[MULTIADDR_TEXT_CAP];
+        if (multiaddr_from_text("/ip4/127.0.0.1/tcp/0", &lo) != 0 || host_listen(x.h, &lo) != 0 ||
+            host_listen_addrs(x.h, &me, 1) != 1 || multiaddr_append_p2p(&me, &x.id.id) != 0 ||
+            multiaddr_to_text(&me, text, sizeof text) != 0)
+            return 1;
+        printf("c listening %s\n", text);
+        fflush(stdout);
+    }
     uv_timer_init(&x.loop, &x.tick);
     x.tick.data = &x;
     uv_timer_start(&x.tick, interop_tick, 300, 300);
@@ -769,7 +782,8 @@ static int interop_dial(const char *addr_text)
 
 int main(int argc, char **argv)
 {
-    if (argc == 3 && strcmp(argv[1], "--interop-dial") == 0) return interop_dial(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "--interop-dial") == 0) return interop_run(argv[2]);
+    if (argc == 2 && strcmp(argv[1], "--interop-listen") == 0) return interop_run(NULL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gossip_publish_signed_and_delivered),
         cmocka_unit_test(test_gossip_invalid_signature_rejected_and_penalised),

@@ -3,8 +3,9 @@
 // prints "js listening <addr>", subscribes to /meshllm/interop/1 and publishes "from-js" every
 // 300 ms; when a message "from-c" arrives (its signature checked by js-libp2p) it prints
 // "js got from-c from <peer>", keeps publishing 2 s more so the meshllm node surely hears it,
-// then prints "js done ok" and exits 0. Exits 1 after 40 s.
-// Run: node --import ./polyfill.mjs gossip.mjs
+// then prints "js done ok" and exits 0. Exits 1 after 40 s. With "dial ADDR" it also dials
+// the meshllm node at ADDR (the other direction of the test).
+// Run: node --import ./polyfill.mjs gossip.mjs [dial ADDR]
 import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
@@ -12,6 +13,7 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
 import { gossipsub } from '@libp2p/gossipsub'
+import { multiaddr } from '@multiformats/multiaddr'
 
 const TOPIC = '/meshllm/interop/1'
 const say = (s) => console.log(`js ${s}`)
@@ -41,6 +43,10 @@ ps.addEventListener('message', (evt) => {
 })
 ps.subscribe(TOPIC)
 say(`listening ${node.getMultiaddrs()[0].toString()}`)
+if (process.argv[2] === 'dial') {
+  await node.dial(multiaddr(process.argv[3]))
+  say('dialed')
+}
 setInterval(() => {
   ps.publish(TOPIC, new TextEncoder().encode('from-js')).catch(() => {})
 }, 300)
