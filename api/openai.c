@@ -278,7 +278,7 @@ static int parse_chat(const cJSON *root, struct api_gen_req *r, struct api_error
     if ((rc = get_bool(root, "logprobs", &r->logprobs, e))) return rc;
     if ((rc = get_int(root, "top_logprobs", 0, API_MAX_TOP_LOGPROBS, &ll, &has, e))) return rc;
     if (has) {
-        if (!r->logprobs)
+        if (!r->logprobs && ll > 0)
             return bad(e, "top_logprobs", "'top_logprobs' requires 'logprobs' to be true");
         r->top_logprobs = (int)ll;
     }

@@ -96,6 +96,14 @@ static void test_api_openai_chat_fields(void **state)
     assert_int_equal(r.n_stop, 1);
     assert_string_equal(r.stop[0], "END");
     api_gen_req_free(&r);
+    /* some clients always send top_logprobs 0 */
+    assert_int_equal(parse(API_KIND_CHAT,
+                           "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                           "\"top_logprobs\":0,\"stream_options\":null,\"tools\":[]}",
+                           &r, &e),
+                     0);
+    assert_false(r.logprobs);
+    api_gen_req_free(&r);
 }
 
 static void test_api_openai_rejects_bad_fields(void **state)
