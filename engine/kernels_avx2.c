@@ -527,17 +527,6 @@ static void q5_K_vec_dot(int n, float *s, const void *vx, const void *vy)
     *s = hsum_ps(acc) + _mm_cvtss_f32(acc_m);
 }
 
-/* sum_k scales[k] * bsums[k] (the -32 offset of Q6_K applied once per block). */
-static inline int q6_K_offset_sum(const int8_t *scales, const int16_t *bsums)
-{
-    __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)scales));
-    __m256i p = _mm256_madd_epi16(sc, _mm256_loadu_si256((const __m256i *)bsums));
-    __m128i r = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
-    r = _mm_add_epi32(r, _mm_unpackhi_epi64(r, r));
-    r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 1));
-    return _mm_cvtsi128_si32(r);
-}
-
 static void q6_K_vec_dot(int n, float *s, const void *vx, const void *vy)
 {
     const struct block_q6_K *x = vx;
@@ -573,9 +562,11 @@ static void q6_K_vec_dot(int n, float *s, const void *vx, const void *vy)
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, p));
             }
         }
-        __m256 vs = _mm256_cvtepi32_ps(sumi);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), vs, acc);
-        acc = _mm256_add_ps(acc, _mm256_setr_ps(-32.0f * d * (float)q6_K_offset_sum(x[i].scales, y[i].bsums), 0, 0, 0, 0, 0, 0, 0));
+        /* the -32 offset as lanes: 32 * scales[k] * bsums[k], summed with the rest */
+        const __m256i off = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[i].scales)),
+                                              _mm256_loadu_si256((const __m256i *)y[i].bsums));
+        sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(off, 5));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
     *s = hsum_ps(acc);
 }
