@@ -22,6 +22,8 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
+#include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -481,8 +483,77 @@ static void test_mdns_host_discovery_in_netns(void **state)
     assert_int_equal(WEXITSTATUS(st), 0);
 }
 
-int main(void)
+/* ---- the C side of tests/net_mdns_interop.test.sh ------------------------------------ */
+
+struct interop {
+    bool found;
+    const char *want; /* the JS peer's ID text, or NULL for any */
+};
+
+static void interop_on_peer(void *ctx, const struct mdns_peer *p)
 {
+    struct interop *x = ctx;
+    char id[PEER_ID_TEXT_CAP], addr[MULTIADDR_TEXT_CAP] = "";
+    peer_id_to_text(&p->id, id, sizeof id);
+    if (p->n_addrs) multiaddr_to_text(&p->addrs[0], addr, sizeof addr);
+    printf("c discovered %s %s\n", id, addr);
+    fflush(stdout);
+    if (!x->want || !strcmp(x->want, id)) x->found = true;
+}
+
+static void interop_stop(uv_timer_t *t)
+{
+    *(bool *)t->data = true;
+}
+
+/* Runs in the test's network namespace: announces /ip4/127.0.0.1/tcp/4001 over mDNS on lo
+ * until the JS peer was found, then 3 s more (so it finds us too). Prints "c id ...". */
+static int interop_run(const char *want)
+{
+    struct identity id;
+    char text[PEER_ID_TEXT_CAP];
+    uv_loop_t loop;
+    struct interop x = {false, want};
+    if (identity_generate(&id) != 0 || peer_id_to_text(&id.id, text, sizeof text) != 0) return 1;
+    printf("c id %s\n", text);
+    fflush(stdout);
+    uv_loop_init(&loop);
+    struct mdns_host_config c;
+    memset(&c, 0, sizeof c);
+    c.core.self = id.id;
+    c.core.query_interval_ms = 1000;
+    randombytes_buf(c.core.seed, sizeof c.core.seed);
+    c.iface_addr = "127.0.0.1";
+    c.on_peer = interop_on_peer;
+    c.ctx = &x;
+    struct mdns_host *mh;
+    if (mdns_host_new(&loop, &c, &mh) != 0) return 1;
+    struct multiaddr a;
+    multiaddr_from_text("/ip4/127.0.0.1/tcp/4001", &a);
+    mdns_host_set_addrs(mh, &a, 1);
+    bool stop = false, give_up = false;
+    uv_timer_t t, g;
+    uv_timer_init(&loop, &t);
+    uv_timer_init(&loop, &g);
+    t.data = &stop;
+    g.data = &give_up;
+    uv_timer_start(&g, interop_stop, 30000, 0);
+    while (!stop && !give_up) {
+        uv_run(&loop, UV_RUN_ONCE);
+        if (x.found && !uv_is_active((uv_handle_t *)&t)) uv_timer_start(&t, interop_stop, 3000, 0);
+    }
+    mdns_host_free(mh);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_close((uv_handle_t *)&g, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    printf("c done %s\n", x.found ? "ok" : "without finding the JS peer");
+    return x.found ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && !strcmp(argv[1], "--interop")) return interop_run(argc > 2 ? argv[2] : NULL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mdns_query_encoding),
         cmocka_unit_test(test_mdns_parses_compressed_response),
