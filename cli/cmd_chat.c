@@ -39,6 +39,9 @@ struct chat_state {
     int n_ctx;
     const char *stops[CLI_MAX_STOPS + 8];
     int n_stops;
+    struct chat_opts ropts;     /* template options: the model's EOS text, default system */
+    char eos_text[64];
+    char default_sys[4096];
     char *reply;                /* the reply being streamed */
     size_t reply_len, reply_cap;
     bool tty;
@@ -102,21 +105,42 @@ static int emit_reply(void *user, const char *text, int len)
     return 0;
 }
 
+/* Renders msgs[0..n_msgs) with the template and tokenizes it into st->ids. Returns the
+ * token count if it leaves reserve tokens of the context free, MESH_EFULL if not, or
+ * another negative code. */
+static int render_msgs(struct chat_state *st, const struct chat_msg *msgs, int n_msgs,
+                       int reserve)
+{
+    char *text = NULL;
+    int rc = chat_tmpl_render(st->tmpl, msgs, (size_t)n_msgs, &st->ropts, &text);
+    if (rc < 0) return rc;
+    int n = 0;
+    rc = tok_encode(st->t, text, strlen(text), true, true, st->ids, st->n_ctx, &n);
+    free(text);
+    if (rc < 0 && rc != MESH_ERANGE) return rc;
+    if (rc == 0 && n + reserve <= st->n_ctx) return n;
+    return MESH_EFULL;
+}
+
 /* Renders and tokenizes the conversation into st->ids; drops old turns until the prompt
- * leaves room for a reply. Returns the token count or a negative code. */
+ * leaves room for a reply. A message that would not fit even alone (after the system
+ * prompt) gets MESH_EFULL before any turn is dropped, so the history survives it.
+ * Returns the token count or a negative code. */
 static int render(struct chat_state *st, int reserve)
 {
+    int n = render_msgs(st, st->msgs, st->n_msgs, reserve);
+    if (n != MESH_EFULL) return n;
+    struct chat_msg alone[2];
+    int n_alone = 0;
+    if (st->has_system) alone[n_alone++] = st->msgs[0];
+    alone[n_alone++] = st->msgs[st->n_msgs - 1];
+    n = render_msgs(st, alone, n_alone, reserve);
+    if (n < 0) return n;
     for (;;) {
-        char *text = NULL;
-        int rc = chat_tmpl_apply(st->tmpl, st->msgs, (size_t)st->n_msgs, true, &text);
-        if (rc < 0) return rc;
-        int n = 0;
-        rc = tok_encode(st->t, text, strlen(text), true, true, st->ids, st->n_ctx, &n);
-        free(text);
-        if (rc < 0 && rc != MESH_ERANGE) return rc;
-        if (rc == 0 && n + reserve <= st->n_ctx) return n;
         if (!drop_oldest_turn(st)) return MESH_EFULL;
         fprintf(stderr, "meshllm: context full: forgetting the oldest turn\n");
+        n = render_msgs(st, st->msgs, st->n_msgs, reserve);
+        if (n != MESH_EFULL) return n;
     }
 }
 
@@ -235,6 +259,18 @@ int cmd_chat(int argc, char **argv)
         status = 2; /* chat_tmpl_select said which names exist */
         goto done;
     }
+    /* Render as the model's own template does: its EOS text between turns (llama-2,
+     * mistral, zephyr) and the default system prompt it inserts (Qwen2). */
+    st.ropts.add_generation_prompt = true;
+    int eos_len = tok_eos(st.t) >= 0 ? tok_piece(st.t, tok_eos(st.t), true, st.eos_text,
+                                                 sizeof st.eos_text - 1) : 0;
+    if (eos_len > 0) {
+        st.eos_text[eos_len] = 0;
+        st.ropts.eos_text = st.eos_text;
+    }
+    if (chat_tmpl_default_system(model_chat_template(st.m), st.default_sys,
+                                 sizeof st.default_sys) > 0)
+        st.ropts.default_system = st.default_sys;
     for (int i = 0; i < o.n_stops; i++) st.stops[st.n_stops++] = o.stops[i];
     for (const char *const *sp = chat_tmpl_stops(st.tmpl); sp && *sp && st.n_stops < CLI_MAX_STOPS + 8; sp++)
         st.stops[st.n_stops++] = *sp;
@@ -270,10 +306,16 @@ int cmd_chat(int argc, char **argv)
             free(line);
             continue;
         }
+        /* Room for this message and its reply in the message table. */
+        if (st.n_msgs + 2 > CHAT_MAX_MSGS) drop_oldest_turn(&st);
         int rc = add_msg(&st, "user", line);
         free(line);
-        if (rc == 0) rc = chat_turn(&st, &o);
-        if (rc == MESH_EFULL) {
+        if (rc < 0) {
+            cli_fail("chat: %s", err_str(rc));
+            goto done;
+        }
+        rc = chat_turn(&st, &o);
+        if (rc == MESH_EFULL) { /* render() kept the history; forget only this message */
             fprintf(stderr, "meshllm: that message does not fit the context of %d tokens; "
                             "use /clear or a larger --ctx\n", st.n_ctx);
             st.n_msgs--;

@@ -71,5 +71,14 @@ rc=$?
 [ $rc = 0 ] && [ "$(grep -c . "$tmp/chat")" -ge 2 ] && grep -q "reused" "$tmp/err"
 check "chat two turns" $?
 
+# chat: a message too long for the context is refused without forgetting the history
+long=$(printf 'x%.0s' $(seq 1 400))
+printf 'Hello\n%s\nTell me a story\n' "$long" |
+    "$bin" chat "$m" -n 8 --temp 0 --ctx 128 -v >"$tmp/chat" 2>"$tmp/err"
+rc=$?
+[ $rc = 0 ] && grep -q "does not fit the context" "$tmp/err" && ! grep -q "forgetting" "$tmp/err" &&
+    [ "$(grep "reused" "$tmp/err" | tail -1 | grep -oE '\(([0-9]+) reused' | grep -oE '[0-9]+')" -gt 40 ]
+check "chat: a message that cannot fit keeps the history" $?
+
 echo "$pass passed, $fails failed"
 [ $fails = 0 ]
