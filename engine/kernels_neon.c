@@ -240,6 +240,44 @@ static void q4_K_vec_dot(int n, float *s, const void *vx, const void *vy)
     *s = sumf;
 }
 
+static void q5_K_vec_dot(int n, float *s, const void *vx, const void *vy)
+{
+    const struct block_q5_K *x = vx;
+    const struct block_q8_K *y = vy;
+    const int nb = n / QK_K;
+    const uint8_t one = 1;
+    const uint8x16_t m4 = vdupq_n_u8(0xF), b1 = vdupq_n_u8(one);
+    float sumf = 0;
+    for (int i = 0; i < nb; i++) {
+        uint8_t sc[8], m[8];
+        for (int j = 0; j < 8; j++) quant_scale_min_k4(j, x[i].scales, &sc[j], &m[j]);
+        const int16x8_t bs = vpaddq_s16(vld1q_s16(y[i].bsums), vld1q_s16(y[i].bsums + 8));
+        const int16x8_t mv = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(m)));
+        const int32x4_t mp = vmlal_high_s16(vmull_s16(vget_low_s16(mv), vget_low_s16(bs)), mv, bs);
+        const int summ = vaddvq_s32(mp);
+        const uint8x16_t h0 = vld1q_u8(x[i].qh), h1 = vld1q_u8(x[i].qh + 16);
+        const uint8_t *q5 = x[i].qs;
+        const int8_t *q8 = y[i].qs;
+        int sumi = 0;
+        for (int c = 0; c < 4; c++, q5 += 32, q8 += 64) {
+            /* bit 2c of qh[l] is bit 4 of element 64c + l, bit 2c+1 that of 64c + 32 + l */
+            const int8x16_t sl = vdupq_n_s8((int8_t)(-2 * c)), sh = vdupq_n_s8((int8_t)(-2 * c - 1));
+            const uint8x16_t v0 = vld1q_u8(q5), v1 = vld1q_u8(q5 + 16);
+            const uint8x16_t l0 = vorrq_u8(vandq_u8(v0, m4), vshlq_n_u8(vandq_u8(vshlq_u8(h0, sl), b1), 4));
+            const uint8x16_t l1 = vorrq_u8(vandq_u8(v1, m4), vshlq_n_u8(vandq_u8(vshlq_u8(h1, sl), b1), 4));
+            const uint8x16_t u0 = vorrq_u8(vshrq_n_u8(v0, 4), vshlq_n_u8(vandq_u8(vshlq_u8(h0, sh), b1), 4));
+            const uint8x16_t u1 = vorrq_u8(vshrq_n_u8(v1, 4), vshlq_n_u8(vandq_u8(vshlq_u8(h1, sh), b1), 4));
+            int32x4_t pl = dot16(vdupq_n_s32(0), vreinterpretq_s8_u8(l0), vld1q_s8(q8));
+            pl = dot16(pl, vreinterpretq_s8_u8(l1), vld1q_s8(q8 + 16));
+            int32x4_t ph = dot16(vdupq_n_s32(0), vreinterpretq_s8_u8(u0), vld1q_s8(q8 + 32));
+            ph = dot16(ph, vreinterpretq_s8_u8(u1), vld1q_s8(q8 + 48));
+            sumi += vaddvq_s32(pl) * sc[2 * c] + vaddvq_s32(ph) * sc[2 * c + 1];
+        }
+        sumf += quant_h2f(x[i].d) * y[i].d * (float)sumi - quant_h2f(x[i].dmin) * y[i].d * (float)summ;
+    }
+    *s = sumf;
+}
+
 static void q6_K_vec_dot(int n, float *s, const void *vx, const void *vy)
 {
     const struct block_q6_K *x = vx;
@@ -286,5 +324,6 @@ void quant_neon_install(struct quant_traits *tab)
     tab[QT_Q5_0].vec_dot = q5_0_vec_dot;
     tab[QT_Q8_0].vec_dot = q8_0_vec_dot;
     tab[QT_Q4_K].vec_dot = q4_K_vec_dot;
+    tab[QT_Q5_K].vec_dot = q5_K_vec_dot;
     tab[QT_Q6_K].vec_dot = q6_K_vec_dot;
 }
