@@ -14,6 +14,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/pool.h"
+#include "engine/gemm.h"
 #include "engine/model_internal.h"
 #include "engine/quant.h"
 
@@ -47,6 +48,9 @@ struct model_ctx {
     void *act_q;             /* MM_MAX_PARTS slots of [n_batch][act_q_row_cap]: activations
                               * in each vec_dot_type a fused matmul needs */
     size_t act_q_row_cap, act_q_slot;
+    void *gemm_aux;          /* MM_MAX_PARTS slots of [n_batch][gemm_aux_col]: activation
+                              * sums for gemm_q4_0_q8_0 (prompt batches) */
+    size_t gemm_aux_col, gemm_aux_slot;
     float *att_scores;       /* [n_threads][n_ctx] */
     float *att_vrow;         /* [n_threads][head_dim] */
     uint16_t *att_q16;       /* [n_threads][head_dim] */
@@ -82,6 +86,7 @@ void model_ctx_free(struct model_ctx *c)
     free(c->x_embd);
     free(c->x_head);
     free(c->act_q);
+    free(c->gemm_aux);
     free(c->att_scores);
     free(c->att_vrow);
     free(c->att_q16);
@@ -96,9 +101,11 @@ static void *calloc3(size_t a, size_t b, size_t c)
     return calloc(a * b, c);
 }
 
-/* Largest activation row (in bytes) any matmul of the model will quantize into. */
-static size_t max_act_row_bytes(const struct model *m)
+/* Largest activation row (in bytes) any matmul of the model will quantize into;
+ * *max_cols = the largest input width. */
+static size_t max_act_row_bytes(const struct model *m, int64_t *max_cols)
 {
+    *max_cols = 0;
     const struct model_hparams *hp = &m->hp;
     size_t best = 0;
     const struct model_tensor *ts[7];
@@ -120,6 +127,7 @@ static size_t max_act_row_bytes(const struct model *m)
             const struct quant_traits *tr = quant_traits(ts[i]->type);
             size_t b = quant_row_bytes(tr->vec_dot_type, ts[i]->ne0);
             if (b > best) best = b;
+            if (ts[i]->ne0 > *max_cols) *max_cols = ts[i]->ne0;
         }
     }
     return best;
@@ -180,7 +188,12 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p_in,
     c->hb2 = calloc3(nb, (size_t)hp->n_ff, sizeof(float));
     c->x_embd = calloc3(nb, (size_t)hp->n_embd, sizeof(float));
     c->x_head = calloc3(nb, (size_t)hp->n_embd, sizeof(float));
-    c->act_q_row_cap = (max_act_row_bytes(m) + 63) & ~(size_t)63;
+    int64_t max_cols;
+    c->act_q_row_cap = (max_act_row_bytes(m, &max_cols) + 63) & ~(size_t)63;
+    if (max_cols > (1 << 24)) max_cols = 1 << 24; /* rows that wide do not load anyway */
+    c->gemm_aux_col = gemm_q8_0_aux_bytes((int)max_cols, 1);
+    c->gemm_aux_slot = nb * c->gemm_aux_col;
+    c->gemm_aux = calloc3(3, nb, c->gemm_aux_col);
     c->act_q_slot = nb * c->act_q_row_cap;
     c->act_q = calloc3(3, nb, c->act_q_row_cap);
     c->att_scores = calloc3((size_t)c->n_threads, (size_t)c->n_ctx, sizeof(float));
@@ -188,7 +201,7 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p_in,
     c->att_q16 = calloc3((size_t)c->n_threads, (size_t)hp->head_dim, sizeof(uint16_t));
     if (!c->k_cache || !c->v_cache || !c->seq_len || !c->seq_next || !c->rope_freq || !c->xb ||
         !c->q || !c->k || !c->v || !c->att_out || !c->hb || !c->hb2 || !c->x_embd ||
-        !c->x_head || !c->act_q || !c->att_scores || !c->att_vrow || !c->att_q16) {
+        !c->x_head || !c->act_q || !c->gemm_aux || !c->att_scores || !c->att_vrow || !c->att_q16) {
         rc = err_set(err, err_cap, MESH_ENOMEM,
                      "not enough memory for a context of %d positions x %d sequences "
                      "(try a smaller --ctx)", c->n_ctx, c->n_seq);
@@ -236,6 +249,7 @@ struct mm_part {
     const struct quant_traits *tr;
     const uint8_t *xq;       /* n_tok activation rows in vec_dot_type */
     size_t xq_stride;        /* bytes between them */
+    const void *aux;         /* their gemm_q8_0_prepare sums, or NULL */
     float *out;
     int out_stride;          /* floats between output rows */
     int n_chunks;
@@ -256,6 +270,9 @@ static void mm_chunk(const struct mm_part *pt, int n_tok, int64_t r0, int64_t r1
     int nr = (int)(r1 - r0), n = (int)pt->w->ne0;
     if (n_tok == 1)
         quant_vec_dot_rows(pt->tr, n, pt->out + r0, wrow, pt->w->row_bytes, pt->xq, nr);
+    else if (pt->aux)
+        gemm_q4_0_q8_0(n, pt->out + r0, (size_t)pt->out_stride, wrow, pt->w->row_bytes, nr,
+                       pt->xq, pt->xq_stride, n_tok, pt->aux);
     else
         quant_gemm(pt->tr, n, pt->out + r0, (size_t)pt->out_stride, wrow, pt->w->row_bytes, nr,
                    pt->xq, pt->xq_stride, n_tok);
@@ -293,14 +310,18 @@ struct quantize_job {
     uint8_t *dst;
     size_t dst_stride;
     int n_tok;
+    uint8_t *aux;            /* non-NULL: also gemm_q8_0_prepare each row here */
+    size_t aux_stride;
 };
 
 static void quantize_worker(void *arg, int ith, int nth)
 {
     const struct quantize_job *j = arg;
-    for (int t = ith; t < j->n_tok; t += nth)
-        j->from_float(j->x + (size_t)t * j->x_stride, j->dst + (size_t)t * j->dst_stride,
-                      j->n_cols);
+    for (int t = ith; t < j->n_tok; t += nth) {
+        uint8_t *d = j->dst + (size_t)t * j->dst_stride;
+        j->from_float(j->x + (size_t)t * j->x_stride, d, j->n_cols);
+        if (j->aux) gemm_q8_0_prepare((int)j->n_cols, d, 0, 1, j->aux + (size_t)t * j->aux_stride);
+    }
 }
 
 /* out_i[n_tok][w_i->ne1] (row stride out_stride_i) = x[n_tok][ne0] (stride x_stride) * W_i^T
@@ -329,11 +350,18 @@ static void matmul_n(struct model_ctx *c, int n, const struct model_tensor *cons
         int k = 0;
         while (k < n_q && q_types[k] != vt) k++;
         uint8_t *dst = (uint8_t *)c->act_q + (size_t)k * c->act_q_slot;
+        uint8_t *aux = (uint8_t *)c->gemm_aux + (size_t)k * c->gemm_aux_slot;
+        /* prompt batches of Q4_0 weights use gemm_q4_0_q8_0 on prepared sums */
+        bool want_aux = n_tok > 1 && vt == QT_Q8_0;
+        pt->aux = want_aux && w[i]->type == QT_Q4_0 ? aux : NULL;
         if (k == n_q) {
             q_types[n_q++] = vt;
             struct quantize_job qj = {.from_float = quant_traits(vt)->from_float, .x = x,
                                       .x_stride = x_stride, .n_cols = w[i]->ne0, .dst = dst,
-                                      .dst_stride = c->act_q_row_cap, .n_tok = n_tok};
+                                      .dst_stride = c->act_q_row_cap, .n_tok = n_tok,
+                                      .aux = want_aux ? aux : NULL,
+                                      /* the kernels find column c at c * this */
+                                      .aux_stride = gemm_q8_0_aux_bytes((int)w[i]->ne0, 1)};
             if (n_tok >= 4) pool_run(c->pool, quantize_worker, &qj);
             else quantize_worker(&qj, 0, 1);
         }
