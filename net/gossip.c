@@ -62,6 +62,8 @@ struct g_id {
 struct g_prune {
     uint16_t topic;
     uint64_t backoff_s;
+    struct peer_id *px; /* malloc'd, n_px peer IDs offered (gossipsub-v1.1 PX) */
+    size_t n_px;
 };
 
 struct g_subopt {
@@ -151,6 +153,8 @@ struct gossip {
     size_t seen_cap, seen_n;
     struct g_promise *prom;
     size_t n_prom, cap_prom;
+    struct peer_id px[GOSSIP_PX_QUEUE]; /* peer-exchange suggestions received */
+    size_t n_px;
     bool has_time;
     uint64_t next_heartbeat_ms, next_decay_ms;
     uint64_t n_heartbeats;
@@ -234,6 +238,8 @@ void gossip_params_default(struct gossip_params *p)
     p->opportunistic_graft_ticks = 60;
     p->opportunistic_graft_peers = 2;
     p->flood_publish = true;
+    p->do_px = false;
+    p->prune_peers = 16;
 }
 
 /* Defaults: the spec leaves weights to the application; these make one invalid message
@@ -496,11 +502,16 @@ static void out_graft(struct g_peer *p, int topic)
     o->graft[o->n_graft++] = (uint16_t)topic;
 }
 
-static void out_prune(struct g_peer *p, int topic, uint64_t backoff_ms)
+/* Queues a PRUNE; px (n_px peer IDs, copied) is the peer exchange offered with it. */
+static void out_prune(struct g_peer *p, int topic, uint64_t backoff_ms, const struct peer_id *px,
+                      size_t n_px)
 {
     struct g_pending *o = &p->out;
     if (grow((void **)&o->prune, &o->cap_prune, o->n_prune + 1, sizeof *o->prune) < 0) return;
-    o->prune[o->n_prune++] = (struct g_prune){(uint16_t)topic, backoff_ms / 1000};
+    struct peer_id *copy = n_px ? malloc(n_px * sizeof *copy) : NULL;
+    if (copy) memcpy(copy, px, n_px * sizeof *copy);
+    o->prune[o->n_prune++] = (struct g_prune){(uint16_t)topic, backoff_ms / 1000, copy,
+                                              copy ? n_px : 0};
 }
 
 static bool pending_any(const struct g_pending *o)
@@ -515,6 +526,7 @@ static void pending_clear(struct g_pending *o, size_t n_msgs_sent)
         memmove(o->msgs, o->msgs + n_msgs_sent, (o->n_msgs - n_msgs_sent) * sizeof *o->msgs);
     o->n_msgs -= n_msgs_sent;
     for (size_t i = 0; i < o->n_ihave; i++) msg_unref(o->ihave[i].m);
+    for (size_t i = 0; i < o->n_prune; i++) free(o->prune[i].px);
     o->n_subs = o->n_ihave = o->n_iwant = o->n_graft = o->n_prune = 0;
 }
 
@@ -527,6 +539,14 @@ static void pending_free(struct g_pending *o)
     free(o->iwant);
     free(o->graft);
     free(o->prune);
+}
+
+/* PX entries of the prunes before prune i (their offset in the PeerInfo array). */
+static size_t pis_used(const struct g_pending *o, size_t i)
+{
+    size_t n = 0;
+    for (size_t k = 0; k < i; k++) n += o->prune[k].n_px;
+    return n;
 }
 
 /* Control part of the RPC for peer p, packed into a malloc'd buffer. */
@@ -542,6 +562,7 @@ static int rpc_pack_control(struct gossip *g, const struct g_pending *o, uint8_t
     Pubsub__Pb__ControlGraft *gr = NULL, **grp = NULL;
     Pubsub__Pb__ControlPrune *pr = NULL, **prp = NULL;
     ProtobufCBinaryData *ids = NULL, *wids = NULL;
+    Pubsub__Pb__PeerInfo *pis = NULL, **pisp = NULL;
     int rc = MESH_ENOMEM;
 
     *out = NULL;
@@ -557,7 +578,13 @@ static int rpc_pack_control(struct gossip *g, const struct g_pending *o, uint8_t
     grp = calloc(o->n_graft + 1, sizeof *grp);
     pr = calloc(o->n_prune + 1, sizeof *pr);
     prp = calloc(o->n_prune + 1, sizeof *prp);
-    if (!subs || !subp || !ih || !ihp || !ids || !wids || !gr || !grp || !pr || !prp) goto done;
+    size_t n_pi = 0;
+    for (size_t i = 0; i < o->n_prune; i++) n_pi += o->prune[i].n_px;
+    pis = calloc(n_pi + 1, sizeof *pis);
+    pisp = calloc(n_pi + 1, sizeof *pisp);
+    if (!subs || !subp || !ih || !ihp || !ids || !wids || !gr || !grp || !pr || !prp || !pis ||
+        !pisp)
+        goto done;
     for (size_t i = 0; i < n_sub; i++) {
         pubsub__pb__rpc__sub_opts__init(&subs[i]);
         subs[i].has_subscribe = 1;
@@ -604,6 +631,16 @@ static int rpc_pack_control(struct gossip *g, const struct g_pending *o, uint8_t
         pr[i].topicid = g->topics[o->prune[i].topic]->name;
         pr[i].has_backoff = 1;
         pr[i].backoff = o->prune[i].backoff_s;
+        pr[i].n_peers = o->prune[i].n_px;
+        pr[i].peers = pisp + (pis_used(o, i));
+        for (size_t j = 0; j < o->prune[i].n_px; j++) {
+            Pubsub__Pb__PeerInfo *pi = &pis[pis_used(o, i) + j];
+            pubsub__pb__peer_info__init(pi);
+            pi->has_peerid = 1;
+            pi->peerid = (ProtobufCBinaryData){o->prune[i].px[j].len,
+                                               (uint8_t *)o->prune[i].px[j].bytes};
+            pisp[pis_used(o, i) + j] = pi;
+        }
         prp[i] = &pr[i];
     }
     ctl.n_prune = o->n_prune;
@@ -627,6 +664,8 @@ done:
     free(grp);
     free(pr);
     free(prp);
+    free(pis);
+    free(pisp);
     return rc;
 }
 
@@ -688,13 +727,41 @@ static void mesh_add(struct gossip *g, struct g_topic *t, int topic, struct g_pe
     if (send_graft) out_graft(p, topic);
 }
 
+/* Up to prune_peers other topic peers with a non-negative score, to offer p in a PRUNE
+ * (gossipsub-v1.1 "Peer Exchange"; only to peers that are not misbehaving themselves). */
+static size_t px_pick(struct gossip *g, int topic, const struct g_peer *p, uint64_t now_ms,
+                      struct peer_id *out, size_t cap)
+{
+    size_t n = 0;
+    if (!g->p.do_px || peer_score(g, (struct g_peer *)p, now_ms) < 0) return 0;
+    for (size_t i = 0; i < g->n_peers && n < cap; i++) {
+        struct g_peer *q = g->peers[i];
+        if (q == p || !peer_in_topic(q, topic) || peer_score(g, q, now_ms) < 0) continue;
+        out[n++] = q->id;
+    }
+    return n;
+}
+
 static void mesh_remove(struct gossip *g, struct g_topic *t, int topic, struct g_peer *p,
                         uint64_t now_ms, uint64_t backoff_ms, bool send_prune)
 {
     set_del(t->mesh, &t->n_mesh, p);
     mesh_leave_stats(g, p, topic);
     backoff_set(t, &p->id, now_ms + backoff_ms);
-    if (send_prune) out_prune(p, topic, backoff_ms);
+    if (send_prune) out_prune(p, topic, backoff_ms, NULL, 0);
+}
+
+/* Prune because the mesh is full (not the peer's fault): offer PX. */
+static void mesh_remove_px(struct gossip *g, struct g_topic *t, int topic, struct g_peer *p,
+                           uint64_t now_ms)
+{
+    struct peer_id px[32];
+    size_t cap = g->p.prune_peers <= 0 ? 0 : g->p.prune_peers < 32 ? (size_t)g->p.prune_peers : 32;
+    size_t n = px_pick(g, topic, p, now_ms, px, cap);
+    set_del(t->mesh, &t->n_mesh, p);
+    mesh_leave_stats(g, p, topic);
+    backoff_set(t, &p->id, now_ms + g->p.prune_backoff_ms);
+    out_prune(p, topic, g->p.prune_backoff_ms, px, n);
 }
 
 /* Peers subscribed to topic that may join its mesh: not in it, not backed off, score >= min. */
@@ -1024,7 +1091,7 @@ static void handle_graft(struct gossip *g, uint64_t now_ms, struct g_peer *p, co
     if (topic < 0) return; /* unknown topic: ignore, as go-libp2p-pubsub does */
     struct g_topic *t = g->topics[topic];
     if (!t->subscribed) {
-        out_prune(p, topic, g->p.prune_backoff_ms);
+        out_prune(p, topic, g->p.prune_backoff_ms, NULL, 0);
         return;
     }
     if (set_has(t->mesh, t->n_mesh, p)) return;
@@ -1033,9 +1100,12 @@ static void handle_graft(struct gossip *g, uint64_t now_ms, struct g_peer *p, co
         mesh_remove(g, t, topic, p, now_ms, g->p.prune_backoff_ms, true);
         return;
     }
-    if (peer_score(g, p, now_ms) < 0 ||
-        (t->n_mesh >= (size_t)g->p.d_hi && !p->outbound)) {
+    if (peer_score(g, p, now_ms) < 0) {
         mesh_remove(g, t, topic, p, now_ms, g->p.prune_backoff_ms, true);
+        return;
+    }
+    if (t->n_mesh >= (size_t)g->p.d_hi && !p->outbound) {
+        mesh_remove_px(g, t, topic, p, now_ms);
         return;
     }
     mesh_add(g, t, topic, p, now_ms, false);
@@ -1053,6 +1123,27 @@ static void handle_prune(struct gossip *g, uint64_t now_ms, struct g_peer *p,
     set_del(t->mesh, &t->n_mesh, p);
     mesh_leave_stats(g, p, topic);
     backoff_set(t, &p->id, now_ms + bo);
+    /* Peer exchange: only from peers we trust enough (accept_px_threshold). */
+    if (pr->n_peers == 0 || peer_score(g, p, now_ms) < g->sp.accept_px_threshold) return;
+    for (size_t i = 0; i < pr->n_peers && g->n_px < GOSSIP_PX_QUEUE; i++) {
+        struct peer_id id;
+        const Pubsub__Pb__PeerInfo *pi = pr->peers[i];
+        if (!pi->has_peerid || peer_id_from_bytes(pi->peerid.data, pi->peerid.len, &id) < 0)
+            continue;
+        if (peer_id_equal(&id, &g->ident.id) || peer_find(g, &id)) continue;
+        bool dup = false;
+        for (size_t k = 0; k < g->n_px && !dup; k++) dup = peer_id_equal(&g->px[k], &id);
+        if (!dup) g->px[g->n_px++] = id;
+    }
+}
+
+int gossip_next_px(struct gossip *g, struct peer_id *out)
+{
+    if (g->n_px == 0) return MESH_ENOTFOUND;
+    *out = g->px[0];
+    memmove(g->px, g->px + 1, (g->n_px - 1) * sizeof *g->px);
+    g->n_px--;
+    return 0;
 }
 
 static void handle_subscription(struct gossip *g, struct g_peer *p,
@@ -1362,7 +1453,7 @@ static void mesh_trim(struct gossip *g, struct g_topic *t, int topic, uint64_t n
             i++;
             continue;
         }
-        mesh_remove(g, t, topic, p, now_ms, g->p.prune_backoff_ms, true);
+        mesh_remove_px(g, t, topic, p, now_ms);
         n = t->n_mesh;
     }
 done:

@@ -6,8 +6,8 @@
  * within [Dlo, Dhi], fanout, message cache with history 5 / gossip 3, IHAVE/IWANT, seen cache,
  * 1 s heartbeat) and gossipsub-v1.1.md (PRUNE backoff, flood publishing, outbound mesh quota
  * Dout, opportunistic grafting, IWANT promises, peer scoring P1, P2, P3, P3b, P4, P5, P7 with
- * the gossip / publish / graylist thresholds). Not done: peer exchange (PX) on PRUNE (we send
- * none and ignore received ones), P6 (IP colocation: the host knows IPs, not this core),
+ * the gossip / publish / graylist thresholds, peer exchange on PRUNE with peer IDs only). Not
+ * done: signed peer records in PX, P6 (IP colocation: the host knows IPs, not this core),
  * score retention after disconnection, IDONTWANT (v1.2), anonymous / unsigned modes.
  *
  * The seam with the network: the host opens one /meshsub/1.1.0 stream each way per peer, then
@@ -38,6 +38,7 @@
 #define GOSSIP_MSG_ID_MAX_LEN (PEER_ID_MAX_LEN + 8)
 #define GOSSIP_PEER_TOPICS_MAX 64        /* subscriptions remembered per peer */
 #define GOSSIP_TOPICS_MAX 256            /* topics known (ours and peers') */
+#define GOSSIP_PX_QUEUE 64               /* peer-exchange suggestions kept */
 
 /* Router parameters; gossip_params_default() gives the spec's values. */
 struct gossip_params {
@@ -57,6 +58,8 @@ struct gossip_params {
     int opportunistic_graft_ticks;  /* 60 */
     int opportunistic_graft_peers;  /* 2 */
     bool flood_publish;             /* true: own messages go to every peer above publish thr. */
+    bool do_px;                     /* false: send peer exchange in PRUNEs of a full mesh */
+    int prune_peers;                /* 16: peers offered in one PX */
 };
 
 /* Per-topic score parameters (gossipsub-v1.1.md "Topic Parameter Calculation"). */
@@ -166,6 +169,11 @@ int gossip_on_rpc(struct gossip *g, uint64_t now_ms, const struct peer_id *peer,
 /* Splits one length-prefixed frame off buf (like dht_frame_split, GOSSIP_RPC_MAX_LEN). */
 int gossip_frame_split(const uint8_t *buf, size_t len, const uint8_t **body, size_t *body_len,
                        size_t *used);
+
+/* Peer exchange: pops a peer ID that a peer with score >= accept_px_threshold offered in a
+ * PRUNE and that we are not connected to. PX carries no addresses here (no signed peer
+ * records): find them through the DHT before dialing. Returns 0 or MESH_ENOTFOUND. */
+int gossip_next_px(struct gossip *g, struct peer_id *out);
 
 /* Pops one frame to send. Returns 0 or MESH_ENOTFOUND. */
 int gossip_next_output(struct gossip *g, struct gossip_output *out);

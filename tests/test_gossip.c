@@ -445,6 +445,79 @@ static void test_gossip_fanout_publish_without_subscribing(void **state)
     gossip_free(c.g);
 }
 
+static void test_gossip_full_mesh_prune_offers_peer_exchange(void **state)
+{
+    (void)state;
+    struct gossip_params gp;
+    gossip_params_default(&gp);
+    gp.d = 2;
+    gp.d_lo = 1;
+    gp.d_hi = 2;
+    gp.d_score = 1;
+    gp.d_out = 0;
+    gp.do_px = true;
+    struct node a, b, c, x;
+    node_init_params(&a, 1, &gp);
+    node_init(&b, 2);
+    node_init(&c, 3);
+    /* X trusts A enough to take its suggestions. */
+    uint8_t seed[32];
+    memset(&x, 0, sizeof x);
+    memset(seed, 4, sizeof seed);
+    assert_int_equal(identity_from_seed(seed, &x.id), 0);
+    struct gossip_score_params sp;
+    gossip_score_params_default(&sp);
+    sp.accept_px_threshold = 0;
+    struct gossip_config xc;
+    memset(&xc, 0, sizeof xc);
+    xc.id = &x.id;
+    xc.score = &sp;
+    assert_int_equal(gossip_new(&xc, &x.g), 0);
+
+    struct node *full[2] = {&b, &c};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(gossip_peer_add(a.g, 0, &full[i]->id.id, false), 0);
+        assert_int_equal(gossip_peer_add(full[i]->g, 0, &a.id.id, true), 0);
+        assert_int_equal(gossip_subscribe(full[i]->g, 0, TOPIC), 0);
+        pump(full[i], &a, 1);
+    }
+    assert_int_equal(gossip_subscribe(a.g, 2, TOPIC), 0);
+    assert_int_equal(gossip_mesh_peers(a.g, TOPIC, NULL, 0), 2); /* B and C: full (Dhi 2) */
+    drain(&a);
+    assert_int_equal(gossip_peer_add(a.g, 3, &x.id.id, false), 0);
+    assert_int_equal(gossip_peer_add(x.g, 3, &a.id.id, true), 0);
+    pump(&a, &x, 4); /* A's subscriptions reach X */
+    assert_int_equal(gossip_subscribe(x.g, 4, TOPIC), 0); /* X grafts A at once */
+    pump(&x, &a, 5); /* X's subscription and GRAFT reach A: the mesh is full */
+    assert_int_equal(gossip_mesh_peers(a.g, TOPIC, NULL, 0), 2);
+    Pubsub__Pb__RPC *r = next_rpc(&a);
+    assert_non_null(r);
+    assert_non_null(r->control);
+    assert_int_equal(r->control->n_prune, 1);
+    assert_int_equal(r->control->prune[0]->n_peers, 2); /* PX: B and C, not X itself */
+    uint8_t buf[1024];
+    size_t len = pubsub__pb__rpc__pack(r, buf);
+    pubsub__pb__rpc__free_unpacked(r, NULL);
+    assert_int_equal(gossip_on_rpc(x.g, 6, &a.id.id, buf, len), 0);
+    struct peer_id got[3];
+    int n = 0;
+    while (n < 3 && gossip_next_px(x.g, &got[n]) == 0) n++;
+    assert_int_equal(n, 2);
+    for (int i = 0; i < 2; i++)
+        assert_true(peer_id_equal(&got[i], &b.id.id) || peer_id_equal(&got[i], &c.id.id));
+    /* A peer below accept_px_threshold (default 10) is not listened to. */
+    struct node y;
+    node_init(&y, 5);
+    assert_int_equal(gossip_peer_add(y.g, 5, &a.id.id, true), 0);
+    assert_int_equal(gossip_on_rpc(y.g, 6, &a.id.id, buf, len), 0);
+    assert_int_equal(gossip_next_px(y.g, &got[0]), MESH_ENOTFOUND);
+    gossip_free(a.g);
+    gossip_free(b.g);
+    gossip_free(c.g);
+    gossip_free(x.g);
+    gossip_free(y.g);
+}
+
 static void test_gossip_rejects_malformed_rpc(void **state)
 {
     (void)state;
@@ -791,6 +864,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gossip_ihave_asks_iwant_and_broken_promises_penalised),
         cmocka_unit_test(test_gossip_graft_during_backoff_is_pruned_and_penalised),
         cmocka_unit_test(test_gossip_fanout_publish_without_subscribing),
+        cmocka_unit_test(test_gossip_full_mesh_prune_offers_peer_exchange),
         cmocka_unit_test(test_gossip_rejects_malformed_rpc),
         cmocka_unit_test(test_gossip_sim_mesh_degrees_and_delivery),
         cmocka_unit_test(test_gossip_host_relays_over_tcp),
