@@ -8,6 +8,7 @@
 #include "cli/cli.h"
 
 #include "core/err.h"
+#include "engine/chat.h"
 #include "engine/gguf.h"
 #include "engine/quant.h"
 #include "engine/quantize.h"
@@ -58,23 +59,19 @@ static float arch_f32(const struct gguf *g, const char *arch, const char *suffix
     return gguf_get_f32_or(g, key, def);
 }
 
-/* A well-known template's name, else its first line (both malloc'd). */
+/* The template family `chat` and `serve` render for this template (engine/chat.c's
+ * detection), or its first line marked as not recognised (malloc'd). */
 static char *template_label(const char *t)
 {
-    static const struct {
-        const char *marker, *label;
-    } known[] = {
-        {"<|start_header_id|>", "llama3"}, {"<|im_start|>", "chatml"}, {"[INST]", "llama2 / mistral"},
-        {"<|user|>", "zephyr / phi-3"},    {"<start_of_turn>", "gemma"}, {"### Instruction", "alpaca"},
-    };
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (strstr(t, known[i].marker)) return strdup(known[i].label);
+    enum chat_tmpl k = chat_tmpl_detect(t);
+    if (k != CHAT_TMPL_UNKNOWN) return strdup(chat_tmpl_name(k));
     size_t n = strcspn(t, "\n");
     if (n > 60) n = 60;
-    char *r = malloc(n + 4);
+    size_t cap = n + 80;
+    char *r = malloc(cap);
     if (!r) return NULL;
-    memcpy(r, t, n);
-    strcpy(r + n, t[n] ? "..." : "");
+    snprintf(r, cap, "not recognised, chat uses %s (\"%.*s%s\")",
+             chat_tmpl_name(chat_tmpl_fallback()), (int)n, t, t[n] ? "..." : "");
     return r;
 }
 
