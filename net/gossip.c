@@ -96,6 +96,8 @@ struct g_peer {
     struct g_tstat *ts;
     size_t n_ts, cap_ts;
     double behaviour_penalty;
+    uint8_t ip[16]; /* for P6; ip_len 0: unknown */
+    size_t ip_len;
     int n_ihave_rpcs, n_ihave_asked; /* this heartbeat */
     struct g_pending out;
 };
@@ -269,6 +271,8 @@ void gossip_score_params_default(struct gossip_score_params *s)
     t->invalid_decay = 0.9;
     s->topic_score_cap = 50;
     s->app_specific_weight = 1.0;
+    s->ip_colocation_weight = 0; /* off: every peer of a test or a LAN may share an address */
+    s->ip_colocation_threshold = 1;
     s->behaviour_penalty_weight = -10.0;
     s->behaviour_penalty_threshold = 1;
     s->behaviour_penalty_decay = 0.9;
@@ -386,6 +390,16 @@ static double peer_score(struct gossip *g, struct g_peer *p, uint64_t now_ms)
     }
     if (g->sp.topic_score_cap > 0 && s > g->sp.topic_score_cap) s = g->sp.topic_score_cap;
     if (g->cfg.app_score) s += g->sp.app_specific_weight * g->cfg.app_score(g->cfg.ud, &p->id);
+    if (g->sp.ip_colocation_weight != 0 && p->ip_len) { /* P6 */
+        double same = 0;
+        for (size_t i = 0; i < g->n_peers; i++)
+            same += g->peers[i]->ip_len == p->ip_len &&
+                    memcmp(g->peers[i]->ip, p->ip, p->ip_len) == 0;
+        if (same > g->sp.ip_colocation_threshold) {
+            double ex = same - g->sp.ip_colocation_threshold;
+            s += g->sp.ip_colocation_weight * ex * ex;
+        }
+    }
     if (p->behaviour_penalty > g->sp.behaviour_penalty_threshold) { /* P7 */
         double ex = p->behaviour_penalty - g->sp.behaviour_penalty_threshold;
         s += g->sp.behaviour_penalty_weight * ex * ex;
@@ -1291,6 +1305,15 @@ int gossip_peer_add(struct gossip *g, uint64_t now_ms, const struct peer_id *id,
     for (size_t i = 0; i < g->n_topics; i++)
         if (g->topics[i]->subscribed) out_sub(p, (int)i, true);
     return 0;
+}
+
+void gossip_peer_set_ip(struct gossip *g, const struct peer_id *peer, const uint8_t *ip,
+                        size_t ip_len)
+{
+    struct g_peer *p = peer_find(g, peer);
+    if (!p || (ip_len != 4 && ip_len != 16)) return;
+    memcpy(p->ip, ip, ip_len);
+    p->ip_len = ip_len;
 }
 
 void gossip_peer_remove(struct gossip *g, uint64_t now_ms, const struct peer_id *id)

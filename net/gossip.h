@@ -5,10 +5,10 @@
  * key; message id = from || seqno), pubsub/gossipsub/gossipsub-v1.0.md (mesh of degree D
  * within [Dlo, Dhi], fanout, message cache with history 5 / gossip 3, IHAVE/IWANT, seen cache,
  * 1 s heartbeat) and gossipsub-v1.1.md (PRUNE backoff, flood publishing, outbound mesh quota
- * Dout, opportunistic grafting, IWANT promises, peer scoring P1, P2, P3, P3b, P4, P5, P7 with
- * the gossip / publish / graylist thresholds, peer exchange on PRUNE with peer IDs only). Not
- * done: signed peer records in PX, P6 (IP colocation: the host knows IPs, not this core),
- * score retention after disconnection, IDONTWANT (v1.2), anonymous / unsigned modes.
+ * Dout, opportunistic grafting, IWANT promises, peer scoring P1, P2, P3, P3b, P4, P5, P6, P7
+ * with the gossip / publish / graylist thresholds, peer exchange on PRUNE with peer IDs only).
+ * Not done: signed peer records in PX, P6 whitelists, score retention after disconnection,
+ * IDONTWANT (v1.2), anonymous / unsigned modes.
  *
  * The seam with the network: the host opens one /meshsub/1.1.0 stream each way per peer, then
  *   - gossip_peer_add()/gossip_peer_remove() on connect / disconnect;
@@ -79,6 +79,8 @@ struct gossip_score_params {
     struct gossip_topic_score_params topic;  /* used for every topic */
     double topic_score_cap;                  /* 0: none */
     double app_specific_weight;              /* P5 */
+    double ip_colocation_weight;             /* P6 (<= 0; 0: off, the default) */
+    double ip_colocation_threshold;          /* peers per IP before P6 applies */
     double behaviour_penalty_weight, behaviour_penalty_threshold, behaviour_penalty_decay; /* P7 */
     uint64_t decay_interval_ms;
     double decay_to_zero;
@@ -150,6 +152,9 @@ void gossip_free(struct gossip *g);
 int gossip_peer_add(struct gossip *g, uint64_t now_ms, const struct peer_id *peer,
                     bool outbound);
 void gossip_peer_remove(struct gossip *g, uint64_t now_ms, const struct peer_id *peer);
+/* The peer's IP address (4 or 16 bytes) for P6 (IP colocation). Unknown peers are ignored. */
+void gossip_peer_set_ip(struct gossip *g, const struct peer_id *peer, const uint8_t *ip,
+                        size_t ip_len);
 
 int gossip_subscribe(struct gossip *g, uint64_t now_ms, const char *topic);
 int gossip_unsubscribe(struct gossip *g, uint64_t now_ms, const char *topic);

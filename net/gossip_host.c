@@ -186,6 +186,11 @@ static int peer_ensure(struct gossip_host *gh, const struct peer_id *id, bool ou
     p->id = *id;
     gh->peers[gh->n_peers++] = p;
     int rc = gossip_peer_add(gh->g, now_ms(gh), id, outbound || info.is_outbound);
+    size_t pos = 0;
+    struct multiaddr_part part;
+    if (rc == 0 && multiaddr_next(&info.remote_addr, &pos, &part) == 1 &&
+        (part.code == MA_IP4 || part.code == MA_IP6))
+        gossip_peer_set_ip(gh->g, id, part.value, part.value_len); /* for P6 */
     struct multiaddr a = info.remote_addr;
     struct stream_ctx *c = rc == 0 ? ctx_new(gh->anchor, id) : NULL;
     if (!c || multiaddr_append_p2p(&a, id) < 0 ||

@@ -22,6 +22,7 @@
 
 #include "gossip.pb-c.h"
 
+#include <math.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -518,6 +519,39 @@ static void test_gossip_full_mesh_prune_offers_peer_exchange(void **state)
     gossip_free(y.g);
 }
 
+static void test_gossip_ip_colocation_penalty(void **state)
+{
+    (void)state;
+    struct node a, p[4];
+    uint8_t seed[32];
+    memset(&a, 0, sizeof a);
+    memset(seed, 1, sizeof seed);
+    assert_int_equal(identity_from_seed(seed, &a.id), 0);
+    struct gossip_score_params sp;
+    gossip_score_params_default(&sp);
+    sp.ip_colocation_weight = -1;
+    sp.ip_colocation_threshold = 1;
+    struct gossip_config c;
+    memset(&c, 0, sizeof c);
+    c.id = &a.id;
+    c.score = &sp;
+    assert_int_equal(gossip_new(&c, &a.g), 0);
+    const uint8_t shared[4] = {10, 0, 0, 7}, alone[4] = {10, 0, 0, 8};
+    for (int i = 0; i < 4; i++) {
+        node_init(&p[i], (uint8_t)(10 + i));
+        assert_int_equal(gossip_peer_add(a.g, 0, &p[i].id.id, false), 0);
+        gossip_peer_set_ip(a.g, &p[i].id.id, i < 3 ? shared : alone, 4);
+    }
+    /* Three peers behind one address: (3 - 1)^2 = 4 each; the fourth is not penalised. */
+    for (int i = 0; i < 3; i++)
+        assert_true(fabs(gossip_peer_score(a.g, 0, &p[i].id.id) - -4.0) < 1e-9);
+    assert_true(fabs(gossip_peer_score(a.g, 0, &p[3].id.id)) < 1e-9);
+    gossip_peer_remove(a.g, 0, &p[0].id.id);
+    assert_true(fabs(gossip_peer_score(a.g, 0, &p[1].id.id) - -1.0) < 1e-9);
+    gossip_free(a.g);
+    for (int i = 0; i < 4; i++) gossip_free(p[i].g);
+}
+
 static void test_gossip_rejects_malformed_rpc(void **state)
 {
     (void)state;
@@ -865,6 +899,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gossip_graft_during_backoff_is_pruned_and_penalised),
         cmocka_unit_test(test_gossip_fanout_publish_without_subscribing),
         cmocka_unit_test(test_gossip_full_mesh_prune_offers_peer_exchange),
+        cmocka_unit_test(test_gossip_ip_colocation_penalty),
         cmocka_unit_test(test_gossip_rejects_malformed_rpc),
         cmocka_unit_test(test_gossip_sim_mesh_degrees_and_delivery),
         cmocka_unit_test(test_gossip_host_relays_over_tcp),
