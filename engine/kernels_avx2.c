@@ -373,6 +373,62 @@ static void q5_1_vec_dot(int n, float *s, const void *vx, const void *vy)
     *s = hsum_ps(acc) + summs;
 }
 
+/* ---- tiles (prompt batches): 2 weight rows x 4 activation columns ------------------------------ */
+
+/* Rows past the last pair and columns past the last group of 4 (quant_gemm's contract). */
+static void gemm_rest(quant_vec_dot_fn dot, int n, float *s, size_t lds, const char *x, size_t bx,
+                      int r0, int nr, const char *y, size_t by, int c0, int nc)
+{
+    for (int c = 0; c < nc; c++)
+        for (int r = c < c0 ? r0 : 0; r < nr; r++)
+            dot(n, s + (size_t)c * lds + r, x + (size_t)r * bx, y + (size_t)c * by);
+}
+
+/* Q4_0: the row pair's nibbles as in q4_0_vec_dot_rows ([a lo | b lo], [a hi | b hi]),
+ * unpacked once per block for four columns; each column's broadcast halves and its
+ * 8 * y offset are shared by the pair. */
+static void q4_0_gemm(int n, float *s, size_t lds, const void *vx, size_t bx, int nr,
+                      const void *vy, size_t by, int nc)
+{
+    const int nb = n / QK8_0, nr2 = nr & ~1;
+    const __m256i m4 = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8), ones = _mm256_set1_epi16(1);
+    int c = 0;
+    for (; c + 3 < nc; c += 4) {
+        const struct block_q8_0 *yc[4];
+        for (int k = 0; k < 4; k++) yc[k] = (const void *)((const char *)vy + (size_t)(c + k) * by);
+        for (int r = 0; r < nr2; r += 2) {
+            const struct block_q4_0 *xa = (const void *)((const char *)vx + (size_t)r * bx);
+            const struct block_q4_0 *xb = (const void *)((const char *)xa + bx);
+            __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+            for (int ib = 0; ib < nb; ib++) {
+                const __m256i v = _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)xa[ib].qs)),
+                    _mm_loadu_si128((const __m128i *)xb[ib].qs), 1);
+                const __m256i lo = _mm256_and_si256(v, m4);
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                const __m256 dx = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_broadcast_ss(&quant_f16_lut[xa[ib].d])),
+                                                       _mm_broadcast_ss(&quant_f16_lut[xb[ib].d]), 1);
+                for (int k = 0; k < 4; k++) {
+                    const struct block_q8_0 *yb = &yc[k][ib];
+                    const __m256i ylo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)yb->qs));
+                    const __m256i yhi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(yb->qs + 16)));
+                    const __m256i off = _mm256_add_epi16(_mm256_maddubs_epi16(eight, ylo), _mm256_maddubs_epi16(eight, yhi));
+                    __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_maddubs_epi16(hi, yhi));
+                    p = _mm256_madd_epi16(_mm256_sub_epi16(p, off), ones);
+                    acc[k] = _mm256_fmadd_ps(_mm256_mul_ps(dx, bcast_h(yb->d)), _mm256_cvtepi32_ps(p), acc[k]);
+                }
+            }
+            for (int k = 0; k < 4; k++) {
+                const __m128 h = _mm_hadd_ps(_mm256_castps256_ps128(acc[k]), _mm256_extractf128_ps(acc[k], 1));
+                const __m128 t = _mm_hadd_ps(h, h); /* [a, b, a, b] */
+                s[(size_t)(c + k) * lds + r] = _mm_cvtss_f32(t);
+                s[(size_t)(c + k) * lds + r + 1] = _mm_cvtss_f32(_mm_shuffle_ps(t, t, 1));
+            }
+        }
+    }
+    gemm_rest(q4_0_vec_dot, n, s, lds, vx, bx, nr2, nr, vy, by, c, nc);
+}
+
 static void q5_0_vec_dot(int n, float *s, const void *vx, const void *vy)
 {
     const struct block_q5_0 *x = vx;
@@ -419,6 +475,44 @@ static void q8_0_vec_dot(int n, float *s, const void *vx, const void *vy)
     if (ib < nb) Q8_0_BLOCK(acc0, ib);
 #undef Q8_0_BLOCK
     *s = hsum_ps(_mm256_add_ps(acc0, acc1));
+}
+
+/* Q8_0: |x| and x's sign once per block for a pair of rows, four columns each. */
+static void q8_0_gemm(int n, float *s, size_t lds, const void *vx, size_t bx, int nr,
+                      const void *vy, size_t by, int nc)
+{
+    const int nb = n / QK8_0, nr2 = nr & ~1;
+    const __m256i ones = _mm256_set1_epi16(1);
+    int c = 0;
+    for (; c + 3 < nc; c += 4) {
+        const struct block_q8_0 *yc[4];
+        for (int k = 0; k < 4; k++) yc[k] = (const void *)((const char *)vy + (size_t)(c + k) * by);
+        for (int r = 0; r < nr2; r += 2) {
+            const struct block_q8_0 *xa = (const void *)((const char *)vx + (size_t)r * bx);
+            const struct block_q8_0 *xb = (const void *)((const char *)xa + bx);
+            __m256 acca[4], accb[4];
+            for (int k = 0; k < 4; k++) acca[k] = accb[k] = _mm256_setzero_ps();
+            for (int ib = 0; ib < nb; ib++) {
+                const __m256i va = _mm256_loadu_si256((const __m256i *)xa[ib].qs);
+                const __m256i vb = _mm256_loadu_si256((const __m256i *)xb[ib].qs);
+                const __m256i aa = _mm256_sign_epi8(va, va), ab = _mm256_sign_epi8(vb, vb);
+                const __m256 da = bcast_h(xa[ib].d), db = bcast_h(xb[ib].d);
+                for (int k = 0; k < 4; k++) {
+                    const __m256i yv = _mm256_loadu_si256((const __m256i *)yc[k][ib].qs);
+                    const __m256 dy = bcast_h(yc[k][ib].d);
+                    const __m256i pa = _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(yv, va)), ones);
+                    const __m256i pb = _mm256_madd_epi16(_mm256_maddubs_epi16(ab, _mm256_sign_epi8(yv, vb)), ones);
+                    acca[k] = _mm256_fmadd_ps(_mm256_mul_ps(da, dy), _mm256_cvtepi32_ps(pa), acca[k]);
+                    accb[k] = _mm256_fmadd_ps(_mm256_mul_ps(db, dy), _mm256_cvtepi32_ps(pb), accb[k]);
+                }
+            }
+            for (int k = 0; k < 4; k++) {
+                s[(size_t)(c + k) * lds + r] = hsum_ps(acca[k]);
+                s[(size_t)(c + k) * lds + r + 1] = hsum_ps(accb[k]);
+            }
+        }
+    }
+    gemm_rest(q8_0_vec_dot, n, s, lds, vx, bx, nr2, nr, vy, by, c, nc);
 }
 
 /* ---- K-quants ------------------------------------------------------------------------------ */
@@ -582,6 +676,8 @@ void quant_avx2_install(struct quant_traits *tab)
     tab[QT_Q8_K].from_float = q8_K_from_float;
     tab[QT_Q4_0].vec_dot = q4_0_vec_dot;
     tab[QT_Q4_0].vec_dot_rows = q4_0_vec_dot_rows;
+    tab[QT_Q4_0].gemm = q4_0_gemm;
+    tab[QT_Q8_0].gemm = q8_0_gemm;
     tab[QT_Q5_0].vec_dot = q5_0_vec_dot;
     tab[QT_Q4_1].vec_dot = q4_1_vec_dot;
     tab[QT_Q5_1].vec_dot = q5_1_vec_dot;
