@@ -196,6 +196,14 @@ static int bind(struct model *m, struct model_tensor *t, const char *name, int64
     return 0;
 }
 
+/* Rows of matrix `name` if it has more than n_vocab (padding past the vocabulary), else
+ * n_vocab, so that bind() checks the shape the file has; fewer rows fail in bind(). */
+static int64_t padded_rows(const struct gguf *g, const char *name, int n_vocab)
+{
+    const struct gguf_tensor *t = gguf_find_tensor(g, name);
+    return t && t->n_dims >= 2 && t->ne[1] > n_vocab ? t->ne[1] : n_vocab;
+}
+
 static int bind_layer(struct model *m, int il, char *err, size_t err_cap)
 {
     const struct model_hparams *hp = &m->hp;
@@ -283,24 +291,20 @@ int model_load(const char *path, const struct model_load_opts *opts, struct mode
 
     if ((rc = tok_load(m->gguf, &m->tok, sub, sizeof sub)) < 0) goto fail;
     hp->n_vocab = tok_n_vocab(m->tok);
-    const struct gguf_tensor *te = gguf_find_tensor(m->gguf, "token_embd.weight");
-    if (te && te->n_dims >= 2 && te->ne[1] != hp->n_vocab) {
-        /* Some files pad the embedding past the vocabulary; the tensor is authoritative. */
-        if (te->ne[1] < hp->n_vocab) {
-            rc = err_set(sub, sizeof sub, MESH_EBADMODEL,
-                         "token_embd.weight has %lld rows but the vocabulary has %d tokens",
-                         (long long)te->ne[1], hp->n_vocab);
-            goto fail;
-        }
-        hp->n_vocab = (int)te->ne[1];
-    }
-    if ((rc = bind(m, &m->tok_embd, "token_embd.weight", hp->n_embd, hp->n_vocab, false, true,
+    /* Some files pad the embedding or output rows past the vocabulary. Only the first
+     * n_vocab rows are used (ne1 = n_vocab), so the logits cover exactly the tokens that
+     * have a piece and an id in the padding is never sampled or embedded. */
+    int64_t embd_rows = padded_rows(m->gguf, "token_embd.weight", hp->n_vocab);
+    int64_t out_rows = padded_rows(m->gguf, "output.weight", hp->n_vocab);
+    if ((rc = bind(m, &m->tok_embd, "token_embd.weight", hp->n_embd, embd_rows, false, true,
                    sub, sizeof sub)) < 0 ||
         (rc = bind(m, &m->output_norm, "output_norm.weight", hp->n_embd, 1, false, false, sub,
                    sizeof sub)) < 0 ||
-        (rc = bind(m, &m->output, "output.weight", hp->n_embd, hp->n_vocab, true, true, sub,
+        (rc = bind(m, &m->output, "output.weight", hp->n_embd, out_rows, true, true, sub,
                    sizeof sub)) < 0)
         goto fail;
+    m->tok_embd.ne1 = hp->n_vocab;
+    if (m->output.data) m->output.ne1 = hp->n_vocab;
     if (!m->output.data) {
         hp->tied_output = true;
         m->output = m->tok_embd;

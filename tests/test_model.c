@@ -10,8 +10,10 @@
 #include <cmocka.h>
 
 #include "core/err.h"
+#include "engine/gguf.h"
 #include "engine/model.h"
 #include "engine/quant.h"
+#include "engine/tok.h"
 #include "tests/util/test_util.h"
 
 #include <cjson/cJSON.h>
@@ -341,6 +343,85 @@ static void test_model_refuses_vocab_only_file(void **state)
     assert_non_null(strstr(err, "/nonexistent/model.gguf"));
 }
 
+/* Writes a copy of stories260K.gguf whose token_embd and output matrices carry n_pad
+ * extra rows of large values past the vocabulary, as some converters pad them. */
+static void write_padded_model(const char *path, int n_pad)
+{
+    char err[512] = "";
+    struct gguf *g = NULL;
+    struct gguf_writer *w = NULL;
+    float *pad[2] = {NULL, NULL};
+    int n_padded = 0;
+    assert_int_equal(gguf_open(test_model_path("stories260K.gguf"), &g, err, sizeof err), 0);
+    assert_int_equal(gguf_writer_new(&w), 0);
+    for (int64_t i = 0; i < gguf_kv_count(g); i++) assert_int_equal(gguf_writer_copy_kv(w, g, i), 0);
+    for (int64_t i = 0; i < gguf_tensor_count(g); i++) {
+        const struct gguf_tensor *t = gguf_tensor_at(g, i);
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)t->name.len, t->name.ptr);
+        int64_t ne[2] = {t->ne[0], t->ne[1]};
+        const void *data = t->data;
+        if (!strcmp(name, "token_embd.weight") || !strcmp(name, "output.weight")) {
+            assert_int_equal(t->type, QT_F32);
+            float *p = malloc((size_t)(ne[1] + n_pad) * (size_t)ne[0] * sizeof *p);
+            assert_non_null(p);
+            memcpy(p, t->data, t->size);
+            for (int64_t k = ne[1] * ne[0]; k < (ne[1] + n_pad) * ne[0]; k++) p[k] = 100.0f;
+            ne[1] += n_pad;
+            data = pad[n_padded++] = p;
+        }
+        assert_true(gguf_writer_add_tensor(w, name, t->type, t->n_dims, ne, data) >= 0);
+    }
+    assert_int_equal(n_padded, 2);
+    assert_int_equal(gguf_writer_write(w, path, NULL, NULL, err, sizeof err), 0);
+    gguf_writer_free(w);
+    free(pad[0]);
+    free(pad[1]);
+    gguf_close(g);
+}
+
+/* Rows of the embedding and output past the vocabulary are ignored: the model has the
+ * tokenizer's vocabulary (so no id without a piece is ever sampled) and the same logits. */
+static void test_model_padded_embedding_keeps_the_vocab(void **state)
+{
+    (void)state;
+    char path[512];
+    snprintf(path, sizeof path, "%s/test_model_padded.gguf", test_tmp_dir());
+    write_padded_model(path, 8);
+    char err[512] = "";
+    struct model *pm = NULL;
+    int rc = model_load(path, NULL, &pm, err, sizeof err);
+    if (rc < 0) fail_msg("model_load(padded): %s", err);
+    struct model *m = load("stories260K.gguf");
+    int n_vocab = model_hparams(m)->n_vocab;
+    assert_int_equal(model_hparams(pm)->n_vocab, tok_n_vocab(model_tok(pm)));
+    assert_int_equal(model_hparams(pm)->n_vocab, n_vocab);
+    struct model_ctx *c = ctx_new(m, MODEL_KV_F32, 0, 0, 1);
+    struct model_ctx *pc = ctx_new(pm, MODEL_KV_F32, 0, 0, 1);
+    float *a = malloc((size_t)n_vocab * sizeof *a), *b = malloc((size_t)n_vocab * sizeof *b);
+    assert_non_null(a);
+    assert_non_null(b);
+    int32_t toks[3] = {1, 403, 407};
+    for (int i = 0; i < 3; i++) {
+        int32_t pos = i;
+        struct model_batch bt = {.n = 1, .tokens = &toks[i], .pos = &pos};
+        assert_int_equal(model_decode(c, &bt, a), 0);
+        assert_int_equal(model_decode(pc, &bt, b), 0);
+        assert_memory_equal(a, b, (size_t)n_vocab * sizeof *a);
+    }
+    /* an id in the padding is not a token */
+    int32_t bad = n_vocab, pos = 3;
+    struct model_batch bt = {.n = 1, .tokens = &bad, .pos = &pos};
+    assert_int_equal(model_decode(pc, &bt, b), MESH_EINVAL);
+    free(a);
+    free(b);
+    model_ctx_free(pc);
+    model_ctx_free(c);
+    model_free(pm);
+    model_free(m);
+    remove(path);
+}
+
 int main(void)
 {
     quant_init();
@@ -352,6 +433,7 @@ int main(void)
         cmocka_unit_test(test_model_sequences_share_a_batch),
         cmocka_unit_test(test_model_rejects_bad_batches),
         cmocka_unit_test(test_model_refuses_vocab_only_file),
+        cmocka_unit_test(test_model_padded_embedding_keeps_the_vocab),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
