@@ -6,162 +6,17 @@
  * protobuf (what we forward); the message cache is history_length windows of pointers; the
  * seen cache is an open-addressing hash of ids rebuilt at each heartbeat to drop expired
  * ids. Outgoing control and messages accumulate per peer and leave as one RPC per
- * gossip_next_output() call, built with protobuf-c plus the raw messages appended as
- * field 2 (protobuf allows repeated fields in any order).
+ * gossip_next_output() call (gossip_rpc.c, which also checks received RPCs; shared state in
+ * gossip_internal.h).
  */
-#include "net/gossip.h"
+#include "net/gossip_internal.h"
 
 #include "core/err.h"
 #include "net/varint.h"
 
-#include "gossip.pb-c.h"
-
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define HISTORY_MAX 16
-#define RPC_SUBS_MAX 128
-#define RPC_PUBLISH_MAX 256
-#define RPC_CONTROL_MAX 128     /* ihave/iwant/graft/prune entries per RPC */
-#define RPC_IDS_MAX 5000        /* message ids per IHAVE / IWANT entry */
-#define RPC_ID_LEN_MAX 128      /* longest message id accepted from others */
-#define RPC_PX_MAX 32
-#define SERVED_MAX 8            /* peers remembered per message for IWANT retransmission */
-#define PROMISES_MAX 512        /* open IWANT promises; bounds the duplicate-ask scan */
-
-struct g_msg {
-    int refs;
-    uint8_t id[GOSSIP_MSG_ID_MAX_LEN];
-    size_t id_len;
-    uint16_t topic;
-    uint8_t *raw; /* marshalled Message, signature included */
-    size_t raw_len;
-    uint32_t served_peer[SERVED_MAX];
-    uint8_t served_n[SERVED_MAX];
-    size_t n_served;
-};
-
-struct g_tstat {
-    uint16_t topic;
-    bool in_mesh, mesh_active;
-    uint64_t graft_ms;
-    double first_deliveries, mesh_deliveries, mesh_failure, invalid;
-};
-
-struct g_ihave {
-    uint16_t topic;
-    struct g_msg *m;
-};
-
-struct g_id {
-    uint8_t len;
-    uint8_t b[RPC_ID_LEN_MAX];
-};
-
-struct g_prune {
-    uint16_t topic;
-    uint64_t backoff_s;
-    struct peer_id *px; /* malloc'd, n_px peer IDs offered (gossipsub-v1.1 PX) */
-    size_t n_px;
-};
-
-struct g_subopt {
-    uint16_t topic;
-    bool sub;
-};
-
-/* Control and messages waiting to be sent to one peer. */
-struct g_pending {
-    struct g_subopt *subs;
-    size_t n_subs, cap_subs;
-    struct g_msg **msgs;
-    size_t n_msgs, cap_msgs;
-    struct g_ihave *ihave;
-    size_t n_ihave, cap_ihave;
-    struct g_id *iwant;
-    size_t n_iwant, cap_iwant;
-    uint16_t *graft;
-    size_t n_graft, cap_graft;
-    struct g_prune *prune;
-    size_t n_prune, cap_prune;
-};
-
-struct g_peer {
-    struct peer_id id;
-    uint32_t serial;
-    bool outbound;
-    uint16_t topics[GOSSIP_PEER_TOPICS_MAX]; /* its subscriptions */
-    size_t n_topics;
-    struct g_tstat *ts;
-    size_t n_ts, cap_ts;
-    double behaviour_penalty;
-    uint8_t ip[16]; /* for P6; ip_len 0: unknown */
-    size_t ip_len;
-    int n_ihave_rpcs, n_ihave_asked; /* this heartbeat */
-    struct g_pending out;
-};
-
-struct g_backoff {
-    struct peer_id id;
-    uint64_t until_ms;
-};
-
-struct g_topic {
-    char name[GOSSIP_TOPIC_MAX_LEN + 1];
-    bool subscribed;
-    struct g_peer **mesh;
-    size_t n_mesh, cap_mesh;
-    struct g_peer **fanout;
-    size_t n_fanout, cap_fanout;
-    uint64_t fanout_last_pub_ms;
-    struct g_backoff *bo;
-    size_t n_bo, cap_bo;
-};
-
-struct g_seen {
-    uint64_t h;
-    uint64_t expire_ms, first_ms;
-    uint8_t len; /* 0: empty slot */
-    uint8_t id[GOSSIP_MSG_ID_MAX_LEN];
-};
-
-struct g_promise {
-    struct g_id id;
-    uint32_t peer;
-    uint64_t deadline_ms;
-};
-
-struct g_window {
-    struct g_msg **m;
-    size_t n, cap;
-};
-
-struct gossip {
-    struct gossip_config cfg;
-    struct identity ident;
-    struct gossip_params p;
-    struct gossip_score_params sp;
-    uint64_t rng[4];
-    uint64_t seqno;
-    struct g_peer **peers;
-    size_t n_peers, cap_peers;
-    uint32_t next_serial;
-    size_t out_cursor;
-    struct g_topic *topics[GOSSIP_TOPICS_MAX];
-    size_t n_topics;
-    struct g_window win[HISTORY_MAX];
-    struct g_seen *seen;
-    size_t seen_cap, seen_n;
-    struct g_promise *prom;
-    size_t n_prom, cap_prom;
-    struct peer_id px[GOSSIP_PX_QUEUE]; /* peer-exchange suggestions received */
-    size_t n_px;
-    bool has_time;
-    uint64_t next_heartbeat_ms, next_decay_ms;
-    uint64_t n_heartbeats;
-    struct gossip_stats st;
-};
 
 /* ---- helpers ------------------------------------------------------------------------- */
 
@@ -190,7 +45,7 @@ static void shuffle(struct gossip *g, struct g_peer **a, size_t n)
     }
 }
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
+int gossip_grow(void **p, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap) return 0;
     size_t nc = *cap ? *cap * 2 : 8;
@@ -209,7 +64,7 @@ static uint64_t hash_bytes(const uint8_t *b, size_t len)
     return h ? h : 1;
 }
 
-static void msg_unref(struct g_msg *m)
+void gossip_msg_unref(struct g_msg *m)
 {
     if (!m || --m->refs > 0) return;
     free(m->raw);
@@ -334,7 +189,7 @@ static struct g_tstat *tstat(struct g_peer *p, int topic, bool create)
 {
     for (size_t i = 0; i < p->n_ts; i++)
         if (p->ts[i].topic == topic) return &p->ts[i];
-    if (!create || grow((void **)&p->ts, &p->cap_ts, p->n_ts + 1, sizeof *p->ts) < 0)
+    if (!create || gossip_grow((void **)&p->ts, &p->cap_ts, p->n_ts + 1, sizeof *p->ts) < 0)
         return NULL;
     struct g_tstat *s = &p->ts[p->n_ts++];
     memset(s, 0, sizeof *s);
@@ -361,7 +216,7 @@ static void set_del(struct g_peer **a, size_t *n, const struct g_peer *p)
 static int set_add(struct g_peer ***a, size_t *n, size_t *cap, struct g_peer *p)
 {
     if (set_has(*a, *n, p)) return 0;
-    if (grow((void **)a, cap, *n + 1, sizeof **a) < 0) return MESH_ENOMEM;
+    if (gossip_grow((void **)a, cap, *n + 1, sizeof **a) < 0) return MESH_ENOMEM;
     (*a)[(*n)++] = p;
     return 0;
 }
@@ -471,263 +326,8 @@ static void backoff_set(struct g_topic *t, const struct peer_id *id, uint64_t un
             if (t->bo[i].until_ms < until_ms) t->bo[i].until_ms = until_ms;
             return;
         }
-    if (grow((void **)&t->bo, &t->cap_bo, t->n_bo + 1, sizeof *t->bo) < 0) return;
+    if (gossip_grow((void **)&t->bo, &t->cap_bo, t->n_bo + 1, sizeof *t->bo) < 0) return;
     t->bo[t->n_bo++] = (struct g_backoff){*id, until_ms};
-}
-
-/* ---- outgoing ------------------------------------------------------------------------ */
-
-static void out_sub(struct g_peer *p, int topic, bool sub)
-{
-    struct g_pending *o = &p->out;
-    if (grow((void **)&o->subs, &o->cap_subs, o->n_subs + 1, sizeof *o->subs) < 0) return;
-    o->subs[o->n_subs++] = (struct g_subopt){(uint16_t)topic, sub};
-}
-
-static void out_msg(struct g_peer *p, struct g_msg *m)
-{
-    struct g_pending *o = &p->out;
-    if (grow((void **)&o->msgs, &o->cap_msgs, o->n_msgs + 1, sizeof *o->msgs) < 0) return;
-    m->refs++;
-    o->msgs[o->n_msgs++] = m;
-}
-
-static void out_ihave(struct g_peer *p, int topic, struct g_msg *m)
-{
-    struct g_pending *o = &p->out;
-    if (grow((void **)&o->ihave, &o->cap_ihave, o->n_ihave + 1, sizeof *o->ihave) < 0) return;
-    m->refs++;
-    o->ihave[o->n_ihave++] = (struct g_ihave){(uint16_t)topic, m};
-}
-
-static void out_iwant(struct g_peer *p, const uint8_t *id, size_t len)
-{
-    struct g_pending *o = &p->out;
-    if (len > RPC_ID_LEN_MAX) return;
-    if (grow((void **)&o->iwant, &o->cap_iwant, o->n_iwant + 1, sizeof *o->iwant) < 0) return;
-    o->iwant[o->n_iwant].len = (uint8_t)len;
-    memcpy(o->iwant[o->n_iwant++].b, id, len);
-}
-
-static void out_graft(struct g_peer *p, int topic)
-{
-    struct g_pending *o = &p->out;
-    if (grow((void **)&o->graft, &o->cap_graft, o->n_graft + 1, sizeof *o->graft) < 0) return;
-    o->graft[o->n_graft++] = (uint16_t)topic;
-}
-
-/* Queues a PRUNE; px (n_px peer IDs, copied) is the peer exchange offered with it. */
-static void out_prune(struct g_peer *p, int topic, uint64_t backoff_ms, const struct peer_id *px,
-                      size_t n_px)
-{
-    struct g_pending *o = &p->out;
-    if (grow((void **)&o->prune, &o->cap_prune, o->n_prune + 1, sizeof *o->prune) < 0) return;
-    struct peer_id *copy = n_px ? malloc(n_px * sizeof *copy) : NULL;
-    if (copy) memcpy(copy, px, n_px * sizeof *copy);
-    o->prune[o->n_prune++] = (struct g_prune){(uint16_t)topic, backoff_ms / 1000, copy,
-                                              copy ? n_px : 0};
-}
-
-static bool pending_any(const struct g_pending *o)
-{
-    return o->n_subs || o->n_msgs || o->n_ihave || o->n_iwant || o->n_graft || o->n_prune;
-}
-
-static void pending_clear(struct g_pending *o, size_t n_msgs_sent)
-{
-    for (size_t i = 0; i < n_msgs_sent; i++) msg_unref(o->msgs[i]);
-    if (o->n_msgs > n_msgs_sent)
-        memmove(o->msgs, o->msgs + n_msgs_sent, (o->n_msgs - n_msgs_sent) * sizeof *o->msgs);
-    o->n_msgs -= n_msgs_sent;
-    for (size_t i = 0; i < o->n_ihave; i++) msg_unref(o->ihave[i].m);
-    for (size_t i = 0; i < o->n_prune; i++) free(o->prune[i].px);
-    o->n_subs = o->n_ihave = o->n_iwant = o->n_graft = o->n_prune = 0;
-}
-
-static void pending_free(struct g_pending *o)
-{
-    pending_clear(o, o->n_msgs);
-    free(o->subs);
-    free(o->msgs);
-    free(o->ihave);
-    free(o->iwant);
-    free(o->graft);
-    free(o->prune);
-}
-
-/* PX entries of the prunes before prune i (their offset in the PeerInfo array). */
-static size_t pis_used(const struct g_pending *o, size_t i)
-{
-    size_t n = 0;
-    for (size_t k = 0; k < i; k++) n += o->prune[k].n_px;
-    return n;
-}
-
-/* Control part of the RPC for peer p, packed into a malloc'd buffer. */
-static int rpc_pack_control(struct gossip *g, const struct g_pending *o, uint8_t **out,
-                            size_t *out_len)
-{
-    Pubsub__Pb__RPC rpc = PUBSUB__PB__RPC__INIT;
-    Pubsub__Pb__ControlMessage ctl = PUBSUB__PB__CONTROL_MESSAGE__INIT;
-    Pubsub__Pb__ControlIWant iw = PUBSUB__PB__CONTROL_IWANT__INIT;
-    Pubsub__Pb__ControlIWant *iwp = &iw;
-    Pubsub__Pb__RPC__SubOpts *subs = NULL, **subp = NULL;
-    Pubsub__Pb__ControlIHave *ih = NULL, **ihp = NULL;
-    Pubsub__Pb__ControlGraft *gr = NULL, **grp = NULL;
-    Pubsub__Pb__ControlPrune *pr = NULL, **prp = NULL;
-    ProtobufCBinaryData *ids = NULL, *wids = NULL;
-    Pubsub__Pb__PeerInfo *pis = NULL, **pisp = NULL;
-    int rc = MESH_ENOMEM;
-
-    *out = NULL;
-    *out_len = 0;
-    size_t n_sub = o->n_subs, n_ih = o->n_ihave;
-    subs = calloc(n_sub + 1, sizeof *subs);
-    subp = calloc(n_sub + 1, sizeof *subp);
-    ih = calloc(n_ih + 1, sizeof *ih);
-    ihp = calloc(n_ih + 1, sizeof *ihp);
-    ids = calloc(n_ih + 1, sizeof *ids);
-    wids = calloc(o->n_iwant + 1, sizeof *wids);
-    gr = calloc(o->n_graft + 1, sizeof *gr);
-    grp = calloc(o->n_graft + 1, sizeof *grp);
-    pr = calloc(o->n_prune + 1, sizeof *pr);
-    prp = calloc(o->n_prune + 1, sizeof *prp);
-    size_t n_pi = 0;
-    for (size_t i = 0; i < o->n_prune; i++) n_pi += o->prune[i].n_px;
-    pis = calloc(n_pi + 1, sizeof *pis);
-    pisp = calloc(n_pi + 1, sizeof *pisp);
-    if (!subs || !subp || !ih || !ihp || !ids || !wids || !gr || !grp || !pr || !prp || !pis ||
-        !pisp)
-        goto done;
-    for (size_t i = 0; i < n_sub; i++) {
-        pubsub__pb__rpc__sub_opts__init(&subs[i]);
-        subs[i].has_subscribe = 1;
-        subs[i].subscribe = o->subs[i].sub;
-        subs[i].topicid = g->topics[o->subs[i].topic]->name;
-        subp[i] = &subs[i];
-    }
-    rpc.n_subscriptions = n_sub;
-    rpc.subscriptions = subp;
-    /* IHAVE: one entry per topic, ids grouped (pending entries are appended per topic). */
-    size_t n_groups = 0;
-    for (size_t i = 0; i < n_ih; i++) ids[i] = (ProtobufCBinaryData){o->ihave[i].m->id_len,
-                                                                      o->ihave[i].m->id};
-    for (size_t i = 0; i < n_ih;) {
-        size_t j = i;
-        while (j < n_ih && o->ihave[j].topic == o->ihave[i].topic) j++;
-        pubsub__pb__control_ihave__init(&ih[n_groups]);
-        ih[n_groups].topicid = g->topics[o->ihave[i].topic]->name;
-        ih[n_groups].n_messageids = j - i;
-        ih[n_groups].messageids = &ids[i];
-        ihp[n_groups] = &ih[n_groups];
-        n_groups++;
-        i = j;
-    }
-    ctl.n_ihave = n_groups;
-    ctl.ihave = ihp;
-    for (size_t i = 0; i < o->n_iwant; i++)
-        wids[i] = (ProtobufCBinaryData){o->iwant[i].len, (uint8_t *)o->iwant[i].b};
-    iw.n_messageids = o->n_iwant;
-    iw.messageids = wids;
-    if (o->n_iwant) {
-        ctl.n_iwant = 1;
-        ctl.iwant = &iwp;
-    }
-    for (size_t i = 0; i < o->n_graft; i++) {
-        pubsub__pb__control_graft__init(&gr[i]);
-        gr[i].topicid = g->topics[o->graft[i]]->name;
-        grp[i] = &gr[i];
-    }
-    ctl.n_graft = o->n_graft;
-    ctl.graft = grp;
-    for (size_t i = 0; i < o->n_prune; i++) {
-        pubsub__pb__control_prune__init(&pr[i]);
-        pr[i].topicid = g->topics[o->prune[i].topic]->name;
-        pr[i].has_backoff = 1;
-        pr[i].backoff = o->prune[i].backoff_s;
-        pr[i].n_peers = o->prune[i].n_px;
-        pr[i].peers = pisp + (pis_used(o, i));
-        for (size_t j = 0; j < o->prune[i].n_px; j++) {
-            Pubsub__Pb__PeerInfo *pi = &pis[pis_used(o, i) + j];
-            pubsub__pb__peer_info__init(pi);
-            pi->has_peerid = 1;
-            pi->peerid = (ProtobufCBinaryData){o->prune[i].px[j].len,
-                                               (uint8_t *)o->prune[i].px[j].bytes};
-            pisp[pis_used(o, i) + j] = pi;
-        }
-        prp[i] = &pr[i];
-    }
-    ctl.n_prune = o->n_prune;
-    ctl.prune = prp;
-    if (n_groups || o->n_iwant || o->n_graft || o->n_prune) rpc.control = &ctl;
-    size_t n = pubsub__pb__rpc__get_packed_size(&rpc);
-    uint8_t *b = malloc(n ? n : 1);
-    if (!b) goto done;
-    pubsub__pb__rpc__pack(&rpc, b);
-    *out = b;
-    *out_len = n;
-    rc = 0;
-done:
-    free(subs);
-    free(subp);
-    free(ih);
-    free(ihp);
-    free(ids);
-    free(wids);
-    free(gr);
-    free(grp);
-    free(pr);
-    free(prp);
-    free(pis);
-    free(pisp);
-    return rc;
-}
-
-int gossip_next_output(struct gossip *g, struct gossip_output *out)
-{
-    memset(out, 0, sizeof *out);
-    for (size_t k = 0; k < g->n_peers; k++) {
-        size_t idx = (g->out_cursor + k) % g->n_peers;
-        struct g_peer *p = g->peers[idx];
-        struct g_pending *o = &p->out;
-        if (!pending_any(o)) continue;
-        uint8_t *ctl;
-        size_t ctl_len;
-        int rc = rpc_pack_control(g, o, &ctl, &ctl_len);
-        if (rc < 0) return rc;
-        /* Append whole messages (field 2, wire type 2) while the frame stays under the cap. */
-        size_t total = ctl_len, n_take = 0;
-        uint8_t hdr[1 + VARINT_MAX_LEN];
-        for (; n_take < o->n_msgs; n_take++) {
-            size_t add = 1 + varint_encode(o->msgs[n_take]->raw_len, hdr) +
-                         o->msgs[n_take]->raw_len;
-            if (total + add > GOSSIP_RPC_MAX_LEN && n_take > 0) break;
-            total += add;
-        }
-        uint8_t *f = malloc(total + VARINT_MAX_LEN);
-        if (!f) {
-            free(ctl);
-            return MESH_ENOMEM;
-        }
-        size_t w = varint_encode(total, f);
-        memcpy(f + w, ctl, ctl_len);
-        w += ctl_len;
-        for (size_t i = 0; i < n_take; i++) {
-            const struct g_msg *m = o->msgs[i];
-            f[w++] = 0x12;
-            w += varint_encode(m->raw_len, f + w);
-            memcpy(f + w, m->raw, m->raw_len);
-            w += m->raw_len;
-        }
-        free(ctl);
-        pending_clear(o, n_take);
-        out->peer = p->id;
-        out->frame = f;
-        out->frame_len = w;
-        g->out_cursor = idx + 1;
-        return 0;
-    }
-    return MESH_ENOTFOUND;
 }
 
 /* ---- mesh membership ----------------------------------------------------------------- */
@@ -738,7 +338,7 @@ static void mesh_add(struct gossip *g, struct g_topic *t, int topic, struct g_pe
     (void)g;
     if (set_add(&t->mesh, &t->n_mesh, &t->cap_mesh, p) < 0) return;
     mesh_join_stats(p, topic, now_ms);
-    if (send_graft) out_graft(p, topic);
+    if (send_graft) gossip_out_graft(p, topic);
 }
 
 /* Up to prune_peers other topic peers with a non-negative score, to offer p in a PRUNE
@@ -762,7 +362,7 @@ static void mesh_remove(struct gossip *g, struct g_topic *t, int topic, struct g
     set_del(t->mesh, &t->n_mesh, p);
     mesh_leave_stats(g, p, topic);
     backoff_set(t, &p->id, now_ms + backoff_ms);
-    if (send_prune) out_prune(p, topic, backoff_ms, NULL, 0);
+    if (send_prune) gossip_out_prune(p, topic, backoff_ms, NULL, 0);
 }
 
 /* Prune because the mesh is full (not the peer's fault): offer PX. */
@@ -775,7 +375,7 @@ static void mesh_remove_px(struct gossip *g, struct g_topic *t, int topic, struc
     set_del(t->mesh, &t->n_mesh, p);
     mesh_leave_stats(g, p, topic);
     backoff_set(t, &p->id, now_ms + g->p.prune_backoff_ms);
-    out_prune(p, topic, g->p.prune_backoff_ms, px, n);
+    gossip_out_prune(p, topic, g->p.prune_backoff_ms, px, n);
 }
 
 /* Peers subscribed to topic that may join its mesh: not in it, not backed off, score >= min. */
@@ -863,7 +463,7 @@ static struct g_msg *mcache_get(const struct gossip *g, const uint8_t *id, size_
 static void mcache_put(struct gossip *g, struct g_msg *m)
 {
     struct g_window *w = &g->win[0];
-    if (grow((void **)&w->m, &w->cap, w->n + 1, sizeof *w->m) < 0) return;
+    if (gossip_grow((void **)&w->m, &w->cap, w->n + 1, sizeof *w->m) < 0) return;
     m->refs++;
     w->m[w->n++] = m;
 }
@@ -871,7 +471,7 @@ static void mcache_put(struct gossip *g, struct g_msg *m)
 static void mcache_shift(struct gossip *g)
 {
     int last = g->p.history_length - 1;
-    for (size_t i = 0; i < g->win[last].n; i++) msg_unref(g->win[last].m[i]);
+    for (size_t i = 0; i < g->win[last].n; i++) gossip_msg_unref(g->win[last].m[i]);
     struct g_window old = g->win[last];
     old.n = 0;
     memmove(&g->win[1], &g->win[0], (size_t)last * sizeof g->win[0]);
@@ -972,7 +572,7 @@ static void forward(struct gossip *g, uint64_t now_ms, struct g_msg *gm, const s
             struct g_peer *p = g->peers[i];
             if (peer_in_topic(p, gm->topic) &&
                 peer_score(g, p, now_ms) >= g->sp.publish_threshold)
-                out_msg(p, gm);
+                gossip_out_msg(p, gm);
         }
         return;
     }
@@ -981,7 +581,7 @@ static void forward(struct gossip *g, uint64_t now_ms, struct g_msg *gm, const s
     for (size_t i = 0; i < n; i++) {
         struct g_peer *p = set[i];
         if (p == src || peer_id_equal(&p->id, author)) continue;
-        out_msg(p, gm);
+        gossip_out_msg(p, gm);
     }
 }
 
@@ -1046,7 +646,7 @@ static void handle_message(struct gossip *g, uint64_t now_ms, struct g_peer *src
     mcache_put(g, gm);
     deliver(g, gm, m, &from, &src->id);
     forward(g, now_ms, gm, src, &from, false);
-    msg_unref(gm);
+    gossip_msg_unref(gm);
 }
 
 /* ---- control ------------------------------------------------------------------------- */
@@ -1066,10 +666,10 @@ static void handle_ihave(struct gossip *g, uint64_t now_ms, struct g_peer *p,
         for (size_t j = 0; j < g->n_prom && !asked; j++)
             asked = g->prom[j].id.len == id->len && memcmp(g->prom[j].id.b, id->data, id->len) == 0;
         if (asked) continue;
-        out_iwant(p, id->data, id->len);
+        gossip_out_iwant(p, id->data, id->len);
         p->n_ihave_asked++;
         g->st.n_iwant_sent++;
-        if (grow((void **)&g->prom, &g->cap_prom, g->n_prom + 1, sizeof *g->prom) == 0) {
+        if (gossip_grow((void **)&g->prom, &g->cap_prom, g->n_prom + 1, sizeof *g->prom) == 0) {
             struct g_promise *pr = &g->prom[g->n_prom++];
             pr->id.len = (uint8_t)id->len;
             memcpy(pr->id.b, id->data, id->len);
@@ -1094,7 +694,7 @@ static void handle_iwant(struct gossip *g, struct g_peer *p, const Pubsub__Pb__C
         }
         if (m->served_n[k] >= g->p.gossip_retransmission) continue;
         m->served_n[k]++;
-        out_msg(p, m);
+        gossip_out_msg(p, m);
         g->st.n_iwant_served++;
     }
 }
@@ -1105,7 +705,7 @@ static void handle_graft(struct gossip *g, uint64_t now_ms, struct g_peer *p, co
     if (topic < 0) return; /* unknown topic: ignore, as go-libp2p-pubsub does */
     struct g_topic *t = g->topics[topic];
     if (!t->subscribed) {
-        out_prune(p, topic, g->p.prune_backoff_ms, NULL, 0);
+        gossip_out_prune(p, topic, g->p.prune_backoff_ms, NULL, 0);
         return;
     }
     if (set_has(t->mesh, t->n_mesh, p)) return;
@@ -1182,80 +782,6 @@ static void handle_subscription(struct gossip *g, struct g_peer *p,
     (void)now_ms;
 }
 
-static bool topic_ok(const char *s) { return s && s[0] && strlen(s) <= GOSSIP_TOPIC_MAX_LEN; }
-
-/* Structural limits on an RPC before anything acts on it. */
-static int rpc_validate(const Pubsub__Pb__RPC *r)
-{
-    if (r->n_subscriptions > RPC_SUBS_MAX || r->n_publish > RPC_PUBLISH_MAX) return MESH_EPROTO;
-    for (size_t i = 0; i < r->n_subscriptions; i++)
-        if (!topic_ok(r->subscriptions[i]->topicid)) return MESH_EPROTO;
-    const Pubsub__Pb__ControlMessage *c = r->control;
-    if (!c) return 0;
-    if (c->n_ihave > RPC_CONTROL_MAX || c->n_iwant > RPC_CONTROL_MAX ||
-        c->n_graft > RPC_CONTROL_MAX || c->n_prune > RPC_CONTROL_MAX)
-        return MESH_EPROTO;
-    for (size_t i = 0; i < c->n_ihave; i++) {
-        if (c->ihave[i]->topicid && strlen(c->ihave[i]->topicid) > GOSSIP_TOPIC_MAX_LEN)
-            return MESH_EPROTO;
-        if (c->ihave[i]->n_messageids > RPC_IDS_MAX) return MESH_EPROTO;
-        for (size_t j = 0; j < c->ihave[i]->n_messageids; j++)
-            if (c->ihave[i]->messageids[j].len > RPC_ID_LEN_MAX) return MESH_EPROTO;
-    }
-    for (size_t i = 0; i < c->n_iwant; i++) {
-        if (c->iwant[i]->n_messageids > RPC_IDS_MAX) return MESH_EPROTO;
-        for (size_t j = 0; j < c->iwant[i]->n_messageids; j++)
-            if (c->iwant[i]->messageids[j].len > RPC_ID_LEN_MAX) return MESH_EPROTO;
-    }
-    for (size_t i = 0; i < c->n_graft; i++)
-        if (!topic_ok(c->graft[i]->topicid)) return MESH_EPROTO;
-    for (size_t i = 0; i < c->n_prune; i++) {
-        if (!topic_ok(c->prune[i]->topicid)) return MESH_EPROTO;
-        if (c->prune[i]->n_peers > RPC_PX_MAX) return MESH_EPROTO;
-    }
-    return 0;
-}
-
-static int rpc_decode(const uint8_t *body, size_t body_len, Pubsub__Pb__RPC **out)
-{
-    *out = NULL;
-    if (body_len > GOSSIP_RPC_MAX_LEN) return MESH_EPROTO;
-    Pubsub__Pb__RPC *r = pubsub__pb__rpc__unpack(NULL, body_len, body);
-    if (!r) return MESH_EPROTO;
-    if (rpc_validate(r) < 0) {
-        pubsub__pb__rpc__free_unpacked(r, NULL);
-        return MESH_EPROTO;
-    }
-    *out = r;
-    return 0;
-}
-
-int gossip_rpc_check(const uint8_t *body, size_t body_len)
-{
-    Pubsub__Pb__RPC *r;
-    int rc = rpc_decode(body, body_len, &r);
-    if (r) pubsub__pb__rpc__free_unpacked(r, NULL);
-    return rc;
-}
-
-int gossip_frame_split(const uint8_t *buf, size_t len, const uint8_t **body, size_t *body_len,
-                       size_t *used)
-{
-    uint64_t n;
-    size_t vlen;
-    *body = NULL;
-    *body_len = 0;
-    *used = 0;
-    int rc = varint_decode(buf, len, &n, &vlen);
-    if (rc < 0) return rc;
-    if (n > GOSSIP_RPC_MAX_LEN) return MESH_ERANGE;
-    if (len - vlen < n) return MESH_EAGAIN;
-    *body = buf + vlen;
-    *body_len = (size_t)n;
-    *used = vlen + (size_t)n;
-    return 0;
-}
-
 int gossip_on_rpc(struct gossip *g, uint64_t now_ms, const struct peer_id *peer,
                   const uint8_t *body, size_t body_len)
 {
@@ -1267,7 +793,7 @@ int gossip_on_rpc(struct gossip *g, uint64_t now_ms, const struct peer_id *peer,
         g->st.n_graylisted++;
         return 0;
     }
-    int rc = rpc_decode(body, body_len, &r);
+    int rc = gossip_rpc_decode(body, body_len, &r);
     if (rc < 0) {
         g->st.n_rpc_errors++;
         p->behaviour_penalty += 1; /* malformed RPCs are misbehaviour */
@@ -1294,7 +820,7 @@ int gossip_peer_add(struct gossip *g, uint64_t now_ms, const struct peer_id *id,
 {
     (void)now_ms;
     if (peer_find(g, id)) return 0;
-    if (grow((void **)&g->peers, &g->cap_peers, g->n_peers + 1, sizeof *g->peers) < 0)
+    if (gossip_grow((void **)&g->peers, &g->cap_peers, g->n_peers + 1, sizeof *g->peers) < 0)
         return MESH_ENOMEM;
     struct g_peer *p = calloc(1, sizeof *p);
     if (!p) return MESH_ENOMEM;
@@ -1303,7 +829,7 @@ int gossip_peer_add(struct gossip *g, uint64_t now_ms, const struct peer_id *id,
     p->outbound = outbound;
     g->peers[g->n_peers++] = p;
     for (size_t i = 0; i < g->n_topics; i++)
-        if (g->topics[i]->subscribed) out_sub(p, (int)i, true);
+        if (g->topics[i]->subscribed) gossip_out_sub(p, (int)i, true);
     return 0;
 }
 
@@ -1326,7 +852,7 @@ void gossip_peer_remove(struct gossip *g, uint64_t now_ms, const struct peer_id 
             set_del(g->topics[t]->mesh, &g->topics[t]->n_mesh, p);
             set_del(g->topics[t]->fanout, &g->topics[t]->n_fanout, p);
         }
-        pending_free(&p->out);
+        gossip_pending_free(&p->out);
         free(p->ts);
         free(p);
         g->peers[i] = g->peers[--g->n_peers];
@@ -1341,7 +867,7 @@ int gossip_subscribe(struct gossip *g, uint64_t now_ms, const char *name)
     struct g_topic *t = g->topics[topic];
     if (t->subscribed) return 0;
     t->subscribed = true;
-    for (size_t i = 0; i < g->n_peers; i++) out_sub(g->peers[i], topic, true);
+    for (size_t i = 0; i < g->n_peers; i++) gossip_out_sub(g->peers[i], topic, true);
     /* Join: fanout peers first, then other topic peers, up to D (gossipsub-v1.0 "JOIN"). */
     for (size_t i = 0; i < t->n_fanout && t->n_mesh < (size_t)g->p.d; i++)
         if (peer_score(g, t->fanout[i], now_ms) >= 0 &&
@@ -1364,7 +890,7 @@ int gossip_unsubscribe(struct gossip *g, uint64_t now_ms, const char *name)
     if (topic < 0 || !g->topics[topic]->subscribed) return 0;
     struct g_topic *t = g->topics[topic];
     t->subscribed = false;
-    for (size_t i = 0; i < g->n_peers; i++) out_sub(g->peers[i], topic, false);
+    for (size_t i = 0; i < g->n_peers; i++) gossip_out_sub(g->peers[i], topic, false);
     while (t->n_mesh)
         mesh_remove(g, t, topic, t->mesh[0], now_ms, g->p.unsubscribe_backoff_ms, true);
     return 0;
@@ -1423,7 +949,7 @@ int gossip_publish(struct gossip *g, uint64_t now_ms, const char *name, const ui
     }
     deliver(g, gm, &m, &g->ident.id, &g->ident.id);
     forward(g, now_ms, gm, NULL, &g->ident.id, true);
-    msg_unref(gm);
+    gossip_msg_unref(gm);
     if (id_out) memcpy(id_out, id, id_len);
     if (id_len_out) *id_len_out = id_len;
     return 0;
@@ -1508,7 +1034,7 @@ static void emit_gossip(struct gossip *g, struct g_topic *t, int topic, uint64_t
         for (int w = 0; w < g->p.history_gossip && w < g->p.history_length; w++)
             for (size_t i = 0; i < g->win[w].n && sent < (size_t)g->p.max_ihave_length; i++)
                 if (g->win[w].m[i]->topic == topic) {
-                    out_ihave(cand[k], topic, g->win[w].m[i]);
+                    gossip_out_ihave(cand[k], topic, g->win[w].m[i]);
                     sent++;
                 }
     }
@@ -1716,7 +1242,7 @@ void gossip_free(struct gossip *g)
         free(g->topics[i]);
     }
     for (int w = 0; w < HISTORY_MAX; w++) {
-        for (size_t i = 0; i < g->win[w].n; i++) msg_unref(g->win[w].m[i]);
+        for (size_t i = 0; i < g->win[w].n; i++) gossip_msg_unref(g->win[w].m[i]);
         free(g->win[w].m);
     }
     free(g->seen);
