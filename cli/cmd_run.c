@@ -15,6 +15,7 @@
 #include "engine/sampler.h"
 #include "engine/tok.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -30,11 +31,15 @@ static void run_usage(FILE *f)
     fprintf(f, "\nexample: meshllm run model.gguf \"Once upon a time\" -n 128 --temp 0\n");
 }
 
-static char *read_all(FILE *in, size_t *len)
+/* Reads all of in into a malloc'd NUL-terminated buffer (*len bytes, NULs included).
+ * Returns 0, MESH_ENOMEM, or MESH_EIO with errno set (a read error such as EISDIR must
+ * not pass for an empty prompt). */
+static int read_all(FILE *in, char **out, size_t *len)
 {
     size_t cap = 4096, n = 0;
     char *buf = malloc(cap);
-    if (!buf) return NULL;
+    *out = NULL;
+    if (!buf) return MESH_ENOMEM;
     size_t r;
     while ((r = fread(buf + n, 1, cap - n - 1, in)) > 0) {
         n += r;
@@ -42,15 +47,20 @@ static char *read_all(FILE *in, size_t *len)
             char *nb = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
             if (!nb) {
                 free(buf);
-                return NULL;
+                return MESH_ENOMEM;
             }
             buf = nb;
             cap *= 2;
         }
     }
+    if (ferror(in)) {
+        free(buf);
+        return MESH_EIO;
+    }
     buf[n] = 0;
     *len = n;
-    return buf;
+    *out = buf;
+    return 0;
 }
 
 static int emit_stdout(void *user, const char *text, int len)
@@ -106,13 +116,15 @@ int cmd_run(int argc, char **argv)
     if (prompt_file) {
         FILE *f = strcmp(prompt_file, "-") ? fopen(prompt_file, "rb") : stdin;
         if (!f) {
-            cli_fail("run: cannot open prompt file '%s'", prompt_file);
+            cli_fail("run: %s: %s", prompt_file, strerror(errno));
             return 1;
         }
-        prompt_buf = read_all(f, &prompt_len);
+        int rrc = read_all(f, &prompt_buf, &prompt_len);
+        int read_errno = errno;
         if (f != stdin) fclose(f);
-        if (!prompt_buf) {
-            cli_fail("run: out of memory reading '%s'", prompt_file);
+        if (rrc < 0) {
+            cli_fail("run: %s: %s", prompt_file,
+                     rrc == MESH_EIO ? strerror(read_errno) : "out of memory");
             return 1;
         }
         prompt = prompt_buf;

@@ -46,6 +46,12 @@ s=$("$bin" run "$m" "Once upon a time" -n 60 --temp 0 --stop "Lily" 2>/dev/null)
 printf 'Once upon a time' >"$tmp/p.txt"
 f=$("$bin" run "$m" -f "$tmp/p.txt" -n 60 --temp 0 2>/dev/null)
 [ "$f" = "$want" ]; check "-f prompt file" $?
+# an unreadable prompt file is an error, not an empty prompt
+"$bin" run "$m" -f "$tmp" -n 5 --temp 0 >"$tmp/out" 2>"$tmp/err"; rc=$?
+[ $rc = 1 ] && [ ! -s "$tmp/out" ] && grep -q "^meshllm: run: .*: Is a directory" "$tmp/err"
+check "-f DIR: exit 1 with the reason" $?
+"$bin" run "$m" -f "$tmp/none.txt" -n 5 >/dev/null 2>"$tmp/err"; rc=$?
+[ $rc = 1 ] && grep -q "none.txt: No such file" "$tmp/err"; check "-f missing file: exit 1 with the reason" $?
 # help and misuse
 "$bin" --help | grep -q "run" ; check "meshllm --help" $?
 for cmd in run chat bench; do
