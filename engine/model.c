@@ -141,7 +141,17 @@ static int load_hparams(struct model *m, char *err, size_t err_cap)
             arch_f32(g, a, "rope.scaling.low_freq_factor", &hp->rope_l3_low_freq);
             arch_f32(g, a, "rope.scaling.high_freq_factor", &hp->rope_l3_high_freq);
             if (arch_u32(g, a, "rope.scaling.original_context_length", &v) == 0)
-                hp->rope_l3_orig_ctx = (int)v;
+                hp->rope_l3_orig_ctx = v > (1u << 24) ? 0 : (int)v;
+            /* load_rope_factors divides by each of these and by high - low */
+            if (!isfinite(factor) || hp->rope_l3_orig_ctx <= 0 ||
+                !(hp->rope_l3_low_freq > 0.0f) || !isfinite(hp->rope_l3_high_freq) ||
+                !(hp->rope_l3_high_freq > hp->rope_l3_low_freq))
+                return err_set(err, err_cap, MESH_EBADMODEL,
+                               "llama3 rope scaling: factor %g, low_freq_factor %g, "
+                               "high_freq_factor %g, original_context_length %d are invalid "
+                               "(need 0 < low < high and a positive context)",
+                               (double)factor, (double)hp->rope_l3_low_freq,
+                               (double)hp->rope_l3_high_freq, hp->rope_l3_orig_ctx);
         } else if (!(s.len == 4 && !memcmp(s.ptr, "none", 4))) {
             log_warn("rope scaling type '%.*s' is not supported; ignoring it", (int)s.len, s.ptr);
         }

@@ -380,6 +380,56 @@ static void write_padded_model(const char *path, int n_pad)
     gguf_close(g);
 }
 
+/* Writes a copy of stories260K.gguf with llama3 RoPE scaling keys (low/high frequency
+ * factors as given, factor 8, original context 8192). */
+static void write_l3_scaled_model(const char *path, float low, float high)
+{
+    char err[512] = "";
+    struct gguf *g = NULL;
+    struct gguf_writer *w = NULL;
+    assert_int_equal(gguf_open(test_model_path("stories260K.gguf"), &g, err, sizeof err), 0);
+    assert_int_equal(gguf_writer_new(&w), 0);
+    for (int64_t i = 0; i < gguf_kv_count(g); i++) assert_int_equal(gguf_writer_copy_kv(w, g, i), 0);
+    assert_int_equal(gguf_writer_set_str(w, "llama.rope.scaling.type", "llama3"), 0);
+    assert_int_equal(gguf_writer_set_f32(w, "llama.rope.scaling.factor", 8.0f), 0);
+    assert_int_equal(gguf_writer_set_f32(w, "llama.rope.scaling.low_freq_factor", low), 0);
+    assert_int_equal(gguf_writer_set_f32(w, "llama.rope.scaling.high_freq_factor", high), 0);
+    assert_int_equal(gguf_writer_set_u32(w, "llama.rope.scaling.original_context_length", 8192), 0);
+    for (int64_t i = 0; i < gguf_tensor_count(g); i++) {
+        const struct gguf_tensor *t = gguf_tensor_at(g, i);
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)t->name.len, t->name.ptr);
+        assert_true(gguf_writer_add_tensor(w, name, t->type, t->n_dims, t->ne, t->data) >= 0);
+    }
+    assert_int_equal(gguf_writer_write(w, path, NULL, NULL, err, sizeof err), 0);
+    gguf_writer_free(w);
+    gguf_close(g);
+}
+
+/* llama3 RoPE scaling keys that would divide by zero (low == high) or by a negative
+ * frequency factor are refused at load with a message, not turned into NaN logits. */
+static void test_model_rejects_bad_llama3_rope_scaling(void **state)
+{
+    (void)state;
+    char path[512], err[512] = "";
+    snprintf(path, sizeof path, "%s/test_model_l3.gguf", test_tmp_dir());
+    struct model *m = NULL;
+    write_l3_scaled_model(path, 1.0f, 4.0f); /* Llama 3.1's own values load */
+    int rc = model_load(path, NULL, &m, err, sizeof err);
+    if (rc < 0) fail_msg("model_load(llama3 scaling): %s", err);
+    model_free(m);
+    const float bad[][2] = {{4.0f, 4.0f}, {-1.0f, 4.0f}, {4.0f, 1.0f}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_l3_scaled_model(path, bad[i][0], bad[i][1]);
+        m = NULL;
+        err[0] = 0;
+        assert_int_equal(model_load(path, NULL, &m, err, sizeof err), MESH_EBADMODEL);
+        assert_null(m);
+        assert_non_null(strstr(err, "llama3 rope scaling"));
+    }
+    remove(path);
+}
+
 /* Rows of the embedding and output past the vocabulary are ignored: the model has the
  * tokenizer's vocabulary (so no id without a piece is ever sampled) and the same logits. */
 static void test_model_padded_embedding_keeps_the_vocab(void **state)
@@ -434,6 +484,7 @@ int main(void)
         cmocka_unit_test(test_model_rejects_bad_batches),
         cmocka_unit_test(test_model_refuses_vocab_only_file),
         cmocka_unit_test(test_model_padded_embedding_keeps_the_vocab),
+        cmocka_unit_test(test_model_rejects_bad_llama3_rope_scaling),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
