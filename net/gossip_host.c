@@ -134,14 +134,21 @@ static void out_eof(void *ctx, struct host_stream *s)
     host_stream_close(s);
 }
 
+static int peer_open(struct gossip_host *gh, struct gh_peer *p);
+
+/* Our stream ended (its connection closed, or the peer reset it): if the peer is still
+ * connected another way, open a new one; if that fails, forget the peer. */
 static void out_close(void *ctx, struct host_stream *s, int status)
 {
     struct stream_ctx *c = ctx;
     (void)status;
     struct gossip_host *gh = c->a->gh;
     struct gh_peer *p = gh ? peer_get(gh, &c->peer) : NULL;
-    if (p && p->out == s) p->out = NULL;
+    struct peer_id id = c->peer;
     ctx_free(c);
+    if (!p || p->out != s) return;
+    p->out = NULL;
+    if (peer_open(gh, p) < 0) peer_drop(gh, &id);
 }
 
 static const struct host_stream_cbs g_out_cbs = {out_data, out_eof, out_close};
@@ -168,6 +175,23 @@ static void on_open(void *ctx, struct host_stream *s, int status)
 }
 
 /* Adds the peer to the router and opens our stream to it (once). */
+/* Opens our outbound stream to a connected peer. 0, or an error (the peer cannot be reached). */
+static int peer_open(struct gossip_host *gh, struct gh_peer *p)
+{
+    struct host_peer_info info;
+    if (host_peer_info(gh->h, &p->id, &info) != 0) return MESH_ENOTFOUND;
+    struct multiaddr a = info.remote_addr;
+    struct stream_ctx *c = ctx_new(gh->anchor, &p->id);
+    if (!c || multiaddr_append_p2p(&a, &p->id) < 0 ||
+        host_open_stream(gh->h, &a, GOSSIP_PROTOCOL_ID, on_open, c) < 0) {
+        ctx_free(c);
+        return MESH_EIO;
+    }
+    p->opening = true;
+    return 0;
+}
+
+/* Adds the peer to the router and opens our stream to it (once). */
 static int peer_ensure(struct gossip_host *gh, const struct peer_id *id, bool outbound)
 {
     struct gh_peer *p = peer_get(gh, id);
@@ -191,16 +215,9 @@ static int peer_ensure(struct gossip_host *gh, const struct peer_id *id, bool ou
     if (rc == 0 && multiaddr_next(&info.remote_addr, &pos, &part) == 1 &&
         (part.code == MA_IP4 || part.code == MA_IP6))
         gossip_peer_set_ip(gh->g, id, part.value, part.value_len); /* for P6 */
-    struct multiaddr a = info.remote_addr;
-    struct stream_ctx *c = rc == 0 ? ctx_new(gh->anchor, id) : NULL;
-    if (!c || multiaddr_append_p2p(&a, id) < 0 ||
-        host_open_stream(gh->h, &a, GOSSIP_PROTOCOL_ID, on_open, c) < 0) {
-        ctx_free(c);
-        peer_drop(gh, id);
-        return rc < 0 ? rc : MESH_EIO;
-    }
-    p->opening = true;
-    return 0;
+    if (rc == 0) rc = peer_open(gh, p);
+    if (rc < 0) peer_drop(gh, id);
+    return rc;
 }
 
 /* ---- the peer's inbound stream ---------------------------------------------------- */
@@ -261,7 +278,10 @@ static void on_peer_event(void *ctx, enum host_peer_event ev, const struct host_
 {
     struct gossip_host *gh = ctx;
     if (ev == HOST_PEER_DISCONNECTED) {
-        peer_drop(gh, &p->id);
+        /* One connection closed; the peer goes only when no other connection is left (a
+         * stream on the closed one reopens itself in out_close). */
+        struct host_peer_info info;
+        if (host_peer_info(gh->h, &p->id, &info) != 0) peer_drop(gh, &p->id);
         return;
     }
     if (ev != HOST_PEER_IDENTIFIED) return;
