@@ -330,9 +330,11 @@ int model_load(const char *path, const struct model_load_opts *opts, struct mode
     m->chat_template = gguf_get_str_dup(m->gguf, "tokenizer.chat_template");
 
     if (opts && opts->use_mlock) {
-        /* Lock the whole mapping: tensors are contiguous from the data offset. */
+        /* Lock the whole data section. Tensor #0 need not be the first in the file, so
+         * its data minus its offset is where the section starts. */
         const struct gguf_tensor *t0 = gguf_tensor_count(m->gguf) > 0 ? gguf_tensor_at(m->gguf, 0) : NULL;
-        if (t0 && mlock(t0->data, gguf_file_size(m->gguf) - gguf_data_offset(m->gguf)) != 0)
+        const uint8_t *data0 = t0 ? (const uint8_t *)t0->data - t0->offset : NULL;
+        if (data0 && mlock(data0, gguf_file_size(m->gguf) - gguf_data_offset(m->gguf)) != 0)
             log_warn("--mlock: could not lock the model in memory (raise 'ulimit -l'); continuing");
     }
     *out = m;
