@@ -4,7 +4,7 @@
  * makes (q - 8) signed and carries the sign into each activation column, per row group
  * and column. Here the activation side is prepared once per batch instead: for every
  * Q8_0 block of every column, -2 * sum(qs) (so four int32 lanes add up to -8 * sum, the
- * offset of Q4_0's q - 8) and the block scale as a float. Then the VNNI tile multiplies
+ * offset of Q4_0's q - 8), the block scale as a float, and the values + 128 as bytes. Then the VNNI tile multiplies
  * the raw nibbles q (0..15, unsigned) by the activations (signed) with vpdpbusd starting
  * from that offset: per column and block, three broadcasts, two dpbusd per 4-row group,
  * a conversion and two float ops, with one broadcast shared by 8 rows.
@@ -35,8 +35,19 @@ void gemm_q4_0_q8_0(int n, float *s, size_t lds, const void *x, size_t bx, int n
 void gemm_ref_q4_0_q8_0(int n, float *s, size_t lds, const void *x, size_t bx, int nr,
                         const void *y, size_t by, int nc);
 
-/* Internal: the AVX-512 VNNI kernel (gemm_avx512.c); same contract as gemm_q4_0_q8_0. */
+/* The same for Q8_0 weights: s[c * lds + r] = dot(Q8_0 row r, Q8_0 row c). The VNNI
+ * kernel multiplies the prepared activations + 128 (unsigned) by the weights (signed)
+ * from an offset of -128 * sum(weights) per block, computed once per row group and
+ * block and shared by every column, again exact in int32. */
+void gemm_q8_0_q8_0(int n, float *s, size_t lds, const void *x, size_t bx, int nr, const void *y,
+                    size_t by, int nc, const void *aux);
+void gemm_ref_q8_0_q8_0(int n, float *s, size_t lds, const void *x, size_t bx, int nr,
+                        const void *y, size_t by, int nc);
+
+/* Internal: the AVX-512 VNNI kernels (gemm_avx512.c); same contracts as above. */
 void gemm_avx512_q4_0_q8_0(int n, float *s, size_t lds, const void *x, size_t bx, int nr,
+                           const void *y, size_t by, int nc, const void *aux);
+void gemm_avx512_q8_0_q8_0(int n, float *s, size_t lds, const void *x, size_t bx, int nr,
                            const void *y, size_t by, int nc, const void *aux);
 
 #endif

@@ -21,6 +21,7 @@ static inline __attribute__((always_inline)) void
 tile(const int NG, const int NC, int nb, float *s, size_t lds, const char *vx, size_t bx, int r,
      const char *vy, size_t by, int c, const int32_t *aux)
 {
+    const size_t colw = gemm_q8_0_aux_bytes(nb * QK8_0, 1) / sizeof(int32_t);
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     const __m512i rep4 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     const struct block_q8_0 *yc[8];
@@ -54,7 +55,7 @@ tile(const int NG, const int NC, int nb, float *s, size_t lds, const char *vx, s
             const struct block_q8_0 *yb = &yc[k][ib];
             const __m512i ylo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)yb->qs));
             const __m512i yhi = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(yb->qs + 16)));
-            const int32_t *ya = aux + (size_t)(c + k) * 2 * (size_t)nb;
+            const int32_t *ya = aux + (size_t)(c + k) * colw;
             const __m512i o = _mm512_set1_epi32(ya[ib]);
             float dyf;
             memcpy(&dyf, &ya[nb + ib], sizeof dyf);
@@ -117,5 +118,103 @@ void gemm_avx512_q4_0_q8_0(int n, float *s, size_t lds, const void *vx, size_t b
         for (int c = 0; c < nc; c++)
             quant_vec_dot_rows(tr, n, s + (size_t)c * lds + nr4, x + (size_t)nr4 * bx, bx,
                                y + (size_t)c * by, nr - nr4);
+    }
+}
+
+/* ---- Q8_0 weights ------------------------------------------------------------------------- */
+
+/* Rows [r, r + 2 NG) x columns [c, c + NC): a register holds two rows' 32 bytes of a block
+ * ([row a | row b], lanes 0-7 and 8-15). Per block and row pair: the offset
+ * -128 * sum(x) from one dpbusd against 0x80 bytes; per column: one broadcast of its
+ * 32 unsigned bytes, then per row pair one dpbusd, a conversion and two float ops. */
+static inline __attribute__((always_inline)) void
+tile8(const int NG, const int NC, int nb, float *s, size_t lds, const char *vx, size_t bx, int r,
+      int c, const uint8_t *aux)
+{
+    const size_t colb = gemm_q8_0_aux_bytes(nb * QK8_0, 1);
+    const __m512i x80 = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
+    const float *yd[8];
+    const uint8_t *yu[8];
+    const struct block_q8_0 *xr[8];
+    __m512 acc[4][8];
+#pragma GCC unroll 8
+    for (int k = 0; k < NC; k++) {
+        const uint8_t *col = aux + (size_t)(c + k) * colb;
+        yd[k] = (const float *)(col + (size_t)nb * sizeof(int32_t));
+        yu[k] = col + (size_t)nb * (sizeof(int32_t) + sizeof(float));
+#pragma GCC unroll 4
+        for (int g = 0; g < NG; g++) acc[g][k] = _mm512_setzero_ps();
+    }
+    for (int i = 0; i < 2 * NG; i++) xr[i] = (const void *)(vx + (size_t)(r + i) * bx);
+    for (int ib = 0; ib < nb; ib++) {
+        __m512i w[4], o[4];
+        __m512 dx[4];
+#pragma GCC unroll 4
+        for (int g = 0; g < NG; g++) {
+            const struct block_q8_0 *a = &xr[2 * g][ib], *b = &xr[2 * g + 1][ib];
+            w[g] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a->qs)),
+                                      _mm256_loadu_si256((const __m256i *)b->qs), 1);
+            o[g] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, x80, w[g]));
+            dx[g] = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(quant_f16_lut[a->d]),
+                                         _mm512_set1_ps(quant_f16_lut[b->d]));
+        }
+#pragma GCC unroll 8
+        for (int k = 0; k < NC; k++) {
+            const __m512i y = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(yu[k] + ib * QK8_0)));
+            const __m512 dy = _mm512_set1_ps(yd[k][ib]);
+#pragma GCC unroll 4
+            for (int g = 0; g < NG; g++) {
+                const __m512i dot = _mm512_dpbusd_epi32(o[g], y, w[g]);
+                acc[g][k] = _mm512_fmadd_ps(_mm512_mul_ps(dx[g], dy), _mm512_cvtepi32_ps(dot), acc[g][k]);
+            }
+        }
+    }
+    for (int k = 0; k < NC; k++)
+        for (int g = 0; g < NG; g++) {
+            float t[16];
+            _mm512_storeu_ps(t, acc[g][k]);
+            for (int h = 0; h < 2; h++) {
+                const float *u = t + 8 * h;
+                s[(size_t)(c + k) * lds + r + 2 * g + h] =
+                    ((u[0] + u[1]) + (u[2] + u[3])) + ((u[4] + u[5]) + (u[6] + u[7]));
+            }
+        }
+}
+
+static inline __attribute__((always_inline)) void
+tile8_cols(const int NG, int nc_left, int nb, float *s, size_t lds, const char *vx, size_t bx,
+           int r, int c, const uint8_t *aux)
+{
+    switch (nc_left) {
+    case 5: tile8(NG, 5, nb, s, lds, vx, bx, r, c, aux); break;
+    case 4: tile8(NG, 4, nb, s, lds, vx, bx, r, c, aux); break;
+    case 3: tile8(NG, 3, nb, s, lds, vx, bx, r, c, aux); break;
+    case 2: tile8(NG, 2, nb, s, lds, vx, bx, r, c, aux); break;
+    case 1: tile8(NG, 1, nb, s, lds, vx, bx, r, c, aux); break;
+    default: break;
+    }
+}
+
+void gemm_avx512_q8_0_q8_0(int n, float *s, size_t lds, const void *vx, size_t bx, int nr,
+                           const void *vy, size_t by, int nc, const void *vaux)
+{
+    const int nb = n / QK8_0;
+    const uint8_t *aux = vaux;
+    const char *x = vx, *y = vy;
+    /* 8 rows (4 pairs) x 4 columns: 16 accumulators */
+    const int nr8 = nr - nr % 8, nr2 = nr & ~1, nc6 = nc - nc % 4;
+    for (int c = 0; c < nc6; c += 4) {
+        for (int r = 0; r < nr8; r += 8) tile8(4, 4, nb, s, lds, x, bx, r, c, aux);
+        for (int r = nr8; r < nr2; r += 2) tile8(1, 4, nb, s, lds, x, bx, r, c, aux);
+    }
+    if (nc6 < nc) {
+        for (int r = 0; r < nr8; r += 8) tile8_cols(4, nc - nc6, nb, s, lds, x, bx, r, nc6, aux);
+        for (int r = nr8; r < nr2; r += 2) tile8_cols(1, nc - nc6, nb, s, lds, x, bx, r, nc6, aux);
+    }
+    if (nr2 < nr) {
+        const struct quant_traits *tr = quant_traits(QT_Q8_0);
+        for (int cc = 0; cc < nc; cc++)
+            quant_vec_dot_rows(tr, n, s + (size_t)cc * lds + nr2, x + (size_t)nr2 * bx, bx,
+                               y + (size_t)cc * by, nr - nr2);
     }
 }

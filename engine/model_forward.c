@@ -270,8 +270,11 @@ static void mm_chunk(const struct mm_part *pt, int n_tok, int64_t r0, int64_t r1
     int nr = (int)(r1 - r0), n = (int)pt->w->ne0;
     if (n_tok == 1)
         quant_vec_dot_rows(pt->tr, n, pt->out + r0, wrow, pt->w->row_bytes, pt->xq, nr);
-    else if (pt->aux)
+    else if (pt->aux && pt->w->type == QT_Q4_0)
         gemm_q4_0_q8_0(n, pt->out + r0, (size_t)pt->out_stride, wrow, pt->w->row_bytes, nr,
+                       pt->xq, pt->xq_stride, n_tok, pt->aux);
+    else if (pt->aux)
+        gemm_q8_0_q8_0(n, pt->out + r0, (size_t)pt->out_stride, wrow, pt->w->row_bytes, nr,
                        pt->xq, pt->xq_stride, n_tok, pt->aux);
     else
         quant_gemm(pt->tr, n, pt->out + r0, (size_t)pt->out_stride, wrow, pt->w->row_bytes, nr,
@@ -351,9 +354,9 @@ static void matmul_n(struct model_ctx *c, int n, const struct model_tensor *cons
         while (k < n_q && q_types[k] != vt) k++;
         uint8_t *dst = (uint8_t *)c->act_q + (size_t)k * c->act_q_slot;
         uint8_t *aux = (uint8_t *)c->gemm_aux + (size_t)k * c->gemm_aux_slot;
-        /* prompt batches of Q4_0 weights use gemm_q4_0_q8_0 on prepared sums */
+        /* prompt batches of Q4_0 and Q8_0 weights use engine/gemm on prepared sums */
         bool want_aux = n_tok > 1 && vt == QT_Q8_0;
-        pt->aux = want_aux && w[i]->type == QT_Q4_0 ? aux : NULL;
+        pt->aux = want_aux && (w[i]->type == QT_Q4_0 || w[i]->type == QT_Q8_0) ? aux : NULL;
         if (k == n_q) {
             q_types[n_q++] = vt;
             struct quantize_job qj = {.from_float = quant_traits(vt)->from_float, .x = x,

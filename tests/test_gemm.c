@@ -1,5 +1,5 @@
-/* test_gemm.c - engine/gemm: the prepared-activation Q4_0 x Q8_0 tile product against
- * its scalar reference and against quant's Q4_0 vec_dot, on random shapes with ragged
+/* test_gemm.c - engine/gemm: the prepared-activation Q4_0 x Q8_0 and Q8_0 x Q8_0 tile
+ * products against their scalar references and against quant's vec_dot, on random shapes with ragged
  * edges (rows and columns not multiples of the 8 x 8 tile, odd block counts), with a
  * leading dimension larger than the row count, on every path this CPU has. */
 #include <setjmp.h>
@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,7 @@
 /* A random problem: nr Q4_0 rows and nc Q8_0 rows of n elements, quantized from
  * uniform floats with the reference quantizers. */
 struct prob {
+    int wtype; /* QT_Q4_0 or QT_Q8_0 */
     int n, nr, nc;
     size_t bx, by, lds;
     uint8_t *x, *y;
@@ -27,10 +29,19 @@ struct prob {
     float *want, *got;
 };
 
-static void prob_make(struct prob *p, int n, int nr, int nc, uint64_t *rng)
+static void prob_ref(struct prob *p)
 {
+    if (p->wtype == QT_Q4_0)
+        gemm_ref_q4_0_q8_0(p->n, p->want, p->lds, p->x, p->bx, p->nr, p->y, p->by, p->nc);
+    else
+        gemm_ref_q8_0_q8_0(p->n, p->want, p->lds, p->x, p->bx, p->nr, p->y, p->by, p->nc);
+}
+
+static void prob_make(struct prob *p, int wtype, int n, int nr, int nc, uint64_t *rng)
+{
+    p->wtype = wtype;
     p->n = n, p->nr = nr, p->nc = nc;
-    p->bx = quant_row_bytes(QT_Q4_0, n);
+    p->bx = quant_row_bytes(wtype, n);
     p->by = quant_row_bytes(QT_Q8_0, n);
     p->lds = (size_t)nr + 3;
     p->x = malloc(p->bx * (size_t)nr);
@@ -47,7 +58,7 @@ static void prob_make(struct prob *p, int n, int nr, int nc, uint64_t *rng)
     assert_non_null(f);
     for (int r = 0; r < nr; r++) {
         for (int i = 0; i < n; i++) f[i] = test_rand_uniform(rng);
-        quant_traits_ref(QT_Q4_0)->from_float(f, p->x + (size_t)r * p->bx, n);
+        quant_traits_ref(wtype)->from_float(f, p->x + (size_t)r * p->bx, n);
     }
     for (int c = 0; c < nc; c++) {
         for (int i = 0; i < n; i++) f[i] = test_rand_uniform(rng) * 3.0f;
@@ -55,7 +66,26 @@ static void prob_make(struct prob *p, int n, int nr, int nc, uint64_t *rng)
     }
     free(f);
     gemm_q8_0_prepare(n, p->y, p->by, nc, p->aux);
-    gemm_ref_q4_0_q8_0(n, p->want, p->lds, p->x, p->bx, nr, p->y, p->by, nc);
+    prob_ref(p);
+}
+
+static void prob_run(const struct prob *p, float *got, bool vnni_kernel)
+{
+    for (size_t k = 0; k < p->lds * (size_t)p->nc; k++) got[k] = NAN;
+#if defined(__x86_64__)
+    if (vnni_kernel) {
+        if (p->wtype == QT_Q4_0)
+            gemm_avx512_q4_0_q8_0(p->n, got, p->lds, p->x, p->bx, p->nr, p->y, p->by, p->nc, p->aux);
+        else
+            gemm_avx512_q8_0_q8_0(p->n, got, p->lds, p->x, p->bx, p->nr, p->y, p->by, p->nc, p->aux);
+        return;
+    }
+#endif
+    (void)vnni_kernel;
+    if (p->wtype == QT_Q4_0)
+        gemm_q4_0_q8_0(p->n, got, p->lds, p->x, p->bx, p->nr, p->y, p->by, p->nc, p->aux);
+    else
+        gemm_q8_0_q8_0(p->n, got, p->lds, p->x, p->bx, p->nr, p->y, p->by, p->nc, p->aux);
 }
 
 static void prob_free(struct prob *p)
@@ -83,17 +113,19 @@ static void expect_close(const struct prob *p, const float *got)
 
 static const int shapes[][3] = {
     {32, 1, 1}, {64, 8, 8}, {96, 7, 9}, {256, 13, 3}, {2048, 32, 64}, {160, 3, 17},
-    {288, 21, 5}, {64, 4, 15}, {5632 / 4, 9, 11},
+    {288, 21, 5}, {64, 4, 15}, {5632 / 4, 9, 11}, {128, 2, 6}, {96, 17, 13},
 };
+static const int wtypes[2] = {QT_Q4_0, QT_Q8_0};
 
 static void test_gemm_reference_equals_quant_vec_dot(void **state)
 {
     (void)state;
     uint64_t rng = 7;
-    const struct quant_traits *ref = quant_traits_ref(QT_Q4_0);
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+    for (size_t i = 0; i < 2 * sizeof shapes / sizeof shapes[0]; i++) {
         struct prob p;
-        prob_make(&p, shapes[i][0], shapes[i][1], shapes[i][2], &rng);
+        int wt = wtypes[i % 2];
+        const struct quant_traits *ref = quant_traits_ref(wt);
+        prob_make(&p, wt, shapes[i / 2][0], shapes[i / 2][1], shapes[i / 2][2], &rng);
         for (int c = 0; c < p.nc; c++)
             for (int r = 0; r < p.nr; r++)
                 ref->vec_dot(p.n, &p.got[(size_t)c * p.lds + r], p.x + (size_t)r * p.bx,
@@ -103,29 +135,25 @@ static void test_gemm_reference_equals_quant_vec_dot(void **state)
     }
 }
 
-static void test_gemm_q4_0_matches_scalar_on_every_path(void **state)
+static void test_gemm_matches_scalar_on_every_path(void **state)
 {
     (void)state;
     uint64_t rng = 11;
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+    for (size_t i = 0; i < 2 * sizeof shapes / sizeof shapes[0]; i++) {
         struct prob p;
-        prob_make(&p, shapes[i][0], shapes[i][1], shapes[i][2], &rng);
+        prob_make(&p, wtypes[i % 2], shapes[i / 2][0], shapes[i / 2][1], shapes[i / 2][2], &rng);
         /* the dispatching entry point (path chosen by MESHLLM_ISA / the CPU) */
-        for (size_t k = 0; k < p.lds * (size_t)p.nc; k++) p.got[k] = NAN;
-        gemm_q4_0_q8_0(p.n, p.got, p.lds, p.x, p.bx, p.nr, p.y, p.by, p.nc, p.aux);
+        prob_run(&p, p.got, false);
         expect_close(&p, p.got);
-#if defined(__x86_64__)
         /* the VNNI kernel itself, whatever path is selected */
         if (quant_isa_supported("avx512")) {
-            for (size_t k = 0; k < p.lds * (size_t)p.nc; k++) p.got[k] = NAN;
-            gemm_avx512_q4_0_q8_0(p.n, p.got, p.lds, p.x, p.bx, p.nr, p.y, p.by, p.nc, p.aux);
+            prob_run(&p, p.got, true);
             expect_close(&p, p.got);
             /* padding between lds and nr is never written */
             for (int c = 0; c < p.nc; c++)
                 for (size_t r = (size_t)p.nr; r < p.lds; r++)
                     assert_true(isnan(p.got[(size_t)c * p.lds + r]));
         }
-#endif
         prob_free(&p);
     }
 }
@@ -135,7 +163,7 @@ static void test_gemm_q4_0_extremes_exact(void **state)
 {
     (void)state;
     enum { N = 512, NR = 9, NC = 10 };
-    struct prob p = {.n = N, .nr = NR, .nc = NC};
+    struct prob p = {.wtype = QT_Q4_0, .n = N, .nr = NR, .nc = NC};
     p.bx = quant_row_bytes(QT_Q4_0, N);
     p.by = quant_row_bytes(QT_Q8_0, N);
     p.lds = NR;
@@ -177,7 +205,7 @@ int main(void)
     quant_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gemm_reference_equals_quant_vec_dot),
-        cmocka_unit_test(test_gemm_q4_0_matches_scalar_on_every_path),
+        cmocka_unit_test(test_gemm_matches_scalar_on_every_path),
         cmocka_unit_test(test_gemm_q4_0_extremes_exact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
