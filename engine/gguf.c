@@ -356,8 +356,11 @@ static int parse_alignment(struct parse *p)
                      gguf_vtype_name(g->kv[i].type));
     uint32_t a;
     memcpy(&a, g->kv[i].data, 4);
-    if (a == 0 || (a & (a - 1)) != 0)
-        return PFAIL(p, MESH_EBADMODEL, "general.alignment %u is not a power of two", a);
+    /* gguf.md: "it must be a multiple of 8"; smaller ones would leave F32 and block data
+     * misaligned for the kernels. */
+    if (a == 0 || (a & (a - 1)) != 0 || a < 8)
+        return PFAIL(p, MESH_EBADMODEL,
+                     "general.alignment %u is not a power of two >= 8 (GGUF requires a multiple of 8)", a);
     g->alignment = a;
     return 0;
 }
@@ -938,7 +941,7 @@ static int writer_put(struct gguf_writer *w, const char *key, enum gguf_vtype ty
             return MESH_EINVAL;
         }
         memcpy(&a, val, 4);
-        if (a == 0 || (a & (a - 1)) != 0) {
+        if (a == 0 || (a & (a - 1)) != 0 || a < 8) { /* the reader's rule */
             free(val);
             return MESH_EINVAL;
         }
@@ -981,7 +984,7 @@ static int writer_put_copy(struct gguf_writer *w, const char *key, enum gguf_vty
 
 int gguf_writer_set_alignment(struct gguf_writer *w, size_t alignment)
 {
-    if (alignment == 0 || (alignment & (alignment - 1)) != 0 || alignment > UINT32_MAX) return MESH_EINVAL;
+    if (alignment < 8 || (alignment & (alignment - 1)) != 0 || alignment > UINT32_MAX) return MESH_EINVAL;
     if (alignment == GGUF_DEFAULT_ALIGNMENT) {
         /* The default needs no key; drop one copied from elsewhere. */
         for (int64_t i = 0; i < w->n_kv; i++) {
