@@ -58,7 +58,7 @@ struct gossip_params {
     int opportunistic_graft_ticks;  /* 60 */
     int opportunistic_graft_peers;  /* 2 */
     bool flood_publish;             /* true: own messages go to every peer above publish thr. */
-    bool do_px;                     /* false: send peer exchange in PRUNEs of a full mesh */
+    bool do_px;                     /* false; true: offer peer exchange when pruning a full mesh */
     int prune_peers;                /* 16: peers offered in one PX */
 };
 
