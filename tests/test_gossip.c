@@ -782,7 +782,17 @@ static void test_gossip_host_relays_over_tcp(void **state)
     gossip_host_kick(t[2].gh);
     while (t[0].n.n_got < 2) uv_run(&loop, UV_RUN_ONCE); /* its own + C's */
     assert_memory_equal(t[0].n.last, "reply", 5);
+    /* B goes away: A and C forget it (their only peer) once the connection is gone. */
+    gossip_host_free(t[1].gh);
+    t[1].gh = NULL;
+    host_close(t[1].h);
+    t[1].h = NULL;
+    while (gossip_mesh_peers(gossip_host_core(t[0].gh), TOPIC, NULL, 0) > 0 ||
+           gossip_mesh_peers(gossip_host_core(t[2].gh), TOPIC, NULL, 0) > 0)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_true(gossip_peer_score(gossip_host_core(t[0].gh), uv_now(&loop), &t[1].n.id.id) == 0);
     for (int i = 0; i < 3; i++) {
+        if (!t[i].h) continue;
         gossip_host_free(t[i].gh);
         t[i].gh = NULL;
         host_close(t[i].h);
