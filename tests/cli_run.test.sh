@@ -86,5 +86,52 @@ rc=$?
     [ "$(grep "reused" "$tmp/err" | tail -1 | grep -oE '\(([0-9]+) reused' | grep -oE '[0-9]+')" -gt 40 ]
 check "chat: a message that cannot fit keeps the history" $?
 
+# chat renders the model's template as its Jinja does: a Qwen2-style template inserts its
+# default system prompt when the user gives none (same prompt as giving it explicitly)
+python3 - "$m" "$tmp/qwen-tmpl.gguf" <<'PY'
+import struct, sys
+b = open(sys.argv[1], 'rb').read()
+pos = 24
+def rd(f):
+    global pos
+    v = struct.unpack_from('<' + f, b, pos)[0]
+    pos += struct.calcsize('<' + f)
+    return v
+def skip(t):
+    global pos
+    if t == 8:
+        n = rd('Q'); pos += n
+    elif t == 9:
+        et, n = rd('I'), rd('Q')
+        for _ in range(n): skip(et)
+    else: pos += {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}[t]
+n_t, n_kv = struct.unpack_from('<QQ', b, 8)
+for _ in range(n_kv):
+    n = rd('Q'); pos += n
+    skip(rd('I'))
+kv_end = pos
+for _ in range(n_t):
+    n = rd('Q'); pos += n
+    nd = rd('I'); pos += 8 * nd + 12
+base = (pos + 31) // 32 * 32
+tmpl = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\\nYou are a helpful assistant<|im_end|>\\n' }}{% endif %}"
+        "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}").encode()
+key = b'tokenizer.chat_template'
+kv = struct.pack('<Q', len(key)) + key + struct.pack('<IQ', 8, len(tmpl)) + tmpl
+out = bytearray(b[:16] + struct.pack('<Q', n_kv + 1) + b[24:kv_end] + kv + b[kv_end:pos])
+out += b'\0' * ((-len(out)) % 32)
+out += b[base:]
+open(sys.argv[2], 'wb').write(out)
+PY
+new_tokens() { grep -oE '^meshllm: [0-9]+ new prompt tokens' | grep -oE '[0-9]+'; }
+a=$(printf 'Hello\n' | "$bin" chat "$tmp/qwen-tmpl.gguf" -n 2 --temp 0 -v 2>&1 >/dev/null | new_tokens)
+b=$(printf 'Hello\n' | "$bin" chat "$m" --chat-template chatml --system "You are a helpful assistant" \
+    -n 2 --temp 0 -v 2>&1 >/dev/null | new_tokens)
+c=$(printf 'Hello\n' | "$bin" chat "$m" --chat-template chatml -n 2 --temp 0 -v 2>&1 >/dev/null | new_tokens)
+[ -n "$a" ] && [ "$a" = "$b" ] && [ "$a" -gt "$c" ]
+check "chat: the template's default system prompt is rendered" $?
+
 echo "$pass passed, $fails failed"
 [ $fails = 0 ]
