@@ -1068,7 +1068,10 @@ static void query_advance(struct dht *d, uint64_t now_ms, struct dht_query *q)
         query_store(d, now_ms, q);
         return;
     }
-    bool any = q->st.n_answers > 0;
+    /* A GET that already holds what it asked for (a record or providers from the local
+     * store counts) succeeded, even when no peer answered. */
+    bool any = q->st.n_answers > 0 || (q->kind == Q_GET_VALUE && q->n_vals > 0) ||
+               (q->kind == Q_GET_PROVIDERS && q->n_prov > 0);
     query_finish(d, now_ms, q, any ? DHT_QUERY_DONE : DHT_QUERY_FAILED);
 }
 
@@ -1106,8 +1109,10 @@ static int query_new(struct dht *d, uint64_t now_ms, int kind, const uint8_t *ke
 static void query_kick(struct dht *d, uint64_t now_ms, struct dht_query *q, uint64_t *qid)
 {
     if (qid) *qid = q->id;
-    if (q->n_c == 0) {
-        query_finish(d, now_ms, q, DHT_QUERY_FAILED);
+    if (q->n_c == 0) { /* nobody to ask: only what the local store had counts */
+        bool have = (q->kind == Q_GET_VALUE && q->n_vals > 0) ||
+                    (q->kind == Q_GET_PROVIDERS && q->n_prov > 0);
+        query_finish(d, now_ms, q, have ? DHT_QUERY_DONE : DHT_QUERY_FAILED);
         return;
     }
     query_advance(d, now_ms, q);

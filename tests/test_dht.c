@@ -339,6 +339,15 @@ static void test_dht_record_validators_pk_and_meshllm(void **state)
     assert_int_equal(vl, mv_len); /* seq 7 kept over seq 3 */
     assert_memory_equal(v, mv, mv_len);
     assert_int_equal(dht_put_value(d, 3, mk, mk_len, bv, bv_len, &qid), MESH_ECRYPTO);
+    /* A GET answered from the local store alone (no peers at all) succeeds with the value. */
+    assert_int_equal(dht_get_value(d, 4, mk, mk_len, 1, &qid), 0);
+    assert_int_equal(dht_query_status(d, qid), DHT_QUERY_DONE);
+    size_t n_vals = 0;
+    assert_int_equal(dht_query_value(d, qid, 0, &v, &vl, &n_vals, NULL), 0);
+    assert_int_equal(n_vals, 1);
+    assert_int_equal(vl, mv_len);
+    assert_memory_equal(v, mv, mv_len);
+    dht_query_release(d, qid);
     dht_free(d);
 }
 
