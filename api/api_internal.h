@@ -25,6 +25,8 @@ struct http_server {
     struct MHD_Daemon *d, *d_ollama;
     int port, ollama_port;
     int64_t started_s;
+    char *(*peers_json)(void *ctx); /* http_opts.peers_json */
+    void *peers_ctx;
     pthread_rwlock_t stop_lock; /* read-held while submitting; write-held to set stopping */
     bool stopping;              /* guarded by stop_lock */
     atomic_int n_inflight;      /* requests between first call and completion */

@@ -183,6 +183,9 @@ static enum MHD_Result dispatch(struct api_conn *c, const char *method, const ch
         return api_reply_json(c, 200, api_models_json(s, url + 11));
     }
     if (get && !strcmp(url, "/node/status")) return api_reply_json(c, 200, api_status_json(s));
+    if (get && !strcmp(url, "/node/peers"))
+        return api_reply_json(c, 200, s->peers_json ? s->peers_json(s->peers_ctx)
+                                                    : strdup("{\"enabled\":false,\"peers\":[]}"));
     if (get && !strcmp(url, "/api/tags")) return api_reply_json(c, 200, api_ollama_tags_json(s->reg));
     if (get && !strcmp(url, "/api/version")) return api_reply_json(c, 200, api_ollama_version_json());
     if (post && !strcmp(url, "/v1/chat/completions"))
@@ -398,6 +401,8 @@ int http_server_start(struct registry *reg, const struct http_opts *o, struct ht
         s->has_key = true;
     }
     s->ollama_port = -1;
+    s->peers_json = o->peers_json;
+    s->peers_ctx = o->peers_ctx;
     s->d = listen_on(s, o, o->port, &s->port, err, err_cap);
     if (!s->d) goto fail;
     if (o->ollama_port >= 0) {

@@ -9,6 +9,9 @@
 #include "cli/cli.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "net/multiaddr.h"
+#include "net/p2pnode.h"
+#include "net/peer_id.h"
 #include "node/registry.h"
 #include "node/sched.h"
 
@@ -36,6 +39,14 @@ static void serve_usage(FILE *f)
             "      --queue N        requests waiting for a slot before 429 (default 64)\n"
             "      --idle-timeout S close connections idle for S seconds (default 15)\n"
             "  -t, --threads N      threads per model (default: all cores)\n"
+            "\npeer-to-peer (off unless --p2p; see 'meshllm peers'):\n"
+            "      --p2p            start the libp2p host (default listen /ip4/0.0.0.0/tcp/4001\n"
+            "                       and /ip6/::/tcp/4001), DHT, GossipSub and mDNS\n"
+            "      --p2p-listen MA  listen on multiaddr MA instead (repeatable)\n"
+            "      --bootstrap MA   DHT bootstrap peer, /ip4/A/tcp/P/p2p/ID (repeatable)\n"
+            "      --no-mdns        do not look for peers on the LAN with mDNS\n"
+            "      --public         also bootstrap from public peers (none are configured yet)\n"
+            "      --data-dir DIR   node key directory (default $MESHLLM_HOME, else ~/.meshllm)\n"
             "\nexample: meshllm serve --model stories260K.gguf --port 9337\n");
 }
 
@@ -51,6 +62,12 @@ static int parse_int(const char *s, int lo, int hi, int *out)
 struct serve_args {
     const char *models[SERVE_MAX_MODELS];
     int n_models;
+    bool p2p, no_mdns, public_peers;
+    const char *data_dir;
+    struct multiaddr listen[P2PNODE_MAX_LISTEN];
+    size_t n_listen;
+    struct multiaddr boot[P2PNODE_MAX_BOOTSTRAP];
+    size_t n_boot;
     struct http_opts http;
     struct sched_params sp;
 };
@@ -67,6 +84,12 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "-h") || !strcmp(o, "--help")) return -1;
+        if (!strcmp(o, "--p2p") || !strcmp(o, "--no-mdns") || !strcmp(o, "--public")) {
+            if (!strcmp(o, "--p2p")) a->p2p = true;
+            if (!strcmp(o, "--no-mdns")) a->no_mdns = true;
+            if (!strcmp(o, "--public")) a->public_peers = true;
+            continue;
+        }
         if (i + 1 >= argc) {
             cli_fail("serve: unknown option or missing value: %s", o);
             return 2;
@@ -87,6 +110,25 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
             bad = parse_int(v, 0, 65535, &a->http.ollama_port);
         else if (!strcmp(o, "--api-key"))
             a->http.api_key = v;
+        else if (!strcmp(o, "--data-dir"))
+            a->data_dir = v;
+        else if (!strcmp(o, "--p2p-listen") || !strcmp(o, "--bootstrap")) {
+            bool is_listen = !strcmp(o, "--p2p-listen");
+            size_t *cnt = is_listen ? &a->n_listen : &a->n_boot;
+            size_t cap = is_listen ? P2PNODE_MAX_LISTEN : P2PNODE_MAX_BOOTSTRAP;
+            if (*cnt == cap) {
+                cli_fail("serve: at most %zu %s addresses", cap, o);
+                return 2;
+            }
+            struct multiaddr *ma = is_listen ? &a->listen[*cnt] : &a->boot[*cnt];
+            struct peer_id pid;
+            bad = multiaddr_from_text(v, ma);
+            if (!bad && !is_listen && multiaddr_peer_id(ma, &pid) != 0) {
+                cli_fail("serve: --bootstrap %s: the address must end in /p2p/<peer id>", v);
+                return 2;
+            }
+            if (!bad) (*cnt)++;
+        }
         else if (!strcmp(o, "--slots"))
             bad = parse_int(v, 1, 256, &a->sp.n_slots);
         else if (!strcmp(o, "--ctx"))
@@ -112,6 +154,67 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
         cli_fail("serve: give at least one --model (see 'meshllm serve --help')");
         return 2;
     }
+    if (!a->p2p && (a->n_listen || a->n_boot || a->public_peers)) {
+        cli_fail("serve: --p2p-listen, --bootstrap and --public need --p2p");
+        return 2;
+    }
+    if (a->p2p && a->n_listen == 0) {
+        multiaddr_from_text("/ip4/0.0.0.0/tcp/4001", &a->listen[a->n_listen++]);
+        multiaddr_from_text("/ip6/::/tcp/4001", &a->listen[a->n_listen++]);
+    }
+    return 0;
+}
+
+/* The node data directory: --data-dir, else $MESHLLM_HOME, else ~/.meshllm (in buf).
+ * NULL when none can be named. */
+static const char *serve_data_dir(const struct serve_args *a, char *buf, size_t cap)
+{
+    const char *env = getenv("MESHLLM_HOME"), *home = getenv("HOME");
+    if (a->data_dir) return a->data_dir;
+    if (env && *env) return env;
+    if (!home || !*home) return NULL;
+    snprintf(buf, cap, "%s/.meshllm", home);
+    return buf;
+}
+
+static char *serve_peers_json(void *ctx)
+{
+    return p2pnode_peers_json(ctx);
+}
+
+/* Starts the libp2p node and prints its peer ID and addresses. Returns 0 or 1 (printed). */
+static int serve_p2p_start(const struct serve_args *a, struct p2pnode **out)
+{
+    char dir_buf[4096], err[512], text[MULTIADDR_TEXT_CAP];
+    const char *dir = serve_data_dir(a, dir_buf, sizeof dir_buf);
+    if (!dir) {
+        cli_fail("serve: neither MESHLLM_HOME nor HOME is set; pass --data-dir DIR");
+        return 1;
+    }
+    /* --public would add the public bootstrap list; none is configured, so nothing public is
+     * ever contacted unless the user names it with --bootstrap. */
+    if (a->public_peers)
+        fprintf(stderr, "meshllm: --public: no public bootstrap peers are configured yet\n");
+    struct p2pnode_config pc = {
+        .data_dir = dir,
+        .listen = a->listen,
+        .n_listen = a->n_listen,
+        .bootstrap = a->boot,
+        .n_bootstrap = a->n_boot,
+        .use_mdns = !a->no_mdns,
+        .use_gossip = true,
+    };
+    if (p2pnode_start(&pc, out, err, sizeof err)) {
+        cli_fail("serve: p2p: %s", err);
+        return 1;
+    }
+    if (peer_id_to_text(p2pnode_peer_id(*out), text, sizeof text) == 0)
+        printf("meshllm: peer ID %s\n", text);
+    struct multiaddr addrs[32];
+    size_t n = p2pnode_listen_addrs(*out, addrs, 32);
+    for (size_t i = 0; i < n; i++)
+        if (multiaddr_to_text(&addrs[i], text, sizeof text) == 0)
+            printf("meshllm: p2p listening on %s\n", text);
     return 0;
 }
 
@@ -137,6 +240,7 @@ int cmd_serve(int argc, char **argv)
 
     struct registry *reg = NULL;
     struct http_server *srv = NULL;
+    struct p2pnode *node = NULL;
     char err[512] = "";
     int status = 1;
     if (registry_new(&a.sp, &reg)) {
@@ -148,6 +252,11 @@ int cmd_serve(int argc, char **argv)
             cli_fail("serve: %s", err);
             goto out;
         }
+    if (a.p2p) {
+        if (serve_p2p_start(&a, &node)) goto out;
+        a.http.peers_json = serve_peers_json;
+        a.http.peers_ctx = node;
+    }
     if (http_server_start(reg, &a.http, &srv, err, sizeof err)) {
         cli_fail("serve: %s", err);
         goto out;
@@ -177,6 +286,7 @@ int cmd_serve(int argc, char **argv)
     status = 0;
 out:
     http_server_stop(srv);
+    p2pnode_stop(node);
     registry_free(reg);
     if (status == 0) fprintf(stderr, "meshllm: stopped\n");
     return status;

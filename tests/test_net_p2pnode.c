@@ -1,0 +1,156 @@
+/* test_net_p2pnode.c - net/p2pnode: whole nodes (host, DHT, gossip; no mDNS) on 127.0.0.1,
+ * each on its own loop thread, as `meshllm serve --p2p` runs them. Four nodes bootstrap from
+ * the first; each must then list the three others in its peers JSON, connected, with the
+ * protocols identify reported and a ping latency. Bad configurations fail with a message. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "core/err.h"
+#include "net/p2pnode.h"
+#include "tests/util/test_util.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define N_NODES 4
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void node_dir(int i, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/p2pnode-%d", test_tmp_dir(), i);
+}
+
+/* Counts the peers of n's JSON that are connected, have a latency, list the DHT protocol and
+ * are one of want[0..n_want). */
+static int count_seen(struct p2pnode *n, char want[][PEER_ID_TEXT_CAP], int n_want)
+{
+    char *json = p2pnode_peers_json(n);
+    if (!json) return -1;
+    cJSON *root = cJSON_Parse(json);
+    free(json);
+    if (!root) return -1;
+    int seen = 0;
+    const cJSON *p;
+    cJSON_ArrayForEach(p, cJSON_GetObjectItem(root, "peers"))
+    {
+        const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(p, "id"));
+        bool ok = id && cJSON_IsTrue(cJSON_GetObjectItem(p, "connected")) &&
+                  cJSON_IsNumber(cJSON_GetObjectItem(p, "latency_ms"));
+        bool has_dht = false;
+        const cJSON *pr;
+        cJSON_ArrayForEach(pr, cJSON_GetObjectItem(p, "protocols"))
+        {
+            const char *s = cJSON_GetStringValue(pr);
+            if (s && !strcmp(s, "/meshllm/kad/1.0.0")) has_dht = true;
+        }
+        for (int i = 0; ok && has_dht && i < n_want; i++)
+            if (!strcmp(id, want[i])) seen++;
+    }
+    cJSON_Delete(root);
+    return seen;
+}
+
+static void test_net_p2pnode_bootstrap_sees_all(void **state)
+{
+    (void)state;
+    struct p2pnode *n[N_NODES] = {0};
+    char ids[N_NODES][PEER_ID_TEXT_CAP];
+    char dir[512], err[256];
+    struct multiaddr lo, boot;
+    assert_int_equal(multiaddr_from_text("/ip4/127.0.0.1/tcp/0", &lo), 0);
+    for (int i = 0; i < N_NODES; i++) {
+        node_dir(i, dir, sizeof dir);
+        struct p2pnode_config c = {.data_dir = dir, .listen = &lo, .n_listen = 1,
+                                   .use_gossip = true};
+        if (i > 0) {
+            c.bootstrap = &boot;
+            c.n_bootstrap = 1;
+        }
+        assert_int_equal(p2pnode_start(&c, &n[i], err, sizeof err), 0);
+        assert_int_equal(peer_id_to_text(p2pnode_peer_id(n[i]), ids[i], sizeof ids[i]), 0);
+        if (i == 0) {
+            assert_int_equal(p2pnode_listen_addrs(n[0], &boot, 1), 1);
+            struct peer_id pid;
+            assert_int_equal(multiaddr_peer_id(&boot, &pid), 0);
+            assert_true(peer_id_equal(&pid, p2pnode_peer_id(n[0])));
+        }
+    }
+    /* Everyone must see the three others (connected, identified, pinged); 20 s at most. */
+    bool all = false;
+    for (int t = 0; t < 200 && !all; t++) {
+        all = true;
+        for (int i = 0; i < N_NODES && all; i++) {
+            char others[N_NODES - 1][PEER_ID_TEXT_CAP];
+            for (int j = 0, k = 0; j < N_NODES; j++)
+                if (j != i) memcpy(others[k++], ids[j], PEER_ID_TEXT_CAP);
+            all = count_seen(n[i], others, N_NODES - 1) == N_NODES - 1;
+        }
+        if (!all) sleep_ms(100);
+    }
+    assert_true(all);
+    /* Restarting node 1 from its data directory keeps its peer ID. */
+    char old_id[PEER_ID_TEXT_CAP];
+    memcpy(old_id, ids[1], sizeof old_id);
+    p2pnode_stop(n[1]);
+    node_dir(1, dir, sizeof dir);
+    struct p2pnode_config c = {.data_dir = dir, .listen = &lo, .n_listen = 1};
+    assert_int_equal(p2pnode_start(&c, &n[1], err, sizeof err), 0);
+    assert_int_equal(peer_id_to_text(p2pnode_peer_id(n[1]), ids[1], sizeof ids[1]), 0);
+    assert_string_equal(ids[1], old_id);
+    for (int i = 0; i < N_NODES; i++) p2pnode_stop(n[i]);
+}
+
+static void test_net_p2pnode_bad_config_fails(void **state)
+{
+    (void)state;
+    char dir[512], err[256] = "";
+    struct p2pnode *n = NULL, *m = NULL;
+    struct multiaddr lo, noid, used;
+    node_dir(9, dir, sizeof dir);
+    assert_int_equal(multiaddr_from_text("/ip4/127.0.0.1/tcp/0", &lo), 0);
+    /* A bootstrap address without /p2p/ID. */
+    assert_int_equal(multiaddr_from_text("/ip4/127.0.0.1/tcp/9", &noid), 0);
+    struct p2pnode_config c = {.data_dir = dir, .listen = &lo, .n_listen = 1,
+                               .bootstrap = &noid, .n_bootstrap = 1};
+    assert_true(p2pnode_start(&c, &n, err, sizeof err) < 0);
+    assert_null(n);
+    assert_non_null(strstr(err, "/p2p/"));
+    /* A port already taken by another node. */
+    c.bootstrap = NULL;
+    c.n_bootstrap = 0;
+    assert_int_equal(p2pnode_start(&c, &n, err, sizeof err), 0);
+    assert_int_equal(p2pnode_listen_addrs(n, &used, 1), 1);
+    char text[MULTIADDR_TEXT_CAP];
+    assert_int_equal(multiaddr_to_text(&used, text, sizeof text), 0);
+    *strstr(text, "/p2p/") = 0; /* the bare /ip4/127.0.0.1/tcp/PORT */
+    assert_int_equal(multiaddr_from_text(text, &used), 0);
+    c.listen = &used;
+    err[0] = 0;
+    assert_true(p2pnode_start(&c, &m, err, sizeof err) < 0);
+    assert_null(m);
+    assert_non_null(strstr(err, "cannot listen"));
+    /* No listen address at all. */
+    c.n_listen = 0;
+    assert_int_equal(p2pnode_start(&c, &m, err, sizeof err), MESH_EINVAL);
+    p2pnode_stop(n);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_net_p2pnode_bootstrap_sees_all),
+        cmocka_unit_test(test_net_p2pnode_bad_config_fails),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
