@@ -22,5 +22,6 @@ int cmd_quantize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_id(int argc, char **argv);
+int cmd_peers(int argc, char **argv);
 
 #endif

@@ -17,6 +17,7 @@ static const struct cli_cmd g_cmds[] = {
     {"bench", "measure prompt and generation speed", cmd_bench},
     {"serve", "serve the OpenAI/Ollama API and the web console", cmd_serve},
     {"id", "print this node's peer ID (creates its key on first use)", cmd_id},
+    {"peers", "list the peers of a running 'serve --p2p' node", cmd_peers},
     {"version", "print the version", cmd_version},
     {"info", "show a model file's metadata and tensors", cmd_info},
     {"quantize", "convert a model to another weight type (Q4_K_M, Q8_0, ...)", cmd_quantize},

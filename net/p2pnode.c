@@ -36,6 +36,7 @@ struct pn_peer {
     bool is_connected;
     bool is_outbound;
     bool in_table;         /* in the DHT routing table */
+    bool needs_ping;       /* newly identified: ping at the next tick */
     int64_t rtt_us;        /* last ping round trip; -1: none yet */
     size_t n_addrs;
     struct multiaddr addrs[PN_ADDRS];
@@ -139,6 +140,7 @@ static void on_host_peer(void *ctx, enum host_peer_event ev, const struct host_p
             p->is_connected = false; /* the next tick sees any connection left */
         else
             peer_fill(p, hi);
+        if (ev == HOST_PEER_IDENTIFIED && p->rtt_us < 0) p->needs_ping = true;
     }
     pthread_mutex_unlock(&n->mu);
 }
@@ -234,9 +236,15 @@ static void on_tick(uv_timer_t *t)
             for (size_t j = 0; j < tab[i].n_addrs; j++) peer_add_addr(p, &tab[i].addrs[j]);
     }
     n->dht_table_size = dht_table_size(d);
+    bool all = n->n_ticks++ % PN_PING_TICKS == 0, ping[PN_LIST_CAP];
+    for (size_t i = 0; i < n_list; i++) {
+        struct pn_peer *p = peer_get(n, &list[i].id, "dht");
+        ping[i] = all || (p && p->needs_ping);
+        if (p) p->needs_ping = false;
+    }
     pthread_mutex_unlock(&n->mu);
-    if (n->n_ticks++ % PN_PING_TICKS == 0)
-        for (size_t i = 0; i < n_list; i++) ping_peer(n, &list[i].id, &list[i].remote_addr);
+    for (size_t i = 0; i < n_list; i++)
+        if (ping[i]) ping_peer(n, &list[i].id, &list[i].remote_addr);
 out:
     free(list);
     free(tab);
