@@ -206,6 +206,31 @@ async function refreshStatus() {
   }
 }
 
+// The mesh panel: this node's peers from GET /node/peers (meshllm serve --p2p).
+async function refreshPeers() {
+  try {
+    const res = await fetch('/node/peers', { headers: headers() });
+    if (!res.ok) return;
+    const j = await res.json();
+    if (!j.enabled) return; // keeps the "this node only" text
+    const peers = j.peers || [];
+    const n = peers.filter((p) => p.connected).length;
+    $('mesh-body').textContent = 'Peer ID ' + j.peer_id + ' - ' + n + ' connected, ' + peers.length + ' known.';
+    let t = $('peer-table');
+    if (!t) {
+      t = document.createElement('table');
+      t.id = 'peer-table';
+      t.innerHTML = '<thead><tr><th>peer</th><th>found by</th><th>state</th><th>latency</th><th>address</th></tr></thead><tbody></tbody>';
+      $('mesh-body').after(t);
+    }
+    t.tBodies[0].innerHTML = peers.map((p) => '<tr><td title="' + escapeHtml(p.id) + '">' +
+      escapeHtml(p.id.slice(0, 8) + '...' + p.id.slice(-6)) + '</td><td>' + escapeHtml(p.how) + '</td><td>' +
+      (p.connected ? 'connected' : 'known') + '</td><td>' +
+      (typeof p.latency_ms === 'number' ? p.latency_ms.toFixed(2) + ' ms' : '-') + '</td><td>' +
+      escapeHtml((p.addrs && p.addrs[0]) || '-') + '</td></tr>').join('');
+  } catch (e) { /* the status dot shows connection problems */ }
+}
+
 $('composer').addEventListener('submit', (ev) => {
   ev.preventDefault();
   const text = $('input').value.trim();
@@ -222,4 +247,6 @@ $('api-key').addEventListener('change', () => { loadModels(); refreshStatus(); }
 
 loadModels();
 refreshStatus();
+refreshPeers();
 setInterval(refreshStatus, 2000);
+setInterval(refreshPeers, 3000);
