@@ -27,6 +27,9 @@ struct chat_state {
     struct model *m;
     struct model_ctx *c;
     struct sampler *s;
+    struct sampler_params sp;   /* the user's sampling options */
+    uint64_t seed0;             /* the seed of turn 0 (drawn from the OS if not given) */
+    int n_turns;
     const struct tok *t;
     enum chat_tmpl tmpl;
     struct chat_msg msgs[CHAT_MAX_MSGS];
@@ -156,7 +159,20 @@ static int chat_turn(struct chat_state *st, const struct cli_gen_opts *o)
     if (same == n) same = n - 1; /* the last prompt token must be decoded to get logits */
     model_kv_seq_truncate(st->c, 0, same);
     st->n_cached = same;
-    sampler_reset(st->s);
+    /* A fresh penalty window over this prompt, and the next turn's random stream: turn k
+     * draws with seed + k, so replies vary from turn to turn yet replay for a given seed
+     * (sampler_reset would restart the same stream every turn). */
+    if (st->n_turns > 0) {
+        struct sampler_params sp = st->sp;
+        sp.seed = st->seed0 + (uint64_t)st->n_turns;
+        if (sp.seed == SAMPLER_SEED_RANDOM) sp.seed = 0;
+        struct sampler *ns = NULL;
+        int src = sampler_new(&sp, model_hparams(st->m)->n_vocab, &ns);
+        if (src < 0) return src;
+        sampler_free(st->s);
+        st->s = ns;
+    }
+    st->n_turns++;
     for (int i = 0; i < n; i++) sampler_accept(st->s, st->ids[i]);
     st->reply_len = 0;
     if (st->reply) st->reply[0] = 0;
@@ -285,6 +301,8 @@ int cmd_chat(int argc, char **argv)
         status = 2;
         goto done;
     }
+    st.sp = o.sp;
+    st.seed0 = sampler_seed(st.s);
     if (system && add_msg(&st, "system", system) == 0) st.has_system = true;
     if (st.tty)
         fprintf(stderr, "meshllm: chatting with %s (template %s, context %d). /exit to quit.\n",

@@ -133,5 +133,14 @@ c=$(printf 'Hello\n' | "$bin" chat "$m" --chat-template chatml -n 2 --temp 0 -v 
 [ -n "$a" ] && [ "$a" = "$b" ] && [ "$a" -gt "$c" ]
 check "chat: the template's default system prompt is rendered" $?
 
+# chat: each turn draws new random numbers (the same question twice gets its own reply),
+# and a seed replays the whole conversation
+chat_twice() { printf 'Hello\n/clear\nHello\n' | "$bin" chat "$m" -n 12 --temp 1.5 --seed 7 2>/dev/null; }
+chat_twice >"$tmp/c1"
+chat_twice >"$tmp/c2"
+[ "$(grep -c . "$tmp/c1")" = 2 ] && [ "$(sed -n 1p "$tmp/c1")" != "$(sed -n 2p "$tmp/c1")" ] &&
+    cmp -s "$tmp/c1" "$tmp/c2"
+check "chat: turns sample afresh, a seed replays" $?
+
 echo "$pass passed, $fails failed"
 [ $fails = 0 ]
