@@ -104,7 +104,7 @@ BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all lib test-bins check check-plain check-asan fuzz clean help cross-neon format
-all: $(BIN) test-bins $(BENCH_BINS)
+all: $(BIN) test-bins $(BENCH_BINS) $(BUILD)/tools/netproxy
 lib: $(LIB)
 test-bins: $(TEST_BINS) $(FUZZ_REPLAY_BINS)
 
