@@ -99,9 +99,8 @@ static int render_prompt(struct api_gen *g, char **out, enum chat_tmpl *tmpl_out
         *out = strdup(r->prompt ? r->prompt : "");
         return *out ? 0 : MESH_ENOMEM;
     }
-    enum chat_tmpl t = chat_tmpl_detect(model_chat_template(g->e->model));
-    if (t == CHAT_TMPL_UNKNOWN) t = chat_tmpl_fallback();
-    *tmpl_out = t;
+    /* the registry chose the template once per model, as `chat` does */
+    *tmpl_out = g->e->chat.tmpl;
     int n = r->kind == API_KIND_CHAT ? r->n_msgs : 2;
     struct chat_msg *msgs = calloc((size_t)n + 1, sizeof *msgs);
     if (!msgs) return MESH_ENOMEM;
@@ -115,7 +114,7 @@ static int render_prompt(struct api_gen *g, char **out, enum chat_tmpl *tmpl_out
         if (r->system) msgs[k++] = (struct chat_msg){"system", r->system};
         msgs[k++] = (struct chat_msg){"user", r->prompt ? r->prompt : ""};
     }
-    int rc = chat_tmpl_apply(t, msgs, (size_t)k, true, out);
+    int rc = chat_setup_render(&g->e->chat, msgs, (size_t)k, true, out);
     free(msgs);
     return rc;
 }

@@ -31,7 +31,7 @@ struct chat_state {
     uint64_t seed0;             /* the seed of turn 0 (drawn from the OS if not given) */
     int n_turns;
     const struct tok *t;
-    enum chat_tmpl tmpl;
+    struct chat_setup tmpl;     /* the template family, EOS text, default system prompt */
     struct chat_msg msgs[CHAT_MAX_MSGS];
     char *owned[CHAT_MAX_MSGS]; /* message texts we allocated */
     int n_msgs;
@@ -42,9 +42,6 @@ struct chat_state {
     int n_ctx;
     const char *stops[CLI_MAX_STOPS + 8];
     int n_stops;
-    struct chat_opts ropts;     /* template options: the model's EOS text, default system */
-    char eos_text[64];
-    char default_sys[4096];
     char *reply;                /* the reply being streamed */
     size_t reply_len, reply_cap;
     bool tty;
@@ -115,7 +112,7 @@ static int render_msgs(struct chat_state *st, const struct chat_msg *msgs, int n
                        int reserve)
 {
     char *text = NULL;
-    int rc = chat_tmpl_render(st->tmpl, msgs, (size_t)n_msgs, &st->ropts, &text);
+    int rc = chat_setup_render(&st->tmpl, msgs, (size_t)n_msgs, true, &text);
     if (rc < 0) return rc;
     int n = 0;
     rc = tok_encode(st->t, text, strlen(text), true, true, st->ids, st->n_ctx, &n);
@@ -271,24 +268,14 @@ int cmd_chat(int argc, char **argv)
     if (cli_load_model(model_path, &o, 1, &st.m, &st.c) < 0) goto done;
     st.t = model_tok(st.m);
     st.n_ctx = model_ctx_n_ctx(st.c);
-    if (chat_tmpl_select(model_chat_template(st.m), tmpl_name, &st.tmpl) < 0) {
+    /* Render as the model's own template does: its EOS text between turns (llama-2,
+     * mistral, zephyr) and the default system prompt it inserts (Qwen2). */
+    if (chat_setup_init(&st.tmpl, model_chat_template(st.m), st.t, tmpl_name) < 0) {
         status = 2; /* chat_tmpl_select said which names exist */
         goto done;
     }
-    /* Render as the model's own template does: its EOS text between turns (llama-2,
-     * mistral, zephyr) and the default system prompt it inserts (Qwen2). */
-    st.ropts.add_generation_prompt = true;
-    int eos_len = tok_eos(st.t) >= 0 ? tok_piece(st.t, tok_eos(st.t), true, st.eos_text,
-                                                 sizeof st.eos_text - 1) : 0;
-    if (eos_len > 0) {
-        st.eos_text[eos_len] = 0;
-        st.ropts.eos_text = st.eos_text;
-    }
-    if (chat_tmpl_default_system(model_chat_template(st.m), st.default_sys,
-                                 sizeof st.default_sys) > 0)
-        st.ropts.default_system = st.default_sys;
     for (int i = 0; i < o.n_stops; i++) st.stops[st.n_stops++] = o.stops[i];
-    for (const char *const *sp = chat_tmpl_stops(st.tmpl); sp && *sp && st.n_stops < CLI_MAX_STOPS + 8; sp++)
+    for (const char *const *sp = chat_tmpl_stops(st.tmpl.tmpl); sp && *sp && st.n_stops < CLI_MAX_STOPS + 8; sp++)
         st.stops[st.n_stops++] = *sp;
     st.cached = malloc((size_t)st.n_ctx * sizeof(int32_t));
     st.ids = malloc((size_t)st.n_ctx * sizeof(int32_t));
@@ -306,7 +293,7 @@ int cmd_chat(int argc, char **argv)
     if (system && add_msg(&st, "system", system) == 0) st.has_system = true;
     if (st.tty)
         fprintf(stderr, "meshllm: chatting with %s (template %s, context %d). /exit to quit.\n",
-                model_path, chat_tmpl_name(st.tmpl), st.n_ctx);
+                model_path, chat_tmpl_name(st.tmpl.tmpl), st.n_ctx);
     for (;;) {
         char *line = read_message(st.tty);
         if (!line) break;

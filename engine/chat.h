@@ -85,6 +85,24 @@ int chat_tmpl_render(enum chat_tmpl t, const struct chat_msg *msgs, size_t n_msg
  * the template has none (or jinja is NULL), MESH_ERANGE if cap is too small. */
 int chat_tmpl_default_system(const char *jinja, char *buf, size_t cap);
 
+/* Everything needed to render one model's conversations, chosen once per model: the family
+ * (override, else detected, else fallback, as chat_tmpl_select), the model's EOS text and
+ * the template's default system prompt. Used by `chat` and by the API server so that both
+ * give a model exactly the same prompt. Caller owns the struct; no pointers into it escape. */
+struct tok;
+struct chat_setup {
+    enum chat_tmpl tmpl;
+    char eos_text[64];          /* "" = the family's default ("</s>") */
+    char default_system[4096];  /* "" = none */
+};
+/* Fills s for a model with Jinja template jinja (may be NULL) and tokenizer t. Returns 0 or
+ * MESH_EINVAL if override names no family (s->tmpl is then the fallback). */
+int chat_setup_init(struct chat_setup *s, const char *jinja, const struct tok *t,
+                    const char *override);
+/* chat_tmpl_render with the setup's family, EOS text and default system prompt. */
+int chat_setup_render(const struct chat_setup *s, const struct chat_msg *msgs, size_t n_msgs,
+                      bool add_generation_prompt, char **out);
+
 /* Text pieces that end an assistant turn for this family (e.g. "<|im_end|>"), for use as
  * extra stop strings; NULL-terminated static array. */
 const char *const *chat_tmpl_stops(enum chat_tmpl t);

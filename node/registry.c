@@ -140,6 +140,7 @@ static int load_one(struct registry *r, int i)
     struct model_load_opts lo = {0};
     int rc = model_load(e->path, &lo, &e->model, e->err, sizeof e->err);
     if (rc == 0) rc = sched_new(e->model, &r->sp, &e->sched, e->err, sizeof e->err);
+    if (rc == 0) chat_setup_init(&e->chat, model_chat_template(e->model), model_tok(e->model), NULL);
     if (rc) {
         log_error("model %s: %s", e->path, e->err[0] ? e->err : err_str(rc));
         if (!e->err[0]) snprintf(e->err, sizeof e->err, "%s", err_str(rc));

@@ -13,6 +13,8 @@
 
 #include "node/sched.h"
 
+#include "engine/chat.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,6 +27,7 @@ struct registry_entry {
     int64_t created;      /* file modification time, unix seconds */
     uint64_t file_bytes;
     struct model *model;  /* READY only */
+    struct chat_setup chat; /* READY only: how its conversations are rendered */
     struct sched *sched;  /* READY only */
 };
 

@@ -9,7 +9,11 @@
 
 #include "core/err.h"
 #include "engine/chat.h"
+#include "engine/gguf.h"
+#include "engine/tok.h"
+#include "tests/util/test_util.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -451,6 +455,46 @@ static void test_chat_stops_per_family(void **state)
     assert_null(chat_tmpl_stops(CHAT_TMPL_UNKNOWN)[0]);
 }
 
+/* chat_setup (what `chat` and `serve` both use) carries the detected family, the template's
+ * default system prompt and the tokenizer's EOS text into every render. */
+static void test_chat_setup_for_a_model(void **state)
+{
+    (void)state;
+    struct chat_setup cs;
+    struct chat_msg user = {"user", "Hi"};
+    char *out = NULL;
+    assert_int_equal(chat_setup_init(&cs, T_QWEN2, NULL, NULL), 0);
+    assert_int_equal(cs.tmpl, CHAT_TMPL_CHATML);
+    assert_int_equal(chat_setup_render(&cs, &user, 1, true, &out), 0);
+    assert_string_equal(out, "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n"
+                             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+    free(out);
+    /* the EOS text comes from the model's tokenizer (stories260K's GGUF: "</s>") */
+    struct gguf *g = NULL;
+    struct tok *t = NULL;
+    char err[256];
+    assert_int_equal(gguf_open(test_model_path("stories260K.gguf"), &g, err, sizeof err), 0);
+    assert_int_equal(tok_load(g, &t, err, sizeof err), 0);
+    assert_int_equal(chat_setup_init(&cs, T_LLAMA2_SYS, t, NULL), 0);
+    char piece[64];
+    int n = tok_piece(t, tok_eos(t), true, piece, sizeof piece - 1);
+    assert_true(n > 0);
+    piece[n] = 0;
+    assert_string_equal(cs.eos_text, piece);
+    struct chat_msg conv[3] = {{"user", "Hi"}, {"assistant", "Hello"}, {"user", "More"}};
+    assert_int_equal(chat_setup_render(&cs, conv, 3, true, &out), 0);
+    char want[96];
+    snprintf(want, sizeof want, "Hello %s", piece);
+    assert_non_null(strstr(out, want));
+    free(out);
+    /* an override wins; an unknown one is refused */
+    assert_int_equal(chat_setup_init(&cs, T_QWEN2, t, "gemma"), 0);
+    assert_int_equal(cs.tmpl, CHAT_TMPL_GEMMA);
+    assert_int_equal(chat_setup_init(&cs, T_QWEN2, t, "no-such-family"), MESH_EINVAL);
+    tok_free(t);
+    gguf_close(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -465,6 +509,7 @@ int main(void)
         cmocka_unit_test(test_chat_select_override_detect_fallback),
         cmocka_unit_test(test_chat_default_system_prompt),
         cmocka_unit_test(test_chat_stops_per_family),
+        cmocka_unit_test(test_chat_setup_for_a_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
