@@ -17,6 +17,7 @@
 #include "engine/sampler.h"
 #include "engine/tok.h"
 
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -87,9 +88,19 @@ static bool drop_oldest_turn(struct chat_state *st)
     return true;
 }
 
+/* Ctrl-C stops the reply being generated (the conversation stays); at the prompt it quits. */
+static volatile sig_atomic_t g_interrupted;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    g_interrupted = 1;
+}
+
 static int emit_reply(void *user, const char *text, int len)
 {
     struct chat_state *st = user;
+    if (g_interrupted) return 1;
     fwrite(text, 1, (size_t)len, stdout);
     fflush(stdout);
     if (st->reply_len + (size_t)len + 1 > st->reply_cap) {
@@ -294,7 +305,14 @@ int cmd_chat(int argc, char **argv)
     if (st.tty)
         fprintf(stderr, "meshllm: chatting with %s (template %s, context %d). /exit to quit.\n",
                 model_path, chat_tmpl_name(st.tmpl.tmpl), st.n_ctx);
+    /* no SA_RESTART: a Ctrl-C at the prompt interrupts the read, which then quits */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
     for (;;) {
+        g_interrupted = 0;
         char *line = read_message(st.tty);
         if (!line) break;
         if (!strcmp(line, "/exit") || !strcmp(line, "/quit")) {
