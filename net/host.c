@@ -18,6 +18,8 @@
 #include "net/varint.h"
 #include "net/yamux.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdlib.h>
@@ -1030,7 +1032,9 @@ int host_listen(struct host *h, const struct multiaddr *addr)
     uv_tcp_init(h->loop, &l->tcp);
     l->tcp.data = l;
     h->n_open_handles++;
-    if ((rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, 0)) < 0 ||
+    /* IPv6 listeners take IPv6 only, so /ip4/0.0.0.0 and /ip6/:: can share a port. */
+    unsigned bind_flags = ss.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0;
+    if ((rc = uv_tcp_bind(&l->tcp, (struct sockaddr *)&ss, bind_flags)) < 0 ||
         (rc = uv_listen((uv_stream_t *)&l->tcp, 128, on_connection)) < 0 ||
         (rc = uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&ss, &len)) < 0) {
         log_error("host: cannot listen: %s", uv_strerror(rc));
@@ -1238,6 +1242,35 @@ static void identify_start(struct conn *c)
     conn_open_stream(c, HOST_IDENTIFY_ID, identify_opened, NULL);
 }
 
+/* The listen address to tell the peer of connection c: a listener on an unspecified IP
+ * (0.0.0.0, ::) is reported with the IP the peer reached us on (this connection's local
+ * address, same family) - a peer cannot dial 0.0.0.0. Returns 0, or MESH_ENOTFOUND when the
+ * listener has nothing to offer this peer. */
+static int listen_addr_for(struct conn *c, const struct multiaddr *listen, struct multiaddr *out)
+{
+    struct sockaddr_storage la, local;
+    int len = sizeof local;
+    if (multiaddr_to_sockaddr(listen, &la) != 0) {
+        *out = *listen;
+        return 0;
+    }
+    bool any = la.ss_family == AF_INET
+                   ? ((struct sockaddr_in *)&la)->sin_addr.s_addr == htonl(INADDR_ANY)
+                   : IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)&la)->sin6_addr);
+    if (!any) {
+        *out = *listen;
+        return 0;
+    }
+    if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&local, &len) != 0 ||
+        local.ss_family != la.ss_family)
+        return MESH_ENOTFOUND;
+    if (local.ss_family == AF_INET)
+        ((struct sockaddr_in *)&local)->sin_port = ((struct sockaddr_in *)&la)->sin_port;
+    else
+        ((struct sockaddr_in6 *)&local)->sin6_port = ((struct sockaddr_in6 *)&la)->sin6_port;
+    return multiaddr_from_sockaddr((struct sockaddr *)&local, out) == 0 ? 0 : MESH_ENOTFOUND;
+}
+
 /* Writes our identify message (as seen on connection c) to s and closes it. */
 static void identify_send(struct host *h, struct host_stream *s)
 {
@@ -1251,8 +1284,10 @@ static void identify_send(struct host *h, struct host_stream *s)
     identity_pubkey_proto(h->id.pk, pub);
     snprintf(info->protocol_version, sizeof info->protocol_version, "%s", HOST_PROTOCOL_VERSION);
     snprintf(info->agent, sizeof info->agent, "%s", h->agent);
-    for (size_t i = 0; i < h->n_listeners && i < IDENTIFY_MAX_ADDRS; i++)
-        info->listen_addrs[info->n_listen_addrs++] = h->listeners[i]->addr;
+    for (size_t i = 0; i < h->n_listeners && info->n_listen_addrs < IDENTIFY_MAX_ADDRS; i++)
+        if (listen_addr_for(c, &h->listeners[i]->addr,
+                            &info->listen_addrs[info->n_listen_addrs]) == 0)
+            info->n_listen_addrs++;
     for (size_t i = 0; i < h->n_handlers && i < IDENTIFY_MAX_PROTOCOLS; i++)
         memcpy(info->protocols[info->n_protocols++], h->handlers[i].protocol,
                HOST_MAX_PROTOCOL_LEN);

@@ -171,6 +171,25 @@ static void ping_peer(struct p2pnode *n, const struct peer_id *id, const struct 
     if (host_ping(n->host, &a, on_ping, pp) != 0) free(pp);
 }
 
+/* 127.0.0.0/8 or ::1. */
+static bool is_loopback(const struct multiaddr *a)
+{
+    struct sockaddr_storage ss;
+    if (multiaddr_to_sockaddr(a, &ss) != 0) return false;
+    if (ss.ss_family == AF_INET)
+        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    return ss.ss_family == AF_INET6 && IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&ss)->sin6_addr);
+}
+
+/* The address to dial of an mDNS peer: its first one off loopback (a LAN peer's loopback
+ * address is our own machine... or ourselves), else the first. */
+static const struct multiaddr *mdns_pick_addr(const struct mdns_peer *mp)
+{
+    for (size_t i = 0; i < mp->n_addrs; i++)
+        if (!is_loopback(&mp->addrs[i])) return &mp->addrs[i];
+    return &mp->addrs[0];
+}
+
 static void on_mdns_peer(void *ctx, const struct mdns_peer *mp)
 {
     struct p2pnode *n = ctx;
@@ -181,7 +200,7 @@ static void on_mdns_peer(void *ctx, const struct mdns_peer *mp)
     if (p)
         for (size_t i = 0; i < mp->n_addrs; i++) peer_add_addr(p, &mp->addrs[i]);
     pthread_mutex_unlock(&n->mu);
-    if (dial) ping_peer(n, &mp->id, &mp->addrs[0]);
+    if (dial) ping_peer(n, &mp->id, mdns_pick_addr(mp));
 }
 
 static void on_query_done(void *ctx, struct dht *d, uint64_t qid)
@@ -380,7 +399,13 @@ static int start_modules(struct p2pnode *n, const struct p2pnode_config *cfg, ch
         mc.ctx = n;
         rc = mdns_host_new(&n->loop, &mc, &n->mh);
         if (rc) return err_set(err, err_cap, rc, "cannot start mDNS (UDP 5353): %s", err_str(rc));
-        rc = mdns_host_set_addrs(n->mh, n->addrs, n->n_addrs);
+        /* Announce the LAN addresses (loopback ones only when there is nothing else). */
+        struct multiaddr lan[PN_MAX_ADDRS];
+        size_t n_lan = 0;
+        for (size_t i = 0; i < n->n_addrs; i++)
+            if (!is_loopback(&n->addrs[i])) lan[n_lan++] = n->addrs[i];
+        rc = n_lan ? mdns_host_set_addrs(n->mh, lan, n_lan)
+                   : mdns_host_set_addrs(n->mh, n->addrs, n->n_addrs);
         if (rc) return err_set(err, err_cap, rc, "mDNS: cannot announce our addresses: %s",
                                err_str(rc));
         mdns_host_query(n->mh);
