@@ -200,7 +200,8 @@ static enum MHD_Result dispatch(struct api_conn *c, const char *method, const ch
     bool known = !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/completions") ||
                  !strcmp(url, "/v1/embeddings") || !strcmp(url, "/v1/models") ||
                  !strcmp(url, "/metrics") || !strcmp(url, "/api/chat") ||
-                 !strcmp(url, "/api/generate") || !strcmp(url, "/api/tags");
+                 !strcmp(url, "/api/generate") || !strcmp(url, "/api/tags") ||
+                 !strcmp(url, "/node/peers");
     if (known)
         return reply_err(c, 405, "invalid_request_error", "method_not_allowed",
                          "method not allowed for this path");

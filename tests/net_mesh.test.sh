@@ -50,6 +50,12 @@ grep -q "/p2p/" "$work/err" || fail "no actionable message for a bootstrap witho
 "$bin" serve --model "$model" --p2p --p2p-listen /ip4/1.2.3/tcp/1 >/dev/null 2>&1
 [ $? = 2 ] || fail "a malformed multiaddr must exit 2"
 
+"$bin" peers --url http://127.0.0.1:1 >/dev/null 2>"$work/err"
+[ $? = 1 ] || fail "peers against no server must exit 1"
+grep -q "meshllm serve" "$work/err" || fail "peers: no hint when nothing listens"
+"$bin" peers --bogus >/dev/null 2>&1
+[ $? = 2 ] || fail "peers misuse must exit 2"
+
 # Local-only stays the default: no peer ID, no p2p port, peers says p2p is off.
 start_node 9
 grep -q "p2p listening\|peer ID" "$work/9.log" && fail "serve without --p2p started the host"
