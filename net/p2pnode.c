@@ -52,7 +52,7 @@ struct pn_ping {
 struct p2pnode {
     uv_loop_t loop;
     uv_async_t stop_async;
-    uv_timer_t boot_timer, tick_timer;
+    uv_timer_t boot_timer, tick_timer, announce_timer;
     pthread_t thread;
     bool has_thread;
     bool is_closing;
@@ -65,6 +65,7 @@ struct p2pnode {
     size_t n_boot;
     unsigned n_boot_rounds;
     unsigned n_ticks;
+    unsigned n_announces;
     struct multiaddr addrs[PN_MAX_ADDRS];
     size_t n_addrs;
     char dht_protocol[64];
@@ -73,7 +74,8 @@ struct p2pnode {
     struct pn_peer *peers;
     size_t n_peers;
     size_t dht_table_size;
-    uint64_t n_gossip_msgs;
+    uint64_t n_gossip_msgs;     /* announcements received from other peers */
+    uint64_t n_gossip_published;
 };
 
 /* ---- peer table (loop thread, mu held) --------------------------------------------------- */
@@ -271,11 +273,33 @@ out:
 
 static void on_gossip_message(void *ud, const struct gossip_msg *m)
 {
-    (void)m;
     struct p2pnode *n = ud;
+    if (m->from && peer_id_equal(m->from, &n->id.id)) return; /* our own */
     pthread_mutex_lock(&n->mu);
     n->n_gossip_msgs++;
     pthread_mutex_unlock(&n->mu);
+}
+
+/* Publishes "meshllm/1 <our peer id>" on the announce topic at 2 and 5 s (once the mesh has
+ * formed), then every 30 s. */
+static void on_announce_timer(uv_timer_t *t)
+{
+    static const uint64_t delays_ms[] = {3000};
+    struct p2pnode *n = t->data;
+    char msg[16 + PEER_ID_TEXT_CAP] = "meshllm/1 ";
+    if (n->is_closing || !n->gh) return;
+    size_t off = strlen(msg);
+    if (peer_id_to_text(&n->id.id, msg + off, sizeof msg - off) == 0 &&
+        gossip_publish(gossip_host_core(n->gh), uv_now(&n->loop), P2PNODE_ANNOUNCE_TOPIC,
+                       (const uint8_t *)msg, strlen(msg), NULL, NULL) == 0) {
+        gossip_host_kick(n->gh);
+        pthread_mutex_lock(&n->mu);
+        n->n_gossip_published++;
+        pthread_mutex_unlock(&n->mu);
+    }
+    unsigned r = n->n_announces++;
+    uint64_t next = r < sizeof delays_ms / sizeof delays_ms[0] ? delays_ms[r] : 30000;
+    uv_timer_start(&n->announce_timer, on_announce_timer, next, 0);
 }
 
 /* Closes every module and handle; the loop then runs out. */
@@ -292,6 +316,7 @@ static void close_all(struct p2pnode *n)
     n->p2p = NULL;
     uv_close((uv_handle_t *)&n->boot_timer, NULL);
     uv_close((uv_handle_t *)&n->tick_timer, NULL);
+    uv_close((uv_handle_t *)&n->announce_timer, NULL);
     uv_close((uv_handle_t *)&n->stop_async, NULL);
 }
 
@@ -461,10 +486,13 @@ int p2pnode_start(const struct p2pnode_config *cfg, struct p2pnode **out, char *
     n->boot_timer.data = n;
     uv_timer_init(&n->loop, &n->tick_timer);
     n->tick_timer.data = n;
+    uv_timer_init(&n->loop, &n->announce_timer);
+    n->announce_timer.data = n;
     rc = start_modules(n, cfg, err, err_cap);
     if (rc) goto fail_loop;
     uv_timer_start(&n->boot_timer, on_boot_timer, 0, 0);
     uv_timer_start(&n->tick_timer, on_tick, 200, PN_TICK_MS);
+    if (n->gh) uv_timer_start(&n->announce_timer, on_announce_timer, 2000, 0);
     if (pthread_create(&n->thread, NULL, loop_main, n) != 0) {
         rc = err_set(err, err_cap, MESH_EIO, "cannot start the p2p thread");
         goto fail_loop;
@@ -544,6 +572,7 @@ char *p2pnode_peers_json(struct p2pnode *n)
         if (g) {
             cJSON_AddStringToObject(g, "topic", P2PNODE_ANNOUNCE_TOPIC);
             cJSON_AddNumberToObject(g, "messages", (double)n->n_gossip_msgs);
+            cJSON_AddNumberToObject(g, "published", (double)n->n_gossip_published);
         }
     }
     cJSON *arr = cJSON_AddArrayToObject(root, "peers");

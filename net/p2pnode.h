@@ -9,7 +9,9 @@
  * Discovery: every --bootstrap peer (its address must end in /p2p/ID) seeds a DHT bootstrap
  * (a lookup of our own ID), repeated after 1, 5, 15 s and then every 60 s; peers mDNS reports
  * are dialed (a ping, which also measures the latency); every connected peer is pinged every
- * 5 s. "how" a peer was found: "bootstrap" (named by the user), "mdns", "dht" (we dialed it for
+ * 5 s. With gossip on, the node publishes "meshllm/1 <peer id>" on P2PNODE_ANNOUNCE_TOPIC after
+ * 2 and 5 s, then every 30 s, and counts the announcements of others.
+ * "how" a peer was found: "bootstrap" (named by the user), "mdns", "dht" (we dialed it for
  * a DHT lookup, or it is only in the routing table) or "inbound" (it dialed us first).
  */
 #ifndef MESH_NET_P2PNODE_H

@@ -1,7 +1,8 @@
 /* test_net_p2pnode.c - net/p2pnode: whole nodes (host, DHT, gossip; no mDNS) on 127.0.0.1,
  * each on its own loop thread, as `meshllm serve --p2p` runs them. Four nodes bootstrap from
  * the first; each must then list the three others in its peers JSON, connected, with the
- * protocols identify reported and a ping latency. Bad configurations fail with a message. */
+ * protocols identify reported and a ping latency, and hear the others' GossipSub
+ * announcements. Bad configurations fail with a message. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -61,6 +62,18 @@ static int count_seen(struct p2pnode *n, char want[][PEER_ID_TEXT_CAP], int n_wa
     return seen;
 }
 
+/* gossip.messages of n's JSON (announcements from others), -1 on error. */
+static int gossip_received(struct p2pnode *n)
+{
+    char *json = p2pnode_peers_json(n);
+    cJSON *root = json ? cJSON_Parse(json) : NULL;
+    free(json);
+    const cJSON *m = cJSON_GetObjectItem(cJSON_GetObjectItem(root, "gossip"), "messages");
+    int v = cJSON_IsNumber(m) ? (int)m->valuedouble : -1;
+    cJSON_Delete(root);
+    return v;
+}
+
 static void test_net_p2pnode_bootstrap_sees_all(void **state)
 {
     (void)state;
@@ -97,6 +110,15 @@ static void test_net_p2pnode_bootstrap_sees_all(void **state)
             all = count_seen(n[i], others, N_NODES - 1) == N_NODES - 1;
         }
         if (!all) sleep_ms(100);
+    }
+    assert_true(all);
+    /* The announcements published on /meshllm/announce/1 after 2 and 5 s reach everyone:
+     * each node hears at least one of the others; 10 s at most. */
+    for (int t = 0; t < 100; t++) {
+        all = true;
+        for (int i = 0; i < N_NODES && all; i++) all = gossip_received(n[i]) >= 1;
+        if (all) break;
+        sleep_ms(100);
     }
     assert_true(all);
     /* Restarting node 1 from its data directory keeps its peer ID. */

@@ -32,7 +32,7 @@
 
 struct np_chunk {
     struct np_chunk *next;
-    uint64_t release_ms;
+    uint64_t release_us;
     size_t len, off;
     uint8_t data[];
 };
@@ -41,7 +41,7 @@ struct np_chunk {
 struct np_dir {
     struct np_chunk *head, *tail;
     size_t queued;
-    uint64_t last_release_ms;
+    uint64_t last_release_us;
     int is_eof;      /* `from` hung up */
     int is_shut;     /* we shut down `to` for writing */
 };
@@ -62,11 +62,12 @@ static uint64_t np_rand(void)
     return z ^ (z >> 31);
 }
 
-static uint64_t now_ms(void)
+/* Microseconds of the monotonic clock (milliseconds would release chunks up to 1 ms early). */
+static uint64_t now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 /* Parses "A.B.C.D:PORT". Returns 0 or -1. */
@@ -124,11 +125,11 @@ static int pair_read(struct np_pair *p, int d, unsigned delay_ms, unsigned loss_
         q->is_eof = 1;
         return n == 0 ? 0 : -1;
     }
-    uint64_t rel = now_ms() + delay_ms;
-    if (loss_pct && np_rand() % 100 < loss_pct) rel += NP_LOSS_PENALTY_MS;
-    if (rel < q->last_release_ms) rel = q->last_release_ms; /* never reorder */
-    q->last_release_ms = rel;
-    c->release_ms = rel;
+    uint64_t rel = now_us() + (uint64_t)delay_ms * 1000u;
+    if (loss_pct && np_rand() % 100 < loss_pct) rel += NP_LOSS_PENALTY_MS * 1000u;
+    if (rel < q->last_release_us) rel = q->last_release_us; /* never reorder */
+    q->last_release_us = rel;
+    c->release_us = rel;
     c->len = (size_t)n;
     c->off = 0;
     c->next = NULL;
@@ -145,7 +146,7 @@ static int pair_read(struct np_pair *p, int d, unsigned delay_ms, unsigned loss_
 static int pair_write(struct np_pair *p, int d, uint64_t now)
 {
     struct np_dir *q = &p->dir[d];
-    while (q->head && q->head->release_ms <= now) {
+    while (q->head && q->head->release_us <= now) {
         struct np_chunk *c = q->head;
         ssize_t n = write(p->fd[1 - d], c->data + c->off, c->len - c->off);
         if (n < 0) return errno == EAGAIN || errno == EINTR ? 0 : -1;
@@ -206,7 +207,7 @@ int main(int argc, char **argv)
     static struct np_pair pairs[NP_MAX_PAIRS];
     struct pollfd pfd[1 + 2 * NP_MAX_PAIRS];
     for (;;) {
-        uint64_t now = now_ms();
+        uint64_t now = now_us();
         int timeout = -1, n = 0;
         pfd[n++] = (struct pollfd){.fd = lfd, .events = POLLIN};
         for (int i = 0; i < NP_MAX_PAIRS; i++) {
@@ -216,9 +217,9 @@ int main(int argc, char **argv)
                 if (p->in_use && !p->dir[s].is_eof && p->dir[s].queued < NP_QUEUE_CAP) ev |= POLLIN;
                 /* fd[s] is written by direction 1 - s */
                 struct np_chunk *h = p->in_use ? p->dir[1 - s].head : NULL;
-                if (h && h->release_ms <= now) ev |= POLLOUT;
-                if (h && h->release_ms > now) {
-                    uint64_t w = h->release_ms - now;
+                if (h && h->release_us <= now) ev |= POLLOUT;
+                if (h && h->release_us > now) {
+                    uint64_t w = (h->release_us - now + 999) / 1000; /* ms, rounded up */
                     if (timeout < 0 || w < (uint64_t)timeout) timeout = (int)w;
                 }
                 /* nothing to wait for: ignored (a hung-up socket would wake us forever) */
@@ -244,7 +245,7 @@ int main(int argc, char **argv)
                 if (cfd >= 0) close(cfd);
             }
         }
-        now = now_ms();
+        now = now_us();
         for (int i = 0; i < NP_MAX_PAIRS; i++) {
             struct np_pair *p = &pairs[i];
             if (!p->in_use) continue;
