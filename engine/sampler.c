@@ -13,6 +13,7 @@
 #include "engine/sampler.h"
 
 #include "core/err.h"
+#include "core/rng.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -29,7 +30,7 @@ struct sampler {
     struct sampler_params p;
     int32_t n_vocab;
     uint64_t seed;       /* resolved seed (never SAMPLER_SEED_RANDOM once drawn) */
-    uint64_t rng[4];     /* xoshiro256** state */
+    struct rng rng;      /* xoshiro256** state */
     bool has_penalties;  /* penalty_last_n != 0 and some penalty is not neutral */
 
     struct sampler_cand *cand; /* [n_vocab] working candidates of one sample call */
@@ -59,46 +60,6 @@ void sampler_params_default(struct sampler_params *p)
     p->frequency_penalty = 0.0f;
     p->penalty_last_n = 64;
     p->seed = SAMPLER_SEED_RANDOM;
-}
-
-/* ---- RNG: splitmix64 expands the seed into the xoshiro256** state ------------------ */
-
-static uint64_t splitmix64_next(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rotl64(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-static void rng_seed(uint64_t st[4], uint64_t seed)
-{
-    uint64_t x = seed;
-    for (int i = 0; i < 4; i++) st[i] = splitmix64_next(&x);
-}
-
-static uint64_t rng_next(uint64_t st[4])
-{
-    uint64_t result = rotl64(st[1] * 5, 7) * 9;
-    uint64_t t = st[1] << 17;
-    st[2] ^= st[0];
-    st[3] ^= st[1];
-    st[1] ^= st[2];
-    st[0] ^= st[3];
-    st[2] ^= t;
-    st[3] = rotl64(st[3], 45);
-    return result;
-}
-
-/* Uniform double in [0, 1) from the top 53 bits. */
-static double rng_uniform(uint64_t st[4])
-{
-    return (double)(rng_next(st) >> 11) * 0x1.0p-53;
 }
 
 /* ---- creation ----------------------------------------------------------------------- */
@@ -131,7 +92,7 @@ int sampler_new(const struct sampler_params *p, int32_t n_vocab, struct sampler 
         /* Keep the sentinel out so a logged seed always replays. */
         s->seed = r == SAMPLER_SEED_RANDOM ? 0 : r;
     }
-    rng_seed(s->rng, s->seed);
+    rng_seed(&s->rng, s->seed);
     s->has_penalties = p->penalty_last_n != 0 &&
                        (p->repeat_penalty != 1.0f || p->presence_penalty != 0.0f ||
                         p->frequency_penalty != 0.0f);
@@ -178,7 +139,7 @@ uint64_t sampler_seed(const struct sampler *s)
 void sampler_reset(struct sampler *s)
 {
     if (!s) return;
-    rng_seed(s->rng, s->seed);
+    rng_seed(&s->rng, s->seed);
     if (s->has_penalties) {
         memset(s->counts, 0, (size_t)s->n_vocab * sizeof *s->counts);
         for (int32_t i = 0; i < s->n_vocab; i++) s->seen_pos[i] = -1;
@@ -509,7 +470,7 @@ int32_t sampler_sample(struct sampler *s, const float *logits)
         s->w[i] = weight_of(s->cand[i].logit, max);
         sum += s->w[i];
     }
-    double u = rng_uniform(s->rng) * sum, acc = 0.0;
+    double u = rng_uniform(&s->rng) * sum, acc = 0.0;
     for (int32_t i = 0; i < n; i++) {
         acc += s->w[i];
         if (u < acc) return s->cand[i].id;

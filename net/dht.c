@@ -11,6 +11,7 @@
 #include "net/dht.h"
 
 #include "core/err.h"
+#include "core/rng.h"
 #include "net/identity.h"
 #include "net/varint.h"
 
@@ -106,7 +107,7 @@ struct dht {
     struct dht_config cfg;
     char protocol[64];
     uint8_t self_key[DHT_KEY_LEN];
-    uint64_t rng[4];
+    struct rng rng;
     bool has_time;
     uint64_t next_sweep_ms;
     struct dht_bucket b[N_BUCKETS];
@@ -128,21 +129,6 @@ struct dht {
 
 /* ---- small helpers ------------------------------------------------------------------- */
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-/* xoshiro256** */
-static uint64_t rng_next(struct dht *d)
-{
-    uint64_t *s = d->rng;
-    uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return r;
-}
 
 void dht_key_of(const uint8_t *b, size_t len, uint8_t key[DHT_KEY_LEN])
 {
@@ -1328,7 +1314,7 @@ static void refresh_key(struct dht *d, int cpl, uint8_t out[34])
     out[1] = 32;
     for (;;) {
         for (int i = 0; i < 4; i++) {
-            uint64_t r = rng_next(d);
+            uint64_t r = rng_next(&d->rng);
             memcpy(out + 2 + 8 * i, &r, 8);
         }
         dht_key_of(out, 34, k);
@@ -1461,8 +1447,7 @@ int dht_new(const struct dht_config *cfg, struct dht **out)
     /* Seed xoshiro from the config seed (never all zero). */
     uint8_t h[32];
     crypto_hash_sha256(h, cfg->seed, sizeof cfg->seed);
-    memcpy(d->rng, h, sizeof d->rng);
-    d->rng[0] |= 1;
+    rng_seed_bytes(&d->rng, h);
     struct dht_validator pk = {"pk", dht_validate_pk, NULL, NULL};
     struct dht_validator ml = {"meshllm", dht_validate_meshllm, select_meshllm, NULL};
     dht_validator_add(d, &pk);

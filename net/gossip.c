@@ -20,25 +20,11 @@
 
 /* ---- helpers ------------------------------------------------------------------------- */
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t rng_next(struct gossip *g)
-{
-    uint64_t *s = g->rng;
-    uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return r;
-}
 
 static void shuffle(struct gossip *g, struct g_peer **a, size_t n)
 {
     for (size_t i = n; i > 1; i--) {
-        size_t j = (size_t)(rng_next(g) % i);
+        size_t j = (size_t)(rng_next(&g->rng) % i);
         struct g_peer *t = a[i - 1];
         a[i - 1] = a[j];
         a[j] = t;
@@ -1219,9 +1205,8 @@ int gossip_new(const struct gossip_config *cfg, struct gossip **out)
     if (!g->sp.decay_interval_ms) g->sp.decay_interval_ms = 1000;
     uint8_t h[32];
     crypto_hash_sha256(h, cfg->seed, sizeof cfg->seed);
-    memcpy(g->rng, h, sizeof g->rng);
-    g->rng[0] |= 1;
-    g->seqno = rng_next(g) >> 16; /* random start, so restarts do not reuse message ids */
+    rng_seed_bytes(&g->rng, h);
+    g->seqno = rng_next(&g->rng) >> 16; /* random start, so restarts do not reuse message ids */
     if (seen_rebuild(g, 0, 0) < 0) {
         gossip_free(g);
         return MESH_ENOMEM;

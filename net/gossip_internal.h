@@ -4,6 +4,7 @@
 #ifndef MESH_NET_GOSSIP_INTERNAL_H
 #define MESH_NET_GOSSIP_INTERNAL_H
 
+#include "core/rng.h"
 #include "net/gossip.h"
 
 #include "gossip.pb-c.h"
@@ -134,7 +135,7 @@ struct gossip {
     struct identity ident;
     struct gossip_params p;
     struct gossip_score_params sp;
-    uint64_t rng[4];
+    struct rng rng;
     uint64_t seqno;
     struct g_peer **peers;
     size_t n_peers, cap_peers;

@@ -11,6 +11,7 @@
  */
 #include "net/host.h"
 
+#include "core/buf.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "net/mss.h"
@@ -32,54 +33,6 @@
 
 /* ---- byte queue ------------------------------------------------------------------------ */
 
-struct bytes {
-    uint8_t *p;
-    size_t off, len, cap;
-};
-
-static int bytes_append(struct bytes *b, const uint8_t *d, size_t n)
-{
-    if (n == 0) return 0;
-    if (b->off && b->off == b->len) b->off = b->len = 0;
-    if (n > b->cap - b->len) {
-        if (b->off) {
-            memmove(b->p, b->p + b->off, b->len - b->off);
-            b->len -= b->off;
-            b->off = 0;
-        }
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap - b->len < n) {
-            if (cap > SIZE_MAX / 2) return MESH_ENOMEM;
-            cap *= 2;
-        }
-        if (cap != b->cap) {
-            uint8_t *p = realloc(b->p, cap);
-            if (!p) return MESH_ENOMEM;
-            b->p = p;
-            b->cap = cap;
-        }
-    }
-    memcpy(b->p + b->len, d, n);
-    b->len += n;
-    return 0;
-}
-
-static size_t bytes_size(const struct bytes *b)
-{
-    return b->len - b->off;
-}
-
-static void bytes_consume(struct bytes *b, size_t n)
-{
-    b->off += n;
-    if (b->off >= b->len) b->off = b->len = 0;
-}
-
-static void bytes_free(struct bytes *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
 
 /* ---- types ----------------------------------------------------------------------------- */
 
@@ -103,9 +56,9 @@ struct host_stream {
     void *open_ctx;
     struct host_stream_cbs cbs;
     void *ctx;
-    struct bytes pending; /* written by the app, waiting for window */
+    struct buf pending; /* written by the app, waiting for window */
     size_t msg_max;       /* message mode if > 0 */
-    struct bytes msg_in;
+    struct buf msg_in;
 };
 
 struct conn {
@@ -427,8 +380,8 @@ static void stream_unlink_free(struct host_stream *s)
             *pp = s->next;
             break;
         }
-    bytes_free(&s->pending);
-    bytes_free(&s->msg_in);
+    buf_free(&s->pending);
+    buf_free(&s->msg_in);
     free(s);
 }
 
@@ -466,16 +419,16 @@ static struct host_stream *stream_new(struct conn *c, uint32_t id, bool outbound
 static void stream_flush(struct host_stream *s)
 {
     struct conn *c = s->c;
-    size_t n = bytes_size(&s->pending), w = 0;
+    size_t n = buf_size(&s->pending), w = 0;
     if (n) {
         int rc = yamux_stream_write(c->yamux, s->id, s->pending.p + s->pending.off, n, &w);
         if (rc) {
             stream_finish(s, rc);
             return;
         }
-        bytes_consume(&s->pending, w);
+        buf_consume(&s->pending, w);
     }
-    if (s->close_requested && !s->fin_sent && bytes_size(&s->pending) == 0) {
+    if (s->close_requested && !s->fin_sent && buf_size(&s->pending) == 0) {
         s->fin_sent = true;
         yamux_stream_close(c->yamux, s->id);
         if (s->fin_recv) stream_finish(s, 0);
@@ -488,7 +441,7 @@ static void stream_send_mss(struct host_stream *s)
     const uint8_t *d;
     size_t n;
     mss_output(&s->mss, &d, &n);
-    if (n) bytes_append(&s->pending, d, n);
+    if (n) buf_append(&s->pending, d, n);
     mss_output_clear(&s->mss);
     stream_flush(s);
 }
@@ -502,7 +455,7 @@ static void stream_deliver(struct conn *c, uint32_t id, const uint8_t *data, siz
         if (s->cbs.on_data) s->cbs.on_data(s->ctx, s, data, len);
         return;
     }
-    if (bytes_append(&s->msg_in, data, len)) {
+    if (buf_append(&s->msg_in, data, len)) {
         stream_finish(s, MESH_ENOMEM);
         return;
     }
@@ -510,7 +463,7 @@ static void stream_deliver(struct conn *c, uint32_t id, const uint8_t *data, siz
         uint64_t mlen;
         size_t used;
         const uint8_t *p = s->msg_in.p + s->msg_in.off;
-        size_t avail = bytes_size(&s->msg_in);
+        size_t avail = buf_size(&s->msg_in);
         int rc = varint_decode(p, avail, &mlen, &used);
         if (rc == MESH_EAGAIN) return;
         if (rc || mlen > s->msg_max) {
@@ -526,7 +479,7 @@ static void stream_deliver(struct conn *c, uint32_t id, const uint8_t *data, siz
             return;
         }
         memcpy(msg, p + used, mlen);
-        bytes_consume(&s->msg_in, used + mlen);
+        buf_consume(&s->msg_in, used + mlen);
         if (s->cbs.on_data) s->cbs.on_data(s->ctx, s, msg, mlen);
         free(msg);
         if (!(s = find_stream(c, id))) return;
@@ -636,8 +589,8 @@ int host_stream_write(struct host_stream *s, const uint8_t *data, size_t len)
 {
     struct conn *c = s->c;
     if (c->is_closing || s->close_requested) return MESH_ECLOSED;
-    if (bytes_size(&s->pending) + len > c->h->cfg.max_stream_pending) return MESH_EFULL;
-    if (bytes_append(&s->pending, data, len)) return MESH_ENOMEM;
+    if (buf_size(&s->pending) + len > c->h->cfg.max_stream_pending) return MESH_EFULL;
+    if (buf_append(&s->pending, data, len)) return MESH_ENOMEM;
     uint32_t id = s->id;
     stream_flush(s);
     if (find_stream(c, id)) conn_flush(c);
@@ -650,8 +603,8 @@ int host_stream_write_msg(struct host_stream *s, const uint8_t *data, size_t len
     size_t n = varint_encode(len, hdr);
     struct conn *c = s->c;
     if (c->is_closing || s->close_requested) return MESH_ECLOSED;
-    if (bytes_size(&s->pending) + n + len > c->h->cfg.max_stream_pending) return MESH_EFULL;
-    if (bytes_append(&s->pending, hdr, n)) return MESH_ENOMEM;
+    if (buf_size(&s->pending) + n + len > c->h->cfg.max_stream_pending) return MESH_EFULL;
+    if (buf_append(&s->pending, hdr, n)) return MESH_ENOMEM;
     return host_stream_write(s, data, len);
 }
 

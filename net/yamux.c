@@ -7,61 +7,12 @@
  */
 #include "net/yamux.h"
 
+#include "core/buf.h"
 #include "core/err.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-/* A growable byte queue: bytes [off, len) are live. */
-struct bytes {
-    uint8_t *p;
-    size_t off, len, cap;
-};
-
-static int bytes_append(struct bytes *b, const uint8_t *d, size_t n)
-{
-    if (n == 0) return 0;
-    if (b->off > 0 && b->off == b->len) b->off = b->len = 0;
-    if (n > b->cap - b->len) {
-        /* compact first, then grow */
-        if (b->off) {
-            memmove(b->p, b->p + b->off, b->len - b->off);
-            b->len -= b->off;
-            b->off = 0;
-        }
-        if (n > b->cap - b->len) {
-            size_t cap = b->cap ? b->cap : 4096;
-            while (cap - b->len < n) {
-                if (cap > SIZE_MAX / 2) return MESH_ENOMEM;
-                cap *= 2;
-            }
-            uint8_t *p = realloc(b->p, cap);
-            if (!p) return MESH_ENOMEM;
-            b->p = p;
-            b->cap = cap;
-        }
-    }
-    memcpy(b->p + b->len, d, n);
-    b->len += n;
-    return 0;
-}
-
-static size_t bytes_size(const struct bytes *b)
-{
-    return b->len - b->off;
-}
-
-static void bytes_consume(struct bytes *b, size_t n)
-{
-    b->off += n;
-    if (b->off >= b->len) b->off = b->len = 0;
-}
-
-static void bytes_free(struct bytes *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
 
 struct ystream {
     uint32_t id;
@@ -69,7 +20,7 @@ struct ystream {
     uint32_t send_window;    /* bytes the peer still accepts */
     uint32_t recv_window;    /* bytes we still accept before granting more */
     uint32_t pending_credit; /* bytes read by the app, not yet re-granted */
-    struct bytes in;
+    struct buf in;
     void *user;
 };
 
@@ -79,7 +30,7 @@ struct yamux {
     struct yamux_config cfg;
     struct ystream **streams;
     size_t n_streams;
-    struct bytes out;
+    struct buf out;
     struct yamux_event *events;
     size_t n_events, events_head, events_cap;
     /* input parser: header bytes, then the payload of a data frame */
@@ -113,8 +64,8 @@ static int send_frame(struct yamux *y, uint8_t type, uint16_t flags, uint32_t id
     h[3] = (uint8_t)flags;
     put32(h + 4, id);
     put32(h + 8, len);
-    int rc = bytes_append(&y->out, h, sizeof h);
-    if (!rc && type == YAMUX_TYPE_DATA && len) rc = bytes_append(&y->out, payload, len);
+    int rc = buf_append(&y->out, h, sizeof h);
+    if (!rc && type == YAMUX_TYPE_DATA && len) rc = buf_append(&y->out, payload, len);
     return rc;
 }
 
@@ -154,7 +105,7 @@ static void remove_stream(struct yamux *y, uint32_t id)
     size_t i;
     struct ystream *s = find(y, id, &i);
     if (!s) return;
-    bytes_free(&s->in);
+    buf_free(&s->in);
     free(s);
     y->streams[i] = y->streams[--y->n_streams];
 }
@@ -162,7 +113,7 @@ static void remove_stream(struct yamux *y, uint32_t id)
 /* Forgets a stream once both directions are closed and the app has read everything. */
 static void maybe_done(struct yamux *y, struct ystream *s)
 {
-    if (s->fin_sent && s->fin_recv && bytes_size(&s->in) == 0) remove_stream(y, s->id);
+    if (s->fin_sent && s->fin_recv && buf_size(&s->in) == 0) remove_stream(y, s->id);
 }
 
 static struct ystream *add_stream(struct yamux *y, uint32_t id)
@@ -197,11 +148,11 @@ void yamux_free(struct yamux *y)
 {
     if (!y) return;
     for (size_t i = 0; i < y->n_streams; i++) {
-        bytes_free(&y->streams[i]->in);
+        buf_free(&y->streams[i]->in);
         free(y->streams[i]);
     }
     free(y->streams);
-    bytes_free(&y->out);
+    buf_free(&y->out);
     free(y->events);
     free(y);
 }
@@ -298,7 +249,7 @@ static int on_header(struct yamux *y)
     case YAMUX_TYPE_PING:
         if (id != 0) return fail(y);
         if (flags & YAMUX_FLAG_SYN) {
-            if (bytes_size(&y->out) > y->cfg.max_output) return fail(y); /* ping flood */
+            if (buf_size(&y->out) > y->cfg.max_output) return fail(y); /* ping flood */
             return send_frame(y, YAMUX_TYPE_PING, YAMUX_FLAG_ACK, 0, len, NULL);
         }
         if (flags & YAMUX_FLAG_ACK) return push_event(y, YAMUX_EV_PING, 0, len);
@@ -321,8 +272,8 @@ int yamux_input(struct yamux *y, const uint8_t *data, size_t len)
             size_t n = len - i < y->data_left ? len - i : y->data_left;
             struct ystream *s = y->data_id ? find(y, y->data_id, NULL) : NULL;
             if (s) {
-                if ((rc = bytes_append(&s->in, data + i, n))) break;
-                if (bytes_size(&s->in) == n && (rc = push_event(y, YAMUX_EV_DATA, s->id, 0)))
+                if ((rc = buf_append(&s->in, data + i, n))) break;
+                if (buf_size(&s->in) == n && (rc = push_event(y, YAMUX_EV_DATA, s->id, 0)))
                     break;
             }
             i += n;
@@ -346,12 +297,12 @@ int yamux_input(struct yamux *y, const uint8_t *data, size_t len)
 void yamux_output(const struct yamux *y, const uint8_t **data, size_t *len)
 {
     *data = y->out.p + y->out.off;
-    *len = bytes_size(&y->out);
+    *len = buf_size(&y->out);
 }
 
 void yamux_output_consume(struct yamux *y, size_t n)
 {
-    bytes_consume(&y->out, n);
+    buf_consume(&y->out, n);
 }
 
 int yamux_stream_open(struct yamux *y, uint32_t *id)
@@ -398,7 +349,7 @@ int yamux_stream_read(struct yamux *y, uint32_t id, uint8_t *buf, size_t cap, si
     struct ystream *s = find(y, id, NULL);
     *n = 0;
     if (!s) return MESH_ENOTFOUND;
-    size_t avail = bytes_size(&s->in);
+    size_t avail = buf_size(&s->in);
     if (avail == 0 && s->fin_recv) {
         maybe_done(y, s);
         return MESH_ECLOSED;
@@ -406,7 +357,7 @@ int yamux_stream_read(struct yamux *y, uint32_t id, uint8_t *buf, size_t cap, si
     if (avail == 0) return 0;
     size_t k = avail < cap ? avail : cap;
     memcpy(buf, s->in.p + s->in.off, k);
-    bytes_consume(&s->in, k);
+    buf_consume(&s->in, k);
     *n = k;
     /* Re-grant what was read once it reaches half the window (fewer, larger updates). */
     s->pending_credit += (uint32_t)k;
@@ -422,7 +373,7 @@ int yamux_stream_read(struct yamux *y, uint32_t id, uint8_t *buf, size_t cap, si
 size_t yamux_stream_readable(const struct yamux *y, uint32_t id)
 {
     struct ystream *s = find(y, id, NULL);
-    return s ? bytes_size(&s->in) : 0;
+    return s ? buf_size(&s->in) : 0;
 }
 
 int yamux_stream_close(struct yamux *y, uint32_t id)
