@@ -4,11 +4,17 @@
 #ifndef MESH_CLI_CLI_H
 #define MESH_CLI_CLI_H
 
+#include <stdbool.h>
+
 struct cli_cmd {
     const char *name;
     const char *summary;
     int (*run)(int argc, char **argv);
 };
+
+/* GETs url (bearer key if not NULL/empty) into *out (malloc'd, NUL-terminated, at most
+ * 4 MiB). Returns 0, or 1 after printing "meshllm: <what>: ..." unless quiet. */
+int cli_http_get(const char *what, const char *url, const char *key, bool quiet, char **out);
 
 /* Prints "meshllm: <fmt>" + newline to stderr. */
 void cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -5,13 +5,10 @@
 #include "cli/cli.h"
 
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define PEERS_MAX_BODY (4u << 20)
 
 static void peers_usage(FILE *f)
 {
@@ -22,75 +19,6 @@ static void peers_usage(FILE *f)
                "  --api-key KEY    bearer key of that node (default $MESHLLM_API_KEY)\n"
                "  --json           print the node's JSON instead of a table\n"
                "  -h, --help       show this help\n");
-}
-
-struct body {
-    char *buf;
-    size_t len;
-    bool too_big;
-};
-
-static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
-{
-    struct body *b = ud;
-    size_t n = size * nmemb;
-    if (b->len + n > PEERS_MAX_BODY) {
-        b->too_big = true;
-        return 0;
-    }
-    char *nb = realloc(b->buf, b->len + n + 1);
-    if (!nb) return 0;
-    memcpy(nb + b->len, data, n);
-    b->buf = nb;
-    b->len += n;
-    nb[b->len] = 0;
-    return n;
-}
-
-/* GETs url into *out (malloc'd, NUL-terminated). Returns 0 or 1 (message printed). */
-static int peers_fetch(const char *url, const char *key, char **out)
-{
-    struct body b = {0};
-    char auth[512];
-    struct curl_slist *hdrs = NULL;
-    int rc = 1;
-    *out = NULL;
-    CURL *c = curl_easy_init();
-    if (!c) {
-        cli_fail("peers: cannot start libcurl");
-        return 1;
-    }
-    if (key && *key) {
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", key);
-        hdrs = curl_slist_append(hdrs, auth);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-    }
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
-    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-    CURLcode cr = curl_easy_perform(c);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    if (cr != CURLE_OK) {
-        cli_fail("peers: %s: %s%s", url, b.too_big ? "reply too large" : curl_easy_strerror(cr),
-                 cr == CURLE_COULDNT_CONNECT ? " (is 'meshllm serve' running there?)" : "");
-        goto out;
-    }
-    if (status != 200) {
-        cli_fail("peers: %s answered HTTP %ld%s", url, status,
-                 status == 401 ? " (pass --api-key)" : status == 404 ? " (an older node?)" : "");
-        goto out;
-    }
-    *out = b.buf;
-    b.buf = NULL;
-    rc = 0;
-out:
-    free(b.buf);
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(c);
-    return rc;
 }
 
 static const char *str_or(const cJSON *o, const char *name, const char *def)
@@ -178,12 +106,8 @@ int cmd_peers(int argc, char **argv)
         return 2;
     }
     snprintf(url, sizeof url, "%.*s/node/peers", (int)blen, base);
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
-        cli_fail("peers: cannot start libcurl");
-        return 1;
-    }
     char *body = NULL;
-    int rc = peers_fetch(url, key, &body);
+    int rc = cli_http_get("peers", url, key, false, &body);
     if (rc == 0 && as_json) {
         printf("%s\n", body);
     } else if (rc == 0) {
@@ -195,6 +119,5 @@ int cmd_peers(int argc, char **argv)
         cJSON_Delete(root);
     }
     free(body);
-    curl_global_cleanup();
     return rc;
 }

@@ -22,4 +22,20 @@ grep -q "chmod 600" "$work/err" || fail "no actionable message: $(cat "$work/err
 "$bin" id --bogus >/dev/null 2>&1
 [ $? = 2 ] || fail "misuse must exit 2"
 "$bin" id --help | grep -q "usage: meshllm id" || fail "--help"
+# With the node running (serve --p2p on loopback, same data dir), id adds its addresses.
+models=${MESHLLM_TEST_MODELS:-../shared/models}
+"$bin" serve --model "$models/stories260K.gguf" --host 127.0.0.1 --port 0 --p2p \
+    --p2p-listen /ip4/127.0.0.1/tcp/0 --no-mdns --data-dir "$work/b" >"$work/serve.log" 2>&1 &
+spid=$!
+trap 'kill $spid 2>/dev/null; wait $spid 2>/dev/null; rm -rf "$work"' EXIT
+port=""
+for _ in $(seq 100); do
+    port=$(grep -oE 'API at http://127\.0\.0\.1:[0-9]+' "$work/serve.log" | grep -oE '[0-9]+$' || true)
+    [ -n "$port" ] && grep -q "$b" "$work/serve.log" && break
+    sleep 0.1
+done
+[ -n "$port" ] || fail "serve did not start: $(cat "$work/serve.log")"
+out=$(MESHLLM_HOME="$work/b" "$bin" id --url "http://127.0.0.1:$port") || fail "id --url failed"
+echo "$out" | grep -qE "^/ip4/127\.0\.0\.1/tcp/[0-9]+/p2p/$b\$" || fail "no listen address from the running node: $out"
+[ "$(echo "$out" | head -1)" = "$b" ] || fail "first line is not the peer ID: $out"
 echo "id ok: $a"
