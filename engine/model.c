@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "engine/gguf.h"
 #include "engine/model_internal.h"
+#include "engine/repack.h"
 #include "engine/quant.h"
 #include "engine/tok.h"
 
@@ -281,6 +282,72 @@ static int load_rope_factors(struct model *m, char *err, size_t err_cap)
     return 0;
 }
 
+/* The matrices a forward pass multiplies by, for repack_weights. */
+static int matmul_tensors(struct model *m, struct model_tensor **ts, int cap)
+{
+    int k = 0;
+    if (k < cap) ts[k++] = &m->output;
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        struct model_layer *l = &m->layers[il];
+        struct model_tensor *lt[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
+        for (size_t i = 0; i < sizeof lt / sizeof lt[0] && k < cap; i++) ts[k++] = lt[i];
+    }
+    return k;
+}
+
+/* Copies every Q4_0 matrix (its rows rounded down to a multiple of 8) into one anonymous mapping in
+ * the repack.h layout (huge pages asked for, best effort) and points t->repack at it.
+ * Resident memory grows by those weights' size. Failure to map only logs: decode then
+ * reads the original rows. */
+static int repack_weights(struct model *m)
+{
+    if (!repack_enabled()) return 0;
+    int cap = 1 + 7 * m->hp.n_layer;
+    struct model_tensor **ts = calloc((size_t)cap, sizeof *ts);
+    if (!ts) return MESH_ENOMEM;
+    int nt = matmul_tensors(m, ts, cap);
+    size_t total = 0;
+    for (int i = 0; i < nt; i++) {
+        struct model_tensor *t = ts[i];
+        if (!t->data || t->type != QT_Q4_0) continue;
+        size_t b = repack_q4_0_bytes(t->ne0, t->ne1 & ~(int64_t)7);
+        if (b == 0) continue;
+        b = (b + 63) & ~(size_t)63;
+        if (total > SIZE_MAX - b) goto done;
+        total += b;
+    }
+    if (total == 0) goto done;
+    void *buf = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf == MAP_FAILED) {
+        log_warn("model: could not map %zu bytes for repacked Q4_0 weights; decode reads them in place",
+                 total);
+        goto done;
+    }
+#ifdef MADV_HUGEPAGE
+    (void)madvise(buf, total, MADV_HUGEPAGE);
+#endif
+    m->repack_buf = buf;
+    m->repack_bytes = total;
+    size_t at = 0;
+    for (int i = 0; i < nt; i++) {
+        struct model_tensor *t = ts[i];
+        if (!t->data || t->type != QT_Q4_0 || t->repack) continue;
+        int64_t rows = t->ne1 & ~(int64_t)7;
+        size_t b = repack_q4_0_bytes(t->ne0, rows);
+        if (b == 0) continue;
+        uint8_t *dst = (uint8_t *)buf + at;
+        if (repack_q4_0(t->data, t->row_bytes, t->ne0, rows, dst) < 0) continue;
+        t->repack = dst;
+        t->repack_rows = rows;
+        at += (b + 63) & ~(size_t)63;
+    }
+    (void)mprotect(buf, total, PROT_READ);
+    log_debug("model: repacked %zu bytes of Q4_0 weights into 8-row groups", at);
+done:
+    free(ts);
+    return 0;
+}
+
 int model_load(const char *path, const struct model_load_opts *opts, struct model **out,
                char *err, size_t err_cap)
 {
@@ -327,6 +394,7 @@ int model_load(const char *path, const struct model_load_opts *opts, struct mode
     for (int il = 0; il < hp->n_layer; il++)
         if ((rc = bind_layer(m, il, sub, sizeof sub)) < 0) goto fail;
     if ((rc = load_rope_factors(m, sub, sizeof sub)) < 0) goto fail;
+    if ((rc = repack_weights(m)) < 0) goto fail;
     m->chat_template = gguf_get_str_dup(m->gguf, "tokenizer.chat_template");
 
     if (opts && opts->use_mlock) {
@@ -350,6 +418,7 @@ fail_noprefix:
 void model_free(struct model *m)
 {
     if (!m) return;
+    if (m->repack_buf) munmap(m->repack_buf, m->repack_bytes);
     tok_free(m->tok);
     gguf_close(m->gguf);
     free(m->layers);

@@ -17,6 +17,8 @@
 #include "engine/gemm.h"
 #include "engine/model_internal.h"
 #include "engine/quant.h"
+#include "engine/quant_blocks.h"
+#include "engine/repack.h"
 
 #include <float.h>
 #include <stdatomic.h>
@@ -243,6 +245,7 @@ int model_kv_seq_len(const struct model_ctx *c, int seq)
  * for several. With `swiglu`, parts 0 and 1 are gate and up and a chunk also writes
  * silu(gate) * up over its rows into part 0's output, saving a pass and a barrier. */
 enum { MM_CHUNK = 32, MM_MAX_PARTS = 3 };
+_Static_assert(MM_CHUNK % REPACK_ROWS == 0, "chunks start on repacked group boundaries");
 
 struct mm_part {
     const struct model_tensor *w;
@@ -268,7 +271,16 @@ static void mm_chunk(const struct mm_part *pt, int n_tok, int64_t r0, int64_t r1
 {
     const uint8_t *wrow = (const uint8_t *)pt->w->data + (size_t)r0 * pt->w->row_bytes;
     int nr = (int)(r1 - r0), n = (int)pt->w->ne0;
-    if (n_tok == 1)
+    if (n_tok == 1 && pt->w->repack && r0 < pt->w->repack_rows) {
+        /* r0 is a multiple of MM_CHUNK, so of 8; rows past repack_rows read data */
+        int nrep = (int)((r1 < pt->w->repack_rows ? r1 : pt->w->repack_rows) - r0);
+        const uint8_t *xr = (const uint8_t *)pt->w->repack +
+                            (size_t)(r0 / REPACK_ROWS) * (size_t)(n / QK4_0) * sizeof(struct repack_q4_0x8);
+        repack_gemv_q4_0_q8_0(n, pt->out + r0, xr, nrep, pt->xq);
+        if (nrep < nr)
+            quant_vec_dot_rows(pt->tr, n, pt->out + r0 + nrep, wrow + (size_t)nrep * pt->w->row_bytes,
+                               pt->w->row_bytes, pt->xq, nr - nrep);
+    } else if (n_tok == 1)
         quant_vec_dot_rows(pt->tr, n, pt->out + r0, wrow, pt->w->row_bytes, pt->xq, nr);
     else if (pt->aux && pt->w->type == QT_Q4_0)
         gemm_q4_0_q8_0(n, pt->out + r0, (size_t)pt->out_stride, wrow, pt->w->row_bytes, nr,

@@ -14,6 +14,9 @@ struct model_tensor {
     int type;         /* enum qtype */
     int64_t ne0, ne1;
     size_t row_bytes;
+    const void *repack; /* rows 0..repack_rows-1 in 8-row groups (engine/repack.h), in
+                         * m->repack_buf, used by decode; NULL when not repacked */
+    int64_t repack_rows; /* ne1 rounded down to a multiple of 8; the tail reads data */
 };
 
 struct model_layer {
@@ -35,6 +38,8 @@ struct model {
     float *rope_factors;             /* [rope_dim / 2] frequency divisors */
     char *chat_template;
     size_t weight_bytes;
+    void *repack_buf;                /* anonymous mapping holding every tensor's repack */
+    size_t repack_bytes;             /* its length; 0 when nothing is repacked */
 };
 
 #endif
