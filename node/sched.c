@@ -81,6 +81,8 @@ struct sched {
     float *logits;              /* [n_slots][n_vocab] */
     float *x;                   /* [n_batch][n_embd] for embeddings */
     double *acc;                /* [n_embd] */
+    char *piece;                /* [piece_cap]: one detokenized token + held UTF-8 bytes */
+    size_t piece_cap;
     pthread_t thread;
     bool started;
 
@@ -514,12 +516,11 @@ static bool admit(struct sched *s)
  * too) and finishes the slot with reason. */
 static void slot_end(struct sched *s, struct slot *sl, const char *reason)
 {
-    char tail[64];
-    int n = tok_stream_flush(&sl->ts, tail, sizeof tail);
+    int n = tok_stream_flush(&sl->ts, s->piece, s->piece_cap);
     const char *emit = NULL;
     size_t elen = 0;
     bool stopped = false;
-    if (n > 0 && sl->stp) stop_push(sl->stp, tail, (size_t)n, &emit, &elen, &stopped);
+    if (n > 0 && sl->stp) stop_push(sl->stp, s->piece, (size_t)n, &emit, &elen, &stopped);
     if (elen) req_emit(sl->req, emit, elen, NULL);
     if (stopped) reason = "stop";
     elen = 0;
@@ -573,12 +574,12 @@ static void slot_sample(struct sched *s, struct slot *sl, const float *row)
     }
     struct sched_lp lp;
     if (gp->n_logprobs >= 0) logprobs_fill(row, s->n_vocab, t, gp->n_logprobs, &lp);
-    char piece[256];
-    int n = tok_stream_push(&sl->ts, t, piece, sizeof piece);
+    /* the buffer fits the vocabulary's longest piece (starcoder/mpt have 256-512 bytes) */
+    int n = tok_stream_push(&sl->ts, t, s->piece, s->piece_cap);
     const char *emit = NULL;
     size_t elen = 0;
     bool stopped = false;
-    if (n > 0 && stop_push(sl->stp, piece, (size_t)n, &emit, &elen, &stopped)) {
+    if (n < 0 || (n > 0 && stop_push(sl->stp, s->piece, (size_t)n, &emit, &elen, &stopped))) {
         slot_free_req(s, sl, "error");
         return;
     }
@@ -731,6 +732,7 @@ void sched_free(struct sched *s)
     free(s->logits);
     free(s->x);
     free(s->acc);
+    free(s->piece);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
@@ -772,9 +774,11 @@ int sched_new(const struct model *m, const struct sched_params *p, struct sched 
     s->logits = malloc((size_t)s->n_slots * (size_t)s->n_vocab * sizeof *s->logits);
     s->x = malloc(nb * (size_t)s->n_embd * sizeof *s->x);
     s->acc = malloc((size_t)s->n_embd * sizeof *s->acc);
+    s->piece_cap = tok_max_piece_len(s->tok) + 8;
+    s->piece = malloc(s->piece_cap);
     rc = MESH_ENOMEM;
     if (!s->slots || !s->b_tok || !s->b_pos || !s->b_seq || !s->b_want || !s->logits || !s->x ||
-        !s->acc)
+        !s->acc || !s->piece)
         goto fail;
     for (int i = 0; i < s->n_slots; i++) {
         s->slots[i].cache = malloc((size_t)s->n_ctx * sizeof *s->slots[i].cache);
