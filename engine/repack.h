@@ -54,4 +54,39 @@ void repack_ref_gemv_q4_0_q8_0(int n, float *s, const void *x, int nr, const voi
 void repack_avx2_gemv_q4_0_q8_0(int n, float *s, const void *x, int nr, const void *y);
 void repack_avx512_gemv_q4_0_q8_0(int n, float *s, const void *x, int nr, const void *y);
 
+/* ---- 16-row groups (work in progress: replaces the 8-row Q4_0 layout above) ----------
+ * Every kind below rewrites a weight matrix whose row count is a multiple of
+ * REPACK_GROUP into groups of REPACK_GROUP consecutive rows, laid out so one SIMD
+ * register holds the same 4-byte column slice of all the rows of a group and the
+ * activation side is a plain 32-bit broadcast. All kernels share one contract,
+ * repack_gemm_fn:
+ *   s[c * lds + r] = dot(weight row r, activation row c) for r < nr, c < nc, where x is
+ *   the repacked copy starting at a group boundary, nr % REPACK_GROUP == 0, y holds nc
+ *   activation rows of the weight type's vec_dot_type (Q8_0 or Q8_K) by bytes apart and
+ *   ysum, when the kind asks for it, nc rows of n / 32 int32 sums of y's Q8_0 blocks
+ *   (repack_q8_0_sums), n / 32 apart. nc == 1 is decode. The results equal the
+ *   type's quant vec_dot up to float summation order. */
+enum { REPACK_GROUP = 16 };
+
+typedef void (*repack_gemm_fn)(int n, float *s, size_t lds, const void *x, int nr,
+                               const void *y, size_t by, const int32_t *ysum, int nc);
+
+/* Q4_K (n % 256 == 0) and Q6_K weights against Q8_K activations (ysum unused). */
+size_t repack_q4_k_bytes(int64_t n, int64_t nrows);
+int repack_q4_k(const void *src, size_t row_bytes, int64_t n, int64_t nrows, void *dst);
+void repack_ref_gemm_q4_k_q8_k(int n, float *s, size_t lds, const void *x, int nr, const void *y,
+                               size_t by, const int32_t *ysum, int nc);
+void repack_avx2_gemm_q4_k_q8_k(int n, float *s, size_t lds, const void *x, int nr, const void *y,
+                                size_t by, const int32_t *ysum, int nc);
+void repack_avx512_gemm_q4_k_q8_k(int n, float *s, size_t lds, const void *x, int nr,
+                                  const void *y, size_t by, const int32_t *ysum, int nc);
+size_t repack_q6_k_bytes(int64_t n, int64_t nrows);
+int repack_q6_k(const void *src, size_t row_bytes, int64_t n, int64_t nrows, void *dst);
+void repack_ref_gemm_q6_k_q8_k(int n, float *s, size_t lds, const void *x, int nr, const void *y,
+                               size_t by, const int32_t *ysum, int nc);
+void repack_avx2_gemm_q6_k_q8_k(int n, float *s, size_t lds, const void *x, int nr, const void *y,
+                                size_t by, const int32_t *ysum, int nc);
+void repack_avx512_gemm_q6_k_q8_k(int n, float *s, size_t lds, const void *x, int nr,
+                                  const void *y, size_t by, const int32_t *ysum, int nc);
+
 #endif
