@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 /* Looks up "<arch>.<suffix>" as u32; MESH_ENOTFOUND if absent. */
 static int arch_u32(const struct gguf *g, const char *arch, const char *suffix, uint32_t *out)
@@ -295,32 +296,40 @@ static int matmul_tensors(struct model *m, struct model_tensor **ts, int cap)
     return k;
 }
 
-/* Copies every Q4_0 matrix (its rows rounded down to a multiple of 8) into one anonymous mapping in
- * the repack.h layout (huge pages asked for, best effort) and points t->repack at it.
- * Resident memory grows by those weights' size. Failure to map only logs: decode then
- * reads the original rows. */
+/* Bytes of t's packed copy (groups, then the tail rows as they are), 64-aligned; 0 if
+ * the kind does not take the shape. */
+static size_t packed_bytes(const struct model_tensor *t, const struct repack_kind *k)
+{
+    int64_t rows = t->ne1 & ~(int64_t)(REPACK_GROUP - 1);
+    size_t b = rows > 0 ? k->bytes(t->ne0, rows) : 0;
+    if (b == 0) return 0;
+    size_t tail = (size_t)(t->ne1 - rows) * t->row_bytes;
+    if (b > SIZE_MAX - tail - 63) return 0;
+    return (b + tail + 63) & ~(size_t)63;
+}
+
+/* Rewrites every matrix a packed kernel exists for (engine/repack.h) into one anonymous
+ * mapping (huge pages asked for, best effort), points the tensor at its copy and drops
+ * the mapped original pages it came from, one tensor at a time: resident memory stays
+ * about the file's size, never twice it. The forward pass then reads only the copies.
+ * Failure to map only logs: the rows are then multiplied in place. */
 static int repack_weights(struct model *m)
 {
-    if (!repack_enabled()) return 0;
     int cap = 1 + 7 * m->hp.n_layer;
     struct model_tensor **ts = calloc((size_t)cap, sizeof *ts);
     if (!ts) return MESH_ENOMEM;
     int nt = matmul_tensors(m, ts, cap);
     size_t total = 0;
     for (int i = 0; i < nt; i++) {
-        struct model_tensor *t = ts[i];
-        if (!t->data || t->type != QT_Q4_0) continue;
-        size_t b = repack_q4_0_bytes(t->ne0, t->ne1 & ~(int64_t)7);
-        if (b == 0) continue;
-        b = (b + 63) & ~(size_t)63;
+        const struct repack_kind *k = ts[i]->data ? repack_kind_get((enum qtype)ts[i]->type) : NULL;
+        size_t b = k ? packed_bytes(ts[i], k) : 0;
         if (total > SIZE_MAX - b) goto done;
         total += b;
     }
     if (total == 0) goto done;
     void *buf = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (buf == MAP_FAILED) {
-        log_warn("model: could not map %zu bytes for repacked Q4_0 weights; decode reads them in place",
-                 total);
+        log_warn("model: could not map %zu bytes for packed weights; multiplying them in place", total);
         goto done;
     }
 #ifdef MADV_HUGEPAGE
@@ -328,24 +337,54 @@ static int repack_weights(struct model *m)
 #endif
     m->repack_buf = buf;
     m->repack_bytes = total;
-    size_t at = 0;
+    size_t at = 0, page = (size_t)sysconf(_SC_PAGESIZE);
     for (int i = 0; i < nt; i++) {
         struct model_tensor *t = ts[i];
-        if (!t->data || t->type != QT_Q4_0 || t->repack) continue;
-        int64_t rows = t->ne1 & ~(int64_t)7;
-        size_t b = repack_q4_0_bytes(t->ne0, rows);
-        if (b == 0) continue;
+        const struct repack_kind *k = t->data ? repack_kind_get((enum qtype)t->type) : NULL;
+        size_t b = k ? packed_bytes(t, k) : 0;
+        if (b == 0 || t->pack_kind) continue;
+        int64_t rows = t->ne1 & ~(int64_t)(REPACK_GROUP - 1);
         uint8_t *dst = (uint8_t *)buf + at;
-        if (repack_q4_0(t->data, t->row_bytes, t->ne0, rows, dst) < 0) continue;
-        t->repack = dst;
-        t->repack_rows = rows;
-        at += (b + 63) & ~(size_t)63;
+        if (k->pack(t->data, t->row_bytes, t->ne0, rows, dst) < 0) continue;
+        uint8_t *tail = dst + k->bytes(t->ne0, rows);
+        memcpy(tail, (const uint8_t *)t->data + (size_t)rows * t->row_bytes,
+               (size_t)(t->ne1 - rows) * t->row_bytes);
+        t->pack_kind = k;
+        t->pack = dst;
+        t->pack_rows = rows;
+        t->pack_tail = tail;
+        at += b;
+        /* Drop the whole pages of the original rows from this process (the file stays
+         * in the page cache for the kernel to keep or reclaim). A tied token embedding
+         * faults back only the rows it looks up. */
+        uintptr_t lo = ((uintptr_t)t->data + page - 1) & ~(uintptr_t)(page - 1);
+        uintptr_t hi = ((uintptr_t)t->data + (size_t)t->ne1 * t->row_bytes) & ~(uintptr_t)(page - 1);
+        if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
     }
     (void)mprotect(buf, total, PROT_READ);
-    log_debug("model: repacked %zu bytes of Q4_0 weights into 8-row groups", at);
+    log_debug("model: packed %zu bytes of weights into %d-row groups", at, (int)REPACK_GROUP);
 done:
     free(ts);
     return 0;
+}
+
+/* --mlock: locks the packed copies and every tensor that was not packed (locking the
+ * whole data section would fault the dropped originals back in). Best effort. */
+static void lock_weights(const struct model *m)
+{
+    bool ok = !m->repack_buf || mlock(m->repack_buf, m->repack_bytes) == 0;
+    for (int64_t i = 0; ok && i < gguf_tensor_count(m->gguf); i++) {
+        const struct gguf_tensor *gt = gguf_tensor_at(m->gguf, i);
+        bool packed = m->output.pack_kind && m->output.data == gt->data;
+        for (int il = 0; il < m->hp.n_layer && !packed; il++) {
+            const struct model_layer *l = &m->layers[il];
+            const struct model_tensor *lt[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
+            for (size_t j = 0; j < sizeof lt / sizeof lt[0]; j++)
+                if (lt[j]->pack_kind && lt[j]->data == gt->data) packed = true;
+        }
+        if (!packed && gt->size > 0 && mlock(gt->data, gt->size) != 0) ok = false;
+    }
+    if (!ok) log_warn("--mlock: could not lock the model in memory (raise 'ulimit -l'); continuing");
 }
 
 int model_load(const char *path, const struct model_load_opts *opts, struct model **out,
@@ -397,14 +436,7 @@ int model_load(const char *path, const struct model_load_opts *opts, struct mode
     if ((rc = repack_weights(m)) < 0) goto fail;
     m->chat_template = gguf_get_str_dup(m->gguf, "tokenizer.chat_template");
 
-    if (opts && opts->use_mlock) {
-        /* Lock the whole data section. Tensor #0 need not be the first in the file, so
-         * its data minus its offset is where the section starts. */
-        const struct gguf_tensor *t0 = gguf_tensor_count(m->gguf) > 0 ? gguf_tensor_at(m->gguf, 0) : NULL;
-        const uint8_t *data0 = t0 ? (const uint8_t *)t0->data - t0->offset : NULL;
-        if (data0 && mlock(data0, gguf_file_size(m->gguf) - gguf_data_offset(m->gguf)) != 0)
-            log_warn("--mlock: could not lock the model in memory (raise 'ulimit -l'); continuing");
-    }
+    if (opts && opts->use_mlock) lock_weights(m);
     *out = m;
     return 0;
 

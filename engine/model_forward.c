@@ -53,6 +53,9 @@ struct model_ctx {
     void *gemm_aux;          /* MM_MAX_PARTS slots of [n_batch][gemm_aux_col]: activation
                               * sums for gemm_q4_0_q8_0 (prompt batches) */
     size_t gemm_aux_col, gemm_aux_slot;
+    int32_t *act_sum;        /* MM_MAX_PARTS slots of [n_batch][max_cols / 32]: Q8_0 block
+                              * sums of act_q's rows, for packed kernels */
+    size_t act_sum_slot;
     float *att_scores;       /* [n_threads][n_ctx] */
     float *att_vrow;         /* [n_threads][head_dim] */
     uint16_t *att_q16;       /* [n_threads][head_dim] */
@@ -89,6 +92,7 @@ void model_ctx_free(struct model_ctx *c)
     free(c->x_head);
     free(c->act_q);
     free(c->gemm_aux);
+    free(c->act_sum);
     free(c->att_scores);
     free(c->att_vrow);
     free(c->att_q16);
@@ -198,12 +202,14 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p_in,
     c->gemm_aux = calloc3(3, nb, c->gemm_aux_col);
     c->act_q_slot = nb * c->act_q_row_cap;
     c->act_q = calloc3(3, nb, c->act_q_row_cap);
+    c->act_sum_slot = nb * (size_t)(max_cols / 32 + 1);
+    c->act_sum = calloc3(3, c->act_sum_slot, sizeof(int32_t));
     c->att_scores = calloc3((size_t)c->n_threads, (size_t)c->n_ctx, sizeof(float));
     c->att_vrow = calloc3((size_t)c->n_threads, (size_t)hp->head_dim, sizeof(float));
     c->att_q16 = calloc3((size_t)c->n_threads, (size_t)hp->head_dim, sizeof(uint16_t));
     if (!c->k_cache || !c->v_cache || !c->seq_len || !c->seq_next || !c->rope_freq || !c->xb ||
         !c->q || !c->k || !c->v || !c->att_out || !c->hb || !c->hb2 || !c->x_embd ||
-        !c->x_head || !c->act_q || !c->gemm_aux || !c->att_scores || !c->att_vrow || !c->att_q16) {
+        !c->x_head || !c->act_q || !c->gemm_aux || !c->act_sum || !c->att_scores || !c->att_vrow || !c->att_q16) {
         rc = err_set(err, err_cap, MESH_ENOMEM,
                      "not enough memory for a context of %d positions x %d sequences "
                      "(try a smaller --ctx)", c->n_ctx, c->n_seq);
@@ -245,7 +251,7 @@ int model_kv_seq_len(const struct model_ctx *c, int seq)
  * for several. With `swiglu`, parts 0 and 1 are gate and up and a chunk also writes
  * silu(gate) * up over its rows into part 0's output, saving a pass and a barrier. */
 enum { MM_CHUNK = 32, MM_MAX_PARTS = 3 };
-_Static_assert(MM_CHUNK % REPACK_ROWS == 0, "chunks start on repacked group boundaries");
+_Static_assert(MM_CHUNK % REPACK_GROUP == 0, "chunks start on packed group boundaries");
 
 struct mm_part {
     const struct model_tensor *w;
@@ -253,6 +259,7 @@ struct mm_part {
     const uint8_t *xq;       /* n_tok activation rows in vec_dot_type */
     size_t xq_stride;        /* bytes between them */
     const void *aux;         /* their gemm_q8_0_prepare sums, or NULL */
+    const int32_t *ysum;     /* their repack_q8_0_sums (w->ne0 / 32 per row), or NULL */
     float *out;
     int out_stride;          /* floats between output rows */
     int n_chunks;
@@ -269,27 +276,41 @@ struct mm_job {
 
 static void mm_chunk(const struct mm_part *pt, int n_tok, int64_t r0, int64_t r1)
 {
-    const uint8_t *wrow = (const uint8_t *)pt->w->data + (size_t)r0 * pt->w->row_bytes;
-    int nr = (int)(r1 - r0), n = (int)pt->w->ne0;
-    if (n_tok == 1 && pt->w->repack && r0 < pt->w->repack_rows) {
-        /* r0 is a multiple of MM_CHUNK, so of 8; rows past repack_rows read data */
-        int nrep = (int)((r1 < pt->w->repack_rows ? r1 : pt->w->repack_rows) - r0);
-        const uint8_t *xr = (const uint8_t *)pt->w->repack +
-                            (size_t)(r0 / REPACK_ROWS) * (size_t)(n / QK4_0) * sizeof(struct repack_q4_0x8);
-        repack_gemv_q4_0_q8_0(n, pt->out + r0, xr, nrep, pt->xq);
-        if (nrep < nr)
-            quant_vec_dot_rows(pt->tr, n, pt->out + r0 + nrep, wrow + (size_t)nrep * pt->w->row_bytes,
-                               pt->w->row_bytes, pt->xq, nr - nrep);
-    } else if (n_tok == 1)
-        quant_vec_dot_rows(pt->tr, n, pt->out + r0, wrow, pt->w->row_bytes, pt->xq, nr);
-    else if (pt->aux && pt->w->type == QT_Q4_0)
-        gemm_q4_0_q8_0(n, pt->out + r0, (size_t)pt->out_stride, wrow, pt->w->row_bytes, nr,
+    const struct model_tensor *w = pt->w;
+    int nr = (int)(r1 - r0), n = (int)w->ne0;
+    if (w->pack_kind) {
+        /* r0 is a multiple of MM_CHUNK, so of REPACK_GROUP; rows past pack_rows are the
+         * copied tail */
+        int np = (int)((r1 < w->pack_rows ? r1 : w->pack_rows) - r0);
+        if (np > 0) {
+            const uint8_t *xg = (const uint8_t *)w->pack +
+                                (size_t)(r0 / REPACK_GROUP) * w->pack_kind->bytes(n, REPACK_GROUP);
+            w->pack_kind->gemm(n, pt->out + r0, (size_t)pt->out_stride, xg, np, pt->xq,
+                               pt->xq_stride, pt->ysum, n_tok);
+        }
+        if (np < 0) np = 0;
+        if (np < nr) {
+            const uint8_t *tail = (const uint8_t *)w->pack_tail +
+                                  (size_t)(r0 + np - w->pack_rows) * w->row_bytes;
+            if (n_tok == 1)
+                quant_vec_dot_rows(pt->tr, n, pt->out + r0 + np, tail, w->row_bytes, pt->xq, nr - np);
+            else
+                quant_gemm(pt->tr, n, pt->out + r0 + np, (size_t)pt->out_stride, tail, w->row_bytes,
+                           nr - np, pt->xq, pt->xq_stride, n_tok);
+        }
+        return;
+    }
+    const uint8_t *wrow = (const uint8_t *)w->data + (size_t)r0 * w->row_bytes;
+    if (n_tok == 1)
+        quant_vec_dot_rows(pt->tr, n, pt->out + r0, wrow, w->row_bytes, pt->xq, nr);
+    else if (pt->aux && w->type == QT_Q4_0)
+        gemm_q4_0_q8_0(n, pt->out + r0, (size_t)pt->out_stride, wrow, w->row_bytes, nr,
                        pt->xq, pt->xq_stride, n_tok, pt->aux);
     else if (pt->aux)
-        gemm_q8_0_q8_0(n, pt->out + r0, (size_t)pt->out_stride, wrow, pt->w->row_bytes, nr,
+        gemm_q8_0_q8_0(n, pt->out + r0, (size_t)pt->out_stride, wrow, w->row_bytes, nr,
                        pt->xq, pt->xq_stride, n_tok, pt->aux);
     else
-        quant_gemm(pt->tr, n, pt->out + r0, (size_t)pt->out_stride, wrow, pt->w->row_bytes, nr,
+        quant_gemm(pt->tr, n, pt->out + r0, (size_t)pt->out_stride, wrow, w->row_bytes, nr,
                    pt->xq, pt->xq_stride, n_tok);
 }
 
@@ -327,6 +348,7 @@ struct quantize_job {
     int n_tok;
     uint8_t *aux;            /* non-NULL: also gemm_q8_0_prepare each row here */
     size_t aux_stride;
+    int32_t *sums;           /* non-NULL: also repack_q8_0_sums of each row, n_cols / 32 apart */
 };
 
 static void quantize_worker(void *arg, int ith, int nth)
@@ -336,6 +358,7 @@ static void quantize_worker(void *arg, int ith, int nth)
         uint8_t *d = j->dst + (size_t)t * j->dst_stride;
         j->from_float(j->x + (size_t)t * j->x_stride, d, j->n_cols);
         if (j->aux) gemm_q8_0_prepare((int)j->n_cols, d, 0, 1, j->aux + (size_t)t * j->aux_stride);
+        if (j->sums) repack_q8_0_sums((int)j->n_cols, d, j->sums + (size_t)t * (size_t)(j->n_cols / 32));
     }
 }
 
@@ -366,9 +389,14 @@ static void matmul_n(struct model_ctx *c, int n, const struct model_tensor *cons
         while (k < n_q && q_types[k] != vt) k++;
         uint8_t *dst = (uint8_t *)c->act_q + (size_t)k * c->act_q_slot;
         uint8_t *aux = (uint8_t *)c->gemm_aux + (size_t)k * c->gemm_aux_slot;
-        /* prompt batches of Q4_0 and Q8_0 weights use engine/gemm on prepared sums */
+        int32_t *sums = c->act_sum + (size_t)k * c->act_sum_slot;
+        /* packed weights read activation block sums; prompt batches of unpacked Q4_0 and
+         * Q8_0 weights use engine/gemm on prepared sums */
+        bool want_sums = vt == QT_Q8_0;
         bool want_aux = n_tok > 1 && vt == QT_Q8_0;
-        pt->aux = want_aux && (w[i]->type == QT_Q4_0 || w[i]->type == QT_Q8_0) ? aux : NULL;
+        pt->aux = want_aux && !w[i]->pack_kind && (w[i]->type == QT_Q4_0 || w[i]->type == QT_Q8_0)
+                      ? aux : NULL;
+        pt->ysum = want_sums ? sums : NULL;
         if (k == n_q) {
             q_types[n_q++] = vt;
             struct quantize_job qj = {.from_float = quant_traits(vt)->from_float, .x = x,
@@ -376,7 +404,8 @@ static void matmul_n(struct model_ctx *c, int n, const struct model_tensor *cons
                                       .dst_stride = c->act_q_row_cap, .n_tok = n_tok,
                                       .aux = want_aux ? aux : NULL,
                                       /* the kernels find column c at c * this */
-                                      .aux_stride = gemm_q8_0_aux_bytes((int)w[i]->ne0, 1)};
+                                      .aux_stride = gemm_q8_0_aux_bytes((int)w[i]->ne0, 1),
+                                      .sums = want_sums ? sums : NULL};
             if (n_tok >= 4) pool_run(c->pool, quantize_worker, &qj);
             else quantize_worker(&qj, 0, 1);
         }

@@ -8,15 +8,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct repack_kind;
+
 /* A 2-D weight bound from the GGUF: ne1 rows of ne0 elements of `type`, row-major. */
 struct model_tensor {
     const void *data; /* into the mapping; NULL if absent (optional tensors) */
     int type;         /* enum qtype */
     int64_t ne0, ne1;
     size_t row_bytes;
-    const void *repack; /* rows 0..repack_rows-1 in 8-row groups (engine/repack.h), in
-                         * m->repack_buf, used by decode; NULL when not repacked */
-    int64_t repack_rows; /* ne1 rounded down to a multiple of 8; the tail reads data */
+    /* Packed copy (engine/repack.h) in m->repack_buf, which the forward pass reads
+     * instead of data (whose pages were dropped); pack_kind NULL when not packed. */
+    const struct repack_kind *pack_kind;
+    const void *pack;      /* rows [0, pack_rows) in REPACK_GROUP-row groups */
+    const void *pack_tail; /* rows [pack_rows, ne1) in the GGUF layout, row_bytes apart */
+    int64_t pack_rows;     /* ne1 rounded down to a multiple of REPACK_GROUP */
 };
 
 struct model_layer {

@@ -1,33 +1,42 @@
-/* repack.c - Q4_0 8-row repacking, scalar reference and dispatch (repack.h). */
+/* repack.c - 16-row group packing of Q4_0 and Q8_0 weights, the scalar reference
+ * kernels, activation block sums and the choice of kernel per type (repack.h). */
 #include "engine/repack.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/err.h"
-#include "engine/quant.h"
 #include "engine/quant_blocks.h"
 #include "engine/quant_internal.h"
 
-bool repack_enabled(void)
+void repack_q8_0_sums(int n, const void *y, int32_t *sums)
 {
-#if defined(__x86_64__)
-    const char *off = getenv("MESHLLM_NO_REPACK");
-    if (off && off[0] && strcmp(off, "0") != 0) return false;
-    const char *isa = quant_isa_name();
-    return strcmp(isa, "avx2") == 0 || strcmp(isa, "avx512") == 0;
-#else
-    return false;
-#endif
+    const struct block_q8_0 *yb = y;
+    for (int b = 0; b < n / QK8_0; b++) {
+        int32_t s = 0;
+        for (int j = 0; j < QK8_0; j++) s += yb[b].qs[j];
+        sums[b] = s;
+    }
+}
+
+/* Records of nrows rows of n elements in groups; 0 if the shape does not qualify. */
+static size_t group_bytes(int64_t n, int64_t nrows, int block_len, size_t rec_bytes)
+{
+    if (n <= 0 || nrows <= 0 || n % block_len != 0 || nrows % REPACK_GROUP != 0) return 0;
+    uint64_t recs = (uint64_t)(n / block_len);
+    uint64_t groups = (uint64_t)(nrows / REPACK_GROUP);
+    if (recs > SIZE_MAX / rec_bytes / groups) return 0;
+    return (size_t)(recs * groups * rec_bytes);
 }
 
 size_t repack_q4_0_bytes(int64_t n, int64_t nrows)
 {
-    if (n <= 0 || nrows <= 0 || n % QK4_0 != 0 || nrows % REPACK_ROWS != 0) return 0;
-    uint64_t recs = (uint64_t)(n / QK4_0);
-    uint64_t groups = (uint64_t)(nrows / REPACK_ROWS);
-    if (recs > SIZE_MAX / sizeof(struct repack_q4_0x8) / groups) return 0;
-    return (size_t)(recs * groups * sizeof(struct repack_q4_0x8));
+    return group_bytes(n, nrows, QK4_0, sizeof(struct repack_q4_0x16));
+}
+
+size_t repack_q8_0_bytes(int64_t n, int64_t nrows)
+{
+    return group_bytes(n, nrows, QK8_0, sizeof(struct repack_q8_0x16));
 }
 
 int repack_q4_0(const void *src, size_t row_bytes, int64_t n, int64_t nrows, void *dst)
@@ -35,55 +44,123 @@ int repack_q4_0(const void *src, size_t row_bytes, int64_t n, int64_t nrows, voi
     if (repack_q4_0_bytes(n, nrows) == 0) return MESH_EINVAL;
     const int64_t nb = n / QK4_0;
     if (row_bytes < (size_t)nb * sizeof(struct block_q4_0)) return MESH_EINVAL;
-    struct repack_q4_0x8 *out = dst;
-    for (int64_t g = 0; g < nrows / REPACK_ROWS; g++) {
-        for (int r = 0; r < REPACK_ROWS; r++) {
+    struct repack_q4_0x16 *out = dst;
+    for (int64_t g = 0; g < nrows / REPACK_GROUP; g++) {
+        for (int r = 0; r < REPACK_GROUP; r++) {
             const struct block_q4_0 *xb =
-                (const void *)((const uint8_t *)src + (size_t)(g * REPACK_ROWS + r) * row_bytes);
+                (const void *)((const uint8_t *)src + (size_t)(g * REPACK_GROUP + r) * row_bytes);
             for (int64_t ib = 0; ib < nb; ib++) {
-                struct repack_q4_0x8 *rec = &out[g * nb + ib];
+                struct repack_q4_0x16 *rec = &out[g * nb + ib];
                 rec->d[r] = xb[ib].d;
-                memcpy(&rec->qs[r * 16], xb[ib].qs, 16);
+                for (int k = 0; k < 4; k++) memcpy(rec->qs[k][r], xb[ib].qs + 4 * k, 4);
             }
         }
     }
     return 0;
 }
 
-void repack_ref_gemv_q4_0_q8_0(int n, float *s, const void *x, int nr, const void *y)
+int repack_q8_0(const void *src, size_t row_bytes, int64_t n, int64_t nrows, void *dst)
 {
-    const int nb = n / QK8_0;
-    const struct block_q8_0 *yb = y;
-    const struct repack_q4_0x8 *xr = x;
-    for (int g = 0; g < nr / REPACK_ROWS; g++) {
-        for (int r = 0; r < REPACK_ROWS; r++) {
-            float acc = 0.0f;
-            for (int ib = 0; ib < nb; ib++) {
-                const struct repack_q4_0x8 *rec = &xr[(size_t)g * (size_t)nb + (size_t)ib];
-                int dot = 0;
-                for (int j = 0; j < 16; j++) {
-                    dot += ((rec->qs[r * 16 + j] & 0xF) - 8) * yb[ib].qs[j];
-                    dot += ((rec->qs[r * 16 + j] >> 4) - 8) * yb[ib].qs[j + 16];
-                }
-                acc += quant_h2f(rec->d[r]) * quant_h2f(yb[ib].d) * (float)dot;
+    if (repack_q8_0_bytes(n, nrows) == 0) return MESH_EINVAL;
+    const int64_t nb = n / QK8_0;
+    if (row_bytes < (size_t)nb * sizeof(struct block_q8_0)) return MESH_EINVAL;
+    struct repack_q8_0x16 *out = dst;
+    for (int64_t g = 0; g < nrows / REPACK_GROUP; g++) {
+        for (int r = 0; r < REPACK_GROUP; r++) {
+            const struct block_q8_0 *xb =
+                (const void *)((const uint8_t *)src + (size_t)(g * REPACK_GROUP + r) * row_bytes);
+            for (int64_t ib = 0; ib < nb; ib++) {
+                struct repack_q8_0x16 *rec = &out[g * nb + ib];
+                rec->d[r] = xb[ib].d;
+                for (int k = 0; k < 8; k++)
+                    for (int j = 0; j < 4; j++)
+                        rec->qs[k][r][j] = (uint8_t)(xb[ib].qs[4 * k + j] + 128);
             }
-            s[g * REPACK_ROWS + r] = acc;
+        }
+    }
+    return 0;
+}
+
+/* The references compute each row's block dot exactly as Q4_0's / Q8_0's vec_dot do
+ * (integer dot, then d_x * d_y * dot summed over blocks in order), reading the packed
+ * layout; ysum is not needed by this arithmetic. */
+void repack_ref_gemm_q4_0_q8_0(int n, float *s, size_t lds, const void *x, int nr, const void *y,
+                               size_t by, const int32_t *ysum, int nc)
+{
+    (void)ysum;
+    const int nb = n / QK8_0;
+    const struct repack_q4_0x16 *xr = x;
+    for (int c = 0; c < nc; c++) {
+        const struct block_q8_0 *yb = (const void *)((const uint8_t *)y + (size_t)c * by);
+        for (int g = 0; g < nr / REPACK_GROUP; g++) {
+            for (int r = 0; r < REPACK_GROUP; r++) {
+                float acc = 0.0f;
+                for (int ib = 0; ib < nb; ib++) {
+                    const struct repack_q4_0x16 *rec = &xr[(size_t)g * (size_t)nb + (size_t)ib];
+                    int dot = 0;
+                    for (int k = 0; k < 4; k++)
+                        for (int j = 0; j < 4; j++) {
+                            int q = rec->qs[k][r][j];
+                            dot += ((q & 0xF) - 8) * yb[ib].qs[4 * k + j];
+                            dot += ((q >> 4) - 8) * yb[ib].qs[16 + 4 * k + j];
+                        }
+                    acc += quant_h2f(rec->d[r]) * quant_h2f(yb[ib].d) * (float)dot;
+                }
+                s[(size_t)c * lds + (size_t)g * REPACK_GROUP + (size_t)r] = acc;
+            }
         }
     }
 }
 
-void repack_gemv_q4_0_q8_0(int n, float *s, const void *x, int nr, const void *y)
+void repack_ref_gemm_q8_0_q8_0(int n, float *s, size_t lds, const void *x, int nr, const void *y,
+                               size_t by, const int32_t *ysum, int nc)
+{
+    (void)ysum;
+    const int nb = n / QK8_0;
+    const struct repack_q8_0x16 *xr = x;
+    for (int c = 0; c < nc; c++) {
+        const struct block_q8_0 *yb = (const void *)((const uint8_t *)y + (size_t)c * by);
+        for (int g = 0; g < nr / REPACK_GROUP; g++) {
+            for (int r = 0; r < REPACK_GROUP; r++) {
+                float acc = 0.0f;
+                for (int ib = 0; ib < nb; ib++) {
+                    const struct repack_q8_0x16 *rec = &xr[(size_t)g * (size_t)nb + (size_t)ib];
+                    int dot = 0;
+                    for (int k = 0; k < 8; k++)
+                        for (int j = 0; j < 4; j++)
+                            dot += ((int)rec->qs[k][r][j] - 128) * yb[ib].qs[4 * k + j];
+                    acc += quant_h2f(rec->d[r]) * quant_h2f(yb[ib].d) * (float)dot;
+                }
+                s[(size_t)c * lds + (size_t)g * REPACK_GROUP + (size_t)r] = acc;
+            }
+        }
+    }
+}
+
+enum { KIND_Q4_0, KIND_Q8_0, KIND_COUNT };
+
+const struct repack_kind *repack_kind_get(enum qtype type)
 {
 #if defined(__x86_64__)
+    static const struct repack_kind avx512[KIND_COUNT] = {
+        {QT_Q4_0, repack_q4_0_bytes, repack_q4_0, repack_avx512_gemm_q4_0_q8_0, true},
+        {QT_Q8_0, repack_q8_0_bytes, repack_q8_0, repack_avx512_gemm_q8_0_q8_0, true},
+    };
+    static const struct repack_kind avx2[KIND_COUNT] = {
+        {QT_Q4_0, repack_q4_0_bytes, repack_q4_0, repack_avx2_gemm_q4_0_q8_0, true},
+        {QT_Q8_0, repack_q8_0_bytes, repack_q8_0, repack_avx2_gemm_q8_0_q8_0, true},
+    };
+    const char *off = getenv("MESHLLM_NO_REPACK");
+    if (off && off[0] && strcmp(off, "0") != 0) return NULL;
     const char *isa = quant_isa_name();
-    if (strcmp(isa, "avx512") == 0) {
-        repack_avx512_gemv_q4_0_q8_0(n, s, x, nr, y);
-        return;
-    }
-    if (strcmp(isa, "avx2") == 0) {
-        repack_avx2_gemv_q4_0_q8_0(n, s, x, nr, y);
-        return;
-    }
+    const struct repack_kind *tab = strcmp(isa, "avx512") == 0 ? avx512
+                                    : strcmp(isa, "avx2") == 0 ? avx2
+                                                               : NULL;
+    if (!tab) return NULL;
+    for (int i = 0; i < KIND_COUNT; i++)
+        if (tab[i].type == type) return &tab[i];
+#else
+    (void)type;
 #endif
-    repack_ref_gemv_q4_0_q8_0(n, s, x, nr, y);
+    return NULL;
 }

@@ -1,59 +1,118 @@
-/* repack_avx2.c - AVX2 decode kernel for 8-row repacked Q4_0 weights (repack.h).
+/* repack_avx2.c - AVX2 kernels for 16-row packed Q4_0 and Q8_0 weights (repack.h).
  *
- * Per block record, the activation block's two 16-byte halves are broadcast to both
- * 128-bit lanes once, and so is the offset term 8 * sum(y) (as pairwise int32 sums
- * matching the lanes of the products); each of the four 32-byte loads then holds two
- * rows' nibble bytes, multiplied unsigned x signed with maddubs (exact in int16: at most
- * 2 * 15 * 128 per pair, two pairs added), widened with madd, the offset subtracted,
- * converted, and scaled by d_x[row] * d_y per lane. Lanes 0-3 / 4-7 of accumulator k
- * hold rows 2k / 2k + 1, summed at the end of the group. */
+ * A 256-bit register holds one 4-byte slice of 8 rows, so a group is two halves of 8
+ * rows. Q4_0: per activation row and block, the 8 nibble registers are multiplied by
+ * 32-bit broadcasts of the activation with maddubs (unsigned nibble x signed int8: at
+ * most 2 * 15 * 128 per int16 lane), all 8 products summed in int16 (8 * 3840 < 2^15),
+ * widened once with madd, and -8 * sum(y) added: exact. Q8_0: the stored q + 128 is
+ * turned back into q, and maddubs takes |q| against y carrying q's sign (2 * 128 * 127
+ * fits int16), widened per slice. Then conversion and fma by d_x[row] * d_y. Activation
+ * rows are tiled by up to 4 per pass over a half group. */
 #include "engine/repack.h"
 
 #include <immintrin.h>
+#include <string.h>
 
 #include "engine/quant_blocks.h"
-#include "engine/quant_internal.h"
 
-void repack_avx2_gemv_q4_0_q8_0(int n, float *s, const void *x, int nr, const void *y)
+enum { TILE = 4 };
+
+static inline __m256i bcast32(const int8_t *p)
 {
-    const int nb = n / QK8_0;
-    const struct block_q8_0 *yb = y;
-    const struct repack_q4_0x8 *xr = x;
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+static inline __attribute__((always_inline)) void
+q4_0_tile(int nb, float *s, size_t lds, const struct repack_q4_0x16 *rec, int half,
+          const uint8_t *y, size_t by, const int32_t *ysum, int ct)
+{
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const __m256i eights = _mm256_set1_epi8(8);
     const __m256i ones = _mm256_set1_epi16(1);
-    const __m256i idx[4] = {
-        _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3),
-        _mm256_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5), _mm256_setr_epi32(6, 6, 6, 6, 7, 7, 7, 7)};
-    for (int g = 0; g < nr / REPACK_ROWS; g++) {
-        const struct repack_q4_0x8 *rec = xr + (size_t)g * (size_t)nb;
-        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                         _mm256_setzero_ps()};
-        for (int ib = 0; ib < nb; ib++, rec++) {
-            const __m256i ylo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)yb[ib].qs));
-            const __m256i yhi =
-                _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(yb[ib].qs + 16)));
-            const __m256i off = _mm256_madd_epi16(
-                _mm256_add_epi16(_mm256_maddubs_epi16(eights, ylo), _mm256_maddubs_epi16(eights, yhi)),
-                ones);
-            const __m256 sc = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)rec->d)),
-                                            _mm256_set1_ps(quant_h2f(yb[ib].d)));
-            for (int k = 0; k < 4; k++) {
-                const __m256i q = _mm256_loadu_si256((const __m256i *)(rec->qs + 32 * k));
-                const __m256i lo = _mm256_and_si256(q, m4);
-                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-                __m256i p = _mm256_madd_epi16(
-                    _mm256_add_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_maddubs_epi16(hi, yhi)), ones);
-                p = _mm256_sub_epi32(p, off);
-                acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_permutevar8x32_ps(sc, idx[k]),
-                                         acc[k]);
-            }
-        }
+    __m256 acc[TILE];
+    for (int c = 0; c < ct; c++) acc[c] = _mm256_setzero_ps();
+    for (int ib = 0; ib < nb; ib++, rec++) {
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(rec->d + 8 * half)));
+        __m256i w[8];
         for (int k = 0; k < 4; k++) {
-            float t[8];
-            _mm256_storeu_ps(t, acc[k]);
-            s[g * REPACK_ROWS + 2 * k] = (t[0] + t[1]) + (t[2] + t[3]);
-            s[g * REPACK_ROWS + 2 * k + 1] = (t[4] + t[5]) + (t[6] + t[7]);
+            const __m256i q = _mm256_loadu_si256((const __m256i *)rec->qs[k][8 * half]);
+            w[k] = _mm256_and_si256(q, m4);
+            w[4 + k] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        }
+        for (int c = 0; c < ct; c++) {
+            const struct block_q8_0 *yb = (const struct block_q8_0 *)(y + (size_t)c * by) + ib;
+            __m256i p = _mm256_maddubs_epi16(w[0], bcast32(yb->qs + 0));
+            for (int k = 1; k < 4; k++)
+                p = _mm256_add_epi16(p, _mm256_maddubs_epi16(w[k], bcast32(yb->qs + 4 * k)));
+            for (int k = 0; k < 4; k++)
+                p = _mm256_add_epi16(p, _mm256_maddubs_epi16(w[4 + k], bcast32(yb->qs + 16 + 4 * k)));
+            __m256i p32 = _mm256_madd_epi16(p, ones);
+            p32 = _mm256_add_epi32(p32, _mm256_set1_epi32(-8 * ysum[(size_t)c * (size_t)nb + (size_t)ib]));
+            const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(_cvtsh_ss(yb->d)));
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), sc, acc[c]);
         }
     }
+    for (int c = 0; c < ct; c++) _mm256_storeu_ps(s + (size_t)c * lds, acc[c]);
+}
+
+static inline __attribute__((always_inline)) void
+q8_0_tile(int nb, float *s, size_t lds, const struct repack_q8_0x16 *rec, int half,
+          const uint8_t *y, size_t by, const int32_t *ysum, int ct)
+{
+    (void)ysum;
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[TILE];
+    for (int c = 0; c < ct; c++) acc[c] = _mm256_setzero_ps();
+    for (int ib = 0; ib < nb; ib++, rec++) {
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(rec->d + 8 * half)));
+        __m256i w[8], a[8];
+        for (int k = 0; k < 8; k++) {
+            w[k] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)rec->qs[k][8 * half]), flip);
+            a[k] = _mm256_abs_epi8(w[k]);
+        }
+        for (int c = 0; c < ct; c++) {
+            const struct block_q8_0 *yb = (const struct block_q8_0 *)(y + (size_t)c * by) + ib;
+            __m256i p32 = _mm256_setzero_si256();
+            for (int k = 0; k < 8; k++) {
+                const __m256i ys = _mm256_sign_epi8(bcast32(yb->qs + 4 * k), w[k]);
+                p32 = _mm256_add_epi32(p32, _mm256_madd_epi16(_mm256_maddubs_epi16(a[k], ys), ones));
+            }
+            const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(_cvtsh_ss(yb->d)));
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), sc, acc[c]);
+        }
+    }
+    for (int c = 0; c < ct; c++) _mm256_storeu_ps(s + (size_t)c * lds, acc[c]);
+}
+
+#define REPACK_TILES(body, rec_t)                                                               \
+    for (int g = 0; g < nr / REPACK_GROUP; g++) {                                           \
+        const rec_t *rec = (const rec_t *)x + (size_t)g * (size_t)nb;                      \
+        for (int half = 0; half < 2; half++)                                                 \
+            for (int c0 = 0; c0 < nc; c0 += TILE) {                                          \
+                float *so = s + (size_t)c0 * lds + (size_t)g * REPACK_GROUP + 8 * (size_t)half; \
+                const uint8_t *yo = (const uint8_t *)y + (size_t)c0 * by;                    \
+                const int32_t *ys = ysum + (size_t)c0 * (size_t)nb;                          \
+                switch (nc - c0 < TILE ? nc - c0 : TILE) {                                   \
+                case 1: body(nb, so, lds, rec, half, yo, by, ys, 1); break;                  \
+                case 2: body(nb, so, lds, rec, half, yo, by, ys, 2); break;                  \
+                case 3: body(nb, so, lds, rec, half, yo, by, ys, 3); break;                  \
+                default: body(nb, so, lds, rec, half, yo, by, ys, 4); break;                 \
+                }                                                                            \
+            }                                                                                \
+    }
+
+void repack_avx2_gemm_q4_0_q8_0(int n, float *s, size_t lds, const void *x, int nr, const void *y,
+                                size_t by, const int32_t *ysum, int nc)
+{
+    const int nb = n / QK8_0;
+    REPACK_TILES(q4_0_tile, struct repack_q4_0x16)
+}
+
+void repack_avx2_gemm_q8_0_q8_0(int n, float *s, size_t lds, const void *x, int nr, const void *y,
+                                size_t by, const int32_t *ysum, int nc)
+{
+    const int nb = n / QK8_0;
+    REPACK_TILES(q8_0_tile, struct repack_q8_0x16)
 }

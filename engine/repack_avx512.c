@@ -1,55 +1,121 @@
-/* repack_avx512.c - AVX-512 VNNI decode kernel for 8-row repacked Q4_0 weights
+/* repack_avx512.c - AVX-512 VNNI kernels for 16-row packed Q4_0 and Q8_0 weights
  * (repack.h).
  *
- * Per block record the activation halves are broadcast to the four 128-bit lanes and
- * the offset -8 * sum(y) is formed once with vpdpbusd (as pairwise sums matching the
- * lanes of the products); each of the two 64-byte loads holds four rows' nibble bytes,
- * multiplied unsigned x signed with vpdpbusd starting from that offset (exact in int32),
- * converted and scaled by d_x[row] * d_y per lane. Lanes 4j..4j+3 of accumulator k hold
- * row 4k + j, summed at the end of the group. */
+ * Per group record the 16 rows' 4-byte slices fill one register each (Q4_0: 4 loads,
+ * split into low and high nibbles; Q8_0: 8 loads, already unsigned), and the 16 scales
+ * convert at once. Per activation row the slices' partners are 32-bit broadcasts from
+ * memory: 8 vpdpbusd (two chains) make every lane one row's exact block dot, starting
+ * from the offset -8 * sum(y) (Q4_0: weights are q - 8) or -128 * sum(y) (Q8_0: stored
+ * as q + 128); then one conversion and one fma by d_x[row] * d_y. Activation rows are
+ * tiled by up to 8, so each group's weights are loaded and unpacked once per tile and
+ * stay in L2 across tiles. */
 #include "engine/repack.h"
 
 #include <immintrin.h>
+#include <string.h>
 
 #include "engine/quant_blocks.h"
-#include "engine/quant_internal.h"
 
-void repack_avx512_gemv_q4_0_q8_0(int n, float *s, const void *x, int nr, const void *y)
+enum { TILE = 8 };
+
+static inline __m512i bcast32(const int8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+static inline __attribute__((always_inline)) void
+q4_0_tile(int nb, float *s, size_t lds, const struct repack_q4_0x16 *rec, const uint8_t *y,
+          size_t by, const int32_t *ysum, int ct)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc[TILE];
+    for (int c = 0; c < ct; c++) acc[c] = _mm512_setzero_ps();
+    for (int ib = 0; ib < nb; ib++, rec++) {
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)rec->d));
+        __m512i w[8];
+        for (int k = 0; k < 4; k++) {
+            const __m512i q = _mm512_loadu_si512((const void *)rec->qs[k]);
+            w[k] = _mm512_and_si512(q, m4);
+            w[4 + k] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+        }
+        for (int c = 0; c < ct; c++) {
+            const struct block_q8_0 *yb = (const struct block_q8_0 *)(y + (size_t)c * by) + ib;
+            __m512i p0 = _mm512_set1_epi32(-8 * ysum[(size_t)c * (size_t)nb + (size_t)ib]);
+            __m512i p1 = _mm512_setzero_si512();
+            p0 = _mm512_dpbusd_epi32(p0, w[0], bcast32(yb->qs + 0));
+            p1 = _mm512_dpbusd_epi32(p1, w[1], bcast32(yb->qs + 4));
+            p0 = _mm512_dpbusd_epi32(p0, w[2], bcast32(yb->qs + 8));
+            p1 = _mm512_dpbusd_epi32(p1, w[3], bcast32(yb->qs + 12));
+            p0 = _mm512_dpbusd_epi32(p0, w[4], bcast32(yb->qs + 16));
+            p1 = _mm512_dpbusd_epi32(p1, w[5], bcast32(yb->qs + 20));
+            p0 = _mm512_dpbusd_epi32(p0, w[6], bcast32(yb->qs + 24));
+            p1 = _mm512_dpbusd_epi32(p1, w[7], bcast32(yb->qs + 28));
+            const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(_cvtsh_ss(yb->d)));
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(p0, p1)), sc, acc[c]);
+        }
+    }
+    for (int c = 0; c < ct; c++) _mm512_storeu_ps(s + (size_t)c * lds, acc[c]);
+}
+
+static inline __attribute__((always_inline)) void
+q8_0_tile(int nb, float *s, size_t lds, const struct repack_q8_0x16 *rec, const uint8_t *y,
+          size_t by, const int32_t *ysum, int ct)
+{
+    __m512 acc[TILE];
+    for (int c = 0; c < ct; c++) acc[c] = _mm512_setzero_ps();
+    for (int ib = 0; ib < nb; ib++, rec++) {
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)rec->d));
+        __m512i w[8];
+        for (int k = 0; k < 8; k++) w[k] = _mm512_loadu_si512((const void *)rec->qs[k]);
+        for (int c = 0; c < ct; c++) {
+            const struct block_q8_0 *yb = (const struct block_q8_0 *)(y + (size_t)c * by) + ib;
+            __m512i p0 = _mm512_set1_epi32(-128 * ysum[(size_t)c * (size_t)nb + (size_t)ib]);
+            __m512i p1 = _mm512_setzero_si512();
+            for (int k = 0; k < 8; k += 2) {
+                p0 = _mm512_dpbusd_epi32(p0, w[k], bcast32(yb->qs + 4 * k));
+                p1 = _mm512_dpbusd_epi32(p1, w[k + 1], bcast32(yb->qs + 4 * k + 4));
+            }
+            const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(_cvtsh_ss(yb->d)));
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(p0, p1)), sc, acc[c]);
+        }
+    }
+    for (int c = 0; c < ct; c++) _mm512_storeu_ps(s + (size_t)c * lds, acc[c]);
+}
+
+/* One group against columns c0.. in tiles of TILE; the switch hands each tile width to
+ * the inlined body as a constant so acc[] and the column loop live in registers. */
+#define REPACK_TILES(body, rec_t)                                                               \
+    for (int g = 0; g < nr / REPACK_GROUP; g++) {                                           \
+        const rec_t *rec = (const rec_t *)x + (size_t)g * (size_t)nb;                      \
+        for (int c0 = 0; c0 < nc; c0 += TILE) {                                              \
+            float *so = s + (size_t)c0 * lds + (size_t)g * REPACK_GROUP;                      \
+            const uint8_t *yo = (const uint8_t *)y + (size_t)c0 * by;                        \
+            const int32_t *ys = ysum + (size_t)c0 * (size_t)nb;                              \
+            switch (nc - c0 < TILE ? nc - c0 : TILE) {                                       \
+            case 1: body(nb, so, lds, rec, yo, by, ys, 1); break;                            \
+            case 2: body(nb, so, lds, rec, yo, by, ys, 2); break;                            \
+            case 3: body(nb, so, lds, rec, yo, by, ys, 3); break;                            \
+            case 4: body(nb, so, lds, rec, yo, by, ys, 4); break;                            \
+            case 5: body(nb, so, lds, rec, yo, by, ys, 5); break;                            \
+            case 6: body(nb, so, lds, rec, yo, by, ys, 6); break;                            \
+            case 7: body(nb, so, lds, rec, yo, by, ys, 7); break;                            \
+            default: body(nb, so, lds, rec, yo, by, ys, 8); break;                           \
+            }                                                                                \
+        }                                                                                    \
+    }
+
+void repack_avx512_gemm_q4_0_q8_0(int n, float *s, size_t lds, const void *x, int nr,
+                                  const void *y, size_t by, const int32_t *ysum, int nc)
 {
     const int nb = n / QK8_0;
-    const struct block_q8_0 *yb = y;
-    const struct repack_q4_0x8 *xr = x;
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    const __m512i eights = _mm512_set1_epi8(8);
-    const __m512i idx[2] = {
-        _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-        _mm512_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7)};
-    for (int g = 0; g < nr / REPACK_ROWS; g++) {
-        const struct repack_q4_0x8 *rec = xr + (size_t)g * (size_t)nb;
-        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-        for (int ib = 0; ib < nb; ib++, rec++) {
-            const __m512i ylo = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)yb[ib].qs));
-            const __m512i yhi =
-                _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(yb[ib].qs + 16)));
-            const __m512i pos = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), eights, ylo),
-                                                    eights, yhi);
-            const __m512i off = _mm512_sub_epi32(_mm512_setzero_si512(), pos);
-            const __m256 sc8 = _mm256_mul_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)rec->d)),
-                                             _mm256_set1_ps(quant_h2f(yb[ib].d)));
-            const __m512 sc = _mm512_castps256_ps512(sc8);
-            const __m512i q0 = _mm512_loadu_si512((const void *)rec->qs);
-            const __m512i q1 = _mm512_loadu_si512((const void *)(rec->qs + 64));
-            __m512i p0 = _mm512_dpbusd_epi32(off, _mm512_and_si512(q0, m4), ylo);
-            __m512i p1 = _mm512_dpbusd_epi32(off, _mm512_and_si512(q1, m4), ylo);
-            p0 = _mm512_dpbusd_epi32(p0, _mm512_and_si512(_mm512_srli_epi16(q0, 4), m4), yhi);
-            p1 = _mm512_dpbusd_epi32(p1, _mm512_and_si512(_mm512_srli_epi16(q1, 4), m4), yhi);
-            acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), _mm512_permutexvar_ps(idx[0], sc), acc0);
-            acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p1), _mm512_permutexvar_ps(idx[1], sc), acc1);
-        }
-        float t[32];
-        _mm512_storeu_ps(t, acc0);
-        _mm512_storeu_ps(t + 16, acc1);
-        for (int r = 0; r < REPACK_ROWS; r++)
-            s[g * REPACK_ROWS + r] = (t[4 * r] + t[4 * r + 1]) + (t[4 * r + 2] + t[4 * r + 3]);
-    }
+    REPACK_TILES(q4_0_tile, struct repack_q4_0x16)
+}
+
+void repack_avx512_gemm_q8_0_q8_0(int n, float *s, size_t lds, const void *x, int nr,
+                                  const void *y, size_t by, const int32_t *ysum, int nc)
+{
+    const int nb = n / QK8_0;
+    REPACK_TILES(q8_0_tile, struct repack_q8_0x16)
 }

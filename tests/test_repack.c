@@ -1,10 +1,11 @@
-/* test_repack.c - engine/repack: the 8-row Q4_0 layout and its decode kernels. The
- * scalar reference against quant's Q4_0 vec_dot, the AVX2 and AVX-512 kernels (each
- * that this CPU has, whatever path is selected) and the dispatcher against the
- * reference, on random shapes including row counts that are not multiples of 8 (the
- * tail then read in place by vec_dot, as the forward pass does), exact extremes, and
- * rejected shapes; and a random Q4_0 model decoding token by token with and without
- * repacking (MESHLLM_NO_REPACK=1). */
+/* test_repack.c - engine/repack: the 16-row Q4_0 and Q8_0 layouts and their kernels.
+ * The scalar references against quant's reference vec_dot, the AVX2 and AVX-512
+ * kernels (each that this CPU has, whatever path is selected) and the selected kind
+ * against the references, for 1..17 activation rows (decode, batched decode, prompt
+ * tiles with remainders) and padded output strides; exact extremes; rejected shapes;
+ * and random Q4_0 / Q8_0 models giving the same logits with and without packing
+ * (MESHLLM_NO_REPACK=1), token by token and as a prompt batch, with row counts that
+ * leave a tail outside the groups. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,44 +28,60 @@
 #include "engine/repack.h"
 #include "tests/util/test_util.h"
 
-typedef void (*gemv_fn)(int n, float *s, const void *x, int nr, const void *y);
+struct kind_fns {
+    enum qtype type;
+    size_t (*bytes)(int64_t, int64_t);
+    int (*pack)(const void *, size_t, int64_t, int64_t, void *);
+    repack_gemm_fn ref, avx2, avx512;
+};
 
-/* nr random Q4_0 rows and one Q8_0 row of n elements; want[r] from quant's reference
- * vec_dot; xr the repack of the first nr & ~7 rows. */
+static const struct kind_fns kinds[] = {
+    {QT_Q4_0, repack_q4_0_bytes, repack_q4_0, repack_ref_gemm_q4_0_q8_0,
+     repack_avx2_gemm_q4_0_q8_0, repack_avx512_gemm_q4_0_q8_0},
+    {QT_Q8_0, repack_q8_0_bytes, repack_q8_0, repack_ref_gemm_q8_0_q8_0,
+     repack_avx2_gemm_q8_0_q8_0, repack_avx512_gemm_q8_0_q8_0},
+};
+
+/* nr random weight rows and nc Q8_0 activation rows of n elements; want[c][r] from
+ * quant's reference vec_dot; xr the packed rows; out rows lds floats apart. */
 struct prob {
-    int n, nr, nrep;
-    size_t bx;
+    const struct kind_fns *k;
+    int n, nr, nc;
+    size_t bx, by, lds;
     uint8_t *x, *y, *xr;
+    int32_t *ysum;
     float *want, *got;
 };
 
-static void prob_make(struct prob *p, int n, int nr, uint64_t *rng)
+static void prob_make(struct prob *p, const struct kind_fns *k, int n, int nr, int nc, uint64_t *rng)
 {
-    p->n = n, p->nr = nr, p->nrep = nr & ~7;
-    p->bx = quant_row_bytes(QT_Q4_0, n);
+    p->k = k, p->n = n, p->nr = nr, p->nc = nc;
+    p->bx = quant_row_bytes(k->type, n);
+    p->by = quant_row_bytes(QT_Q8_0, n) + 6; /* rows not packed back to back */
+    p->lds = (size_t)nr + 5;
     p->x = malloc(p->bx * (size_t)nr);
-    p->y = malloc(quant_row_bytes(QT_Q8_0, n));
-    size_t rb = repack_q4_0_bytes(n, p->nrep);
-    p->xr = malloc(rb ? rb : 1);
-    p->want = calloc((size_t)nr, sizeof(float));
-    p->got = calloc((size_t)nr, sizeof(float));
+    p->y = malloc(p->by * (size_t)nc);
+    p->xr = malloc(k->bytes(n, nr));
+    p->ysum = malloc((size_t)nc * (size_t)(n / 32) * sizeof(int32_t));
+    p->want = calloc(p->lds * (size_t)nc, sizeof(float));
+    p->got = calloc(p->lds * (size_t)nc, sizeof(float));
     float *f = malloc((size_t)n * sizeof(float));
-    assert_non_null(p->x);
-    assert_non_null(p->y);
-    assert_non_null(p->xr);
-    assert_non_null(p->want);
-    assert_non_null(p->got);
-    assert_non_null(f);
+    assert_true(p->x && p->y && p->xr && p->ysum && p->want && p->got && f);
     for (int r = 0; r < nr; r++) {
         for (int i = 0; i < n; i++) f[i] = test_rand_uniform(rng);
-        quant_traits_ref(QT_Q4_0)->from_float(f, p->x + (size_t)r * p->bx, n);
+        quant_traits_ref(k->type)->from_float(f, p->x + (size_t)r * p->bx, n);
     }
-    for (int i = 0; i < n; i++) f[i] = test_rand_uniform(rng) * 3.0f;
-    quant_traits_ref(QT_Q8_0)->from_float(f, p->y, n);
+    for (int c = 0; c < nc; c++) {
+        for (int i = 0; i < n; i++) f[i] = test_rand_uniform(rng) * 3.0f;
+        quant_traits_ref(QT_Q8_0)->from_float(f, p->y + (size_t)c * p->by, n);
+        repack_q8_0_sums(n, p->y + (size_t)c * p->by, p->ysum + (size_t)c * (size_t)(n / 32));
+    }
     free(f);
-    for (int r = 0; r < nr; r++)
-        quant_traits_ref(QT_Q4_0)->vec_dot(n, &p->want[r], p->x + (size_t)r * p->bx, p->y);
-    if (p->nrep > 0) assert_int_equal(repack_q4_0(p->x, p->bx, n, p->nrep, p->xr), 0);
+    for (int c = 0; c < nc; c++)
+        for (int r = 0; r < nr; r++)
+            quant_traits_ref(k->type)->vec_dot(n, &p->want[(size_t)c * p->lds + (size_t)r],
+                                               p->x + (size_t)r * p->bx, p->y + (size_t)c * p->by);
+    assert_int_equal(k->pack(p->x, p->bx, n, nr, p->xr), 0);
 }
 
 static void prob_free(struct prob *p)
@@ -72,220 +89,285 @@ static void prob_free(struct prob *p)
     free(p->x);
     free(p->y);
     free(p->xr);
+    free(p->ysum);
     free(p->want);
     free(p->got);
 }
 
-/* got <- kernel over the repacked rows, the tail by the selected vec_dot in place. */
-static void prob_run(struct prob *p, gemv_fn kernel)
+/* got <- kernel; the padding between output rows must stay untouched. */
+static void prob_run(struct prob *p, repack_gemm_fn kernel)
 {
-    for (int r = 0; r < p->nr; r++) p->got[r] = NAN;
-    if (p->nrep > 0) kernel(p->n, p->got, p->xr, p->nrep, p->y);
-    if (p->nrep < p->nr)
-        quant_vec_dot_rows(quant_traits(QT_Q4_0), p->n, p->got + p->nrep,
-                           p->x + (size_t)p->nrep * p->bx, p->bx, p->y, p->nr - p->nrep);
+    for (size_t i = 0; i < p->lds * (size_t)p->nc; i++) p->got[i] = -7.0f;
+    kernel(p->n, p->got, p->lds, p->xr, p->nr, p->y, p->by, p->ysum, p->nc);
+    for (int c = 0; c < p->nc; c++)
+        for (size_t r = (size_t)p->nr; r < p->lds; r++)
+            assert_true(p->got[(size_t)c * p->lds + r] == -7.0f);
 }
 
-/* Agreement up to float summation order, as in test_gemm. */
+/* Agreement up to float summation order: per block the integer dot is exact. */
 static void expect_close(const struct prob *p, const char *what)
 {
-    for (int r = 0; r < p->nr; r++) {
-        float w = p->want[r], g = p->got[r];
-        float tol = 1e-4f * (fabsf(w) + 0.05f * sqrtf((float)p->n));
-        if (!(fabsf(w - g) <= tol))
-            fail_msg("%s n=%d nr=%d: [r=%d] got %g want %g", what, p->n, p->nr, r, (double)g,
-                     (double)w);
-    }
+    for (int c = 0; c < p->nc; c++)
+        for (int r = 0; r < p->nr; r++) {
+            float w = p->want[(size_t)c * p->lds + r], g = p->got[(size_t)c * p->lds + r];
+            float tol = 1e-4f * (fabsf(w) + 0.05f * sqrtf((float)p->n));
+            if (!(fabsf(w - g) <= tol))
+                fail_msg("%s %s n=%d nr=%d nc=%d: [c=%d r=%d] got %g want %g",
+                         quant_traits(p->k->type)->name, what, p->n, p->nr, p->nc, c, r,
+                         (double)g, (double)w);
+        }
 }
 
-static const int shapes[][2] = {
-    {32, 8}, {64, 16}, {96, 7}, {256, 13}, {2048, 64}, {160, 3}, {288, 21},
-    {5632 / 4, 9}, {128, 40}, {96, 17}, {2048, 256}, {32, 1}, {64, 31},
+static const int shapes[][3] = {
+    {32, 16, 1}, {64, 32, 3}, {96, 16, 8}, {256, 48, 9}, {2048, 64, 1}, {160, 16, 17},
+    {288, 32, 2}, {1408, 16, 1}, {128, 64, 16}, {96, 16, 5}, {2048, 128, 8}, {32, 16, 7},
 };
 
 static void test_repack_reference_equals_quant_vec_dot(void **state)
 {
     (void)state;
     uint64_t rng = 5;
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
-        struct prob p;
-        prob_make(&p, shapes[i][0], shapes[i][1], &rng);
-        prob_run(&p, repack_ref_gemv_q4_0_q8_0);
-        expect_close(&p, "ref");
-        prob_free(&p);
-    }
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+            struct prob p;
+            prob_make(&p, &kinds[k], shapes[i][0], shapes[i][1], shapes[i][2], &rng);
+            prob_run(&p, kinds[k].ref);
+            expect_close(&p, "ref");
+            prob_free(&p);
+        }
 }
 
-static void test_repack_kernels_match_scalar_on_every_path(void **state)
+static void test_repack_kernels_match_reference_on_every_path(void **state)
 {
     (void)state;
     uint64_t rng = 9;
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
-        struct prob p;
-        prob_make(&p, shapes[i][0], shapes[i][1], &rng);
-        /* compare against the layout's own reference, not only vec_dot */
-        if (p.nrep > 0) repack_ref_gemv_q4_0_q8_0(p.n, p.want, p.xr, p.nrep, p.y);
-        prob_run(&p, repack_gemv_q4_0_q8_0);
-        expect_close(&p, "dispatch");
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+            struct prob p;
+            prob_make(&p, &kinds[k], shapes[i][0], shapes[i][1], shapes[i][2], &rng);
+            /* against the layout's own reference, not only vec_dot */
+            kinds[k].ref(p.n, p.want, p.lds, p.xr, p.nr, p.y, p.by, p.ysum, p.nc);
+            const struct repack_kind *sel = repack_kind_get(kinds[k].type);
+            if (sel) {
+                assert_int_equal(sel->type, kinds[k].type);
+                prob_run(&p, sel->gemm);
+                expect_close(&p, "selected");
+            }
 #if defined(__x86_64__)
-        if (quant_isa_supported("avx2")) {
-            prob_run(&p, repack_avx2_gemv_q4_0_q8_0);
-            expect_close(&p, "avx2");
-        }
-        if (quant_isa_supported("avx512")) {
-            prob_run(&p, repack_avx512_gemv_q4_0_q8_0);
-            expect_close(&p, "avx512");
-        }
+            if (quant_isa_supported("avx2")) {
+                prob_run(&p, kinds[k].avx2);
+                expect_close(&p, "avx2");
+            }
+            if (quant_isa_supported("avx512")) {
+                prob_run(&p, kinds[k].avx512);
+                expect_close(&p, "avx512");
+            }
 #endif
-        prob_free(&p);
-    }
+            prob_free(&p);
+        }
 }
 
-/* Nibbles all 0 or 15 and activations +-127: every block dot is exact in int32 and the
- * sums of such integers stay exact in float, so every kernel equals the reference. */
+/* Weights at their extremes (Q4_0 nibbles 0 and 15, Q8_0 -127 and 127, scale 1) and
+ * activations at +-127 (scale 1): every block dot is an exact integer and so are the
+ * float sums, so every kernel equals the reference exactly. */
 static void test_repack_extremes_exact(void **state)
 {
     (void)state;
-    enum { N = 512, NR = 16 };
-    size_t bx = quant_row_bytes(QT_Q4_0, N);
-    uint8_t *x = calloc(NR, bx), *xr = malloc(repack_q4_0_bytes(N, NR));
-    struct block_q8_0 y[N / 32];
-    float want[NR], got[NR];
-    assert_non_null(x);
-    assert_non_null(xr);
-    for (int r = 0; r < NR; r++) {
-        struct block_q4_0 *b = (void *)(x + (size_t)r * bx);
-        for (int ib = 0; ib < N / 32; ib++) {
-            b[ib].d = quant_f32_to_f16(1.0f);
-            memset(b[ib].qs, (r + ib) % 3 ? 0xFF : 0x00, sizeof b[ib].qs);
+    enum { N = 512, NR = 32, NC = 9 };
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        enum qtype t = kinds[k].type;
+        size_t bx = quant_row_bytes(t, N), by = quant_row_bytes(QT_Q8_0, N);
+        uint8_t *x = calloc(NR, bx), *y = calloc(NC, by), *xr = malloc(kinds[k].bytes(N, NR));
+        int32_t *ysum = malloc(NC * (N / 32) * sizeof(int32_t));
+        float want[NR * NC], got[NR * NC];
+        assert_true(x && y && xr && ysum);
+        uint64_t rng = 11;
+        for (int r = 0; r < NR; r++)
+            for (int b = 0; b < N / 32; b++) {
+                if (t == QT_Q4_0) {
+                    struct block_q4_0 *xb = (struct block_q4_0 *)(x + (size_t)r * bx) + b;
+                    xb->d = quant_f32_to_f16(1.0f);
+                    for (int j = 0; j < 16; j++) xb->qs[j] = (uint8_t)((test_rand_u64(&rng) & 1) ? 0xF0 : 0x0F);
+                } else {
+                    struct block_q8_0 *xb = (struct block_q8_0 *)(x + (size_t)r * bx) + b;
+                    xb->d = quant_f32_to_f16(1.0f);
+                    for (int j = 0; j < 32; j++) xb->qs[j] = (test_rand_u64(&rng) & 1) ? 127 : -127;
+                }
+            }
+        for (int c = 0; c < NC; c++) {
+            struct block_q8_0 *yb = (struct block_q8_0 *)(y + (size_t)c * by);
+            for (int b = 0; b < N / 32; b++) {
+                yb[b].d = quant_f32_to_f16(1.0f);
+                for (int j = 0; j < 32; j++) yb[b].qs[j] = (test_rand_u64(&rng) & 1) ? 127 : -127;
+            }
+            repack_q8_0_sums(N, yb, ysum + c * (N / 32));
         }
-    }
-    for (int ib = 0; ib < N / 32; ib++) {
-        y[ib].d = quant_f32_to_f16(1.0f);
-        memset(y[ib].qs, ib % 2 ? 127 : -127, sizeof y[ib].qs);
-    }
-    assert_int_equal(repack_q4_0(x, bx, N, NR, xr), 0);
-    repack_ref_gemv_q4_0_q8_0(N, want, xr, NR, y);
-    for (int r = 0; r < NR; r++) {
-        float v;
-        quant_traits_ref(QT_Q4_0)->vec_dot(N, &v, x + (size_t)r * bx, y);
-        assert_true(v == want[r]);
-    }
-    repack_gemv_q4_0_q8_0(N, got, xr, NR, y);
-    assert_memory_equal(want, got, sizeof want);
+        assert_int_equal(kinds[k].pack(x, bx, N, NR, xr), 0);
+        kinds[k].ref(N, want, NR, xr, NR, y, by, ysum, NC);
+        for (int c = 0; c < NC; c++)
+            for (int r = 0; r < NR; r++) {
+                float v;
+                quant_traits_ref(t)->vec_dot(N, &v, x + (size_t)r * bx, y + (size_t)c * by);
+                assert_true(v == want[c * NR + r]);
+            }
+        repack_gemm_fn fns[2] = {kinds[k].avx2, kinds[k].avx512};
+        const char *isas[2] = {"avx2", "avx512"};
+        for (int i = 0; i < 2; i++) {
 #if defined(__x86_64__)
-    if (quant_isa_supported("avx2")) {
-        repack_avx2_gemv_q4_0_q8_0(N, got, xr, NR, y);
-        assert_memory_equal(want, got, sizeof want);
-    }
-    if (quant_isa_supported("avx512")) {
-        repack_avx512_gemv_q4_0_q8_0(N, got, xr, NR, y);
-        assert_memory_equal(want, got, sizeof want);
-    }
+            if (!quant_isa_supported(isas[i])) continue;
+            fns[i](N, got, NR, xr, NR, y, by, ysum, NC);
+            for (int j = 0; j < NR * NC; j++)
+                if (got[j] != want[j]) fail_msg("%s %s [%d]: %g != %g", quant_traits(t)->name, isas[i], j, (double)got[j], (double)want[j]);
+#else
+            (void)fns;
+            (void)isas;
+            (void)got;
 #endif
-    free(x);
-    free(xr);
+        }
+        free(x);
+        free(y);
+        free(xr);
+        free(ysum);
+    }
 }
 
 static void test_repack_rejects_bad_shapes(void **state)
 {
     (void)state;
-    uint8_t src[18 * 8], dst[144];
-    memset(src, 0, sizeof src);
-    assert_int_equal(repack_q4_0_bytes(32, 8), 144);
-    assert_int_equal(repack_q4_0_bytes(64, 16), 4 * 144);
-    assert_int_equal(repack_q4_0_bytes(32, 7), 0);
-    assert_int_equal(repack_q4_0_bytes(31, 8), 0);
-    assert_int_equal(repack_q4_0_bytes(0, 8), 0);
-    assert_int_equal(repack_q4_0_bytes(32, 0), 0);
-    assert_int_equal(repack_q4_0_bytes(INT64_MAX - 31, INT64_MAX - 7), 0);
-    assert_int_equal(repack_q4_0(src, 18, 32, 7, dst), MESH_EINVAL);
-    assert_int_equal(repack_q4_0(src, 17, 32, 8, dst), MESH_EINVAL);
-    assert_int_equal(repack_q4_0(src, 18, 32, 8, dst), 0);
+    uint8_t src[34 * 16] = {0}, dst[34 * 16];
+    assert_int_equal(repack_q4_0_bytes(32, 16), 288);
+    assert_int_equal(repack_q4_0_bytes(64, 32), 4 * 288);
+    assert_int_equal(repack_q8_0_bytes(32, 16), 544);
+    assert_int_equal(repack_q4_0_bytes(32, 8), 0);
+    assert_int_equal(repack_q4_0_bytes(31, 16), 0);
+    assert_int_equal(repack_q4_0_bytes(0, 16), 0);
+    assert_int_equal(repack_q8_0_bytes(32, 0), 0);
+    assert_int_equal(repack_q4_0_bytes(INT64_MAX - 31, INT64_MAX - 15), 0);
+    assert_int_equal(repack_q8_0_bytes(INT64_MAX - 31, 16), 0);
+    assert_int_equal(repack_q4_0(src, 18, 32, 8, dst), MESH_EINVAL);
+    assert_int_equal(repack_q4_0(src, 17, 32, 16, dst), MESH_EINVAL);
+    assert_int_equal(repack_q4_0(src, 18, 32, 16, dst), 0);
+    assert_int_equal(repack_q8_0(src, 33, 32, 16, dst), MESH_EINVAL);
+    assert_int_equal(repack_q8_0(src, 34, 32, 16, dst), 0);
+    /* types without a packed kernel */
+    assert_null(repack_kind_get(QT_F32));
+    assert_null(repack_kind_get(QT_Q5_0));
 }
 
-enum { N_STEP = 6 };
+enum { N_STEP = 6, N_PROMPT = 7 };
 
-/* Logits of N_STEP tokens decoded one at a time (the n_tok == 1 path); sets *wq_repacked
- * and *head_repacked to whether the first layer's wq and the head were repacked, and
- * *n_vocab. */
-static float *decode_steps(const char *path, bool *wq_repacked, bool *head_repacked, int *n_vocab)
+/* Logits of an N_PROMPT-token prompt batch (every row) followed by N_STEP tokens decoded
+ * one at a time; *n_packed = how many matrices the model packed. */
+static float *run_model(const char *path, int *n_packed, int *n_vocab)
 {
     char err[512] = "";
     struct model *m = NULL;
     if (model_load(path, NULL, &m, err, sizeof err) < 0) fail_msg("model_load: %s", err);
-    *wq_repacked = m->layers[0].wq.repack != NULL;
-    *head_repacked = m->output.repack != NULL;
-    if (*head_repacked) assert_true(m->output.repack_rows == (m->output.ne1 & ~(int64_t)7));
+    *n_packed = m->output.pack_kind != NULL;
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        const struct model_layer *l = &m->layers[il];
+        const struct model_tensor *ts[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
+        for (int i = 0; i < 7; i++) {
+            if (!ts[i]->pack_kind) continue;
+            (*n_packed)++;
+            assert_true(ts[i]->pack_rows == (ts[i]->ne1 & ~(int64_t)(REPACK_GROUP - 1)));
+        }
+    }
     const struct model_hparams *hp = model_hparams(m);
     *n_vocab = hp->n_vocab;
     struct model_ctx_params p;
     model_ctx_params_default(&p);
-    p.n_ctx = 16;
-    p.n_batch = 1;
+    p.n_ctx = 32;
+    p.n_batch = N_PROMPT;
+    p.kv_type = MODEL_KV_F32; /* an F16 cache's roundings make random models chaotic */
     p.n_threads = 2;
     struct model_ctx *c = NULL;
     assert_int_equal(model_ctx_new(m, &p, &c, err, sizeof err), 0);
-    float *logits = malloc((size_t)N_STEP * hp->n_vocab * sizeof(float));
+    float *logits = malloc((size_t)(N_PROMPT + N_STEP) * hp->n_vocab * sizeof(float));
     assert_non_null(logits);
     uint64_t st = 3;
+    int32_t toks[N_PROMPT], pos[N_PROMPT];
+    bool want[N_PROMPT];
+    for (int i = 0; i < N_PROMPT; i++) {
+        toks[i] = i == 0 ? 1 : (int32_t)(test_rand_u64(&st) % 500) + 3;
+        pos[i] = i;
+        want[i] = true;
+    }
+    struct model_batch pb = {.n = N_PROMPT, .tokens = toks, .pos = pos, .want_logits = want};
+    assert_int_equal(model_decode(c, &pb, logits), 0);
     for (int i = 0; i < N_STEP; i++) {
-        int32_t tok = i == 0 ? 1 : (int32_t)(test_rand_u64(&st) % 500) + 3, pos = i;
-        bool want = true;
-        struct model_batch b = {.n = 1, .tokens = &tok, .pos = &pos, .want_logits = &want};
-        assert_int_equal(model_decode(c, &b, logits + (size_t)i * hp->n_vocab), 0);
+        int32_t tok = (int32_t)(test_rand_u64(&st) % 500) + 3, ps = N_PROMPT + i;
+        bool w = true;
+        struct model_batch b = {.n = 1, .tokens = &tok, .pos = &ps, .want_logits = &w};
+        assert_int_equal(model_decode(c, &b, logits + (size_t)(N_PROMPT + i) * hp->n_vocab), 0);
     }
     model_ctx_free(c);
     model_free(m);
     return logits;
 }
 
-static void test_repack_model_decode_matches_unpacked(void **state)
+static void model_packed_vs_unpacked(enum quantize_ftype ft, const char *name)
 {
-    (void)state;
     struct model_gen_opts o;
     memset(&o, 0, sizeof o);
     assert_int_equal(model_gen_shape_get("test-small", &o.shape), 0);
     o.shape.n_layer = 2;
-    o.shape.n_ff = 1536;
-    o.shape.n_vocab = 516; /* rows of a Q4_0 head, if one is repacked, end 4 past a group */
+    o.shape.n_vocab = 516; /* a packed head (Q8_0) ends 4 rows past a group */
     o.vocab_path = test_model_path("stories260K.gguf");
-    o.ftype = QUANTIZE_FT_Q4_0;
+    o.ftype = ft;
     o.seed = 77;
     o.n_threads = 2;
     char path[600], err[512] = "";
-    snprintf(path, sizeof path, "%s/repack-q4_0.gguf", test_tmp_dir());
+    snprintf(path, sizeof path, "%s/repack-%s.gguf", test_tmp_dir(), name);
     if (model_gen_write(&o, path, err, sizeof err) < 0) fail_msg("model_gen_write: %s", err);
 
-    bool wq_r, head_r, wq_u, head_u;
-    int nv, nv2;
+    int np_a, np_b, nv, nv2;
     unsetenv("MESHLLM_NO_REPACK");
-    float *a = decode_steps(path, &wq_r, &head_r, &nv);
-    assert_true(wq_r == repack_enabled());
+    float *a = run_model(path, &np_a, &nv);
+    bool can = repack_kind_get(ft == QUANTIZE_FT_Q4_0 ? QT_Q4_0 : QT_Q8_0) != NULL;
+    if (can) assert_true(np_a >= 14);
+    else assert_int_equal(np_a, 0);
     setenv("MESHLLM_NO_REPACK", "1", 1);
-    assert_false(repack_enabled());
-    float *b = decode_steps(path, &wq_u, &head_u, &nv2);
+    assert_null(repack_kind_get(QT_Q4_0));
+    float *b = run_model(path, &np_b, &nv2);
     unsetenv("MESHLLM_NO_REPACK");
-    assert_false(wq_u);
-    assert_false(head_u);
+    assert_int_equal(np_b, 0);
     assert_int_equal(nv, nv2);
-    print_message("  repacked: wq %d, head %d (n_vocab %d)\n", wq_r, head_r, nv);
-    for (int i = 0; i < N_STEP; i++) {
+    print_message("  %s: %d matrices packed (n_vocab %d)\n", name, np_a, nv);
+    /* Packed and unpacked kernels sum in different orders (1e-7 relative), but random
+     * weights give flat, chaotic logits: now and then a rounding of an activation
+     * quantized to Q8_0 flips and moves one row's logits by ~1% (the unpacked paths of
+     * two ISAs differ the same way). So: nearly every row equal to float order, none
+     * far off; a wrong kernel moves every row by O(1). */
+    int n_close = 0;
+    for (int i = 0; i < N_PROMPT + N_STEP; i++) {
         const float *x = a + (size_t)i * nv, *y = b + (size_t)i * nv;
         double e2 = 0, n2 = 0;
-        int ax = 0, ay = 0;
         for (int v = 0; v < nv; v++) {
             e2 += (double)(x[v] - y[v]) * (x[v] - y[v]);
             n2 += (double)y[v] * y[v];
-            if (x[v] > x[ax]) ax = v;
-            if (y[v] > y[ay]) ay = v;
         }
-        if (sqrt(e2) > 1e-3 * sqrt(n2)) fail_msg("step %d: logits differ by %g of %g", i, sqrt(e2), sqrt(n2));
-        assert_int_equal(ax, ay);
+        double rel = sqrt(e2) / sqrt(n2);
+        if (rel > 5e-2) fail_msg("%s row %d: logits differ by %g of %g", name, i, sqrt(e2), sqrt(n2));
+        n_close += rel < 1e-5;
     }
+    if (n_close < N_PROMPT + N_STEP - 2)
+        fail_msg("%s: only %d of %d rows agree to float rounding", name, n_close, N_PROMPT + N_STEP);
     free(a);
     free(b);
     remove(path);
+}
+
+static void test_repack_model_q4_0_matches_unpacked(void **state)
+{
+    (void)state;
+    model_packed_vs_unpacked(QUANTIZE_FT_Q4_0, "q4_0");
+}
+
+static void test_repack_model_q8_0_matches_unpacked(void **state)
+{
+    (void)state;
+    model_packed_vs_unpacked(QUANTIZE_FT_Q8_0, "q8_0");
 }
 
 int main(void)
@@ -293,10 +375,11 @@ int main(void)
     quant_init();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_repack_reference_equals_quant_vec_dot),
-        cmocka_unit_test(test_repack_kernels_match_scalar_on_every_path),
+        cmocka_unit_test(test_repack_kernels_match_reference_on_every_path),
         cmocka_unit_test(test_repack_extremes_exact),
         cmocka_unit_test(test_repack_rejects_bad_shapes),
-        cmocka_unit_test(test_repack_model_decode_matches_unpacked),
+        cmocka_unit_test(test_repack_model_q4_0_matches_unpacked),
+        cmocka_unit_test(test_repack_model_q8_0_matches_unpacked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
