@@ -10,6 +10,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/pool.h"
 #include "engine/gguf.h"
 #include "engine/model_internal.h"
 #include "engine/repack.h"
@@ -17,6 +18,7 @@
 #include "engine/tok.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -308,22 +310,73 @@ static size_t packed_bytes(const struct model_tensor *t, const struct repack_kin
     return (b + tail + 63) & ~(size_t)63;
 }
 
+/* Packing of the tensors ts[i] with off[i] != SIZE_MAX, claimed one by one by the
+ * threads of a pool. */
+struct pack_job {
+    struct model_tensor **ts;
+    const size_t *off;
+    uint8_t *buf;
+    int n;
+    size_t page;
+    atomic_int next;
+};
+
+static void pack_worker(void *arg, int ith, int nth)
+{
+    (void)ith;
+    (void)nth;
+    struct pack_job *j = arg;
+    int i;
+    while ((i = atomic_fetch_add(&j->next, 1)) < j->n) {
+        struct model_tensor *t = j->ts[i];
+        if (j->off[i] == SIZE_MAX) continue;
+        const struct repack_kind *k = repack_kind_get((enum qtype)t->type);
+        int64_t rows = t->ne1 & ~(int64_t)(REPACK_GROUP - 1);
+        uint8_t *dst = j->buf + j->off[i];
+        if (k->pack(t->data, t->row_bytes, t->ne0, rows, dst) < 0) continue;
+        uint8_t *tail = dst + k->bytes(t->ne0, rows);
+        memcpy(tail, (const uint8_t *)t->data + (size_t)rows * t->row_bytes,
+               (size_t)(t->ne1 - rows) * t->row_bytes);
+        t->pack_kind = k;
+        t->pack = dst;
+        t->pack_rows = rows;
+        t->pack_tail = tail;
+        /* Drop the whole pages of the original rows from this process (the file stays
+         * in the page cache for the kernel to keep or reclaim). A tied token embedding
+         * faults back only the rows it looks up. */
+        uintptr_t lo = ((uintptr_t)t->data + j->page - 1) & ~(uintptr_t)(j->page - 1);
+        uintptr_t hi = ((uintptr_t)t->data + (size_t)t->ne1 * t->row_bytes) & ~(uintptr_t)(j->page - 1);
+        if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    }
+}
+
 /* Rewrites every matrix a packed kernel exists for (engine/repack.h) into one anonymous
  * mapping (huge pages asked for, best effort), points the tensor at its copy and drops
  * the mapped original pages it came from, one tensor at a time: resident memory stays
  * about the file's size, never twice it. The forward pass then reads only the copies.
- * Failure to map only logs: the rows are then multiplied in place. */
+ * All cores pack, a tensor each. Failure to map only logs: the rows are then
+ * multiplied in place. */
 static int repack_weights(struct model *m)
 {
-    int cap = 1 + 7 * m->hp.n_layer;
+    int cap = 1 + 7 * m->hp.n_layer, rc = 0;
     struct model_tensor **ts = calloc((size_t)cap, sizeof *ts);
-    if (!ts) return MESH_ENOMEM;
+    size_t *off = calloc((size_t)cap, sizeof *off);
+    struct pool *pool = NULL;
+    if (!ts || !off) {
+        rc = MESH_ENOMEM;
+        goto done;
+    }
     int nt = matmul_tensors(m, ts, cap);
     size_t total = 0;
     for (int i = 0; i < nt; i++) {
+        off[i] = SIZE_MAX;
         const struct repack_kind *k = ts[i]->data ? repack_kind_get((enum qtype)ts[i]->type) : NULL;
         size_t b = k ? packed_bytes(ts[i], k) : 0;
+        for (int e = 0; e < i && b; e++)
+            if (ts[e]->data == ts[i]->data) b = 0; /* the same matrix twice */
+        if (b == 0) continue;
         if (total > SIZE_MAX - b) goto done;
+        off[i] = total;
         total += b;
     }
     if (total == 0) goto done;
@@ -337,35 +390,18 @@ static int repack_weights(struct model *m)
 #endif
     m->repack_buf = buf;
     m->repack_bytes = total;
-    size_t at = 0, page = (size_t)sysconf(_SC_PAGESIZE);
-    for (int i = 0; i < nt; i++) {
-        struct model_tensor *t = ts[i];
-        const struct repack_kind *k = t->data ? repack_kind_get((enum qtype)t->type) : NULL;
-        size_t b = k ? packed_bytes(t, k) : 0;
-        if (b == 0 || t->pack_kind) continue;
-        int64_t rows = t->ne1 & ~(int64_t)(REPACK_GROUP - 1);
-        uint8_t *dst = (uint8_t *)buf + at;
-        if (k->pack(t->data, t->row_bytes, t->ne0, rows, dst) < 0) continue;
-        uint8_t *tail = dst + k->bytes(t->ne0, rows);
-        memcpy(tail, (const uint8_t *)t->data + (size_t)rows * t->row_bytes,
-               (size_t)(t->ne1 - rows) * t->row_bytes);
-        t->pack_kind = k;
-        t->pack = dst;
-        t->pack_rows = rows;
-        t->pack_tail = tail;
-        at += b;
-        /* Drop the whole pages of the original rows from this process (the file stays
-         * in the page cache for the kernel to keep or reclaim). A tied token embedding
-         * faults back only the rows it looks up. */
-        uintptr_t lo = ((uintptr_t)t->data + page - 1) & ~(uintptr_t)(page - 1);
-        uintptr_t hi = ((uintptr_t)t->data + (size_t)t->ne1 * t->row_bytes) & ~(uintptr_t)(page - 1);
-        if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
-    }
+    struct pack_job pj = {.ts = ts, .off = off, .buf = buf, .n = nt,
+                          .page = (size_t)sysconf(_SC_PAGESIZE)};
+    atomic_init(&pj.next, 0);
+    if (pool_new(0, &pool) == 0) pool_run(pool, pack_worker, &pj);
+    else pack_worker(&pj, 0, 1);
     (void)mprotect(buf, total, PROT_READ);
-    log_debug("model: packed %zu bytes of weights into %d-row groups", at, (int)REPACK_GROUP);
+    log_debug("model: packed %zu bytes of weights into %d-row groups", total, (int)REPACK_GROUP);
 done:
+    pool_free(pool);
+    free(off);
     free(ts);
-    return 0;
+    return rc;
 }
 
 /* --mlock: locks the packed copies and every tensor that was not packed (locking the

@@ -263,6 +263,7 @@ struct mm_part {
     float *out;
     int out_stride;          /* floats between output rows */
     int n_chunks;
+    int chunk_rows;          /* rows per chunk: a multiple of MM_CHUNK */
 };
 
 struct mm_job {
@@ -324,7 +325,7 @@ static void mm_worker(void *arg, int ith, int nth)
         int pi = 0;
         while (u >= j->part[pi].n_chunks) u -= j->part[pi++].n_chunks;
         const struct mm_part *pt = &j->part[pi];
-        int64_t r0 = (int64_t)u * MM_CHUNK, r1 = r0 + MM_CHUNK;
+        int64_t r0 = (int64_t)u * pt->chunk_rows, r1 = r0 + pt->chunk_rows;
         if (r1 > pt->w->ne1) r1 = pt->w->ne1;
         mm_chunk(pt, j->n_tok, r0, r1);
         if (!j->swiglu) continue;
@@ -376,7 +377,16 @@ static void matmul_n(struct model_ctx *c, int n, const struct model_tensor *cons
         pt->tr = quant_traits(w[i]->type);
         pt->out = out[i];
         pt->out_stride = out_stride[i];
-        pt->n_chunks = (int)((w[i]->ne1 + MM_CHUNK - 1) / MM_CHUNK);
+        /* Few tokens: the product streams the weights from memory, and a thread's
+         * stream should run long (the prefetchers restart at every jump): about 4
+         * chunks per thread, still claimed dynamically. Prompt batches: MM_CHUNK. */
+        int64_t rows = MM_CHUNK;
+        if (n_tok <= 8) {
+            int64_t want = (w[i]->ne1 + 4 * c->n_threads - 1) / (4 * c->n_threads);
+            rows = (want + MM_CHUNK - 1) / MM_CHUNK * MM_CHUNK;
+        }
+        pt->chunk_rows = (int)rows;
+        pt->n_chunks = (int)((w[i]->ne1 + rows - 1) / rows);
         if (!swiglu || i == 0) mj.n_units += pt->n_chunks;
         int vt = pt->tr->vec_dot_type;
         if (vt == QT_F32) {
