@@ -35,7 +35,8 @@ static void bench_usage(FILE *f)
                "  -t N          threads (default: all cores)\n"
                "  -r N          repetitions (default 5)\n"
                "  -b LIST       batched decode: sequences per step, e.g. 1,4,8 (default 1)\n"
-               "  --kv-type f16|f32  KV cache precision (default f16)\n");
+               "  --kv-type f16|f32  KV cache precision (default f16)\n"
+               "  --profile     also print where the time goes, step by step (ms per token)\n");
 }
 
 static int parse_list(const char *s, int *out, int cap)
@@ -82,11 +83,19 @@ int cmd_bench(int argc, char **argv)
     const char *path = NULL;
     int n_prompt = 64, n_gen = 32, n_threads = 0, reps = 5, batches[16] = {1}, n_batches = 1;
     enum model_kv_type kv = MODEL_KV_F16;
+    bool profile = false;
+    double prof[8][MODEL_PROF_COUNT];
+    char prof_name[8][32];
+    int n_prof = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             bench_usage(stdout);
             return 0;
+        }
+        if (!strcmp(a, "--profile")) {
+            profile = true;
+            continue;
         }
         if (a[0] != '-') {
             if (path) {
@@ -168,17 +177,42 @@ int cmd_bench(int argc, char **argv)
             goto free_bufs;
         }
         double mean = 0, var = 0;
+        model_ctx_profile_enable(c, profile && n_prof < 8);
+        model_ctx_profile_reset(c);
         for (int r = 0; r < reps; r++) {
             double s = bench_once(c, hp->n_vocab, tp, tg, par, logits, toks, pos, seq, &rng);
             ts[r] = (double)(test == 0 ? tp : tg * par) / s;
             mean += ts[r];
         }
         mean /= reps;
+        if (profile && n_prof < 8) {
+            /* per token of the test: prompt tokens, or generated tokens x sequences */
+            double per = (double)reps * (test == 0 ? tp : tg * par);
+            model_ctx_profile_get(c, prof[n_prof]);
+            for (int k = 0; k < MODEL_PROF_COUNT; k++) prof[n_prof][k] /= per;
+            snprintf(prof_name[n_prof++], sizeof prof_name[0], "%s", name);
+            model_ctx_profile_enable(c, false);
+        }
         for (int r = 0; r < reps; r++) var += (ts[r] - mean) * (ts[r] - mean);
         double sd = reps > 1 ? sqrt(var / (reps - 1)) : 0.0;
         printf("| %s %s | %.2f MiB | %s | %d | %s | %.2f ± %.2f |\n", hp->arch_name, type_name,
                size_mib, quant_isa_name(), model_ctx_n_threads(c), name, mean, sd);
         fflush(stdout);
+    }
+    if (n_prof > 0) {
+        printf("\nms per token by step (wall time on the calling thread, between barriers):\n\n| test |");
+        for (int k = 0; k < MODEL_PROF_COUNT; k++) printf(" %s |", model_prof_step_name(k));
+        printf(" total |\n|---|");
+        for (int k = 0; k <= MODEL_PROF_COUNT; k++) printf("---:|");
+        printf("\n");
+        for (int i = 0; i < n_prof; i++) {
+            double tot = 0;
+            for (int k = 0; k < MODEL_PROF_COUNT; k++) tot += prof[i][k];
+            printf("| %s |", prof_name[i]);
+            for (int k = 0; k < MODEL_PROF_COUNT; k++)
+                printf(" %.3f (%.0f%%) |", prof[i][k], tot > 0 ? 100.0 * prof[i][k] / tot : 0.0);
+            printf(" %.3f |\n", tot);
+        }
     }
     status = 0;
 free_bufs:

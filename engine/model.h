@@ -92,6 +92,27 @@ int model_ctx_n_batch(const struct model_ctx *c);
 int model_ctx_n_threads(const struct model_ctx *c);
 const struct model *model_ctx_model(const struct model_ctx *c);
 
+/* Where a context's forward passes spend their wall time, step by step (the caller's
+ * thread times each step between pool barriers; `meshllm bench --profile` prints it).
+ * Off by default: then no clock is read. */
+enum model_prof_step {
+    MODEL_PROF_EMBED,    /* token embedding rows */
+    MODEL_PROF_NORM,     /* RMSNorms (attention and FFN) */
+    MODEL_PROF_QKV,      /* Q, K, V projections (one job), biases */
+    MODEL_PROF_ROPE_KV,  /* RoPE and the KV cache writes */
+    MODEL_PROF_ATTN,     /* attention over the cache */
+    MODEL_PROF_WO,       /* output projection and residual */
+    MODEL_PROF_FFN_UP,   /* gate and up projections with SwiGLU (one job) */
+    MODEL_PROF_FFN_DOWN, /* down projection and residual */
+    MODEL_PROF_HEAD,     /* final RMSNorm and the output head */
+    MODEL_PROF_COUNT
+};
+void model_ctx_profile_enable(struct model_ctx *c, bool on);
+/* ms[step] = milliseconds spent since enabling or the last reset. */
+void model_ctx_profile_get(const struct model_ctx *c, double ms[MODEL_PROF_COUNT]);
+void model_ctx_profile_reset(struct model_ctx *c);
+const char *model_prof_step_name(int step);
+
 /* A batch: n tokens, each with its sequence and position. Positions of one sequence must
  * continue its cache (pos == number of positions already cached, increasing). */
 struct model_batch {

@@ -25,6 +25,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct model_ctx {
     const struct model *m;
@@ -59,7 +60,45 @@ struct model_ctx {
     float *att_scores;       /* [n_threads][n_ctx] */
     float *att_vrow;         /* [n_threads][head_dim] */
     uint16_t *att_q16;       /* [n_threads][head_dim] */
+    bool profile;            /* time the steps into prof_ms */
+    double prof_ms[MODEL_PROF_COUNT];
+    struct timespec prof_t;  /* end of the last timed step */
 };
+
+void model_ctx_profile_enable(struct model_ctx *c, bool on)
+{
+    c->profile = on;
+    clock_gettime(CLOCK_MONOTONIC, &c->prof_t);
+}
+
+void model_ctx_profile_get(const struct model_ctx *c, double ms[MODEL_PROF_COUNT])
+{
+    memcpy(ms, c->prof_ms, sizeof c->prof_ms);
+}
+
+void model_ctx_profile_reset(struct model_ctx *c)
+{
+    memset(c->prof_ms, 0, sizeof c->prof_ms);
+    clock_gettime(CLOCK_MONOTONIC, &c->prof_t);
+}
+
+const char *model_prof_step_name(int step)
+{
+    static const char *const names[MODEL_PROF_COUNT] = {
+        "embed", "norm", "qkv", "rope+kv", "attn", "wo", "ffn_up", "ffn_down", "head"};
+    return step >= 0 && step < MODEL_PROF_COUNT ? names[step] : "?";
+}
+
+/* Charges the time since the last mark to `step`. */
+static inline void prof_mark(struct model_ctx *c, enum model_prof_step step)
+{
+    if (!c->profile) return;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    c->prof_ms[step] += (double)(now.tv_sec - c->prof_t.tv_sec) * 1e3 +
+                        (double)(now.tv_nsec - c->prof_t.tv_nsec) * 1e-6;
+    c->prof_t = now;
+}
 
 void model_ctx_params_default(struct model_ctx_params *p)
 {
@@ -579,12 +618,14 @@ int model_layers(struct model_ctx *c, const struct model_batch *b, float *x)
     int n = b->n, E = hp->n_embd, F = hp->n_ff;
     int wide = E > c->q_dim ? E : c->q_dim;
 
+    prof_mark(c, MODEL_PROF_EMBED); /* whatever came before: the caller's embedding */
     for (int il = c->layer_begin; il < c->layer_end; il++) {
         const struct model_layer *l = &c->m->layers[il];
 
         /* attention: xb = rmsnorm(x) */
         for (int t = 0; t < n; t++)
             rmsnorm(c->xb + (size_t)t * wide, x + (size_t)t * E, l->attn_norm.data, E, hp->rms_eps);
+        prof_mark(c, MODEL_PROF_NORM);
         /* q[n][q_dim], k[n][kv_dim], v[n][kv_dim] = xb * Wq, Wk, Wv (+ biases) */
         {
             const struct model_tensor *w3[3] = {&l->wq, &l->wk, &l->wv};
@@ -602,6 +643,7 @@ int model_layers(struct model_ctx *c, const struct model_batch *b, float *x)
                 }
             }
         }
+        prof_mark(c, MODEL_PROF_QKV);
         /* RoPE on q and k, then append k, v to the cache at (seq, pos) */
         for (int t = 0; t < n; t++) {
             int seq = b->seq ? b->seq[t] : 0;
@@ -616,17 +658,21 @@ int model_layers(struct model_ctx *c, const struct model_batch *b, float *x)
                 memcpy((float *)c->v_cache + at, c->v + (size_t)t * c->kv_dim, (size_t)c->kv_dim * 4);
             }
         }
+        prof_mark(c, MODEL_PROF_ROPE_KV);
         /* att_out[n][q_dim] = softmax(q k^T / sqrt(hd), causal) v */
         struct attn_job aj = {.c = c, .il = il, .b = b};
         pool_run(c->pool, attn_worker, &aj);
+        prof_mark(c, MODEL_PROF_ATTN);
         /* x += att_out * Wo */
         matmul(c, &l->wo, c->att_out, c->q_dim, n, c->xb, wide);
         for (int t = 0; t < n; t++)
             for (int i = 0; i < E; i++) x[(size_t)t * E + i] += c->xb[(size_t)t * wide + i];
 
+        prof_mark(c, MODEL_PROF_WO);
         /* feed-forward: x += W_down (silu(xb W_gate) * (xb W_up)), xb = rmsnorm(x) */
         for (int t = 0; t < n; t++)
             rmsnorm(c->xb + (size_t)t * wide, x + (size_t)t * E, l->ffn_norm.data, E, hp->rms_eps);
+        prof_mark(c, MODEL_PROF_NORM);
         {
             /* hb = silu(xb W_gate) * (xb W_up), fused per row chunk */
             const struct model_tensor *w2[2] = {&l->w_gate, &l->w_up};
@@ -634,9 +680,11 @@ int model_layers(struct model_ctx *c, const struct model_batch *b, float *x)
             int s2[2] = {F, F};
             matmul_n(c, 2, w2, o2, s2, c->xb, wide, n, true);
         }
+        prof_mark(c, MODEL_PROF_FFN_UP);
         matmul(c, &l->w_down, c->hb, F, n, c->xb, wide);
         for (int t = 0; t < n; t++)
             for (int i = 0; i < E; i++) x[(size_t)t * E + i] += c->xb[(size_t)t * wide + i];
+        prof_mark(c, MODEL_PROF_FFN_DOWN);
     }
     memcpy(c->seq_len, c->seq_next, (size_t)c->n_seq * sizeof(int));
     return 0;
@@ -650,6 +698,7 @@ int model_head(struct model_ctx *c, const float *x, int n, float *logits)
     for (int t = 0; t < n; t++)
         rmsnorm(c->x_head + (size_t)t * E, x + (size_t)t * E, m->output_norm.data, E, m->hp.rms_eps);
     matmul(c, &m->output, c->x_head, E, n, logits, m->hp.n_vocab);
+    prof_mark(c, MODEL_PROF_HEAD);
     return 0;
 }
 

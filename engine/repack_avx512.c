@@ -84,10 +84,80 @@ q8_0_tile(int nb, float *s, size_t lds, const struct repack_q8_0x16 *rec, const 
     for (int c = 0; c < ct; c++) _mm512_storeu_ps(s + (size_t)c * lds, acc[c]);
 }
 
+/* Decode (one activation row): two groups at once, so each record's dot chains are
+ * four independent ones and the activation broadcasts, offset and scale are shared by
+ * 32 rows. With one group the chains of a record are too long for the out-of-order
+ * window to overlap records. */
+static void q4_0_pair(int nb, float *s, const struct repack_q4_0x16 *ra,
+                      const struct repack_q4_0x16 *rb, const struct block_q8_0 *yb,
+                      const int32_t *ysum)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512 acc_a = _mm512_setzero_ps(), acc_b = _mm512_setzero_ps();
+    for (int ib = 0; ib < nb; ib++, ra++, rb++, yb++) {
+        __m512i ya[8];
+        for (int k = 0; k < 8; k++) ya[k] = bcast32(yb->qs + 4 * k);
+        const __m512i off = _mm512_set1_epi32(-8 * ysum[ib]);
+        const __m512 dy = _mm512_set1_ps(_cvtsh_ss(yb->d));
+        __m512i pa0 = off, pa1 = _mm512_setzero_si512(), pb0 = off, pb1 = _mm512_setzero_si512();
+        for (int k = 0; k < 4; k += 2) {
+            const __m512i qa0 = _mm512_loadu_si512((const void *)ra->qs[k]);
+            const __m512i qa1 = _mm512_loadu_si512((const void *)ra->qs[k + 1]);
+            const __m512i qb0 = _mm512_loadu_si512((const void *)rb->qs[k]);
+            const __m512i qb1 = _mm512_loadu_si512((const void *)rb->qs[k + 1]);
+            pa0 = _mm512_dpbusd_epi32(pa0, _mm512_and_si512(qa0, m4), ya[k]);
+            pa1 = _mm512_dpbusd_epi32(pa1, _mm512_and_si512(qa1, m4), ya[k + 1]);
+            pb0 = _mm512_dpbusd_epi32(pb0, _mm512_and_si512(qb0, m4), ya[k]);
+            pb1 = _mm512_dpbusd_epi32(pb1, _mm512_and_si512(qb1, m4), ya[k + 1]);
+            pa0 = _mm512_dpbusd_epi32(pa0, _mm512_and_si512(_mm512_srli_epi16(qa0, 4), m4), ya[4 + k]);
+            pa1 = _mm512_dpbusd_epi32(pa1, _mm512_and_si512(_mm512_srli_epi16(qa1, 4), m4), ya[5 + k]);
+            pb0 = _mm512_dpbusd_epi32(pb0, _mm512_and_si512(_mm512_srli_epi16(qb0, 4), m4), ya[4 + k]);
+            pb1 = _mm512_dpbusd_epi32(pb1, _mm512_and_si512(_mm512_srli_epi16(qb1, 4), m4), ya[5 + k]);
+        }
+        const __m512 da = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)ra->d)), dy);
+        const __m512 db = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)rb->d)), dy);
+        acc_a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(pa0, pa1)), da, acc_a);
+        acc_b = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(pb0, pb1)), db, acc_b);
+    }
+    _mm512_storeu_ps(s, acc_a);
+    _mm512_storeu_ps(s + REPACK_GROUP, acc_b);
+}
+
+static void q8_0_pair(int nb, float *s, const struct repack_q8_0x16 *ra,
+                      const struct repack_q8_0x16 *rb, const struct block_q8_0 *yb,
+                      const int32_t *ysum)
+{
+    __m512 acc_a = _mm512_setzero_ps(), acc_b = _mm512_setzero_ps();
+    for (int ib = 0; ib < nb; ib++, ra++, rb++, yb++) {
+        const __m512i off = _mm512_set1_epi32(-128 * ysum[ib]);
+        const __m512 dy = _mm512_set1_ps(_cvtsh_ss(yb->d));
+        __m512i pa0 = off, pa1 = _mm512_setzero_si512(), pb0 = off, pb1 = _mm512_setzero_si512();
+        for (int k = 0; k < 8; k += 2) {
+            const __m512i y0 = bcast32(yb->qs + 4 * k), y1 = bcast32(yb->qs + 4 * k + 4);
+            pa0 = _mm512_dpbusd_epi32(pa0, _mm512_loadu_si512((const void *)ra->qs[k]), y0);
+            pa1 = _mm512_dpbusd_epi32(pa1, _mm512_loadu_si512((const void *)ra->qs[k + 1]), y1);
+            pb0 = _mm512_dpbusd_epi32(pb0, _mm512_loadu_si512((const void *)rb->qs[k]), y0);
+            pb1 = _mm512_dpbusd_epi32(pb1, _mm512_loadu_si512((const void *)rb->qs[k + 1]), y1);
+        }
+        const __m512 da = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)ra->d)), dy);
+        const __m512 db = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)rb->d)), dy);
+        acc_a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(pa0, pa1)), da, acc_a);
+        acc_b = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(pb0, pb1)), db, acc_b);
+    }
+    _mm512_storeu_ps(s, acc_a);
+    _mm512_storeu_ps(s + REPACK_GROUP, acc_b);
+}
+
 /* One group against columns c0.. in tiles of TILE; the switch hands each tile width to
  * the inlined body as a constant so acc[] and the column loop live in registers. */
-#define REPACK_TILES(body, rec_t)                                                               \
-    for (int g = 0; g < nr / REPACK_GROUP; g++) {                                           \
+#define REPACK_TILES(body, pair, rec_t)                                                         \
+    int g0 = 0;                                                                              \
+    if (nc == 1)                                                                             \
+        for (; g0 + 2 <= nr / REPACK_GROUP; g0 += 2) {                                      \
+            const rec_t *ra = (const rec_t *)x + (size_t)g0 * (size_t)nb;                   \
+            pair(nb, s + (size_t)g0 * REPACK_GROUP, ra, ra + nb, y, ysum);                  \
+        }                                                                                    \
+    for (int g = g0; g < nr / REPACK_GROUP; g++) {                                           \
         const rec_t *rec = (const rec_t *)x + (size_t)g * (size_t)nb;                      \
         for (int c0 = 0; c0 < nc; c0 += TILE) {                                              \
             float *so = s + (size_t)c0 * lds + (size_t)g * REPACK_GROUP;                      \
@@ -110,12 +180,12 @@ void repack_avx512_gemm_q4_0_q8_0(int n, float *s, size_t lds, const void *x, in
                                   const void *y, size_t by, const int32_t *ysum, int nc)
 {
     const int nb = n / QK8_0;
-    REPACK_TILES(q4_0_tile, struct repack_q4_0x16)
+    REPACK_TILES(q4_0_tile, q4_0_pair, struct repack_q4_0x16)
 }
 
 void repack_avx512_gemm_q8_0_q8_0(int n, float *s, size_t lds, const void *x, int nr,
                                   const void *y, size_t by, const int32_t *ysum, int nc)
 {
     const int nb = n / QK8_0;
-    REPACK_TILES(q8_0_tile, struct repack_q8_0x16)
+    REPACK_TILES(q8_0_tile, q8_0_pair, struct repack_q8_0x16)
 }

@@ -59,6 +59,15 @@ for cmd in run chat bench; do
     [ $rc = 0 ] && grep -q "usage: meshllm $cmd" "$tmp/h"; check "$cmd --help" $?
 done
 "$bin" run >/dev/null 2>&1; [ $? = 2 ]; check "run without a model exits 2" $?
+# bench: the llama-bench-like table, and with --profile the time per step, whose shares
+# add up to the whole
+"$bin" bench "$m" -p 16 -n 8 -t 2 -r 2 -b 1,2 --profile >"$tmp/bench" 2>"$tmp/err"; rc=$?
+[ $rc = 0 ] && grep -q "| pp16 |" "$tmp/bench" && grep -q "| tg8 |" "$tmp/bench" && grep -q "| tg8x2 |" "$tmp/bench"
+check "bench table" $?
+awk -F'|' '/^\| (pp16|tg8|tg8x2) \| [0-9]/ { n++; s = 0
+    for (i = 3; i < NF - 1; i++) { split($i, a, "[(%]"); s += a[2] }
+    if (s < 95 || s > 105) bad = 1 } END { exit !(n == 3 && !bad) }' "$tmp/bench"
+check "bench --profile: three rows of step times summing to 100%" $?
 "$bin" frobnicate >/dev/null 2>&1; [ $? = 2 ]; check "unknown command exits 2" $?
 "$bin" run "$m" x --top-k banana >/dev/null 2>&1; [ $? = 2 ]; check "bad number exits 2" $?
 "$bin" run /nonexistent/model.gguf "x" >"$tmp/out" 2>"$tmp/err"; rc=$?
