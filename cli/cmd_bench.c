@@ -30,6 +30,7 @@ static void bench_usage(FILE *f)
 {
     fprintf(f, "usage: meshllm bench MODEL.gguf [options]\n\n"
                "Measures prompt processing and generation speed (tokens/s).\n\n"
+               "  -m PATH       the model (or give it as the first argument)\n"
                "  -p N          prompt tokens for the pp test (default 64; 0 = skip)\n"
                "  -n N          generated tokens for the tg tests (default 32; 0 = skip)\n"
                "  -t N          threads (default: all cores)\n"
@@ -113,7 +114,8 @@ int cmd_bench(int argc, char **argv)
         char *end = NULL;
         long x = strtol(v, &end, 10);
         bool num_ok = end != v && !*end;
-        if (!strcmp(a, "-p") && num_ok && x >= 0 && x <= 4096) n_prompt = (int)x;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) path = v;
+        else if (!strcmp(a, "-p") && num_ok && x >= 0 && x <= 4096) n_prompt = (int)x;
         else if (!strcmp(a, "-n") && num_ok && x >= 0 && x <= 4096) n_gen = (int)x;
         else if (!strcmp(a, "-t") && num_ok && x >= 0 && x <= 1024) n_threads = (int)x;
         else if (!strcmp(a, "-r") && num_ok && x >= 1 && x <= 1000) reps = (int)x;

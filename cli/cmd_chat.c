@@ -54,6 +54,7 @@ static void chat_usage(FILE *f)
                "Chat with the model in the terminal, using its chat template.\n"
                "Type a message and press Enter; end a line with \\ to continue it.\n"
                "/clear forgets the conversation; /exit or Ctrl-D quits.\n\n"
+               "  -m, --model PATH       the model (or give it as the first argument)\n"
                "      --system TEXT      system prompt\n"
                "      --chat-template NAME  override the detected template:\n"
                "                        ");
@@ -254,6 +255,8 @@ int cmd_chat(int argc, char **argv)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             chat_usage(stdout);
             return 0;
+        } else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && i + 1 < argc) {
+            model_path = argv[++i];
         } else if ((!strcmp(a, "--system") || !strcmp(a, "--chat-template")) && i + 1 < argc) {
             if (a[2] == 's') system = argv[++i];
             else tmpl_name = argv[++i];

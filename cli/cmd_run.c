@@ -24,6 +24,7 @@ static void run_usage(FILE *f)
 {
     fprintf(f, "usage: meshllm run MODEL.gguf [PROMPT] [options]\n\n"
                "Generates a continuation of PROMPT and streams it to stdout.\n\n"
+               "  -m, --model PATH       the model (or give it as the first argument)\n"
                "  -p, --prompt TEXT      the prompt (or give it as the second argument)\n"
                "  -f, --file PATH        read the prompt from a file ('-' = stdin)\n"
                "      --ids              print generated token ids instead of text\n");
@@ -95,6 +96,8 @@ int cmd_run(int argc, char **argv)
             else prompt_file = argv[++i];
         } else if (!strcmp(a, "--ids")) {
             print_ids = true;
+        } else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && i + 1 < argc) {
+            model_path = argv[++i]; /* llama.cpp's spelling; then the first argument is the prompt */
         } else if (a[0] == '-' && a[1]) {
             cli_fail("run: unknown option '%s' (see 'meshllm run --help')", a);
             return 2;

@@ -59,6 +59,9 @@ for cmd in run chat bench; do
     [ $rc = 0 ] && grep -q "usage: meshllm $cmd" "$tmp/h"; check "$cmd --help" $?
 done
 "$bin" run >/dev/null 2>&1; [ $? = 2 ]; check "run without a model exits 2" $?
+# llama.cpp's -m spelling
+a=$("$bin" run -m "$m" "Once upon a time" -n 60 --temp 0 2>/dev/null)
+[ "$a" = "$want" ]; check "run -m MODEL PROMPT" $?
 # bench: the llama-bench-like table, and with --profile the time per step, whose shares
 # add up to the whole
 "$bin" bench "$m" -p 16 -n 8 -t 2 -r 2 -b 1,2 --profile >"$tmp/bench" 2>"$tmp/err"; rc=$?

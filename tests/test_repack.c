@@ -35,11 +35,17 @@ struct kind_fns {
     repack_gemm_fn ref, avx2, avx512;
 };
 
+#if defined(__x86_64__)
+#define X86(f) f
+#else
+#define X86(f) NULL /* the SIMD kernels are x86-only; the references run everywhere */
+#endif
+
 static const struct kind_fns kinds[] = {
     {QT_Q4_0, repack_q4_0_bytes, repack_q4_0, repack_ref_gemm_q4_0_q8_0,
-     repack_avx2_gemm_q4_0_q8_0, repack_avx512_gemm_q4_0_q8_0},
+     X86(repack_avx2_gemm_q4_0_q8_0), X86(repack_avx512_gemm_q4_0_q8_0)},
     {QT_Q8_0, repack_q8_0_bytes, repack_q8_0, repack_ref_gemm_q8_0_q8_0,
-     repack_avx2_gemm_q8_0_q8_0, repack_avx512_gemm_q8_0_q8_0},
+     X86(repack_avx2_gemm_q8_0_q8_0), X86(repack_avx512_gemm_q8_0_q8_0)},
 };
 
 /* nr random weight rows and nc Q8_0 activation rows of n elements; want[c][r] from
