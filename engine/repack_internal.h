@@ -31,19 +31,26 @@ struct repack_q4_kx16 {
 };
 _Static_assert(sizeof(struct repack_q4_kx16) == 2368, "repack_q4_kx16 is 2368 bytes");
 
+/* A quarter of a Q6_K record: half h (elements 128h..128h+127), slices t = 4tq + i
+ * (i = 0..3) of its two 64-element chunks, in the order the kernels read them:
+ *   qh[i][r][b]    bits 2s..2s+1 = high 2 bits of u of element 128h + 32s + 4t + b;
+ *   ql[p][i][r][b] lo nibble = low 4 bits of u of element 128h + 64p + 4t + b, hi
+ *                  nibble = of element 128h + 64p + 32 + 4t + b (fields s = 2p, 2p + 1).
+ * Field s of slice t lies in sub-block 8h + 2s + tq. */
+struct repack_q6_k_quarter {
+    uint8_t qh[4][REPACK_GROUP][4];
+    uint8_t ql[2][4][REPACK_GROUP][4];
+};
+
 /* Q6_K, 16 rows x 256 weights (3360 bytes, as the 16 source blocks). Levels u are 0..63
  * (the weight is d * sc * (u - 32)):
  *   d[r]           row r's F16 super-block scale;
  *   sc[j][r]       row r's signed 8-bit scale of sub-block j (elements 16j..16j+15);
- *   ql[c][t][r][b] lo nibble = low 4 bits of u of element 64c + 4t + b, hi nibble = of
- *                  element 64c + 32 + 4t + b;
- *   qh[h][t][r][b] bits 2s..2s+1 = high 2 bits of u of element 128h + 32s + 4t + b
- *                  (s = 0..3: ql[2h] lo, ql[2h] hi, ql[2h+1] lo, ql[2h+1] hi). */
+ *   q[2h + tq]     the quarters, so a kernel streams the record front to back. */
 struct repack_q6_kx16 {
     uint16_t d[REPACK_GROUP];
     int8_t sc[16][REPACK_GROUP];
-    uint8_t ql[4][8][REPACK_GROUP][4];
-    uint8_t qh[2][8][REPACK_GROUP][4];
+    struct repack_q6_k_quarter q[4];
 };
 _Static_assert(sizeof(struct repack_q6_kx16) == 3360, "repack_q6_kx16 is 3360 bytes");
 

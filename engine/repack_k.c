@@ -93,18 +93,17 @@ int repack_q6_k(const void *src, size_t row_bytes, int64_t n, int64_t nrows, voi
                 rec->d[r] = b->d;
                 for (int j = 0; j < 16; j++) rec->sc[j][r] = b->scales[j];
                 for (int t = 0; t < 8; t++)
-                    for (int k = 0; k < 4; k++) {
-                        for (int c = 0; c < 4; c++) {
-                            int e = 64 * c + 4 * t + k;
-                            rec->ql[c][t][r][k] = (uint8_t)((u[e] & 0xF) | (u[e + 32] & 0xF) << 4);
-                        }
+                    for (int k = 0; k < 4; k++)
                         for (int h = 0; h < 2; h++) {
-                            int e = 128 * h + 4 * t + k;
-                            rec->qh[h][t][r][k] =
+                            struct repack_q6_k_quarter *qq = &rec->q[2 * h + t / 4];
+                            const int e = 128 * h + 4 * t + k;
+                            for (int p = 0; p < 2; p++)
+                                qq->ql[p][t % 4][r][k] = (uint8_t)((u[e + 64 * p] & 0xF) |
+                                                                   (u[e + 64 * p + 32] & 0xF) << 4);
+                            qq->qh[t % 4][r][k] =
                                 (uint8_t)(u[e] >> 4 | (u[e + 32] >> 4) << 2 |
                                           (u[e + 64] >> 4) << 4 | (u[e + 96] >> 4) << 6);
                         }
-                    }
             }
         }
     return 0;
@@ -120,10 +119,10 @@ static int q4_k_level(const struct repack_q4_kx16 *rec, int r, int e)
 /* Level (0..63) of element e of row r in a Q6_K record. */
 static int q6_k_level(const struct repack_q6_kx16 *rec, int r, int e)
 {
-    int c = e / 64, hi = (e % 64) / 32, t = (e % 32) / 4;
-    int h = e / 128, s = (e % 128) / 32;
-    int lo = (rec->ql[c][t][r][e % 4] >> (4 * hi)) & 0xF;
-    return lo | ((rec->qh[h][t][r][e % 4] >> (2 * s)) & 3) << 4;
+    const int h = e / 128, p = (e % 128) / 64, s = (e % 128) / 32, t = (e % 32) / 4;
+    const struct repack_q6_k_quarter *qq = &rec->q[2 * h + t / 4];
+    int lo = (qq->ql[p][t % 4][r][e % 4] >> (4 * (s % 2))) & 0xF;
+    return lo | ((qq->qh[t % 4][r][e % 4] >> (2 * s)) & 3) << 4;
 }
 
 void repack_ref_gemm_q4_k_q8_k(int n, float *s, size_t lds, const void *x, int nr, const void *y,

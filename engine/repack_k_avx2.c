@@ -105,12 +105,12 @@ KX_INLINE void q4_k_tile(const struct repack_q4_kx16 *rec, const struct block_q8
     q4_k_half(rec, 1, yb, bsub, sk, T);
 }
 
-/* Level bytes of field s (0..3) of slice t of half h, rows r0..r0+7 of a Q6_K record. */
-KX_INLINE __m256i q6_k_levels(const struct repack_q6_kx16 *rec, int h, int t, int s, int r0)
+/* Level bytes of field s (0..3) of slice i of quarter qq, rows r0..r0+7 of a Q6_K record. */
+KX_INLINE __m256i q6_k_levels(const struct repack_q6_k_quarter *qq, int i, int s, int r0)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
-    const __m256i qh = _mm256_loadu_si256((const __m256i *)rec->qh[h][t][r0]);
-    const __m256i ql = _mm256_loadu_si256((const __m256i *)rec->ql[2 * h + s / 2][t][r0]);
+    const __m256i qh = _mm256_loadu_si256((const __m256i *)qq->qh[i][r0]);
+    const __m256i ql = _mm256_loadu_si256((const __m256i *)qq->ql[s / 2][i][r0]);
     const __m256i lo = _mm256_and_si256(s % 2 ? _mm256_srli_epi16(ql, 4) : ql, m4);
     __m256i hb;
     switch (s) {
@@ -141,8 +141,9 @@ KX_INLINE void q6_k_half(const struct repack_q6_kx16 *rec, int hg,
 #pragma GCC unroll 2
                 for (int pair = 0; pair < 2; pair++) {
                     const int t = 4 * tq + 2 * pair;
-                    const __m256i w0 = q6_k_levels(rec, h, t, s, r0);
-                    const __m256i w1 = q6_k_levels(rec, h, t + 1, s, r0);
+                    const struct repack_q6_k_quarter *qq = &rec->q[2 * h + tq];
+                    const __m256i w0 = q6_k_levels(qq, 2 * pair, s, r0);
+                    const __m256i w1 = q6_k_levels(qq, 2 * pair + 1, s, r0);
                     const int e = 128 * h + 32 * s + 4 * t;
 #pragma GCC unroll 4
                     for (int k = 0; k < T; k++) {

@@ -21,8 +21,8 @@
 
 #define KX_INLINE static inline __attribute__((always_inline))
 
-/* Columns per tile: Q4_K keeps 3 int32 accumulators per column, Q6_K 5 (of 32 zmm). */
-enum { Q4_TILE = 8, Q6_TILE = 4 };
+/* Columns per tile: Q4_K keeps 3 int32 accumulators per column, Q6_K 2 (of 32 zmm). */
+enum { Q4_TILE = 8, Q6_TILE = 8 };
 
 /* The 4 activation bytes at p, broadcast to every 32-bit lane. */
 KX_INLINE __m512i bcast4(const int8_t *p)
@@ -94,11 +94,29 @@ KX_INLINE void q4_k_tile(const struct repack_q4_kx16 *rec, const struct block_q8
     }
 }
 
+/* Level bytes u (0..63) of field s (0..3) of slice i of quarter qq of a Q6_K record:
+ * the ql nibble, low or high, | the qh bit pair moved to bits 4-5. */
+KX_INLINE __m512i q6_k_levels(const struct repack_q6_k_quarter *qq, int i, int s)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+    const __m512i qh = _mm512_loadu_si512((const void *)qq->qh[i]);
+    const __m512i ql = _mm512_loadu_si512((const void *)qq->ql[s / 2][i]);
+    __m512i hb;
+    switch (s) {
+    case 0: hb = _mm512_slli_epi16(qh, 4); break;
+    case 1: hb = _mm512_slli_epi16(qh, 2); break;
+    case 2: hb = qh; break;
+    default: hb = _mm512_srli_epi16(qh, 2); break;
+    }
+    /* (A & 0x0F) | B: ternary-logic immediate 0xEC */
+    return _mm512_ternarylogic_epi32(s % 2 ? _mm512_srli_epi16(ql, 4) : ql,
+                                     _mm512_and_si512(hb, m30), m4, 0xEC);
+}
+
 /* One Q6_K record (16 rows x 256) against the T activation blocks yb[k]. */
 KX_INLINE void q6_k_tile(const struct repack_q6_kx16 *rec, const struct block_q8_K *const *yb,
                          float *const *sk, const int T)
 {
-    const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
     /* neg[k][j] = -32 * bsum j: the start of sub-block j's dot, so u - 32 is what counts */
     int32_t neg[Q6_TILE][16];
 #pragma GCC unroll 8
@@ -111,42 +129,27 @@ KX_INLINE void q6_k_tile(const struct repack_q6_kx16 *rec, const struct block_q8
 #pragma GCC unroll 8
     for (int k = 0; k < T; k++) isum[k] = _mm512_setzero_si512();
     for (int h = 0; h < 2; h++)
-        for (int tq = 0; tq < 2; tq++) {
-            /* slices t = 4tq..4tq+3 of half h: field s feeds sub-block 8h + 2s + tq */
-            __m512i a[Q6_TILE][4];
-#pragma GCC unroll 8
-            for (int k = 0; k < T; k++)
-                for (int s = 0; s < 4; s++) a[k][s] = _mm512_set1_epi32(neg[k][8 * h + 2 * s + tq]);
+        for (int tq = 0; tq < 2; tq++)
 #pragma GCC unroll 4
-            for (int t = 4 * tq; t < 4 * tq + 4; t++) {
-                const __m512i qh = _mm512_loadu_si512((const void *)rec->qh[h][t]);
-                const __m512i ql0 = _mm512_loadu_si512((const void *)rec->ql[2 * h][t]);
-                const __m512i ql1 = _mm512_loadu_si512((const void *)rec->ql[2 * h + 1][t]);
-                /* (A & 0x0F) | B: imm 0xEC */
-                __m512i w[4];
-                w[0] = _mm512_ternarylogic_epi32(
-                    ql0, _mm512_and_si512(_mm512_slli_epi16(qh, 4), m30), m4, 0xEC);
-                w[1] = _mm512_ternarylogic_epi32(
-                    _mm512_srli_epi16(ql0, 4), _mm512_and_si512(_mm512_slli_epi16(qh, 2), m30), m4,
-                    0xEC);
-                w[2] = _mm512_ternarylogic_epi32(ql1, _mm512_and_si512(qh, m30), m4, 0xEC);
-                w[3] = _mm512_ternarylogic_epi32(
-                    _mm512_srli_epi16(ql1, 4), _mm512_and_si512(_mm512_srli_epi16(qh, 2), m30), m4,
-                    0xEC);
-#pragma GCC unroll 8
-                for (int k = 0; k < T; k++)
-                    for (int s = 0; s < 4; s++)
-                        a[k][s] = _mm512_dpbusd_epi32(a[k][s], w[s],
-                                                      bcast4(yb[k]->qs + 128 * h + 32 * s + 4 * t));
-            }
             for (int s = 0; s < 4; s++) {
-                const __m512i sc = _mm512_cvtepi8_epi32(
-                    _mm_loadu_si128((const __m128i *)rec->sc[8 * h + 2 * s + tq]));
+                /* slices t = 4tq..4tq+3 of field s: sub-block j */
+                const int j = 8 * h + 2 * s + tq;
+                __m512i a[Q6_TILE];
+#pragma GCC unroll 8
+                for (int k = 0; k < T; k++) a[k] = _mm512_set1_epi32(neg[k][j]);
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; i++) {
+                    const int t = 4 * tq + i;
+                    const __m512i w = q6_k_levels(&rec->q[2 * h + tq], i, s);
+#pragma GCC unroll 8
+                    for (int k = 0; k < T; k++)
+                        a[k] = _mm512_dpbusd_epi32(a[k], w, bcast4(yb[k]->qs + 128 * h + 32 * s + 4 * t));
+                }
+                const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)rec->sc[j]));
 #pragma GCC unroll 8
                 for (int k = 0; k < T; k++)
-                    isum[k] = _mm512_add_epi32(isum[k], _mm512_mullo_epi32(a[k][s], sc));
+                    isum[k] = _mm512_add_epi32(isum[k], _mm512_mullo_epi32(a[k], sc));
             }
-        }
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)rec->d));
 #pragma GCC unroll 8
     for (int k = 0; k < T; k++) acc_rows(sk[k], _mm512_mul_ps(_mm512_cvtepi32_ps(isum[k]), d), yb[k]->d);
@@ -218,7 +221,11 @@ void repack_avx512_gemm_q6_k_q8_k(int n, float *s, size_t lds, const void *x, in
                 case 1: q6_k_tile(rec, yb, sk, 1); break;
                 case 2: q6_k_tile(rec, yb, sk, 2); break;
                 case 3: q6_k_tile(rec, yb, sk, 3); break;
-                default: q6_k_tile(rec, yb, sk, 4); break;
+                case 4: q6_k_tile(rec, yb, sk, 4); break;
+                case 5: q6_k_tile(rec, yb, sk, 5); break;
+                case 6: q6_k_tile(rec, yb, sk, 6); break;
+                case 7: q6_k_tile(rec, yb, sk, 7); break;
+                default: q6_k_tile(rec, yb, sk, 8); break;
                 }
             }
         }
