@@ -1,0 +1,249 @@
+/* bench_repack_k.c - Q4_K / Q6_K matrix kernels on 16-row repacked groups (repack.h)
+ * against quant's kernels on the original GGUF rows: decode (nc = 1 activation row) and
+ * a batch of nc = 8, with 1 and 2 threads, over a working set larger than the L3 (by
+ * default 8 matrices of 5632 x 2048, streamed one after the other with a barrier after
+ * each, as a forward pass does). Rows go to the kernels in chunks of 32, as the forward
+ * pass hands them. Prints GB/s of weight bytes streamed (each layout's own bytes) and
+ * weight rows per second (each row against all nc activation rows), the median of
+ * several runs, and GB/s per thread-second of CPU time the threads actually got (on a
+ * shared machine, the kernel's own speed). A benchmark, not a test: nothing is asserted.
+ * Usage: bench_repack_k [-r rows] [-c cols] [-m matrices] [-t seconds_per_run] [-k runs]
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/quant.h"
+#include "engine/repack.h"
+
+enum { CHUNK = 32, MAX_THREADS = 2, MAX_NC = 8, N_DISTINCT = 16 };
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
+static float rand_uniform(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)(rng_state >> 40) / (float)(1 << 24) * 2.0f - 1.0f;
+}
+
+/* One measurement: passes over all matrices by n_threads threads. */
+struct run {
+    int rows, cols, n_mat, nc, n_threads, passes;
+    bool is_repacked;
+    const struct quant_traits *tr;
+    repack_gemm_fn kernel;
+    unsigned char **w;      /* n_mat matrices, original rows or repacked groups */
+    size_t row_bytes;       /* original layout */
+    size_t group_bytes;     /* repacked layout: bytes of one 16-row group */
+    const unsigned char *y; /* nc Q8_K rows */
+    size_t by;
+    float *out;             /* nc x rows */
+    double cpu_s[MAX_THREADS]; /* each thread's CPU time in the last run_once */
+    pthread_barrier_t bar;
+};
+
+struct worker {
+    struct run *run;
+    int ith;
+    pthread_t tid;
+};
+
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *wk = arg;
+    struct run *r = wk->run;
+    const double cpu0 = thread_cpu_s();
+    /* static split on chunk boundaries */
+    const int n_chunks = r->rows / CHUNK;
+    const int c0 = n_chunks * wk->ith / r->n_threads, c1 = n_chunks * (wk->ith + 1) / r->n_threads;
+    for (int p = 0; p < r->passes; p++)
+        for (int m = 0; m < r->n_mat; m++) {
+            for (int ch = c0; ch < c1; ch++) {
+                const int r0 = ch * CHUNK;
+                float *s = r->out + r0;
+                if (r->is_repacked)
+                    r->kernel(r->cols, s, (size_t)r->rows,
+                              r->w[m] + (size_t)(r0 / REPACK_GROUP) * r->group_bytes, CHUNK, r->y,
+                              r->by, NULL, r->nc);
+                else if (r->nc == 1)
+                    quant_vec_dot_rows(r->tr, r->cols, s, r->w[m] + (size_t)r0 * r->row_bytes,
+                                       r->row_bytes, r->y, CHUNK);
+                else
+                    quant_gemm(r->tr, r->cols, s, (size_t)r->rows, r->w[m] + (size_t)r0 * r->row_bytes,
+                               r->row_bytes, CHUNK, r->y, r->by, r->nc);
+            }
+            pthread_barrier_wait(&r->bar);
+        }
+    r->cpu_s[wk->ith] = thread_cpu_s() - cpu0;
+    return NULL;
+}
+
+/* Seconds for r->passes passes. */
+static double run_once(struct run *r)
+{
+    struct worker wk[MAX_THREADS];
+    pthread_barrier_init(&r->bar, NULL, (unsigned)r->n_threads);
+    double t0 = now_s();
+    for (int i = 1; i < r->n_threads; i++) {
+        wk[i] = (struct worker){.run = r, .ith = i};
+        pthread_create(&wk[i].tid, NULL, worker_main, &wk[i]);
+    }
+    wk[0] = (struct worker){.run = r, .ith = 0};
+    worker_main(&wk[0]);
+    for (int i = 1; i < r->n_threads; i++) pthread_join(wk[i].tid, NULL);
+    double t = now_s() - t0;
+    pthread_barrier_destroy(&r->bar);
+    return t;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median wall seconds per pass over k runs of about run_s each; *cpu_per the median CPU
+ * seconds per pass summed over the threads (time the kernels actually ran: on a shared
+ * machine the wall time also counts time the threads waited for a core). */
+static double measure(struct run *r, double run_s, int k, double *cpu_per)
+{
+    r->passes = 1;
+    double t = run_once(r); /* warm-up and calibration */
+    r->passes = (int)(run_s / t) + 1;
+    double per[16], cpu[16];
+    if (k > 16) k = 16;
+    for (int i = 0; i < k; i++) {
+        per[i] = run_once(r) / r->passes;
+        cpu[i] = 0;
+        for (int j = 0; j < r->n_threads; j++) cpu[i] += r->cpu_s[j] / r->passes;
+    }
+    qsort(per, (size_t)k, sizeof per[0], cmp_double);
+    qsort(cpu, (size_t)k, sizeof cpu[0], cmp_double);
+    *cpu_per = cpu[k / 2];
+    return per[k / 2];
+}
+
+int main(int argc, char **argv)
+{
+    int rows = 5632, cols = 2048, n_mat = 8, runs = 5;
+    double run_s = 0.3;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "-r")) rows = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-c")) cols = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-m")) n_mat = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-t")) run_s = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "-k")) runs = atoi(argv[i + 1]);
+    }
+    if (rows <= 0 || rows % CHUNK || cols <= 0 || cols % 256 || n_mat <= 0 || runs <= 0) {
+        fprintf(stderr, "bench_repack_k: rows must be a positive multiple of %d, cols of 256\n",
+                CHUNK);
+        return 2;
+    }
+    quant_init();
+    const char *isa = quant_isa_name();
+    const bool is512 = !strcmp(isa, "avx512"), is2 = !strcmp(isa, "avx2");
+    const struct {
+        int type;
+        size_t (*bytes)(int64_t, int64_t);
+        int (*pack)(const void *, size_t, int64_t, int64_t, void *);
+        repack_gemm_fn k;
+    } kinds[] = {
+        {QT_Q4_K, repack_q4_k_bytes, repack_q4_k,
+         is512 ? repack_avx512_gemm_q4_k_q8_k : is2 ? repack_avx2_gemm_q4_k_q8_k : repack_ref_gemm_q4_k_q8_k},
+        {QT_Q6_K, repack_q6_k_bytes, repack_q6_k,
+         is512 ? repack_avx512_gemm_q6_k_q8_k : is2 ? repack_avx2_gemm_q6_k_q8_k : repack_ref_gemm_q6_k_q8_k},
+    };
+    float *src = malloc((size_t)cols * N_DISTINCT * sizeof(float));
+    float *act = malloc((size_t)cols * sizeof(float));
+    float *out = malloc((size_t)rows * MAX_NC * sizeof(float));
+    if (!src || !act || !out) return 1;
+    for (size_t i = 0; i < (size_t)cols * N_DISTINCT; i++) src[i] = 0.1f * rand_uniform();
+
+    printf("%d matrices of %d x %d, kernel path %s; median of %d runs; GB/s of weight bytes "
+           "streamed,\nMrow/s = weight rows per second (each against all nc activation rows)\n\n",
+           n_mat, rows, cols, isa, runs);
+    printf("%-5s %-22s %3s %3s %9s %9s %9s %11s\n", "type", "kernel", "nc", "thr", "MB", "GB/s",
+           "Mrow/s", "GB/s/thread");
+    for (size_t ki = 0; ki < sizeof kinds / sizeof kinds[0]; ki++) {
+        const struct quant_traits *tr = quant_traits(kinds[ki].type);
+        const size_t row_bytes = quant_row_bytes(kinds[ki].type, cols);
+        const size_t by = quant_row_bytes(QT_Q8_K, cols);
+        const size_t rep_bytes = kinds[ki].bytes(cols, rows);
+        unsigned char *y = malloc(by * MAX_NC);
+        unsigned char **orig = calloc((size_t)n_mat, sizeof *orig);
+        unsigned char **rep = calloc((size_t)n_mat, sizeof *rep);
+        if (!y || !orig || !rep || rep_bytes == 0) return 1;
+        for (int c = 0; c < MAX_NC; c++) {
+            for (int i = 0; i < cols; i++) act[i] = rand_uniform();
+            quant_traits(QT_Q8_K)->from_float(act, y + (size_t)c * by, cols);
+        }
+        for (int m = 0; m < n_mat; m++) {
+            orig[m] = malloc(row_bytes * (size_t)rows);
+            rep[m] = malloc(rep_bytes);
+            if (!orig[m] || !rep[m]) return 1;
+            for (int r = 0; r < N_DISTINCT; r++)
+                tr->from_float(src + (size_t)r * cols, orig[m] + (size_t)r * row_bytes, cols);
+            for (int r = N_DISTINCT; r < rows; r++)
+                memcpy(orig[m] + (size_t)r * row_bytes, orig[m] + (size_t)(r % N_DISTINCT) * row_bytes,
+                       row_bytes);
+            if (kinds[ki].pack(orig[m], row_bytes, cols, rows, rep[m]) != 0) return 1;
+        }
+        double sec1[2][MAX_THREADS + 1] = {{0}}, cpu1[2][MAX_THREADS + 1] = {{0}};
+        for (int layout = 0; layout < 2; layout++)
+            for (int nc = 1; nc <= MAX_NC; nc += MAX_NC - 1)
+                for (int nt = 1; nt <= MAX_THREADS; nt++) {
+                    struct run r = {.rows = rows, .cols = cols, .n_mat = n_mat, .nc = nc,
+                                    .n_threads = nt, .is_repacked = layout == 1, .tr = tr,
+                                    .kernel = kinds[ki].k, .w = layout ? rep : orig,
+                                    .row_bytes = row_bytes,
+                                    .group_bytes = rep_bytes / (size_t)(rows / REPACK_GROUP),
+                                    .y = y, .by = by, .out = out};
+                    double cpu;
+                    const double per = measure(&r, run_s, runs, &cpu);
+                    const double mb = (double)(layout ? rep_bytes : row_bytes * (size_t)rows) * n_mat;
+                    char name[40];
+                    snprintf(name, sizeof name, "%s", layout ? "repack 16-row"
+                                                             : nc == 1 ? "quant_vec_dot_rows" : "quant_gemm");
+                    printf("%-5s %-22s %3d %3d %9.1f %9.2f %9.2f %11.2f", tr->name, name, nc, nt,
+                           mb / 1e6, mb / per / 1e9, (double)rows * n_mat / per / 1e6,
+                           mb / cpu / 1e9);
+                    if (nc == 1) {
+                        sec1[layout][nt] = per;
+                        cpu1[layout][nt] = cpu;
+                    } else
+                        printf("  nc=1 x %.2f (cpu x %.2f)", per / sec1[layout][nt],
+                               cpu / cpu1[layout][nt]);
+                    printf("\n");
+                    fflush(stdout);
+                }
+        for (int m = 0; m < n_mat; m++) {
+            free(orig[m]);
+            free(rep[m]);
+        }
+        free(orig);
+        free(rep);
+        free(y);
+    }
+    free(src);
+    free(act);
+    free(out);
+    return 0;
+}
