@@ -1,5 +1,6 @@
 /* repack.c - 16-row group packing of Q4_0 and Q8_0 weights, the scalar reference
- * kernels, activation block sums and the choice of kernel per type (repack.h). */
+ * kernels, activation block sums and the choice of kernel per type (repack.h; the
+ * K-quant kinds live in repack_k.c). */
 #include "engine/repack.h"
 
 #include <stdlib.h>
@@ -137,7 +138,7 @@ void repack_ref_gemm_q8_0_q8_0(int n, float *s, size_t lds, const void *x, int n
     }
 }
 
-enum { KIND_Q4_0, KIND_Q8_0, KIND_COUNT };
+enum { KIND_Q4_0, KIND_Q8_0, KIND_Q4_K, KIND_Q6_K, KIND_COUNT };
 
 const struct repack_kind *repack_kind_get(enum qtype type)
 {
@@ -145,10 +146,14 @@ const struct repack_kind *repack_kind_get(enum qtype type)
     static const struct repack_kind avx512[KIND_COUNT] = {
         {QT_Q4_0, repack_q4_0_bytes, repack_q4_0, repack_avx512_gemm_q4_0_q8_0, true},
         {QT_Q8_0, repack_q8_0_bytes, repack_q8_0, repack_avx512_gemm_q8_0_q8_0, true},
+        {QT_Q4_K, repack_q4_k_bytes, repack_q4_k, repack_avx512_gemm_q4_k_q8_k, false},
+        {QT_Q6_K, repack_q6_k_bytes, repack_q6_k, repack_avx512_gemm_q6_k_q8_k, false},
     };
     static const struct repack_kind avx2[KIND_COUNT] = {
         {QT_Q4_0, repack_q4_0_bytes, repack_q4_0, repack_avx2_gemm_q4_0_q8_0, true},
         {QT_Q8_0, repack_q8_0_bytes, repack_q8_0, repack_avx2_gemm_q8_0_q8_0, true},
+        {QT_Q4_K, repack_q4_k_bytes, repack_q4_k, repack_avx2_gemm_q4_k_q8_k, false},
+        {QT_Q6_K, repack_q6_k_bytes, repack_q6_k, repack_avx2_gemm_q6_k_q8_k, false},
     };
     const char *off = getenv("MESHLLM_NO_REPACK");
     if (off && off[0] && strcmp(off, "0") != 0) return NULL;
