@@ -285,12 +285,13 @@ static int load_rope_factors(struct model *m, char *err, size_t err_cap)
     return 0;
 }
 
-/* The matrices a forward pass multiplies by, for repack_weights. */
-static int matmul_tensors(struct model *m, struct model_tensor **ts, int cap)
+/* The matrices a forward pass over layers [lb, le) multiplies by, and the output head
+ * when the range ends at the last layer, for repack_weights. */
+static int matmul_tensors(struct model *m, int lb, int le, struct model_tensor **ts, int cap)
 {
     int k = 0;
-    if (k < cap) ts[k++] = &m->output;
-    for (int il = 0; il < m->hp.n_layer; il++) {
+    if (le == m->hp.n_layer && k < cap) ts[k++] = &m->output;
+    for (int il = lb; il < le; il++) {
         struct model_layer *l = &m->layers[il];
         struct model_tensor *lt[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
         for (size_t i = 0; i < sizeof lt / sizeof lt[0] && k < cap; i++) ts[k++] = lt[i];
@@ -356,8 +357,12 @@ static void pack_worker(void *arg, int ith, int nth)
  * about the file's size, never twice it. The forward pass then reads only the copies.
  * All cores pack, a tensor each. Failure to map only logs: the rows are then
  * multiplied in place. */
-static int repack_weights(struct model *m)
+static int repack_weights(struct model *m, const struct model_load_opts *opts)
 {
+    int lb = 0, le = m->hp.n_layer;
+    if (opts && (opts->layer_begin || opts->layer_end) && opts->layer_begin >= 0 &&
+        opts->layer_begin <= opts->layer_end && opts->layer_end <= m->hp.n_layer)
+        lb = opts->layer_begin, le = opts->layer_end;
     int cap = 1 + 7 * m->hp.n_layer, rc = 0;
     struct model_tensor **ts = calloc((size_t)cap, sizeof *ts);
     size_t *off = calloc((size_t)cap, sizeof *off);
@@ -366,7 +371,7 @@ static int repack_weights(struct model *m)
         rc = MESH_ENOMEM;
         goto done;
     }
-    int nt = matmul_tensors(m, ts, cap);
+    int nt = matmul_tensors(m, lb, le, ts, cap);
     size_t total = 0;
     for (int i = 0; i < nt; i++) {
         off[i] = SIZE_MAX;
@@ -469,7 +474,7 @@ int model_load(const char *path, const struct model_load_opts *opts, struct mode
     for (int il = 0; il < hp->n_layer; il++)
         if ((rc = bind_layer(m, il, sub, sizeof sub)) < 0) goto fail;
     if ((rc = load_rope_factors(m, sub, sizeof sub)) < 0) goto fail;
-    if ((rc = repack_weights(m)) < 0) goto fail;
+    if ((rc = repack_weights(m, opts)) < 0) goto fail;
     m->chat_template = gguf_get_str_dup(m->gguf, "tokenizer.chat_template");
 
     if (opts && opts->use_mlock) lock_weights(m);

@@ -54,6 +54,11 @@ struct model_hparams {
 
 struct model_load_opts {
     bool use_mlock;          /* mlock the mapping (best effort, warns on failure) */
+    /* Layers this process will run, [layer_begin, layer_end); 0, 0 = all. Only their
+     * matrices (and the output head if the range ends at the last layer) are packed
+     * for the fast kernels (engine/repack.h); contexts may still run other layers, on
+     * the mapped rows. A pipeline stage sets it so it holds only its share in memory. */
+    int layer_begin, layer_end;
 };
 
 struct model;

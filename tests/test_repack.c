@@ -264,12 +264,22 @@ enum { N_STEP = 6, N_PROMPT = 7 };
 
 /* Logits of an N_PROMPT-token prompt batch (every row) followed by N_STEP tokens decoded
  * one at a time; *n_packed = how many matrices the model packed. */
-static float *run_model(const char *path, int *n_packed, int *n_vocab)
+static float *run_model(const char *path, const struct model_load_opts *lo, int *n_packed,
+                        int *n_vocab)
 {
     char err[512] = "";
     struct model *m = NULL;
-    if (model_load(path, NULL, &m, err, sizeof err) < 0) fail_msg("model_load: %s", err);
+    if (model_load(path, lo, &m, err, sizeof err) < 0) fail_msg("model_load: %s", err);
     *n_packed = m->output.pack_kind != NULL;
+    if (lo && lo->layer_end > 0) {
+        /* only the given layers' matrices, and the head only with the last layer */
+        assert_true((m->output.pack_kind != NULL) <= (lo->layer_end == m->hp.n_layer));
+        for (int il = 0; il < m->hp.n_layer; il++)
+            if (il < lo->layer_begin || il >= lo->layer_end)
+                assert_null(m->layers[il].w_up.pack_kind);
+            else if (repack_kind_get((enum qtype)m->layers[il].w_up.type))
+                assert_non_null(m->layers[il].w_up.pack_kind);
+    }
     for (int il = 0; il < m->hp.n_layer; il++) {
         const struct model_layer *l = &m->layers[il];
         const struct model_tensor *ts[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
@@ -312,7 +322,8 @@ static float *run_model(const char *path, int *n_packed, int *n_vocab)
     return logits;
 }
 
-static void model_packed_vs_unpacked(enum quantize_ftype ft, enum qtype main_type, const char *name)
+static void model_packed_vs_unpacked(enum quantize_ftype ft, enum qtype main_type, const char *name,
+                                     const struct model_load_opts *lo)
 {
     struct model_gen_opts o;
     memset(&o, 0, sizeof o);
@@ -329,13 +340,13 @@ static void model_packed_vs_unpacked(enum quantize_ftype ft, enum qtype main_typ
 
     int np_a, np_b, nv, nv2;
     unsetenv("MESHLLM_NO_REPACK");
-    float *a = run_model(path, &np_a, &nv);
+    float *a = run_model(path, lo, &np_a, &nv);
     bool can = repack_kind_get(main_type) != NULL;
-    if (can) assert_true(np_a >= 8);
+    if (can) assert_true(np_a >= (lo ? 4 : 8));
     else assert_int_equal(np_a, 0);
     setenv("MESHLLM_NO_REPACK", "1", 1);
     assert_null(repack_kind_get(QT_Q4_0));
-    float *b = run_model(path, &np_b, &nv2);
+    float *b = run_model(path, NULL, &np_b, &nv2);
     unsetenv("MESHLLM_NO_REPACK");
     assert_int_equal(np_b, 0);
     assert_int_equal(nv, nv2);
@@ -368,13 +379,13 @@ static void model_packed_vs_unpacked(enum quantize_ftype ft, enum qtype main_typ
 static void test_repack_model_q4_0_matches_unpacked(void **state)
 {
     (void)state;
-    model_packed_vs_unpacked(QUANTIZE_FT_Q4_0, QT_Q4_0, "q4_0");
+    model_packed_vs_unpacked(QUANTIZE_FT_Q4_0, QT_Q4_0, "q4_0", NULL);
 }
 
 static void test_repack_model_q8_0_matches_unpacked(void **state)
 {
     (void)state;
-    model_packed_vs_unpacked(QUANTIZE_FT_Q8_0, QT_Q8_0, "q8_0");
+    model_packed_vs_unpacked(QUANTIZE_FT_Q8_0, QT_Q8_0, "q8_0", NULL);
 }
 
 /* Q4_K_M: Q4_K and Q6_K matrices (n_embd 512 rows are whole super-blocks; n_ff 1376 is
@@ -382,7 +393,16 @@ static void test_repack_model_q8_0_matches_unpacked(void **state)
 static void test_repack_model_q4_k_m_matches_unpacked(void **state)
 {
     (void)state;
-    model_packed_vs_unpacked(QUANTIZE_FT_Q4_K_M, QT_Q4_K, "q4_k_m");
+    model_packed_vs_unpacked(QUANTIZE_FT_Q4_K_M, QT_Q4_K, "q4_k_m", NULL);
+}
+
+/* A pipeline stage's load: only layer 0 packed; the whole model still runs, layer 1
+ * and the head on the mapped rows. */
+static void test_repack_model_layer_range_packs_only_its_layers(void **state)
+{
+    (void)state;
+    struct model_load_opts lo = {.layer_begin = 0, .layer_end = 1};
+    model_packed_vs_unpacked(QUANTIZE_FT_Q8_0, QT_Q8_0, "q8_0-range", &lo);
 }
 
 int main(void)
@@ -396,6 +416,7 @@ int main(void)
         cmocka_unit_test(test_repack_model_q4_0_matches_unpacked),
         cmocka_unit_test(test_repack_model_q8_0_matches_unpacked),
         cmocka_unit_test(test_repack_model_q4_k_m_matches_unpacked),
+        cmocka_unit_test(test_repack_model_layer_range_packs_only_its_layers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
