@@ -282,12 +282,11 @@ int model_kv_seq_len(const struct model_ctx *c, int seq)
 
 /* Matrix products. A job is up to 3 weight matrices applied to the same n_tok inputs
  * (Q/K/V, or gate/up): the inputs are converted to each distinct vec_dot_type once, and
- * all matrices run in one pool job, so one barrier instead of three. Rows are cut into
- * chunks of MM_CHUNK (a multiple of the 4-row tiles of the kernels) that threads claim
- * from an atomic counter: an evenly split matrix when every thread runs, and no stall
- * when one is descheduled on a busy machine. A chunk is one vec_dot_rows call for one
- * token and one quant_gemm tile product (each weight block read once for all tokens)
- * for several. With `swiglu`, parts 0 and 1 are gate and up and a chunk also writes
+ * all matrices run in one pool job, so one barrier instead of three. Threads claim row
+ * chunks (mm_claim: long first, MM_CHUNK rows last) from an atomic counter: an evenly
+ * split matrix when every thread runs, and no stall when one is descheduled on a busy
+ * machine. A chunk is one packed-kernel call (engine/repack.h) or, for unpacked
+ * weights, one vec_dot_rows call for one token and one tile product for several. With `swiglu`, parts 0 and 1 are gate and up and a chunk also writes
  * silu(gate) * up over its rows into part 0's output, saving a pass and a barrier. */
 enum { MM_CHUNK = 32, MM_MAX_PARTS = 3 };
 _Static_assert(MM_CHUNK % REPACK_GROUP == 0, "chunks start on packed group boundaries");
@@ -301,8 +300,6 @@ struct mm_part {
     const int32_t *ysum;     /* their repack_q8_0_sums (w->ne0 / 32 per row), or NULL */
     float *out;
     int out_stride;          /* floats between output rows */
-    int n_chunks;
-    int chunk_rows;          /* rows per chunk: a multiple of MM_CHUNK */
 };
 
 struct mm_job {
@@ -310,8 +307,8 @@ struct mm_job {
     int n_parts;
     int n_tok;
     bool swiglu;
-    int n_units;
-    atomic_int next;
+    int64_t n_rows;          /* rows of all parts (for swiglu, of part 0) */
+    _Atomic int64_t next;    /* first row not yet claimed, counted across the parts */
 };
 
 static void mm_chunk(const struct mm_part *pt, int n_tok, int64_t r0, int64_t r1)
@@ -354,18 +351,41 @@ static void mm_chunk(const struct mm_part *pt, int n_tok, int64_t r0, int64_t r1
                    pt->xq, pt->xq_stride, n_tok);
 }
 
+/* Claims the next chunk of j's rows: guided self-scheduling over the parts' rows in
+ * order (for swiglu only part 0's), a chunk being the rows left over twice the thread
+ * count, rounded up to MM_CHUNK, and never crossing into the next part. Early chunks
+ * are long (each thread streams contiguous weights, which the prefetchers like), the
+ * last ones MM_CHUNK rows, so threads finish together. Returns false when none is left. */
+static bool mm_claim(struct mm_job *j, int nth, int *pi, int64_t *r0, int64_t *r1)
+{
+    int64_t g = atomic_load_explicit(&j->next, memory_order_relaxed);
+    for (;;) {
+        if (g >= j->n_rows) return false;
+        int p = 0;
+        int64_t base = 0;
+        while (g >= base + j->part[p].w->ne1) base += j->part[p++].w->ne1;
+        int64_t size = (j->n_rows - g) / (2 * nth);
+        size = (size + MM_CHUNK - 1) / MM_CHUNK * MM_CHUNK;
+        if (size < MM_CHUNK) size = MM_CHUNK;
+        if (size > base + j->part[p].w->ne1 - g) size = base + j->part[p].w->ne1 - g;
+        if (atomic_compare_exchange_weak_explicit(&j->next, &g, g + size, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            *pi = p;
+            *r0 = g - base;
+            *r1 = g - base + size;
+            return true;
+        }
+    }
+}
+
 static void mm_worker(void *arg, int ith, int nth)
 {
     (void)ith;
-    (void)nth;
     struct mm_job *j = arg;
-    int u;
-    while ((u = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->n_units) {
-        int pi = 0;
-        while (u >= j->part[pi].n_chunks) u -= j->part[pi++].n_chunks;
+    int pi;
+    int64_t r0, r1;
+    while (mm_claim(j, nth, &pi, &r0, &r1)) {
         const struct mm_part *pt = &j->part[pi];
-        int64_t r0 = (int64_t)u * pt->chunk_rows, r1 = r0 + pt->chunk_rows;
-        if (r1 > pt->w->ne1) r1 = pt->w->ne1;
         mm_chunk(pt, j->n_tok, r0, r1);
         if (!j->swiglu) continue;
         const struct mm_part *up = &j->part[1];
@@ -416,17 +436,7 @@ static void matmul_n(struct model_ctx *c, int n, const struct model_tensor *cons
         pt->tr = quant_traits(w[i]->type);
         pt->out = out[i];
         pt->out_stride = out_stride[i];
-        /* Few tokens: the product streams the weights from memory, and a thread's
-         * stream should run long (the prefetchers restart at every jump): about 4
-         * chunks per thread, still claimed dynamically. Prompt batches: MM_CHUNK. */
-        int64_t rows = MM_CHUNK;
-        if (n_tok <= 8) {
-            int64_t want = (w[i]->ne1 + 4 * c->n_threads - 1) / (4 * c->n_threads);
-            rows = (want + MM_CHUNK - 1) / MM_CHUNK * MM_CHUNK;
-        }
-        pt->chunk_rows = (int)rows;
-        pt->n_chunks = (int)((w[i]->ne1 + rows - 1) / rows);
-        if (!swiglu || i == 0) mj.n_units += pt->n_chunks;
+        if (!swiglu || i == 0) mj.n_rows += w[i]->ne1;
         int vt = pt->tr->vec_dot_type;
         if (vt == QT_F32) {
             pt->xq = (const uint8_t *)x;
