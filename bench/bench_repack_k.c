@@ -8,6 +8,7 @@
  * several runs, and GB/s per thread-second of CPU time the threads actually got (on a
  * shared machine, the kernel's own speed). A benchmark, not a test: nothing is asserted.
  * Usage: bench_repack_k [-r rows] [-c cols] [-m matrices] [-t seconds_per_run] [-k runs]
+ *                       [-n batch_columns (default 8)]
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -19,7 +20,7 @@
 #include "engine/quant.h"
 #include "engine/repack.h"
 
-enum { CHUNK = 32, MAX_THREADS = 2, MAX_NC = 8, N_DISTINCT = 16 };
+enum { CHUNK = 32, MAX_THREADS = 2, N_DISTINCT = 16 };
 
 static double now_s(void)
 {
@@ -143,7 +144,7 @@ static double measure(struct run *r, double run_s, int k, double *cpu_per)
 
 int main(int argc, char **argv)
 {
-    int rows = 5632, cols = 2048, n_mat = 8, runs = 5;
+    int rows = 5632, cols = 2048, n_mat = 8, runs = 5, nc_big = 8;
     double run_s = 0.3;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "-r")) rows = atoi(argv[i + 1]);
@@ -151,9 +152,12 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "-m")) n_mat = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "-t")) run_s = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "-k")) runs = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-n")) nc_big = atoi(argv[i + 1]);
     }
-    if (rows <= 0 || rows % CHUNK || cols <= 0 || cols % 256 || n_mat <= 0 || runs <= 0) {
-        fprintf(stderr, "bench_repack_k: rows must be a positive multiple of %d, cols of 256\n",
+    if (rows <= 0 || rows % CHUNK || cols <= 0 || cols % 256 || n_mat <= 0 || runs <= 0 ||
+        nc_big < 2) {
+        fprintf(stderr, "bench_repack_k: rows must be a positive multiple of %d, cols of 256, "
+                        "-n at least 2\n",
                 CHUNK);
         return 2;
     }
@@ -173,7 +177,7 @@ int main(int argc, char **argv)
     };
     float *src = malloc((size_t)cols * N_DISTINCT * sizeof(float));
     float *act = malloc((size_t)cols * sizeof(float));
-    float *out = malloc((size_t)rows * MAX_NC * sizeof(float));
+    float *out = malloc((size_t)rows * (size_t)nc_big * sizeof(float));
     if (!src || !act || !out) return 1;
     for (size_t i = 0; i < (size_t)cols * N_DISTINCT; i++) src[i] = 0.1f * rand_uniform();
 
@@ -187,11 +191,11 @@ int main(int argc, char **argv)
         const size_t row_bytes = quant_row_bytes(kinds[ki].type, cols);
         const size_t by = quant_row_bytes(QT_Q8_K, cols);
         const size_t rep_bytes = kinds[ki].bytes(cols, rows);
-        unsigned char *y = malloc(by * MAX_NC);
+        unsigned char *y = malloc(by * (size_t)nc_big);
         unsigned char **orig = calloc((size_t)n_mat, sizeof *orig);
         unsigned char **rep = calloc((size_t)n_mat, sizeof *rep);
         if (!y || !orig || !rep || rep_bytes == 0) return 1;
-        for (int c = 0; c < MAX_NC; c++) {
+        for (int c = 0; c < nc_big; c++) {
             for (int i = 0; i < cols; i++) act[i] = rand_uniform();
             quant_traits(QT_Q8_K)->from_float(act, y + (size_t)c * by, cols);
         }
@@ -208,7 +212,7 @@ int main(int argc, char **argv)
         }
         double sec1[2][MAX_THREADS + 1] = {{0}}, cpu1[2][MAX_THREADS + 1] = {{0}};
         for (int layout = 0; layout < 2; layout++)
-            for (int nc = 1; nc <= MAX_NC; nc += MAX_NC - 1)
+            for (int nc = 1; nc <= nc_big; nc += nc_big - 1)
                 for (int nt = 1; nt <= MAX_THREADS; nt++) {
                     struct run r = {.rows = rows, .cols = cols, .n_mat = n_mat, .nc = nc,
                                     .n_threads = nt, .is_repacked = layout == 1, .tr = tr,

@@ -38,7 +38,7 @@ static const struct kind kinds[] = {
      repack_avx2_gemm_q6_k_q8_k, repack_avx512_gemm_q6_k_q8_k},
 };
 
-/* nr weight rows (bx bytes apart, with 7 bytes of slack to test row_bytes) and nc Q8_K
+/* nr weight rows (bx bytes apart, with 8 bytes of slack to test row_bytes) and nc Q8_K
  * rows of n elements; want[c * nr + r] from quant's reference vec_dot, mag[...] the sum
  * of |x||y| of the dequantized values; xr the repacked rows. */
 struct prob {
@@ -71,7 +71,7 @@ static void prob_make(struct prob *p, const struct kind *k, int n, int nr, int n
 {
     memset(p, 0, sizeof *p);
     p->k = k, p->n = n, p->nr = nr, p->nc = nc;
-    p->bx = quant_row_bytes(k->type, n) + 7;
+    p->bx = quant_row_bytes(k->type, n) + 8;
     p->by = quant_row_bytes(QT_Q8_K, n);
     p->lds = (size_t)nr + 5;
     p->x = malloc(p->bx * (size_t)nr);
