@@ -200,8 +200,9 @@ int main(int argc, char **argv)
             quant_traits(QT_Q8_K)->from_float(act, y + (size_t)c * by, cols);
         }
         for (int m = 0; m < n_mat; m++) {
-            orig[m] = malloc(row_bytes * (size_t)rows);
-            rep[m] = malloc(rep_bytes);
+            /* 64-byte aligned, as the forward pass's anonymous mappings are */
+            orig[m] = aligned_alloc(64, (row_bytes * (size_t)rows + 63) & ~(size_t)63);
+            rep[m] = aligned_alloc(64, (rep_bytes + 63) & ~(size_t)63);
             if (!orig[m] || !rep[m]) return 1;
             for (int r = 0; r < N_DISTINCT; r++)
                 tr->from_float(src + (size_t)r * cols, orig[m] + (size_t)r * row_bytes, cols);
