@@ -162,19 +162,26 @@ int main(int argc, char **argv)
         return 2;
     }
     quant_init();
+    /* the repacked kernels of the selected path (MESHLLM_ISA forces one) */
     const char *isa = quant_isa_name();
-    const bool is512 = !strcmp(isa, "avx512"), is2 = !strcmp(isa, "avx2");
-    const struct {
+    struct {
         int type;
         size_t (*bytes)(int64_t, int64_t);
         int (*pack)(const void *, size_t, int64_t, int64_t, void *);
         repack_gemm_fn k;
     } kinds[] = {
-        {QT_Q4_K, repack_q4_k_bytes, repack_q4_k,
-         is512 ? repack_avx512_gemm_q4_k_q8_k : is2 ? repack_avx2_gemm_q4_k_q8_k : repack_ref_gemm_q4_k_q8_k},
-        {QT_Q6_K, repack_q6_k_bytes, repack_q6_k,
-         is512 ? repack_avx512_gemm_q6_k_q8_k : is2 ? repack_avx2_gemm_q6_k_q8_k : repack_ref_gemm_q6_k_q8_k},
+        {QT_Q4_K, repack_q4_k_bytes, repack_q4_k, repack_ref_gemm_q4_k_q8_k},
+        {QT_Q6_K, repack_q6_k_bytes, repack_q6_k, repack_ref_gemm_q6_k_q8_k},
     };
+#if defined(__x86_64__)
+    if (!strcmp(isa, "avx512")) {
+        kinds[0].k = repack_avx512_gemm_q4_k_q8_k;
+        kinds[1].k = repack_avx512_gemm_q6_k_q8_k;
+    } else if (!strcmp(isa, "avx2")) {
+        kinds[0].k = repack_avx2_gemm_q4_k_q8_k;
+        kinds[1].k = repack_avx2_gemm_q6_k_q8_k;
+    }
+#endif
     float *src = malloc((size_t)cols * N_DISTINCT * sizeof(float));
     float *act = malloc((size_t)cols * sizeof(float));
     float *out = malloc((size_t)rows * (size_t)nc_big * sizeof(float));

@@ -31,11 +31,17 @@ struct kind {
     repack_gemm_fn ref, avx2, avx512;
 };
 
+/* The SIMD kernels exist in x86-64 builds only. */
+#if defined(__x86_64__)
+#define KX_SIMD(avx2, avx512) avx2, avx512
+#else
+#define KX_SIMD(avx2, avx512) NULL, NULL
+#endif
 static const struct kind kinds[] = {
     {"Q4_K", QT_Q4_K, repack_q4_k_bytes, repack_q4_k, repack_ref_gemm_q4_k_q8_k,
-     repack_avx2_gemm_q4_k_q8_k, repack_avx512_gemm_q4_k_q8_k},
+     KX_SIMD(repack_avx2_gemm_q4_k_q8_k, repack_avx512_gemm_q4_k_q8_k)},
     {"Q6_K", QT_Q6_K, repack_q6_k_bytes, repack_q6_k, repack_ref_gemm_q6_k_q8_k,
-     repack_avx2_gemm_q6_k_q8_k, repack_avx512_gemm_q6_k_q8_k},
+     KX_SIMD(repack_avx2_gemm_q6_k_q8_k, repack_avx512_gemm_q6_k_q8_k)},
 };
 
 /* nr weight rows (bx bytes apart, with 8 bytes of slack to test row_bytes) and nc Q8_K
@@ -238,7 +244,7 @@ static void test_repack_k_extremes_exact(void **state)
             }
         }
         assert_int_equal(k->pack(x, bx, N, NR, xr), 0);
-        float want[NC * NR], got[NC * NR];
+        float want[NC * NR];
         k->ref(N, want, NR, xr, NR, y, sizeof y[0], NULL, NC);
         for (int c = 0; c < NC; c++)
             for (int r = 0; r < NR; r++) {
@@ -249,6 +255,7 @@ static void test_repack_k_extremes_exact(void **state)
                              (double)want[c * NR + r], (double)v);
             }
 #if defined(__x86_64__)
+        float got[NC * NR];
         if (quant_isa_supported("avx2")) {
             k->avx2(N, got, NR, xr, NR, y, sizeof y[0], NULL, NC);
             assert_memory_equal(want, got, sizeof want);
