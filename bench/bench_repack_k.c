@@ -216,8 +216,14 @@ int main(int argc, char **argv)
             for (int r = N_DISTINCT; r < rows; r++)
                 memcpy(orig[m] + (size_t)r * row_bytes, orig[m] + (size_t)(r % N_DISTINCT) * row_bytes,
                        row_bytes);
-            if (kinds[ki].pack(orig[m], row_bytes, cols, rows, rep[m]) != 0) return 1;
         }
+        double pack_s = now_s();
+        for (int m = 0; m < n_mat; m++)
+            if (kinds[ki].pack(orig[m], row_bytes, cols, rows, rep[m]) != 0) return 1;
+        pack_s = now_s() - pack_s;
+        printf("%-5s repack_%s: %.1f ms for %.1f MB (%.2f GB/s, 1 thread)\n", tr->name,
+               kinds[ki].type == QT_Q4_K ? "q4_k" : "q6_k", pack_s * 1e3,
+               (double)row_bytes * rows * n_mat / 1e6, (double)row_bytes * rows * n_mat / pack_s / 1e9);
         double sec1[2][MAX_THREADS + 1] = {{0}}, cpu1[2][MAX_THREADS + 1] = {{0}};
         for (int layout = 0; layout < 2; layout++)
             for (int nc = 1; nc <= nc_big; nc += nc_big - 1)
