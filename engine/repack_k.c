@@ -138,7 +138,8 @@ void repack_ref_gemm_q4_k_q8_k(int n, float *s, size_t lds, const void *x, int n
                         for (int l = 0; l < 32; l++)
                             dot += q4_k_level(rec, r, 32 * j + l) * yb[ib].qs[32 * j + l];
                         sumi += rec->sc[j][r] * dot;
-                        summ += rec->m[j / 2][r][j % 2] * (yb[ib].bsums[2 * j] + yb[ib].bsums[2 * j + 1]);
+                        const int bsum = yb[ib].bsums[2 * j] + yb[ib].bsums[2 * j + 1];
+                        summ += rec->m[j / 2][r][j % 2] * bsum;
                     }
                     sumf += quant_h2f(rec->d[r]) * yb[ib].d * (float)sumi;
                     sumf -= quant_h2f(rec->dmin[r]) * yb[ib].d * (float)summ;

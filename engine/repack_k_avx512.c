@@ -123,7 +123,8 @@ KX_INLINE void q6_k_tile(const struct repack_q6_kx16 *rec, const struct block_q8
     for (int k = 0; k < T; k++) {
         const __m512i bs =
             _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)yb[k]->bsums));
-        _mm512_storeu_si512(neg[k], _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(bs, 5)));
+        _mm512_storeu_si512(neg[k],
+                            _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(bs, 5)));
     }
     __m512i isum[Q6_TILE];
 #pragma GCC unroll 8
@@ -143,16 +144,19 @@ KX_INLINE void q6_k_tile(const struct repack_q6_kx16 *rec, const struct block_q8
                     const __m512i w = q6_k_levels(&rec->q[2 * h + tq], i, s);
 #pragma GCC unroll 8
                     for (int k = 0; k < T; k++)
-                        a[k] = _mm512_dpbusd_epi32(a[k], w, bcast4(yb[k]->qs + 128 * h + 32 * s + 4 * t));
+                        a[k] = _mm512_dpbusd_epi32(a[k], w,
+                                                   bcast4(yb[k]->qs + 128 * h + 32 * s + 4 * t));
                 }
-                const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)rec->sc[j]));
+                const __m512i sc =
+                    _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)rec->sc[j]));
 #pragma GCC unroll 8
                 for (int k = 0; k < T; k++)
                     isum[k] = _mm512_add_epi32(isum[k], _mm512_mullo_epi32(a[k], sc));
             }
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)rec->d));
 #pragma GCC unroll 8
-    for (int k = 0; k < T; k++) acc_rows(sk[k], _mm512_mul_ps(_mm512_cvtepi32_ps(isum[k]), d), yb[k]->d);
+    for (int k = 0; k < T; k++)
+        acc_rows(sk[k], _mm512_mul_ps(_mm512_cvtepi32_ps(isum[k]), d), yb[k]->d);
 }
 
 /* Zeroes the 16 s entries of group g for each of the nc columns. */

@@ -103,9 +103,11 @@ static void prob_make(struct prob *p, const struct kind *k, int n, int nr, int n
     }
     for (int c = 0; c < nc; c++)
         for (int r = 0; r < nr; r++) {
-            tx->vec_dot(n, &p->want[c * nr + r], p->x + (size_t)r * p->bx, p->y + (size_t)c * p->by);
+            tx->vec_dot(n, &p->want[c * nr + r], p->x + (size_t)r * p->bx,
+                        p->y + (size_t)c * p->by);
             double m = 0;
-            for (int i = 0; i < n; i++) m += fabs((double)xf[(size_t)r * n + i] * yf[(size_t)c * n + i]);
+            for (int i = 0; i < n; i++)
+                m += fabs((double)xf[(size_t)r * n + i] * yf[(size_t)c * n + i]);
             p->mag[c * nr + r] = (float)m;
         }
     assert_int_equal(k->pack(p->x, p->bx, n, nr, p->xr), 0);
