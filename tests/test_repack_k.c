@@ -135,12 +135,13 @@ static void prob_run(struct prob *p, repack_gemm_fn fn)
     fn(p->n, p->got, p->lds, p->xr, p->nr, p->y, p->by, NULL, p->nc);
 }
 
-/* Agreement up to float summation order: 1e-5 of sum |x||y|; the padding untouched. */
-static void expect_close(const struct prob *p, const char *what)
+/* got agrees with want (nc x nr, packed) up to float summation order: 1e-5 of sum
+ * |x||y|; the padding is untouched. */
+static void expect_close(const struct prob *p, const float *want, const char *what)
 {
     for (int c = 0; c < p->nc; c++) {
         for (int r = 0; r < p->nr; r++) {
-            float w = p->want[c * p->nr + r], g = p->got[(size_t)c * p->lds + (size_t)r];
+            float w = want[c * p->nr + r], g = p->got[(size_t)c * p->lds + (size_t)r];
             float tol = 1e-5f * p->mag[c * p->nr + r] + 1e-30f;
             if (!(fabsf(w - g) <= tol))
                 fail_msg("%s %s n=%d nr=%d nc=%d: [c=%d r=%d] got %g want %g (tol %g)",
@@ -169,7 +170,7 @@ static void test_repack_k_reference_equals_quant_vec_dot(void **state)
             struct prob p;
             prob_make(&p, &kinds[ki], shapes[i][0], shapes[i][1], shapes[i][2], &rng);
             prob_run(&p, p.k->ref);
-            expect_close(&p, "ref");
+            expect_close(&p, p.want, "ref vs vec_dot");
             prob_free(&p);
         }
 }
@@ -182,16 +183,26 @@ static void test_repack_k_kernels_match_on_every_path(void **state)
         for (int i = 0; i < N_SHAPES; i++) {
             struct prob p;
             prob_make(&p, &kinds[ki], shapes[i][0], shapes[i][1], shapes[i][2], &rng);
+            /* the layout's own reference, packed nc x nr */
+            float *ref = malloc((size_t)p.nc * (size_t)p.nr * sizeof(float));
+            assert_non_null(ref);
+            prob_run(&p, p.k->ref);
+            for (int c = 0; c < p.nc; c++)
+                memcpy(ref + (size_t)c * p.nr, p.got + (size_t)c * p.lds,
+                       (size_t)p.nr * sizeof(float));
 #if defined(__x86_64__)
             if (quant_isa_supported("avx2")) {
                 prob_run(&p, p.k->avx2);
-                expect_close(&p, "avx2");
+                expect_close(&p, ref, "avx2 vs ref");
+                expect_close(&p, p.want, "avx2 vs vec_dot");
             }
             if (quant_isa_supported("avx512")) {
                 prob_run(&p, p.k->avx512);
-                expect_close(&p, "avx512");
+                expect_close(&p, ref, "avx512 vs ref");
+                expect_close(&p, p.want, "avx512 vs vec_dot");
             }
 #endif
+            free(ref);
             prob_free(&p);
         }
 }
