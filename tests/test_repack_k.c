@@ -1,7 +1,7 @@
 /* test_repack_k.c - engine/repack's Q4_K and Q6_K 16-row group kinds (repack_k*.c).
  * The scalar reference on the repacked layout against quant's reference Q4_K / Q6_K
  * vec_dot on the original rows; the AVX2 and AVX-512 kernels (each this CPU has,
- * whatever path is selected) against the reference, for nc = 1, 3, 8, 17 activation
+ * whatever path is selected) against both, for nc = 1, 3, 8, 17 (and more) activation
  * rows and an lds wider than nr (padding must stay untouched); exact equality on
  * extreme levels and scales where every sum is exact; rejected shapes. */
 #include <setjmp.h>
