@@ -8,13 +8,15 @@
  * several runs, and GB/s per thread-second of CPU time the threads actually got (on a
  * shared machine, the kernel's own speed). A benchmark, not a test: nothing is asserted.
  * Usage: bench_repack_k [-r rows] [-c cols] [-m matrices] [-t seconds_per_run] [-k runs]
- *                       [-n batch_columns (default 8)]
+ *                       [-n batch_columns (default 8)] [-H 1: huge pages]
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "engine/quant.h"
@@ -153,8 +155,19 @@ struct kind {
 
 struct opts {
     int rows, cols, n_mat, runs, nc_big;
+    bool huge; /* -H 1: transparent huge pages for the matrices */
     double run_s;
 };
+
+/* len bytes, 2 MiB aligned; with huge, advised to use transparent huge pages (as an
+ * anonymous repacked copy can be; mmapped file rows cannot). */
+static void *alloc_weights(size_t len, bool huge)
+{
+    const size_t align = (size_t)2 << 20;
+    void *p = aligned_alloc(align, (len + align - 1) & ~(align - 1));
+    if (p && huge) madvise(p, (len + align - 1) & ~(align - 1), MADV_HUGEPAGE);
+    return p;
+}
 
 /* n_mat matrices of one kind, original and repacked (64-byte aligned, as the forward
  * pass's anonymous mappings are), filled by tiling N_DISTINCT quantized rows of src. */
@@ -165,8 +178,8 @@ static int make_matrices(const struct opts *o, const struct kind *k, const float
     const size_t row_bytes = quant_row_bytes(k->type, o->cols);
     const size_t rep_bytes = k->bytes(o->cols, o->rows);
     for (int m = 0; m < o->n_mat; m++) {
-        orig[m] = aligned_alloc(64, (row_bytes * (size_t)o->rows + 63) & ~(size_t)63);
-        rep[m] = aligned_alloc(64, (rep_bytes + 63) & ~(size_t)63);
+        orig[m] = alloc_weights(row_bytes * (size_t)o->rows, o->huge);
+        rep[m] = alloc_weights(rep_bytes, o->huge);
         if (!orig[m] || !rep[m]) return -1;
         for (int r = 0; r < N_DISTINCT; r++)
             tr->from_float(src + (size_t)r * o->cols, orig[m] + (size_t)r * row_bytes, o->cols);
@@ -245,6 +258,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "-t")) o.run_s = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "-k")) o.runs = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "-n")) o.nc_big = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-H")) o.huge = atoi(argv[i + 1]) != 0;
     }
     if (o.rows <= 0 || o.rows % CHUNK || o.cols <= 0 || o.cols % 256 || o.n_mat <= 0 ||
         o.runs <= 0 || o.nc_big < 2) {
@@ -281,10 +295,10 @@ int main(int argc, char **argv)
         quant_traits(QT_Q8_K)->from_float(act, y + (size_t)c * by, o.cols);
     }
 
-    printf("%d matrices of %d x %d, kernel path %s; median of %d runs; GB/s of weight bytes "
-           "streamed,\nMrow/s = weight rows per second (each against all nc activation rows),\n"
+    printf("%d matrices of %d x %d (%s pages), kernel path %s; median of %d runs; GB/s of "
+           "weight bytes streamed,\nMrow/s = weight rows per second (each against all nc activation rows),\n"
            "GB/s/thread = per second of CPU time the threads got\n\n",
-           o.n_mat, o.rows, o.cols, isa, o.runs);
+           o.n_mat, o.rows, o.cols, o.huge ? "huge" : "4 KiB", isa, o.runs);
     printf("%-5s %-22s %3s %3s %9s %9s %9s %11s\n", "type", "kernel", "nc", "thr", "MB", "GB/s",
            "Mrow/s", "GB/s/thread");
     int rc = 0;
