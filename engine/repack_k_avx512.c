@@ -5,10 +5,11 @@
  * it (u8) meet the activation's matching 4 bytes, broadcast from memory, in vpdpbusd, so
  * lane r of an accumulator is row r's exact int32 sub-block dot. Sub-block dots are
  * scaled by the rows' 6/8-bit scales (vpmulld), summed per super-block, converted and
- * scaled by d_x[r] * d_y. Q4_K's mins enter as sum_j m_j[r] * bsum_j (vpmaddwd on
- * (m, m) pairs); Q6_K's -32 offset as a -32 * bsums start value of each sub-block dot.
- * Several activation rows (a column tile) share each unpacked weight register; the
- * s rows accumulate across super-blocks in memory (L1), so any nc works.
+ * scaled by d_x[r] * d_y. Q4_K's mins enter as sum_j m_j[r] * bsum_j (vpmaddwd of
+ * (m[2p], m[2p+1]) against (bsum[2p], bsum[2p+1])); Q6_K's -32 offset as a -32 * bsum
+ * start value of each sub-block dot. Up to 8 activation rows (a column tile) share each
+ * unpacked weight register; the s rows accumulate across super-blocks in memory (L1), so
+ * any nc works. For nc >= 4 the kernels prefetch ahead (see PF_MIN_NC).
  */
 #include "engine/repack.h"
 
