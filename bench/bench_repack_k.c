@@ -8,18 +8,21 @@
  * several runs, and GB/s per thread-second of CPU time the threads actually got (on a
  * shared machine, the kernel's own speed). A benchmark, not a test: nothing is asserted.
  * Usage: bench_repack_k [-r rows] [-c cols] [-m matrices] [-t seconds_per_run] [-k runs]
+ *                       [-n batch_columns (default 8)] [-H 1: huge pages]
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "engine/quant.h"
 #include "engine/repack.h"
 
-enum { CHUNK = 32, MAX_THREADS = 2, MAX_NC = 8, N_DISTINCT = 16 };
+enum { CHUNK = 32, MAX_THREADS = 2, N_DISTINCT = 16 };
 
 static double now_s(void)
 {
@@ -87,7 +90,8 @@ static void *worker_main(void *arg)
                     quant_vec_dot_rows(r->tr, r->cols, s, r->w[m] + (size_t)r0 * r->row_bytes,
                                        r->row_bytes, r->y, CHUNK);
                 else
-                    quant_gemm(r->tr, r->cols, s, (size_t)r->rows, r->w[m] + (size_t)r0 * r->row_bytes,
+                    quant_gemm(r->tr, r->cols, s, (size_t)r->rows,
+                               r->w[m] + (size_t)r0 * r->row_bytes,
                                r->row_bytes, CHUNK, r->y, r->by, r->nc);
             }
             pthread_barrier_wait(&r->bar);
@@ -141,109 +145,168 @@ static double measure(struct run *r, double run_s, int k, double *cpu_per)
     return per[k / 2];
 }
 
+/* One weight type: its packing and the repacked kernel of the selected path. */
+struct kind {
+    int type;
+    size_t (*bytes)(int64_t n, int64_t nrows);
+    int (*pack)(const void *src, size_t row_bytes, int64_t n, int64_t nrows, void *dst);
+    repack_gemm_fn kernel;
+};
+
+struct opts {
+    int rows, cols, n_mat, runs, nc_big;
+    bool huge; /* -H 1: transparent huge pages for the matrices */
+    double run_s;
+};
+
+/* len bytes, 2 MiB aligned; with huge, advised to use transparent huge pages (as an
+ * anonymous repacked copy can be; mmapped file rows cannot). */
+static void *alloc_weights(size_t len, bool huge)
+{
+    const size_t align = (size_t)2 << 20;
+    void *p = aligned_alloc(align, (len + align - 1) & ~(align - 1));
+    if (p && huge) madvise(p, (len + align - 1) & ~(align - 1), MADV_HUGEPAGE);
+    return p;
+}
+
+/* n_mat matrices of one kind, original and repacked (64-byte aligned, as the forward
+ * pass's anonymous mappings are), filled by tiling N_DISTINCT quantized rows of src. */
+static int make_matrices(const struct opts *o, const struct kind *k, const float *src,
+                         unsigned char **orig, unsigned char **rep)
+{
+    const struct quant_traits *tr = quant_traits(k->type);
+    const size_t row_bytes = quant_row_bytes(k->type, o->cols);
+    const size_t rep_bytes = k->bytes(o->cols, o->rows);
+    for (int m = 0; m < o->n_mat; m++) {
+        orig[m] = alloc_weights(row_bytes * (size_t)o->rows, o->huge);
+        rep[m] = alloc_weights(rep_bytes, o->huge);
+        if (!orig[m] || !rep[m]) return -1;
+        for (int r = 0; r < N_DISTINCT; r++)
+            tr->from_float(src + (size_t)r * o->cols, orig[m] + (size_t)r * row_bytes, o->cols);
+        for (int r = N_DISTINCT; r < o->rows; r++)
+            memcpy(orig[m] + (size_t)r * row_bytes,
+                   orig[m] + (size_t)(r % N_DISTINCT) * row_bytes, row_bytes);
+    }
+    double pack_s = now_s();
+    for (int m = 0; m < o->n_mat; m++)
+        if (k->pack(orig[m], row_bytes, o->cols, o->rows, rep[m]) != 0) return -1;
+    pack_s = now_s() - pack_s;
+    const double mb = (double)row_bytes * o->rows * o->n_mat / 1e6;
+    printf("%-5s repack: %.1f ms for %.1f MB of rows (%.2f GB/s, 1 thread)\n", tr->name,
+           pack_s * 1e3, mb, mb / 1e3 / pack_s);
+    return 0;
+}
+
+/* The table rows of one kind: both layouts, nc = 1 and nc_big, 1 and 2 threads. */
+static int bench_kind(const struct opts *o, const struct kind *k, const float *src,
+                      const unsigned char *y, float *out)
+{
+    const struct quant_traits *tr = quant_traits(k->type);
+    const size_t row_bytes = quant_row_bytes(k->type, o->cols);
+    const size_t rep_bytes = k->bytes(o->cols, o->rows);
+    unsigned char **orig = calloc((size_t)o->n_mat, sizeof *orig);
+    unsigned char **rep = calloc((size_t)o->n_mat, sizeof *rep);
+    int rc = -1;
+    if (!orig || !rep || rep_bytes == 0 || make_matrices(o, k, src, orig, rep) < 0) goto out;
+    double sec1[2][MAX_THREADS + 1] = {{0}}, cpu1[2][MAX_THREADS + 1] = {{0}};
+    for (int layout = 0; layout < 2; layout++)
+        for (int nc = 1; nc <= o->nc_big; nc += o->nc_big - 1)
+            for (int nt = 1; nt <= MAX_THREADS; nt++) {
+                struct run r = {.rows = o->rows, .cols = o->cols, .n_mat = o->n_mat, .nc = nc,
+                                .n_threads = nt, .is_repacked = layout == 1, .tr = tr,
+                                .kernel = k->kernel, .w = layout ? rep : orig,
+                                .row_bytes = row_bytes,
+                                .group_bytes = rep_bytes / (size_t)(o->rows / REPACK_GROUP),
+                                .y = y, .by = quant_row_bytes(QT_Q8_K, o->cols), .out = out};
+                double cpu;
+                const double per = measure(&r, o->run_s, o->runs, &cpu);
+                const double mb =
+                    (double)(layout ? rep_bytes : row_bytes * (size_t)o->rows) * o->n_mat;
+                const char *name = layout    ? "repack 16-row"
+                                   : nc == 1 ? "quant_vec_dot_rows"
+                                             : "quant_gemm";
+                printf("%-5s %-22s %3d %3d %9.1f %9.2f %9.2f %11.2f", tr->name, name, nc, nt,
+                       mb / 1e6, mb / per / 1e9, (double)o->rows * o->n_mat / per / 1e6,
+                       mb / cpu / 1e9);
+                if (nc == 1) {
+                    sec1[layout][nt] = per;
+                    cpu1[layout][nt] = cpu;
+                } else
+                    printf("  nc=1 x %.2f (cpu x %.2f)", per / sec1[layout][nt],
+                           cpu / cpu1[layout][nt]);
+                printf("\n");
+                fflush(stdout);
+            }
+    rc = 0;
+out:
+    for (int m = 0; orig && rep && m < o->n_mat; m++) {
+        free(orig[m]);
+        free(rep[m]);
+    }
+    free(orig);
+    free(rep);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
-    int rows = 5632, cols = 2048, n_mat = 8, runs = 5;
-    double run_s = 0.3;
+    struct opts o = {.rows = 5632, .cols = 2048, .n_mat = 8, .runs = 5, .nc_big = 8, .run_s = 0.3};
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "-r")) rows = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "-c")) cols = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "-m")) n_mat = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "-t")) run_s = atof(argv[i + 1]);
-        else if (!strcmp(argv[i], "-k")) runs = atoi(argv[i + 1]);
+        if (!strcmp(argv[i], "-r")) o.rows = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-c")) o.cols = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-m")) o.n_mat = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-t")) o.run_s = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "-k")) o.runs = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-n")) o.nc_big = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-H")) o.huge = atoi(argv[i + 1]) != 0;
     }
-    if (rows <= 0 || rows % CHUNK || cols <= 0 || cols % 256 || n_mat <= 0 || runs <= 0) {
-        fprintf(stderr, "bench_repack_k: rows must be a positive multiple of %d, cols of 256\n",
+    if (o.rows <= 0 || o.rows % CHUNK || o.cols <= 0 || o.cols % 256 || o.n_mat <= 0 ||
+        o.runs <= 0 || o.nc_big < 2) {
+        fprintf(stderr, "bench_repack_k: rows must be a positive multiple of %d, cols of 256, "
+                        "-n at least 2\n",
                 CHUNK);
         return 2;
     }
     quant_init();
+    /* the repacked kernels of the selected path (MESHLLM_ISA forces one) */
     const char *isa = quant_isa_name();
-    const bool is512 = !strcmp(isa, "avx512"), is2 = !strcmp(isa, "avx2");
-    const struct {
-        int type;
-        size_t (*bytes)(int64_t, int64_t);
-        int (*pack)(const void *, size_t, int64_t, int64_t, void *);
-        repack_gemm_fn k;
-    } kinds[] = {
-        {QT_Q4_K, repack_q4_k_bytes, repack_q4_k,
-         is512 ? repack_avx512_gemm_q4_k_q8_k : is2 ? repack_avx2_gemm_q4_k_q8_k : repack_ref_gemm_q4_k_q8_k},
-        {QT_Q6_K, repack_q6_k_bytes, repack_q6_k,
-         is512 ? repack_avx512_gemm_q6_k_q8_k : is2 ? repack_avx2_gemm_q6_k_q8_k : repack_ref_gemm_q6_k_q8_k},
+    struct kind kinds[] = {
+        {QT_Q4_K, repack_q4_k_bytes, repack_q4_k, repack_ref_gemm_q4_k_q8_k},
+        {QT_Q6_K, repack_q6_k_bytes, repack_q6_k, repack_ref_gemm_q6_k_q8_k},
     };
-    float *src = malloc((size_t)cols * N_DISTINCT * sizeof(float));
-    float *act = malloc((size_t)cols * sizeof(float));
-    float *out = malloc((size_t)rows * MAX_NC * sizeof(float));
-    if (!src || !act || !out) return 1;
-    for (size_t i = 0; i < (size_t)cols * N_DISTINCT; i++) src[i] = 0.1f * rand_uniform();
+#if defined(__x86_64__)
+    if (!strcmp(isa, "avx512")) {
+        kinds[0].kernel = repack_avx512_gemm_q4_k_q8_k;
+        kinds[1].kernel = repack_avx512_gemm_q6_k_q8_k;
+    } else if (!strcmp(isa, "avx2")) {
+        kinds[0].kernel = repack_avx2_gemm_q4_k_q8_k;
+        kinds[1].kernel = repack_avx2_gemm_q6_k_q8_k;
+    }
+#endif
+    const size_t by = quant_row_bytes(QT_Q8_K, o.cols);
+    float *src = malloc((size_t)o.cols * N_DISTINCT * sizeof(float));
+    float *act = malloc((size_t)o.cols * sizeof(float));
+    float *out = malloc((size_t)o.rows * (size_t)o.nc_big * sizeof(float));
+    unsigned char *y = malloc(by * (size_t)o.nc_big);
+    if (!src || !act || !out || !y) return 1;
+    for (size_t i = 0; i < (size_t)o.cols * N_DISTINCT; i++) src[i] = 0.1f * rand_uniform();
+    for (int c = 0; c < o.nc_big; c++) {
+        for (int i = 0; i < o.cols; i++) act[i] = rand_uniform();
+        quant_traits(QT_Q8_K)->from_float(act, y + (size_t)c * by, o.cols);
+    }
 
-    printf("%d matrices of %d x %d, kernel path %s; median of %d runs; GB/s of weight bytes "
-           "streamed,\nMrow/s = weight rows per second (each against all nc activation rows)\n\n",
-           n_mat, rows, cols, isa, runs);
+    printf("%d matrices of %d x %d (%s pages), kernel path %s; median of %d runs; GB/s of "
+           "weight bytes streamed,\nMrow/s = weight rows per second (each against all nc activation rows),\n"
+           "GB/s/thread = per second of CPU time the threads got\n\n",
+           o.n_mat, o.rows, o.cols, o.huge ? "huge" : "4 KiB", isa, o.runs);
     printf("%-5s %-22s %3s %3s %9s %9s %9s %11s\n", "type", "kernel", "nc", "thr", "MB", "GB/s",
            "Mrow/s", "GB/s/thread");
-    for (size_t ki = 0; ki < sizeof kinds / sizeof kinds[0]; ki++) {
-        const struct quant_traits *tr = quant_traits(kinds[ki].type);
-        const size_t row_bytes = quant_row_bytes(kinds[ki].type, cols);
-        const size_t by = quant_row_bytes(QT_Q8_K, cols);
-        const size_t rep_bytes = kinds[ki].bytes(cols, rows);
-        unsigned char *y = malloc(by * MAX_NC);
-        unsigned char **orig = calloc((size_t)n_mat, sizeof *orig);
-        unsigned char **rep = calloc((size_t)n_mat, sizeof *rep);
-        if (!y || !orig || !rep || rep_bytes == 0) return 1;
-        for (int c = 0; c < MAX_NC; c++) {
-            for (int i = 0; i < cols; i++) act[i] = rand_uniform();
-            quant_traits(QT_Q8_K)->from_float(act, y + (size_t)c * by, cols);
-        }
-        for (int m = 0; m < n_mat; m++) {
-            orig[m] = malloc(row_bytes * (size_t)rows);
-            rep[m] = malloc(rep_bytes);
-            if (!orig[m] || !rep[m]) return 1;
-            for (int r = 0; r < N_DISTINCT; r++)
-                tr->from_float(src + (size_t)r * cols, orig[m] + (size_t)r * row_bytes, cols);
-            for (int r = N_DISTINCT; r < rows; r++)
-                memcpy(orig[m] + (size_t)r * row_bytes, orig[m] + (size_t)(r % N_DISTINCT) * row_bytes,
-                       row_bytes);
-            if (kinds[ki].pack(orig[m], row_bytes, cols, rows, rep[m]) != 0) return 1;
-        }
-        double sec1[2][MAX_THREADS + 1] = {{0}}, cpu1[2][MAX_THREADS + 1] = {{0}};
-        for (int layout = 0; layout < 2; layout++)
-            for (int nc = 1; nc <= MAX_NC; nc += MAX_NC - 1)
-                for (int nt = 1; nt <= MAX_THREADS; nt++) {
-                    struct run r = {.rows = rows, .cols = cols, .n_mat = n_mat, .nc = nc,
-                                    .n_threads = nt, .is_repacked = layout == 1, .tr = tr,
-                                    .kernel = kinds[ki].k, .w = layout ? rep : orig,
-                                    .row_bytes = row_bytes,
-                                    .group_bytes = rep_bytes / (size_t)(rows / REPACK_GROUP),
-                                    .y = y, .by = by, .out = out};
-                    double cpu;
-                    const double per = measure(&r, run_s, runs, &cpu);
-                    const double mb = (double)(layout ? rep_bytes : row_bytes * (size_t)rows) * n_mat;
-                    char name[40];
-                    snprintf(name, sizeof name, "%s", layout ? "repack 16-row"
-                                                             : nc == 1 ? "quant_vec_dot_rows" : "quant_gemm");
-                    printf("%-5s %-22s %3d %3d %9.1f %9.2f %9.2f %11.2f", tr->name, name, nc, nt,
-                           mb / 1e6, mb / per / 1e9, (double)rows * n_mat / per / 1e6,
-                           mb / cpu / 1e9);
-                    if (nc == 1) {
-                        sec1[layout][nt] = per;
-                        cpu1[layout][nt] = cpu;
-                    } else
-                        printf("  nc=1 x %.2f (cpu x %.2f)", per / sec1[layout][nt],
-                               cpu / cpu1[layout][nt]);
-                    printf("\n");
-                    fflush(stdout);
-                }
-        for (int m = 0; m < n_mat; m++) {
-            free(orig[m]);
-            free(rep[m]);
-        }
-        free(orig);
-        free(rep);
-        free(y);
-    }
+    int rc = 0;
+    for (size_t ki = 0; ki < sizeof kinds / sizeof kinds[0] && rc == 0; ki++)
+        rc = bench_kind(&o, &kinds[ki], src, y, out);
     free(src);
     free(act);
     free(out);
-    return 0;
+    free(y);
+    return rc == 0 ? 0 : 1;
 }

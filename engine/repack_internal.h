@@ -33,7 +33,8 @@ _Static_assert(sizeof(struct repack_q4_kx16) == 2368, "repack_q4_kx16 is 2368 by
 
 /* A quarter of a Q6_K record: half h (elements 128h..128h+127), slices t = 4tq + i
  * (i = 0..3) of its two 64-element chunks, in the order the kernels read them:
- *   qh[i][r][b]    bits 2s..2s+1 = high 2 bits of u of element 128h + 32s + 4t + b;
+ *   qh[i][r][b]    bits 2s..2s+1 = high 2 bits of u of element 128h + 32s + 4t + b
+ *                  (the source's qh[32h + 4t + b], unchanged);
  *   ql[p][i][r][b] lo nibble = low 4 bits of u of element 128h + 64p + 4t + b, hi
  *                  nibble = of element 128h + 64p + 32 + 4t + b (fields s = 2p, 2p + 1).
  * Field s of slice t lies in sub-block 8h + 2s + tq. */

@@ -80,30 +80,24 @@ int repack_q6_k(const void *src, size_t row_bytes, int64_t n, int64_t nrows, voi
             for (int r = 0; r < REPACK_GROUP; r++) {
                 const struct block_q6_K *b =
                     src_block(src, row_bytes, g * REPACK_GROUP + r, ib, sizeof *b);
-                /* levels u = 0..63 in element order (quant_blocks.h's Q6_K layout) */
-                uint8_t u[QK_K];
-                for (int h = 0; h < 2; h++)
-                    for (int l = 0; l < 32; l++) {
-                        const uint8_t *ql = b->ql + 64 * h, qh = b->qh[32 * h + l];
-                        u[128 * h + l] = (uint8_t)((ql[l] & 0xF) | (qh & 3) << 4);
-                        u[128 * h + l + 32] = (uint8_t)((ql[l + 32] & 0xF) | ((qh >> 2) & 3) << 4);
-                        u[128 * h + l + 64] = (uint8_t)((ql[l] >> 4) | ((qh >> 4) & 3) << 4);
-                        u[128 * h + l + 96] = (uint8_t)((ql[l + 32] >> 4) | ((qh >> 6) & 3) << 4);
-                    }
                 rec->d[r] = b->d;
                 for (int j = 0; j < 16; j++) rec->sc[j][r] = b->scales[j];
-                for (int t = 0; t < 8; t++)
-                    for (int k = 0; k < 4; k++)
-                        for (int h = 0; h < 2; h++) {
-                            struct repack_q6_k_quarter *qq = &rec->q[2 * h + t / 4];
-                            const int e = 128 * h + 4 * t + k;
-                            for (int p = 0; p < 2; p++)
-                                qq->ql[p][t % 4][r][k] = (uint8_t)((u[e + 64 * p] & 0xF) |
-                                                                   (u[e + 64 * p + 32] & 0xF) << 4);
-                            qq->qh[t % 4][r][k] =
-                                (uint8_t)(u[e] >> 4 | (u[e + 32] >> 4) << 2 |
-                                          (u[e + 64] >> 4) << 4 | (u[e + 96] >> 4) << 6);
-                        }
+                /* Per half h and l = 4t + b: source ql[64h + l] holds elements 128h + l
+                 * (lo) and + 64 (hi), ql[64h + 32 + l] elements + 32 and + 96; qh[32h + l]
+                 * already holds the four high-bit fields in our order. Four bytes at a
+                 * time with nibble masks. */
+                for (int h = 0; h < 2; h++)
+                    for (int t = 0; t < 8; t++) {
+                        struct repack_q6_k_quarter *qq = &rec->q[2 * h + t / 4];
+                        uint32_t lo, hi;
+                        memcpy(&lo, &b->ql[64 * h + 4 * t], 4);
+                        memcpy(&hi, &b->ql[64 * h + 32 + 4 * t], 4);
+                        const uint32_t p0 = (lo & 0x0F0F0F0Fu) | (hi & 0x0F0F0F0Fu) << 4;
+                        const uint32_t p1 = (lo >> 4 & 0x0F0F0F0Fu) | (hi & 0xF0F0F0F0u);
+                        memcpy(qq->ql[0][t % 4][r], &p0, 4);
+                        memcpy(qq->ql[1][t % 4][r], &p1, 4);
+                        memcpy(qq->qh[t % 4][r], &b->qh[32 * h + 4 * t], 4);
+                    }
             }
         }
     return 0;
@@ -144,7 +138,8 @@ void repack_ref_gemm_q4_k_q8_k(int n, float *s, size_t lds, const void *x, int n
                         for (int l = 0; l < 32; l++)
                             dot += q4_k_level(rec, r, 32 * j + l) * yb[ib].qs[32 * j + l];
                         sumi += rec->sc[j][r] * dot;
-                        summ += rec->m[j / 2][r][j % 2] * (yb[ib].bsums[2 * j] + yb[ib].bsums[2 * j + 1]);
+                        const int bsum = yb[ib].bsums[2 * j] + yb[ib].bsums[2 * j + 1];
+                        summ += rec->m[j / 2][r][j % 2] * bsum;
                     }
                     sumf += quant_h2f(rec->d[r]) * yb[ib].d * (float)sumi;
                     sumf -= quant_h2f(rec->dmin[r]) * yb[ib].d * (float)summ;

@@ -82,7 +82,8 @@ KX_INLINE void q4_k_half(const struct repack_q4_kx16 *rec, int hg,
     for (int k = 0; k < T; k++) {
         __m256i summ = _mm256_setzero_si256();
         for (int p = 0; p < 4; p++) {
-            const __m256i m16 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)rec->m[p][r0]));
+            const __m256i m16 =
+                _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)rec->m[p][r0]));
             summ = _mm256_add_epi32(summ, _mm256_madd_epi16(m16, _mm256_set1_epi32(bsub[k][p])));
         }
         __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(isum[k]), d);

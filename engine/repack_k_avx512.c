@@ -5,10 +5,11 @@
  * it (u8) meet the activation's matching 4 bytes, broadcast from memory, in vpdpbusd, so
  * lane r of an accumulator is row r's exact int32 sub-block dot. Sub-block dots are
  * scaled by the rows' 6/8-bit scales (vpmulld), summed per super-block, converted and
- * scaled by d_x[r] * d_y. Q4_K's mins enter as sum_j m_j[r] * bsum_j (vpmaddwd on
- * (m, m) pairs); Q6_K's -32 offset as a -32 * bsums start value of each sub-block dot.
- * Several activation rows (a column tile) share each unpacked weight register; the
- * s rows accumulate across super-blocks in memory (L1), so any nc works.
+ * scaled by d_x[r] * d_y. Q4_K's mins enter as sum_j m_j[r] * bsum_j (vpmaddwd of
+ * (m[2p], m[2p+1]) against (bsum[2p], bsum[2p+1])); Q6_K's -32 offset as a -32 * bsum
+ * start value of each sub-block dot. Up to 8 activation rows (a column tile) share each
+ * unpacked weight register; the s rows accumulate across super-blocks in memory (L1), so
+ * any nc works. For nc >= 4 the kernels prefetch ahead (see PF_MIN_NC).
  */
 #include "engine/repack.h"
 
@@ -23,6 +24,22 @@
 
 /* Columns per tile: Q4_K keeps 3 int32 accumulators per column, Q6_K 2 (of 32 zmm). */
 enum { Q4_TILE = 8, Q6_TILE = 8 };
+
+/* Software prefetch, for nc >= PF_MIN_NC only: the VNNI-bound loop of a column tile
+ * demands one record's lines in bursts too far apart for the hardware prefetchers to
+ * keep DRAM busy (nc = 8 from DRAM ran at ~60 % of its L3 speed without it); at nc = 1
+ * the hardware streams well and prefetching slowed it. Each record's tile prefetches,
+ * spread over its slices, every line of the record PF_RECS ahead (~5-7 KB), if that
+ * record belongs to this call. */
+enum { PF_MIN_NC = 4, PF_RECS = 2 };
+
+/* The record PF_RECS after rec if the call's records [.., end) hold it, else NULL. */
+static const char *pf_target(const void *rec, size_t rec_bytes, const void *end, int nc)
+{
+    const size_t left = (size_t)((const char *)end - (const char *)rec);
+    return nc >= PF_MIN_NC && left > PF_RECS * rec_bytes ? (const char *)rec + PF_RECS * rec_bytes
+                                                         : NULL;
+}
 
 /* The 4 activation bytes at p, broadcast to every 32-bit lane. */
 KX_INLINE __m512i bcast4(const int8_t *p)
@@ -40,7 +57,7 @@ KX_INLINE void acc_rows(float *sk, __m512 t, float dy)
 
 /* One Q4_K record (16 rows x 256) against the T activation blocks yb[k]. */
 KX_INLINE void q4_k_tile(const struct repack_q4_kx16 *rec, const struct block_q8_K *const *yb,
-                         float *const *sk, const int T)
+                         float *const *sk, const char *pf, const int T)
 {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     /* bsub[k][p] = (bsum of sub-block 2p, of 2p + 1) as two int16 */
@@ -62,6 +79,10 @@ KX_INLINE void q4_k_tile(const struct repack_q4_kx16 *rec, const struct block_q8
 #pragma GCC unroll 8
         for (int t = 0; t < 8; t++) {
             const __m512i q = _mm512_loadu_si512((const void *)rec->qs[c][t]);
+            if (pf) { /* lines 0..31, and 32..36 on the first chunk: the 37 of a record */
+                _mm_prefetch(pf + 64 * (8 * c + t), _MM_HINT_T0);
+                if (c == 0 && t < 5) _mm_prefetch(pf + 64 * (32 + t), _MM_HINT_T0);
+            }
             const __m512i lo = _mm512_and_si512(q, m4);
             const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
 #pragma GCC unroll 8
@@ -115,7 +136,7 @@ KX_INLINE __m512i q6_k_levels(const struct repack_q6_k_quarter *qq, int i, int s
 
 /* One Q6_K record (16 rows x 256) against the T activation blocks yb[k]. */
 KX_INLINE void q6_k_tile(const struct repack_q6_kx16 *rec, const struct block_q8_K *const *yb,
-                         float *const *sk, const int T)
+                         float *const *sk, const char *pf, const int T)
 {
     /* neg[k][j] = -32 * bsum j: the start of sub-block j's dot, so u - 32 is what counts */
     int32_t neg[Q6_TILE][16];
@@ -123,7 +144,8 @@ KX_INLINE void q6_k_tile(const struct repack_q6_kx16 *rec, const struct block_q8
     for (int k = 0; k < T; k++) {
         const __m512i bs =
             _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)yb[k]->bsums));
-        _mm512_storeu_si512(neg[k], _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(bs, 5)));
+        _mm512_storeu_si512(neg[k],
+                            _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(bs, 5)));
     }
     __m512i isum[Q6_TILE];
 #pragma GCC unroll 8
@@ -140,19 +162,25 @@ KX_INLINE void q6_k_tile(const struct repack_q6_kx16 *rec, const struct block_q8
 #pragma GCC unroll 4
                 for (int i = 0; i < 4; i++) {
                     const int t = 4 * tq + i;
+                    const int line = 16 * (2 * h + tq) + 4 * s + i; /* 0..63 */
+                    /* a record spans at most 53 lines (3360 bytes, maybe 32 into one) */
+                    if (pf && line < 53) _mm_prefetch(pf + 64 * line, _MM_HINT_T0);
                     const __m512i w = q6_k_levels(&rec->q[2 * h + tq], i, s);
 #pragma GCC unroll 8
                     for (int k = 0; k < T; k++)
-                        a[k] = _mm512_dpbusd_epi32(a[k], w, bcast4(yb[k]->qs + 128 * h + 32 * s + 4 * t));
+                        a[k] = _mm512_dpbusd_epi32(a[k], w,
+                                                   bcast4(yb[k]->qs + 128 * h + 32 * s + 4 * t));
                 }
-                const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)rec->sc[j]));
+                const __m512i sc =
+                    _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)rec->sc[j]));
 #pragma GCC unroll 8
                 for (int k = 0; k < T; k++)
                     isum[k] = _mm512_add_epi32(isum[k], _mm512_mullo_epi32(a[k], sc));
             }
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)rec->d));
 #pragma GCC unroll 8
-    for (int k = 0; k < T; k++) acc_rows(sk[k], _mm512_mul_ps(_mm512_cvtepi32_ps(isum[k]), d), yb[k]->d);
+    for (int k = 0; k < T; k++)
+        acc_rows(sk[k], _mm512_mul_ps(_mm512_cvtepi32_ps(isum[k]), d), yb[k]->d);
 }
 
 /* Zeroes the 16 s entries of group g for each of the nc columns. */
@@ -178,24 +206,26 @@ void repack_avx512_gemm_q4_k_q8_k(int n, float *s, size_t lds, const void *x, in
     (void)ysum;
     const int nb = n / QK_K;
     const struct repack_q4_kx16 *xr = x;
+    const void *end = xr + (size_t)(nr / REPACK_GROUP) * (size_t)nb;
     for (int g = 0; g < nr / REPACK_GROUP; g++) {
         zero_group(s, lds, g, nc);
         for (int ib = 0; ib < nb; ib++) {
             const struct repack_q4_kx16 *rec = xr + (size_t)g * (size_t)nb + (size_t)ib;
-            for (int kc = 0; kc < nc; kc += Q4_TILE) {
+            const char *pf = pf_target(rec, sizeof *rec, end, nc);
+            for (int kc = 0; kc < nc; kc += Q4_TILE, pf = NULL) {
                 const int T = nc - kc < Q4_TILE ? nc - kc : Q4_TILE;
                 const struct block_q8_K *yb[Q4_TILE];
                 float *sk[Q4_TILE];
                 tile_ptrs(y, by, ib, s, lds, g, kc, T, yb, sk);
                 switch (T) {
-                case 1: q4_k_tile(rec, yb, sk, 1); break;
-                case 2: q4_k_tile(rec, yb, sk, 2); break;
-                case 3: q4_k_tile(rec, yb, sk, 3); break;
-                case 4: q4_k_tile(rec, yb, sk, 4); break;
-                case 5: q4_k_tile(rec, yb, sk, 5); break;
-                case 6: q4_k_tile(rec, yb, sk, 6); break;
-                case 7: q4_k_tile(rec, yb, sk, 7); break;
-                default: q4_k_tile(rec, yb, sk, 8); break;
+                case 1: q4_k_tile(rec, yb, sk, pf, 1); break;
+                case 2: q4_k_tile(rec, yb, sk, pf, 2); break;
+                case 3: q4_k_tile(rec, yb, sk, pf, 3); break;
+                case 4: q4_k_tile(rec, yb, sk, pf, 4); break;
+                case 5: q4_k_tile(rec, yb, sk, pf, 5); break;
+                case 6: q4_k_tile(rec, yb, sk, pf, 6); break;
+                case 7: q4_k_tile(rec, yb, sk, pf, 7); break;
+                default: q4_k_tile(rec, yb, sk, pf, 8); break;
                 }
             }
         }
@@ -208,24 +238,26 @@ void repack_avx512_gemm_q6_k_q8_k(int n, float *s, size_t lds, const void *x, in
     (void)ysum;
     const int nb = n / QK_K;
     const struct repack_q6_kx16 *xr = x;
+    const void *end = xr + (size_t)(nr / REPACK_GROUP) * (size_t)nb;
     for (int g = 0; g < nr / REPACK_GROUP; g++) {
         zero_group(s, lds, g, nc);
         for (int ib = 0; ib < nb; ib++) {
             const struct repack_q6_kx16 *rec = xr + (size_t)g * (size_t)nb + (size_t)ib;
-            for (int kc = 0; kc < nc; kc += Q6_TILE) {
+            const char *pf = pf_target(rec, sizeof *rec, end, nc);
+            for (int kc = 0; kc < nc; kc += Q6_TILE, pf = NULL) {
                 const int T = nc - kc < Q6_TILE ? nc - kc : Q6_TILE;
                 const struct block_q8_K *yb[Q6_TILE];
                 float *sk[Q6_TILE];
                 tile_ptrs(y, by, ib, s, lds, g, kc, T, yb, sk);
                 switch (T) {
-                case 1: q6_k_tile(rec, yb, sk, 1); break;
-                case 2: q6_k_tile(rec, yb, sk, 2); break;
-                case 3: q6_k_tile(rec, yb, sk, 3); break;
-                case 4: q6_k_tile(rec, yb, sk, 4); break;
-                case 5: q6_k_tile(rec, yb, sk, 5); break;
-                case 6: q6_k_tile(rec, yb, sk, 6); break;
-                case 7: q6_k_tile(rec, yb, sk, 7); break;
-                default: q6_k_tile(rec, yb, sk, 8); break;
+                case 1: q6_k_tile(rec, yb, sk, pf, 1); break;
+                case 2: q6_k_tile(rec, yb, sk, pf, 2); break;
+                case 3: q6_k_tile(rec, yb, sk, pf, 3); break;
+                case 4: q6_k_tile(rec, yb, sk, pf, 4); break;
+                case 5: q6_k_tile(rec, yb, sk, pf, 5); break;
+                case 6: q6_k_tile(rec, yb, sk, pf, 6); break;
+                case 7: q6_k_tile(rec, yb, sk, pf, 7); break;
+                default: q6_k_tile(rec, yb, sk, pf, 8); break;
                 }
             }
         }

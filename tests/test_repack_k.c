@@ -1,7 +1,7 @@
 /* test_repack_k.c - engine/repack's Q4_K and Q6_K 16-row group kinds (repack_k*.c).
  * The scalar reference on the repacked layout against quant's reference Q4_K / Q6_K
  * vec_dot on the original rows; the AVX2 and AVX-512 kernels (each this CPU has,
- * whatever path is selected) against the reference, for nc = 1, 3, 8, 17 activation
+ * whatever path is selected) against both, for nc = 1, 3, 8, 17 (and more) activation
  * rows and an lds wider than nr (padding must stay untouched); exact equality on
  * extreme levels and scales where every sum is exact; rejected shapes. */
 #include <setjmp.h>
@@ -31,14 +31,20 @@ struct kind {
     repack_gemm_fn ref, avx2, avx512;
 };
 
+/* The SIMD kernels exist in x86-64 builds only. */
+#if defined(__x86_64__)
+#define KX_SIMD(avx2, avx512) avx2, avx512
+#else
+#define KX_SIMD(avx2, avx512) NULL, NULL
+#endif
 static const struct kind kinds[] = {
     {"Q4_K", QT_Q4_K, repack_q4_k_bytes, repack_q4_k, repack_ref_gemm_q4_k_q8_k,
-     repack_avx2_gemm_q4_k_q8_k, repack_avx512_gemm_q4_k_q8_k},
+     KX_SIMD(repack_avx2_gemm_q4_k_q8_k, repack_avx512_gemm_q4_k_q8_k)},
     {"Q6_K", QT_Q6_K, repack_q6_k_bytes, repack_q6_k, repack_ref_gemm_q6_k_q8_k,
-     repack_avx2_gemm_q6_k_q8_k, repack_avx512_gemm_q6_k_q8_k},
+     KX_SIMD(repack_avx2_gemm_q6_k_q8_k, repack_avx512_gemm_q6_k_q8_k)},
 };
 
-/* nr weight rows (bx bytes apart, with 7 bytes of slack to test row_bytes) and nc Q8_K
+/* nr weight rows (bx bytes apart, with 8 bytes of slack to test row_bytes) and nc Q8_K
  * rows of n elements; want[c * nr + r] from quant's reference vec_dot, mag[...] the sum
  * of |x||y| of the dequantized values; xr the repacked rows. */
 struct prob {
@@ -71,7 +77,7 @@ static void prob_make(struct prob *p, const struct kind *k, int n, int nr, int n
 {
     memset(p, 0, sizeof *p);
     p->k = k, p->n = n, p->nr = nr, p->nc = nc;
-    p->bx = quant_row_bytes(k->type, n) + 7;
+    p->bx = quant_row_bytes(k->type, n) + 8;
     p->by = quant_row_bytes(QT_Q8_K, n);
     p->lds = (size_t)nr + 5;
     p->x = malloc(p->bx * (size_t)nr);
@@ -97,9 +103,11 @@ static void prob_make(struct prob *p, const struct kind *k, int n, int nr, int n
     }
     for (int c = 0; c < nc; c++)
         for (int r = 0; r < nr; r++) {
-            tx->vec_dot(n, &p->want[c * nr + r], p->x + (size_t)r * p->bx, p->y + (size_t)c * p->by);
+            tx->vec_dot(n, &p->want[c * nr + r], p->x + (size_t)r * p->bx,
+                        p->y + (size_t)c * p->by);
             double m = 0;
-            for (int i = 0; i < n; i++) m += fabs((double)xf[(size_t)r * n + i] * yf[(size_t)c * n + i]);
+            for (int i = 0; i < n; i++)
+                m += fabs((double)xf[(size_t)r * n + i] * yf[(size_t)c * n + i]);
             p->mag[c * nr + r] = (float)m;
         }
     assert_int_equal(k->pack(p->x, p->bx, n, nr, p->xr), 0);
@@ -127,12 +135,13 @@ static void prob_run(struct prob *p, repack_gemm_fn fn)
     fn(p->n, p->got, p->lds, p->xr, p->nr, p->y, p->by, NULL, p->nc);
 }
 
-/* Agreement up to float summation order: 1e-5 of sum |x||y|; the padding untouched. */
-static void expect_close(const struct prob *p, const char *what)
+/* got agrees with want (nc x nr, packed) up to float summation order: 1e-5 of sum
+ * |x||y|; the padding is untouched. */
+static void expect_close(const struct prob *p, const float *want, const char *what)
 {
     for (int c = 0; c < p->nc; c++) {
         for (int r = 0; r < p->nr; r++) {
-            float w = p->want[c * p->nr + r], g = p->got[(size_t)c * p->lds + (size_t)r];
+            float w = want[c * p->nr + r], g = p->got[(size_t)c * p->lds + (size_t)r];
             float tol = 1e-5f * p->mag[c * p->nr + r] + 1e-30f;
             if (!(fabsf(w - g) <= tol))
                 fail_msg("%s %s n=%d nr=%d nc=%d: [c=%d r=%d] got %g want %g (tol %g)",
@@ -161,7 +170,7 @@ static void test_repack_k_reference_equals_quant_vec_dot(void **state)
             struct prob p;
             prob_make(&p, &kinds[ki], shapes[i][0], shapes[i][1], shapes[i][2], &rng);
             prob_run(&p, p.k->ref);
-            expect_close(&p, "ref");
+            expect_close(&p, p.want, "ref vs vec_dot");
             prob_free(&p);
         }
 }
@@ -174,16 +183,26 @@ static void test_repack_k_kernels_match_on_every_path(void **state)
         for (int i = 0; i < N_SHAPES; i++) {
             struct prob p;
             prob_make(&p, &kinds[ki], shapes[i][0], shapes[i][1], shapes[i][2], &rng);
+            /* the layout's own reference, packed nc x nr */
+            float *ref = malloc((size_t)p.nc * (size_t)p.nr * sizeof(float));
+            assert_non_null(ref);
+            prob_run(&p, p.k->ref);
+            for (int c = 0; c < p.nc; c++)
+                memcpy(ref + (size_t)c * p.nr, p.got + (size_t)c * p.lds,
+                       (size_t)p.nr * sizeof(float));
 #if defined(__x86_64__)
             if (quant_isa_supported("avx2")) {
                 prob_run(&p, p.k->avx2);
-                expect_close(&p, "avx2");
+                expect_close(&p, ref, "avx2 vs ref");
+                expect_close(&p, p.want, "avx2 vs vec_dot");
             }
             if (quant_isa_supported("avx512")) {
                 prob_run(&p, p.k->avx512);
-                expect_close(&p, "avx512");
+                expect_close(&p, ref, "avx512 vs ref");
+                expect_close(&p, p.want, "avx512 vs vec_dot");
             }
 #endif
+            free(ref);
             prob_free(&p);
         }
 }
@@ -238,7 +257,7 @@ static void test_repack_k_extremes_exact(void **state)
             }
         }
         assert_int_equal(k->pack(x, bx, N, NR, xr), 0);
-        float want[NC * NR], got[NC * NR];
+        float want[NC * NR];
         k->ref(N, want, NR, xr, NR, y, sizeof y[0], NULL, NC);
         for (int c = 0; c < NC; c++)
             for (int r = 0; r < NR; r++) {
@@ -249,6 +268,7 @@ static void test_repack_k_extremes_exact(void **state)
                              (double)want[c * NR + r], (double)v);
             }
 #if defined(__x86_64__)
+        float got[NC * NR];
         if (quant_isa_supported("avx2")) {
             k->avx2(N, got, NR, xr, NR, y, sizeof y[0], NULL, NC);
             assert_memory_equal(want, got, sizeof want);
