@@ -83,12 +83,21 @@ static ALWAYS_INLINE void score_tile(const struct attn_group_args *a, const floa
             for (int j = 0; j < pb; j++) acc[h * pb + j] = _mm256_fmadd_ps(qv, kv[j], acc[h * pb + j]);
         }
     }
-    float s[8];
-    _mm256_storeu_ps(s, _mm256_mul_ps(fold8(acc), _mm256_set1_ps(a->scale)));
+    const __m256 sv = _mm256_mul_ps(fold8(acc), _mm256_set1_ps(a->scale));
+    float *dst = scores + (size_t)i0 * n_pad + (size_t)p0; /* lane h * pb + j -> dst[h][j] */
+    if (pb == 8) {
+        _mm256_storeu_ps(dst, sv);
+    } else if (pb == 4) {
+        _mm_storeu_ps(dst, _mm256_castps256_ps128(sv));
+        _mm_storeu_ps(dst + n_pad, _mm256_extractf128_ps(sv, 1));
+    } else {
+        float s[8];
+        _mm256_storeu_ps(s, sv);
 #pragma GCC unroll 8
-    for (int h = 0; h < hb; h++)
+        for (int h = 0; h < hb; h++)
 #pragma GCC unroll 8
-        for (int j = 0; j < pb; j++) scores[(size_t)(i0 + h) * n_pad + (size_t)(p0 + j)] = s[h * pb + j];
+            for (int j = 0; j < pb; j++) dst[(size_t)h * n_pad + (size_t)j] = s[h * pb + j];
+    }
 }
 
 /* out[h][8 c0 .. 8 (c0 + cb)) = sum_p prob[h][p] v_p for hb heads, cb chunks of 8, with ns
