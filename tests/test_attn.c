@@ -282,6 +282,53 @@ static void test_attn_kernels_match_scalar_on_peaked_scores(void **state)
 #endif
 }
 
+/* Scores set exactly (q = e_0, k_p = x_p e_0, scale 1/8) and V = the identity, so out[d]
+ * is the probability of position d as the path computed it: softmax (exp, sum,
+ * normalisation) within 8 float ulps of the value in double, arguments from 0 to -100
+ * (below -86 our exp may flush to 0: the true value is then < 5e-38). */
+static void check_probabilities(const char *name, attn_fn fn)
+{
+    enum { HD = 64, N = 64 };
+    float q[HD] = {1.0f}, k[N * HD] = {0}, v[N * HD] = {0}, out[HD];
+    double x[N], sum = 0, max = -INFINITY;
+    uint64_t rng = 17;
+    for (int p = 0; p < N; p++) {
+        /* a spread of arguments, dense near 0 where the probabilities are large */
+        x[p] = p < 8 ? -(double)p / 8 : -100.0 * (test_rand_uniform(&rng) + 1) / 2;
+        k[p * HD] = (float)(x[p] * 8);
+        x[p] = (double)k[p * HD] / 8;
+        v[p * HD + p] = 1.0f;
+        if (x[p] > max) max = x[p];
+    }
+    for (int p = 0; p < N; p++) sum += exp(x[p] - max);
+    size_t sb = attn_scratch_bytes(HD, 1, N);
+    void *scratch = aligned_alloc(64, (sb + 63) / 64 * 64);
+    assert_non_null(scratch);
+    struct attn_group_args a = {.head_dim = HD, .n_q = 1, .n_kv = N, .q = q, .k = k, .v = v,
+                                .kv_stride = HD, .scale = 0.125f, .out = out, .scratch = scratch};
+    fn(&a);
+    for (int p = 0; p < N; p++) {
+        double want = exp(x[p] - max) / sum;
+        double tol = 8 * 0x1p-24 * want + (x[p] - max < -86 ? 5e-38 : 0);
+        if (!(fabs(out[p] - want) <= tol)) {
+            print_error("%s: position %d (argument %.6g): got %.9g want %.9g\n", name, p,
+                        x[p] - max, out[p], want);
+            fail();
+        }
+    }
+    free(scratch);
+}
+
+static void test_attn_softmax_within_8_ulps(void **state)
+{
+    (void)state;
+    check_probabilities("scalar", attn_ref_group);
+#if defined(__x86_64__)
+    if (quant_isa_supported("avx2")) check_probabilities("avx2", attn_avx2_group);
+    if (quant_isa_supported("avx512")) check_probabilities("avx512", attn_avx512_group);
+#endif
+}
+
 /* attn_group runs the path quant_isa_name() reports: bit for bit the same result. */
 static void test_attn_dispatch_follows_selected_isa(void **state)
 {
@@ -338,6 +385,7 @@ int main(void)
         cmocka_unit_test(test_attn_reference_matches_exact),
         cmocka_unit_test(test_attn_kernels_match_scalar_on_every_path),
         cmocka_unit_test(test_attn_kernels_match_scalar_on_peaked_scores),
+        cmocka_unit_test(test_attn_softmax_within_8_ulps),
         cmocka_unit_test(test_attn_dispatch_follows_selected_isa),
         cmocka_unit_test(test_attn_single_position_returns_its_value),
         cmocka_unit_test(test_attn_scratch_bytes_rejects_bad_sizes),
