@@ -14,13 +14,13 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/pool.h"
+#include "engine/attn.h"
 #include "engine/gemm.h"
 #include "engine/model_internal.h"
 #include "engine/quant.h"
 #include "engine/quant_blocks.h"
 #include "engine/repack.h"
 
-#include <float.h>
 #include <stdatomic.h>
 #include <math.h>
 #include <stdlib.h>
@@ -57,9 +57,8 @@ struct model_ctx {
     int32_t *act_sum;        /* MM_MAX_PARTS slots of [n_batch][max_cols / 32]: Q8_0 block
                               * sums of act_q's rows, for packed kernels */
     size_t act_sum_slot;
-    float *att_scores;       /* [n_threads][n_ctx] */
-    float *att_vrow;         /* [n_threads][head_dim] */
-    uint16_t *att_q16;       /* [n_threads][head_dim] */
+    void *att_scratch;       /* [n_threads][att_scratch_bytes] for attn_group */
+    size_t att_scratch_bytes; /* attn_scratch_bytes(head_dim, group size, n_ctx), 64-aligned */
     bool profile;            /* time the steps into prof_ms */
     double prof_ms[MODEL_PROF_COUNT];
     struct timespec prof_t;  /* end of the last timed step */
@@ -132,9 +131,7 @@ void model_ctx_free(struct model_ctx *c)
     free(c->act_q);
     free(c->gemm_aux);
     free(c->act_sum);
-    free(c->att_scores);
-    free(c->att_vrow);
-    free(c->att_q16);
+    free(c->att_scratch);
     free(c);
 }
 
@@ -243,12 +240,14 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p_in,
     c->act_q = calloc3(3, nb, c->act_q_row_cap);
     c->act_sum_slot = nb * (size_t)(max_cols / 32 + 1);
     c->act_sum = calloc3(3, c->act_sum_slot, sizeof(int32_t));
-    c->att_scores = calloc3((size_t)c->n_threads, (size_t)c->n_ctx, sizeof(float));
-    c->att_vrow = calloc3((size_t)c->n_threads, (size_t)hp->head_dim, sizeof(float));
-    c->att_q16 = calloc3((size_t)c->n_threads, (size_t)hp->head_dim, sizeof(uint16_t));
+    int att_group = hp->n_head / hp->n_head_kv;
+    if (att_group > ATTN_MAX_GROUP) att_group = ATTN_MAX_GROUP; /* attn_worker's largest unit */
+    c->att_scratch_bytes = (attn_scratch_bytes(hp->head_dim, att_group, c->n_ctx) + 63) & ~(size_t)63;
+    if (c->att_scratch_bytes > 0 && (size_t)c->n_threads <= SIZE_MAX / c->att_scratch_bytes)
+        c->att_scratch = aligned_alloc(64, (size_t)c->n_threads * c->att_scratch_bytes);
     if (!c->k_cache || !c->v_cache || !c->seq_len || !c->seq_next || !c->rope_freq || !c->xb ||
         !c->q || !c->k || !c->v || !c->att_out || !c->hb || !c->hb2 || !c->x_embd ||
-        !c->x_head || !c->act_q || !c->gemm_aux || !c->act_sum || !c->att_scores || !c->att_vrow || !c->att_q16) {
+        !c->x_head || !c->act_q || !c->gemm_aux || !c->act_sum || !c->att_scratch) {
         rc = err_set(err, err_cap, MESH_ENOMEM,
                      "not enough memory for a context of %d positions x %d sequences "
                      "(try a smaller --ctx)", c->n_ctx, c->n_seq);
@@ -517,7 +516,10 @@ static inline size_t kv_index(const struct model_ctx *c, int il, int seq, int po
             (size_t)pos) * (size_t)c->kv_dim;
 }
 
-/* Causal attention of every (token, head) of the batch over its sequence's cache. */
+/* Causal attention of every (token, query-head group) of the batch over its sequence's
+ * cache. A unit is up to `chunk` query heads sharing one K/V head: attn_group loads each
+ * cached K/V row once for all of them. Groups are cut smaller only when there are fewer
+ * (token, group) units than threads, e.g. one token of a model with one K/V head. */
 struct attn_job {
     struct model_ctx *c;
     int il;
@@ -530,66 +532,32 @@ static void attn_worker(void *arg, int ith, int nth)
     struct model_ctx *c = j->c;
     const struct model_hparams *hp = &c->m->hp;
     int hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
-    float scale = 1.0f / sqrtf((float)hd);
-    float *scores = c->att_scores + (size_t)ith * c->n_ctx;
-    float *vrow = c->att_vrow + (size_t)ith * hd;
-    uint16_t *q16 = c->att_q16 + (size_t)ith * hd;
-    quant_vec_dot_fn dot_f16 = quant_traits(QT_F16)->vec_dot;
-    int units = j->b->n * hp->n_head;
+    int groups = j->b->n * hp->n_head_kv;
+    int cuts = groups >= nth ? 1 : (nth + groups - 1) / groups;
+    int chunk = (group + cuts - 1) / cuts;
+    if (chunk > ATTN_MAX_GROUP) chunk = ATTN_MAX_GROUP;
+    int per_kv = (group + chunk - 1) / chunk; /* units per (token, K/V head) */
+    struct attn_group_args a = {
+        .head_dim = hd,
+        .kv_f16 = c->kv_type == MODEL_KV_F16,
+        .kv_stride = (size_t)c->kv_dim,
+        .scale = 1.0f / sqrtf((float)hd),
+        .scratch = (uint8_t *)c->att_scratch + (size_t)ith * c->att_scratch_bytes,
+    };
+    int units = groups * per_kv;
     for (int u = ith; u < units; u += nth) {
-        int t = u / hp->n_head, h = u % hp->n_head;
-        int seq = j->b->seq ? j->b->seq[t] : 0, pos = j->b->pos[t];
-        int kvh = h / group;
-        const float *q = c->q + (size_t)t * c->q_dim + (size_t)h * hd;
-        size_t base = kv_index(c, j->il, seq, 0) + (size_t)kvh * hd;
-        int n_kv = pos + 1;
-        /* scores[p] = q . k_p / sqrt(hd) */
-        float max = -FLT_MAX;
-        if (c->kv_type == MODEL_KV_F16) {
-            const uint16_t *kc = c->k_cache;
-            quant_f32_to_f16_row(q, q16, hd);
-            for (int p = 0; p < n_kv; p++) {
-                float s;
-                dot_f16(hd, &s, kc + base + (size_t)p * c->kv_dim, q16);
-                scores[p] = s * scale;
-                if (scores[p] > max) max = scores[p];
-            }
-        } else {
-            const float *kc = c->k_cache;
-            for (int p = 0; p < n_kv; p++) {
-                const float *k = kc + base + (size_t)p * c->kv_dim;
-                float s = 0.0f;
-                for (int d = 0; d < hd; d++) s += q[d] * k[d];
-                scores[p] = s * scale;
-                if (scores[p] > max) max = scores[p];
-            }
-        }
-        /* softmax, summed in double as ggml's soft_max */
-        double sum = 0.0;
-        for (int p = 0; p < n_kv; p++) {
-            scores[p] = expf(scores[p] - max);
-            sum += scores[p];
-        }
-        float inv = (float)(1.0 / sum);
-        for (int p = 0; p < n_kv; p++) scores[p] *= inv;
-        /* out = sum_p prob_p * v_p */
-        float *o = c->att_out + (size_t)t * c->q_dim + (size_t)h * hd;
-        memset(o, 0, (size_t)hd * sizeof(float));
-        if (c->kv_type == MODEL_KV_F16) {
-            const uint16_t *vc = c->v_cache;
-            for (int p = 0; p < n_kv; p++) {
-                /* ggml multiplies F16 V by probabilities converted to F16 */
-                float pr = quant_f16_to_f32(quant_f32_to_f16(scores[p]));
-                quant_f16_to_f32_row(vc + base + (size_t)p * c->kv_dim, vrow, hd);
-                for (int d = 0; d < hd; d++) o[d] += pr * vrow[d];
-            }
-        } else {
-            const float *vc = c->v_cache;
-            for (int p = 0; p < n_kv; p++) {
-                const float *v = vc + base + (size_t)p * c->kv_dim;
-                for (int d = 0; d < hd; d++) o[d] += scores[p] * v[d];
-            }
-        }
+        int t = u / (hp->n_head_kv * per_kv), r = u % (hp->n_head_kv * per_kv);
+        int kvh = r / per_kv, h0 = kvh * group + (r % per_kv) * chunk;
+        int seq = j->b->seq ? j->b->seq[t] : 0;
+        size_t base = (kv_index(c, j->il, seq, 0) + (size_t)kvh * hd) * c->kv_elem;
+        a.n_q = kvh * group + group - h0 < chunk ? kvh * group + group - h0 : chunk;
+        a.n_kv = j->b->pos[t] + 1;
+        a.q = c->q + (size_t)t * c->q_dim + (size_t)h0 * hd;
+        a.out = c->att_out + (size_t)t * c->q_dim + (size_t)h0 * hd;
+        a.k = (const uint8_t *)c->k_cache + base;
+        a.v = (const uint8_t *)c->v_cache + base;
+        /* att_out[t][h0..h0+n_q) = softmax(q k^T / sqrt(hd), positions <= pos) v */
+        attn_group(&a);
     }
 }
 

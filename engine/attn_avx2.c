@@ -1,0 +1,248 @@
+/* attn_avx2.c - AVX2 + FMA + F16C attention of one GQA group (attn.h).
+ *
+ * Three passes over the group, each in register tiles of 8 accumulators:
+ *  1. scores: hb query heads x (8 / hb) positions; each K chunk (8 elements, converted
+ *     from F16 once) feeds all hb heads, and the 8 partial-sum vectors fold into one
+ *     vector of 8 scores (hadd tree);
+ *  2. softmax per head: vector max, a vectorised expf (below), the sum in double lanes;
+ *     with an F16 cache the probabilities are rounded to F16 (vcvtps2ph, nearest even);
+ *  3. out = P V: hb heads x (8 / hb) chunks of 8 outputs per tile; each V chunk is loaded
+ *     and converted once per tile and multiplied by each head's broadcast probability.
+ *     Narrow heads use the spare accumulators for separate position streams.
+ * Shapes with head_dim % 8 != 0 go to the scalar reference.
+ */
+#include "engine/attn.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* 8 elements of a cache row (F16 or F32) at element index i, as floats. */
+static ALWAYS_INLINE __m256 ld8(const void *base, size_t i, bool f16)
+{
+    if (f16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + i)));
+    return _mm256_loadu_ps((const float *)base + i);
+}
+
+/* Lane l = the horizontal sum of a[l]. */
+static ALWAYS_INLINE __m256 fold8(const __m256 a[8])
+{
+    __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+    __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+    __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+/* e^x for x <= 0 (softmax arguments), 0 below -86 (e^-86 < 5e-38: never visible next to
+ * the maximum's 1) and for -inf. x = n ln2 + r with ln2 split in two (Cody-Waite, so n ln2
+ * is exact for |n| < 512), |r| <= ln2 / 2, e^r by its degree-7 Taylor polynomial
+ * (truncation < 3e-9 relative), times 2^n through the exponent bits: about 1 ulp. */
+static ALWAYS_INLINE __m256 exp8(__m256 x)
+{
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606820309417232e-6f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
+    const __m256 y = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
+    return _mm256_and_ps(y, _mm256_cmp_ps(x, _mm256_set1_ps(-86.0f), _CMP_GE_OQ));
+}
+
+/* scores[h][p0 + j] = scale * qr_h . k_{p0+j} for hb heads and pb = 8 / hb positions;
+ * positions past n_kv reuse the last row (their scores land in the padding). */
+static ALWAYS_INLINE void score_tile(const struct attn_group_args *a, const float *qr,
+                                     float *scores, size_t n_pad, int i0, int p0, int hb,
+                                     bool f16)
+{
+    const int pb = 8 / hb, hd = a->head_dim;
+    size_t row[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < pb; j++)
+        row[j] = (size_t)(p0 + j < a->n_kv ? p0 + j : a->n_kv - 1) * a->kv_stride;
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
+    for (int c = 0; c < hd; c += 8) {
+        __m256 kv[8];
+#pragma GCC unroll 8
+        for (int j = 0; j < pb; j++) kv[j] = ld8(a->k, row[j] + (size_t)c, f16);
+#pragma GCC unroll 8
+        for (int h = 0; h < hb; h++) {
+            const __m256 qv = _mm256_loadu_ps(qr + (size_t)(i0 + h) * (size_t)hd + (size_t)c);
+#pragma GCC unroll 8
+            for (int j = 0; j < pb; j++) acc[h * pb + j] = _mm256_fmadd_ps(qv, kv[j], acc[h * pb + j]);
+        }
+    }
+    const __m256 sv = _mm256_mul_ps(fold8(acc), _mm256_set1_ps(a->scale));
+    float *dst = scores + (size_t)i0 * n_pad + (size_t)p0; /* lane h * pb + j -> dst[h][j] */
+    if (pb == 8) {
+        _mm256_storeu_ps(dst, sv);
+    } else if (pb == 4) {
+        _mm_storeu_ps(dst, _mm256_castps256_ps128(sv));
+        _mm_storeu_ps(dst + n_pad, _mm256_extractf128_ps(sv, 1));
+    } else {
+        float s[8];
+        _mm256_storeu_ps(s, sv);
+#pragma GCC unroll 8
+        for (int h = 0; h < hb; h++)
+#pragma GCC unroll 8
+            for (int j = 0; j < pb; j++) dst[(size_t)h * n_pad + (size_t)j] = s[h * pb + j];
+    }
+}
+
+/* out[h][8 c0 .. 8 (c0 + cb)) = sum_p prob[h][p] v_p for hb heads, cb chunks of 8, with ns
+ * position streams (p = ns k + s) summed at the end; hb * cb * ns == 8. */
+static ALWAYS_INLINE void value_tile(const struct attn_group_args *a, const float *prob,
+                                     size_t n_pad, int i0, int c0, int hb, int cb, int ns,
+                                     bool f16)
+{
+    const int hd = a->head_dim, n_kv = a->n_kv;
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
+    int p = 0;
+    for (; p + ns <= n_kv; p += ns) {
+#pragma GCC unroll 8
+        for (int s = 0; s < ns; s++) {
+            const size_t row = (size_t)(p + s) * a->kv_stride + (size_t)c0 * 8;
+            __m256 vv[8];
+#pragma GCC unroll 8
+            for (int c = 0; c < cb; c++) vv[c] = ld8(a->v, row + (size_t)c * 8, f16);
+#pragma GCC unroll 8
+            for (int h = 0; h < hb; h++) {
+                const __m256 pr = _mm256_broadcast_ss(prob + (size_t)(i0 + h) * n_pad + (size_t)(p + s));
+#pragma GCC unroll 8
+                for (int c = 0; c < cb; c++)
+                    acc[(s * hb + h) * cb + c] = _mm256_fmadd_ps(pr, vv[c], acc[(s * hb + h) * cb + c]);
+            }
+        }
+    }
+    for (; p < n_kv; p++) {
+        const size_t row = (size_t)p * a->kv_stride + (size_t)c0 * 8;
+#pragma GCC unroll 8
+        for (int h = 0; h < hb; h++) {
+            const __m256 pr = _mm256_broadcast_ss(prob + (size_t)(i0 + h) * n_pad + (size_t)p);
+#pragma GCC unroll 8
+            for (int c = 0; c < cb; c++)
+                acc[h * cb + c] = _mm256_fmadd_ps(pr, ld8(a->v, row + (size_t)c * 8, f16), acc[h * cb + c]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int s = 1; s < ns; s++)
+#pragma GCC unroll 8
+        for (int t = 0; t < hb * cb; t++) acc[t] = _mm256_add_ps(acc[t], acc[s * hb * cb + t]);
+#pragma GCC unroll 8
+    for (int h = 0; h < hb; h++)
+#pragma GCC unroll 8
+        for (int c = 0; c < cb; c++)
+            _mm256_storeu_ps(a->out + (size_t)(i0 + h) * (size_t)hd + (size_t)(c0 + c) * 8, acc[h * cb + c]);
+}
+
+/* Softmax of one head's scores[0..n_kv) in place (padding up to a multiple of 8 holds
+ * -inf); probabilities rounded to F16 when f16. */
+static void softmax_row(float *row, int n_kv, bool f16)
+{
+    const int n8 = (n_kv + 7) / 8 * 8;
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    for (int p = 0; p < n8; p += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(row + p));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+    const __m256 mx = _mm256_set1_ps(_mm_cvtss_f32(m4));
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+    for (int p = 0; p < n8; p += 8) {
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(row + p), mx));
+        _mm256_storeu_ps(row + p, e);
+        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    s0 = _mm256_add_pd(s0, s1);
+    __m128d d2 = _mm_add_pd(_mm256_castpd256_pd128(s0), _mm256_extractf128_pd(s0, 1));
+    d2 = _mm_add_sd(d2, _mm_unpackhi_pd(d2, d2));
+    const __m256 inv = _mm256_set1_ps((float)(1.0 / _mm_cvtsd_f64(d2)));
+    for (int p = 0; p < n8; p += 8) {
+        __m256 pr = _mm256_mul_ps(_mm256_loadu_ps(row + p), inv);
+        if (f16) pr = _mm256_cvtph_ps(_mm256_cvtps_ph(pr, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        _mm256_storeu_ps(row + p, pr);
+    }
+}
+
+static ALWAYS_INLINE void group(const struct attn_group_args *a, bool f16)
+{
+    const int hd = a->head_dim, n_q = a->n_q, n_kv = a->n_kv;
+    const size_t n_pad = ((size_t)n_kv + 15) / 16 * 16;
+    float *scores = a->scratch;            /* [n_q][n_pad] scores, then probabilities */
+    float *qr = scores + (size_t)n_q * n_pad; /* [n_q][hd] query as the dot sees it */
+    for (int i = 0; i < n_q * hd; i += 8) {
+        __m256 q = _mm256_loadu_ps(a->q + i);
+        if (f16) q = _mm256_cvtph_ps(_mm256_cvtps_ph(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        _mm256_storeu_ps(qr + i, q);
+    }
+    /* 1. scores */
+    for (int i0 = 0; i0 < n_q;) {
+        const int left = n_q - i0;
+        if (left >= 8) {
+            for (int p = 0; p < n_kv; p += 1) score_tile(a, qr, scores, n_pad, i0, p, 8, f16);
+            i0 += 8;
+        } else if (left >= 4) {
+            for (int p = 0; p < n_kv; p += 2) score_tile(a, qr, scores, n_pad, i0, p, 4, f16);
+            i0 += 4;
+        } else if (left >= 2) {
+            for (int p = 0; p < n_kv; p += 4) score_tile(a, qr, scores, n_pad, i0, p, 2, f16);
+            i0 += 2;
+        } else {
+            for (int p = 0; p < n_kv; p += 8) score_tile(a, qr, scores, n_pad, i0, p, 1, f16);
+            i0 += 1;
+        }
+    }
+    /* 2. softmax per head; -inf in the padding the vector loops read */
+    for (int i = 0; i < n_q; i++) {
+        float *row = scores + (size_t)i * n_pad;
+        for (size_t p = (size_t)n_kv; p < n_pad; p++) row[p] = -INFINITY;
+        softmax_row(row, n_kv, f16);
+    }
+    /* 3. out = P V, tiles of heads x chunks; a remainder chunk uses position streams */
+    const int n_ch = hd / 8;
+    for (int i0 = 0; i0 < n_q;) {
+        const int left = n_q - i0;
+        const int hb = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+        const int cb = 8 / hb;
+        int c0 = 0;
+        for (; c0 + cb <= n_ch; c0 += cb) {
+            switch (hb) {
+            case 8: value_tile(a, scores, n_pad, i0, c0, 8, 1, 1, f16); break;
+            case 4: value_tile(a, scores, n_pad, i0, c0, 4, 2, 1, f16); break;
+            case 2: value_tile(a, scores, n_pad, i0, c0, 2, 4, 1, f16); break;
+            default: value_tile(a, scores, n_pad, i0, c0, 1, 8, 1, f16); break;
+            }
+        }
+        for (; c0 < n_ch; c0++) {
+            switch (hb) {
+            case 4: value_tile(a, scores, n_pad, i0, c0, 4, 1, 2, f16); break;
+            case 2: value_tile(a, scores, n_pad, i0, c0, 2, 1, 4, f16); break;
+            default: value_tile(a, scores, n_pad, i0, c0, 1, 1, 8, f16); break;
+            }
+        }
+        i0 += hb;
+    }
+}
+
+void attn_avx2_group(const struct attn_group_args *a)
+{
+    if (a->head_dim % 8 != 0) {
+        attn_ref_group(a);
+        return;
+    }
+    if (a->kv_f16) group(a, true);
+    else group(a, false);
+}
