@@ -108,9 +108,10 @@ int main(int argc, char **argv)
             st.kind->pack(st.x + (size_t)m * st.bx * big_rows, st.bx, COLS, big_rows,
                           st.xp + (size_t)m * st.kind->bytes(COLS, big_rows));
         const struct { const char *name; int rows, n_mat; } sets[] = {
-            {"L2 (256 rows)", 256, 1}, {"> L3 (256 MiB)", big_rows, big_mat}};
+            {"L2 (256 rows)", 256, 1}, {"L3 (8 matrices, 9-18 MiB)", big_rows, 8},
+            {"> L3 (256 MiB)", big_rows, big_mat}};
         const int ncs[] = {1, 8, 64};
-        for (int si = 0; si < 2; si++) {
+        for (int si = 0; si < 3; si++) {
             st.rows = sets[si].rows;
             st.n_mat = sets[si].n_mat;
             for (int k = 0; k < 3; k++) {
