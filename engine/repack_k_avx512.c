@@ -80,8 +80,8 @@ KX_INLINE void q4_k_tile(const struct repack_q4_kx16 *rec, const struct block_q8
         for (int t = 0; t < 8; t++) {
             const __m512i q = _mm512_loadu_si512((const void *)rec->qs[c][t]);
             if (pf) { /* lines 0..31, and 32..36 on the first chunk: the 37 of a record */
-                _mm_prefetch(pf + 64 * (8 * c + t), _MM_HINT_T0);
-                if (c == 0 && t < 5) _mm_prefetch(pf + 64 * (32 + t), _MM_HINT_T0);
+                _mm_prefetch(pf + 64 * (8 * c + t), _MM_HINT_NTA);
+                if (c == 0 && t < 5) _mm_prefetch(pf + 64 * (32 + t), _MM_HINT_NTA);
             }
             const __m512i lo = _mm512_and_si512(q, m4);
             const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
@@ -164,7 +164,7 @@ KX_INLINE void q6_k_tile(const struct repack_q6_kx16 *rec, const struct block_q8
                     const int t = 4 * tq + i;
                     const int line = 16 * (2 * h + tq) + 4 * s + i; /* 0..63 */
                     /* a record spans at most 53 lines (3360 bytes, maybe 32 into one) */
-                    if (pf && line < 53) _mm_prefetch(pf + 64 * line, _MM_HINT_T0);
+                    if (pf && line < 53) _mm_prefetch(pf + 64 * line, _MM_HINT_NTA);
                     const __m512i w = q6_k_levels(&rec->q[2 * h + tq], i, s);
 #pragma GCC unroll 8
                     for (int k = 0; k < T; k++)
