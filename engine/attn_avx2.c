@@ -17,6 +17,8 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "engine/simd_exp.h"
+
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
 /* 8 elements of a cache row (F16 or F32) at element index i, as floats. */
@@ -33,29 +35,6 @@ static ALWAYS_INLINE __m256 fold8(const __m256 a[8])
     __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
     __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
     return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
-}
-
-/* e^x for x <= 0 (softmax arguments), 0 below -86 (e^-86 < 5e-38: never visible next to
- * the maximum's 1) and for -inf. x = n ln2 + r with ln2 split in two (Cody-Waite, so n ln2
- * is exact for |n| < 512), |r| <= ln2 / 2, e^r by its degree-7 Taylor polynomial
- * (truncation < 3e-9 relative), times 2^n through the exponent bits: about 1 ulp. */
-static ALWAYS_INLINE __m256 exp8(__m256 x)
-{
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606820309417232e-6f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 5040);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    const __m256i e = _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23);
-    const __m256 y = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), e));
-    return _mm256_and_ps(y, _mm256_cmp_ps(x, _mm256_set1_ps(-86.0f), _CMP_GE_OQ));
 }
 
 /* scores[h][p0 + j] = scale * qr_h . k_{p0+j} for hb heads and pb = 8 / hb positions;
@@ -161,7 +140,7 @@ static void softmax_row(float *row, int n_kv, bool f16)
     const __m256 mx = _mm256_set1_ps(_mm_cvtss_f32(m4));
     __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
     for (int p = 0; p < n8; p += 8) {
-        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(row + p), mx));
+        const __m256 e = simd_exp8(_mm256_sub_ps(_mm256_loadu_ps(row + p), mx));
         _mm256_storeu_ps(row + p, e);
         s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
         s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));

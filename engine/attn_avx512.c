@@ -13,6 +13,8 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "engine/simd_exp.h"
+
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 #define RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 
@@ -34,26 +36,6 @@ static ALWAYS_INLINE __m256 fold8(const __m512 a[8])
     __m256 t2 = _mm256_hadd_ps(h[4], h[5]), t3 = _mm256_hadd_ps(h[6], h[7]);
     __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
     return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
-}
-
-/* e^x for x <= 0, 0 below -86 and for -inf: the method of attn_avx2.c's exp8 (Cody-Waite
- * reduction, degree-7 Taylor polynomial, 2^n through the exponent bits). */
-static ALWAYS_INLINE __m512 exp16(__m512 x)
-{
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), RNE);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606820309417232e-6f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 5040);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    const __mmask16 ok = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-86.0f), _CMP_GE_OQ);
-    const __m512i e = _mm512_slli_epi32(_mm512_cvtps_epi32(n), 23);
-    return _mm512_maskz_mov_ps(ok, _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), e)));
 }
 
 /* scores[h][p0 + j] = scale * qr_h . k_{p0+j} for hb heads and pb = 8 / hb positions;
@@ -156,7 +138,7 @@ static void softmax_row(float *row, int n_kv, bool f16)
     const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
     __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
     for (int p = 0; p < n16; p += 16) {
-        const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(row + p), mx));
+        const __m512 e = simd_exp16(_mm512_sub_ps(_mm512_loadu_ps(row + p), mx));
         _mm512_storeu_ps(row + p, e);
         s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
         s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(e, 1)));

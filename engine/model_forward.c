@@ -14,6 +14,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/pool.h"
+#include "engine/act.h"
 #include "engine/attn.h"
 #include "engine/gemm.h"
 #include "engine/model_internal.h"
@@ -59,6 +60,7 @@ struct model_ctx {
     size_t act_sum_slot;
     void *att_scratch;       /* [n_threads][att_scratch_bytes] for attn_group */
     size_t att_scratch_bytes; /* attn_scratch_bytes(head_dim, group size, n_ctx), 64-aligned */
+    act_swiglu_fn swiglu;    /* SwiGLU for this CPU (engine/act.h) */
     bool profile;            /* time the steps into prof_ms */
     double prof_ms[MODEL_PROF_COUNT];
     struct timespec prof_t;  /* end of the last timed step */
@@ -206,6 +208,7 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p_in,
     c->layer_end = p.layer_end;
     c->kv_type = p.kv_type;
     c->kv_elem = p.kv_type == MODEL_KV_F16 ? 2 : 4;
+    c->swiglu = act_swiglu_select();
     c->q_dim = hp->n_head * hp->head_dim;
     c->kv_dim = hp->n_head_kv * hp->head_dim;
     int rc = pool_new(p.n_threads, &c->pool);
@@ -306,6 +309,7 @@ struct mm_job {
     int n_parts;
     int n_tok;
     bool swiglu;
+    act_swiglu_fn swiglu_fn;
     int64_t n_rows;          /* rows of all parts (for swiglu, of part 0) */
     _Atomic int64_t next;    /* first row not yet claimed, counted across the parts */
 };
@@ -389,11 +393,9 @@ static void mm_worker(void *arg, int ith, int nth)
         if (!j->swiglu) continue;
         const struct mm_part *up = &j->part[1];
         mm_chunk(up, j->n_tok, r0, r1);
-        for (int t = 0; t < j->n_tok; t++) {
-            float *g = pt->out + (size_t)t * pt->out_stride;
-            const float *v = up->out + (size_t)t * up->out_stride;
-            for (int64_t r = r0; r < r1; r++) g[r] = g[r] / (1.0f + expf(-g[r])) * v[r];
-        }
+        for (int t = 0; t < j->n_tok; t++)
+            j->swiglu_fn(pt->out + (size_t)t * pt->out_stride + r0,
+                         up->out + (size_t)t * up->out_stride + r0, r1 - r0);
     }
 }
 
@@ -427,7 +429,7 @@ static void matmul_n(struct model_ctx *c, int n, const struct model_tensor *cons
                      float *const *out, const int *out_stride, const float *x, int x_stride,
                      int n_tok, bool swiglu)
 {
-    struct mm_job mj = {.n_parts = n, .n_tok = n_tok, .swiglu = swiglu};
+    struct mm_job mj = {.n_parts = n, .n_tok = n_tok, .swiglu = swiglu, .swiglu_fn = c->swiglu};
     int q_types[MM_MAX_PARTS], n_q = 0;
     /* prompt batches of unpacked Q4_0 and Q8_0 weights use engine/gemm on sums prepared
      * with the Q8_0 activations; packed weights read only the block sums */
