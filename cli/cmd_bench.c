@@ -114,7 +114,7 @@ int cmd_bench(int argc, char **argv)
         char *end = NULL;
         long x = strtol(v, &end, 10);
         bool num_ok = end != v && !*end;
-        if (!strcmp(a, "-m") || !strcmp(a, "--model")) path = v;
+        if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && !path) path = v;
         else if (!strcmp(a, "-p") && num_ok && x >= 0 && x <= 4096) n_prompt = (int)x;
         else if (!strcmp(a, "-n") && num_ok && x >= 0 && x <= 4096) n_gen = (int)x;
         else if (!strcmp(a, "-t") && num_ok && x >= 0 && x <= 1024) n_threads = (int)x;

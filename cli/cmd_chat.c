@@ -256,6 +256,10 @@ int cmd_chat(int argc, char **argv)
             chat_usage(stdout);
             return 0;
         } else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && i + 1 < argc) {
+            if (model_path) {
+                cli_fail("chat: give one model");
+                return 2;
+            }
             model_path = argv[++i];
         } else if ((!strcmp(a, "--system") || !strcmp(a, "--chat-template")) && i + 1 < argc) {
             if (a[2] == 's') system = argv[++i];

@@ -76,7 +76,9 @@ int cmd_run(int argc, char **argv)
 {
     struct cli_gen_opts o;
     cli_gen_opts_default(&o);
-    const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL;
+    const char *model_path = NULL, *model_opt = NULL, *prompt = NULL, *prompt_file = NULL;
+    const char *bare[3] = {NULL, NULL, NULL};
+    int n_bare = 0;
     bool print_ids = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -96,19 +98,26 @@ int cmd_run(int argc, char **argv)
             else prompt_file = argv[++i];
         } else if (!strcmp(a, "--ids")) {
             print_ids = true;
-        } else if ((!strcmp(a, "-m") || !strcmp(a, "--model")) && i + 1 < argc) {
-            model_path = argv[++i]; /* llama.cpp's spelling; then the first argument is the prompt */
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            if (i + 1 >= argc || model_opt) {
+                cli_fail("run: %s", model_opt ? "give one model" : "-m needs a value");
+                return 2;
+            }
+            model_opt = argv[++i]; /* llama.cpp's spelling */
         } else if (a[0] == '-' && a[1]) {
             cli_fail("run: unknown option '%s' (see 'meshllm run --help')", a);
             return 2;
-        } else if (!model_path) {
-            model_path = a;
-        } else if (!prompt) {
-            prompt = a;
-        } else {
-            cli_fail("run: unexpected argument '%s' (quote the prompt)", a);
-            return 2;
+        } else if (n_bare < 3) {
+            bare[n_bare++] = a;
         }
+    }
+    /* bare arguments: MODEL [PROMPT], or only PROMPT when -m gave the model */
+    int need = model_opt ? 1 : 2, b = 0;
+    model_path = model_opt ? model_opt : bare[b++];
+    if (b < n_bare && !prompt) prompt = bare[b++];
+    if (n_bare > need || b < n_bare) {
+        cli_fail("run: unexpected argument '%s' (quote the prompt)", bare[n_bare - 1]);
+        return 2;
     }
     if (!model_path) {
         run_usage(stderr);

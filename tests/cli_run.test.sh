@@ -62,6 +62,9 @@ done
 # llama.cpp's -m spelling
 a=$("$bin" run -m "$m" "Once upon a time" -n 60 --temp 0 2>/dev/null)
 [ "$a" = "$want" ]; check "run -m MODEL PROMPT" $?
+a=$("$bin" run "Once upon a time" -m "$m" -n 60 --temp 0 2>/dev/null)
+[ "$a" = "$want" ]; check "run PROMPT -m MODEL" $?
+"$bin" run -m "$m" -m "$m" x >/dev/null 2>&1; [ $? = 2 ]; check "run with two models exits 2" $?
 # bench: the llama-bench-like table, and with --profile the time per step, whose shares
 # add up to the whole
 "$bin" bench "$m" -p 16 -n 8 -t 2 -r 2 -b 1,2 --profile >"$tmp/bench" 2>"$tmp/err"; rc=$?
