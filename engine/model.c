@@ -357,12 +357,8 @@ static void pack_worker(void *arg, int ith, int nth)
  * about the file's size, never twice it. The forward pass then reads only the copies.
  * All cores pack, a tensor each. Failure to map only logs: the rows are then
  * multiplied in place. */
-static int repack_weights(struct model *m, const struct model_load_opts *opts)
+static int repack_weights(struct model *m, int lb, int le)
 {
-    int lb = 0, le = m->hp.n_layer;
-    if (opts && (opts->layer_begin || opts->layer_end) && opts->layer_begin >= 0 &&
-        opts->layer_begin <= opts->layer_end && opts->layer_end <= m->hp.n_layer)
-        lb = opts->layer_begin, le = opts->layer_end;
     int cap = 1 + 7 * m->hp.n_layer, rc = 0;
     struct model_tensor **ts = calloc((size_t)cap, sizeof *ts);
     size_t *off = calloc((size_t)cap, sizeof *off);
@@ -409,21 +405,38 @@ done:
     return rc;
 }
 
-/* --mlock: locks the packed copies and every tensor that was not packed (locking the
- * whole data section would fault the dropped originals back in). Best effort. */
-static void lock_weights(const struct model *m)
+/* The N of a tensor named "blk.N.*", or -1. */
+static int tensor_layer(const struct gguf_str *name)
+{
+    if (name->len < 5 || memcmp(name->ptr, "blk.", 4) != 0) return -1;
+    int n = 0;
+    uint64_t i = 4;
+    for (; i < name->len && name->ptr[i] >= '0' && name->ptr[i] <= '9' && n < 1000000; i++)
+        n = n * 10 + (name->ptr[i] - '0');
+    return i > 4 && i < name->len && name->ptr[i] == '.' ? n : -1;
+}
+
+/* --mlock: locks the packed copies and every other tensor the layers [lb, le) need: their
+ * unpacked tensors, the token embedding when lb == 0 (always: a tied output shares its
+ * rows, which were dropped after packing and must not fault back from disk), the output
+ * norm and head when le == n_layer. Locking the whole data section instead would fault
+ * every dropped original back in and pin layers this process never runs. Best effort. */
+static void lock_weights(const struct model *m, int lb, int le)
 {
     bool ok = !m->repack_buf || mlock(m->repack_buf, m->repack_bytes) == 0;
     for (int64_t i = 0; ok && i < gguf_tensor_count(m->gguf); i++) {
         const struct gguf_tensor *gt = gguf_tensor_at(m->gguf, i);
-        bool packed = m->output.pack_kind && m->output.data == gt->data;
-        for (int il = 0; il < m->hp.n_layer && !packed; il++) {
-            const struct model_layer *l = &m->layers[il];
-            const struct model_tensor *lt[] = {&l->wq, &l->wk, &l->wv, &l->wo, &l->w_gate, &l->w_up, &l->w_down};
+        int il = tensor_layer(&gt->name);
+        bool is_embd = gt->data == m->tok_embd.data;
+        bool want = il >= 0 ? il >= lb && il < le : is_embd ? lb == 0 : le == m->hp.n_layer;
+        bool packed = !is_embd && m->output.pack_kind && m->output.data == gt->data;
+        for (int l = lb; l < le && !packed; l++) {
+            const struct model_layer *ly = &m->layers[l];
+            const struct model_tensor *lt[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
             for (size_t j = 0; j < sizeof lt / sizeof lt[0]; j++)
                 if (lt[j]->pack_kind && lt[j]->data == gt->data) packed = true;
         }
-        if (!packed && gt->size > 0 && mlock(gt->data, gt->size) != 0) ok = false;
+        if (want && !packed && gt->size > 0 && mlock(gt->data, gt->size) != 0) ok = false;
     }
     if (!ok) log_warn("--mlock: could not lock the model in memory (raise 'ulimit -l'); continuing");
 }
@@ -474,10 +487,20 @@ int model_load(const char *path, const struct model_load_opts *opts, struct mode
     for (int il = 0; il < hp->n_layer; il++)
         if ((rc = bind_layer(m, il, sub, sizeof sub)) < 0) goto fail;
     if ((rc = load_rope_factors(m, sub, sizeof sub)) < 0) goto fail;
-    if ((rc = repack_weights(m, opts)) < 0) goto fail;
+    int lb = 0, le = hp->n_layer;
+    if (opts && (opts->layer_begin || opts->layer_end)) {
+        if (opts->layer_begin < 0 || opts->layer_begin >= opts->layer_end || opts->layer_end > hp->n_layer) {
+            rc = err_set(sub, sizeof sub, MESH_EINVAL,
+                         "layer range [%d, %d) is not within the model's %d layers",
+                         opts->layer_begin, opts->layer_end, hp->n_layer);
+            goto fail;
+        }
+        lb = opts->layer_begin, le = opts->layer_end;
+    }
+    if ((rc = repack_weights(m, lb, le)) < 0) goto fail;
     m->chat_template = gguf_get_str_dup(m->gguf, "tokenizer.chat_template");
 
-    if (opts && opts->use_mlock) lock_weights(m);
+    if (opts && opts->use_mlock) lock_weights(m, lb, le);
     *out = m;
     return 0;
 

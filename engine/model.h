@@ -53,11 +53,14 @@ struct model_hparams {
 };
 
 struct model_load_opts {
-    bool use_mlock;          /* mlock the mapping (best effort, warns on failure) */
+    bool use_mlock;          /* lock the weights this process runs in RAM (best effort,
+                              * warns on failure): packed copies, the other tensors of
+                              * the layer range, embedding and head as the range needs */
     /* Layers this process will run, [layer_begin, layer_end); 0, 0 = all. Only their
      * matrices (and the output head if the range ends at the last layer) are packed
      * for the fast kernels (engine/repack.h); contexts may still run other layers, on
-     * the mapped rows. A pipeline stage sets it so it holds only its share in memory. */
+     * the mapped rows. A pipeline stage sets it so it holds only its share in memory.
+     * A range outside the model is refused (MESH_EINVAL). */
     int layer_begin, layer_end;
 };
 

@@ -583,6 +583,7 @@ static int batch_check(struct model_ctx *c, const struct model_batch *b)
 
 int model_embed(struct model_ctx *c, const int32_t *tokens, int n, float *x)
 {
+    if (c->profile) clock_gettime(CLOCK_MONOTONIC, &c->prof_t); /* the embedding starts here */
     const struct model *m = c->m;
     const struct quant_traits *tr = quant_traits(m->tok_embd.type);
     for (int i = 0; i < n; i++) {
@@ -601,7 +602,7 @@ int model_layers(struct model_ctx *c, const struct model_batch *b, float *x)
     int n = b->n, E = hp->n_embd, F = hp->n_ff;
     int wide = E > c->q_dim ? E : c->q_dim;
 
-    prof_mark(c, MODEL_PROF_EMBED); /* whatever came before: the caller's embedding */
+    prof_mark(c, MODEL_PROF_EMBED); /* since model_embed began (or the last step's end) */
     for (int il = c->layer_begin; il < c->layer_end; il++) {
         const struct model_layer *l = &c->m->layers[il];
 

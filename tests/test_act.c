@@ -49,12 +49,19 @@ static void run_path(act_swiglu_fn fn, const char *what)
         fn(got, u, n);
         expect_close(want, got, n, what);
     }
-    /* silu(0) = 0, silu(x) -> x for large x, -> 0 for very negative x */
-    float a[3] = {0.0f, 50.0f, -200.0f}, one[3] = {1.0f, 1.0f, 1.0f};
-    fn(a, one, 3);
-    assert_true(a[0] == 0.0f);
-    assert_true(a[1] == 50.0f);
-    assert_true(fabsf(a[2]) < 1e-30f);
+    /* silu(0) = 0, silu(x) -> x for large x, -> 0 for very negative x, in every lane of
+     * the vector loop (32 elements: no scalar tail on any path) */
+    float a[32], one[32];
+    for (int i = 0; i < 32; i++) {
+        a[i] = i % 3 == 0 ? 0.0f : i % 3 == 1 ? 50.0f : -200.0f;
+        one[i] = 1.0f;
+    }
+    fn(a, one, 32);
+    for (int i = 0; i < 32; i++) {
+        if (i % 3 == 0) assert_true(a[i] == 0.0f);
+        else if (i % 3 == 1) assert_true(a[i] == 50.0f);
+        else assert_true(fabsf(a[i]) < 1e-30f);
+    }
     free(g);
     free(u);
     free(want);

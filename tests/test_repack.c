@@ -127,6 +127,7 @@ static void expect_close(const struct prob *p, const char *what)
 static const int shapes[][3] = {
     {32, 16, 1}, {64, 32, 3}, {96, 16, 8}, {256, 48, 9}, {2048, 64, 1}, {160, 16, 17},
     {288, 32, 2}, {1408, 16, 1}, {128, 64, 16}, {96, 16, 5}, {2048, 128, 8}, {32, 16, 7},
+    {64, 48, 1}, {256, 80, 1}, {160, 112, 1}, /* decode: group pairs and a last odd group */
 };
 
 static void test_repack_reference_equals_quant_vec_dot(void **state)
@@ -405,6 +406,24 @@ static void test_repack_model_layer_range_packs_only_its_layers(void **state)
     model_packed_vs_unpacked(QUANTIZE_FT_Q8_0, QT_Q8_0, "q8_0-range", &lo);
 }
 
+/* A range outside the model is refused with a message, not silently widened. */
+static void test_repack_model_bad_layer_range_refused(void **state)
+{
+    (void)state;
+    const struct model_load_opts bad[] = {{.layer_begin = 1, .layer_end = 9},
+                                          {.layer_begin = 2, .layer_end = 1},
+                                          {.layer_begin = -1, .layer_end = 1},
+                                          {.layer_begin = 1, .layer_end = 1}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char err[512] = "";
+        struct model *m = NULL;
+        assert_int_equal(model_load(test_model_path("stories260K.gguf"), &bad[i], &m, err, sizeof err),
+                         MESH_EINVAL);
+        assert_null(m);
+        assert_non_null(strstr(err, "layer range"));
+    }
+}
+
 int main(void)
 {
     quant_init();
@@ -417,6 +436,7 @@ int main(void)
         cmocka_unit_test(test_repack_model_q8_0_matches_unpacked),
         cmocka_unit_test(test_repack_model_q4_k_m_matches_unpacked),
         cmocka_unit_test(test_repack_model_layer_range_packs_only_its_layers),
+        cmocka_unit_test(test_repack_model_bad_layer_range_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

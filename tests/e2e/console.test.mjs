@@ -48,7 +48,7 @@ test('console: load, stream a reply, switch model, status, screenshot', async ()
       if (b && window.__renders[window.__renders.length - 1] !== b.textContent) window.__renders.push(b.textContent);
     }).observe(document.getElementById('messages'), { childList: true, subtree: true, characterData: true });
   });
-  await page.fill('#max_tokens', '120');
+  await page.fill('#max_tokens', '600'); /* long enough to stream over many reads on a fast engine */
   await page.fill('#temperature', '0');
   await page.fill('#input', 'Once upon a time');
   await page.click('#send');
