@@ -64,6 +64,9 @@ bool api_key_matches(const char *want, const char *authorization, const char *x_
 
 /* Resumes c if it is suspended (any thread). */
 void api_conn_wake(void *conn);
+/* The scheduler's still_wanted check before a queued request runs: false when the
+ * suspended connection's client has closed its socket. Same thread rule as api_conn_wake. */
+bool api_conn_still_wanted(void *conn);
 /* Suspends c (MHD thread, inside a callback). Caller holds c->mu. */
 void api_conn_suspend_locked(struct api_conn *c);
 

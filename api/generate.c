@@ -425,6 +425,7 @@ static int gen_prepare(struct api_gen *g, struct api_error *err)
     g->n_prompt = n;
     struct sched_gen_params p;
     fill_params(g, tmpl, &p);
+    p.still_wanted = api_conn_still_wanted;
     pthread_mutex_lock(&g->c->mu);
     rc = sched_submit_gen(g->sched, ids, n, &p, api_conn_wake, g->c, &g->sr);
     free(ids);

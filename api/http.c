@@ -302,14 +302,32 @@ static void on_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- disconnect watchdog ----------------------------------------------------------------- */
 
+/* True when the suspended connection's peer has closed or reset its socket (c->mu held). */
+static bool conn_gone_locked(struct api_conn *c)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+    char b;
+    ssize_t n = ci ? recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) : 1;
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+bool api_conn_still_wanted(void *conn)
+{
+    struct api_conn *c = conn;
+    pthread_mutex_lock(&c->mu);
+    bool gone = c->suspended && conn_gone_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    return !gone;
+}
+
 /* MHD does not watch a suspended connection's socket, so a client that gives up while its
  * request waits in the queue or runs without streaming would hold a slot until the end.
  * Every 25 ms (every second when none is suspended) this thread peeks at the sockets of
- * suspended generations: end of file or a
- * reset means the client is gone, and its request is cancelled (25 ms: a queued request
- * whose client left is dropped before a slot frees up, even behind a short generation; a
- * peek per suspended socket costs nothing at that rate). The socket stays open while
- * we look: MHD closes it only after on_completed, which waits for conns_mu. */
+ * suspended generations: end of file or a reset means the client is gone, and its request
+ * is cancelled. A queued request is also asked once more when its slot comes
+ * (api_conn_still_wanted, the scheduler's still_wanted), so a client that left never gets
+ * a slot, however short the wait. The socket stays open while we look: MHD closes it only
+ * after on_completed, which waits for conns_mu. */
 static void *watchdog_main(void *arg)
 {
     struct http_server *s = arg;
@@ -326,14 +344,7 @@ static void *watchdog_main(void *arg)
         pthread_cond_timedwait(&s->wd_cv, &s->conns_mu, &until);
         for (struct api_conn *c = s->conns; c && !s->wd_stop; c = c->next) {
             pthread_mutex_lock(&c->mu);
-            if (c->suspended && c->gen) {
-                const union MHD_ConnectionInfo *ci =
-                    MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
-                char b;
-                ssize_t n = ci ? recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) : 1;
-                if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-                    api_gen_cancel(c->gen);
-            }
+            if (c->suspended && c->gen && conn_gone_locked(c)) api_gen_cancel(c->gen);
             pthread_mutex_unlock(&c->mu);
         }
     }

@@ -156,6 +156,24 @@ static void req_notify(struct sched_req *r)
     pthread_mutex_unlock(&r->mu);
 }
 
+/* gp.still_wanted(arg) under req_notify's protocol (never after sched_req_release):
+ * false when the client said it is gone or has released the request. */
+static bool req_still_wanted(struct sched_req *r)
+{
+    if (r->kind != REQ_GEN || !r->gp.still_wanted) return true;
+    pthread_mutex_lock(&r->mu);
+    sched_notify_fn fn = r->fn;
+    if (fn) r->n_notifying++;
+    pthread_mutex_unlock(&r->mu);
+    if (!fn) return !atomic_load(&r->canceled); /* released, or no notify to ask with */
+    bool want = r->gp.still_wanted(r->arg);
+    pthread_mutex_lock(&r->mu);
+    r->n_notifying--;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    return want;
+}
+
 /* Appends text / a logprob entry to the request's output (worker thread). */
 static void req_emit(struct sched_req *r, const char *text, size_t len, const struct sched_lp *lp)
 {
@@ -485,6 +503,12 @@ static bool admit(struct sched *s)
             s->q_head = r->next;
             if (!s->q_head) s->q_tail = NULL;
             s->n_queued--;
+            if (!atomic_load(&r->canceled)) {
+                /* a client that left while queued is noticed here at the latest */
+                pthread_mutex_unlock(&s->mu);
+                if (!req_still_wanted(r)) atomic_store(&r->canceled, true);
+                pthread_mutex_lock(&s->mu);
+            }
             if (atomic_load(&r->canceled)) {
                 s->st.n_cancelled++;
                 pthread_mutex_unlock(&s->mu);

@@ -56,6 +56,11 @@ struct sched_gen_params {
     int n_stop;
     int n_logprobs;                   /* -1: none; 0: chosen token only; 1..20 alternatives */
     bool strip_leading_space;         /* SPM: drop the first piece's leading space */
+    /* Optional: asked (on the worker thread, with the notify arg, never after the request
+     * is released) right before a queued request takes a slot; false means the client is
+     * gone, and the request ends "cancelled" without running. The API peeks the socket.
+     * Only asked when the request has a notify fn (whose protocol keeps arg valid). */
+    bool (*still_wanted)(void *arg);
 };
 void sched_gen_params_default(struct sched_gen_params *p);
 

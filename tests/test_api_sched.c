@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -379,10 +380,49 @@ static void test_api_registry_resolves_names_and_paths(void **state)
     registry_free(r);
 }
 
+static void notify_nop(void *arg) { (void)arg; }
+static bool wanted_never(void *arg)
+{
+    atomic_int *n = arg;
+    atomic_fetch_add(n, 1);
+    return false;
+}
+
+/* A queued request whose client says it is gone when its turn comes never runs: it ends
+ * "cancelled" with no output, and the scheduler asked exactly once. */
+static void test_api_sched_unwanted_queued_request_never_runs(void **state)
+{
+    struct fixture *f = *state;
+    int32_t ids[64];
+    int n = encode(f->m, "Once upon a time", ids, 64);
+    struct sched *s = new_sched(f->m, 1, 4, 0);
+    struct sched_req *a = submit(s, ids, n, 200, NULL);
+    struct sched_gen_params gp;
+    sched_gen_params_default(&gp);
+    gp.sp.temp = 0;
+    gp.max_tokens = 50;
+    gp.still_wanted = wanted_never;
+    atomic_int asked;
+    atomic_init(&asked, 0);
+    struct sched_req *b = NULL;
+    assert_int_equal(sched_submit_gen(s, ids, n, &gp, notify_nop, &asked, &b), 0);
+    struct result ra, rb;
+    wait_done(a, &ra);
+    wait_done(b, &rb);
+    assert_string_equal(rb.finish, "cancelled");
+    assert_int_equal((int)rb.len, 0);
+    assert_int_equal(atomic_load(&asked), 1);
+    assert_true(ra.len > 0);
+    sched_req_release(a);
+    sched_req_release(b);
+    sched_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_api_sched_greedy_matches_llamacpp),
+        cmocka_unit_test(test_api_sched_unwanted_queued_request_never_runs),
         cmocka_unit_test(test_api_sched_batched_equals_alone),
         cmocka_unit_test(test_api_sched_prefix_reuse_same_output),
         cmocka_unit_test(test_api_sched_queue_full_and_cancel),
