@@ -85,7 +85,7 @@ int cmd_bench(int argc, char **argv)
     int n_prompt = 64, n_gen = 32, n_threads = 0, reps = 5, batches[16] = {1}, n_batches = 1;
     enum model_kv_type kv = MODEL_KV_F16;
     bool profile = false;
-    double prof[8][MODEL_PROF_COUNT];
+    double prof[8][MODEL_PROF_COUNT], prof_wall[8];
     char prof_name[8][32];
     int n_prof = 0;
     for (int i = 1; i < argc; i++) {
@@ -178,11 +178,12 @@ int cmd_bench(int argc, char **argv)
             cli_fail("bench: decode failed");
             goto free_bufs;
         }
-        double mean = 0, var = 0;
+        double mean = 0, var = 0, wall_s = 0;
         model_ctx_profile_enable(c, profile && n_prof < 8);
         model_ctx_profile_reset(c);
         for (int r = 0; r < reps; r++) {
             double s = bench_once(c, hp->n_vocab, tp, tg, par, logits, toks, pos, seq, &rng);
+            wall_s += s;
             ts[r] = (double)(test == 0 ? tp : tg * par) / s;
             mean += ts[r];
         }
@@ -192,6 +193,7 @@ int cmd_bench(int argc, char **argv)
             double per = (double)reps * (test == 0 ? tp : tg * par);
             model_ctx_profile_get(c, prof[n_prof]);
             for (int k = 0; k < MODEL_PROF_COUNT; k++) prof[n_prof][k] /= per;
+            prof_wall[n_prof] = wall_s * 1e3 / per;
             snprintf(prof_name[n_prof++], sizeof prof_name[0], "%s", name);
             model_ctx_profile_enable(c, false);
         }
@@ -202,10 +204,11 @@ int cmd_bench(int argc, char **argv)
         fflush(stdout);
     }
     if (n_prof > 0) {
-        printf("\nms per token by step (wall time on the calling thread, between barriers):\n\n| test |");
+        printf("\nms per token by step (wall time on the calling thread, between barriers; "
+               "measured: the runs' whole time per token):\n\n| test |");
         for (int k = 0; k < MODEL_PROF_COUNT; k++) printf(" %s |", model_prof_step_name(k));
-        printf(" total |\n|---|");
-        for (int k = 0; k <= MODEL_PROF_COUNT; k++) printf("---:|");
+        printf(" total | measured |\n|---|");
+        for (int k = 0; k <= MODEL_PROF_COUNT + 1; k++) printf("---:|");
         printf("\n");
         for (int i = 0; i < n_prof; i++) {
             double tot = 0;
@@ -213,7 +216,7 @@ int cmd_bench(int argc, char **argv)
             printf("| %s |", prof_name[i]);
             for (int k = 0; k < MODEL_PROF_COUNT; k++)
                 printf(" %.3f (%.0f%%) |", prof[i][k], tot > 0 ? 100.0 * prof[i][k] / tot : 0.0);
-            printf(" %.3f |\n", tot);
+            printf(" %.4f | %.4f |\n", tot, prof_wall[i]);
         }
     }
     status = 0;
