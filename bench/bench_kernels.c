@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/rng.h"
 #include "engine/quant.h"
 
 static double now_s(void)
@@ -19,14 +20,9 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
-static float rand_uniform(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)(rng_state >> 40) / (float)(1 << 24) * 2.0f - 1.0f;
-}
+/* Uniform in [-1, 1) from core/rng (one generator, fixed seed: the same data every run). */
+static struct rng g_rng = {{0x9e3779b97f4a7c15ULL, 0xbf58476d1ce4e5b9ULL, 0x94d049bb133111ebULL, 1}};
+static float rand_uniform(void) { return (float)(2.0 * rng_uniform(&g_rng) - 1.0); }
 
 int main(int argc, char **argv)
 {
