@@ -433,9 +433,11 @@ static void matmul_n(struct model_ctx *c, int n, const struct model_tensor *cons
     int q_types[MM_MAX_PARTS], n_q = 0;
     /* prompt batches of unpacked Q4_0 and Q8_0 weights use engine/gemm on sums prepared
      * with the Q8_0 activations; packed weights read only the block sums */
-    bool any_aux = false;
-    for (int i = 0; i < n; i++)
+    bool any_aux = false, any_sums = false;
+    for (int i = 0; i < n; i++) {
         any_aux |= n_tok > 1 && !w[i]->pack_kind && (w[i]->type == QT_Q4_0 || w[i]->type == QT_Q8_0);
+        any_sums |= w[i]->pack_kind && w[i]->pack_kind->needs_ysum;
+    }
     for (int i = 0; i < n; i++) {
         struct mm_part *pt = &mj.part[i];
         pt->w = w[i];
@@ -455,7 +457,7 @@ static void matmul_n(struct model_ctx *c, int n, const struct model_tensor *cons
         uint8_t *dst = (uint8_t *)c->act_q + (size_t)k * c->act_q_slot;
         uint8_t *aux = (uint8_t *)c->gemm_aux + (size_t)k * c->gemm_aux_slot;
         int32_t *sums = c->act_sum + (size_t)k * c->act_sum_slot;
-        bool want_sums = vt == QT_Q8_0;
+        bool want_sums = any_sums && vt == QT_Q8_0;
         bool want_aux = any_aux && vt == QT_Q8_0;
         pt->aux = want_aux && !w[i]->pack_kind && (w[i]->type == QT_Q4_0 || w[i]->type == QT_Q8_0)
                       ? aux : NULL;
