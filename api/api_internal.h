@@ -40,7 +40,6 @@ struct http_server {
     pthread_t watchdog;
     bool has_watchdog;
     bool wd_stop;               /* guarded by conns_mu */
-    atomic_int n_suspended;     /* connections suspended now (the watchdog's work) */
     pthread_cond_t wd_cv;
 };
 

@@ -76,9 +76,6 @@ void api_conn_suspend_locked(struct api_conn *c)
     if (c->suspended) return;
     c->suspended = true;
     MHD_suspend_connection(c->mc);
-    /* wake the watchdog from its idle wait (signalled without conns_mu, which ranks above
-     * c->mu; a wakeup lost to that race only delays the first check by up to a second) */
-    if (atomic_fetch_add(&c->srv->n_suspended, 1) == 0) pthread_cond_signal(&c->srv->wd_cv);
 }
 
 void api_conn_wake(void *conn)
@@ -87,7 +84,6 @@ void api_conn_wake(void *conn)
     pthread_mutex_lock(&c->mu);
     if (c->suspended) {
         c->suspended = false;
-        atomic_fetch_sub(&c->srv->n_suspended, 1);
         MHD_resume_connection(c->mc);
     }
     pthread_mutex_unlock(&c->mu);
@@ -322,11 +318,10 @@ bool api_conn_still_wanted(void *conn)
 
 /* MHD does not watch a suspended connection's socket, so a client that gives up while its
  * request waits in the queue or runs without streaming would hold a slot until the end.
- * Every 25 ms (every second when none is suspended) this thread peeks at the sockets of
- * suspended generations: end of file or a reset means the client is gone, and its request
- * is cancelled. A queued request is also asked once more when its slot comes
- * (api_conn_still_wanted, the scheduler's still_wanted), so a client that left never gets
- * a slot, however short the wait. The socket stays open while we look: MHD closes it only
+ * Every 250 ms this thread peeks at the sockets of suspended generations: end of file or
+ * a reset means the client is gone, and its request is cancelled. A queued request is
+ * also asked once more when its slot comes (api_conn_still_wanted, the scheduler's
+ * still_wanted), so a client that left never gets a slot, however short the wait. The socket stays open while we look: MHD closes it only
  * after on_completed, which waits for conns_mu. */
 static void *watchdog_main(void *arg)
 {
@@ -335,8 +330,7 @@ static void *watchdog_main(void *arg)
     while (!s->wd_stop) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        /* 25 ms while generations are suspended, a second when idle */
-        until.tv_nsec += atomic_load(&s->n_suspended) > 0 ? 25 * 1000000L : 999 * 1000000L;
+        until.tv_nsec += 250 * 1000000L;
         if (until.tv_nsec >= 1000000000L) {
             until.tv_sec++;
             until.tv_nsec -= 1000000000L;
@@ -411,7 +405,6 @@ int http_server_start(struct registry *reg, const struct http_opts *o, struct ht
     pthread_mutex_init(&s->conns_mu, NULL);
     pthread_cond_init(&s->wd_cv, NULL);
     atomic_init(&s->n_inflight, 0);
-    atomic_init(&s->n_suspended, 0);
     s->started_s = (int64_t)time(NULL);
     if (o->api_key && *o->api_key) {
         if (strlen(o->api_key) >= sizeof s->api_key) {
