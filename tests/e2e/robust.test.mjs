@@ -149,8 +149,9 @@ test('a queued request whose client left is cancelled before it generates anythi
   const s = await startServer(['--slots', '1', '--queue', '4', '--threads', '1']);
   // A holds the only slot; B waits behind it (non-streaming), then its client gives up.
   // When B reaches the front of the queue the scheduler finds its socket closed and drops
-  // it (the watchdog may have cancelled it earlier). The check needs A still generating 100 ms after B's abort (a
-  // tiny model finishes A in ~200 ms), so the scenario is retried until that holds.
+  // it (the watchdog may have cancelled it earlier). The check needs A still generating
+  // 100 ms after B's abort (a tiny model finishes A in ~200 ms), so the scenario is
+  // retried until that holds.
   for (let attempt = 0; attempt < 5; attempt++) {
     const cancelledBefore = await metric(s.url, 'meshllm_requests_cancelled_total');
     const genBefore = await metric(s.url, 'meshllm_generated_tokens_total');
