@@ -9,6 +9,7 @@
 #include "core/err.h"
 #include "engine/quant_blocks.h"
 #include "engine/quant_internal.h"
+#include "engine/repack_internal.h"
 
 void repack_q8_0_sums(int n, const void *y, int32_t *sums)
 {
@@ -83,9 +84,7 @@ static int dot_q8_0(const void *rec, int r, const int8_t *yq, uint16_t *d)
     return dot;
 }
 
-/* dst <- nrows rows of nb blocks of blk_bytes (row_bytes apart) as 16-row groups of
- * records of rec_bytes, block ib of row r through put. */
-static int pack_groups(const void *src, size_t row_bytes, int64_t nb, int64_t nrows, void *dst,
+int repack_pack_groups(const void *src, size_t row_bytes, int64_t nb, int64_t nrows, void *dst,
                        size_t blk_bytes, size_t rec_bytes, void (*put)(void *, int, const void *))
 {
     if (row_bytes < (size_t)nb * blk_bytes) return MESH_EINVAL;
@@ -101,14 +100,14 @@ static int pack_groups(const void *src, size_t row_bytes, int64_t nb, int64_t nr
 int repack_q4_0(const void *src, size_t row_bytes, int64_t n, int64_t nrows, void *dst)
 {
     if (repack_q4_0_bytes(n, nrows) == 0) return MESH_EINVAL;
-    return pack_groups(src, row_bytes, n / QK4_0, nrows, dst, sizeof(struct block_q4_0),
+    return repack_pack_groups(src, row_bytes, n / QK4_0, nrows, dst, sizeof(struct block_q4_0),
                        sizeof(struct repack_q4_0x16), put_q4_0);
 }
 
 int repack_q8_0(const void *src, size_t row_bytes, int64_t n, int64_t nrows, void *dst)
 {
     if (repack_q8_0_bytes(n, nrows) == 0) return MESH_EINVAL;
-    return pack_groups(src, row_bytes, n / QK8_0, nrows, dst, sizeof(struct block_q8_0),
+    return repack_pack_groups(src, row_bytes, n / QK8_0, nrows, dst, sizeof(struct block_q8_0),
                        sizeof(struct repack_q8_0x16), put_q8_0);
 }
 

@@ -14,6 +14,13 @@
 
 #include "engine/repack.h"
 
+/* dst <- nrows rows (nrows % REPACK_GROUP == 0) of nb blocks of blk_bytes, row_bytes
+ * apart, as groups of nb records of rec_bytes: put(record, r, block) stores row r's
+ * block into the record. 0, or MESH_EINVAL when the rows are shorter than nb blocks.
+ * Shared by every kind's packing (repack.c, repack_k.c). */
+int repack_pack_groups(const void *src, size_t row_bytes, int64_t nb, int64_t nrows, void *dst,
+                       size_t blk_bytes, size_t rec_bytes, void (*put)(void *, int, const void *));
+
 /* Q4_K, 16 rows x 256 weights (2368 bytes; the 16 source blocks are 2304):
  *   d[r], dmin[r]  row r's F16 super-block scale and min scale;
  *   sc[j][r]       row r's 6-bit scale of sub-block j (elements 32j..32j+31);

@@ -38,69 +38,53 @@ size_t repack_q6_k_bytes(int64_t n, int64_t nrows)
     return kx16_bytes(n, nrows, sizeof(struct repack_q6_kx16));
 }
 
-/* Source block ib of row r of a matrix at src, rows row_bytes apart. */
-static const void *src_block(const void *src, size_t row_bytes, int64_t r, int64_t ib,
-                             size_t block_bytes)
+/* Row r's super-block b stored into a 16-row record. */
+static void put_q4_k(void *out, int r, const void *blk)
 {
-    return (const uint8_t *)src + (size_t)r * row_bytes + (size_t)ib * block_bytes;
+    struct repack_q4_kx16 *rec = out;
+    const struct block_q4_K *b = blk;
+    rec->d[r] = b->d;
+    rec->dmin[r] = b->dmin;
+    for (int j = 0; j < 8; j++) quant_scale_min_k4(j, b->scales, &rec->sc[j][r], &rec->m[j / 2][r][j % 2]);
+    for (int c = 0; c < 4; c++)
+        for (int t = 0; t < 8; t++) memcpy(rec->qs[c][t][r], &b->qs[32 * c + 4 * t], 4);
+}
+
+static void put_q6_k(void *out, int r, const void *blk)
+{
+    struct repack_q6_kx16 *rec = out;
+    const struct block_q6_K *b = blk;
+    rec->d[r] = b->d;
+    for (int j = 0; j < 16; j++) rec->sc[j][r] = b->scales[j];
+    /* Per half h and l = 4t + b: source ql[64h + l] holds elements 128h + l (lo) and + 64
+     * (hi), ql[64h + 32 + l] elements + 32 and + 96; qh[32h + l] already holds the four
+     * high-bit fields in our order. Four bytes at a time with nibble masks. */
+    for (int h = 0; h < 2; h++)
+        for (int t = 0; t < 8; t++) {
+            struct repack_q6_k_quarter *qq = &rec->q[2 * h + t / 4];
+            uint32_t lo, hi;
+            memcpy(&lo, &b->ql[64 * h + 4 * t], 4);
+            memcpy(&hi, &b->ql[64 * h + 32 + 4 * t], 4);
+            const uint32_t p0 = (lo & 0x0F0F0F0Fu) | (hi & 0x0F0F0F0Fu) << 4;
+            const uint32_t p1 = (lo >> 4 & 0x0F0F0F0Fu) | (hi & 0xF0F0F0F0u);
+            memcpy(qq->ql[0][t % 4][r], &p0, 4);
+            memcpy(qq->ql[1][t % 4][r], &p1, 4);
+            memcpy(qq->qh[t % 4][r], &b->qh[32 * h + 4 * t], 4);
+        }
 }
 
 int repack_q4_k(const void *src, size_t row_bytes, int64_t n, int64_t nrows, void *dst)
 {
     if (repack_q4_k_bytes(n, nrows) == 0) return MESH_EINVAL;
-    const int64_t nb = n / QK_K;
-    if (row_bytes < (size_t)nb * sizeof(struct block_q4_K)) return MESH_EINVAL;
-    struct repack_q4_kx16 *out = dst;
-    for (int64_t g = 0; g < nrows / REPACK_GROUP; g++)
-        for (int64_t ib = 0; ib < nb; ib++) {
-            struct repack_q4_kx16 *rec = &out[g * nb + ib];
-            for (int r = 0; r < REPACK_GROUP; r++) {
-                const struct block_q4_K *b =
-                    src_block(src, row_bytes, g * REPACK_GROUP + r, ib, sizeof *b);
-                rec->d[r] = b->d;
-                rec->dmin[r] = b->dmin;
-                for (int j = 0; j < 8; j++)
-                    quant_scale_min_k4(j, b->scales, &rec->sc[j][r], &rec->m[j / 2][r][j % 2]);
-                for (int c = 0; c < 4; c++)
-                    for (int t = 0; t < 8; t++) memcpy(rec->qs[c][t][r], &b->qs[32 * c + 4 * t], 4);
-            }
-        }
-    return 0;
+    return repack_pack_groups(src, row_bytes, n / QK_K, nrows, dst, sizeof(struct block_q4_K),
+                              sizeof(struct repack_q4_kx16), put_q4_k);
 }
 
 int repack_q6_k(const void *src, size_t row_bytes, int64_t n, int64_t nrows, void *dst)
 {
     if (repack_q6_k_bytes(n, nrows) == 0) return MESH_EINVAL;
-    const int64_t nb = n / QK_K;
-    if (row_bytes < (size_t)nb * sizeof(struct block_q6_K)) return MESH_EINVAL;
-    struct repack_q6_kx16 *out = dst;
-    for (int64_t g = 0; g < nrows / REPACK_GROUP; g++)
-        for (int64_t ib = 0; ib < nb; ib++) {
-            struct repack_q6_kx16 *rec = &out[g * nb + ib];
-            for (int r = 0; r < REPACK_GROUP; r++) {
-                const struct block_q6_K *b =
-                    src_block(src, row_bytes, g * REPACK_GROUP + r, ib, sizeof *b);
-                rec->d[r] = b->d;
-                for (int j = 0; j < 16; j++) rec->sc[j][r] = b->scales[j];
-                /* Per half h and l = 4t + b: source ql[64h + l] holds elements 128h + l
-                 * (lo) and + 64 (hi), ql[64h + 32 + l] elements + 32 and + 96; qh[32h + l]
-                 * already holds the four high-bit fields in our order. Four bytes at a
-                 * time with nibble masks. */
-                for (int h = 0; h < 2; h++)
-                    for (int t = 0; t < 8; t++) {
-                        struct repack_q6_k_quarter *qq = &rec->q[2 * h + t / 4];
-                        uint32_t lo, hi;
-                        memcpy(&lo, &b->ql[64 * h + 4 * t], 4);
-                        memcpy(&hi, &b->ql[64 * h + 32 + 4 * t], 4);
-                        const uint32_t p0 = (lo & 0x0F0F0F0Fu) | (hi & 0x0F0F0F0Fu) << 4;
-                        const uint32_t p1 = (lo >> 4 & 0x0F0F0F0Fu) | (hi & 0xF0F0F0F0u);
-                        memcpy(qq->ql[0][t % 4][r], &p0, 4);
-                        memcpy(qq->ql[1][t % 4][r], &p1, 4);
-                        memcpy(qq->qh[t % 4][r], &b->qh[32 * h + 4 * t], 4);
-                    }
-            }
-        }
-    return 0;
+    return repack_pack_groups(src, row_bytes, n / QK_K, nrows, dst, sizeof(struct block_q6_K),
+                              sizeof(struct repack_q6_kx16), put_q6_k);
 }
 
 /* Level (0..15) of element e of row r in a Q4_K record. */
