@@ -48,13 +48,20 @@ test('console: load, stream a reply, switch model, status, screenshot', async ()
       if (b && window.__renders[window.__renders.length - 1] !== b.textContent) window.__renders.push(b.textContent);
     }).observe(document.getElementById('messages'), { childList: true, subtree: true, characterData: true });
   });
-  await page.fill('#max_tokens', '600'); /* long enough to stream over many reads on a fast engine */
+  await page.fill('#max_tokens', '120');
+  // The engine writes 120 tokens in a few milliseconds; throttle the browser's downloads
+  // (Chrome DevTools network emulation) so the stream arrives over many reads whatever
+  // the machine's speed, and progressive rendering is what is tested.
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Network.enable');
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: 16384, uploadThroughput: -1 });
   await page.fill('#temperature', '0');
   await page.fill('#input', 'Once upon a time');
   await page.click('#send');
   await page.waitForSelector('.msg.assistant[data-done="1"]', { timeout: 30000 });
   const reply = await page.textContent('.msg.assistant .body');
   assert.ok(reply.trim().length > 20, 'reply: ' + reply);
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
   const renders = await page.evaluate(() => window.__renders);
   assert.ok(renders.length >= 3, 'the reply was rendered progressively: ' + renders.length);
   assert.ok(Number(await page.getAttribute('.msg.assistant', 'data-chunks')) >= 3);
