@@ -1,0 +1,54 @@
+/* router.h - where a request runs: this node's model, or an admitted peer's.
+ *
+ * router_submit is the one entry point of a generation request (api/ calls it). It honours
+ * the request's route (node/req.h: local, own, mesh; DEFAULT takes the node's configured
+ * route): local first when the model is here and has a free slot, else the best peer that
+ * announces the model (RTT, queue depth, measured speed, reputation, prefix affinity), and
+ * on a peer that fails before or during the answer, the next one (failover: the tokens
+ * already delivered go along as a continuation, node/req.h). Details: docs/MESH.md.
+ * Thread rule: router_* may be called from any thread after router_new.
+ */
+#ifndef MESH_NODE_ROUTER_H
+#define MESH_NODE_ROUTER_H
+
+#include "node/registry.h"
+#include "node/req.h"
+
+struct mesh;
+
+struct router_config {
+    struct registry *reg;        /* this node's models (may hold none: a lite node) */
+    struct mesh *mesh;           /* the mesh (node/mesh.h), NULL when p2p is off */
+    enum node_route default_route; /* NODE_ROUTE_DEFAULT here means local */
+};
+
+struct router;
+int router_new(const struct router_config *cfg, struct router **out);
+void router_free(struct router *rt);
+enum node_route router_default_route(const struct router *rt);
+
+/* Starts req (copied; the caller keeps ownership). 0 with *out, or a MESH_E* code with
+ * *err filled (node_local_submit's codes; 404 also when no peer on the allowed route serves
+ * the model; 429 with retry_after_s when this node and every peer are full). */
+int router_submit(struct router *rt, const struct node_gen_req *req, const struct node_client *cl,
+                  struct node_req **out, struct node_error *err);
+
+/* A model as the API lists it (/v1/models, /api/tags). */
+#define ROUTER_MAX_WHERE 8
+struct router_model {
+    char name[128];
+    bool is_local;             /* loaded here (state below) */
+    int state;                 /* enum registry_state when is_local */
+    char err[256];             /* why loading failed */
+    int64_t created;           /* unix seconds */
+    uint64_t file_bytes;
+    char quant[16];            /* "Q4_0", ... ("" unknown) */
+    int n_ctx;
+    char digest[65];           /* hex content hash ("" unknown) */
+    int n_where;               /* peers that serve it */
+    char where[ROUTER_MAX_WHERE][64]; /* their peer IDs */
+};
+/* Local models then mesh models (each name once) into out[cap]; returns how many. */
+int router_models(struct router *rt, struct router_model *out, int cap);
+
+#endif
