@@ -59,6 +59,8 @@ struct host_stream {
     struct buf pending; /* written by the app, waiting for window */
     size_t msg_max;       /* message mode if > 0 */
     struct buf msg_in;
+    bool is_parked;       /* inbound, negotiated, waiting for the gate (not read meanwhile) */
+    struct buf parked;    /* bytes that came with the negotiation, for the handler */
 };
 
 struct conn {
@@ -113,6 +115,9 @@ struct host {
     size_t n_peer_listeners;
     bool is_closing;
     int n_open_handles;
+    char gate_prefix[HOST_MAX_PROTOCOL_LEN]; /* host_set_gate's */
+    host_gate_fn gate;
+    void *gate_ctx;
     uint8_t rbuf[65536];
 };
 
@@ -127,6 +132,7 @@ static void conn_close(struct conn *c, int status);
 static void conn_flush(struct conn *c);
 static void conn_process_events(struct conn *c);
 static void stream_flush(struct host_stream *s);
+static int gate_ask(struct host *h, const struct host_stream *s);
 static void identify_start(struct conn *c);
 static int host_register_builtin(struct host *h);
 static void identify_push_all(struct host *h);
@@ -382,6 +388,7 @@ static void stream_unlink_free(struct host_stream *s)
         }
     buf_free(&s->pending);
     buf_free(&s->msg_in);
+    buf_free(&s->parked);
     free(s);
 }
 
@@ -511,11 +518,31 @@ static void stream_on_bytes(struct conn *c, uint32_t id, const uint8_t *data, si
             s->open_cb = NULL;
             if (cb) cb(s->open_ctx, s, 0);
         } else {
+            int g = gate_ask(c->h, s);
+            if (g == HOST_GATE_REFUSE) {
+                stream_finish(s, MESH_ECRYPTO);
+                return;
+            }
+            if (g == HOST_GATE_WAIT) {
+                /* Not read until the gate decides: yamux's window holds the peer back. */
+                s->is_parked = true;
+                if (len > used && buf_append(&s->parked, data + used, len - used))
+                    stream_finish(s, MESH_ENOMEM);
+                return;
+            }
             const struct handler *hd = find_handler(c->h, s->protocol);
             if (hd) hd->fn(hd->ctx, s);
         }
     }
     stream_deliver(c, id, data + used, len - used);
+}
+
+/* The gate's word on an inbound stream of a gated protocol (ALLOW for the others). */
+static int gate_ask(struct host *h, const struct host_stream *s)
+{
+    size_t n = strlen(h->gate_prefix);
+    if (!h->gate || !n || strncmp(s->protocol, h->gate_prefix, n) != 0) return HOST_GATE_ALLOW;
+    return h->gate(h->gate_ctx, &s->c->info.id, s->protocol);
 }
 
 static void stream_on_fin(struct conn *c, uint32_t id)
@@ -538,6 +565,8 @@ static void stream_pull(struct conn *c, uint32_t id)
     for (;;) {
         size_t n;
         if (c->is_closing || !c->yamux) return;
+        struct host_stream *ps = find_stream(c, id);
+        if (ps && ps->is_parked) return;
         int rc = yamux_stream_read(c->yamux, id, buf, sizeof buf, &n);
         if (rc == MESH_ECLOSED) {
             stream_on_fin(c, id);
@@ -545,6 +574,59 @@ static void stream_pull(struct conn *c, uint32_t id)
         }
         if (rc || n == 0) return;
         stream_on_bytes(c, id, buf, n);
+    }
+}
+
+void host_set_gate(struct host *h, const char *prefix, host_gate_fn fn, void *ctx)
+{
+    snprintf(h->gate_prefix, sizeof h->gate_prefix, "%s", prefix ? prefix : "");
+    h->gate = fn;
+    h->gate_ctx = ctx;
+}
+
+/* Asks the gate again about one parked stream: hands it to its handler (with the bytes
+ * that came with the negotiation, then whatever yamux holds) or resets it. */
+static void gate_recheck_stream(struct conn *c, uint32_t id)
+{
+    struct host_stream *s = find_stream(c, id);
+    if (!s || !s->is_parked) return;
+    int g = gate_ask(c->h, s);
+    if (g == HOST_GATE_WAIT) return;
+    if (g == HOST_GATE_REFUSE) {
+        stream_finish(s, MESH_ECRYPTO);
+        return;
+    }
+    s->is_parked = false;
+    const struct handler *hd = find_handler(c->h, s->protocol);
+    if (hd) hd->fn(hd->ctx, s);
+    if (!(s = find_stream(c, id))) return;
+    struct buf b = s->parked;
+    memset(&s->parked, 0, sizeof s->parked);
+    if (buf_size(&b)) stream_deliver(c, id, b.p + b.off, buf_size(&b));
+    buf_free(&b);
+    if (find_stream(c, id)) stream_pull(c, id);
+}
+
+static bool conn_alive(const struct host *h, const struct conn *c)
+{
+    for (const struct conn *x = h->conns; x; x = x->next)
+        if (x == c) return true;
+    return false;
+}
+
+void host_gate_recheck(struct host *h, const struct peer_id *peer)
+{
+    for (struct conn *c = h->conns; c; c = c->next) {
+        if (c->is_closing || !c->is_ready) continue;
+        if (peer && !peer_id_equal(&c->info.id, peer)) continue;
+        uint32_t ids[64];
+        size_t n = 0;
+        for (struct host_stream *s = c->streams; s && n < 64; s = s->next)
+            if (s->is_parked) ids[n++] = s->id;
+        for (size_t i = 0; i < n && conn_alive(h, c) && !c->is_closing; i++)
+            gate_recheck_stream(c, ids[i]);
+        if (!conn_alive(h, c)) return; /* the list changed under us; the next sweep goes on */
+        conn_flush(c);
     }
 }
 

@@ -91,6 +91,17 @@ const struct peer_id *host_peer_id(const struct host *h);
  * to connected peers by identify push. Returns 0, MESH_EINVAL (bad id) or MESH_EFULL. */
 int host_set_handler(struct host *h, const char *protocol, host_stream_fn fn, void *ctx);
 
+/* Admission gate: inbound streams whose protocol starts with prefix are first shown to fn
+ * (after negotiation, before the handler): HOST_GATE_ALLOW hands them to the handler,
+ * HOST_GATE_REFUSE resets them, HOST_GATE_WAIT parks them unread (yamux's window holds the
+ * peer's bytes) until host_gate_recheck asks again. The policy is the owner's (node/mesh.c
+ * admits members of a mesh); the host only enforces it. fn NULL removes the gate. */
+enum { HOST_GATE_ALLOW = 0, HOST_GATE_WAIT = 1, HOST_GATE_REFUSE = 2 };
+typedef int (*host_gate_fn)(void *ctx, const struct peer_id *peer, const char *protocol);
+void host_set_gate(struct host *h, const char *prefix, host_gate_fn fn, void *ctx);
+/* Asks the gate again about parked streams of peer (NULL: of every peer). */
+void host_gate_recheck(struct host *h, const struct peer_id *peer);
+
 /* Connection events (connected, identified, disconnected): one callback set by the owner,
  * plus up to HOST_MAX_PEER_LISTENERS listeners added by modules (p2p, gossip, mDNS glue),
  * which are told first. add returns 0 or MESH_EFULL. */

@@ -49,10 +49,20 @@ struct pn_ping {
     struct peer_id id;
 };
 
+struct pn_call {
+    p2pnode_call_fn fn;
+    void *arg;
+    struct pn_call *next;
+};
+
 struct p2pnode {
     uv_loop_t loop;
     uv_async_t stop_async;
-    uv_timer_t boot_timer, tick_timer, announce_timer;
+    uv_async_t call_async;
+    pthread_mutex_t call_mu;    /* guards calls, calls_tail, calls_closed */
+    struct pn_call *calls, *calls_tail;
+    bool calls_closed;
+    uv_timer_t boot_timer, tick_timer;
     pthread_t thread;
     bool has_thread;
     bool is_closing;
@@ -65,7 +75,6 @@ struct p2pnode {
     size_t n_boot;
     unsigned n_boot_rounds;
     unsigned n_ticks;
-    unsigned n_announces;
     struct multiaddr addrs[PN_MAX_ADDRS];
     size_t n_addrs;
     char dht_protocol[64];
@@ -74,8 +83,6 @@ struct p2pnode {
     struct pn_peer *peers;
     size_t n_peers;
     size_t dht_table_size;
-    uint64_t n_gossip_msgs;     /* announcements received from other peers */
-    uint64_t n_gossip_published;
 };
 
 /* ---- peer table (loop thread, mu held) --------------------------------------------------- */
@@ -271,41 +278,69 @@ out:
     free(tab);
 }
 
-static void on_gossip_message(void *ud, const struct gossip_msg *m)
+/* Runs the queued calls (loop thread). */
+static void run_calls(struct p2pnode *n)
 {
-    struct p2pnode *n = ud;
-    if (m->from && peer_id_equal(m->from, &n->id.id)) return; /* our own */
-    pthread_mutex_lock(&n->mu);
-    n->n_gossip_msgs++;
-    pthread_mutex_unlock(&n->mu);
+    for (;;) {
+        pthread_mutex_lock(&n->call_mu);
+        struct pn_call *c = n->calls;
+        n->calls = NULL;
+        n->calls_tail = NULL;
+        pthread_mutex_unlock(&n->call_mu);
+        if (!c) return;
+        while (c) {
+            struct pn_call *next = c->next;
+            c->fn(n, c->arg);
+            free(c);
+            c = next;
+        }
+    }
 }
 
-/* Publishes "meshllm/1 <our peer id>" on the announce topic at 2 and 5 s (once the mesh has
- * formed), then every 30 s. */
-static void on_announce_timer(uv_timer_t *t)
+static void on_call(uv_async_t *a)
 {
-    static const uint64_t delays_ms[] = {3000};
-    struct p2pnode *n = t->data;
-    char msg[16 + PEER_ID_TEXT_CAP] = "meshllm/1 ";
-    if (n->is_closing || !n->gh) return;
-    size_t off = strlen(msg);
-    if (peer_id_to_text(&n->id.id, msg + off, sizeof msg - off) == 0 &&
-        gossip_publish(gossip_host_core(n->gh), uv_now(&n->loop), P2PNODE_ANNOUNCE_TOPIC,
-                       (const uint8_t *)msg, strlen(msg), NULL, NULL) == 0) {
-        gossip_host_kick(n->gh);
-        pthread_mutex_lock(&n->mu);
-        n->n_gossip_published++;
-        pthread_mutex_unlock(&n->mu);
-    }
-    unsigned r = n->n_announces++;
-    uint64_t next = r < sizeof delays_ms / sizeof delays_ms[0] ? delays_ms[r] : 30000;
-    uv_timer_start(&n->announce_timer, on_announce_timer, next, 0);
+    run_calls(a->data);
 }
+
+int p2pnode_call(struct p2pnode *n, p2pnode_call_fn fn, void *arg)
+{
+    struct pn_call *c = malloc(sizeof *c);
+    if (!c) return MESH_ENOMEM;
+    c->fn = fn;
+    c->arg = arg;
+    c->next = NULL;
+    pthread_mutex_lock(&n->call_mu);
+    if (n->calls_closed) {
+        pthread_mutex_unlock(&n->call_mu);
+        free(c);
+        return MESH_ECLOSED;
+    }
+    if (n->calls_tail)
+        n->calls_tail->next = c;
+    else
+        n->calls = c;
+    n->calls_tail = c;
+    uv_async_send(&n->call_async); /* under the lock: the handle is not closed meanwhile */
+    pthread_mutex_unlock(&n->call_mu);
+    return 0;
+}
+
+struct host *p2pnode_host(struct p2pnode *n) { return n->is_closing ? NULL : n->host; }
+struct p2p *p2pnode_p2p(struct p2pnode *n) { return n->is_closing ? NULL : n->p2p; }
+struct gossip_host *p2pnode_gossip(struct p2pnode *n) { return n->is_closing ? NULL : n->gh; }
+const struct identity *p2pnode_identity(const struct p2pnode *n) { return &n->id; }
+uint64_t p2pnode_now_ms(struct p2pnode *n) { return uv_now(&n->loop); }
 
 /* Closes every module and handle; the loop then runs out. */
 static void close_all(struct p2pnode *n)
 {
     n->is_closing = true;
+    /* Calls queued before now still run, seeing p2pnode_host() == NULL, so their owners
+     * can release what they carry. */
+    pthread_mutex_lock(&n->call_mu);
+    n->calls_closed = true;
+    pthread_mutex_unlock(&n->call_mu);
+    run_calls(n);
     gossip_host_free(n->gh);
     n->gh = NULL;
     mdns_host_free(n->mh);
@@ -316,8 +351,8 @@ static void close_all(struct p2pnode *n)
     n->p2p = NULL;
     uv_close((uv_handle_t *)&n->boot_timer, NULL);
     uv_close((uv_handle_t *)&n->tick_timer, NULL);
-    uv_close((uv_handle_t *)&n->announce_timer, NULL);
     uv_close((uv_handle_t *)&n->stop_async, NULL);
+    uv_close((uv_handle_t *)&n->call_async, NULL);
 }
 
 static void on_stop(uv_async_t *a)
@@ -406,13 +441,12 @@ static int start_modules(struct p2pnode *n, const struct p2pnode_config *cfg, ch
         memset(&gc, 0, sizeof gc);
         gc.id = &n->id;
         randombytes_buf(gc.seed, sizeof gc.seed);
-        gc.on_message = on_gossip_message;
-        gc.ud = n;
+        gc.on_message = cfg->gossip_on_message;
+        gc.validate = cfg->gossip_validate;
+        gc.app_score = cfg->gossip_app_score;
+        gc.ud = cfg->gossip_ud;
         rc = gossip_host_new(&n->loop, n->host, &gc, &n->gh);
         if (rc) return err_set(err, err_cap, rc, "cannot start GossipSub: %s", err_str(rc));
-        rc = gossip_subscribe(gossip_host_core(n->gh), uv_now(&n->loop), P2PNODE_ANNOUNCE_TOPIC);
-        if (rc) return err_set(err, err_cap, rc, "cannot join %s: %s", P2PNODE_ANNOUNCE_TOPIC,
-                               err_str(rc));
         gossip_host_kick(n->gh);
     }
     if (n->use_mdns) {
@@ -447,6 +481,8 @@ static int start_modules(struct p2pnode *n, const struct p2pnode_config *cfg, ch
         if (p) peer_add_addr(p, &cfg->bootstrap[i]);
         n->n_boot++;
     }
+    if (cfg->setup && (rc = cfg->setup(cfg->setup_ctx, n)) != 0)
+        return err_set(err, err_cap, rc, "cannot start the mesh: %s", err_str(rc));
     return 0;
 }
 
@@ -470,6 +506,7 @@ int p2pnode_start(const struct p2pnode_config *cfg, struct p2pnode **out, char *
         return err_set(err, err_cap, rc, "out of memory");
     }
     pthread_mutex_init(&n->mu, NULL);
+    pthread_mutex_init(&n->call_mu, NULL);
     snprintf(n->dht_protocol, sizeof n->dht_protocol, "%s",
              cfg->dht_protocol ? cfg->dht_protocol : DHT_PROTOCOL_MESHLLM);
     n->use_mdns = cfg->use_mdns;
@@ -482,17 +519,16 @@ int p2pnode_start(const struct p2pnode_config *cfg, struct p2pnode **out, char *
     }
     uv_async_init(&n->loop, &n->stop_async, on_stop);
     n->stop_async.data = n;
+    uv_async_init(&n->loop, &n->call_async, on_call);
+    n->call_async.data = n;
     uv_timer_init(&n->loop, &n->boot_timer);
     n->boot_timer.data = n;
     uv_timer_init(&n->loop, &n->tick_timer);
     n->tick_timer.data = n;
-    uv_timer_init(&n->loop, &n->announce_timer);
-    n->announce_timer.data = n;
     rc = start_modules(n, cfg, err, err_cap);
     if (rc) goto fail_loop;
     uv_timer_start(&n->boot_timer, on_boot_timer, 0, 0);
     uv_timer_start(&n->tick_timer, on_tick, 200, PN_TICK_MS);
-    if (n->gh) uv_timer_start(&n->announce_timer, on_announce_timer, 2000, 0);
     if (pthread_create(&n->thread, NULL, loop_main, n) != 0) {
         rc = err_set(err, err_cap, MESH_EIO, "cannot start the p2p thread");
         goto fail_loop;
@@ -507,6 +543,7 @@ fail_loop:
 fail_id:
     identity_wipe(&n->id);
     pthread_mutex_destroy(&n->mu);
+    pthread_mutex_destroy(&n->call_mu);
     free(n->peers);
     free(n->boot);
     free(n);
@@ -523,6 +560,7 @@ void p2pnode_stop(struct p2pnode *n)
     uv_loop_close(&n->loop);
     identity_wipe(&n->id);
     pthread_mutex_destroy(&n->mu);
+    pthread_mutex_destroy(&n->call_mu);
     free(n->peers);
     free(n->boot);
     free(n);
@@ -567,14 +605,7 @@ char *p2pnode_peers_json(struct p2pnode *n)
         cJSON_AddNumberToObject(dht, "table_size", (double)n->dht_table_size);
     }
     cJSON_AddBoolToObject(root, "mdns", n->use_mdns);
-    if (n->use_gossip) {
-        cJSON *g = cJSON_AddObjectToObject(root, "gossip");
-        if (g) {
-            cJSON_AddStringToObject(g, "topic", P2PNODE_ANNOUNCE_TOPIC);
-            cJSON_AddNumberToObject(g, "messages", (double)n->n_gossip_msgs);
-            cJSON_AddNumberToObject(g, "published", (double)n->n_gossip_published);
-        }
-    }
+    cJSON_AddBoolToObject(root, "gossip", n->use_gossip);
     cJSON *arr = cJSON_AddArrayToObject(root, "peers");
     for (size_t i = 0; arr && i < n->n_peers; i++) {
         const struct pn_peer *p = &n->peers[i];

@@ -9,8 +9,8 @@
  * Discovery: every --bootstrap peer (its address must end in /p2p/ID) seeds a DHT bootstrap
  * (a lookup of our own ID), repeated after 1, 5, 15 s and then every 60 s; peers mDNS reports
  * are dialed (a ping, which also measures the latency); every connected peer is pinged every
- * 5 s. With gossip on, the node publishes "meshllm/1 <peer id>" on P2PNODE_ANNOUNCE_TOPIC after
- * 2 and 5 s, then every 30 s, and counts the announcements of others.
+ * 5 s. GossipSub runs with the owner's hooks; what is published, and to whom streams are
+ * admitted, is the owner's policy (node/mesh.c): this file decides nothing about models.
  * "how" a peer was found: "bootstrap" (named by the user), "mdns", "dht" (we dialed it for
  * a DHT lookup, or it is only in the routing table) or "inbound" (it dialed us first).
  */
@@ -20,13 +20,17 @@
 #include "net/multiaddr.h"
 #include "net/peer_id.h"
 
+#include "net/gossip.h"
+
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define P2PNODE_MAX_LISTEN 8
 #define P2PNODE_MAX_BOOTSTRAP 16
 #define P2PNODE_MAX_PEERS 256         /* peers remembered in the table */
-#define P2PNODE_ANNOUNCE_TOPIC "/meshllm/announce/1"
+
+struct p2pnode;
 
 struct p2pnode_config {
     const char *data_dir;                /* identity.key lives here (created on first use) */
@@ -36,10 +40,18 @@ struct p2pnode_config {
     size_t n_bootstrap;                  /* 0..P2PNODE_MAX_BOOTSTRAP */
     bool use_mdns;                       /* opens UDP 5353 in 224.0.0.251 on the default iface */
     const char *dht_protocol;            /* NULL: DHT_PROTOCOL_MESHLLM */
-    bool use_gossip;                     /* join P2PNODE_ANNOUNCE_TOPIC */
+    bool use_gossip;                     /* run GossipSub (topics are the owner's) */
+    /* Optional GossipSub hooks (gossip.h), run on the loop thread with gossip_ud. */
+    int (*gossip_validate)(void *ud, const struct gossip_msg *m);
+    void (*gossip_on_message)(void *ud, const struct gossip_msg *m);
+    double (*gossip_app_score)(void *ud, const struct peer_id *peer);
+    void *gossip_ud;
+    /* Optional: runs on the calling thread inside p2pnode_start once the host, DHT and
+     * gossip exist and before the loop thread starts, so protocol handlers and the
+     * admission gate are in place before any peer can reach them. Nonzero fails start. */
+    int (*setup)(void *ctx, struct p2pnode *n);
+    void *setup_ctx;
 };
-
-struct p2pnode;
 
 /* Loads the identity, listens, starts the DHT, gossip and mDNS, then the loop thread.
  * Returns 0 or a MESH_E* code with a sentence in err. */
@@ -53,6 +65,24 @@ const struct peer_id *p2pnode_peer_id(const struct p2pnode *n);
 /* Listen addresses with the port resolved and an unspecified address (0.0.0.0, ::) replaced
  * by the machine's interface addresses, each ending in /p2p/<our id>; returns how many. */
 size_t p2pnode_listen_addrs(const struct p2pnode *n, struct multiaddr *out, size_t cap);
+
+/* The libp2p parts, for the loop thread only (inside setup or a p2pnode_call function).
+ * p2pnode_host returns NULL once the node is closing. */
+struct host;
+struct p2p;
+struct gossip_host;
+struct identity;
+struct host *p2pnode_host(struct p2pnode *n);
+struct p2p *p2pnode_p2p(struct p2pnode *n);
+struct gossip_host *p2pnode_gossip(struct p2pnode *n); /* NULL without gossip */
+const struct identity *p2pnode_identity(const struct p2pnode *n);
+uint64_t p2pnode_now_ms(struct p2pnode *n);              /* the loop's clock */
+
+/* The loop's command queue: runs fn(n, arg) on the loop thread, exactly once: soon, or
+ * during p2pnode_stop (then p2pnode_host(n) is NULL: just release arg). Any thread.
+ * Returns 0 or MESH_ENOMEM / MESH_ECLOSED (stopped: fn is not called). */
+typedef void (*p2pnode_call_fn)(struct p2pnode *n, void *arg);
+int p2pnode_call(struct p2pnode *n, p2pnode_call_fn fn, void *arg);
 
 /* The node and its peers as a malloc'd JSON object (docs/API.md, GET /node/peers); any
  * thread. NULL on out of memory. */
