@@ -35,6 +35,8 @@ struct gossip_host {
     struct anchor *anchor;
     struct gh_peer **peers;
     size_t n_peers, cap_peers;
+    bool (*filter)(void *ctx, const struct peer_id *peer); /* gossip_host_set_filter's */
+    void *filter_ctx;
 };
 
 struct stream_ctx {
@@ -196,6 +198,7 @@ static int peer_ensure(struct gossip_host *gh, const struct peer_id *id, bool ou
 {
     struct gh_peer *p = peer_get(gh, id);
     if (p) return 0;
+    if (gh->filter && !gh->filter(gh->filter_ctx, id)) return MESH_ECRYPTO;
     struct host_peer_info info;
     if (host_peer_info(gh->h, id, &info) != 0) return MESH_ENOTFOUND;
     if (gh->n_peers == gh->cap_peers) {
@@ -294,6 +297,29 @@ static void on_peer_event(void *ctx, enum host_peer_event ev, const struct host_
 }
 
 struct gossip *gossip_host_core(struct gossip_host *gh) { return gh->g; }
+
+void gossip_host_set_filter(struct gossip_host *gh, bool (*fn)(void *ctx, const struct peer_id *),
+                            void *ctx)
+{
+    gh->filter = fn;
+    gh->filter_ctx = ctx;
+}
+
+void gossip_host_recheck(struct gossip_host *gh, const struct peer_id *peer)
+{
+    if (gh->filter && !gh->filter(gh->filter_ctx, peer)) {
+        peer_drop(gh, peer);
+        return;
+    }
+    struct host_peer_info info;
+    if (host_peer_info(gh->h, peer, &info) != 0 || !info.is_identified) return;
+    for (size_t i = 0; i < info.ident.n_protocols; i++)
+        if (strcmp(info.ident.protocols[i], GOSSIP_PROTOCOL_ID) == 0) {
+            peer_ensure(gh, peer, info.is_outbound);
+            gossip_host_kick(gh);
+            return;
+        }
+}
 
 int gossip_host_new(uv_loop_t *loop, struct host *h, const struct gossip_config *cfg,
                     struct gossip_host **out)

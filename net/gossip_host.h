@@ -31,4 +31,11 @@ void gossip_host_free(struct gossip_host *gh);
 struct gossip *gossip_host_core(struct gossip_host *gh);
 void gossip_host_kick(struct gossip_host *gh);
 
+/* Peers the router may talk to: fn (loop thread) is asked before a peer joins; false keeps
+ * it out (its inbound streams are reset). gossip_host_recheck asks again for one peer (it
+ * joins if it now passes and speaks GossipSub, or leaves if it no longer does). */
+void gossip_host_set_filter(struct gossip_host *gh, bool (*fn)(void *ctx, const struct peer_id *),
+                            void *ctx);
+void gossip_host_recheck(struct gossip_host *gh, const struct peer_id *peer);
+
 #endif

@@ -22,6 +22,8 @@
 
 #include "net/gossip.h"
 
+#include <uv.h>
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -77,6 +79,7 @@ struct p2p *p2pnode_p2p(struct p2pnode *n);
 struct gossip_host *p2pnode_gossip(struct p2pnode *n); /* NULL without gossip */
 const struct identity *p2pnode_identity(const struct p2pnode *n);
 uint64_t p2pnode_now_ms(struct p2pnode *n);              /* the loop's clock */
+uv_loop_t *p2pnode_loop(struct p2pnode *n);               /* for the owner's timers */
 
 /* The loop's command queue: runs fn(n, arg) on the loop thread, exactly once: soon, or
  * during p2pnode_stop (then p2pnode_host(n) is NULL: just release arg). Any thread.

@@ -1,0 +1,357 @@
+/* peers.c - the peer table (see peers.h): entries, announcements, ranking. */
+#include "node/peers.h"
+
+#include "announce.pb-c.h"
+#include "core/err.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PEERS_TTL_MAX_S 300      /* an announcement never lives longer than this */
+#define PEERS_ANNOUNCE_MAX (64u << 10)
+
+struct peers {
+    pthread_mutex_t mu; /* guards everything below */
+    struct peers_entry *e;
+    int n;
+};
+
+int peers_new(struct peers **out)
+{
+    *out = NULL;
+    struct peers *t = calloc(1, sizeof *t);
+    if (!t || !(t->e = calloc(PEERS_MAX, sizeof *t->e))) {
+        free(t);
+        return MESH_ENOMEM;
+    }
+    pthread_mutex_init(&t->mu, NULL);
+    *out = t;
+    return 0;
+}
+
+void peers_free(struct peers *t)
+{
+    if (!t) return;
+    pthread_mutex_destroy(&t->mu);
+    free(t->e);
+    free(t);
+}
+
+/* The entry of id, or a new one (evicting the least useful stranger when full): members and
+ * connected peers are kept over peers we merely heard of. NULL when nothing can go. */
+static struct peers_entry *entry_get(struct peers *t, const struct peer_id *id, bool create)
+{
+    for (int i = 0; i < t->n; i++)
+        if (peer_id_equal(&t->e[i].id, id)) return &t->e[i];
+    if (!create) return NULL;
+    struct peers_entry *slot = NULL;
+    if (t->n < PEERS_MAX) {
+        slot = &t->e[t->n++];
+    } else {
+        for (int pass = 0; pass < 2 && !slot; pass++)
+            for (int i = 0; i < t->n; i++) {
+                struct peers_entry *c = &t->e[i];
+                if (c->is_connected || (pass == 0 && c->is_member)) continue;
+                if (!slot || c->last_seen_ms < slot->last_seen_ms) slot = c;
+            }
+        if (!slot) return NULL;
+    }
+    memset(slot, 0, sizeof *slot);
+    slot->id = *id;
+    slot->rtt_us = -1;
+    if (peer_id_to_text(id, slot->id_text, sizeof slot->id_text)) slot->id_text[0] = 0;
+    return slot;
+}
+
+void peers_set_connected(struct peers *t, const struct peer_id *id, bool connected,
+                         uint64_t now_ms)
+{
+    pthread_mutex_lock(&t->mu);
+    struct peers_entry *p = entry_get(t, id, connected);
+    if (p) {
+        p->is_connected = connected;
+        p->last_seen_ms = now_ms;
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+void peers_set_rtt(struct peers *t, const struct peer_id *id, int64_t rtt_us)
+{
+    pthread_mutex_lock(&t->mu);
+    struct peers_entry *p = entry_get(t, id, false);
+    if (p) p->rtt_us = rtt_us;
+    pthread_mutex_unlock(&t->mu);
+}
+
+void peers_set_member(struct peers *t, const struct peer_id *id, bool is_member, bool is_own)
+{
+    pthread_mutex_lock(&t->mu);
+    struct peers_entry *p = entry_get(t, id, is_member);
+    if (p) {
+        p->is_member = is_member;
+        p->is_own = is_member && is_own;
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+void peers_remove(struct peers *t, const struct peer_id *id)
+{
+    pthread_mutex_lock(&t->mu);
+    struct peers_entry *p = entry_get(t, id, false);
+    if (p) {
+        *p = t->e[t->n - 1];
+        t->n--;
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    snprintf(dst, cap, "%s", src ? src : "");
+}
+
+int peers_on_announce(struct peers *t, const struct peer_id *author, const uint8_t *data,
+                      size_t len, uint64_t now_ms)
+{
+    if (len > PEERS_ANNOUNCE_MAX) return MESH_EPROTO;
+    Meshllm__Announce__Announce *a = meshllm__announce__announce__unpack(NULL, len, data);
+    if (!a) return MESH_EPROTO;
+    int rc = 0;
+    if (!a->has_version || a->version != 1 || !a->has_seq) {
+        rc = MESH_EPROTO;
+        goto out;
+    }
+    /* Validate every address before changing anything. */
+    struct multiaddr addrs[PEERS_MAX_ADDRS];
+    int n_addrs = 0;
+    for (size_t i = 0; i < a->n_addrs && n_addrs < PEERS_MAX_ADDRS; i++) {
+        struct peer_id pid;
+        if (multiaddr_from_bytes(a->addrs[i].data, a->addrs[i].len, &addrs[n_addrs]) != 0)
+            continue;
+        if (multiaddr_peer_id(&addrs[n_addrs], &pid) != 0 || !peer_id_equal(&pid, author))
+            continue; /* only addresses of the author itself */
+        n_addrs++;
+    }
+    pthread_mutex_lock(&t->mu);
+    struct peers_entry *p = entry_get(t, author, true);
+    if (!p) {
+        rc = MESH_EFULL;
+    } else if (a->seq <= p->ann_seq) {
+        rc = MESH_EAGAIN;
+    } else {
+        p->ann_seq = a->seq;
+        uint32_t ttl = a->has_ttl_s && a->ttl_s < PEERS_TTL_MAX_S ? a->ttl_s : PEERS_TTL_MAX_S;
+        p->ann_expires_ms = now_ms + (uint64_t)ttl * 1000;
+        p->last_seen_ms = now_ms;
+        if (n_addrs) {
+            memcpy(p->addrs, addrs, (size_t)n_addrs * sizeof *addrs);
+            p->n_addrs = n_addrs;
+        }
+        p->n_models = 0;
+        for (size_t i = 0; i < a->n_models && p->n_models < PEERS_MAX_MODELS; i++) {
+            const Meshllm__Announce__Model *m = a->models[i];
+            if (!m->name || !*m->name || strlen(m->name) >= sizeof p->models[0].name) continue;
+            struct peers_model *pm = &p->models[p->n_models++];
+            memset(pm, 0, sizeof *pm);
+            copy_str(pm->name, sizeof pm->name, m->name);
+            copy_str(pm->digest, sizeof pm->digest, m->digest);
+            copy_str(pm->quant, sizeof pm->quant, m->quant);
+            pm->n_ctx = m->n_ctx > 1u << 24 ? 1 << 24 : (int)m->n_ctx;
+            pm->file_bytes = m->file_bytes;
+            pm->gen_tps = isfinite(m->gen_tps) && m->gen_tps > 0 ? m->gen_tps : 0;
+            pm->n_slots = m->n_slots > 4096 ? 4096 : (int)m->n_slots;
+            pm->n_active = m->n_active > 4096 ? 4096 : (int)m->n_active;
+            pm->n_queued = m->n_queued > 1000000 ? 1000000 : (int)m->n_queued;
+        }
+        p->mem_free = a->mem_free;
+        p->is_lite = a->lite;
+        p->n_prefixes = 0;
+        for (size_t i = 0; i < a->n_prefixes && p->n_prefixes < PEERS_MAX_PREFIXES; i++)
+            p->prefixes[p->n_prefixes++] = a->prefixes[i];
+    }
+    pthread_mutex_unlock(&t->mu);
+out:
+    meshllm__announce__announce__free_unpacked(a, NULL);
+    return rc;
+}
+
+void peers_report(struct peers *t, const struct peer_id *id, enum peers_outcome o)
+{
+    pthread_mutex_lock(&t->mu);
+    struct peers_entry *p = entry_get(t, id, false);
+    if (p) {
+        if (o == PEERS_OK) p->n_ok++;
+        if (o == PEERS_FAIL) p->n_fail++;
+        if (o == PEERS_BUSY) p->n_busy++;
+        if (o == PEERS_LIE) p->n_lies++;
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+void peers_inflight(struct peers *t, const struct peer_id *id, int delta)
+{
+    pthread_mutex_lock(&t->mu);
+    struct peers_entry *p = entry_get(t, id, false);
+    if (p) p->n_inflight = p->n_inflight + delta < 0 ? 0 : p->n_inflight + delta;
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* Messages of the request's conversation that p holds (0: none). */
+static int prefix_match(const struct peers_entry *p, const uint64_t *prefix, int n_prefix)
+{
+    for (int k = n_prefix - 1; k >= 0; k--)
+        for (int i = 0; i < p->n_prefixes; i++)
+            if (p->prefixes[i] == prefix[k]) return k + 1;
+    return 0;
+}
+
+static int pick_cmp(const void *a, const void *b)
+{
+    double x = ((const struct peers_pick *)a)->score_ms, y = ((const struct peers_pick *)b)->score_ms;
+    return x < y ? -1 : x > y;
+}
+
+int peers_rank(struct peers *t, const char *model, bool own_only, const uint64_t *prefix,
+               int n_prefix, const struct peer_id *exclude, int n_exclude, uint64_t now_ms,
+               struct peers_pick *out, int cap)
+{
+    int n = 0;
+    pthread_mutex_lock(&t->mu);
+    for (int i = 0; i < t->n && n < cap; i++) {
+        const struct peers_entry *p = &t->e[i];
+        if (!p->is_member || (own_only && !p->is_own) || !p->ann_seq ||
+            p->ann_expires_ms <= now_ms || p->n_addrs == 0)
+            continue;
+        bool skip = false;
+        for (int k = 0; k < n_exclude && !skip; k++) skip = peer_id_equal(&exclude[k], &p->id);
+        if (skip) continue;
+        const struct peers_model *m = NULL;
+        for (int k = 0; k < p->n_models && !m; k++)
+            if (!strcmp(p->models[k].name, model)) m = &p->models[k];
+        if (!m) continue;
+        double rtt_ms = p->rtt_us >= 0 ? (double)p->rtt_us / 1000.0 : 50.0;
+        int busy = m->n_queued + p->n_inflight;
+        if (m->n_active >= m->n_slots && m->n_slots > 0) busy += m->n_active - m->n_slots + 1;
+        uint32_t tries = p->n_ok + p->n_fail;
+        double score = rtt_ms + 25.0 * busy + (tries ? 200.0 * p->n_fail / tries : 0) +
+                       2000.0 * p->n_lies;
+        int pl = prefix_match(p, prefix, n_prefix);
+        bool overloaded = m->n_slots > 0 && m->n_queued + p->n_inflight >= m->n_slots;
+        if (pl > 0 && !overloaded) score *= 0.5;
+        struct peers_pick *o = &out[n++];
+        memset(o, 0, sizeof *o);
+        o->id = p->id;
+        memcpy(o->id_text, p->id_text, sizeof o->id_text);
+        o->addr = p->addrs[0];
+        o->score_ms = score;
+        o->rtt_us = p->rtt_us;
+        o->prefix_len = pl;
+        o->gen_tps = m->gen_tps;
+    }
+    pthread_mutex_unlock(&t->mu);
+    qsort(out, (size_t)n, sizeof *out, pick_cmp);
+    return n;
+}
+
+int peers_snapshot(struct peers *t, struct peers_entry *out, int cap)
+{
+    pthread_mutex_lock(&t->mu);
+    int n = t->n < cap ? t->n : cap;
+    memcpy(out, t->e, (size_t)n * sizeof *out);
+    pthread_mutex_unlock(&t->mu);
+    return n;
+}
+
+void peers_restore(struct peers *t, const struct peers_entry *e)
+{
+    pthread_mutex_lock(&t->mu);
+    struct peers_entry *p = entry_get(t, &e->id, true);
+    if (p && !p->is_connected && !p->ann_seq) {
+        memcpy(p->addrs, e->addrs, sizeof p->addrs);
+        p->n_addrs = e->n_addrs;
+        p->rtt_us = e->rtt_us;
+        p->n_ok = e->n_ok;
+        p->n_fail = e->n_fail;
+        p->n_lies = e->n_lies;
+        p->last_seen_ms = 0;
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+int peers_announce_encode(uint64_t seq, uint32_t ttl_s, const struct peers_model *models,
+                          int n_models, const struct multiaddr *addrs, int n_addrs,
+                          uint64_t mem_free, const uint64_t *prefixes, int n_prefixes,
+                          uint8_t **out, size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    Meshllm__Announce__Announce a = MESHLLM__ANNOUNCE__ANNOUNCE__INIT;
+    Meshllm__Announce__Model ms[PEERS_MAX_MODELS], *mp[PEERS_MAX_MODELS];
+    ProtobufCBinaryData ab[PEERS_MAX_ADDRS];
+    if (n_models > PEERS_MAX_MODELS) n_models = PEERS_MAX_MODELS;
+    if (n_addrs > PEERS_MAX_ADDRS) n_addrs = PEERS_MAX_ADDRS;
+    if (n_prefixes > PEERS_MAX_PREFIXES) n_prefixes = PEERS_MAX_PREFIXES;
+    a.has_version = a.has_seq = a.has_ttl_s = a.has_mem_free = a.has_lite = 1;
+    a.version = 1;
+    a.seq = seq;
+    a.ttl_s = ttl_s;
+    a.mem_free = mem_free;
+    a.lite = n_models == 0;
+    for (int i = 0; i < n_models; i++) {
+        Meshllm__Announce__Model m = MESHLLM__ANNOUNCE__MODEL__INIT;
+        m.name = (char *)models[i].name;
+        m.digest = (char *)models[i].digest;
+        m.quant = (char *)models[i].quant;
+        m.has_n_ctx = m.has_file_bytes = m.has_gen_tps = 1;
+        m.has_n_slots = m.has_n_active = m.has_n_queued = 1;
+        m.n_ctx = (uint32_t)models[i].n_ctx;
+        m.file_bytes = models[i].file_bytes;
+        m.gen_tps = models[i].gen_tps;
+        m.n_slots = (uint32_t)models[i].n_slots;
+        m.n_active = (uint32_t)models[i].n_active;
+        m.n_queued = (uint32_t)models[i].n_queued;
+        ms[i] = m;
+        mp[i] = &ms[i];
+    }
+    a.models = mp;
+    a.n_models = (size_t)n_models;
+    for (int i = 0; i < n_addrs; i++) {
+        ab[i].data = (uint8_t *)addrs[i].bytes;
+        ab[i].len = addrs[i].len;
+    }
+    a.addrs = ab;
+    a.n_addrs = (size_t)n_addrs;
+    a.prefixes = (uint64_t *)prefixes;
+    a.n_prefixes = (size_t)n_prefixes;
+    size_t len = meshllm__announce__announce__get_packed_size(&a);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf) return MESH_ENOMEM;
+    meshllm__announce__announce__pack(&a, buf);
+    *out = buf;
+    *out_len = len;
+    return 0;
+}
+
+static uint64_t fnv1a(uint64_t h, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        h ^= *p;
+        h *= 0x100000001b3ull;
+    }
+    h ^= 0xff; /* field separator: "ab"+"c" differs from "a"+"bc" */
+    h *= 0x100000001b3ull;
+    return h;
+}
+
+void peers_conv_digests(const char *model, const char *const *roles,
+                        const char *const *contents, int n, uint64_t *out)
+{
+    uint64_t h = fnv1a(0xcbf29ce484222325ull, model);
+    for (int i = 0; i < n; i++) {
+        h = fnv1a(fnv1a(h, roles[i]), contents[i]);
+        out[i] = h;
+    }
+}

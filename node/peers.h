@@ -1,0 +1,120 @@
+/* peers.h - the node's table of mesh peers: what each offers (from its announcements), how
+ * far it is (ping RTT), how it has served us (reputation), and which one to ask.
+ *
+ * The table is policy, so it lives in node/: net/ only reports connections and pings. Each
+ * entry merges an author's latest announcement (net/proto/announce.proto; a higher seq
+ * replaces it, the record expires ttl after arrival), the host's view (connected, RTT) and
+ * the router's outcomes (ok, failed, busy, lied). Choosing a peer (peers_rank) scores the
+ * peers that serve a model, lower is better:
+ *     rtt_ms + 25 ms x (queued + active-beyond-slots + our in-flight requests)
+ *            + 200 ms x failure ratio + 2000 ms per lie found, x 0.5 when the peer holds
+ *     the conversation's longest prefix (affinity) and is not overloaded.
+ * The weights are rough costs in milliseconds of time to first token (docs/MESH.md says
+ * why). Thread rule: every function locks the table's mutex; call from any thread.
+ */
+#ifndef MESH_NODE_PEERS_H
+#define MESH_NODE_PEERS_H
+
+#include "net/multiaddr.h"
+#include "net/peer_id.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PEERS_MAX 256          /* entries; strangers are evicted first (docs/MESH.md) */
+#define PEERS_MAX_MODELS 16    /* models kept per peer */
+#define PEERS_MAX_ADDRS 4
+#define PEERS_MAX_PREFIXES 64  /* conversation digests kept per peer */
+
+struct peers_model {
+    char name[128];
+    char digest[65];
+    char quant[16];
+    int n_ctx;
+    uint64_t file_bytes;
+    float gen_tps;
+    int n_slots, n_active, n_queued;
+};
+
+struct peers_entry {
+    struct peer_id id;
+    char id_text[64];
+    struct multiaddr addrs[PEERS_MAX_ADDRS];
+    int n_addrs;
+    bool is_connected;
+    bool is_member;            /* presented a valid certificate */
+    bool is_own;               /* holds the mesh owner's key (an owner device) */
+    bool is_lite;
+    int64_t rtt_us;            /* last ping; -1 none */
+    uint64_t ann_seq;          /* 0: no announcement yet */
+    uint64_t ann_expires_ms;   /* on the table's clock */
+    struct peers_model models[PEERS_MAX_MODELS];
+    int n_models;
+    uint64_t mem_free;
+    uint64_t prefixes[PEERS_MAX_PREFIXES];
+    int n_prefixes;
+    uint32_t n_ok, n_fail, n_busy, n_lies;
+    int n_inflight;            /* our requests running there now */
+    uint64_t last_seen_ms;
+};
+
+struct peers;
+int peers_new(struct peers **out);
+void peers_free(struct peers *t);
+
+/* Marks a peer's connection state / RTT / membership (creating its entry). now_ms is any
+ * monotonic clock, the same for every call. */
+void peers_set_connected(struct peers *t, const struct peer_id *id, bool connected,
+                         uint64_t now_ms);
+void peers_set_rtt(struct peers *t, const struct peer_id *id, int64_t rtt_us);
+void peers_set_member(struct peers *t, const struct peer_id *id, bool is_member, bool is_own);
+/* Drops a peer (revoked). */
+void peers_remove(struct peers *t, const struct peer_id *id);
+
+/* Applies an announcement (protobuf bytes) from author. Returns 0 (applied), MESH_EAGAIN
+ * (older or equal seq: ignored) or MESH_EPROTO (malformed; nothing changed). */
+int peers_on_announce(struct peers *t, const struct peer_id *author, const uint8_t *data,
+                      size_t len, uint64_t now_ms);
+
+/* Outcomes the router reports. */
+enum peers_outcome { PEERS_OK = 0, PEERS_FAIL = 1, PEERS_BUSY = 2, PEERS_LIE = 3 };
+void peers_report(struct peers *t, const struct peer_id *id, enum peers_outcome o);
+void peers_inflight(struct peers *t, const struct peer_id *id, int delta);
+
+/* A peer to ask, best first. */
+struct peers_pick {
+    struct peer_id id;
+    char id_text[64];
+    struct multiaddr addr;     /* to dial (ends in /p2p/ID) */
+    double score_ms;
+    int64_t rtt_us;
+    int prefix_len;            /* messages of the conversation the peer holds */
+    float gen_tps;
+};
+/* Peers that serve model, are members (own only if own_only), are connected or dialable,
+ * whose announcement is live at now_ms and which are not in exclude[n_exclude]; ranked by
+ * score, at most cap. prefix[n_prefix] are the request's conversation digests (longest
+ * last) for affinity. Returns how many. */
+int peers_rank(struct peers *t, const char *model, bool own_only, const uint64_t *prefix,
+               int n_prefix, const struct peer_id *exclude, int n_exclude, uint64_t now_ms,
+               struct peers_pick *out, int cap);
+
+/* Snapshot of every entry (for JSON and the store); returns how many, at most cap. */
+int peers_snapshot(struct peers *t, struct peers_entry *out, int cap);
+/* Restores a remembered entry (addresses and reputation from the store): no announcement,
+ * not connected. */
+void peers_restore(struct peers *t, const struct peers_entry *e);
+
+/* The announce record of this node (protobuf, malloc'd into *out). */
+int peers_announce_encode(uint64_t seq, uint32_t ttl_s, const struct peers_model *models,
+                          int n_models, const struct multiaddr *addrs, int n_addrs,
+                          uint64_t mem_free, const uint64_t *prefixes, int n_prefixes,
+                          uint8_t **out, size_t *out_len);
+
+/* Conversation digests (FNV-1a 64 chained over model, then each message's role and
+ * content): out[i] covers messages 0..i. Used on both sides of prefix affinity. */
+void peers_conv_digests(const char *model, const char *const *roles,
+                        const char *const *contents, int n, uint64_t *out);
+
+#endif
