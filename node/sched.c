@@ -54,6 +54,7 @@ struct sched_req {
     sched_notify_fn fn;
     void *arg;
     int n_notifying;
+    pthread_t notifier;         /* the thread inside fn while n_notifying > 0 (the worker) */
     int refs;                   /* client + scheduler */
 };
 
@@ -149,7 +150,10 @@ static void req_notify(struct sched_req *r)
     pthread_mutex_lock(&r->mu);
     sched_notify_fn fn = r->fn;
     void *arg = r->arg;
-    if (fn) r->n_notifying++;
+    if (fn) {
+        r->n_notifying++;
+        r->notifier = pthread_self();
+    }
     pthread_mutex_unlock(&r->mu);
     if (!fn) return;
     fn(arg);
@@ -166,7 +170,10 @@ static bool req_still_wanted(struct sched_req *r)
     if (r->kind != REQ_GEN || !r->gp.still_wanted) return true;
     pthread_mutex_lock(&r->mu);
     sched_notify_fn fn = r->fn;
-    if (fn) r->n_notifying++;
+    if (fn) {
+        r->n_notifying++;
+        r->notifier = pthread_self();
+    }
     pthread_mutex_unlock(&r->mu);
     if (!fn) return !atomic_load(&r->canceled); /* released, or no notify to ask with */
     bool want = r->gp.still_wanted(r->arg);
@@ -395,7 +402,11 @@ void sched_req_release(struct sched_req *r)
     atomic_store(&r->canceled, true);
     pthread_mutex_lock(&r->mu);
     r->fn = NULL;
-    while (r->n_notifying > 0) pthread_cond_wait(&r->cv, &r->mu);
+    /* Wait for a notify in progress to return, unless it is the caller itself (a client
+     * releasing r from inside its own notify): only one thread ever notifies, so then no
+     * other call is in flight, and the scheduler's reference keeps r alive until it ends. */
+    while (r->n_notifying > 0 && !pthread_equal(r->notifier, pthread_self()))
+        pthread_cond_wait(&r->cv, &r->mu);
     pthread_mutex_unlock(&r->mu);
     req_unref(r);
 }

@@ -113,7 +113,7 @@ void sched_chunk_free(struct sched_chunk *c);
  * finish reason "cancelled" at the next step, or when it leaves the queue. Any thread. */
 void sched_req_cancel(struct sched_req *r);
 /* The client is done with r: cancels it if it is still running, and no notify runs after
- * this returns. r must not be used afterwards. */
+ * this returns (it may be called from inside r's own notify). r must not be used afterwards. */
 void sched_req_release(struct sched_req *r);
 
 struct sched_stats {
