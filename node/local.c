@@ -244,8 +244,10 @@ static void embed_end(struct local_req *lr, const char *finish)
     lr->emb_finish = finish;
 }
 
-/* Collects a finished input's vector and submits the next (lr->mu held). */
-static void embed_advance(struct local_req *lr)
+/* Collects a finished input's vector and submits the next (lr->mu held). The finished
+ * scheduler request goes to *done_sr: the caller releases it after unlocking mu, since a
+ * release may wait for a notify in progress. */
+static void embed_advance(struct local_req *lr, struct sched_req **done_sr)
 {
     struct sched_chunk ch;
     sched_req_take(lr->sr, &ch);
@@ -261,8 +263,7 @@ static void embed_advance(struct local_req *lr)
                (size_t)lr->n_embd * sizeof *lr->vecs);
     const char *finish = ch.finish_reason;
     sched_chunk_free(&ch);
-    /* may run inside the request's own notify: sched_req_release allows that */
-    sched_req_release(lr->sr);
+    *done_sr = lr->sr;
     lr->sr = NULL;
     if (!ok) {
         embed_end(lr, finish && !strcmp(finish, "cancelled") ? "cancelled" : "error");
@@ -281,9 +282,9 @@ static void embed_advance(struct local_req *lr)
     registry_unpin(lr->reg);
 }
 
-static int embed_take(struct local_req *lr, struct node_chunk *out)
+static int embed_take(struct local_req *lr, struct node_chunk *out, struct sched_req **done_sr)
 {
-    if (!lr->emb_done && lr->sr) embed_advance(lr);
+    if (!lr->emb_done && lr->sr) embed_advance(lr, done_sr);
     out->n_prompt = lr->emb_tokens;
     if (!lr->emb_done) return 0;
     out->done = true;
@@ -302,15 +303,18 @@ static int embed_take(struct local_req *lr, struct node_chunk *out)
 static int local_take(struct node_req *r, struct node_chunk *out)
 {
     struct local_req *lr = (struct local_req *)r;
+    struct sched_req *done_sr = NULL;
     pthread_mutex_lock(&lr->mu);
     int rc = 0;
     if (lr->released)
         ; /* a nested take racing release: nothing more comes */
     else if (lr->is_embed)
-        rc = embed_take(lr, out);
+        rc = embed_take(lr, out, &done_sr);
     else
         rc = gen_take(lr, out);
     pthread_mutex_unlock(&lr->mu);
+    /* may run inside that request's own notify: sched_req_release allows it */
+    sched_req_release(done_sr);
     return rc;
 }
 

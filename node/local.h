@@ -18,8 +18,7 @@
  * MESH_EAGAIN (503: loading or failed to load), MESH_ERANGE (413: context),
  * MESH_EFULL (429: queue full), MESH_EINVAL (400: the template refuses the roles),
  * MESH_ECLOSED (503: shutting down). On 429, err->retry_after_s is 1.
- * Embeddings: take collects each finished input and submits the next, so call take from one
- * thread at a time (the client's notify path or its own thread). */
+ * Embeddings: take collects each finished input and submits the next. */
 int node_local_submit(struct registry *reg, const struct node_gen_req *req,
                       const struct node_client *cl, struct node_req **out,
                       struct node_error *err);
