@@ -8,7 +8,7 @@
 
 #include "api/http.h"
 #include "api/openai.h"
-#include "node/registry.h"
+#include "node/router.h"
 
 #include <microhttpd.h>
 #include <pthread.h>
@@ -18,8 +18,10 @@
 
 enum api_proto { API_PROTO_OPENAI = 1, API_PROTO_OLLAMA = 2 };
 
+#define API_MAX_MODELS 64 /* models listed per response (the registry holds 32) */
+
 struct http_server {
-    struct registry *reg;
+    struct router *rt;
     char api_key[256];
     bool has_key;
     struct MHD_Daemon *d, *d_ollama;
@@ -72,6 +74,9 @@ void api_conn_suspend_locked(struct api_conn *c);
 /* Queues a JSON response with status; takes ownership of json (malloc'd). */
 enum MHD_Result api_reply_json(struct api_conn *c, unsigned status, char *json);
 enum MHD_Result api_reply_error(struct api_conn *c, const struct api_error *e);
+/* api_reply_json with an X-Meshllm-Ran-On: ran_on header (omitted when NULL or ""). */
+enum MHD_Result api_reply_json_ran_on(struct api_conn *c, unsigned status, char *json,
+                                      const char *ran_on);
 
 /* Starts a generation (chat, completion or embedding) for req (ownership taken). On success
  * the response is queued or the connection suspended; on failure *err is set and the caller
@@ -89,7 +94,7 @@ void api_gen_free(struct api_gen *g);
 /* Ollama routes (api/ollama.c). */
 int api_ollama_parse(enum api_kind kind, const char *body, size_t len, struct api_gen_req *out,
                      struct api_error *err);
-char *api_ollama_tags_json(struct registry *reg);
+char *api_ollama_tags_json(struct router *rt);
 char *api_ollama_version_json(void);
 /* One NDJSON line (with '\n') for a chat or generate stream; done adds the final fields. */
 char *api_ollama_chunk(enum api_kind kind, const char *model, const char *text, size_t len,

@@ -27,8 +27,10 @@ static void count_status(struct http_server *s, unsigned status)
     if (status == 429) atomic_fetch_add(&s->n_429, 1);
 }
 
-static enum MHD_Result reply(struct api_conn *c, unsigned status, const void *data, size_t len,
-                             enum MHD_ResponseMemoryMode mode, const char *ctype)
+/* Queues data as the response; ran_on (or NULL) becomes the X-Meshllm-Ran-On header. */
+static enum MHD_Result reply_ran_on(struct api_conn *c, unsigned status, const void *data,
+                                    size_t len, enum MHD_ResponseMemoryMode mode,
+                                    const char *ctype, const char *ran_on)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)data, mode);
     if (!r) {
@@ -39,6 +41,7 @@ static enum MHD_Result reply(struct api_conn *c, unsigned status, const void *da
     if (status == 429) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     if (status == 503) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "2");
     if (status == 401) MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    if (ran_on && *ran_on) MHD_add_response_header(r, "X-Meshllm-Ran-On", ran_on);
     enum MHD_Result ret = MHD_queue_response(c->mc, status, r);
     MHD_destroy_response(r);
     c->responded = true;
@@ -46,14 +49,27 @@ static enum MHD_Result reply(struct api_conn *c, unsigned status, const void *da
     return ret;
 }
 
-enum MHD_Result api_reply_json(struct api_conn *c, unsigned status, char *json)
+static enum MHD_Result reply(struct api_conn *c, unsigned status, const void *data, size_t len,
+                             enum MHD_ResponseMemoryMode mode, const char *ctype)
+{
+    return reply_ran_on(c, status, data, len, mode, ctype, NULL);
+}
+
+enum MHD_Result api_reply_json_ran_on(struct api_conn *c, unsigned status, char *json,
+                                      const char *ran_on)
 {
     if (!json) {
         static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
                                   "\"param\":null,\"code\":null}}";
         return reply(c, 500, oom, sizeof oom - 1, MHD_RESPMEM_PERSISTENT, "application/json");
     }
-    return reply(c, status, json, strlen(json), MHD_RESPMEM_MUST_FREE, "application/json");
+    return reply_ran_on(c, status, json, strlen(json), MHD_RESPMEM_MUST_FREE, "application/json",
+                        ran_on);
+}
+
+enum MHD_Result api_reply_json(struct api_conn *c, unsigned status, char *json)
+{
+    return api_reply_json_ran_on(c, status, json, NULL);
 }
 
 enum MHD_Result api_reply_error(struct api_conn *c, const struct api_error *e)
@@ -157,11 +173,11 @@ static enum MHD_Result dispatch(struct api_conn *c, const char *method, const ch
         return serve_static(c, url);
     if (get && !strcmp(url, "/health")) {
         bool loading = false;
-        for (int i = 0; i < registry_count(s->reg); i++) {
-            enum registry_state st;
-            registry_at(s->reg, i, &st);
-            if (st == REGISTRY_LOADING) loading = true;
-        }
+        struct router_model *ms = calloc(API_MAX_MODELS, sizeof *ms);
+        int n = ms ? router_models(s->rt, ms, API_MAX_MODELS) : 0;
+        for (int i = 0; i < n; i++)
+            if (ms[i].is_local && ms[i].state == ROUTER_LOADING) loading = true;
+        free(ms);
         char *j = strdup(loading ? "{\"status\":\"loading\"}" : "{\"status\":\"ok\"}");
         return api_reply_json(c, loading ? 503 : 200, j);
     }
@@ -176,8 +192,8 @@ static enum MHD_Result dispatch(struct api_conn *c, const char *method, const ch
     }
     if (get && !strcmp(url, "/v1/models")) return api_reply_json(c, 200, api_models_json(s, NULL));
     if (get && !strncmp(url, "/v1/models/", 11)) {
-        enum registry_state st;
-        if (!registry_find(s->reg, url + 11, &st))
+        struct router_model m;
+        if (router_model_get(s->rt, url + 11, &m))
             return reply_err(c, 404, "invalid_request_error", "model_not_found",
                              "The model does not exist on this node.");
         return api_reply_json(c, 200, api_models_json(s, url + 11));
@@ -186,7 +202,7 @@ static enum MHD_Result dispatch(struct api_conn *c, const char *method, const ch
     if (get && !strcmp(url, "/node/peers"))
         return api_reply_json(c, 200, s->peers_json ? s->peers_json(s->peers_ctx)
                                                     : strdup("{\"enabled\":false,\"peers\":[]}"));
-    if (get && !strcmp(url, "/api/tags")) return api_reply_json(c, 200, api_ollama_tags_json(s->reg));
+    if (get && !strcmp(url, "/api/tags")) return api_reply_json(c, 200, api_ollama_tags_json(s->rt));
     if (get && !strcmp(url, "/api/version")) return api_reply_json(c, 200, api_ollama_version_json());
     if (post && !strcmp(url, "/v1/chat/completions"))
         return route_gen(c, API_PROTO_OPENAI, API_KIND_CHAT);
@@ -394,13 +410,13 @@ static struct MHD_Daemon *listen_on(struct http_server *s, const struct http_opt
     return d;
 }
 
-int http_server_start(struct registry *reg, const struct http_opts *o, struct http_server **out,
+int http_server_start(struct router *rt, const struct http_opts *o, struct http_server **out,
                       char *err, size_t err_cap)
 {
     *out = NULL;
     struct http_server *s = calloc(1, sizeof *s);
     if (!s) return err_set(err, err_cap, MESH_ENOMEM, "out of memory");
-    s->reg = reg;
+    s->rt = rt;
     pthread_rwlock_init(&s->stop_lock, NULL);
     pthread_mutex_init(&s->conns_mu, NULL);
     pthread_cond_init(&s->wd_cv, NULL);
@@ -447,7 +463,7 @@ void http_server_stop(struct http_server *s)
     if (s->d) MHD_quiesce_daemon(s->d);
     if (s->d_ollama) MHD_quiesce_daemon(s->d_ollama);
     /* Ends every generation: streams get their final events, waiting requests their reply. */
-    registry_stop(s->reg);
+    router_stop(s->rt);
     for (int i = 0; i < 500 && atomic_load(&s->n_inflight) > 0; i++) usleep(10000);
     if (s->has_watchdog) {
         pthread_mutex_lock(&s->conns_mu);

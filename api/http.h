@@ -15,7 +15,7 @@
 
 #define HTTP_MAX_BODY (8u << 20)
 
-struct registry;
+struct router;
 
 struct http_opts {
     const char *host;    /* bind address (IPv4/IPv6 literal or "localhost"); default 127.0.0.1 */
@@ -30,14 +30,14 @@ struct http_opts {
 };
 
 struct http_server;
-/* Starts listening; reg must outlive the server. */
-int http_server_start(struct registry *reg, const struct http_opts *o, struct http_server **out,
+/* Starts listening; every request goes to rt (node/router.h), which must outlive the server. */
+int http_server_start(struct router *rt, const struct http_opts *o, struct http_server **out,
                       char *err, size_t err_cap);
 int http_server_port(const struct http_server *s);
 int http_server_ollama_port(const struct http_server *s);
-/* Graceful stop: refuses new work, stops the schedulers of reg (running streams end with
- * their final events), waits up to 5 s for responses to drain, closes every connection.
- * The caller frees reg afterwards. */
+/* Graceful stop: refuses new work, stops the router's schedulers (router_stop: running
+ * streams end with their final events), waits up to 5 s for responses to drain, closes every
+ * connection. The caller frees the router and its registry afterwards. */
 void http_server_stop(struct http_server *s);
 
 #endif

@@ -4,7 +4,6 @@
  */
 #include "api/api_internal.h"
 
-#include "engine/model.h"
 
 #include <cjson/cJSON.h>
 #include <stdarg.h>
@@ -79,25 +78,25 @@ char *api_metrics_text(struct http_server *s)
         {"meshllm_slots_total", "gauge", "KV slots."},
         {"meshllm_decode_seconds_total", "counter", "Time spent in decode steps."},
     };
-    /* schedulers are freed at shutdown: read them only while the server is not stopping */
+    /* the router reads the schedulers (not once they are stopped: has_stats false) */
     pthread_rwlock_rdlock(&s->stop_lock);
     bool live = !s->stopping;
+    pthread_rwlock_unlock(&s->stop_lock);
+    struct router_model *ms = live ? calloc(API_MAX_MODELS, sizeof *ms) : NULL;
+    int n = ms ? router_models(s->rt, ms, API_MAX_MODELS) : 0;
     for (size_t m = 0; live && m < sizeof names / sizeof names[0]; m++) {
         mprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", names[m][0], names[m][2], names[m][0],
                 names[m][1]);
-        for (int i = 0; i < registry_count(s->reg); i++) {
-            enum registry_state st;
-            struct registry_entry *e = registry_at(s->reg, i, &st);
-            if (st != REGISTRY_READY || !e->sched) continue;
-            struct sched_stats ss;
-            sched_stats(e->sched, &ss);
-            double v[] = {(double)ss.n_requests, (double)ss.n_cancelled, (double)ss.n_prompt_tokens,
-                          (double)ss.n_cached_tokens, (double)ss.n_gen_tokens, ss.gen_tps,
-                          ss.n_queued, ss.n_active, ss.n_slots, ss.busy_s};
+        for (int i = 0; i < n; i++) {
+            const struct router_model *e = &ms[i];
+            if (!e->is_local || e->state != ROUTER_READY || !e->has_stats) continue;
+            double v[] = {(double)e->n_requests, (double)e->n_cancelled, (double)e->n_prompt_tokens,
+                          (double)e->n_cached_tokens, (double)e->n_gen_tokens, e->gen_tps,
+                          e->n_queued, e->n_active, e->n_slots, e->busy_s};
             mprintf(&b, "%s{model=\"%s\"} %.6g\n", names[m][0], e->name, v[m]);
         }
     }
-    pthread_rwlock_unlock(&s->stop_lock);
+    free(ms);
     return b.p;
 }
 
@@ -110,38 +109,39 @@ char *api_status_json(struct http_server *s)
     cJSON *arr = cJSON_AddArrayToObject(root, "models");
     double tps = 0;
     int queued = 0, active = 0;
-    pthread_rwlock_rdlock(&s->stop_lock); /* schedulers are freed at shutdown */
+    pthread_rwlock_rdlock(&s->stop_lock);
     bool live = !s->stopping;
-    for (int i = 0; i < registry_count(s->reg); i++) {
-        enum registry_state st;
-        struct registry_entry *e = registry_at(s->reg, i, &st);
+    pthread_rwlock_unlock(&s->stop_lock);
+    struct router_model *ms = calloc(API_MAX_MODELS, sizeof *ms);
+    int n = ms ? router_models(s->rt, ms, API_MAX_MODELS) : 0;
+    for (int i = 0; i < n; i++) {
+        const struct router_model *e = &ms[i];
+        if (!e->is_local) continue;
+        int st = e->state;
         cJSON *m = cJSON_CreateObject();
         cJSON_AddItemToArray(arr, m);
         cJSON_AddStringToObject(m, "name", e->name);
-        cJSON_AddStringToObject(m, "state", st == REGISTRY_READY     ? "ready"
-                                            : st == REGISTRY_LOADING ? "loading"
-                                                                     : "failed");
+        cJSON_AddStringToObject(m, "state", st == ROUTER_READY     ? "ready"
+                                            : st == ROUTER_LOADING ? "loading"
+                                                                   : "failed");
         cJSON_AddNumberToObject(m, "file_bytes", (double)e->file_bytes);
-        if (st == REGISTRY_FAILED) cJSON_AddStringToObject(m, "error", e->err);
-        if (st != REGISTRY_READY || !live || !e->sched) continue;
-        const struct model_hparams *hp = model_hparams(e->model);
-        cJSON_AddStringToObject(m, "arch", hp->arch_name);
-        cJSON_AddNumberToObject(m, "n_layer", hp->n_layer);
-        cJSON_AddNumberToObject(m, "n_embd", hp->n_embd);
-        struct sched_stats ss;
-        sched_stats(e->sched, &ss);
-        cJSON_AddNumberToObject(m, "n_ctx", ss.n_ctx);
-        cJSON_AddNumberToObject(m, "slots", ss.n_slots);
-        cJSON_AddNumberToObject(m, "active", ss.n_active);
-        cJSON_AddNumberToObject(m, "queued", ss.n_queued);
-        cJSON_AddNumberToObject(m, "tokens_per_s", ss.gen_tps);
-        cJSON_AddNumberToObject(m, "generated_tokens", (double)ss.n_gen_tokens);
-        cJSON_AddNumberToObject(m, "requests", (double)ss.n_requests);
-        tps += ss.gen_tps;
-        queued += ss.n_queued;
-        active += ss.n_active;
+        if (st == ROUTER_FAILED) cJSON_AddStringToObject(m, "error", e->err);
+        if (st != ROUTER_READY || !live || !e->has_stats) continue;
+        cJSON_AddStringToObject(m, "arch", e->arch);
+        cJSON_AddNumberToObject(m, "n_layer", e->n_layer);
+        cJSON_AddNumberToObject(m, "n_embd", e->n_embd);
+        cJSON_AddNumberToObject(m, "n_ctx", e->n_ctx);
+        cJSON_AddNumberToObject(m, "slots", e->n_slots);
+        cJSON_AddNumberToObject(m, "active", e->n_active);
+        cJSON_AddNumberToObject(m, "queued", e->n_queued);
+        cJSON_AddNumberToObject(m, "tokens_per_s", e->gen_tps);
+        cJSON_AddNumberToObject(m, "generated_tokens", (double)e->n_gen_tokens);
+        cJSON_AddNumberToObject(m, "requests", (double)e->n_requests);
+        tps += e->gen_tps;
+        queued += e->n_queued;
+        active += e->n_active;
     }
-    pthread_rwlock_unlock(&s->stop_lock);
+    free(ms);
     cJSON_AddNumberToObject(root, "tokens_per_s", tps);
     cJSON_AddNumberToObject(root, "queued", queued);
     cJSON_AddNumberToObject(root, "active", active);
@@ -151,7 +151,7 @@ char *api_status_json(struct http_server *s)
     return out;
 }
 
-static cJSON *model_obj(const struct registry_entry *e)
+static cJSON *model_obj(const struct router_model *e)
 {
     cJSON *m = cJSON_CreateObject();
     cJSON_AddStringToObject(m, "id", e->name);
@@ -165,19 +165,19 @@ char *api_models_json(struct http_server *s, const char *only)
 {
     cJSON *root = NULL;
     if (only) {
-        enum registry_state st;
-        struct registry_entry *e = registry_find(s->reg, only, &st);
-        if (!e) return NULL;
-        root = model_obj(e);
+        struct router_model m;
+        if (router_model_get(s->rt, only, &m)) return NULL;
+        root = model_obj(&m);
     } else {
         root = cJSON_CreateObject();
         cJSON_AddStringToObject(root, "object", "list");
         cJSON *arr = cJSON_AddArrayToObject(root, "data");
-        for (int i = 0; i < registry_count(s->reg); i++) {
-            enum registry_state st;
-            struct registry_entry *e = registry_at(s->reg, i, &st);
-            if (st != REGISTRY_FAILED) cJSON_AddItemToArray(arr, model_obj(e));
-        }
+        struct router_model *ms = calloc(API_MAX_MODELS, sizeof *ms);
+        int n = ms ? router_models(s->rt, ms, API_MAX_MODELS) : 0;
+        for (int i = 0; i < n; i++)
+            if (!(ms[i].is_local && ms[i].state == ROUTER_FAILED))
+                cJSON_AddItemToArray(arr, model_obj(&ms[i]));
+        free(ms);
     }
     char *out = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);

@@ -227,14 +227,15 @@ char *api_ollama_chunk(enum api_kind kind, const char *model, const char *text, 
     return line;
 }
 
-char *api_ollama_tags_json(struct registry *reg)
+char *api_ollama_tags_json(struct router *rt)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON *arr = cJSON_AddArrayToObject(root, "models");
-    for (int i = 0; i < registry_count(reg); i++) {
-        enum registry_state st;
-        struct registry_entry *e = registry_at(reg, i, &st);
-        if (st != REGISTRY_READY) continue;
+    struct router_model *ms = calloc(API_MAX_MODELS, sizeof *ms);
+    int n = ms ? router_models(rt, ms, API_MAX_MODELS) : 0;
+    for (int i = 0; i < n; i++) {
+        const struct router_model *e = &ms[i];
+        if (e->is_local && e->state != ROUTER_READY) continue;
         cJSON *m = cJSON_CreateObject();
         cJSON_AddItemToArray(arr, m);
         char name[160];
@@ -248,10 +249,11 @@ char *api_ollama_tags_json(struct registry *reg)
         strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
         cJSON_AddStringToObject(m, "modified_at", when);
         cJSON_AddNumberToObject(m, "size", (double)e->file_bytes);
-        cJSON_AddStringToObject(m, "digest", "");
+        cJSON_AddStringToObject(m, "digest", e->digest);
         cJSON *d = cJSON_AddObjectToObject(m, "details");
         cJSON_AddStringToObject(d, "format", "gguf");
     }
+    free(ms);
     char *s = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     return s;

@@ -549,6 +549,14 @@ static void add_finish(cJSON *choice, const char *fr)
         cJSON_AddNullToObject(choice, "finish_reason");
 }
 
+/* "meshllm":{"ran_on":...}: where the request ran (clients ignore unknown fields). */
+static void add_meshllm(cJSON *root, const struct api_gen_out *o)
+{
+    if (!o->ran_on) return;
+    cJSON *m = cJSON_AddObjectToObject(root, "meshllm");
+    if (m) cJSON_AddStringToObject(m, "ran_on", o->ran_on);
+}
+
 static char *finish_print(cJSON *root)
 {
     char *s = cJSON_PrintUnformatted(root);
@@ -578,6 +586,7 @@ char *api_openai_response_json(enum api_kind kind, const struct api_gen_out *o)
         cJSON_AddNullToObject(c, "logprobs");
     add_finish(c, o->finish_reason);
     add_usage(root, o);
+    add_meshllm(root, o);
     return finish_print(root);
 }
 
@@ -606,5 +615,6 @@ char *api_openai_chunk_json(enum api_kind kind, const struct api_gen_out *o, boo
     else
         cJSON_AddNullToObject(c, "logprobs");
     add_finish(c, o->finish_reason);
+    if (o->finish_reason) add_meshllm(root, o);
     return finish_print(root);
 }

@@ -104,6 +104,9 @@ struct api_gen_out {
     int n_prompt, n_completion;
     const struct api_lp_token *lps; /* [n_lps] or NULL when logprobs were not asked for */
     int n_lps;
+    /* optional: where the request ran ("local" or peer IDs); adds "meshllm":{"ran_on":...}
+     * to the whole response and to the chunk carrying finish_reason; NULL adds nothing */
+    const char *ran_on;
 };
 
 /* Whole response object (chat.completion / text_completion) as malloc'd JSON. */

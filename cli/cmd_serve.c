@@ -13,6 +13,7 @@
 #include "net/p2pnode.h"
 #include "net/peer_id.h"
 #include "node/registry.h"
+#include "node/router.h"
 #include "node/sched.h"
 
 #include <pthread.h>
@@ -239,6 +240,7 @@ int cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     struct registry *reg = NULL;
+    struct router *rt = NULL;
     struct http_server *srv = NULL;
     struct p2pnode *node = NULL;
     char err[512] = "";
@@ -257,7 +259,12 @@ int cmd_serve(int argc, char **argv)
         a.http.peers_json = serve_peers_json;
         a.http.peers_ctx = node;
     }
-    if (http_server_start(reg, &a.http, &srv, err, sizeof err)) {
+    struct router_config rcfg = {.reg = reg, .default_route = NODE_ROUTE_LOCAL};
+    if (router_new(&rcfg, &rt)) {
+        cli_fail("serve: out of memory");
+        goto out;
+    }
+    if (http_server_start(rt, &a.http, &srv, err, sizeof err)) {
         cli_fail("serve: %s", err);
         goto out;
     }
@@ -287,6 +294,7 @@ int cmd_serve(int argc, char **argv)
 out:
     http_server_stop(srv);
     p2pnode_stop(node);
+    router_free(rt);
     registry_free(reg);
     if (status == 0) fprintf(stderr, "meshllm: stopped\n");
     return status;

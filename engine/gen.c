@@ -1,9 +1,9 @@
-/* gen.c - the generation loop of `run` and `chat` (see gen.h).
+/* gen.c - the per-token step and the generation loop of `run` and `chat` (see gen.h).
  *
- * prompt -> chunks of n_batch through model_decode (logits of the last token only) ->
- * repeat { sample; stop on EOG; detokenize (whole UTF-8 characters); hold back possible
- * stop strings; emit; decode the token }. The logits buffer and position scratch are
- * allocated once per call, never per token.
+ * gen_step: sample; record; stop on EOG; logprobs from the sampler's log-softmax;
+ * detokenize (whole UTF-8 characters); hold back possible stop strings. gen_run: prompt ->
+ * chunks of n_batch through model_decode (logits of the last token only) -> repeat
+ * { gen_step; emit; decode the token }. Buffers are allocated at init, never per token.
  */
 #include "engine/gen.h"
 
@@ -24,24 +24,116 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* Passes text through the stop matcher to emit. Returns 1 to stop generating. */
-static int pass_text(struct stop *st, const char *text, size_t len, gen_emit_fn emit,
-                     void *user, struct gen_result *res)
+/* ---- the per-token step --------------------------------------------------------------- */
+
+int gen_seq_init(struct gen_seq *g, const struct tok *t, struct sampler *s,
+                 const struct gen_seq_opts *o)
 {
-    const char *out;
-    size_t out_len;
-    bool stopped = false;
-    if (stop_push(st, text, len, &out, &out_len, &stopped) < 0) return -1;
-    if (out_len > 0 && emit && emit(user, out, (int)out_len) != 0) {
-        res->stop = GEN_STOP_CALLER;
-        return 1;
+    memset(g, 0, sizeof *g);
+    if (!t || !o || o->n_logprobs > GEN_MAX_TOP_LOGPROBS || o->n_stops < 0) return MESH_EINVAL;
+    g->tok = t;
+    g->smp = s;
+    g->n_logprobs = o->n_logprobs;
+    g->ignore_eog = o->ignore_eog;
+    tok_stream_init(&g->ts, t, o->strip_leading_space);
+    /* a piece plus up to 3 held-back bytes of an incomplete UTF-8 character; the longest
+     * pieces (starcoder/mpt) have 256-512 bytes */
+    g->piece_cap = tok_max_piece_len(t) + 8;
+    g->piece = malloc(g->piece_cap);
+    if (!g->piece) return MESH_ENOMEM;
+    return stop_new(o->stops, o->stops ? (size_t)o->n_stops : 0, &g->stp);
+}
+
+void gen_seq_free(struct gen_seq *g)
+{
+    if (!g) return;
+    stop_free(g->stp);
+    free(g->piece);
+    memset(g, 0, sizeof *g);
+}
+
+int gen_seq_push(struct gen_seq *g, int32_t id, struct gen_tok *out)
+{
+    memset(out, 0, sizeof *out);
+    out->id = id;
+    sampler_accept(g->smp, id);
+    if (!g->ignore_eog && tok_is_eog(g->tok, id)) {
+        out->is_eog = true;
+        return 0;
     }
-    if (stopped) {
-        res->stop = GEN_STOP_STRING;
-        return 1;
+    int n = tok_stream_push(&g->ts, id, g->piece, g->piece_cap);
+    if (n < 0) return n;
+    g->n_gen++;
+    if (g->is_stopped || n == 0) {
+        out->is_stopped = g->is_stopped;
+        return 0;
+    }
+    bool stopped = false;
+    int rc = stop_push(g->stp, g->piece, (size_t)n, &out->text, &out->len, &stopped);
+    if (rc) return rc;
+    g->is_stopped = stopped;
+    out->is_stopped = stopped;
+    return 0;
+}
+
+int gen_step(struct gen_seq *g, const float *logits, struct gen_tok *out)
+{
+    int32_t id = sampler_sample(g->smp, logits);
+    if (id < 0) return MESH_EINVAL;
+    int rc = gen_seq_push(g, id, out);
+    if (rc || out->is_eog || g->n_logprobs < 0) return rc;
+    /* the sampler's raw-logit log-softmax: NaN logits count as -inf */
+    out->has_lp = true;
+    out->lp.id = id;
+    out->lp.logprob = sampler_logprob(g->smp, logits, id);
+    int n_top = sampler_top_logprobs(g->smp, logits, g->n_logprobs, out->lp.top_id,
+                                     out->lp.top_lp);
+    out->lp.n_top = n_top > 0 ? n_top : 0;
+    return 0;
+}
+
+int gen_seq_replay(struct gen_seq *g, const int32_t *ids, int n, int *end_reason)
+{
+    *end_reason = 0;
+    for (int i = 0; i < n; i++) {
+        struct gen_tok t;
+        int rc = gen_seq_push(g, ids[i], &t);
+        if (rc) return rc;
+        if (t.is_eog) {
+            *end_reason = 1;
+            return 0;
+        }
+        if (t.is_stopped) {
+            *end_reason = 2;
+            return 0;
+        }
     }
     return 0;
 }
+
+int gen_seq_finish(struct gen_seq *g, gen_emit_fn emit, void *user)
+{
+    if (g->is_stopped) return 0;
+    int n = tok_stream_flush(&g->ts, g->piece, g->piece_cap);
+    if (n < 0) return n;
+    const char *text = NULL;
+    size_t len = 0;
+    bool stopped = false;
+    if (n > 0) {
+        int rc = stop_push(g->stp, g->piece, (size_t)n, &text, &len, &stopped);
+        if (rc) return rc;
+        if (len && emit) emit(user, text, (int)len);
+    }
+    if (stopped) {
+        g->is_stopped = true;
+        return 1;
+    }
+    stop_flush(g->stp, &text, &len);
+    if (len && emit) emit(user, text, (int)len);
+    return 0;
+}
+
+/* ---- the loop of `run` and `chat` ------------------------------------------------------- */
 
 int gen_run(struct model_ctx *c, struct sampler *s, const struct tok *t, const int32_t *prompt,
             int n_prompt, const struct gen_opts *o, gen_emit_fn emit, void *user,
@@ -57,13 +149,13 @@ int gen_run(struct model_ctx *c, struct sampler *s, const struct tok *t, const i
 
     float *logits = malloc((size_t)hp->n_vocab * sizeof(float));
     int32_t *pos_buf = malloc((size_t)n_batch * sizeof(int32_t));
-    /* a piece plus up to 3 held-back bytes of an incomplete UTF-8 character */
-    size_t piece_cap = (size_t)tok_max_piece_len(t) + 8;
-    char *piece = malloc(piece_cap);
-    struct stop *st = NULL;
-    int rc = MESH_ENOMEM;
-    if (!logits || !pos_buf || !piece) goto done;
-    if ((rc = stop_new(o->stops, o->stops ? (size_t)o->n_stops : 0, &st)) < 0) goto done;
+    struct gen_seq g;
+    struct gen_seq_opts so = {.stops = o->stops, .n_stops = o->stops ? o->n_stops : 0,
+                              .strip_leading_space = o->strip_leading_space,
+                              .ignore_eog = o->ignore_eog, .n_logprobs = -1};
+    int rc = gen_seq_init(&g, t, s, &so);
+    if (rc == 0 && (!logits || !pos_buf)) rc = MESH_ENOMEM;
+    if (rc) goto done;
 
     /* prompt, in chunks of n_batch; logits of the last token only */
     double t0 = now_ms();
@@ -78,35 +170,27 @@ int gen_run(struct model_ctx *c, struct sampler *s, const struct tok *t, const i
     double t1 = now_ms();
     res->prompt_ms = t1 - t0;
 
-    struct tok_stream ts;
-    tok_stream_init(&ts, t, o->strip_leading_space);
     res->stop = GEN_STOP_LENGTH;
     for (;;) {
         if (o->n_predict >= 0 && res->n_gen >= o->n_predict) break;
-        int32_t id = sampler_sample(s, logits);
-        if (id < 0) {
-            rc = MESH_EINVAL;
-            goto done;
-        }
-        sampler_accept(s, id);
+        struct gen_tok tk;
+        if ((rc = gen_step(&g, logits, &tk)) < 0) goto done;
+        int32_t id = tk.id;
         res->last_token = id;
-        if (!o->ignore_eog && tok_is_eog(t, id)) {
+        if (tk.is_eog) {
             res->stop = GEN_STOP_EOG;
             break;
         }
         if (out_ids && res->n_gen < out_cap) out_ids[res->n_gen] = id;
         res->n_gen++;
-        int n = tok_stream_push(&ts, id, piece, piece_cap);
-        if (n < 0) {
-            rc = n;
-            goto done;
+        if (tk.len > 0 && emit && emit(user, tk.text, (int)tk.len) != 0) {
+            res->stop = GEN_STOP_CALLER;
+            break;
         }
-        int r = pass_text(st, piece, (size_t)n, emit, user, res);
-        if (r < 0) {
-            rc = MESH_ENOMEM;
-            goto done;
+        if (tk.is_stopped) {
+            res->stop = GEN_STOP_STRING;
+            break;
         }
-        if (r > 0) break;
         if (o->n_predict >= 0 && res->n_gen >= o->n_predict) break;
         if (pos >= n_ctx) {
             res->stop = GEN_STOP_CTX;
@@ -117,23 +201,17 @@ int gen_run(struct model_ctx *c, struct sampler *s, const struct tok *t, const i
         pos++;
     }
     if (res->stop != GEN_STOP_STRING && res->stop != GEN_STOP_CALLER) {
-        int n = tok_stream_flush(&ts, piece, piece_cap);
-        const char *out;
-        size_t out_len;
-        if (n > 0 && pass_text(st, piece, (size_t)n, emit, user, res) < 0) {
-            rc = MESH_ENOMEM;
+        int f = gen_seq_finish(&g, emit, user);
+        if (f < 0) {
+            rc = f;
             goto done;
         }
-        if (res->stop != GEN_STOP_STRING && res->stop != GEN_STOP_CALLER) {
-            stop_flush(st, &out, &out_len);
-            if (out_len > 0 && emit) emit(user, out, (int)out_len);
-        }
+        if (f > 0) res->stop = GEN_STOP_STRING;
     }
     res->gen_ms = now_ms() - t1;
     rc = 0;
 done:
-    stop_free(st);
-    free(piece);
+    gen_seq_free(&g);
     free(pos_buf);
     free(logits);
     return rc;

@@ -1,23 +1,101 @@
-/* gen.h - the generation loop shared by `run` and `chat`: feed a prompt into one
- * sequence of a context, then sample, decode and stream text until a stop condition.
+/* gen.h - generation: the per-token step every caller shares, and the loop of `run`/`chat`.
  *
+ * gen_step is THE per-token step: sample -> end-of-generation check -> logprobs (the
+ * sampler's NaN-guarded log-softmax) -> streaming detokenizer (whole UTF-8 characters) ->
+ * stop strings (possible prefixes held back, a match cut). Its state is one struct gen_seq per
+ * sequence; gen_run (below) and the scheduler (node/sched.c) both drive it, so the text a
+ * client sees does not depend on who generated it. gen_seq_replay feeds tokens already
+ * generated elsewhere (a continuation) through the same state without showing their text.
  * Prompt tokens are decoded in chunks of the context's n_batch (one pass over the
- * weights per chunk); generated tokens one at a time. Text is emitted through a
- * callback in complete UTF-8 characters, with stop strings held back and cut.
- * Thread rule: runs on the caller's thread; the context and sampler are not shared.
+ * weights per chunk); generated tokens one at a time.
+ * Thread rule: runs on the caller's thread; a gen_seq, context and sampler are not shared.
  */
 #ifndef MESH_ENGINE_GEN_H
 #define MESH_ENGINE_GEN_H
 
+#include "engine/tok.h"
+
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct model_ctx;
 struct sampler;
-struct tok;
+struct stop;
 
 /* Receives len bytes of generated text; return non-zero to stop generation. */
 typedef int (*gen_emit_fn)(void *user, const char *text, int len);
+
+/* ---- the per-token step --------------------------------------------------------------- */
+
+#define GEN_MAX_TOP_LOGPROBS 20
+
+struct gen_seq_opts {
+    const char *const *stops;    /* stop strings (copied), may be NULL */
+    int n_stops;
+    bool strip_leading_space;    /* SPM: drop the space before the first word */
+    bool ignore_eog;             /* an EOG token is text like any other */
+    int n_logprobs;              /* -1: none; 0: chosen token only; 1..GEN_MAX_TOP_LOGPROBS */
+};
+
+/* Log-probabilities of one generated token (raw logits: no penalties, no temperature). */
+struct gen_lp {
+    int32_t id;
+    float logprob;
+    int n_top;
+    int32_t top_id[GEN_MAX_TOP_LOGPROBS];
+    float top_lp[GEN_MAX_TOP_LOGPROBS];
+};
+
+/* One sequence's step state. The caller owns the struct and the sampler (borrowed). */
+struct gen_seq {
+    const struct tok *tok;
+    struct sampler *smp;
+    struct tok_stream ts;
+    struct stop *stp;
+    char *piece;                 /* one detokenized token + held UTF-8 bytes [piece_cap] */
+    size_t piece_cap;
+    int n_logprobs;
+    bool ignore_eog;
+    bool is_stopped;             /* a stop string matched: nothing more is shown */
+    int n_gen;                   /* tokens pushed (generated or replayed), EOG excluded */
+};
+
+/* What one step produced. text points into the gen_seq (valid until its next call). */
+struct gen_tok {
+    int32_t id;
+    bool is_eog;                 /* id ends the generation: not counted, no text */
+    bool is_stopped;             /* a stop string completed: text ends right before it */
+    const char *text;            /* bytes safe to show now (len may be 0) */
+    size_t len;
+    bool has_lp;                 /* lp is filled (n_logprobs >= 0 and not EOG) */
+    struct gen_lp lp;
+};
+
+/* Prepares g for a new generation with sampler s (borrowed; its penalty history is the
+ * caller's: accept the prompt's tokens first). Allocates the stop matcher and the piece
+ * buffer here, never per token. 0, MESH_EINVAL or MESH_ENOMEM; g is safe to free either way. */
+int gen_seq_init(struct gen_seq *g, const struct tok *t, struct sampler *s,
+                 const struct gen_seq_opts *o);
+void gen_seq_free(struct gen_seq *g);
+/* The step: samples the next token from logits[n_vocab], records it in the sampler, and
+ * (unless EOG) its logprobs, its text through the detokenizer and the stop matcher.
+ * 0, or MESH_EINVAL (the sampler gave no token) / MESH_ENOMEM / a detokenizer error. */
+int gen_step(struct gen_seq *g, const float *logits, struct gen_tok *out);
+/* The step after sampling, for a token chosen elsewhere: same as gen_step without the
+ * sampler's draw and without logprobs (the sampler still records id). */
+int gen_seq_push(struct gen_seq *g, int32_t id, struct gen_tok *out);
+/* Continuation: pushes ids[n] (generated and already shown elsewhere) without returning
+ * their text; the matcher keeps what it held back, so later steps show exactly what the
+ * uninterrupted generation would have. *end_reason: 0, or 1 if an id was EOG (the rest is
+ * dropped), 2 if a stop string completed. 0 or an error of gen_seq_push. */
+int gen_seq_replay(struct gen_seq *g, const int32_t *ids, int n, int *end_reason);
+/* End of generation without a stop match: emits what the detokenizer and the matcher still
+ * hold (at most two segments, each through emit when non-empty). Nothing once stopped.
+ * Returns 1 if the flushed tail completed a stop string, else 0; < 0 on error. */
+int gen_seq_finish(struct gen_seq *g, gen_emit_fn emit, void *user);
+
+/* ---- the loop of `run` and `chat` ------------------------------------------------------- */
 
 enum gen_stop {
     GEN_STOP_LENGTH = 0,   /* n_predict tokens generated */

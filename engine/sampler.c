@@ -481,11 +481,9 @@ int32_t sampler_sample(struct sampler *s, const float *logits)
     return s->cand[0].id;
 }
 
-int sampler_top_logprobs(const struct sampler *s, const float *logits, int n, int32_t *ids,
-                         float *logprobs)
+/* log(sum_i exp(l_i - max)) and max over the raw logits, NaN counted as -inf. */
+static float log_sum_exp(const struct sampler *s, const float *logits, float *max_out)
 {
-    if (!s || !logits || n < 0 || (n > 0 && (!ids || !logprobs))) return MESH_EINVAL;
-    if (n > s->n_vocab) n = s->n_vocab;
     float max = -INFINITY;
     for (int32_t i = 0; i < s->n_vocab; i++)
         if (logits[i] > max) max = logits[i]; /* NaN never compares greater */
@@ -494,7 +492,27 @@ int sampler_top_logprobs(const struct sampler *s, const float *logits, int n, in
         float l = isnan(logits[i]) ? -INFINITY : logits[i];
         sum += weight_of(l, max);
     }
-    float log_sum = (float)log(sum);
+    *max_out = max;
+    return (float)log(sum);
+}
+
+float sampler_logprob(const struct sampler *s, const float *logits, int32_t id)
+{
+    if (!s || !logits || id < 0 || id >= s->n_vocab) return -INFINITY;
+    float max;
+    float log_sum = log_sum_exp(s, logits, &max);
+    float l = isnan(logits[id]) ? -INFINITY : logits[id];
+    /* the same expression as sampler_top_logprobs, so a token gets one value everywhere */
+    return l == max ? -log_sum : (l - max) - log_sum;
+}
+
+int sampler_top_logprobs(const struct sampler *s, const float *logits, int n, int32_t *ids,
+                         float *logprobs)
+{
+    if (!s || !logits || n < 0 || (n > 0 && (!ids || !logprobs))) return MESH_EINVAL;
+    if (n > s->n_vocab) n = s->n_vocab;
+    float max;
+    float log_sum = log_sum_exp(s, logits, &max);
 
     /* Keep the n best raw logits, best first, by insertion (n is small). */
     int m = 0;

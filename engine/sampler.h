@@ -57,5 +57,8 @@ void sampler_apply_penalties(const struct sampler *s, const float *logits, float
  * or MESH_EINVAL on NULL pointers or n < 0. */
 int sampler_top_logprobs(const struct sampler *s, const float *logits, int n, int32_t *ids,
                          float *logprobs);
+/* The same log-softmax for one token id (the chosen one, which may not be among the top n).
+ * Returns -INFINITY for a NaN logit, an id outside the vocabulary or NULL pointers. */
+float sampler_logprob(const struct sampler *s, const float *logits, int32_t id);
 
 #endif

@@ -19,6 +19,10 @@ struct registry {
     struct registry_entry e[REGISTRY_MAX];
     atomic_int state[REGISTRY_MAX];
     int n;
+    /* read-held by whoever uses a scheduler (registry_pin); write-held by registry_stop,
+     * which frees them: a submit never races the shutdown */
+    pthread_rwlock_t stop_lock;
+    bool is_stopped;            /* guarded by stop_lock */
     pthread_t loader;
     bool loader_started;
 };
@@ -29,6 +33,7 @@ int registry_new(const struct sched_params *sp, struct registry **out)
     struct registry *r = calloc(1, sizeof *r);
     if (!r) return MESH_ENOMEM;
     r->sp = *sp;
+    pthread_rwlock_init(&r->stop_lock, NULL);
     for (int i = 0; i < REGISTRY_MAX; i++) atomic_init(&r->state[i], REGISTRY_LOADING);
     *out = r;
     return 0;
@@ -41,10 +46,26 @@ void registry_stop(struct registry *r)
         pthread_join(r->loader, NULL);
         r->loader_started = false;
     }
+    pthread_rwlock_wrlock(&r->stop_lock);
+    r->is_stopped = true;
     for (int i = 0; i < r->n; i++) {
         sched_free(r->e[i].sched);
         r->e[i].sched = NULL;
     }
+    pthread_rwlock_unlock(&r->stop_lock);
+}
+
+bool registry_pin(struct registry *r)
+{
+    pthread_rwlock_rdlock(&r->stop_lock);
+    if (!r->is_stopped) return true;
+    pthread_rwlock_unlock(&r->stop_lock);
+    return false;
+}
+
+void registry_unpin(struct registry *r)
+{
+    pthread_rwlock_unlock(&r->stop_lock);
 }
 
 void registry_free(struct registry *r)
@@ -55,6 +76,7 @@ void registry_free(struct registry *r)
         sched_free(r->e[i].sched);
         model_free(r->e[i].model);
     }
+    pthread_rwlock_destroy(&r->stop_lock);
     free(r);
 }
 

@@ -15,6 +15,7 @@
 
 #include "engine/chat.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,11 @@ int registry_new(const struct sched_params *sp, struct registry **out);
 /* Stops every scheduler now (unfinished requests end "cancelled"); models stay loaded so
  * their tokenizers remain usable until registry_free. Callers must not submit afterwards. */
 void registry_stop(struct registry *r);
+/* Keeps the schedulers from being stopped (freed) until registry_unpin, so an entry's sched
+ * may be used meanwhile. Returns false (nothing held) once registry_stop has run. Any
+ * thread; pins may nest across threads but not wait on registry_stop. */
+bool registry_pin(struct registry *r);
+void registry_unpin(struct registry *r);
 /* Stops every scheduler (unfinished requests end "cancelled"), frees models. */
 void registry_free(struct registry *r);
 

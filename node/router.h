@@ -11,10 +11,12 @@
 #ifndef MESH_NODE_ROUTER_H
 #define MESH_NODE_ROUTER_H
 
-#include "node/registry.h"
 #include "node/req.h"
 
+#include <stdint.h>
+
 struct mesh;
+struct registry; /* node/registry.h; not included, so api/ sees no engine header */
 
 struct router_config {
     struct registry *reg;        /* this node's models (may hold none: a lite node) */
@@ -33,12 +35,19 @@ enum node_route router_default_route(const struct router *rt);
 int router_submit(struct router *rt, const struct node_gen_req *req, const struct node_client *cl,
                   struct node_req **out, struct node_error *err);
 
-/* A model as the API lists it (/v1/models, /api/tags). */
+/* Stops this node's schedulers (unfinished requests end "cancelled", their clients are
+ * notified) and refuses new requests with 503 shutting_down. Models stay loaded. */
+void router_stop(struct router *rt);
+
+/* A model's state as the API shows it (the values of enum registry_state). */
+enum router_state { ROUTER_LOADING = 0, ROUTER_READY = 1, ROUTER_FAILED = 2 };
+
+/* A model as the API lists it (/v1/models, /api/tags, /node/status, /metrics). */
 #define ROUTER_MAX_WHERE 8
 struct router_model {
     char name[128];
     bool is_local;             /* loaded here (state below) */
-    int state;                 /* enum registry_state when is_local */
+    int state;                 /* enum router_state when is_local */
     char err[256];             /* why loading failed */
     int64_t created;           /* unix seconds */
     uint64_t file_bytes;
@@ -47,8 +56,17 @@ struct router_model {
     char digest[65];           /* hex content hash ("" unknown) */
     int n_where;               /* peers that serve it */
     char where[ROUTER_MAX_WHERE][64]; /* their peer IDs */
+    /* local and READY (not stopped): the scheduler's numbers and the model's shape */
+    bool has_stats;
+    char arch[32];
+    int n_layer, n_embd, n_slots, n_active, n_queued;
+    uint64_t n_requests, n_cancelled, n_prompt_tokens, n_cached_tokens, n_gen_tokens;
+    double gen_tps, busy_s;
 };
 /* Local models then mesh models (each name once) into out[cap]; returns how many. */
 int router_models(struct router *rt, struct router_model *out, int cap);
+/* One model by name (the registry's matching: API name, ":latest" tag, file name, path).
+ * 0, or MESH_ENOTFOUND. */
+int router_model_get(struct router *rt, const char *name, struct router_model *out);
 
 #endif

@@ -3,7 +3,8 @@
  * Worker loop: admit queued requests into free slots (choosing the slot whose cached tokens
  * share the longest prefix with the prompt), build one batch with one token per generating
  * slot and prompt chunks for prefilling slots, run model_decode once, then sample for every
- * slot whose logits came back. Locks: s->mu guards the queue, the slot table's request
+ * slot whose logits came back, through the engine's one per-token step (engine/gen.h gen_step:
+ * sampler, detokenizer, stop matcher, logprobs). Locks: s->mu guards the queue, the slot table's request
  * pointers and the stats; each request's mu guards its output buffer and notify fields.
  * Order: never take s->mu while holding a request's mu.
  */
@@ -11,8 +12,8 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "engine/gen.h"
 #include "engine/model.h"
-#include "engine/stop.h"
 #include "engine/tok.h"
 
 #include <math.h>
@@ -43,6 +44,8 @@ struct sched_req {
     int n_cuts, cuts_cap;
     struct sched_lp *lps;
     int n_lps, lps_cap;
+    int32_t *ids;               /* generated token ids not taken yet */
+    int n_ids, ids_cap;
     float *embd;
     int n_embd;
     bool done;
@@ -51,6 +54,7 @@ struct sched_req {
     sched_notify_fn fn;
     void *arg;
     int n_notifying;
+    pthread_t notifier;         /* the thread inside fn while n_notifying > 0 (the worker) */
     int refs;                   /* client + scheduler */
 };
 
@@ -65,9 +69,10 @@ struct slot {
     int logit_row;              /* row of this slot's logits in the current step, or -1 */
     uint64_t last_used;
     struct sampler *smp;
-    struct tok_stream ts;
-    struct stop *stp;           /* stop-string matcher (holds back possible prefixes) */
+    struct gen_seq gs;          /* the per-token step state (detokenizer, stop matcher) */
 };
+
+_Static_assert(SCHED_MAX_TOP_LOGPROBS == GEN_MAX_TOP_LOGPROBS, "sched_lp holds a gen_lp");
 
 struct sched {
     const struct model *m;
@@ -81,8 +86,6 @@ struct sched {
     float *logits;              /* [n_slots][n_vocab] */
     float *x;                   /* [n_batch][n_embd] for embeddings */
     double *acc;                /* [n_embd] */
-    char *piece;                /* [piece_cap]: one detokenized token + held UTF-8 bytes */
-    size_t piece_cap;
     pthread_t thread;
     bool started;
 
@@ -136,6 +139,7 @@ static void req_unref(struct sched_req *r)
     free(r->out);
     free(r->cuts);
     free(r->lps);
+    free(r->ids);
     free(r->embd);
     free(r);
 }
@@ -146,7 +150,10 @@ static void req_notify(struct sched_req *r)
     pthread_mutex_lock(&r->mu);
     sched_notify_fn fn = r->fn;
     void *arg = r->arg;
-    if (fn) r->n_notifying++;
+    if (fn) {
+        r->n_notifying++;
+        r->notifier = pthread_self();
+    }
     pthread_mutex_unlock(&r->mu);
     if (!fn) return;
     fn(arg);
@@ -163,7 +170,10 @@ static bool req_still_wanted(struct sched_req *r)
     if (r->kind != REQ_GEN || !r->gp.still_wanted) return true;
     pthread_mutex_lock(&r->mu);
     sched_notify_fn fn = r->fn;
-    if (fn) r->n_notifying++;
+    if (fn) {
+        r->n_notifying++;
+        r->notifier = pthread_self();
+    }
     pthread_mutex_unlock(&r->mu);
     if (!fn) return !atomic_load(&r->canceled); /* released, or no notify to ask with */
     bool want = r->gp.still_wanted(r->arg);
@@ -174,10 +184,26 @@ static bool req_still_wanted(struct sched_req *r)
     return want;
 }
 
-/* Appends text / a logprob entry to the request's output (worker thread). */
-static void req_emit(struct sched_req *r, const char *text, size_t len, const struct sched_lp *lp)
+/* Grows an array of n used elements of size sz to hold one more; false on out of memory. */
+static bool grow(void **p, int n, int *cap, size_t sz)
+{
+    if (n < *cap) return true;
+    int nc = *cap ? *cap * 2 : 16;
+    void *q = realloc(*p, (size_t)nc * sz);
+    if (!q) return false;
+    *p = q;
+    *cap = nc;
+    return true;
+}
+
+/* Appends text, a generated token id (id < 0: none, a flush) and its logprob entry to the
+ * request's output (worker thread). */
+static void req_emit(struct sched_req *r, const char *text, size_t len, int32_t id,
+                     const struct sched_lp *lp)
 {
     pthread_mutex_lock(&r->mu);
+    if (id >= 0 && grow((void **)&r->ids, r->n_ids, &r->ids_cap, sizeof *r->ids))
+        r->ids[r->n_ids++] = id;
     if (len && r->out_len + len + 1 > r->out_cap) {
         size_t cap = (r->out_len + len + 1) * 2;
         char *p = realloc(r->out, cap);
@@ -281,7 +307,7 @@ int sched_submit_gen(struct sched *s, const int32_t *prompt, int n_prompt,
 {
     *out = NULL;
     if (n_prompt <= 0 || gp->n_stop < 0 || gp->n_stop > SCHED_MAX_STOP ||
-        gp->n_logprobs > SCHED_MAX_TOP_LOGPROBS)
+        gp->n_logprobs > SCHED_MAX_TOP_LOGPROBS || gp->n_cont < 0 || gp->n_cont >= n_prompt)
         return MESH_EINVAL;
     if (n_prompt >= s->n_ctx) return MESH_ERANGE;
     for (int i = 0; i < n_prompt; i++)
@@ -328,6 +354,12 @@ int sched_req_take(struct sched_req *r, struct sched_chunk *out)
         r->cuts = NULL;
         r->n_cuts = r->cuts_cap = 0;
     }
+    if (r->n_ids) {
+        out->ids = r->ids;
+        out->n_ids = r->n_ids;
+        r->ids = NULL;
+        r->n_ids = r->ids_cap = 0;
+    }
     if (r->n_lps) {
         out->lps = r->lps;
         out->n_lps = r->n_lps;
@@ -354,6 +386,7 @@ void sched_chunk_free(struct sched_chunk *c)
     free(c->text);
     free(c->cuts);
     free(c->lps);
+    free(c->ids);
     free(c->embd);
     memset(c, 0, sizeof *c);
 }
@@ -369,7 +402,11 @@ void sched_req_release(struct sched_req *r)
     atomic_store(&r->canceled, true);
     pthread_mutex_lock(&r->mu);
     r->fn = NULL;
-    while (r->n_notifying > 0) pthread_cond_wait(&r->cv, &r->mu);
+    /* Wait for a notify in progress to return, unless it is the caller itself (a client
+     * releasing r from inside its own notify): only one thread ever notifies, so then no
+     * other call is in flight, and the scheduler's reference keeps r alive until it ends. */
+    while (r->n_notifying > 0 && !pthread_equal(r->notifier, pthread_self()))
+        pthread_cond_wait(&r->cv, &r->mu);
     pthread_mutex_unlock(&r->mu);
     req_unref(r);
 }
@@ -379,10 +416,9 @@ void sched_req_release(struct sched_req *r)
 static void slot_free_req(struct sched *s, struct slot *sl, const char *reason)
 {
     struct sched_req *r = sl->req;
+    gen_seq_free(&sl->gs);
     sampler_free(sl->smp);
     sl->smp = NULL;
-    stop_free(sl->stp);
-    sl->stp = NULL;
     sl->state = SLOT_FREE;
     pthread_mutex_lock(&s->mu);
     sl->req = NULL;
@@ -452,6 +488,8 @@ static int embed_run(struct sched *s, int seq, struct sched_req *r)
     return 0;
 }
 
+static void slot_end(struct sched *s, struct slot *sl, const char *reason);
+
 /* Puts r into free slot i (worker thread). Embeddings run to completion here. */
 static void slot_start(struct sched *s, int i, struct sched_req *r)
 {
@@ -476,19 +514,34 @@ static void slot_start(struct sched *s, int i, struct sched_req *r)
     model_kv_seq_truncate(s->ctx, i, keep);
     sl->n_cache = keep;
     sl->state = SLOT_PREFILL;
-    sl->n_gen = 0;
-    tok_stream_init(&sl->ts, s->tok, r->gp.strip_leading_space);
+    int n_cont = r->gp.n_cont, n_fresh = r->n_prompt - n_cont;
+    struct gen_seq_opts so = {.stops = r->gp.stop, .n_stops = r->gp.n_stop,
+                              .strip_leading_space = r->gp.strip_leading_space,
+                              .n_logprobs = r->gp.n_logprobs};
     int rc = sampler_new(&r->gp.sp, s->n_vocab, &sl->smp);
-    if (rc == 0) rc = stop_new(r->gp.stop, (size_t)r->gp.n_stop, &sl->stp);
+    if (rc == 0) rc = gen_seq_init(&sl->gs, s->tok, sl->smp, &so);
     if (rc == 0)
-        for (int k = 0; k < r->n_prompt; k++) sampler_accept(sl->smp, r->prompt[k]);
+        for (int k = 0; k < n_fresh; k++) sampler_accept(sl->smp, r->prompt[k]);
+    /* A continuation's tokens were generated (and shown) elsewhere: replay them through the
+     * step state so the detokenizer, stop matcher and penalties stand where they would. */
+    int end = 0;
+    if (rc == 0) rc = gen_seq_replay(&sl->gs, r->prompt + n_fresh, n_cont, &end);
+    sl->n_gen = n_cont;
     pthread_mutex_lock(&r->mu);
     r->n_cached = keep;
+    r->n_gen = n_cont;
     pthread_mutex_unlock(&r->mu);
     pthread_mutex_lock(&s->mu);
     s->st.n_cached_tokens += (uint64_t)keep;
     pthread_mutex_unlock(&s->mu);
-    if (rc) slot_free_req(s, sl, "error");
+    if (rc)
+        slot_free_req(s, sl, "error");
+    else if (end == 2)
+        slot_free_req(s, sl, "stop");
+    else if (end == 1)
+        slot_end(s, sl, "stop");
+    else if (r->gp.max_tokens > 0 && n_cont >= r->gp.max_tokens)
+        slot_end(s, sl, "length");
 }
 
 /* Moves queued requests into free slots. Returns false when the worker should exit. */
@@ -536,87 +589,54 @@ static bool admit(struct sched *s)
 
 /* ---- sampling and text ------------------------------------------------------------------- */
 
-/* End of the text: releases what the stop matcher still holds (tail of the detokenizer
- * too) and finishes the slot with reason. */
+static int emit_tail(void *user, const char *text, int len)
+{
+    req_emit(user, text, (size_t)len, -1, NULL);
+    return 0;
+}
+
+/* End of the text: releases what the detokenizer and the stop matcher still hold and
+ * finishes the slot with reason ("stop" if the tail completed a stop string). */
 static void slot_end(struct sched *s, struct slot *sl, const char *reason)
 {
-    int n = tok_stream_flush(&sl->ts, s->piece, s->piece_cap);
-    const char *emit = NULL;
-    size_t elen = 0;
-    bool stopped = false;
-    if (n > 0 && sl->stp) stop_push(sl->stp, s->piece, (size_t)n, &emit, &elen, &stopped);
-    if (elen) req_emit(sl->req, emit, elen, NULL);
-    if (stopped) reason = "stop";
-    elen = 0;
-    if (!stopped && sl->stp) stop_flush(sl->stp, &emit, &elen);
-    if (elen) req_emit(sl->req, emit, elen, NULL);
+    if (gen_seq_finish(&sl->gs, emit_tail, sl->req) > 0) reason = "stop";
     slot_free_req(s, sl, reason);
 }
 
-static void logprobs_fill(const float *logits, int n_vocab, int32_t id, int n_top,
-                          struct sched_lp *lp)
-{
-    float mx = logits[0];
-    for (int i = 1; i < n_vocab; i++)
-        if (logits[i] > mx) mx = logits[i];
-    double sum = 0;
-    for (int i = 0; i < n_vocab; i++) sum += exp((double)logits[i] - mx);
-    float lse = mx + (float)log(sum);
-    memset(lp, 0, sizeof *lp);
-    lp->id = id;
-    lp->logprob = logits[id] - lse;
-    /* top n by insertion into a small sorted list */
-    for (int i = 0; i < n_vocab && n_top > 0; i++) {
-        float v = logits[i];
-        if (lp->n_top == n_top && v <= lp->top_lp[n_top - 1]) continue;
-        int k = lp->n_top < n_top ? lp->n_top++ : n_top - 1;
-        while (k > 0 && lp->top_lp[k - 1] < v) {
-            lp->top_lp[k] = lp->top_lp[k - 1];
-            lp->top_id[k] = lp->top_id[k - 1];
-            k--;
-        }
-        lp->top_lp[k] = v;
-        lp->top_id[k] = i;
-    }
-    for (int k = 0; k < lp->n_top; k++) lp->top_lp[k] -= lse;
-}
-
-/* Samples the next token of slot sl from its logits row; emits text; may finish the slot. */
+/* Samples the next token of slot sl from its logits row (engine/gen.h: the step shared with
+ * `run` and `chat`); emits text, id and logprobs; may finish the slot. */
 static void slot_sample(struct sched *s, struct slot *sl, const float *row)
 {
     struct sched_req *r = sl->req;
     const struct sched_gen_params *gp = &r->gp;
-    int32_t t = sampler_sample(sl->smp, row);
-    if (t < 0 || t >= s->n_vocab) {
+    struct gen_tok tk;
+    if (gen_step(&sl->gs, row, &tk) < 0 || tk.id >= s->n_vocab) {
         slot_free_req(s, sl, "error");
         return;
     }
-    sampler_accept(sl->smp, t);
-    if (tok_is_eog(s->tok, t)) {
+    if (tk.is_eog) {
         slot_end(s, sl, "stop");
         return;
     }
     struct sched_lp lp;
-    if (gp->n_logprobs >= 0) logprobs_fill(row, s->n_vocab, t, gp->n_logprobs, &lp);
-    /* the buffer fits the vocabulary's longest piece (starcoder/mpt have 256-512 bytes) */
-    int n = tok_stream_push(&sl->ts, t, s->piece, s->piece_cap);
-    const char *emit = NULL;
-    size_t elen = 0;
-    bool stopped = false;
-    if (n < 0 || (n > 0 && stop_push(sl->stp, s->piece, (size_t)n, &emit, &elen, &stopped))) {
-        slot_free_req(s, sl, "error");
-        return;
+    if (tk.has_lp) {
+        memset(&lp, 0, sizeof lp);
+        lp.id = tk.lp.id;
+        lp.logprob = tk.lp.logprob;
+        lp.n_top = tk.lp.n_top;
+        memcpy(lp.top_id, tk.lp.top_id, (size_t)lp.n_top * sizeof *lp.top_id);
+        memcpy(lp.top_lp, tk.lp.top_lp, (size_t)lp.n_top * sizeof *lp.top_lp);
     }
     sl->n_gen++;
     pthread_mutex_lock(&r->mu);
     r->n_gen = sl->n_gen;
     pthread_mutex_unlock(&r->mu);
-    req_emit(r, emit, elen, gp->n_logprobs >= 0 ? &lp : NULL);
+    req_emit(r, tk.text, tk.len, tk.id, tk.has_lp ? &lp : NULL);
     pthread_mutex_lock(&s->mu);
     s->st.n_gen_tokens++;
     s->win_tokens++;
     pthread_mutex_unlock(&s->mu);
-    if (stopped) {
+    if (tk.is_stopped) {
         slot_free_req(s, sl, "stop");
         return;
     }
@@ -626,7 +646,7 @@ static void slot_sample(struct sched *s, struct slot *sl, const float *row)
         slot_end(s, sl, "length");
         return;
     }
-    sl->next = t;
+    sl->next = tk.id;
     sl->state = SLOT_GEN;
     req_notify(r);
 }
@@ -756,7 +776,6 @@ void sched_free(struct sched *s)
     free(s->logits);
     free(s->x);
     free(s->acc);
-    free(s->piece);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
@@ -798,11 +817,9 @@ int sched_new(const struct model *m, const struct sched_params *p, struct sched 
     s->logits = malloc((size_t)s->n_slots * (size_t)s->n_vocab * sizeof *s->logits);
     s->x = malloc(nb * (size_t)s->n_embd * sizeof *s->x);
     s->acc = malloc((size_t)s->n_embd * sizeof *s->acc);
-    s->piece_cap = tok_max_piece_len(s->tok) + 8;
-    s->piece = malloc(s->piece_cap);
     rc = MESH_ENOMEM;
     if (!s->slots || !s->b_tok || !s->b_pos || !s->b_seq || !s->b_want || !s->logits || !s->x ||
-        !s->acc || !s->piece)
+        !s->acc)
         goto fail;
     for (int i = 0; i < s->n_slots; i++) {
         s->slots[i].cache = malloc((size_t)s->n_ctx * sizeof *s->slots[i].cache);

@@ -56,6 +56,11 @@ struct sched_gen_params {
     int n_stop;
     int n_logprobs;                   /* -1: none; 0: chosen token only; 1..20 alternatives */
     bool strip_leading_space;         /* SPM: drop the first piece's leading space */
+    /* Continuation: the last n_cont prompt tokens were already generated (and shown) by an
+     * earlier run. They are replayed through the detokenizer, stop matcher and penalty
+     * history without emitting text, count in n_gen and max_tokens, and generation goes
+     * on from there. 0 <= n_cont < n_prompt. */
+    int n_cont;
     /* Optional: asked (on the worker thread, with the notify arg, never after the request
      * is released) right before a queued request takes a slot; false means the client is
      * gone, and the request ends "cancelled" without running. The API peeks the socket.
@@ -92,11 +97,13 @@ struct sched_chunk {
     int n_cuts;               /* piece i ends at offset cuts[i] */
     struct sched_lp *lps;     /* logprobs of new tokens [n_lps] */
     int n_lps;
+    int32_t *ids;             /* ids of the tokens generated since the last take [n_ids] */
+    int n_ids;
     float *embd;              /* embedding [n_embd] once done (embedding requests) */
     int n_embd;
     bool done;
     const char *finish_reason;/* when done: "stop", "length", "cancelled" or "error" */
-    int n_prompt, n_gen;      /* tokens so far */
+    int n_prompt, n_gen;      /* tokens so far (n_gen counts continuation tokens too) */
     int n_cached;             /* prompt tokens reused from the slot's cache */
 };
 /* Moves pending output into *out (zeroed first). Returns 0 or MESH_ENOMEM. */
@@ -106,7 +113,7 @@ void sched_chunk_free(struct sched_chunk *c);
  * finish reason "cancelled" at the next step, or when it leaves the queue. Any thread. */
 void sched_req_cancel(struct sched_req *r);
 /* The client is done with r: cancels it if it is still running, and no notify runs after
- * this returns. r must not be used afterwards. */
+ * this returns (it may be called from inside r's own notify). r must not be used afterwards. */
 void sched_req_release(struct sched_req *r);
 
 struct sched_stats {

@@ -433,6 +433,26 @@ static void test_sampler_penalties_change_only_penalised(void **state)
     sampler_free(s);
 }
 
+static void test_sampler_logprob_matches_top_logprobs(void **state)
+{
+    (void)state;
+    float l[5] = {1.0f, 3.0f, NAN, 3.0f, 0.5f};
+    struct sampler_params p = plain_params(1.0f, 1);
+    struct sampler *s;
+    assert_int_equal(sampler_new(&p, 5, &s), 0);
+    int32_t ids[5];
+    float lp[5];
+    assert_int_equal(sampler_top_logprobs(s, l, 5, ids, lp), 5);
+    for (int i = 0; i < 5; i++) assert_true(sampler_logprob(s, l, ids[i]) == lp[i]);
+    double z = exp(1.0) + 2 * exp(3.0) + exp(0.5);
+    assert_true(fabs(sampler_logprob(s, l, 4) - (0.5 - log(z))) < 1e-5);
+    assert_true(sampler_logprob(s, l, 2) == -INFINITY);
+    assert_true(sampler_logprob(s, l, 5) == -INFINITY);
+    assert_true(sampler_logprob(s, l, -1) == -INFINITY);
+    assert_true(sampler_logprob(NULL, l, 0) == -INFINITY);
+    sampler_free(s);
+}
+
 static void test_sampler_top_logprobs_log_softmax(void **state)
 {
     (void)state;
@@ -528,6 +548,7 @@ int main(void)
         cmocka_unit_test(test_sampler_top_p_flat_tail_matches_sorted_reference),
         cmocka_unit_test(test_sampler_penalties_change_only_penalised),
         cmocka_unit_test(test_sampler_top_logprobs_log_softmax),
+        cmocka_unit_test(test_sampler_logprob_matches_top_logprobs),
         cmocka_unit_test(test_sampler_hostile_logits),
         cmocka_unit_test(test_sampler_new_rejects_bad_params),
     };
