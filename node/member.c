@@ -660,9 +660,9 @@ int member_mesh_create(struct member *m, bool force, uint64_t now, char *err, si
         const uint8_t *o = mesh_owner(m);
         if (o) member_mesh_id(o, mesh);
         rc = err_set(err, err_cap, MESH_EINVAL,
-                     "this node already belongs to %s%s; --force replaces it (and forgets "
+                     "this node already belongs to %s; --force replaces it (and forgets "
                      "that mesh)",
-                     o ? "mesh " : "a mesh", o ? mesh : "");
+                     o ? mesh : "a mesh");
         goto out;
     }
     if ((rc = identity_generate(&owner))) {
