@@ -1179,7 +1179,11 @@ static enum member_refusal join_admit(struct member *m, const struct peer_id *re
     if (!iv || !invite_fields_from_pb(iv, &f)) return MEMBER_R_MALFORMED;
     if (self_check(m, now)) return MEMBER_R_NOT_MEMBER;
     enc_invite(&e, &f);
-    if (crypto_sign_verify_detached(iv->signature.data, e.b, e.n, m->id.pk) != 0)
+    /* Signed by this node's key, and for the mesh it is in now: after `mesh create --force`
+     * the invites it made for the old mesh no longer admit anyone. */
+    if (crypto_sign_verify_detached(iv->signature.data, e.b, e.n, m->id.pk) != 0 ||
+        !bin_is(&iv->inviter_cert->owner_key, 32) ||
+        memcmp(iv->inviter_cert->owner_key.data, m->chain.link[0].owner_pk, 32) != 0)
         return MEMBER_R_INVITE_NOT_MINE;
     if (now >= f.expires_at) return MEMBER_R_INVITE_EXPIRED;
     if (f.bound.len && !peer_id_equal(&f.bound, remote)) return MEMBER_R_INVITE_WRONG_PEER;

@@ -18,6 +18,7 @@
 #include <sodium.h>
 #include <sqlite3.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -533,6 +534,11 @@ static void test_member_invite_refusals(void **state)
     assert_int_equal(member_join_request("meshllm-invite:_____w", T0, &mj, &why, err, sizeof err),
                      MESH_EPROTO);
     assert_int_equal(why, MEMBER_R_MALFORMED);
+    /* an invite for the mesh the inviter left (mesh create --force) admits no one */
+    tok = invite(&o, T0 + 3600, NULL);
+    assert_int_equal(member_mesh_create(o.m, true, T0, err, sizeof err), 0);
+    assert_int_equal(join(&o, &x, tok, T0 + 8), MEMBER_R_INVITE_NOT_MINE);
+    free(tok);
     node_close(&o);
     node_close(&j);
     node_close(&k);
@@ -648,6 +654,58 @@ static void test_member_revocation(void **state)
     node_close(&l);
 }
 
+struct race_arg {
+    struct member *m;
+    const struct peer_id *remote;
+    const struct member_join *mj;
+    enum member_refusal why;
+};
+
+static void *race_main(void *p)
+{
+    struct race_arg *a = p;
+    uint8_t *resp = NULL;
+    size_t len;
+    member_join_handle(a->m, a->remote, a->mj->request, a->mj->request_len, T0 + 1, &resp, &len,
+                       &a->why);
+    free(resp);
+    return NULL;
+}
+
+/* One single-use token redeemed at once by two joiners, through one struct member from two
+ * threads and through two (two stores on one node.db, as two processes would): exactly one
+ * is admitted each time. */
+static void test_member_invite_race(void **state)
+{
+    (void)state;
+    struct node o, o2, j, k;
+    struct member_join mj;
+    enum member_refusal why;
+    char err[512];
+    node_open(&o, "race-owner");
+    node_open(&j, "race-j");
+    node_open(&k, "race-k");
+    mesh_create(&o);
+    node_open(&o2, "race-owner"); /* a second handle on the same data dir */
+    for (int round = 0; round < 2; round++) {
+        char *tok = invite(&o, T0 + 3600, NULL);
+        assert_int_equal(member_join_request(tok, T0, &mj, &why, err, sizeof err), 0);
+        struct race_arg a[2] = {{o.m, &j.id, &mj, MEMBER_R_INTERNAL},
+                                {round ? o2.m : o.m, &k.id, &mj, MEMBER_R_INTERNAL}};
+        pthread_t t[2];
+        for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&t[i], NULL, race_main, &a[i]), 0);
+        for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+        assert_true((a[0].why == MEMBER_OK) != (a[1].why == MEMBER_OK));
+        assert_true(a[0].why == MEMBER_R_INVITE_USED || a[1].why == MEMBER_R_INVITE_USED);
+        member_join_clear(&mj);
+        free(tok);
+    }
+    node_close(&o2);
+    node_close(&o);
+    node_close(&j);
+    node_close(&k);
+}
+
 /* ---- store ---- */
 
 static void test_member_store_tables(void **state)
@@ -730,6 +788,7 @@ int main(void)
         cmocka_unit_test(test_member_invite_join_hello),
         cmocka_unit_test(test_member_invite_refusals),
         cmocka_unit_test(test_member_invite_uses_stored_addrs),
+        cmocka_unit_test(test_member_invite_race),
         cmocka_unit_test(test_member_revocation),
         cmocka_unit_test(test_member_store_tables),
     };
