@@ -5,6 +5,7 @@
 #define MESH_CLI_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 struct cli_cmd {
     const char *name;
@@ -15,6 +16,10 @@ struct cli_cmd {
 /* GETs url (bearer key if not NULL/empty) into *out (malloc'd, NUL-terminated, at most
  * 4 MiB). Returns 0, or 1 after printing "meshllm: <what>: ..." unless quiet. */
 int cli_http_get(const char *what, const char *url, const char *key, bool quiet, char **out);
+
+/* The node data directory: opt (--data-dir) if given, else $MESHLLM_HOME, else ~/.meshllm
+ * (written into buf). NULL when none can be named (no HOME). */
+const char *cli_data_dir(const char *opt, char *buf, size_t cap);
 
 /* Prints "meshllm: <fmt>" + newline to stderr. */
 void cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -29,5 +34,8 @@ int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_id(int argc, char **argv);
 int cmd_peers(int argc, char **argv);
+int cmd_mesh(int argc, char **argv);
+int cmd_invite(int argc, char **argv);
+int cmd_revoke(int argc, char **argv);
 
 #endif

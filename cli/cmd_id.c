@@ -64,18 +64,10 @@ int cmd_id(int argc, char **argv)
             return 2;
         }
     }
+    dir = cli_data_dir(dir, def, sizeof def);
     if (!dir) {
-        const char *env = getenv("MESHLLM_HOME"), *home = getenv("HOME");
-        if (env && *env) {
-            dir = env;
-        } else {
-            if (!home || !*home) {
-                cli_fail("id: neither MESHLLM_HOME nor HOME is set; pass --data-dir DIR");
-                return 1;
-            }
-            snprintf(def, sizeof def, "%s/.meshllm", home);
-            dir = def;
-        }
+        cli_fail("id: neither MESHLLM_HOME nor HOME is set; pass --data-dir DIR");
+        return 1;
     }
     if (identity_load_or_create(dir, &id, err, sizeof err) != 0) {
         cli_fail("id: %s", err);

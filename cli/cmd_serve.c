@@ -166,18 +166,6 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
     return 0;
 }
 
-/* The node data directory: --data-dir, else $MESHLLM_HOME, else ~/.meshllm (in buf).
- * NULL when none can be named. */
-static const char *serve_data_dir(const struct serve_args *a, char *buf, size_t cap)
-{
-    const char *env = getenv("MESHLLM_HOME"), *home = getenv("HOME");
-    if (a->data_dir) return a->data_dir;
-    if (env && *env) return env;
-    if (!home || !*home) return NULL;
-    snprintf(buf, cap, "%s/.meshllm", home);
-    return buf;
-}
-
 static char *serve_peers_json(void *ctx)
 {
     return p2pnode_peers_json(ctx);
@@ -187,7 +175,7 @@ static char *serve_peers_json(void *ctx)
 static int serve_p2p_start(const struct serve_args *a, struct p2pnode **out)
 {
     char dir_buf[4096], err[512], text[MULTIADDR_TEXT_CAP];
-    const char *dir = serve_data_dir(a, dir_buf, sizeof dir_buf);
+    const char *dir = cli_data_dir(a->data_dir, dir_buf, sizeof dir_buf);
     if (!dir) {
         cli_fail("serve: neither MESHLLM_HOME nor HOME is set; pass --data-dir DIR");
         return 1;
