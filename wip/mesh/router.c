@@ -1,0 +1,352 @@
+/* router.c - where a request runs, and failover when a peer dies mid-answer (router.h).
+ *
+ * A routed request (struct rreq) is itself a node_req: it wraps the handle of whoever
+ * serves it now (local scheduler or a peer's infer stream) and remembers every token id it
+ * passed on. When that handle ends with NODE_FAIL_LOST (the peer vanished, broke the
+ * protocol) or NODE_FAIL_BUSY (refused before starting), the next peer is asked with the
+ * same request plus the delivered ids as a continuation (node/req.h), so the client's
+ * stream goes on with no token lost or repeated; a request that fails on its own merits
+ * (NODE_FAIL_REFUSED, the model failing) is not retried. Local models are preferred while
+ * they have a free slot; the peers' ranking is node/peers.c's.
+ */
+#include "node/router.h"
+
+#include "core/err.h"
+#include "core/log.h"
+#include "node/infer.h"
+#include "node/local.h"
+#include "node/mesh.h"
+#include "node/peers.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ROUTER_MAX_TRIES 4     /* peers asked for one request before giving up */
+#define ROUTER_MAX_CONV 64     /* messages hashed for prefix affinity */
+
+struct router {
+    struct registry *reg;
+    struct mesh *mesh;
+    enum node_route def;
+};
+
+int router_new(const struct router_config *cfg, struct router **out)
+{
+    *out = NULL;
+    struct router *rt = calloc(1, sizeof *rt);
+    if (!rt) return MESH_ENOMEM;
+    rt->reg = cfg->reg;
+    rt->mesh = cfg->mesh;
+    rt->def = cfg->default_route == NODE_ROUTE_DEFAULT ? NODE_ROUTE_LOCAL : cfg->default_route;
+    *out = rt;
+    return 0;
+}
+
+void router_free(struct router *rt)
+{
+    free(rt);
+}
+
+enum node_route router_default_route(const struct router *rt)
+{
+    return rt->def;
+}
+
+/* ---- the routed request ---------------------------------------------------------------- */
+
+struct rreq {
+    struct node_req base;
+    struct router *rt;
+    struct node_client cl;
+    struct node_gen_req req;       /* our copy, for retries */
+    enum node_route route;
+    uint64_t prefix[ROUTER_MAX_CONV];
+    int n_prefix;
+    pthread_mutex_t mu;            /* guards everything below */
+    struct node_req *inner;        /* who serves it now */
+    struct peer_id inner_peer;
+    bool inner_is_peer, tried_local;
+    struct peer_id tried[ROUTER_MAX_TRIES];
+    int n_tried;
+    int32_t *ids;                  /* delivered ids */
+    int n_ids, cap_ids;
+    char ran_on[NODE_RAN_ON_CAP];
+    bool released;
+};
+
+static void rreq_inner_notify(void *arg)
+{
+    struct rreq *r = arg;
+    if (r->cl.notify) r->cl.notify(r->cl.arg);
+}
+
+static bool rreq_inner_wanted(void *arg)
+{
+    struct rreq *r = arg;
+    return !r->cl.still_wanted || r->cl.still_wanted(r->cl.arg);
+}
+
+static void ran_on_add(struct rreq *r, const char *who)
+{
+    size_t off = strlen(r->ran_on);
+    snprintf(r->ran_on + off, sizeof r->ran_on - off, "%s%s", off ? "," : "", who);
+}
+
+/* Starts r on the best allowed target not tried yet (caller holds r->mu). 0, or the last
+ * refusal in *err. */
+static int rreq_start_next(struct rreq *r, struct node_error *err);
+
+static int ids_add(struct rreq *r, const int32_t *ids, int n)
+{
+    if (n <= 0) return 0;
+    if (r->n_ids + n > r->cap_ids) {
+        int cap = (r->n_ids + n) * 2;
+        int32_t *p = realloc(r->ids, (size_t)cap * sizeof *p);
+        if (!p) return MESH_ENOMEM;
+        r->ids = p;
+        r->cap_ids = cap;
+    }
+    memcpy(r->ids + r->n_ids, ids, (size_t)n * sizeof *ids);
+    r->n_ids += n;
+    return 0;
+}
+
+static int rreq_take(struct node_req *base, struct node_chunk *out)
+{
+    struct rreq *r = (struct rreq *)base;
+    pthread_mutex_lock(&r->mu);
+    int rc = node_req_take(r->inner, out);
+    if (rc == 0) rc = ids_add(r, out->ids, out->n_ids);
+    if (rc || !out->done) goto out;
+    bool retry = out->fail == NODE_FAIL_LOST || out->fail == NODE_FAIL_BUSY;
+    if (r->inner_is_peer) {
+        struct peers *pt = mesh_peers(r->rt->mesh);
+        peers_inflight(pt, &r->inner_peer, -1);
+        peers_report(pt, &r->inner_peer,
+                     out->fail == NODE_FAIL_NONE   ? PEERS_OK
+                     : out->fail == NODE_FAIL_BUSY ? PEERS_BUSY
+                                                   : PEERS_FAIL);
+    }
+    if (!retry) goto out;
+    /* Failover: the next target continues from the delivered ids. */
+    node_req_release(r->inner);
+    r->inner = NULL;
+    free(r->req.cont_ids);
+    r->req.cont_ids = NULL;
+    r->req.n_cont = 0;
+    if (r->n_ids) {
+        r->req.cont_ids = malloc((size_t)r->n_ids * sizeof *r->ids);
+        if (r->req.cont_ids) {
+            memcpy(r->req.cont_ids, r->ids, (size_t)r->n_ids * sizeof *r->ids);
+            r->req.n_cont = r->n_ids;
+        }
+    }
+    struct node_error e;
+    memset(&e, 0, sizeof e);
+    char why[64];
+    snprintf(why, sizeof why, "%s", out->fail == NODE_FAIL_BUSY ? "busy" : "lost");
+    if ((r->n_ids == 0 || r->req.cont_ids) && rreq_start_next(r, &e) == 0) {
+        log_info("router: %s after %d tokens, going on at %s", why, r->n_ids,
+                 strrchr(r->ran_on, ',') ? strrchr(r->ran_on, ',') + 1 : r->ran_on);
+        /* The client sees one stream: this chunk is not the end. */
+        out->done = false;
+        out->finish_reason = NULL;
+        out->fail = NODE_FAIL_NONE;
+        goto out;
+    }
+    /* Nobody left: the error stands (with the last refusal when there was one). */
+    if (e.status) out->err = e;
+out:
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+static void rreq_cancel(struct node_req *base)
+{
+    struct rreq *r = (struct rreq *)base;
+    pthread_mutex_lock(&r->mu);
+    if (r->inner) node_req_cancel(r->inner);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void rreq_release(struct node_req *base)
+{
+    struct rreq *r = (struct rreq *)base;
+    pthread_mutex_lock(&r->mu);
+    struct node_req *inner = r->inner;
+    r->inner = NULL;
+    bool was_peer = inner && r->inner_is_peer;
+    pthread_mutex_unlock(&r->mu);
+    node_req_release(inner); /* no notify after this */
+    if (was_peer) peers_inflight(mesh_peers(r->rt->mesh), &r->inner_peer, -1);
+    node_gen_req_free(&r->req);
+    free(r->ids);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+static void rreq_ran_on(struct node_req *base, char *buf, size_t cap)
+{
+    struct rreq *r = (struct rreq *)base;
+    pthread_mutex_lock(&r->mu);
+    snprintf(buf, cap, "%s", r->ran_on);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static const struct node_req_ops rreq_ops = {rreq_take, rreq_cancel, rreq_release, rreq_ran_on};
+
+/* ---- choosing ---------------------------------------------------------------------------- */
+
+static bool local_has(struct router *rt, const char *model, bool *has_free)
+{
+    struct node_local_info li;
+    *has_free = false;
+    if (!rt->reg || node_local_info(rt->reg, model, &li) != 0 || !li.is_ready) return false;
+    *has_free = li.n_active + li.n_queued < li.n_slots;
+    return true;
+}
+
+static int start_local(struct rreq *r, struct node_error *err)
+{
+    struct node_client cl = {rreq_inner_notify, rreq_inner_wanted, r};
+    r->tried_local = true;
+    int rc = node_local_submit(r->rt->reg, &r->req, &cl, &r->inner, err);
+    if (rc == 0) {
+        r->inner_is_peer = false;
+        ran_on_add(r, "local");
+    }
+    return rc;
+}
+
+static int rreq_start_next(struct rreq *r, struct node_error *err)
+{
+    struct router *rt = r->rt;
+    bool has_free = false;
+    bool here = !r->tried_local && local_has(rt, r->req.model, &has_free);
+    if (here && (has_free || r->route == NODE_ROUTE_LOCAL || !rt->mesh)) return start_local(r, err);
+    if (r->route != NODE_ROUTE_LOCAL && rt->mesh) {
+        struct peers_pick picks[8];
+        while (r->n_tried < ROUTER_MAX_TRIES) {
+            int n = peers_rank(mesh_peers(rt->mesh), r->req.model, r->route == NODE_ROUTE_OWN,
+                               r->prefix, r->n_prefix, r->tried, r->n_tried, mesh_now_ms(),
+                               picks, 8);
+            if (n == 0) break;
+            const struct peers_pick *p = &picks[0];
+            r->tried[r->n_tried++] = p->id;
+            struct node_client cl = {rreq_inner_notify, rreq_inner_wanted, r};
+            int rc = infer_client_submit(mesh_p2pnode(rt->mesh), &p->id, &p->addr, &r->req, &cl,
+                                         &r->inner);
+            if (rc != 0) continue;
+            mesh_count_infer_out(rt->mesh);
+            peers_inflight(mesh_peers(rt->mesh), &p->id, +1);
+            r->inner_peer = p->id;
+            r->inner_is_peer = true;
+            ran_on_add(r, p->id_text);
+            return 0;
+        }
+    }
+    if (here) return start_local(r, err); /* queue here rather than fail */
+    if (r->n_tried)
+        return err->status ? MESH_EFULL
+                           : node_error_set(err, 429, "rate_limit_error", "rate_limit_exceeded",
+                                            NULL, "every node serving '%.200s' is busy or "
+                                                  "unreachable; retry shortly", r->req.model);
+    return node_error_set(err, 404, "invalid_request_error", "model_not_found", "model",
+                          "The model '%.200s' does not exist on this node%s.", r->req.model,
+                          r->route == NODE_ROUTE_LOCAL ? ""
+                          : r->route == NODE_ROUTE_OWN ? " nor on your own devices"
+                                                       : " nor on any peer of the mesh");
+}
+
+int router_submit(struct router *rt, const struct node_gen_req *req, const struct node_client *cl,
+                  struct node_req **out, struct node_error *err)
+{
+    *out = NULL;
+    memset(err, 0, sizeof *err);
+    enum node_route route = req->route == NODE_ROUTE_DEFAULT ? rt->def : req->route;
+    /* Embeddings and local-only requests need no wrapper. */
+    if (route == NODE_ROUTE_LOCAL || req->kind == NODE_KIND_EMBEDDING || !rt->mesh)
+        return node_local_submit(rt->reg, req, cl, out, err);
+    struct rreq *r = calloc(1, sizeof *r);
+    if (!r) return node_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+    r->base.ops = &rreq_ops;
+    r->rt = rt;
+    r->cl = *cl;
+    r->route = route;
+    pthread_mutex_init(&r->mu, NULL);
+    if (node_gen_req_copy(&r->req, req) != 0) {
+        pthread_mutex_destroy(&r->mu);
+        free(r);
+        return node_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+    }
+    if (req->kind == NODE_KIND_CHAT && req->n_msgs > 0) {
+        const char *roles[ROUTER_MAX_CONV], *contents[ROUTER_MAX_CONV];
+        int n = req->n_msgs < ROUTER_MAX_CONV ? req->n_msgs : ROUTER_MAX_CONV;
+        for (int i = 0; i < n; i++) {
+            roles[i] = req->msgs[i].role;
+            contents[i] = req->msgs[i].content;
+        }
+        peers_conv_digests(req->model, roles, contents, n, r->prefix);
+        r->n_prefix = n;
+    }
+    pthread_mutex_lock(&r->mu);
+    int rc = rreq_start_next(r, err);
+    pthread_mutex_unlock(&r->mu);
+    if (rc) {
+        node_gen_req_free(&r->req);
+        pthread_mutex_destroy(&r->mu);
+        free(r);
+        return rc;
+    }
+    *out = &r->base;
+    return 0;
+}
+
+/* ---- listing ----------------------------------------------------------------------------- */
+
+int router_models(struct router *rt, struct router_model *out, int cap)
+{
+    int n = 0;
+    for (int i = 0; rt->reg && i < registry_count(rt->reg) && n < cap; i++) {
+        enum registry_state st;
+        struct registry_entry *e = registry_at(rt->reg, i, &st);
+        struct router_model *m = &out[n++];
+        memset(m, 0, sizeof *m);
+        snprintf(m->name, sizeof m->name, "%s", e->name);
+        m->is_local = true;
+        m->state = (int)st;
+        snprintf(m->err, sizeof m->err, "%s", st == REGISTRY_FAILED ? e->err : "");
+        m->created = e->created;
+        m->file_bytes = e->file_bytes;
+    }
+    if (!rt->mesh || rt->def == NODE_ROUTE_LOCAL) return n;
+    struct peers_entry *es = malloc(PEERS_MAX * sizeof *es);
+    int ne = es ? peers_snapshot(mesh_peers(rt->mesh), es, PEERS_MAX) : 0;
+    uint64_t now = mesh_now_ms();
+    for (int i = 0; i < ne; i++) {
+        const struct peers_entry *e = &es[i];
+        if (!e->is_member || !e->ann_seq || e->ann_expires_ms <= now) continue;
+        if (rt->def == NODE_ROUTE_OWN && !e->is_own) continue;
+        for (int k = 0; k < e->n_models; k++) {
+            struct router_model *m = NULL;
+            for (int j = 0; j < n && !m; j++)
+                if (!strcmp(out[j].name, e->models[k].name)) m = &out[j];
+            if (!m) {
+                if (n == cap) break;
+                m = &out[n++];
+                memset(m, 0, sizeof *m);
+                snprintf(m->name, sizeof m->name, "%s", e->models[k].name);
+                m->file_bytes = e->models[k].file_bytes;
+                m->n_ctx = e->models[k].n_ctx;
+                snprintf(m->quant, sizeof m->quant, "%s", e->models[k].quant);
+                snprintf(m->digest, sizeof m->digest, "%s", e->models[k].digest);
+            }
+            if (m->n_where < ROUTER_MAX_WHERE)
+                snprintf(m->where[m->n_where++], sizeof m->where[0], "%s", e->id_text);
+        }
+    }
+    free(es);
+    return n;
+}
