@@ -266,6 +266,69 @@ static void test_net_host_echo_protocol_with_flow_control(void **state)
     fixture_down(&f);
 }
 
+/* The admission gate: a gated protocol's stream waits unread while the gate says WAIT (the
+ * handler never sees it, nothing is echoed), is served in full once it says ALLOW, and a
+ * stream opened while it says REFUSE is reset. */
+static int g_gate = HOST_GATE_WAIT;
+static int g_gate_asked;
+
+static int test_gate(void *ctx, const struct peer_id *peer, const char *protocol)
+{
+    const struct fixture *f = ctx;
+    assert_true(peer_id_equal(peer, &f->ida.id));
+    assert_string_equal(protocol, ECHO_ID);
+    g_gate_asked++;
+    return g_gate;
+}
+
+static void flag_fired(uv_timer_t *t)
+{
+    *(bool *)t->data = true;
+}
+
+static void test_net_host_gate_parks_then_admits_or_refuses(void **state)
+{
+    (void)state;
+    struct fixture f;
+    struct echo_client c = {0}, d = {0};
+    fixture_up(&f);
+    c.big = d.big = calloc(1, 300000);
+    g_server_closed = 0;
+    g_gate = HOST_GATE_WAIT;
+    g_gate_asked = 0;
+    assert_int_equal(host_set_handler(f.b, ECHO_ID, echo_serve, NULL), 0);
+    host_set_gate(f.b, "/meshllm/test-", test_gate, &f);
+    assert_int_equal(host_open_stream(f.a, &f.b_addr, ECHO_ID, client_opened, &c), 0);
+    run_until(&f, &c.opened);
+    assert_int_equal(c.open_status, 0);
+    bool waited = false;
+    uv_timer_t t;
+    uv_timer_init(&f.loop, &t);
+    t.data = &waited;
+    uv_timer_start(&t, flag_fired, 300, 0);
+    run_until(&f, &waited);
+    assert_true(g_gate_asked >= 1);
+    assert_int_equal(c.n_msgs, 0);      /* parked: nothing reached the echo handler */
+    assert_false(c.closed);
+    host_gate_recheck(f.b, &f.ida.id);  /* still WAIT: stays parked */
+    assert_int_equal(c.n_msgs, 0);
+    g_gate = HOST_GATE_ALLOW;
+    host_gate_recheck(f.b, NULL);
+    run_until(&f, &c.closed);
+    assert_int_equal(c.close_status, 0);
+    assert_int_equal(c.n_msgs, 3);      /* every message written while parked arrives */
+    assert_int_equal(c.lens[0], 5);
+    g_gate = HOST_GATE_REFUSE;
+    assert_int_equal(host_open_stream(f.a, &f.b_addr, ECHO_ID, client_opened, &d), 0);
+    run_until(&f, &d.closed);
+    /* reset by the listener: before or after the dialer saw the protocol agreed */
+    assert_true(d.open_status < 0 || d.close_status < 0);
+    assert_int_equal(d.n_msgs, 0);
+    uv_close((uv_handle_t *)&t, NULL);
+    free(c.big);
+    fixture_down(&f);
+}
+
 static void test_net_host_refuses_unknown_protocol_and_wrong_peer(void **state)
 {
     (void)state;
@@ -681,6 +744,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_net_host_ping_and_identify),
         cmocka_unit_test(test_net_host_echo_protocol_with_flow_control),
+        cmocka_unit_test(test_net_host_gate_parks_then_admits_or_refuses),
         cmocka_unit_test(test_net_host_refuses_unknown_protocol_and_wrong_peer),
         cmocka_unit_test(test_net_host_identify_codec_roundtrip_and_key_check),
         cmocka_unit_test(test_net_host_limits_connections_per_peer),
