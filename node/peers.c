@@ -334,24 +334,3 @@ int peers_announce_encode(uint64_t seq, uint32_t ttl_s, const struct peers_model
     *out_len = len;
     return 0;
 }
-
-static uint64_t fnv1a(uint64_t h, const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        h ^= *p;
-        h *= 0x100000001b3ull;
-    }
-    h ^= 0xff; /* field separator: "ab"+"c" differs from "a"+"bc" */
-    h *= 0x100000001b3ull;
-    return h;
-}
-
-void peers_conv_digests(const char *model, const char *const *roles,
-                        const char *const *contents, int n, uint64_t *out)
-{
-    uint64_t h = fnv1a(0xcbf29ce484222325ull, model);
-    for (int i = 0; i < n; i++) {
-        h = fnv1a(fnv1a(h, roles[i]), contents[i]);
-        out[i] = h;
-    }
-}

@@ -112,9 +112,4 @@ int peers_announce_encode(uint64_t seq, uint32_t ttl_s, const struct peers_model
                           uint64_t mem_free, const uint64_t *prefixes, int n_prefixes,
                           uint8_t **out, size_t *out_len);
 
-/* Conversation digests (FNV-1a 64 chained over model, then each message's role and
- * content): out[i] covers messages 0..i. Used on both sides of prefix affinity. */
-void peers_conv_digests(const char *model, const char *const *roles,
-                        const char *const *contents, int n, uint64_t *out);
-
 #endif
