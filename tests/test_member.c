@@ -27,13 +27,8 @@
 
 static size_t hex_decode(const char *hex, uint8_t *out, size_t cap)
 {
-    size_t n = strlen(hex) / 2;
-    assert_true(n <= cap);
-    for (size_t i = 0; i < n; i++) {
-        unsigned v;
-        assert_int_equal(sscanf(hex + 2 * i, "%2x", &v), 1);
-        out[i] = (uint8_t)v;
-    }
+    size_t n = test_hex_decode(hex, out, cap);
+    assert_true(n != SIZE_MAX);
     return n;
 }
 

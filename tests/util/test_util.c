@@ -1,6 +1,7 @@
 /* test_util.c - see test_util.h. */
 #include "tests/util/test_util.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,4 +72,16 @@ uint64_t test_rand_u64(uint64_t *state)
 float test_rand_uniform(uint64_t *state)
 {
     return (float)((double)(test_rand_u64(state) >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0);
+}
+
+size_t test_hex_decode(const char *hex, uint8_t *out, size_t cap)
+{
+    size_t len = strlen(hex);
+    if (len % 2 || len / 2 > cap) return SIZE_MAX;
+    for (size_t i = 0; i < len / 2; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1) return SIZE_MAX;
+        out[i] = (uint8_t)v;
+    }
+    return len / 2;
 }

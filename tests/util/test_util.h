@@ -18,4 +18,8 @@ const char *test_tmp_dir(void);
 uint64_t test_rand_u64(uint64_t *state);
 float test_rand_uniform(uint64_t *state); /* [-1, 1) */
 
+/* Decodes hex (two digits a byte) into out[cap]; returns the byte count, or SIZE_MAX when
+ * hex is not whole bytes of hex digits or does not fit. */
+size_t test_hex_decode(const char *hex, uint8_t *out, size_t cap);
+
 #endif
