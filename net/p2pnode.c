@@ -330,6 +330,7 @@ struct p2p *p2pnode_p2p(struct p2pnode *n) { return n->is_closing ? NULL : n->p2
 struct gossip_host *p2pnode_gossip(struct p2pnode *n) { return n->is_closing ? NULL : n->gh; }
 const struct identity *p2pnode_identity(const struct p2pnode *n) { return &n->id; }
 uint64_t p2pnode_now_ms(struct p2pnode *n) { return uv_now(&n->loop); }
+uv_loop_t *p2pnode_loop(struct p2pnode *n) { return &n->loop; }
 
 /* Closes every module and handle; the loop then runs out. */
 static void close_all(struct p2pnode *n)

@@ -77,6 +77,10 @@ struct p2p *p2pnode_p2p(struct p2pnode *n);
 struct gossip_host *p2pnode_gossip(struct p2pnode *n); /* NULL without gossip */
 const struct identity *p2pnode_identity(const struct p2pnode *n);
 uint64_t p2pnode_now_ms(struct p2pnode *n);              /* the loop's clock */
+/* The loop itself, for modules that own handles on it (node/infer.c's uv_async_t wakes the
+ * loop from inference workers); such handles must be closed before p2pnode_stop. */
+typedef struct uv_loop_s uv_loop_t;
+uv_loop_t *p2pnode_loop(struct p2pnode *n);
 
 /* The loop's command queue: runs fn(n, arg) on the loop thread, exactly once: soon, or
  * during p2pnode_stop (then p2pnode_host(n) is NULL: just release arg). Any thread.
