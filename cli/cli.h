@@ -37,5 +37,7 @@ int cmd_peers(int argc, char **argv);
 int cmd_mesh(int argc, char **argv);
 int cmd_invite(int argc, char **argv);
 int cmd_revoke(int argc, char **argv);
+int cmd_join(int argc, char **argv);
+int cmd_status(int argc, char **argv);
 
 #endif

@@ -12,6 +12,7 @@
 #include "net/multiaddr.h"
 #include "net/p2pnode.h"
 #include "net/peer_id.h"
+#include "node/mesh.h"
 #include "node/registry.h"
 #include "node/router.h"
 #include "node/sched.h"
@@ -27,8 +28,9 @@
 static void serve_usage(FILE *f)
 {
     fprintf(f,
-            "usage: meshllm serve --model PATH_OR_NAME [--model ...] [options]\n\n"
-            "Serves the OpenAI-compatible API, the Ollama API and the web console.\n\n"
+            "usage: meshllm serve [--model PATH_OR_NAME ...] [options]\n\n"
+            "Serves the OpenAI-compatible API, the Ollama API and the web console.\n"
+            "Without --model it is a lite node: console and API, every answer from a peer.\n\n"
             "  -m, --model M        model file, or a name in $MESHLLM_MODELS or ~/.meshllm/models\n"
             "      --host ADDR      address to bind (default 127.0.0.1)\n"
             "      --port N         API and console port (default 9337; 0 = any free port)\n"
@@ -40,7 +42,14 @@ static void serve_usage(FILE *f)
             "      --queue N        requests waiting for a slot before 429 (default 64)\n"
             "      --idle-timeout S close connections idle for S seconds (default 15)\n"
             "  -t, --threads N      threads per model (default: all cores)\n"
-            "\npeer-to-peer (off unless --p2p; see 'meshllm peers'):\n"
+            "\nthe mesh (docs/MESH.md, docs/PRIVACY.md):\n"
+            "      --route R        where requests may run: local (default: nothing leaves this\n"
+            "                       device), own (also your devices holding the owner key) or\n"
+            "                       mesh (any admitted peer); a request may choose with the\n"
+            "                       'meshllm.route' body field or X-Meshllm-Route header\n"
+            "                       (default $MESHLLM_ROUTE; a lite node's default is mesh)\n"
+            "      --join TOKEN     join the mesh of an invite first (see 'meshllm join')\n"
+            "\npeer-to-peer (on with --p2p, --join, --route own|mesh or no --model):\n"
             "      --p2p            start the libp2p host (default listen /ip4/0.0.0.0/tcp/4001\n"
             "                       and /ip6/::/tcp/4001), DHT, GossipSub and mDNS\n"
             "      --p2p-listen MA  listen on multiaddr MA instead (repeatable)\n"
@@ -71,6 +80,8 @@ struct serve_args {
     size_t n_boot;
     struct http_opts http;
     struct sched_params sp;
+    enum node_route route;
+    const char *join;
 };
 
 /* Returns 0, 2 (misuse, message printed) or -1 for --help. */
@@ -113,6 +124,13 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
             a->http.api_key = v;
         else if (!strcmp(o, "--data-dir"))
             a->data_dir = v;
+        else if (!strcmp(o, "--route")) {
+            if (node_route_parse(v, &a->route) || a->route == NODE_ROUTE_DEFAULT) {
+                cli_fail("serve: --route %s: say local, own or mesh", v);
+                return 2;
+            }
+        } else if (!strcmp(o, "--join"))
+            a->join = v;
         else if (!strcmp(o, "--p2p-listen") || !strcmp(o, "--bootstrap")) {
             bool is_listen = !strcmp(o, "--p2p-listen");
             size_t *cnt = is_listen ? &a->n_listen : &a->n_boot;
@@ -151,10 +169,15 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
             return 2;
         }
     }
-    if (a->n_models == 0) {
-        cli_fail("serve: give at least one --model (see 'meshllm serve --help')");
+    const char *env_route = getenv("MESHLLM_ROUTE");
+    if (a->route == NODE_ROUTE_DEFAULT && env_route && *env_route &&
+        (node_route_parse(env_route, &a->route) || a->route == NODE_ROUTE_DEFAULT)) {
+        cli_fail("serve: MESHLLM_ROUTE=%s: say local, own or mesh", env_route);
         return 2;
     }
+    /* A lite node has nothing of its own to answer with: peers answer, over the mesh. */
+    if (a->route == NODE_ROUTE_DEFAULT) a->route = a->n_models ? NODE_ROUTE_LOCAL : NODE_ROUTE_MESH;
+    if (a->route != NODE_ROUTE_LOCAL || a->join || a->n_models == 0) a->p2p = true;
     if (!a->p2p && (a->n_listen || a->n_boot || a->public_peers)) {
         cli_fail("serve: --p2p-listen, --bootstrap and --public need --p2p");
         return 2;
@@ -166,13 +189,32 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
     return 0;
 }
 
+struct serve_peers {
+    struct mesh *mesh;
+    enum node_route route;
+};
+
+/* GET /node/peers: the libp2p node, the mesh and its peer table, and the default route. */
 static char *serve_peers_json(void *ctx)
 {
-    return p2pnode_peers_json(ctx);
+    struct serve_peers *sp = ctx;
+    char *json = mesh_peers_json(sp->mesh);
+    if (!json) return NULL;
+    size_t n = strlen(json);
+    char *out = n && json[n - 1] == '}' ? malloc(n + 32) : NULL;
+    if (out) {
+        /* append "route" to the object: ...} -> ...,"route":"mesh"} */
+        memcpy(out, json, n - 1);
+        snprintf(out + n - 1, 32, "%s\"route\":\"%s\"}", n > 2 ? "," : "",
+                 node_route_name(sp->route));
+    }
+    free(json);
+    return out;
 }
 
-/* Starts the libp2p node and prints its peer ID and addresses. Returns 0 or 1 (printed). */
-static int serve_p2p_start(const struct serve_args *a, struct p2pnode **out)
+/* Starts the node in its mesh and prints its peer ID, addresses and mesh. Returns 0 or 1
+ * (printed). */
+static int serve_mesh_start(const struct serve_args *a, struct registry *reg, struct mesh **out)
 {
     char dir_buf[4096], err[512], text[MULTIADDR_TEXT_CAP];
     const char *dir = cli_data_dir(a->data_dir, dir_buf, sizeof dir_buf);
@@ -184,26 +226,33 @@ static int serve_p2p_start(const struct serve_args *a, struct p2pnode **out)
      * ever contacted unless the user names it with --bootstrap. */
     if (a->public_peers)
         fprintf(stderr, "meshllm: --public: no public bootstrap peers are configured yet\n");
-    struct p2pnode_config pc = {
+    struct mesh_config mc = {
         .data_dir = dir,
+        .reg = reg,
         .listen = a->listen,
         .n_listen = a->n_listen,
         .bootstrap = a->boot,
         .n_bootstrap = a->n_boot,
         .use_mdns = !a->no_mdns,
-        .use_gossip = true,
+        .join_token = a->join,
     };
-    if (p2pnode_start(&pc, out, err, sizeof err)) {
-        cli_fail("serve: p2p: %s", err);
+    if (mesh_start(&mc, out, err, sizeof err)) {
+        cli_fail("serve: %s", err);
         return 1;
     }
-    if (peer_id_to_text(p2pnode_peer_id(*out), text, sizeof text) == 0)
+    struct p2pnode *pn = mesh_p2pnode(*out);
+    if (peer_id_to_text(p2pnode_peer_id(pn), text, sizeof text) == 0)
         printf("meshllm: peer ID %s\n", text);
     struct multiaddr addrs[32];
-    size_t n = p2pnode_listen_addrs(*out, addrs, 32);
+    size_t n = p2pnode_listen_addrs(pn, addrs, 32);
     for (size_t i = 0; i < n; i++)
         if (multiaddr_to_text(&addrs[i], text, sizeof text) == 0)
             printf("meshllm: p2p listening on %s\n", text);
+    if (mesh_id(*out)[0])
+        printf("meshllm: member of mesh %s\n", mesh_id(*out));
+    else
+        printf("meshllm: in no mesh yet: no peer is admitted and nothing is delegated "
+               "(make one with 'meshllm mesh create', or join one with 'meshllm join TOKEN')\n");
     return 0;
 }
 
@@ -230,7 +279,8 @@ int cmd_serve(int argc, char **argv)
     struct registry *reg = NULL;
     struct router *rt = NULL;
     struct http_server *srv = NULL;
-    struct p2pnode *node = NULL;
+    struct mesh *mesh = NULL;
+    struct serve_peers peers_ctx = {.route = a.route};
     char err[512] = "";
     int status = 1;
     if (registry_new(&a.sp, &reg)) {
@@ -243,11 +293,12 @@ int cmd_serve(int argc, char **argv)
             goto out;
         }
     if (a.p2p) {
-        if (serve_p2p_start(&a, &node)) goto out;
+        if (serve_mesh_start(&a, reg, &mesh)) goto out;
+        peers_ctx.mesh = mesh;
         a.http.peers_json = serve_peers_json;
-        a.http.peers_ctx = node;
+        a.http.peers_ctx = &peers_ctx;
     }
-    struct router_config rcfg = {.reg = reg, .default_route = NODE_ROUTE_LOCAL};
+    struct router_config rcfg = {.reg = reg, .mesh = mesh, .default_route = a.route};
     if (router_new(&rcfg, &rt)) {
         cli_fail("serve: out of memory");
         goto out;
@@ -265,6 +316,14 @@ int cmd_serve(int argc, char **argv)
     if (http_server_ollama_port(srv) >= 0)
         printf("meshllm: Ollama API at http://%s%s%s:%d/api\n", v6 ? "[" : "", host,
                v6 ? "]" : "", http_server_ollama_port(srv));
+    if (a.n_models == 0)
+        printf("meshllm: lite node (no --model): every answer comes from a peer; route %s\n",
+               node_route_name(a.route));
+    else
+        printf("meshllm: route %s (%s)\n", node_route_name(a.route),
+               a.route == NODE_ROUTE_LOCAL ? "requests never leave this device"
+               : a.route == NODE_ROUTE_OWN ? "requests may run on your own devices"
+                                           : "requests may run on any admitted peer");
     for (int i = 0; i < registry_count(reg); i++) {
         enum registry_state st;
         struct registry_entry *e = registry_at(reg, i, &st);
@@ -281,8 +340,8 @@ int cmd_serve(int argc, char **argv)
     status = 0;
 out:
     http_server_stop(srv);
-    p2pnode_stop(node);
     router_free(rt);
+    mesh_stop(mesh);
     registry_free(reg);
     if (status == 0) fprintf(stderr, "meshllm: stopped\n");
     return status;

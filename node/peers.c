@@ -7,6 +7,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -333,4 +334,27 @@ int peers_announce_encode(uint64_t seq, uint32_t ttl_s, const struct peers_model
     *out = buf;
     *out_len = len;
     return 0;
+}
+
+/* h' = BLAKE2b-64(h || a || 0 || b || 0): the separators keep "ab"+"c" apart from "a"+"bc". */
+static uint64_t chain(uint64_t h, const char *a, const char *b)
+{
+    crypto_generichash_state st;
+    uint8_t out[8];
+    crypto_generichash_init(&st, NULL, 0, sizeof out);
+    crypto_generichash_update(&st, (const uint8_t *)&h, sizeof h);
+    crypto_generichash_update(&st, (const uint8_t *)(a ? a : ""), strlen(a ? a : "") + 1);
+    crypto_generichash_update(&st, (const uint8_t *)(b ? b : ""), strlen(b ? b : "") + 1);
+    crypto_generichash_final(&st, out, sizeof out);
+    uint64_t r;
+    memcpy(&r, out, sizeof r);
+    return r;
+}
+
+int peers_conv_digests(const char *model, const char *const *roles,
+                       const char *const *contents, int n, uint64_t *out)
+{
+    uint64_t h = chain(0, "model", model);
+    for (int i = 0; i < n; i++) out[i] = h = chain(h, roles[i], contents[i]);
+    return n;
 }

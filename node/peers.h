@@ -100,6 +100,12 @@ int peers_rank(struct peers *t, const char *model, bool own_only, const uint64_t
                int n_prefix, const struct peer_id *exclude, int n_exclude, uint64_t now_ms,
                struct peers_pick *out, int cap);
 
+/* Conversation digests for prefix affinity, on both sides (the router hashing a request,
+ * a node announcing what its slots hold): out[i] covers the model and messages 0..i
+ * (BLAKE2b-64 chained over each message's role and content). Returns n. */
+int peers_conv_digests(const char *model, const char *const *roles,
+                       const char *const *contents, int n, uint64_t *out);
+
 /* Snapshot of every entry (for JSON and the store); returns how many, at most cap. */
 int peers_snapshot(struct peers *t, struct peers_entry *out, int cap);
 /* Restores a remembered entry (addresses and reputation from the store): no announcement,

@@ -1,11 +1,23 @@
-/* router.c - where a request runs (see router.h). For now LOCAL ONLY: every request goes to
- * this node's models (node/local.c); the model list is the registry's. Peers, routes and
- * failover come with node/mesh.h; the entry points stay the same.
+/* router.c - where a request runs, and failover when a peer dies mid-answer (router.h).
+ *
+ * A routed request (struct rreq) is itself a node_req: it wraps the handle of whoever
+ * serves it now (this node's scheduler or a peer's infer stream, node/infer.h) and
+ * remembers every token id it passed on. When that handle ends with NODE_FAIL_LOST (the peer
+ * vanished or broke the protocol) or NODE_FAIL_BUSY (refused before starting), the next
+ * target is asked with the same request plus the delivered ids as a continuation
+ * (node/req.h), so the client's stream goes on with no token lost or repeated; a request
+ * that fails on its own merits (NODE_FAIL_REFUSED, the model failing) is not retried.
+ * Local models are preferred while they have a free slot; peers are ranked by node/peers.c.
+ * Requests on route local (the default) never leave: they go straight to node/local.c.
  */
 #include "node/router.h"
 
 #include "core/err.h"
+#include "core/log.h"
+#include "node/infer.h"
 #include "node/local.h"
+#include "node/mesh.h"
+#include "node/peers.h"
 #include "node/registry.h"
 
 #include <pthread.h>
@@ -16,6 +28,9 @@
 _Static_assert((int)ROUTER_LOADING == (int)REGISTRY_LOADING && (int)ROUTER_READY == (int)REGISTRY_READY &&
                    (int)ROUTER_FAILED == (int)REGISTRY_FAILED,
                "router_state mirrors registry_state");
+
+#define ROUTER_MAX_TRIES 4     /* targets asked for one request before giving up */
+#define ROUTER_MAX_CONV 64     /* messages hashed for prefix affinity */
 
 struct router {
     struct router_config cfg;
@@ -54,24 +69,306 @@ void router_stop(struct router *rt)
     if (rt->cfg.reg) registry_stop(rt->cfg.reg);
 }
 
+/* ---- the routed request ---------------------------------------------------------------- */
+
+struct rreq {
+    struct node_req base;
+    struct router *rt;
+    struct node_client cl;
+    struct node_gen_req req;       /* our copy, for retries */
+    enum node_route route;
+    uint64_t prefix[ROUTER_MAX_CONV];
+    int n_prefix;
+    pthread_mutex_t mu;            /* guards everything below */
+    struct node_req *inner;        /* who serves it now */
+    struct peer_id inner_peer;
+    bool inner_is_peer, tried_local;
+    bool inflight;                 /* counted in the peer table's inflight for inner_peer */
+    bool finished;                 /* the end was handed to the client */
+    struct peer_id tried[ROUTER_MAX_TRIES];
+    int n_tried;
+    int32_t *ids;                  /* delivered ids */
+    int n_ids, cap_ids;
+    char ran_on[NODE_RAN_ON_CAP];
+    /* Handles that failed over: released with r, since releasing one inside take (where the
+     * client may hold a lock its notify wants) could wait on that very notify. */
+    struct node_req *stale[ROUTER_MAX_TRIES + 1];
+    int n_stale;
+};
+
+static void rreq_inner_notify(void *arg)
+{
+    struct rreq *r = arg;
+    if (r->cl.notify) r->cl.notify(r->cl.arg);
+}
+
+static bool rreq_inner_wanted(void *arg)
+{
+    struct rreq *r = arg;
+    return !r->cl.still_wanted || r->cl.still_wanted(r->cl.arg);
+}
+
+static void ran_on_add(struct rreq *r, const char *who)
+{
+    size_t off = strlen(r->ran_on);
+    snprintf(r->ran_on + off, sizeof r->ran_on - off, "%s%s", off ? "," : "", who);
+}
+
+/* Starts r on the best allowed target not tried yet (caller holds r->mu). 0, or the last
+ * refusal in *err. */
+static int rreq_start_next(struct rreq *r, struct node_error *err);
+
+static int ids_add(struct rreq *r, const int32_t *ids, int n)
+{
+    if (n <= 0) return 0;
+    if (r->n_ids + n > r->cap_ids) {
+        int cap = (r->n_ids + n) * 2;
+        int32_t *p = realloc(r->ids, (size_t)cap * sizeof *p);
+        if (!p) return MESH_ENOMEM;
+        r->ids = p;
+        r->cap_ids = cap;
+    }
+    memcpy(r->ids + r->n_ids, ids, (size_t)n * sizeof *ids);
+    r->n_ids += n;
+    return 0;
+}
+
+static int rreq_take(struct node_req *base, struct node_chunk *out)
+{
+    struct rreq *r = (struct rreq *)base;
+    pthread_mutex_lock(&r->mu);
+    int rc = node_req_take(r->inner, out);
+    if (rc == 0) rc = ids_add(r, out->ids, out->n_ids);
+    if (rc || !out->done || r->finished) goto out;
+    bool retry = out->fail == NODE_FAIL_LOST || out->fail == NODE_FAIL_BUSY;
+    if (r->inflight) {
+        struct peers *pt = mesh_peers(r->rt->cfg.mesh);
+        peers_inflight(pt, &r->inner_peer, -1);
+        r->inflight = false;
+        peers_report(pt, &r->inner_peer,
+                     out->fail == NODE_FAIL_NONE   ? PEERS_OK
+                     : out->fail == NODE_FAIL_BUSY ? PEERS_BUSY
+                                                   : PEERS_FAIL);
+    }
+    if (!retry || r->n_stale == ROUTER_MAX_TRIES) {
+        r->finished = true;
+        goto out;
+    }
+    /* Failover: the next target continues from the delivered ids. */
+    log_info("router: %s %s after %d tokens: %s", r->inner_is_peer ? "peer" : "local model",
+             out->fail == NODE_FAIL_BUSY ? "busy" : "lost", r->n_ids, out->err.message);
+    r->stale[r->n_stale++] = r->inner;
+    r->inner = NULL;
+    free(r->req.cont_ids);
+    r->req.cont_ids = NULL;
+    r->req.n_cont = 0;
+    if (r->n_ids) {
+        r->req.cont_ids = malloc((size_t)r->n_ids * sizeof *r->ids);
+        if (r->req.cont_ids) {
+            memcpy(r->req.cont_ids, r->ids, (size_t)r->n_ids * sizeof *r->ids);
+            r->req.n_cont = r->n_ids;
+        }
+    }
+    struct node_error e;
+    memset(&e, 0, sizeof e);
+    if ((r->n_ids == 0 || r->req.cont_ids) && rreq_start_next(r, &e) == 0) {
+        const char *at = strrchr(r->ran_on, ',');
+        log_info("router: going on at %s", at ? at + 1 : r->ran_on);
+        /* The client sees one stream: this chunk is not the end. */
+        out->done = false;
+        out->finish_reason = NULL;
+        out->fail = NODE_FAIL_NONE;
+        memset(&out->err, 0, sizeof out->err);
+        goto out;
+    }
+    /* Nobody left: the error stands (with the last refusal when there was one). The last
+     * handle stays as inner so later takes repeat the end. */
+    r->inner = r->stale[--r->n_stale];
+    r->finished = true;
+    if (e.status) out->err = e;
+out:
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+static void rreq_cancel(struct node_req *base)
+{
+    struct rreq *r = (struct rreq *)base;
+    pthread_mutex_lock(&r->mu);
+    if (r->inner) node_req_cancel(r->inner);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void rreq_release(struct node_req *base)
+{
+    struct rreq *r = (struct rreq *)base;
+    pthread_mutex_lock(&r->mu);
+    struct node_req *inner = r->inner;
+    r->inner = NULL;
+    bool was_peer = r->inflight;
+    pthread_mutex_unlock(&r->mu);
+    node_req_release(inner); /* no notify after this */
+    for (int i = 0; i < r->n_stale; i++) node_req_release(r->stale[i]);
+    if (was_peer) peers_inflight(mesh_peers(r->rt->cfg.mesh), &r->inner_peer, -1);
+    node_gen_req_free(&r->req);
+    free(r->ids);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+static void rreq_ran_on(struct node_req *base, char *buf, size_t cap)
+{
+    struct rreq *r = (struct rreq *)base;
+    pthread_mutex_lock(&r->mu);
+    snprintf(buf, cap, "%s", r->ran_on);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static const struct node_req_ops rreq_ops = {rreq_take, rreq_cancel, rreq_release, rreq_ran_on};
+
+/* ---- choosing ---------------------------------------------------------------------------- */
+
+static bool local_has(struct router *rt, const char *model, bool *has_free)
+{
+    struct node_local_info li;
+    *has_free = false;
+    if (!rt->cfg.reg || node_local_info(rt->cfg.reg, model, &li) != 0 || !li.is_ready) return false;
+    *has_free = li.n_active + li.n_queued < li.n_slots;
+    return true;
+}
+
+static int start_local(struct rreq *r, struct node_error *err)
+{
+    struct node_client cl = {rreq_inner_notify, rreq_inner_wanted, r};
+    r->tried_local = true;
+    int rc = node_local_submit(r->rt->cfg.reg, &r->req, &cl, &r->inner, err);
+    if (rc == 0) {
+        r->inner_is_peer = false;
+        ran_on_add(r, "local");
+    }
+    return rc;
+}
+
+static int rreq_start_next(struct rreq *r, struct node_error *err)
+{
+    struct router *rt = r->rt;
+    bool has_free = false;
+    bool here = !r->tried_local && local_has(rt, r->req.model, &has_free);
+    if (here && (has_free || r->route == NODE_ROUTE_LOCAL || !rt->cfg.mesh)) return start_local(r, err);
+    if (r->route != NODE_ROUTE_LOCAL && rt->cfg.mesh) {
+        struct peers_pick picks[8];
+        while (r->n_tried < ROUTER_MAX_TRIES) {
+            int n = peers_rank(mesh_peers(rt->cfg.mesh), r->req.model, r->route == NODE_ROUTE_OWN,
+                               r->prefix, r->n_prefix, r->tried, r->n_tried, mesh_now_ms(),
+                               picks, 8);
+            if (n == 0) break;
+            const struct peers_pick *p = &picks[0];
+            r->tried[r->n_tried++] = p->id;
+            struct node_client cl = {rreq_inner_notify, rreq_inner_wanted, r};
+            int rc = infer_client_submit(mesh_p2pnode(rt->cfg.mesh), &p->id, &p->addr, &r->req, &cl,
+                                         &r->inner);
+            if (rc != 0) continue;
+            mesh_count_infer_out(rt->cfg.mesh);
+            peers_inflight(mesh_peers(rt->cfg.mesh), &p->id, +1);
+            r->inflight = true;
+            r->inner_peer = p->id;
+            r->inner_is_peer = true;
+            ran_on_add(r, p->id_text);
+            return 0;
+        }
+    }
+    if (here) return start_local(r, err); /* queue here rather than fail */
+    if (!r->tried_local && rt->cfg.reg) {
+        /* here but not ready (loading, failed): its own error says why */
+        int rc = start_local(r, err);
+        if (rc == 0 || err->status != 404) return rc;
+    }
+    if (r->n_tried) {
+        if (err->status) return MESH_EFULL;
+        node_error_set(err, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
+                       "every node serving '%.200s' is busy or unreachable; retry shortly",
+                       r->req.model);
+        err->retry_after_s = 1;
+        return MESH_EFULL;
+    }
+    return node_error_set(err, 404, "invalid_request_error", "model_not_found", "model",
+                          "The model '%.200s' does not exist on this node%s.", r->req.model,
+                          r->route == NODE_ROUTE_LOCAL ? ""
+                          : r->route == NODE_ROUTE_OWN ? " nor on your own devices"
+                                                       : " nor on any peer of the mesh");
+}
+
+/* Conversation digests of a chat request, for prefix affinity (node/peers.h). */
+static int conv_digests(const struct node_gen_req *req, uint64_t *out)
+{
+    if (req->kind != NODE_KIND_CHAT || req->n_msgs <= 0) return 0;
+    const char *roles[ROUTER_MAX_CONV], *contents[ROUTER_MAX_CONV];
+    int n = req->n_msgs < ROUTER_MAX_CONV ? req->n_msgs : ROUTER_MAX_CONV;
+    for (int i = 0; i < n; i++) {
+        roles[i] = req->msgs[i].role;
+        contents[i] = req->msgs[i].content;
+    }
+    return peers_conv_digests(req->model, roles, contents, n, out);
+}
+
+static int submit_routed(struct router *rt, const struct node_gen_req *req,
+                         enum node_route route, const struct node_client *cl,
+                         struct node_req **out, struct node_error *err)
+{
+    struct rreq *r = calloc(1, sizeof *r);
+    if (!r) {
+        node_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+        return MESH_ENOMEM;
+    }
+    r->base.ops = &rreq_ops;
+    r->rt = rt;
+    r->cl = *cl;
+    r->route = route;
+    pthread_mutex_init(&r->mu, NULL);
+    if (node_gen_req_copy(&r->req, req) != 0) {
+        pthread_mutex_destroy(&r->mu);
+        free(r);
+        node_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+        return MESH_ENOMEM;
+    }
+    r->n_prefix = conv_digests(req, r->prefix);
+    pthread_mutex_lock(&r->mu);
+    int rc = rreq_start_next(r, err);
+    pthread_mutex_unlock(&r->mu);
+    if (rc) {
+        node_gen_req_free(&r->req);
+        pthread_mutex_destroy(&r->mu);
+        free(r);
+        return rc;
+    }
+    *out = &r->base;
+    return 0;
+}
+
 int router_submit(struct router *rt, const struct node_gen_req *req, const struct node_client *cl,
                   struct node_req **out, struct node_error *err)
 {
     *out = NULL;
     memset(err, 0, sizeof *err);
+    enum node_route route = req->route == NODE_ROUTE_DEFAULT ? router_default_route(rt) : req->route;
     pthread_rwlock_rdlock(&rt->stop_lock);
     int rc;
     if (rt->stopping) {
         node_error_set(err, 503, "server_error", "shutting_down", NULL,
                        "the server is shutting down");
         rc = MESH_ECLOSED;
+    } else if (route != NODE_ROUTE_LOCAL && rt->cfg.mesh && req->kind != NODE_KIND_EMBEDDING) {
+        rc = submit_routed(rt, req, route, cl, out, err);
     } else if (!rt->cfg.reg) {
         node_error_set(err, 404, "invalid_request_error", "model_not_found", "model",
-                       "The model '%.200s' does not exist on this node.",
-                       req->model ? req->model : "");
+                       "The model '%.200s' does not exist on this node%s.",
+                       req->model ? req->model : "",
+                       req->kind == NODE_KIND_EMBEDDING ? " (embeddings are not delegated)"
+                       : rt->cfg.mesh ? " (route local: peers are not asked)"
+                                      : "");
         rc = MESH_ENOTFOUND;
     } else {
-        /* every route includes this device; node_local_submit does not keep req */
+        /* local only, or embeddings (not delegated); node_local_submit does not keep req */
         rc = node_local_submit(rt->cfg.reg, req, cl, out, err);
     }
     pthread_rwlock_unlock(&rt->stop_lock);
@@ -108,6 +405,45 @@ static void model_fill(struct router *rt, struct registry_entry *e, enum registr
     m->busy_s = li.busy_s;
 }
 
+/* Adds the mesh's models (live announcements of members on the default route) after the
+ * n already in out; returns the new count. */
+static int mesh_models(struct router *rt, struct router_model *out, int n, int cap,
+                       const char *only)
+{
+    enum node_route route = router_default_route(rt);
+    if (!rt->cfg.mesh || route == NODE_ROUTE_LOCAL) return n;
+    struct peers_entry *es = malloc(PEERS_MAX * sizeof *es);
+    int ne = es ? peers_snapshot(mesh_peers(rt->cfg.mesh), es, PEERS_MAX) : 0;
+    uint64_t now = mesh_now_ms();
+    for (int i = 0; i < ne; i++) {
+        const struct peers_entry *e = &es[i];
+        if (!e->is_member || !e->ann_seq || e->ann_expires_ms <= now) continue;
+        if (route == NODE_ROUTE_OWN && !e->is_own) continue;
+        for (int k = 0; k < e->n_models; k++) {
+            const struct peers_model *pm = &e->models[k];
+            if (only && strcmp(pm->name, only)) continue;
+            struct router_model *m = NULL;
+            for (int j = 0; j < n && !m; j++)
+                if (!strcmp(out[j].name, pm->name)) m = &out[j];
+            if (!m) {
+                if (n == cap) continue;
+                m = &out[n++];
+                memset(m, 0, sizeof *m);
+                snprintf(m->name, sizeof m->name, "%s", pm->name);
+                m->state = ROUTER_READY;
+                m->file_bytes = pm->file_bytes;
+                m->n_ctx = pm->n_ctx;
+                snprintf(m->quant, sizeof m->quant, "%s", pm->quant);
+                snprintf(m->digest, sizeof m->digest, "%s", pm->digest);
+            }
+            if (m->n_where < ROUTER_MAX_WHERE)
+                snprintf(m->where[m->n_where++], sizeof m->where[0], "%s", e->id_text);
+        }
+    }
+    free(es);
+    return n;
+}
+
 int router_models(struct router *rt, struct router_model *out, int cap)
 {
     int n = 0;
@@ -117,7 +453,7 @@ int router_models(struct router *rt, struct router_model *out, int cap)
         struct registry_entry *e = registry_at(reg, i, &st);
         model_fill(rt, e, st, &out[n++]);
     }
-    return n;
+    return mesh_models(rt, out, n, cap, NULL);
 }
 
 int router_model_get(struct router *rt, const char *name, struct router_model *out)
@@ -125,7 +461,10 @@ int router_model_get(struct router *rt, const char *name, struct router_model *o
     memset(out, 0, sizeof *out);
     enum registry_state st;
     struct registry_entry *e = rt->cfg.reg ? registry_find(rt->cfg.reg, name, &st) : NULL;
-    if (!e) return MESH_ENOTFOUND;
-    model_fill(rt, e, st, out);
-    return 0;
+    if (e) {
+        model_fill(rt, e, st, out);
+        mesh_models(rt, out, 1, 1, out->name); /* where else it runs */
+        return 0;
+    }
+    return mesh_models(rt, out, 0, 1, name) == 1 ? 0 : MESH_ENOTFOUND;
 }

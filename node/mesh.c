@@ -421,7 +421,7 @@ static void peers_load(struct mesh *m)
     for (size_t i = 0; i < n && i < PEERS_MAX; i++) {
         struct peers_entry e;
         memset(&e, 0, sizeof e);
-        if (peer_id_from_text(sp[i].peer_id, &e.id) != 0) continue;
+        if (peer_id_from_text(sp[i].peer_id, strlen(sp[i].peer_id), &e.id) != 0) continue;
         char *save = NULL;
         for (char *t = strtok_r(sp[i].addrs ? sp[i].addrs : (char *)"", " ", &save);
              t && e.n_addrs < PEERS_MAX_ADDRS; t = strtok_r(NULL, " ", &save))
@@ -484,7 +484,7 @@ static void on_tick(uv_timer_t *t)
         m->last_persist_ms = now;
     }
     if (m->infer) {
-        struct infer_stats is;
+        struct infer_server_stats is;
         infer_server_stats(m->infer, &is);
         pthread_mutex_lock(&m->mu);
         m->st.n_infer_served = is.n_served;
@@ -562,7 +562,7 @@ int mesh_start(const struct mesh_config *cfg, struct mesh **out, char *err, size
         if (rc) goto fail;
     }
     rc = store_open(cfg->data_dir, &m->store, err, err_cap);
-    if (!rc) rc = member_open(cfg->data_dir, m->store, &m->mem, err, err_cap);
+    if (!rc) rc = member_open(cfg->data_dir, m->store, (uint64_t)time(NULL), &m->mem, err, err_cap);
     if (rc) goto fail;
     struct member_info mi;
     rc = member_info_get(m->mem, &mi, err, err_cap);

@@ -98,7 +98,7 @@ static void join_opened(void *ctx, struct host_stream *s, int status)
 }
 
 /* Sends the request and waits for the answer (or the deadline). */
-static int join_exchange(const char *data_dir, const struct member_join *j, int timeout_ms,
+static int join_exchange(const char *data_dir, int timeout_ms,
                          struct join_op *op, char *err, size_t err_cap)
 {
     struct multiaddr lo;
@@ -151,8 +151,8 @@ int mesh_join(const char *data_dir, const char *token, int timeout_ms, char *err
     int rc = member_join_request(token, now, &j, &why, err, err_cap);
     if (rc) goto out;
     rc = store_open(data_dir, &st, err, err_cap);
-    if (!rc) rc = member_open(data_dir, st, &m, err, err_cap);
-    if (!rc) rc = join_exchange(data_dir, &j, timeout_ms, &op, err, err_cap);
+    if (!rc) rc = member_open(data_dir, st, (uint64_t)time(NULL), &m, err, err_cap);
+    if (!rc) rc = join_exchange(data_dir, timeout_ms, &op, err, err_cap);
     if (!rc) rc = member_join_finish(m, &j, op.resp, op.resp_len, (uint64_t)time(NULL), &why,
                                      err, err_cap);
 out:
