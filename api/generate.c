@@ -233,7 +233,9 @@ static void stream_format(struct api_gen *g, struct node_chunk *ch)
         out_init(g, &o);
         o.text = "";
         o.finish_reason = finish_name(ch->finish_reason);
-        o.ran_on = g->ran_on; /* the last chunk says where the request ran */
+        /* the last chunk says where the request ran (after a failover: every node) */
+        node_req_ran_on(g->nr, g->ran_on, sizeof g->ran_on);
+        o.ran_on = g->ran_on;
         sse_add(g, api_openai_chunk_json(k, &o, false, false));
         o.ran_on = NULL;
         if (g->req.include_usage) sse_add(g, api_openai_chunk_json(k, &o, false, true));
@@ -449,6 +451,7 @@ static enum MHD_Result embed_resume(struct api_conn *c, struct api_gen *g)
 
 static enum MHD_Result reply_gen_json(struct api_conn *c, struct api_gen *g, char *json)
 {
+    node_req_ran_on(g->nr, g->ran_on, sizeof g->ran_on);
     return api_reply_json_ran_on(c, 200, json, g->ran_on);
 }
 
@@ -482,6 +485,7 @@ static enum MHD_Result reply_whole(struct api_conn *c, struct api_gen *g, const 
         }
     }
     o.finish_reason = finish_name(finish);
+    node_req_ran_on(g->nr, g->ran_on, sizeof g->ran_on); /* every node that served a part */
     o.ran_on = g->ran_on;
     struct api_lp_token *lps = g->req.logprobs ? lps_convert(g->lps, g->n_lps) : NULL;
     if (g->req.logprobs) {

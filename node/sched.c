@@ -737,10 +737,27 @@ static void step(struct sched *s)
     }
 }
 
+/* MESHLLM_SCHED_STEP_DELAY_MS: a pause after every step, so tests can act in the middle of
+ * a stream (kill the serving peer) that the tiny test models would otherwise finish in a
+ * millisecond. 0 or unset: none. Never for production use. */
+static long step_delay_ms(void)
+{
+    const char *v = getenv("MESHLLM_SCHED_STEP_DELAY_MS");
+    long ms = v ? strtol(v, NULL, 10) : 0;
+    return ms > 0 && ms <= 1000 ? ms : 0;
+}
+
 static void *worker_main(void *arg)
 {
     struct sched *s = arg;
-    while (admit(s)) step(s);
+    long delay = step_delay_ms();
+    while (admit(s)) {
+        step(s);
+        if (delay) {
+            struct timespec ts = {delay / 1000, (delay % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
     return NULL;
 }
 

@@ -17,7 +17,7 @@ e2e_cleanup() {
         kill -KILL "$p" 2>/dev/null
         wait "$p" 2>/dev/null
     done
-    rm -rf "$E2E_TMP"
+    [ -n "${E2E_KEEP:-}" ] || rm -rf "$E2E_TMP"
     exit "$rc"
 }
 trap e2e_cleanup EXIT
