@@ -483,15 +483,6 @@ static void on_tick(uv_timer_t *t)
         peers_persist(m);
         m->last_persist_ms = now;
     }
-    if (m->infer) {
-        struct infer_server_stats is;
-        infer_server_stats(m->infer, &is);
-        pthread_mutex_lock(&m->mu);
-        m->st.n_infer_served = is.n_served;
-        m->st.n_infer_opened = is.n_opened;
-        m->st.n_infer_active = is.n_active;
-        pthread_mutex_unlock(&m->mu);
-    }
 }
 
 /* ---- start / stop ---------------------------------------------------------------------- */
@@ -638,6 +629,12 @@ void mesh_stats(struct mesh *m, struct mesh_stats *out)
     pthread_mutex_lock(&m->mu);
     *out = m->st;
     pthread_mutex_unlock(&m->mu);
+    /* the infer server's counters are atomics; it lives from start to stop */
+    struct infer_server_stats is;
+    infer_server_stats(m->infer, &is);
+    out->n_infer_served = is.n_served;
+    out->n_infer_opened = is.n_opened;
+    out->n_infer_active = is.n_active;
 }
 
 void mesh_count_infer_out(struct mesh *m)

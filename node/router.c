@@ -291,11 +291,12 @@ static int rreq_start_next(struct rreq *r, struct node_error *err)
         err->retry_after_s = 1;
         return MESH_EFULL;
     }
-    return node_error_set(err, 404, "invalid_request_error", "model_not_found", "model",
-                          "The model '%.200s' does not exist on this node%s.", r->req.model,
-                          r->route == NODE_ROUTE_LOCAL ? ""
-                          : r->route == NODE_ROUTE_OWN ? " nor on your own devices"
-                                                       : " nor on any peer of the mesh");
+    node_error_set(err, 404, "invalid_request_error", "model_not_found", "model",
+                   "The model '%.200s' does not exist on this node%s.", r->req.model,
+                   r->route == NODE_ROUTE_LOCAL ? ""
+                   : r->route == NODE_ROUTE_OWN ? " nor on your own devices"
+                                                : " nor on any peer of the mesh");
+    return MESH_ENOTFOUND;
 }
 
 /* Conversation digests of a chat request, for prefix affinity (node/peers.h). */
