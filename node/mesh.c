@@ -57,6 +57,11 @@ struct mesh {
     bool has_tick;
     uint64_t last_announce_ms, last_persist_ms, ann_seq;
     char last_offer[512];           /* what the previous announcement said, to see changes */
+    /* Prefix affinity: digests of the conversations delegated here lately (a ring, loop
+     * thread), announced so a conversation's next turn comes back to the slot that holds it. */
+    uint64_t recent[PEERS_MAX_PREFIXES];
+    int n_recent, recent_next;
+    unsigned n_recorded;
     unsigned n_ticks;
     struct adm adm[MESH_MAX_PENDING]; /* loop thread only */
     int n_adm;
@@ -305,7 +310,7 @@ static void announce(struct mesh *m, bool force)
     int n_models = local_models(m, models, PEERS_MAX_MODELS);
     /* What changed: the models and their load (not the speed estimate, which drifts). */
     char offer[512];
-    size_t off = 0;
+    size_t off = (size_t)snprintf(offer, sizeof offer, "%u;", m->n_recorded);
     for (int i = 0; i < n_models && off < sizeof offer - 1; i++) {
         int w = snprintf(offer + off, sizeof offer - off, "%s:%d:%d;", models[i].name,
                          models[i].n_active, models[i].n_queued);
@@ -324,7 +329,7 @@ static void announce(struct mesh *m, bool force)
     uint8_t *rec = NULL;
     size_t len = 0;
     if (peers_announce_encode(m->ann_seq, MESH_ANNOUNCE_TTL_S, models, n_models, addrs, n_addrs,
-                              mem_free_bytes(), NULL, 0, &rec, &len) != 0)
+                              mem_free_bytes(), m->recent, m->n_recent, &rec, &len) != 0)
         return;
     if (gossip_publish(gossip_host_core(gh), p2pnode_now_ms(m->pn), m->topic, rec, len, NULL,
                        NULL) == 0) {
@@ -487,13 +492,46 @@ static void on_tick(uv_timer_t *t)
 
 /* ---- start / stop ---------------------------------------------------------------------- */
 
+/* Remembers the digest of a chat request's whole conversation (loop thread). */
+static void recent_record(struct mesh *m, const struct node_gen_req *req)
+{
+    if (req->kind != NODE_KIND_CHAT || req->n_msgs <= 0 || req->n_msgs > 4096) return;
+    const char **roles = malloc((size_t)req->n_msgs * sizeof *roles);
+    const char **contents = malloc((size_t)req->n_msgs * sizeof *contents);
+    uint64_t *d = malloc((size_t)req->n_msgs * sizeof *d);
+    if (roles && contents && d) {
+        for (int i = 0; i < req->n_msgs; i++) {
+            roles[i] = req->msgs[i].role;
+            contents[i] = req->msgs[i].content;
+        }
+        peers_conv_digests(req->model, roles, contents, req->n_msgs, d);
+        uint64_t last = d[req->n_msgs - 1];
+        bool known = false;
+        for (int i = 0; i < m->n_recent && !known; i++) known = m->recent[i] == last;
+        if (!known) {
+            m->recent[m->recent_next] = last;
+            m->recent_next = (m->recent_next + 1) % PEERS_MAX_PREFIXES;
+            if (m->n_recent < PEERS_MAX_PREFIXES) m->n_recent++;
+            m->n_recorded++;
+        }
+    }
+    free(roles);
+    free(contents);
+    free(d);
+}
+
 static int infer_submit(void *ctx, const struct node_gen_req *req, const struct node_client *cl,
                         struct node_req **out, struct node_error *err)
 {
     struct mesh *m = ctx;
-    if (!m->reg) return node_error_set(err, 404, "invalid_request_error", "model_not_found",
-                                       "model", "this node serves no model");
-    return node_local_submit(m->reg, req, cl, out, err);
+    if (!m->reg) {
+        node_error_set(err, 404, "invalid_request_error", "model_not_found", "model",
+                       "this node serves no model");
+        return MESH_ENOTFOUND;
+    }
+    int rc = node_local_submit(m->reg, req, cl, out, err);
+    if (rc == 0) recent_record(m, req);
+    return rc;
 }
 
 /* p2pnode's setup hook: handlers, gate and timers exist before any peer can reach us. */

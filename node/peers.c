@@ -201,6 +201,8 @@ void peers_inflight(struct peers *t, const struct peer_id *id, int delta)
 }
 
 /* Messages of the request's conversation that p holds (0: none). */
+#define PEERS_SPEED_TOKENS 16
+
 static int prefix_match(const struct peers_entry *p, const uint64_t *prefix, int n_prefix)
 {
     for (int k = n_prefix - 1; k >= 0; k--)
@@ -253,6 +255,14 @@ int peers_rank(struct peers *t, const char *model, bool own_only, const uint64_t
         o->gen_tps = m->gen_tps;
     }
     pthread_mutex_unlock(&t->mu);
+    /* Measured speed: a peer slower than the fastest candidate costs the extra time of a
+     * short answer (PEERS_SPEED_TOKENS tokens); peers with no measure yet are not charged. */
+    float best = 0;
+    for (int i = 0; i < n; i++)
+        if (out[i].gen_tps > best) best = out[i].gen_tps;
+    for (int i = 0; i < n; i++)
+        if (out[i].gen_tps > 0 && best > 0)
+            out[i].score_ms += PEERS_SPEED_TOKENS * 1000.0 * (1.0 / out[i].gen_tps - 1.0 / best);
     qsort(out, (size_t)n, sizeof *out, pick_cmp);
     return n;
 }

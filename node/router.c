@@ -30,7 +30,7 @@ _Static_assert((int)ROUTER_LOADING == (int)REGISTRY_LOADING && (int)ROUTER_READY
                "router_state mirrors registry_state");
 
 #define ROUTER_MAX_TRIES 4     /* targets asked for one request before giving up */
-#define ROUTER_MAX_CONV 64     /* messages hashed for prefix affinity */
+#define ROUTER_MAX_CONV 64     /* conversation prefixes looked up for affinity */
 
 struct router {
     struct router_config cfg;
@@ -302,14 +302,29 @@ static int rreq_start_next(struct rreq *r, struct node_error *err)
 /* Conversation digests of a chat request, for prefix affinity (node/peers.h). */
 static int conv_digests(const struct node_gen_req *req, uint64_t *out)
 {
+    /* MESHLLM_ROUTER_AFFINITY=0 turns affinity off (for benchmarks comparing against it) */
+    const char *env = getenv("MESHLLM_ROUTER_AFFINITY");
+    if (env && !strcmp(env, "0")) return 0;
     if (req->kind != NODE_KIND_CHAT || req->n_msgs <= 0) return 0;
-    const char *roles[ROUTER_MAX_CONV], *contents[ROUTER_MAX_CONV];
-    int n = req->n_msgs < ROUTER_MAX_CONV ? req->n_msgs : ROUTER_MAX_CONV;
-    for (int i = 0; i < n; i++) {
-        roles[i] = req->msgs[i].role;
-        contents[i] = req->msgs[i].content;
+    int n = req->n_msgs;
+    const char **roles = malloc((size_t)n * sizeof *roles);
+    const char **contents = malloc((size_t)n * sizeof *contents);
+    uint64_t *d = malloc((size_t)n * sizeof *d);
+    int k = 0;
+    if (roles && contents && d) {
+        for (int i = 0; i < n; i++) {
+            roles[i] = req->msgs[i].role;
+            contents[i] = req->msgs[i].content;
+        }
+        peers_conv_digests(req->model, roles, contents, n, d);
+        /* the longest prefixes are the ones worth finding: keep the last ROUTER_MAX_CONV */
+        int from = n > ROUTER_MAX_CONV ? n - ROUTER_MAX_CONV : 0;
+        for (int i = from; i < n; i++) out[k++] = d[i];
     }
-    return peers_conv_digests(req->model, roles, contents, n, out);
+    free(roles);
+    free(contents);
+    free(d);
+    return k;
 }
 
 static int submit_routed(struct router *rt, const struct node_gen_req *req,
