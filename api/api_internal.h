@@ -73,6 +73,8 @@ void api_conn_suspend_locked(struct api_conn *c);
 
 /* Queues a JSON response with status; takes ownership of json (malloc'd). */
 enum MHD_Result api_reply_json(struct api_conn *c, unsigned status, char *json);
+/* The error's JSON with its status; a 429 or 503 carries Retry-After (e->retry_after_s when
+ * > 0, else 1 s for 429 and 2 s for 503), whichever protocol the route speaks. */
 enum MHD_Result api_reply_error(struct api_conn *c, const struct api_error *e);
 /* api_reply_json with an X-Meshllm-Ran-On: ran_on header (omitted when NULL or ""). */
 enum MHD_Result api_reply_json_ran_on(struct api_conn *c, unsigned status, char *json,

@@ -27,10 +27,11 @@ static void count_status(struct http_server *s, unsigned status)
     if (status == 429) atomic_fetch_add(&s->n_429, 1);
 }
 
-/* Queues data as the response; ran_on (or NULL) becomes the X-Meshllm-Ran-On header. */
-static enum MHD_Result reply_ran_on(struct api_conn *c, unsigned status, const void *data,
-                                    size_t len, enum MHD_ResponseMemoryMode mode,
-                                    const char *ctype, const char *ran_on)
+/* Queues data as the response; ran_on (or NULL) becomes the X-Meshllm-Ran-On header.
+ * retry_after_s > 0 sets Retry-After on a 429 or 503; 0 takes the defaults (1 s, 2 s). */
+static enum MHD_Result reply_full(struct api_conn *c, unsigned status, const void *data,
+                                  size_t len, enum MHD_ResponseMemoryMode mode,
+                                  const char *ctype, const char *ran_on, int retry_after_s)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)data, mode);
     if (!r) {
@@ -38,8 +39,12 @@ static enum MHD_Result reply_ran_on(struct api_conn *c, unsigned status, const v
         return MHD_NO;
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-    if (status == 429) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
-    if (status == 503) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "2");
+    if (status == 429 || status == 503) {
+        char secs[16];
+        int s = retry_after_s > 0 ? retry_after_s : status == 429 ? 1 : 2;
+        snprintf(secs, sizeof secs, "%d", s);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, secs);
+    }
     if (status == 401) MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     if (ran_on && *ran_on) MHD_add_response_header(r, "X-Meshllm-Ran-On", ran_on);
     enum MHD_Result ret = MHD_queue_response(c->mc, status, r);
@@ -52,29 +57,36 @@ static enum MHD_Result reply_ran_on(struct api_conn *c, unsigned status, const v
 static enum MHD_Result reply(struct api_conn *c, unsigned status, const void *data, size_t len,
                              enum MHD_ResponseMemoryMode mode, const char *ctype)
 {
-    return reply_ran_on(c, status, data, len, mode, ctype, NULL);
+    return reply_full(c, status, data, len, mode, ctype, NULL, 0);
 }
 
-enum MHD_Result api_reply_json_ran_on(struct api_conn *c, unsigned status, char *json,
-                                      const char *ran_on)
+static enum MHD_Result reply_json_full(struct api_conn *c, unsigned status, char *json,
+                                       const char *ran_on, int retry_after_s)
 {
     if (!json) {
         static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
                                   "\"param\":null,\"code\":null}}";
         return reply(c, 500, oom, sizeof oom - 1, MHD_RESPMEM_PERSISTENT, "application/json");
     }
-    return reply_ran_on(c, status, json, strlen(json), MHD_RESPMEM_MUST_FREE, "application/json",
-                        ran_on);
+    return reply_full(c, status, json, strlen(json), MHD_RESPMEM_MUST_FREE, "application/json",
+                      ran_on, retry_after_s);
+}
+
+enum MHD_Result api_reply_json_ran_on(struct api_conn *c, unsigned status, char *json,
+                                      const char *ran_on)
+{
+    return reply_json_full(c, status, json, ran_on, 0);
 }
 
 enum MHD_Result api_reply_json(struct api_conn *c, unsigned status, char *json)
 {
-    return api_reply_json_ran_on(c, status, json, NULL);
+    return reply_json_full(c, status, json, NULL, 0);
 }
 
 enum MHD_Result api_reply_error(struct api_conn *c, const struct api_error *e)
 {
-    return api_reply_json(c, (unsigned)(e->status ? e->status : 400), api_error_json(e));
+    return reply_json_full(c, (unsigned)(e->status ? e->status : 400), api_error_json(e), NULL,
+                           e->retry_after_s);
 }
 
 static enum MHD_Result reply_err(struct api_conn *c, int status, const char *type,
@@ -157,6 +169,11 @@ static enum MHD_Result route_gen(struct api_conn *c, enum api_proto proto, enum 
                  ? api_openai_parse(kind, c->body ? c->body : "", c->body_len, &req, &e)
                  : api_ollama_parse(kind, c->body ? c->body : "", c->body_len, &req, &e);
     if (rc) return api_reply_error(c, &e);
+    const char *route = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "X-Meshllm-Route");
+    if (api_route_header(route, &req, &e)) {
+        api_gen_req_free(&req);
+        return api_reply_error(c, &e);
+    }
     rc = api_gen_start(c, proto, &req, &e); /* takes req */
     if (rc) return api_reply_error(c, &e);
     return MHD_YES;

@@ -106,6 +106,8 @@ static int parse_body(enum api_kind kind, const cJSON *root, struct api_gen_req 
         strlen(model->valuestring) >= sizeof r->model)
         return bad(e, "model", "'model' is required");
     snprintf(r->model, sizeof r->model, "%s", model->valuestring);
+    int rc = api_meshllm_parse(root, &r->route, e);
+    if (rc) return rc;
     r->stream = true;
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(root, "stream");
     if (cJSON_IsBool(st)) r->stream = cJSON_IsTrue(st);
@@ -113,7 +115,7 @@ static int parse_body(enum api_kind kind, const cJSON *root, struct api_gen_req 
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
     if (cJSON_IsString(fmt) && !strcmp(fmt->valuestring, "json")) r->json_mode = true;
     if (cJSON_IsObject(fmt)) r->json_mode = true;
-    int rc = parse_options(root, r, e);
+    rc = parse_options(root, r, e);
     if (rc) return rc;
     if (kind == API_KIND_COMPLETION) {
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "prompt");

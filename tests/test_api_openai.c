@@ -312,6 +312,68 @@ static void test_api_ollama_parse_and_chunks(void **state)
     free(line);
 }
 
+static void test_api_openai_meshllm_route(void **state)
+{
+    (void)state;
+    struct api_gen_req r;
+    struct api_error e;
+#define MSG "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]"
+    /* absent: the node's default */
+    assert_int_equal(parse(API_KIND_CHAT, "{\"model\":\"m\"," MSG "}", &r, &e), 0);
+    assert_int_equal(r.route, NODE_ROUTE_DEFAULT);
+    api_gen_req_free(&r);
+    assert_int_equal(parse(API_KIND_CHAT, "{\"model\":\"m\"," MSG ",\"meshllm\":{\"route\":\"local\"}}",
+                           &r, &e),
+                     0);
+    assert_int_equal(r.route, NODE_ROUTE_LOCAL);
+    /* the body wins over the header; a bad header is not even looked at then */
+    assert_int_equal(api_route_header("mesh", &r, &e), 0);
+    assert_int_equal(r.route, NODE_ROUTE_LOCAL);
+    assert_int_equal(api_route_header("bogus", &r, &e), 0);
+    api_gen_req_free(&r);
+    assert_int_equal(parse(API_KIND_COMPLETION, "{\"model\":\"m\",\"prompt\":\"p\",\"meshllm\":{\"route\":"
+                           "\"mesh\"}}", &r, &e),
+                     0);
+    assert_int_equal(r.route, NODE_ROUTE_MESH);
+    api_gen_req_free(&r);
+    assert_int_equal(parse(API_KIND_CHAT, "{\"model\":\"m\"," MSG ",\"meshllm\":{\"route\":null}}", &r, &e), 0);
+    assert_int_equal(r.route, NODE_ROUTE_DEFAULT);
+    /* no route in the body: the header decides */
+    assert_int_equal(api_route_header(NULL, &r, &e), 0);
+    assert_int_equal(r.route, NODE_ROUTE_DEFAULT);
+    assert_int_equal(api_route_header("own", &r, &e), 0);
+    assert_int_equal(r.route, NODE_ROUTE_OWN);
+    r.route = NODE_ROUTE_DEFAULT;
+    assert_int_equal(api_route_header("default", &r, &e), MESH_EINVAL);
+    assert_int_equal(e.status, 400);
+    assert_string_equal(e.type, "invalid_request_error");
+    assert_string_equal(e.param, "meshllm.route");
+    assert_non_null(strstr(e.message, "X-Meshllm-Route"));
+    assert_non_null(strstr(e.message, "'local'"));
+    assert_non_null(strstr(e.message, "'own'"));
+    assert_non_null(strstr(e.message, "'mesh'"));
+    api_gen_req_free(&r);
+    /* bad values: 400 naming the field and the allowed values */
+    expect_bad(API_KIND_CHAT, "{\"model\":\"m\"," MSG ",\"meshllm\":{\"route\":\"everywhere\"}}",
+               "meshllm.route");
+    expect_bad(API_KIND_CHAT, "{\"model\":\"m\"," MSG ",\"meshllm\":{\"route\":\"Local\"}}", "meshllm.route");
+    expect_bad(API_KIND_CHAT, "{\"model\":\"m\"," MSG ",\"meshllm\":{\"route\":3}}", "meshllm.route");
+    expect_bad(API_KIND_COMPLETION, "{\"model\":\"m\",\"prompt\":\"p\",\"meshllm\":\"local\"}", "meshllm");
+    assert_int_equal(parse(API_KIND_CHAT, "{\"model\":\"m\"," MSG ",\"meshllm\":{\"route\":\"x\"}}", &r, &e),
+                     MESH_EINVAL);
+    assert_non_null(strstr(e.message, "'local'"));
+    /* Ollama bodies take the same object */
+    const char *body = "{\"model\":\"m\"," MSG ",\"meshllm\":{\"route\":\"own\"}}";
+    assert_int_equal(api_ollama_parse(API_KIND_CHAT, body, strlen(body), &r, &e), 0);
+    assert_int_equal(r.route, NODE_ROUTE_OWN);
+    api_gen_req_free(&r);
+    body = "{\"model\":\"m\",\"prompt\":\"p\",\"meshllm\":{\"route\":\"nowhere\"}}";
+    assert_int_equal(api_ollama_parse(API_KIND_COMPLETION, body, strlen(body), &r, &e), MESH_EINVAL);
+    assert_int_equal(e.status, 400);
+    assert_string_equal(e.param, "meshllm.route");
+#undef MSG
+}
+
 static void test_api_openai_key_check(void **state)
 {
     (void)state;
@@ -338,6 +400,7 @@ int main(void)
         cmocka_unit_test(test_api_openai_response_objects),
         cmocka_unit_test(test_api_ollama_parse_and_chunks),
         cmocka_unit_test(test_api_openai_key_check),
+        cmocka_unit_test(test_api_openai_meshllm_route),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
