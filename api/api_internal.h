@@ -20,8 +20,12 @@ enum api_proto { API_PROTO_OPENAI = 1, API_PROTO_OLLAMA = 2 };
 
 #define API_MAX_MODELS 64 /* models listed per response (the registry holds 32) */
 
+struct api_ratelimit;
+
 struct http_server {
     struct router *rt;
+    struct api_ratelimit *rl;   /* --rate-limit per client address, or NULL (off) */
+    int rate_limit_per_min;
     char api_key[256];
     bool has_key;
     struct MHD_Daemon *d, *d_ollama;
@@ -102,6 +106,19 @@ char *api_ollama_version_json(void);
 char *api_ollama_chunk(enum api_kind kind, const char *model, const char *text, size_t len,
                        bool done, const char *done_reason, int n_prompt, int n_gen,
                        double elapsed_s);
+
+/* Per-client rate limit (api/ratelimit.c): a token bucket per client key (its address) of
+ * per_min tokens refilled at per_min a minute, in a table of n_clients keys (the key seen
+ * longest ago is forgotten for a new one). Any thread (one mutex inside). */
+#define API_RATELIMIT_KEY_CAP 17 /* address family byte + an IPv6 address */
+#define API_RATELIMIT_CLIENTS 1024
+int api_ratelimit_new(int per_min, int n_clients, struct api_ratelimit **out); /* 0, MESH_E* */
+void api_ratelimit_free(struct api_ratelimit *rl); /* NULL is fine */
+/* Takes a token for key (key_len bytes, at most API_RATELIMIT_KEY_CAP) at now_ms (a monotonic
+ * clock, milliseconds). true: allowed. false: refused, *retry_after_s = whole seconds until
+ * the client has a token again (at least 1). A NULL rl allows everything. */
+bool api_ratelimit_take(struct api_ratelimit *rl, const void *key, size_t key_len,
+                        int64_t now_ms, int *retry_after_s);
 
 /* Metrics and status (api/metrics.c). */
 char *api_metrics_text(struct http_server *s);

@@ -161,10 +161,57 @@ static enum MHD_Result serve_static(struct api_conn *c, const char *url)
     return reply_err(c, 404, "invalid_request_error", "not_found", "no such page");
 }
 
+/* The client's address as a rate-limit key: family byte + address (IPv4-mapped IPv6 is
+ * IPv4, so a dual-stack listener counts a client once). Returns the key's length, 0 if
+ * unknown. */
+static size_t client_key(struct MHD_Connection *mc, unsigned char key[API_RATELIMIT_KEY_CAP])
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    if (!sa) return 0;
+    if (sa->sa_family == AF_INET) {
+        key[0] = 4;
+        memcpy(key + 1, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+        return 5;
+    }
+    if (sa->sa_family != AF_INET6) return 0;
+    const struct in6_addr *a6 = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(a6)) {
+        key[0] = 4;
+        memcpy(key + 1, a6->s6_addr + 12, 4);
+        return 5;
+    }
+    key[0] = 6;
+    memcpy(key + 1, a6->s6_addr, 16);
+    return 17;
+}
+
+/* --rate-limit: true when the client may send this request; else *e is the 429. */
+static bool rate_ok(struct api_conn *c, struct api_error *e)
+{
+    struct http_server *s = c->srv;
+    if (!s->rl) return true;
+    unsigned char key[API_RATELIMIT_KEY_CAP];
+    size_t n = client_key(c->mc, key);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int wait_s;
+    if (api_ratelimit_take(s->rl, key, n, now_ms, &wait_s)) return true;
+    api_error_set(e, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
+                  "Rate limit reached: this server allows %d requests a minute from your "
+                  "address. Retry in %d s.",
+                  s->rate_limit_per_min, wait_s);
+    e->retry_after_s = wait_s;
+    return false;
+}
+
 static enum MHD_Result route_gen(struct api_conn *c, enum api_proto proto, enum api_kind kind)
 {
     struct api_gen_req req;
     struct api_error e;
+    if (!rate_ok(c, &e)) return api_reply_error(c, &e);
     int rc = proto == API_PROTO_OPENAI
                  ? api_openai_parse(kind, c->body ? c->body : "", c->body_len, &req, &e)
                  : api_ollama_parse(kind, c->body ? c->body : "", c->body_len, &req, &e);
@@ -448,6 +495,13 @@ int http_server_start(struct router *rt, const struct http_opts *o, struct http_
         s->has_key = true;
     }
     s->ollama_port = -1;
+    if (o->rate_limit_per_min > 0) {
+        s->rate_limit_per_min = o->rate_limit_per_min;
+        if (api_ratelimit_new(o->rate_limit_per_min, API_RATELIMIT_CLIENTS, &s->rl)) {
+            err_set(err, err_cap, MESH_ENOMEM, "out of memory");
+            goto fail;
+        }
+    }
     s->peers_json = o->peers_json;
     s->peers_ctx = o->peers_ctx;
     s->d = listen_on(s, o, o->port, &s->port, err, err_cap);
@@ -461,6 +515,7 @@ int http_server_start(struct router *rt, const struct http_opts *o, struct http_
     return 0;
 fail:
     if (s->d) MHD_stop_daemon(s->d);
+    api_ratelimit_free(s->rl);
     pthread_rwlock_destroy(&s->stop_lock);
     pthread_mutex_destroy(&s->conns_mu);
     pthread_cond_destroy(&s->wd_cv);
@@ -494,5 +549,6 @@ void http_server_stop(struct http_server *s)
     pthread_rwlock_destroy(&s->stop_lock);
     pthread_mutex_destroy(&s->conns_mu);
     pthread_cond_destroy(&s->wd_cv);
+    api_ratelimit_free(s->rl);
     free(s);
 }
