@@ -100,7 +100,9 @@ void api_gen_free(struct api_gen *g);
 /* Ollama routes (api/ollama.c). */
 int api_ollama_parse(enum api_kind kind, const char *body, size_t len, struct api_gen_req *out,
                      struct api_error *err);
-char *api_ollama_tags_json(struct router *rt);
+/* {"models":[...]} of ms[n] (router_models order): ready local models, and mesh models with
+ * what is known of them (size, digest, quantization only when known), each with "meshllm". */
+char *api_ollama_tags_json(const struct router_model *ms, int n);
 char *api_ollama_version_json(void);
 /* One NDJSON line (with '\n') for a chat or generate stream; done adds the final fields. */
 char *api_ollama_chunk(enum api_kind kind, const char *model, const char *text, size_t len,
@@ -123,6 +125,11 @@ bool api_ratelimit_take(struct api_ratelimit *rl, const void *key, size_t key_le
 /* Metrics and status (api/metrics.c). */
 char *api_metrics_text(struct http_server *s);
 char *api_status_json(struct http_server *s);
-char *api_models_json(struct http_server *s, const char *only);
+/* OpenAI model objects (/v1/models): the list of ms[n] without models that failed to load,
+ * or one; each with "meshllm":{"local","where"} (api_model_add_meshllm). malloc'd JSON. */
+char *api_models_json(const struct router_model *ms, int n);
+char *api_model_json(const struct router_model *m);
+struct cJSON;
+void api_model_add_meshllm(struct cJSON *obj, const struct router_model *m);
 
 #endif

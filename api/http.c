@@ -254,19 +254,24 @@ static enum MHD_Result dispatch(struct api_conn *c, const char *method, const ch
         return reply(c, 200, t, strlen(t), MHD_RESPMEM_MUST_FREE,
                      "text/plain; version=0.0.4; charset=utf-8");
     }
-    if (get && !strcmp(url, "/v1/models")) return api_reply_json(c, 200, api_models_json(s, NULL));
+    if (get && (!strcmp(url, "/v1/models") || !strcmp(url, "/api/tags"))) {
+        struct router_model *ms = calloc(API_MAX_MODELS, sizeof *ms);
+        int n = ms ? router_models(s->rt, ms, API_MAX_MODELS) : 0;
+        char *j = url[1] == 'v' ? api_models_json(ms, n) : api_ollama_tags_json(ms, n);
+        free(ms);
+        return api_reply_json(c, 200, j);
+    }
     if (get && !strncmp(url, "/v1/models/", 11)) {
         struct router_model m;
         if (router_model_get(s->rt, url + 11, &m))
             return reply_err(c, 404, "invalid_request_error", "model_not_found",
-                             "The model does not exist on this node.");
-        return api_reply_json(c, 200, api_models_json(s, url + 11));
+                             "The model does not exist on this node or its mesh.");
+        return api_reply_json(c, 200, api_model_json(&m));
     }
     if (get && !strcmp(url, "/node/status")) return api_reply_json(c, 200, api_status_json(s));
     if (get && !strcmp(url, "/node/peers"))
         return api_reply_json(c, 200, s->peers_json ? s->peers_json(s->peers_ctx)
                                                     : strdup("{\"enabled\":false,\"peers\":[]}"));
-    if (get && !strcmp(url, "/api/tags")) return api_reply_json(c, 200, api_ollama_tags_json(s->rt));
     if (get && !strcmp(url, "/api/version")) return api_reply_json(c, 200, api_ollama_version_json());
     if (post && !strcmp(url, "/v1/chat/completions"))
         return route_gen(c, API_PROTO_OPENAI, API_KIND_CHAT);
