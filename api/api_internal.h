@@ -125,6 +125,9 @@ bool api_ratelimit_take(struct api_ratelimit *rl, const void *key, size_t key_le
 /* Metrics and status (api/metrics.c). */
 char *api_metrics_text(struct http_server *s);
 char *api_status_json(struct http_server *s);
+/* GET /node/peers: the peer layer's JSON (http_opts.peers_json; without it
+ * {"enabled":false,"peers":[]}) with "route", the node's default route, added when absent. */
+char *api_peers_json(struct http_server *s);
 /* OpenAI model objects (/v1/models): the list of ms[n] without models that failed to load,
  * or one; each with "meshllm":{"local","where"} (api_model_add_meshllm). malloc'd JSON. */
 char *api_models_json(const struct router_model *ms, int n);

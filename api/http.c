@@ -269,9 +269,7 @@ static enum MHD_Result dispatch(struct api_conn *c, const char *method, const ch
         return api_reply_json(c, 200, api_model_json(&m));
     }
     if (get && !strcmp(url, "/node/status")) return api_reply_json(c, 200, api_status_json(s));
-    if (get && !strcmp(url, "/node/peers"))
-        return api_reply_json(c, 200, s->peers_json ? s->peers_json(s->peers_ctx)
-                                                    : strdup("{\"enabled\":false,\"peers\":[]}"));
+    if (get && !strcmp(url, "/node/peers")) return api_reply_json(c, 200, api_peers_json(s));
     if (get && !strcmp(url, "/api/version")) return api_reply_json(c, 200, api_ollama_version_json());
     if (post && !strcmp(url, "/v1/chat/completions"))
         return route_gen(c, API_PROTO_OPENAI, API_KIND_CHAT);

@@ -151,6 +151,21 @@ char *api_status_json(struct http_server *s)
     return out;
 }
 
+char *api_peers_json(struct http_server *s)
+{
+    char *j = s->peers_json ? s->peers_json(s->peers_ctx) : strdup("{\"enabled\":false,\"peers\":[]}");
+    cJSON *root = j ? cJSON_Parse(j) : NULL;
+    if (!cJSON_IsObject(root) || cJSON_GetObjectItemCaseSensitive(root, "route")) {
+        cJSON_Delete(root);
+        return j; /* as the peer layer wrote it */
+    }
+    free(j);
+    cJSON_AddStringToObject(root, "route", node_route_name(router_default_route(s->rt)));
+    char *out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return out;
+}
+
 /* "meshllm":{"local":bool,"where":[peer IDs]}: whether the model is loaded here and which
  * peers serve it (official clients ignore the extra field). */
 void api_model_add_meshllm(cJSON *obj, const struct router_model *e)
