@@ -163,7 +163,7 @@ static enum MHD_Result serve_static(struct api_conn *c, const char *url)
 
 /* The client's address as a rate-limit key: family byte + address (IPv4-mapped IPv6 is
  * IPv4, so a dual-stack listener counts a client once). Returns the key's length, 0 if
- * unknown. */
+ * unknown (such clients share one bucket). */
 static size_t client_key(struct MHD_Connection *mc, unsigned char key[API_RATELIMIT_KEY_CAP])
 {
     const union MHD_ConnectionInfo *ci =
@@ -257,7 +257,8 @@ static enum MHD_Result dispatch(struct api_conn *c, const char *method, const ch
     if (get && (!strcmp(url, "/v1/models") || !strcmp(url, "/api/tags"))) {
         struct router_model *ms = calloc(API_MAX_MODELS, sizeof *ms);
         int n = ms ? router_models(s->rt, ms, API_MAX_MODELS) : 0;
-        char *j = url[1] == 'v' ? api_models_json(ms, n) : api_ollama_tags_json(ms, n);
+        bool openai = !strcmp(url, "/v1/models");
+        char *j = openai ? api_models_json(ms, n) : api_ollama_tags_json(ms, n);
         free(ms);
         return api_reply_json(c, 200, j);
     }

@@ -58,7 +58,7 @@ char *api_metrics_text(struct http_server *s)
     for (int k = 1; k <= 5; k++)
         mprintf(&b, "meshllm_http_responses_total{class=\"%dxx\"} %llu\n", k,
                 (unsigned long long)atomic_load(&s->n_http[k]));
-    mprintf(&b, "# HELP meshllm_requests_rejected_total Requests refused with 429 (queue full).\n"
+    mprintf(&b, "# HELP meshllm_requests_rejected_total Requests refused with 429 (queue full or --rate-limit).\n"
                 "# TYPE meshllm_requests_rejected_total counter\n"
                 "meshllm_requests_rejected_total %llu\n",
             (unsigned long long)atomic_load(&s->n_429));
