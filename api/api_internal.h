@@ -20,8 +20,12 @@ enum api_proto { API_PROTO_OPENAI = 1, API_PROTO_OLLAMA = 2 };
 
 #define API_MAX_MODELS 64 /* models listed per response (the registry holds 32) */
 
+struct api_ratelimit;
+
 struct http_server {
     struct router *rt;
+    struct api_ratelimit *rl;   /* --rate-limit per client address, or NULL (off) */
+    int rate_limit_per_min;
     char api_key[256];
     bool has_key;
     struct MHD_Daemon *d, *d_ollama;
@@ -73,6 +77,8 @@ void api_conn_suspend_locked(struct api_conn *c);
 
 /* Queues a JSON response with status; takes ownership of json (malloc'd). */
 enum MHD_Result api_reply_json(struct api_conn *c, unsigned status, char *json);
+/* The error's JSON with its status; a 429 or 503 carries Retry-After (e->retry_after_s when
+ * > 0, else 1 s for 429 and 2 s for 503), whichever protocol the route speaks. */
 enum MHD_Result api_reply_error(struct api_conn *c, const struct api_error *e);
 /* api_reply_json with an X-Meshllm-Ran-On: ran_on header (omitted when NULL or ""). */
 enum MHD_Result api_reply_json_ran_on(struct api_conn *c, unsigned status, char *json,
@@ -94,16 +100,39 @@ void api_gen_free(struct api_gen *g);
 /* Ollama routes (api/ollama.c). */
 int api_ollama_parse(enum api_kind kind, const char *body, size_t len, struct api_gen_req *out,
                      struct api_error *err);
-char *api_ollama_tags_json(struct router *rt);
+/* {"models":[...]} of ms[n] (router_models order): ready local models, and mesh models with
+ * what is known of them (size, digest, quantization only when known), each with "meshllm". */
+char *api_ollama_tags_json(const struct router_model *ms, int n);
 char *api_ollama_version_json(void);
 /* One NDJSON line (with '\n') for a chat or generate stream; done adds the final fields. */
 char *api_ollama_chunk(enum api_kind kind, const char *model, const char *text, size_t len,
                        bool done, const char *done_reason, int n_prompt, int n_gen,
                        double elapsed_s);
 
+/* Per-client rate limit (api/ratelimit.c): a token bucket per client key (its address) of
+ * per_min tokens refilled at per_min a minute, in a table of n_clients keys (the key seen
+ * longest ago is forgotten for a new one). Any thread (one mutex inside). */
+#define API_RATELIMIT_KEY_CAP 17 /* address family byte + an IPv6 address */
+#define API_RATELIMIT_CLIENTS 1024
+int api_ratelimit_new(int per_min, int n_clients, struct api_ratelimit **out); /* 0, MESH_E* */
+void api_ratelimit_free(struct api_ratelimit *rl); /* NULL is fine */
+/* Takes a token for key (key_len bytes, at most API_RATELIMIT_KEY_CAP) at now_ms (a monotonic
+ * clock, milliseconds). true: allowed. false: refused, *retry_after_s = whole seconds until
+ * the client has a token again (at least 1). A NULL rl allows everything. */
+bool api_ratelimit_take(struct api_ratelimit *rl, const void *key, size_t key_len,
+                        int64_t now_ms, int *retry_after_s);
+
 /* Metrics and status (api/metrics.c). */
 char *api_metrics_text(struct http_server *s);
 char *api_status_json(struct http_server *s);
-char *api_models_json(struct http_server *s, const char *only);
+/* GET /node/peers: the peer layer's JSON (http_opts.peers_json; without it
+ * {"enabled":false,"peers":[]}) with "route", the node's default route, added when absent. */
+char *api_peers_json(struct http_server *s);
+/* OpenAI model objects (/v1/models): the list of ms[n] without models that failed to load,
+ * or one; each with "meshllm":{"local","where"} (api_model_add_meshllm). malloc'd JSON. */
+char *api_models_json(const struct router_model *ms, int n);
+char *api_model_json(const struct router_model *m);
+struct cJSON;
+void api_model_add_meshllm(struct cJSON *obj, const struct router_model *m);
 
 #endif

@@ -121,6 +121,7 @@ static int node_req_from(const struct api_gen *g, struct node_gen_req *n, struct
     /* A chat reply starts fresh: drop SPM's leading space. A completion continues the prompt. */
     n->strip_leading_space = r->kind == API_KIND_CHAT ||
                              (r->kind == API_KIND_COMPLETION && g->proto == API_PROTO_OLLAMA && !r->raw);
+    n->route = r->route; /* DEFAULT: the router takes the node's configured route */
     return 0;
 }
 
@@ -128,6 +129,7 @@ static int api_error_from(const struct node_error *ne, struct api_error *err)
 {
     api_error_set(err, ne->status ? ne->status : 500, ne->type ? ne->type : "server_error",
                   ne->code, ne->param, "%s", ne->message);
+    err->retry_after_s = ne->retry_after_s; /* the router's estimate (429): Retry-After */
     return MESH_EINVAL;
 }
 

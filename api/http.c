@@ -27,10 +27,11 @@ static void count_status(struct http_server *s, unsigned status)
     if (status == 429) atomic_fetch_add(&s->n_429, 1);
 }
 
-/* Queues data as the response; ran_on (or NULL) becomes the X-Meshllm-Ran-On header. */
-static enum MHD_Result reply_ran_on(struct api_conn *c, unsigned status, const void *data,
-                                    size_t len, enum MHD_ResponseMemoryMode mode,
-                                    const char *ctype, const char *ran_on)
+/* Queues data as the response; ran_on (or NULL) becomes the X-Meshllm-Ran-On header.
+ * retry_after_s > 0 sets Retry-After on a 429 or 503; 0 takes the defaults (1 s, 2 s). */
+static enum MHD_Result reply_full(struct api_conn *c, unsigned status, const void *data,
+                                  size_t len, enum MHD_ResponseMemoryMode mode,
+                                  const char *ctype, const char *ran_on, int retry_after_s)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)data, mode);
     if (!r) {
@@ -38,8 +39,12 @@ static enum MHD_Result reply_ran_on(struct api_conn *c, unsigned status, const v
         return MHD_NO;
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-    if (status == 429) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "1");
-    if (status == 503) MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "2");
+    if (status == 429 || status == 503) {
+        char secs[16];
+        int s = retry_after_s > 0 ? retry_after_s : status == 429 ? 1 : 2;
+        snprintf(secs, sizeof secs, "%d", s);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, secs);
+    }
     if (status == 401) MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     if (ran_on && *ran_on) MHD_add_response_header(r, "X-Meshllm-Ran-On", ran_on);
     enum MHD_Result ret = MHD_queue_response(c->mc, status, r);
@@ -52,29 +57,36 @@ static enum MHD_Result reply_ran_on(struct api_conn *c, unsigned status, const v
 static enum MHD_Result reply(struct api_conn *c, unsigned status, const void *data, size_t len,
                              enum MHD_ResponseMemoryMode mode, const char *ctype)
 {
-    return reply_ran_on(c, status, data, len, mode, ctype, NULL);
+    return reply_full(c, status, data, len, mode, ctype, NULL, 0);
 }
 
-enum MHD_Result api_reply_json_ran_on(struct api_conn *c, unsigned status, char *json,
-                                      const char *ran_on)
+static enum MHD_Result reply_json_full(struct api_conn *c, unsigned status, char *json,
+                                       const char *ran_on, int retry_after_s)
 {
     if (!json) {
         static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
                                   "\"param\":null,\"code\":null}}";
         return reply(c, 500, oom, sizeof oom - 1, MHD_RESPMEM_PERSISTENT, "application/json");
     }
-    return reply_ran_on(c, status, json, strlen(json), MHD_RESPMEM_MUST_FREE, "application/json",
-                        ran_on);
+    return reply_full(c, status, json, strlen(json), MHD_RESPMEM_MUST_FREE, "application/json",
+                      ran_on, retry_after_s);
+}
+
+enum MHD_Result api_reply_json_ran_on(struct api_conn *c, unsigned status, char *json,
+                                      const char *ran_on)
+{
+    return reply_json_full(c, status, json, ran_on, 0);
 }
 
 enum MHD_Result api_reply_json(struct api_conn *c, unsigned status, char *json)
 {
-    return api_reply_json_ran_on(c, status, json, NULL);
+    return reply_json_full(c, status, json, NULL, 0);
 }
 
 enum MHD_Result api_reply_error(struct api_conn *c, const struct api_error *e)
 {
-    return api_reply_json(c, (unsigned)(e->status ? e->status : 400), api_error_json(e));
+    return reply_json_full(c, (unsigned)(e->status ? e->status : 400), api_error_json(e), NULL,
+                           e->retry_after_s);
 }
 
 static enum MHD_Result reply_err(struct api_conn *c, int status, const char *type,
@@ -149,14 +161,66 @@ static enum MHD_Result serve_static(struct api_conn *c, const char *url)
     return reply_err(c, 404, "invalid_request_error", "not_found", "no such page");
 }
 
+/* The client's address as a rate-limit key: family byte + address (IPv4-mapped IPv6 is
+ * IPv4, so a dual-stack listener counts a client once). Returns the key's length, 0 if
+ * unknown (such clients share one bucket). */
+static size_t client_key(struct MHD_Connection *mc, unsigned char key[API_RATELIMIT_KEY_CAP])
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    if (!sa) return 0;
+    if (sa->sa_family == AF_INET) {
+        key[0] = 4;
+        memcpy(key + 1, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+        return 5;
+    }
+    if (sa->sa_family != AF_INET6) return 0;
+    const struct in6_addr *a6 = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(a6)) {
+        key[0] = 4;
+        memcpy(key + 1, a6->s6_addr + 12, 4);
+        return 5;
+    }
+    key[0] = 6;
+    memcpy(key + 1, a6->s6_addr, 16);
+    return 17;
+}
+
+/* --rate-limit: true when the client may send this request; else *e is the 429. */
+static bool rate_ok(struct api_conn *c, struct api_error *e)
+{
+    struct http_server *s = c->srv;
+    if (!s->rl) return true;
+    unsigned char key[API_RATELIMIT_KEY_CAP];
+    size_t n = client_key(c->mc, key);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int wait_s;
+    if (api_ratelimit_take(s->rl, key, n, now_ms, &wait_s)) return true;
+    api_error_set(e, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
+                  "Rate limit reached: this server allows %d requests a minute from your "
+                  "address. Retry in %d s.",
+                  s->rate_limit_per_min, wait_s);
+    e->retry_after_s = wait_s;
+    return false;
+}
+
 static enum MHD_Result route_gen(struct api_conn *c, enum api_proto proto, enum api_kind kind)
 {
     struct api_gen_req req;
     struct api_error e;
+    if (!rate_ok(c, &e)) return api_reply_error(c, &e);
     int rc = proto == API_PROTO_OPENAI
                  ? api_openai_parse(kind, c->body ? c->body : "", c->body_len, &req, &e)
                  : api_ollama_parse(kind, c->body ? c->body : "", c->body_len, &req, &e);
     if (rc) return api_reply_error(c, &e);
+    const char *route = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "X-Meshllm-Route");
+    if (api_route_header(route, &req, &e)) {
+        api_gen_req_free(&req);
+        return api_reply_error(c, &e);
+    }
     rc = api_gen_start(c, proto, &req, &e); /* takes req */
     if (rc) return api_reply_error(c, &e);
     return MHD_YES;
@@ -190,19 +254,23 @@ static enum MHD_Result dispatch(struct api_conn *c, const char *method, const ch
         return reply(c, 200, t, strlen(t), MHD_RESPMEM_MUST_FREE,
                      "text/plain; version=0.0.4; charset=utf-8");
     }
-    if (get && !strcmp(url, "/v1/models")) return api_reply_json(c, 200, api_models_json(s, NULL));
+    if (get && (!strcmp(url, "/v1/models") || !strcmp(url, "/api/tags"))) {
+        struct router_model *ms = calloc(API_MAX_MODELS, sizeof *ms);
+        int n = ms ? router_models(s->rt, ms, API_MAX_MODELS) : 0;
+        bool openai = !strcmp(url, "/v1/models");
+        char *j = openai ? api_models_json(ms, n) : api_ollama_tags_json(ms, n);
+        free(ms);
+        return api_reply_json(c, 200, j);
+    }
     if (get && !strncmp(url, "/v1/models/", 11)) {
         struct router_model m;
         if (router_model_get(s->rt, url + 11, &m))
             return reply_err(c, 404, "invalid_request_error", "model_not_found",
-                             "The model does not exist on this node.");
-        return api_reply_json(c, 200, api_models_json(s, url + 11));
+                             "The model does not exist on this node or its mesh.");
+        return api_reply_json(c, 200, api_model_json(&m));
     }
     if (get && !strcmp(url, "/node/status")) return api_reply_json(c, 200, api_status_json(s));
-    if (get && !strcmp(url, "/node/peers"))
-        return api_reply_json(c, 200, s->peers_json ? s->peers_json(s->peers_ctx)
-                                                    : strdup("{\"enabled\":false,\"peers\":[]}"));
-    if (get && !strcmp(url, "/api/tags")) return api_reply_json(c, 200, api_ollama_tags_json(s->rt));
+    if (get && !strcmp(url, "/node/peers")) return api_reply_json(c, 200, api_peers_json(s));
     if (get && !strcmp(url, "/api/version")) return api_reply_json(c, 200, api_ollama_version_json());
     if (post && !strcmp(url, "/v1/chat/completions"))
         return route_gen(c, API_PROTO_OPENAI, API_KIND_CHAT);
@@ -431,6 +499,13 @@ int http_server_start(struct router *rt, const struct http_opts *o, struct http_
         s->has_key = true;
     }
     s->ollama_port = -1;
+    if (o->rate_limit_per_min > 0) {
+        s->rate_limit_per_min = o->rate_limit_per_min;
+        if (api_ratelimit_new(o->rate_limit_per_min, API_RATELIMIT_CLIENTS, &s->rl)) {
+            err_set(err, err_cap, MESH_ENOMEM, "out of memory");
+            goto fail;
+        }
+    }
     s->peers_json = o->peers_json;
     s->peers_ctx = o->peers_ctx;
     s->d = listen_on(s, o, o->port, &s->port, err, err_cap);
@@ -444,6 +519,7 @@ int http_server_start(struct router *rt, const struct http_opts *o, struct http_
     return 0;
 fail:
     if (s->d) MHD_stop_daemon(s->d);
+    api_ratelimit_free(s->rl);
     pthread_rwlock_destroy(&s->stop_lock);
     pthread_mutex_destroy(&s->conns_mu);
     pthread_cond_destroy(&s->wd_cv);
@@ -477,5 +553,6 @@ void http_server_stop(struct http_server *s)
     pthread_rwlock_destroy(&s->stop_lock);
     pthread_mutex_destroy(&s->conns_mu);
     pthread_cond_destroy(&s->wd_cv);
+    api_ratelimit_free(s->rl);
     free(s);
 }

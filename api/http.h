@@ -23,6 +23,7 @@ struct http_opts {
     int ollama_port;     /* second listener with the same routes; -1 = none */
     const char *api_key; /* NULL/"" = no authentication */
     int idle_timeout_s;  /* 0 = 15 */
+    int rate_limit_per_min; /* generation requests a minute per client address; 0 = no limit */
     /* GET /node/peers: a malloc'd JSON object from any thread (net/p2pnode.h), or NULL fn:
      * {"enabled":false,"peers":[]} (no peer-to-peer host). */
     char *(*peers_json)(void *ctx);

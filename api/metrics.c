@@ -58,7 +58,7 @@ char *api_metrics_text(struct http_server *s)
     for (int k = 1; k <= 5; k++)
         mprintf(&b, "meshllm_http_responses_total{class=\"%dxx\"} %llu\n", k,
                 (unsigned long long)atomic_load(&s->n_http[k]));
-    mprintf(&b, "# HELP meshllm_requests_rejected_total Requests refused with 429 (queue full).\n"
+    mprintf(&b, "# HELP meshllm_requests_rejected_total Requests refused with 429 (queue full or --rate-limit).\n"
                 "# TYPE meshllm_requests_rejected_total counter\n"
                 "meshllm_requests_rejected_total %llu\n",
             (unsigned long long)atomic_load(&s->n_429));
@@ -151,6 +151,37 @@ char *api_status_json(struct http_server *s)
     return out;
 }
 
+char *api_peers_json(struct http_server *s)
+{
+    char *j = s->peers_json ? s->peers_json(s->peers_ctx) : strdup("{\"enabled\":false,\"peers\":[]}");
+    cJSON *root = j ? cJSON_Parse(j) : NULL;
+    if (!cJSON_IsObject(root) || cJSON_GetObjectItemCaseSensitive(root, "route")) {
+        cJSON_Delete(root);
+        return j; /* as the peer layer wrote it */
+    }
+    free(j);
+    cJSON_AddStringToObject(root, "route", node_route_name(router_default_route(s->rt)));
+    char *out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return out;
+}
+
+/* "meshllm":{"local":bool,"where":[peer IDs]}: whether the model is loaded here and which
+ * peers serve it (official clients ignore the extra field). */
+void api_model_add_meshllm(cJSON *obj, const struct router_model *e)
+{
+    cJSON *m = cJSON_AddObjectToObject(obj, "meshllm");
+    if (!m) return;
+    cJSON_AddBoolToObject(m, "local", e->is_local);
+    cJSON *w = cJSON_AddArrayToObject(m, "where");
+    int n = e->n_where < ROUTER_MAX_WHERE ? e->n_where : ROUTER_MAX_WHERE;
+    for (int i = 0; w && i < n; i++) {
+        char id[sizeof e->where[i] + 1];
+        snprintf(id, sizeof id, "%.*s", (int)sizeof e->where[i], e->where[i]);
+        cJSON_AddItemToArray(w, cJSON_CreateString(id));
+    }
+}
+
 static cJSON *model_obj(const struct router_model *e)
 {
     cJSON *m = cJSON_CreateObject();
@@ -158,28 +189,29 @@ static cJSON *model_obj(const struct router_model *e)
     cJSON_AddStringToObject(m, "object", "model");
     cJSON_AddNumberToObject(m, "created", (double)e->created);
     cJSON_AddStringToObject(m, "owned_by", "meshllm");
+    api_model_add_meshllm(m, e);
     return m;
 }
 
-char *api_models_json(struct http_server *s, const char *only)
+static char *print_free(cJSON *root)
 {
-    cJSON *root = NULL;
-    if (only) {
-        struct router_model m;
-        if (router_model_get(s->rt, only, &m)) return NULL;
-        root = model_obj(&m);
-    } else {
-        root = cJSON_CreateObject();
-        cJSON_AddStringToObject(root, "object", "list");
-        cJSON *arr = cJSON_AddArrayToObject(root, "data");
-        struct router_model *ms = calloc(API_MAX_MODELS, sizeof *ms);
-        int n = ms ? router_models(s->rt, ms, API_MAX_MODELS) : 0;
-        for (int i = 0; i < n; i++)
-            if (!(ms[i].is_local && ms[i].state == ROUTER_FAILED))
-                cJSON_AddItemToArray(arr, model_obj(&ms[i]));
-        free(ms);
-    }
     char *out = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     return out;
+}
+
+char *api_model_json(const struct router_model *e)
+{
+    return print_free(model_obj(e));
+}
+
+char *api_models_json(const struct router_model *ms, int n)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "object", "list");
+    cJSON *arr = cJSON_AddArrayToObject(root, "data");
+    for (int i = 0; arr && i < n; i++)
+        if (!(ms[i].is_local && ms[i].state == ROUTER_FAILED))
+            cJSON_AddItemToArray(arr, model_obj(&ms[i]));
+    return print_free(root);
 }

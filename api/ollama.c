@@ -106,6 +106,8 @@ static int parse_body(enum api_kind kind, const cJSON *root, struct api_gen_req 
         strlen(model->valuestring) >= sizeof r->model)
         return bad(e, "model", "'model' is required");
     snprintf(r->model, sizeof r->model, "%s", model->valuestring);
+    int rc = api_meshllm_parse(root, &r->route, e);
+    if (rc) return rc;
     r->stream = true;
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(root, "stream");
     if (cJSON_IsBool(st)) r->stream = cJSON_IsTrue(st);
@@ -113,7 +115,7 @@ static int parse_body(enum api_kind kind, const cJSON *root, struct api_gen_req 
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
     if (cJSON_IsString(fmt) && !strcmp(fmt->valuestring, "json")) r->json_mode = true;
     if (cJSON_IsObject(fmt)) r->json_mode = true;
-    int rc = parse_options(root, r, e);
+    rc = parse_options(root, r, e);
     if (rc) return rc;
     if (kind == API_KIND_COMPLETION) {
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "prompt");
@@ -227,33 +229,38 @@ char *api_ollama_chunk(enum api_kind kind, const char *model, const char *text, 
     return line;
 }
 
-char *api_ollama_tags_json(struct router *rt)
+/* One /api/tags entry. A mesh model (not loaded here) says only what its peers announce. */
+static cJSON *tag_obj(const struct router_model *e)
 {
-    cJSON *root = cJSON_CreateObject();
-    cJSON *arr = cJSON_AddArrayToObject(root, "models");
-    struct router_model *ms = calloc(API_MAX_MODELS, sizeof *ms);
-    int n = ms ? router_models(rt, ms, API_MAX_MODELS) : 0;
-    for (int i = 0; i < n; i++) {
-        const struct router_model *e = &ms[i];
-        if (e->is_local && e->state != ROUTER_READY) continue;
-        cJSON *m = cJSON_CreateObject();
-        cJSON_AddItemToArray(arr, m);
-        char name[160];
-        snprintf(name, sizeof name, "%s:latest", e->name);
-        cJSON_AddStringToObject(m, "name", name);
-        cJSON_AddStringToObject(m, "model", name);
+    cJSON *m = cJSON_CreateObject();
+    char name[160];
+    snprintf(name, sizeof name, "%s:latest", e->name);
+    cJSON_AddStringToObject(m, "name", name);
+    cJSON_AddStringToObject(m, "model", name);
+    if (e->is_local || e->created > 0) {
         char when[64];
         struct tm tm;
         time_t t = (time_t)e->created;
         gmtime_r(&t, &tm);
         strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
         cJSON_AddStringToObject(m, "modified_at", when);
-        cJSON_AddNumberToObject(m, "size", (double)e->file_bytes);
-        cJSON_AddStringToObject(m, "digest", e->digest);
-        cJSON *d = cJSON_AddObjectToObject(m, "details");
-        cJSON_AddStringToObject(d, "format", "gguf");
     }
-    free(ms);
+    if (e->is_local || e->file_bytes > 0) cJSON_AddNumberToObject(m, "size", (double)e->file_bytes);
+    if (e->is_local || e->digest[0]) cJSON_AddStringToObject(m, "digest", e->digest);
+    cJSON *d = cJSON_AddObjectToObject(m, "details");
+    cJSON_AddStringToObject(d, "format", "gguf");
+    if (e->quant[0]) cJSON_AddStringToObject(d, "quantization_level", e->quant);
+    api_model_add_meshllm(m, e);
+    return m;
+}
+
+char *api_ollama_tags_json(const struct router_model *ms, int n)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(root, "models");
+    for (int i = 0; arr && i < n; i++)
+        if (!ms[i].is_local || ms[i].state == ROUTER_READY)
+            cJSON_AddItemToArray(arr, tag_obj(&ms[i]));
     char *s = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     return s;

@@ -22,6 +22,7 @@ int api_error_set(struct api_error *e, int status, const char *type, const char 
     e->status = status;
     e->type = type;
     e->code = code;
+    e->retry_after_s = 0;
     snprintf(e->param, sizeof e->param, "%s", param ? param : "");
     va_list ap;
     va_start(ap, fmt);
@@ -37,6 +38,7 @@ static int bad(struct api_error *e, const char *param, const char *fmt, ...)
     e->status = 400;
     e->type = "invalid_request_error";
     e->code = NULL;
+    e->retry_after_s = 0;
     snprintf(e->param, sizeof e->param, "%s", param);
     va_list ap;
     va_start(ap, fmt);
@@ -361,6 +363,33 @@ static int parse_embedding(const cJSON *root, struct api_gen_req *r, struct api_
     return 0;
 }
 
+#define ROUTES_ALLOWED "'local' (this device only), 'own' (this device or the mesh owner's " \
+                       "devices) or 'mesh' (any admitted member of the mesh)"
+
+int api_meshllm_parse(const cJSON *root, enum node_route *route, struct api_error *e)
+{
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "meshllm");
+    if (is_absent(m)) return 0;
+    if (!cJSON_IsObject(m))
+        return bad(e, "meshllm", "'meshllm' must be an object, e.g. {\"route\":\"local\"}");
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(m, "route");
+    if (is_absent(r)) return 0;
+    if (!cJSON_IsString(r)) return bad(e, "meshllm.route", "'meshllm.route' must be " ROUTES_ALLOWED);
+    if (node_route_parse(r->valuestring, route))
+        return bad(e, "meshllm.route", "unknown route '%.40s' in 'meshllm.route': use " ROUTES_ALLOWED,
+                   r->valuestring);
+    return 0;
+}
+
+int api_route_header(const char *value, struct api_gen_req *r, struct api_error *e)
+{
+    if (!value || r->route != NODE_ROUTE_DEFAULT) return 0;
+    if (node_route_parse(value, &r->route))
+        return bad(e, "meshllm.route", "unknown route '%.40s' in the X-Meshllm-Route header: use "
+                   ROUTES_ALLOWED, value);
+    return 0;
+}
+
 int api_openai_parse(enum api_kind kind, const char *body, size_t len, struct api_gen_req *out,
                      struct api_error *err)
 {
@@ -378,6 +407,7 @@ int api_openai_parse(enum api_kind kind, const char *body, size_t len, struct ap
         goto out;
     }
     if ((rc = parse_model(root, out, err))) goto out;
+    if ((rc = api_meshllm_parse(root, &out->route, err))) goto out;
     if (kind == API_KIND_EMBEDDING) {
         rc = parse_embedding(root, out, err);
         goto out;

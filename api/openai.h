@@ -10,6 +10,8 @@
 #ifndef MESH_API_OPENAI_H
 #define MESH_API_OPENAI_H
 
+#include "node/req.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -31,6 +33,7 @@ struct api_error {
     const char *type;  /* "invalid_request_error", "server_error", ... */
     char param[64];    /* offending field or "" (JSON null) */
     const char *code;  /* NULL = JSON null */
+    int retry_after_s; /* 429/503: the Retry-After header's seconds; 0 = the server's default */
 };
 
 struct api_msg {
@@ -66,6 +69,7 @@ struct api_gen_req {
     bool echo;            /* completions: echo the prompt (refused if true with stream) */
     bool raw;             /* ollama generate: do not apply the template */
     char *system;         /* ollama generate: system prompt, or NULL */
+    enum node_route route; /* "meshllm":{"route":...} or X-Meshllm-Route; DEFAULT if neither */
 };
 
 /* Parses and validates a request body of len bytes (not NUL-terminated) for kind.
@@ -75,7 +79,17 @@ int api_openai_parse(enum api_kind kind, const char *body, size_t len, struct ap
                      struct api_error *err);
 void api_gen_req_free(struct api_gen_req *r);
 
-/* Fills e and returns MESH_EINVAL; message formatted like printf. */
+/* Reads the body's "meshllm" extension object, {"route":"local"|"own"|"mesh"} (OpenAI and
+ * Ollama bodies alike), into *route; an absent or null object or route leaves *route as it
+ * is. Returns 0, or MESH_EINVAL with *err filled (400, param "meshllm" or "meshllm.route"). */
+struct cJSON;
+int api_meshllm_parse(const struct cJSON *root, enum node_route *route, struct api_error *err);
+/* Applies an X-Meshllm-Route header value (NULL = no header) to r: only when the body named
+ * no route (the body wins). Returns 0, or MESH_EINVAL with *err filled (400, param
+ * "meshllm.route") for a value other than local, own or mesh. */
+int api_route_header(const char *value, struct api_gen_req *r, struct api_error *err);
+
+/* Fills e (retry_after_s 0) and returns MESH_EINVAL; message formatted like printf. */
 int api_error_set(struct api_error *e, int status, const char *type, const char *code,
                   const char *param, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 /* The OpenAI error body as a malloc'd JSON string (NULL on out of memory). */

@@ -41,6 +41,8 @@ static void serve_usage(FILE *f)
             "      --batch N        tokens per decode step (default 512)\n"
             "      --queue N        requests waiting for a slot before 429 (default 64)\n"
             "      --idle-timeout S close connections idle for S seconds (default 15)\n"
+            "      --rate-limit N   generation requests a minute per client address, then 429\n"
+            "                       (default 0 = no limit)\n"
             "  -t, --threads N      threads per model (default: all cores)\n"
             "\nthe mesh (docs/MESH.md, docs/PRIVACY.md):\n"
             "      --route R        where requests may run: local (default: nothing leaves this\n"
@@ -158,6 +160,8 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
             bad = parse_int(v, 0, 100000, &a->sp.queue_cap);
         else if (!strcmp(o, "--idle-timeout"))
             bad = parse_int(v, 1, 3600, &a->http.idle_timeout_s);
+        else if (!strcmp(o, "--rate-limit"))
+            bad = parse_int(v, 0, 1000000, &a->http.rate_limit_per_min);
         else if (!strcmp(o, "-t") || !strcmp(o, "--threads"))
             bad = parse_int(v, 0, 1024, &a->sp.n_threads);
         else {

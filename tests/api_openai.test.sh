@@ -9,6 +9,8 @@ printf 'not a gguf file' >"$E2E_TMP/broken.gguf"
 key=test-key-$RANDOM
 # the command line: --help, misuse, a model that does not exist
 "$MESHLLM_BIN" serve --help | grep -q -- '--ollama-port'
+"$MESHLLM_BIN" serve --help | grep -q -- '--rate-limit N'
+rc=0; "$MESHLLM_BIN" serve --model x --rate-limit -1 2>/dev/null || rc=$?; [ "$rc" = 2 ]
 rc=0; "$MESHLLM_BIN" serve 2>/dev/null || rc=$?; [ "$rc" = 2 ]
 rc=0; "$MESHLLM_BIN" serve --model no-such-model-xyz --port 0 2>"$E2E_TMP/err" || rc=$?
 [ "$rc" = 1 ] && grep -q "no-such-model-xyz" "$E2E_TMP/err"

@@ -12,6 +12,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -312,6 +313,170 @@ static void test_api_ollama_parse_and_chunks(void **state)
     free(line);
 }
 
+static void test_api_openai_meshllm_route(void **state)
+{
+    (void)state;
+    struct api_gen_req r;
+    struct api_error e;
+#define MSG "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]"
+    /* absent: the node's default */
+    assert_int_equal(parse(API_KIND_CHAT, "{\"model\":\"m\"," MSG "}", &r, &e), 0);
+    assert_int_equal(r.route, NODE_ROUTE_DEFAULT);
+    api_gen_req_free(&r);
+    assert_int_equal(parse(API_KIND_CHAT, "{\"model\":\"m\"," MSG ",\"meshllm\":{\"route\":\"local\"}}",
+                           &r, &e),
+                     0);
+    assert_int_equal(r.route, NODE_ROUTE_LOCAL);
+    /* the body wins over the header; a bad header is not even looked at then */
+    assert_int_equal(api_route_header("mesh", &r, &e), 0);
+    assert_int_equal(r.route, NODE_ROUTE_LOCAL);
+    assert_int_equal(api_route_header("bogus", &r, &e), 0);
+    api_gen_req_free(&r);
+    assert_int_equal(parse(API_KIND_COMPLETION, "{\"model\":\"m\",\"prompt\":\"p\",\"meshllm\":{\"route\":"
+                           "\"mesh\"}}", &r, &e),
+                     0);
+    assert_int_equal(r.route, NODE_ROUTE_MESH);
+    api_gen_req_free(&r);
+    assert_int_equal(parse(API_KIND_CHAT, "{\"model\":\"m\"," MSG ",\"meshllm\":{\"route\":null}}", &r, &e), 0);
+    assert_int_equal(r.route, NODE_ROUTE_DEFAULT);
+    /* no route in the body: the header decides */
+    assert_int_equal(api_route_header(NULL, &r, &e), 0);
+    assert_int_equal(r.route, NODE_ROUTE_DEFAULT);
+    assert_int_equal(api_route_header("own", &r, &e), 0);
+    assert_int_equal(r.route, NODE_ROUTE_OWN);
+    r.route = NODE_ROUTE_DEFAULT;
+    assert_int_equal(api_route_header("default", &r, &e), MESH_EINVAL);
+    assert_int_equal(e.status, 400);
+    assert_string_equal(e.type, "invalid_request_error");
+    assert_string_equal(e.param, "meshllm.route");
+    assert_non_null(strstr(e.message, "X-Meshllm-Route"));
+    assert_non_null(strstr(e.message, "'local'"));
+    assert_non_null(strstr(e.message, "'own'"));
+    assert_non_null(strstr(e.message, "'mesh'"));
+    api_gen_req_free(&r);
+    /* bad values: 400 naming the field and the allowed values */
+    expect_bad(API_KIND_CHAT, "{\"model\":\"m\"," MSG ",\"meshllm\":{\"route\":\"everywhere\"}}",
+               "meshllm.route");
+    expect_bad(API_KIND_CHAT, "{\"model\":\"m\"," MSG ",\"meshllm\":{\"route\":\"Local\"}}", "meshllm.route");
+    expect_bad(API_KIND_CHAT, "{\"model\":\"m\"," MSG ",\"meshllm\":{\"route\":3}}", "meshllm.route");
+    expect_bad(API_KIND_COMPLETION, "{\"model\":\"m\",\"prompt\":\"p\",\"meshllm\":\"local\"}", "meshllm");
+    assert_int_equal(parse(API_KIND_CHAT, "{\"model\":\"m\"," MSG ",\"meshllm\":{\"route\":\"x\"}}", &r, &e),
+                     MESH_EINVAL);
+    assert_non_null(strstr(e.message, "'local'"));
+    /* Ollama bodies take the same object */
+    const char *body = "{\"model\":\"m\"," MSG ",\"meshllm\":{\"route\":\"own\"}}";
+    assert_int_equal(api_ollama_parse(API_KIND_CHAT, body, strlen(body), &r, &e), 0);
+    assert_int_equal(r.route, NODE_ROUTE_OWN);
+    api_gen_req_free(&r);
+    body = "{\"model\":\"m\",\"prompt\":\"p\",\"meshllm\":{\"route\":\"nowhere\"}}";
+    assert_int_equal(api_ollama_parse(API_KIND_COMPLETION, body, strlen(body), &r, &e), MESH_EINVAL);
+    assert_int_equal(e.status, 400);
+    assert_string_equal(e.param, "meshllm.route");
+#undef MSG
+}
+
+/* A local ready model, a local one that failed, and one only mesh peers serve. */
+static int models_fixture(struct router_model ms[3])
+{
+    memset(ms, 0, 3 * sizeof *ms);
+    snprintf(ms[0].name, sizeof ms[0].name, "here");
+    ms[0].is_local = true;
+    ms[0].state = ROUTER_READY;
+    ms[0].created = 1700000000;
+    ms[0].file_bytes = 1234;
+    ms[0].n_where = 1;
+    snprintf(ms[0].where[0], sizeof ms[0].where[0], "12D3KooWAlsoHere");
+    snprintf(ms[1].name, sizeof ms[1].name, "broken");
+    ms[1].is_local = true;
+    ms[1].state = ROUTER_FAILED;
+    snprintf(ms[2].name, sizeof ms[2].name, "far");
+    ms[2].is_local = false;
+    ms[2].file_bytes = 0; /* unknown */
+    snprintf(ms[2].digest, sizeof ms[2].digest, "abcd");
+    snprintf(ms[2].quant, sizeof ms[2].quant, "Q4_0");
+    ms[2].n_where = 2;
+    snprintf(ms[2].where[0], sizeof ms[2].where[0], "12D3KooWPeerOne");
+    memset(ms[2].where[1], 'x', sizeof ms[2].where[1]); /* not NUL-terminated: cut at 64 */
+    return 3;
+}
+
+static void test_api_openai_models_local_and_mesh(void **state)
+{
+    (void)state;
+    struct router_model ms[3];
+    int n = models_fixture(ms);
+    char *s = api_models_json(ms, n);
+    cJSON *j = cJSON_Parse(s);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "object")->valuestring, "list");
+    cJSON *data = cJSON_GetObjectItem(j, "data");
+    assert_int_equal(cJSON_GetArraySize(data), 2); /* the failed model is not listed */
+    cJSON *a = cJSON_GetArrayItem(data, 0), *b = cJSON_GetArrayItem(data, 1);
+    assert_string_equal(cJSON_GetObjectItem(a, "id")->valuestring, "here");
+    assert_string_equal(cJSON_GetObjectItem(a, "object")->valuestring, "model");
+    assert_int_equal(cJSON_GetObjectItem(a, "created")->valuedouble, 1700000000);
+    assert_string_equal(cJSON_GetObjectItem(a, "owned_by")->valuestring, "meshllm");
+    cJSON *ma = cJSON_GetObjectItem(a, "meshllm");
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(ma, "local")));
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(ma, "where")), 1);
+    assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(ma, "where"), 0)->valuestring,
+                        "12D3KooWAlsoHere");
+    assert_string_equal(cJSON_GetObjectItem(b, "id")->valuestring, "far");
+    assert_true(cJSON_IsNumber(cJSON_GetObjectItem(b, "created")));
+    cJSON *mb = cJSON_GetObjectItem(b, "meshllm");
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(mb, "local")));
+    cJSON *w = cJSON_GetObjectItem(mb, "where");
+    assert_int_equal(cJSON_GetArraySize(w), 2);
+    assert_string_equal(cJSON_GetArrayItem(w, 0)->valuestring, "12D3KooWPeerOne");
+    assert_int_equal(strlen(cJSON_GetArrayItem(w, 1)->valuestring), 64);
+    cJSON_Delete(j);
+    free(s);
+    /* GET /v1/models/{id}: one object, the same fields */
+    s = api_model_json(&ms[2]);
+    j = cJSON_Parse(s);
+    assert_string_equal(cJSON_GetObjectItem(j, "id")->valuestring, "far");
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "meshllm"), "local")));
+    cJSON_Delete(j);
+    free(s);
+}
+
+static void test_api_ollama_tags_local_and_mesh(void **state)
+{
+    (void)state;
+    struct router_model ms[3];
+    int n = models_fixture(ms);
+    char *s = api_ollama_tags_json(ms, n);
+    cJSON *j = cJSON_Parse(s);
+    assert_non_null(j);
+    cJSON *arr = cJSON_GetObjectItem(j, "models");
+    assert_int_equal(cJSON_GetArraySize(arr), 2);
+    cJSON *a = cJSON_GetArrayItem(arr, 0), *b = cJSON_GetArrayItem(arr, 1);
+    assert_string_equal(cJSON_GetObjectItem(a, "name")->valuestring, "here:latest");
+    assert_int_equal(cJSON_GetObjectItem(a, "size")->valuedouble, 1234);
+    assert_string_equal(cJSON_GetObjectItem(a, "modified_at")->valuestring, "2023-11-14T22:13:20Z");
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(a, "meshllm"), "local")));
+    assert_string_equal(cJSON_GetObjectItem(b, "name")->valuestring, "far:latest");
+    assert_string_equal(cJSON_GetObjectItem(b, "model")->valuestring, "far:latest");
+    assert_null(cJSON_GetObjectItem(b, "size"));        /* unknown: not said */
+    assert_null(cJSON_GetObjectItem(b, "modified_at")); /* no 1970 dates */
+    assert_string_equal(cJSON_GetObjectItem(b, "digest")->valuestring, "abcd");
+    cJSON *d = cJSON_GetObjectItem(b, "details");
+    assert_string_equal(cJSON_GetObjectItem(d, "format")->valuestring, "gguf");
+    assert_string_equal(cJSON_GetObjectItem(d, "quantization_level")->valuestring, "Q4_0");
+    cJSON *mb = cJSON_GetObjectItem(b, "meshllm");
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(mb, "local")));
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(mb, "where")), 2);
+    cJSON_Delete(j);
+    free(s);
+    ms[2].file_bytes = 99; /* known: said */
+    s = api_ollama_tags_json(ms, n);
+    j = cJSON_Parse(s);
+    b = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "models"), 1);
+    assert_int_equal(cJSON_GetObjectItem(b, "size")->valuedouble, 99);
+    cJSON_Delete(j);
+    free(s);
+}
+
 static void test_api_openai_key_check(void **state)
 {
     (void)state;
@@ -338,6 +503,9 @@ int main(void)
         cmocka_unit_test(test_api_openai_response_objects),
         cmocka_unit_test(test_api_ollama_parse_and_chunks),
         cmocka_unit_test(test_api_openai_key_check),
+        cmocka_unit_test(test_api_openai_meshllm_route),
+        cmocka_unit_test(test_api_openai_models_local_and_mesh),
+        cmocka_unit_test(test_api_ollama_tags_local_and_mesh),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

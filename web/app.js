@@ -1,15 +1,20 @@
 // app.js - the meshllm web console: chat with streaming (OpenAI SSE), a small markdown
 // renderer of our own (HTML is escaped first, so model output can never inject markup),
-// the model picker, per-request settings and the node's live status.
+// the model picker, per-request settings (including where a request may run), where each
+// reply ran, the node's live status and the mesh map.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
 const state = { history: [], controller: null };
 
-function headers() {
+// withRoute: a generation request, which says where it may run (the "Runs on" setting;
+// empty = the node's default route).
+function headers(withRoute) {
   const h = { 'Content-Type': 'application/json' };
   const key = $('api-key').value.trim();
   if (key) h.Authorization = 'Bearer ' + key;
+  const route = withRoute && $('route').value;
+  if (route) h['X-Meshllm-Route'] = route;
   return h;
 }
 
@@ -68,7 +73,7 @@ function renderMarkdown(src) {
 function addMessage(role, text) {
   const div = document.createElement('div');
   div.className = 'msg ' + role;
-  div.innerHTML = '<div class="role">' + role + '</div><div class="body"></div>';
+  div.innerHTML = '<div class="role">' + role + '<span class="ran-on"></span></div><div class="body"></div>';
   div.querySelector('.body').innerHTML = renderMarkdown(text);
   $('messages').appendChild(div);
   $('messages').scrollTop = $('messages').scrollHeight;
@@ -108,12 +113,21 @@ async function send(text) {
   const t0 = performance.now();
   try {
     const res = await fetch('/v1/chat/completions', {
-      method: 'POST', headers: headers(), body: JSON.stringify(requestBody()), signal: state.controller.signal,
+      method: 'POST', headers: headers(true), body: JSON.stringify(requestBody()), signal: state.controller.signal,
     });
     if (!res.ok) {
       const err = await res.json().catch(() => ({}));
       throw new Error((err.error && err.error.message) || res.statusText);
     }
+    // Where the reply ran: the X-Meshllm-Ran-On header, confirmed by meshllm.ran_on in the
+    // last chunk ("local", or peer IDs in the order they served it after a failover).
+    const showRanOn = (who) => {
+      if (!who) return;
+      div.dataset.ranOn = who;
+      div.querySelector('.ran-on').textContent = ' - ran on ' + who.split(',').map((x) => x.trim()).filter(Boolean)
+        .map((x) => (x === 'local' ? 'this device' : shortIdText(x))).join(', then ');
+    };
+    showRanOn(res.headers.get('X-Meshllm-Ran-On'));
     const reader = res.body.getReader();
     const dec = new TextDecoder();
     let buf = '';
@@ -132,6 +146,7 @@ async function send(text) {
           const j = JSON.parse(data);
           if (j.error) throw new Error(j.error.message);
           if (j.usage) usage = j.usage;
+          if (j.meshllm && j.meshllm.ran_on) showRanOn(j.meshllm.ran_on);
           const d = j.choices && j.choices[0] && j.choices[0].delta;
           if (d && d.content) {
             reply += d.content;
@@ -206,26 +221,83 @@ async function refreshStatus() {
   }
 }
 
-// The mesh panel: this node's peers from GET /node/peers (meshllm serve --p2p).
+// The mesh panel, from GET /node/peers. With --p2p and a mesh (its "mesh" object) a map of
+// the other members: the models each announces with their load, the RTT, and how they have
+// served this node; then the libp2p peers. Without a mesh, a sentence saying why.
+function shortIdText(id) {
+  id = String(id || '');
+  return id.length > 16 ? id.slice(0, 8) + '...' + id.slice(-6) : id;
+}
+function shortId(id) { return escapeHtml(shortIdText(id)); }
+function fixed(x, digits) { return typeof x === 'number' && isFinite(x) ? x.toFixed(digits) : '-'; }
+function table(id, head, after) {
+  let t = $(id);
+  if (!t) {
+    t = document.createElement('table');
+    t.id = id;
+    t.innerHTML = '<thead><tr>' + head.map((h) => '<th>' + h + '</th>').join('') + '</tr></thead><tbody></tbody>';
+    after.after(t);
+  }
+  return t;
+}
+function dropTable(id) {
+  const t = $(id);
+  if (t) t.remove();
+}
+function memberModels(p) {
+  if (!p.announced) return 'not announced yet';
+  const ms = Array.isArray(p.models) ? p.models : [];
+  if (!ms.length) return 'no models (lite node)';
+  return ms.map((m) => escapeHtml(String(m.name)) + ' ' + (m.active || 0) + '/' + (m.slots || 0) + ', ' +
+    (m.queued || 0) + ', ' + fixed(m.tokens_per_s, 0)).join('<br>');
+}
+function memberRow(p) {
+  return '<tr><td title="' + escapeHtml(String(p.id)) + '">' + shortId(p.id) + (p.own ? ' (own)' : '') +
+    (p.connected ? '' : ' (offline)') + '</td><td>' + memberModels(p) + '</td><td>' +
+    (typeof p.rtt_ms === 'number' ? p.rtt_ms.toFixed(1) + ' ms' : '-') + '</td><td>' +
+    (p.ok || 0) + '/' + (p.failed || 0) + '/' + (p.busy || 0) + (p.lies ? ', ' + p.lies + ' lies' : '') +
+    (p.inflight ? ', ' + p.inflight + ' now' : '') + '</td></tr>';
+}
+function renderMeshMap(j) {
+  const note = $('mesh-map-note');
+  const mesh = j.mesh;
+  const route = j.route || 'local';
+  $('route-default').textContent = "node's default (" + route + ')';
+  if (!mesh || typeof mesh !== 'object') {
+    note.textContent = j.enabled ? 'No mesh map: this node runs peer-to-peer but not the mesh yet, so requests run here.'
+      : 'No mesh map: peer-to-peer is off on this node (start it with meshllm serve --p2p), so requests run here.';
+    dropTable('mesh-map');
+    return note;
+  }
+  if (!mesh.member) {
+    note.textContent = 'This node is not a member of a mesh yet: create one (meshllm mesh create) or join with an invite.';
+    dropTable('mesh-map');
+    return note;
+  }
+  const members = (Array.isArray(mesh.peers) ? mesh.peers : []).filter((p) => p && p.member);
+  note.textContent = 'Mesh ' + shortIdText(mesh.id) + ': ' + members.length + ' other member' + (members.length === 1 ? '' : 's') +
+    ', ' + members.filter((p) => p.connected).length + ' connected. Default route: ' + route + '.';
+  const mt = table('mesh-map', ['member', 'models (active/slots, queue, tok/s)', 'RTT', 'served ok/failed/busy'], note);
+  mt.tBodies[0].innerHTML = members.map(memberRow).join('') || '<tr><td colspan="4">no other member yet</td></tr>';
+  return mt;
+}
 async function refreshPeers() {
   try {
     const res = await fetch('/node/peers', { headers: headers() });
     if (!res.ok) return;
     const j = await res.json();
-    if (!j.enabled) return; // keeps the "this node only" text
+    const last = renderMeshMap(j);
+    if (!j.enabled) { // p2p off: the note says it all
+      $('mesh-body').textContent = 'This node only.';
+      dropTable('peer-table');
+      return;
+    }
     const peers = j.peers || [];
     const n = peers.filter((p) => p.connected).length;
     $('mesh-body').textContent = 'Peer ID ' + j.peer_id + ' - ' + n + ' connected, ' + peers.length + ' known.';
-    let t = $('peer-table');
-    if (!t) {
-      t = document.createElement('table');
-      t.id = 'peer-table';
-      t.innerHTML = '<thead><tr><th>peer</th><th>found by</th><th>state</th><th>latency</th><th>address</th></tr></thead><tbody></tbody>';
-      $('mesh-body').after(t);
-    }
-    t.tBodies[0].innerHTML = peers.map((p) => '<tr><td title="' + escapeHtml(p.id) + '">' +
-      escapeHtml(p.id.slice(0, 8) + '...' + p.id.slice(-6)) + '</td><td>' + escapeHtml(p.how) + '</td><td>' +
-      (p.connected ? 'connected' : 'known') + '</td><td>' +
+    const t = table('peer-table', ['peer', 'found by', 'state', 'latency', 'address'], last);
+    t.tBodies[0].innerHTML = peers.map((p) => '<tr><td title="' + escapeHtml(p.id) + '">' + shortId(p.id) +
+      '</td><td>' + escapeHtml(String(p.how || '-')) + '</td><td>' + (p.connected ? 'connected' : 'known') + '</td><td>' +
       (typeof p.latency_ms === 'number' ? p.latency_ms.toFixed(2) + ' ms' : '-') + '</td><td>' +
       escapeHtml((p.addrs && p.addrs[0]) || '-') + '</td></tr>').join('');
   } catch (e) { /* the status dot shows connection problems */ }

@@ -55,9 +55,14 @@ test('models list and retrieve', async () => {
   const list = await client.models.list();
   const ids = list.data.map((m) => m.id);
   assert.ok(ids.includes(MODEL), ids.join(','));
+  for (const e of list.data) {
+    assert.equal(e.meshllm.local, true, 'a model loaded here: ' + JSON.stringify(e));
+    assert.ok(Array.isArray(e.meshllm.where));
+  }
   const m = await client.models.retrieve(MODEL);
   assert.equal(m.id, MODEL);
   assert.equal(m.object, 'model');
+  assert.equal(m.meshllm.local, true);
   await rejects(client.models.retrieve('no-such-model'), 404, 'model_not_found');
 });
 
@@ -197,6 +202,47 @@ test('8 concurrent streams each equal the same prompt run alone (greedy)', async
   assert.ok(new Set(alone).size > 4, 'outputs differ between prompts');
 });
 
+test('route: meshllm.route in the body or X-Meshllm-Route; unknown values 400', async () => {
+  // the SDK sends extra body fields as they are
+  const r = await client.chat.completions.create({ model: MODEL, messages: story, max_tokens: 4, temperature: 0, meshllm: { route: 'local' } });
+  assert.ok(r.choices[0].message.content.length > 0);
+  assert.equal(r.meshllm.ran_on, 'local');
+  const c = await client.completions.create({ model: MODEL, prompt: 'Once', max_tokens: 4, meshllm: { route: 'mesh' } });
+  assert.equal(c.usage.completion_tokens, 4);
+  let e = await rejects(client.chat.completions.create({ model: MODEL, messages: story, meshllm: { route: 'anywhere' } }), 400);
+  assert.equal(e.param, 'meshllm.route');
+  assert.equal(e.type, 'invalid_request_error');
+  assert.match(e.message, /'local'.*'own'.*'mesh'/);
+  e = await rejects(client.completions.create({ model: MODEL, prompt: 'Once', meshllm: 'local' }), 400);
+  assert.equal(e.param, 'meshllm');
+  const post = (path, body, route) => fetch(URL + path, { method: 'POST', body: JSON.stringify(body),
+    headers: { Authorization: 'Bearer ' + KEY, 'Content-Type': 'application/json', ...(route ? { 'X-Meshllm-Route': route } : {}) } });
+  const chat = { model: MODEL, messages: story, max_tokens: 4, temperature: 0 };
+  let res = await post('/v1/chat/completions', chat, 'own');
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('x-meshllm-ran-on'), 'local');
+  res = await post('/v1/chat/completions', chat, 'sideways');
+  assert.equal(res.status, 400);
+  let j = await res.json();
+  assert.equal(j.error.param, 'meshllm.route');
+  assert.match(j.error.message, /X-Meshllm-Route/);
+  // the body wins over the header
+  res = await post('/v1/chat/completions', { ...chat, meshllm: { route: 'local' } }, 'sideways');
+  assert.equal(res.status, 200);
+  // Ollama routes take both too
+  const gen = { model: MODEL, prompt: 'Once', stream: false, options: { num_predict: 4 } };
+  res = await post('/api/generate', { ...gen, meshllm: { route: 'local' } });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('x-meshllm-ran-on'), 'local');
+  res = await post('/api/chat', { model: MODEL, messages: story, stream: false, meshllm: { route: 'nope' } });
+  assert.equal(res.status, 400);
+  assert.equal((await res.json()).error.param, 'meshllm.route');
+  res = await post('/api/generate', gen, 'nope');
+  assert.equal(res.status, 400);
+  res = await post('/api/generate', gen, 'mesh');
+  assert.equal(res.status, 200);
+});
+
 test('Ollama: /api/chat NDJSON stream, /api/generate, /api/tags, /api/version', async () => {
   const h = { Authorization: 'Bearer ' + KEY, 'Content-Type': 'application/json' };
   const req = { model: MODEL + ':latest', messages: story, options: { temperature: 0, num_predict: 12 } };
@@ -218,7 +264,10 @@ test('Ollama: /api/chat NDJSON stream, /api/generate, /api/tags, /api/version', 
   const cli = execFileSync(process.env.MESHLLM_BIN, ['run', process.env.MESHLLM_MODEL_PATH, 'Once upon a time', '-n', '20', '--temp', '0'], { encoding: 'utf8' });
   assert.equal(gen.response, cli);
   const tags = await (await fetch(URL + '/api/tags', { headers: h })).json();
-  assert.ok(tags.models.some((m) => m.name === MODEL + ':latest'));
+  const tag = tags.models.find((m) => m.name === MODEL + ':latest');
+  assert.ok(tag, JSON.stringify(tags));
+  assert.equal(tag.meshllm.local, true);
+  assert.ok(tag.size > 0);
   const ver = await (await fetch(URL + '/api/version', { headers: h })).json();
   assert.equal(typeof ver.version, 'string');
   // the same routes on the --ollama-port listener

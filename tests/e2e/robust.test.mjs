@@ -212,6 +212,27 @@ test('a full queue answers 429 with Retry-After in the OpenAI shape', async () =
   assert.ok((await fetch(s.url + '/metrics').then((r) => r.text())).includes('meshllm_requests_rejected_total 1'));
 });
 
+test('--rate-limit N: the (N+1)th generation request a minute from one address gets 429 + Retry-After', async () => {
+  const s = await startServer(['--rate-limit', '3', '--threads', '1']);
+  const post = (path, body) => fetch(s.url + path, { method: 'POST', body, headers: { 'Content-Type': 'application/json' } });
+  for (let i = 0; i < 3; i++) assert.equal((await post('/v1/chat/completions', chatBody({ max_tokens: 2 }))).status, 200, 'request ' + i);
+  const r = await post('/v1/chat/completions', chatBody({ max_tokens: 2 }));
+  assert.equal(r.status, 429);
+  const wait = Number(r.headers.get('retry-after'));
+  assert.ok(Number.isInteger(wait) && wait >= 1 && wait <= 20, 'Retry-After: ' + r.headers.get('retry-after'));
+  const j = await r.json();
+  assert.equal(j.error.code, 'rate_limit_exceeded');
+  assert.equal(j.error.type, 'rate_limit_error');
+  assert.match(j.error.message, /3 requests a minute/);
+  assert.ok('param' in j.error);
+  // the Ollama routes share the client's bucket; other routes are not limited
+  const o = await post('/api/generate', JSON.stringify({ model: MODEL, prompt: 'Once', stream: false }));
+  assert.equal(o.status, 429);
+  assert.ok(Number(o.headers.get('retry-after')) >= 1);
+  assert.equal((await fetch(s.url + '/v1/models')).status, 200);
+  assert.equal((await fetch(s.url + '/health')).status, 200);
+});
+
 test('SIGTERM ends in-flight streams properly and exits 0', async () => {
   const s = await startServer(['--threads', '1']);
   const res = await fetch(s.url + '/v1/chat/completions', { method: 'POST', headers: { 'Content-Type': 'application/json' },
