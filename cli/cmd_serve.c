@@ -193,27 +193,10 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
     return 0;
 }
 
-struct serve_peers {
-    struct mesh *mesh;
-    enum node_route route;
-};
-
-/* GET /node/peers: the libp2p node, the mesh and its peer table, and the default route. */
+/* GET /node/peers: the libp2p node, the mesh and its peer table (api/ adds the route). */
 static char *serve_peers_json(void *ctx)
 {
-    struct serve_peers *sp = ctx;
-    char *json = mesh_peers_json(sp->mesh);
-    if (!json) return NULL;
-    size_t n = strlen(json);
-    char *out = n && json[n - 1] == '}' ? malloc(n + 32) : NULL;
-    if (out) {
-        /* append "route" to the object: ...} -> ...,"route":"mesh"} */
-        memcpy(out, json, n - 1);
-        snprintf(out + n - 1, 32, "%s\"route\":\"%s\"}", n > 2 ? "," : "",
-                 node_route_name(sp->route));
-    }
-    free(json);
-    return out;
+    return mesh_peers_json(ctx);
 }
 
 /* Starts the node in its mesh and prints its peer ID, addresses and mesh. Returns 0 or 1
@@ -284,7 +267,6 @@ int cmd_serve(int argc, char **argv)
     struct router *rt = NULL;
     struct http_server *srv = NULL;
     struct mesh *mesh = NULL;
-    struct serve_peers peers_ctx = {.route = a.route};
     char err[512] = "";
     int status = 1;
     if (registry_new(&a.sp, &reg)) {
@@ -298,9 +280,8 @@ int cmd_serve(int argc, char **argv)
         }
     if (a.p2p) {
         if (serve_mesh_start(&a, reg, &mesh)) goto out;
-        peers_ctx.mesh = mesh;
         a.http.peers_json = serve_peers_json;
-        a.http.peers_ctx = &peers_ctx;
+        a.http.peers_ctx = mesh;
     }
     struct router_config rcfg = {.reg = reg, .mesh = mesh, .default_route = a.route};
     if (router_new(&rcfg, &rt)) {

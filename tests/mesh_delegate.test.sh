@@ -98,6 +98,22 @@ wait_for 30 serves_model A "$id_B" || fail "A never heard B's announcement"
 wait_for 30 serves_model A "$id_C" || fail "A never heard C's announcement"
 ok
 
+# D (another mesh's member, pointed at B) was refused by B and heard nothing of the mesh.
+b_refused() { peers_json B | grep -qE '"refused":[1-9]'; }
+wait_for 15 b_refused || fail "B refused nobody: $(peers_json B)"
+dj=$(peers_json D)
+echo "$dj" | grep -q '"announces_received":0' || fail "D received announcements: $dj"
+echo "$dj" | grep -q '"admitted":0' || fail "D admitted someone: $dj"
+peers_json B | node -e '
+  let j = JSON.parse(require("fs").readFileSync(0, "utf8"));
+  let d = (j.mesh?.peers ?? []).find((x) => x.id === process.argv[1]);
+  process.exit(d && (d.member || d.announced) ? 1 : 0);' "$id_D" || fail "B counts D as a member"
+peers_json B | node -e '
+  let j = JSON.parse(require("fs").readFileSync(0, "utf8"));
+  process.exit((j.mesh?.peers ?? []).some((x) => x.models.length && x.id === process.argv[1]) ? 1 : 0);' "$id_D" ||
+    fail "B lists a model of D"
+ok
+
 MESHLLM_URL=$url_A MESHLLM_BIN=$bin MESHLLM_MODEL_PATH=$model \
     MESHLLM_PEERS="{\"$id_B\":{\"pid\":$pid_B,\"url\":\"$url_B\"},\"$id_C\":{\"pid\":$pid_C,\"url\":\"$url_C\"}}" \
     node --test --test-concurrency=1 "$E2E_DIR/mesh.test.mjs" >"$work/mesh.test.log" 2>&1 ||
@@ -105,18 +121,6 @@ MESHLLM_URL=$url_A MESHLLM_BIN=$bin MESHLLM_MODEL_PATH=$model \
 cat "$work/mesh.test.log" | grep -E '^# (pass|fail)'
 pass=$((pass + $(sed -n 's/^# pass //p' "$work/mesh.test.log")))
 
-# D was refused by the members it reached, and heard nothing of the mesh.
-live=B
-kill -0 "$pid_B" 2>/dev/null || live=C
-dj=$(peers_json D)
-echo "$dj" | grep -q '"announces_received":0' || fail "D received announcements: $dj"
-echo "$dj" | grep -q '"admitted":0' || fail "D admitted someone: $dj"
-peers_json "$live" | grep -qE '"refused":[1-9]' || fail "$live refused nobody"
-peers_json "$live" | node -e '
-  let j = JSON.parse(require("fs").readFileSync(0, "utf8"));
-  let d = (j.mesh?.peers ?? []).find((x) => x.id === process.argv[1]);
-  process.exit(d && (d.member || d.announced) ? 1 : 0);' "$id_D" || fail "$live counts D as a member"
-ok
 # L (route local, a member) answers 404 for the mesh's model and opened no infer stream.
 code=$(curl -s -o "$work/L.out" -w '%{http_code}' "$url_L/v1/chat/completions" -H 'content-type: application/json' \
     -d '{"model":"stories260K","messages":[{"role":"user","content":"hi"}],"max_tokens":4}')
