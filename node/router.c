@@ -21,9 +21,11 @@
 #include "node/registry.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 _Static_assert((int)ROUTER_LOADING == (int)REGISTRY_LOADING && (int)ROUTER_READY == (int)REGISTRY_READY &&
                    (int)ROUTER_FAILED == (int)REGISTRY_FAILED,
@@ -31,11 +33,23 @@ _Static_assert((int)ROUTER_LOADING == (int)REGISTRY_LOADING && (int)ROUTER_READY
 
 #define ROUTER_MAX_TRIES 4     /* targets asked for one request before giving up */
 #define ROUTER_MAX_CONV 64     /* conversation prefixes looked up for affinity */
+#define ROUTER_SPOT_RATE 0.05  /* default share of delegated greedy answers checked */
+#define ROUTER_SPOT_TOKENS 32  /* tokens compared by a spot check */
+#define ROUTER_SPOT_MAX 2      /* checks running at once */
+
+struct spot;
 
 struct router {
     struct router_config cfg;
     pthread_rwlock_t stop_lock; /* read-held while submitting; write-held to set stopping */
     bool stopping;              /* guarded by stop_lock */
+    double spot_rate;           /* share of delegated greedy answers checked again */
+    pthread_mutex_t spot_mu;    /* guards the spot checks below */
+    pthread_cond_t spot_cv;
+    struct spot *spots;         /* checks in flight */
+    int n_spots;
+    uint64_t spot_rng;
+    bool spot_closing;
 };
 
 int router_new(const struct router_config *cfg, struct router **out)
@@ -45,13 +59,24 @@ int router_new(const struct router_config *cfg, struct router **out)
     if (!rt) return MESH_ENOMEM;
     rt->cfg = *cfg;
     pthread_rwlock_init(&rt->stop_lock, NULL);
+    pthread_mutex_init(&rt->spot_mu, NULL);
+    pthread_cond_init(&rt->spot_cv, NULL);
+    const char *sr = getenv("MESHLLM_SPOT_CHECK");
+    rt->spot_rate = sr && *sr ? strtod(sr, NULL) : ROUTER_SPOT_RATE;
+    if (!(rt->spot_rate >= 0)) rt->spot_rate = 0; /* NaN, negative */
+    rt->spot_rng = (uint64_t)(uintptr_t)rt ^ 0x9e3779b97f4a7c15ull;
     *out = rt;
     return 0;
 }
 
+static void spots_drain(struct router *rt);
+
 void router_free(struct router *rt)
 {
     if (!rt) return;
+    spots_drain(rt);
+    pthread_cond_destroy(&rt->spot_cv);
+    pthread_mutex_destroy(&rt->spot_mu);
     pthread_rwlock_destroy(&rt->stop_lock);
     free(rt);
 }
@@ -133,6 +158,8 @@ static int ids_add(struct rreq *r, const int32_t *ids, int n)
     return 0;
 }
 
+static void spot_maybe_start(struct rreq *r, const char *finish);
+
 static int rreq_take(struct node_req *base, struct node_chunk *out)
 {
     struct rreq *r = (struct rreq *)base;
@@ -152,6 +179,7 @@ static int rreq_take(struct node_req *base, struct node_chunk *out)
     }
     if (!retry || r->n_stale == ROUTER_MAX_TRIES) {
         r->finished = true;
+        if (out->fail == NODE_FAIL_NONE) spot_maybe_start(r, out->finish_reason);
         goto out;
     }
     /* Failover: the next target continues from the delivered ids. */
@@ -225,6 +253,210 @@ static void rreq_ran_on(struct node_req *base, char *buf, size_t cap)
 }
 
 static const struct node_req_ops rreq_ops = {rreq_take, rreq_cancel, rreq_release, rreq_ran_on};
+
+/* ---- spot checks ------------------------------------------------------------------------ */
+
+/* A delegated greedy answer asked again, to catch peers that lie (a wrong model, a cheaper
+ * quantization passed off as the announced one, made-up text). The first ROUTER_SPOT_TOKENS
+ * ids are recomputed here when this node has the model (trusted: a mismatch is a lie), else
+ * on a second peer; when that one disagrees, a third decides (two against one). Greedy
+ * decoding is deterministic for one model file on one kind of CPU; across CPUs a float
+ * difference can flip a near-tie, which is why only a short prefix is compared. */
+struct spot {
+    struct router *rt;
+    struct spot *next;
+    struct node_gen_req req;
+    int32_t want[ROUTER_SPOT_TOKENS];   /* what the suspect sent */
+    int n_want;
+    int32_t first[ROUTER_SPOT_TOKENS];  /* what a first checking peer said, when it disagreed */
+    int n_first;
+    bool has_first;
+    struct peer_id suspect, checker, first_checker;
+    struct peer_id tried[3];
+    int n_tried;
+    bool checker_is_peer;
+    struct node_req *r;
+    int32_t got[ROUTER_SPOT_TOKENS];
+    int n_got;
+};
+
+static bool spot_start_next(struct spot *sp);
+
+static void spot_lie(struct spot *sp, const struct peer_id *liar, const char *how)
+{
+    char who[64];
+    if (peer_id_to_text(liar, who, sizeof who)) who[0] = 0;
+    log_warn("router: spot check: peer %s's tokens differ from those of %s: counted as a lie",
+             who, how);
+    peers_report(mesh_peers(sp->rt->cfg.mesh), liar, PEERS_LIE);
+}
+
+/* Unlinks and frees sp (rt->spot_mu held). */
+static void spot_free(struct spot *sp)
+{
+    struct router *rt = sp->rt;
+    for (struct spot **pp = &rt->spots; *pp; pp = &(*pp)->next)
+        if (*pp == sp) {
+            *pp = sp->next;
+            break;
+        }
+    rt->n_spots--;
+    pthread_cond_broadcast(&rt->spot_cv);
+    node_gen_req_free(&sp->req);
+    free(sp);
+}
+
+static bool ids_equal(const int32_t *a, int na, const int32_t *b, int nb)
+{
+    return na == nb && (na == 0 || !memcmp(a, b, (size_t)na * sizeof *a));
+}
+
+/* The checker's answer is complete (its notify, after its release; rt->spot_mu held). */
+static void spot_judge(struct spot *sp, bool ok)
+{
+    if (!ok) {
+        spot_free(sp); /* the check itself failed: no verdict */
+        return;
+    }
+    bool same = ids_equal(sp->got, sp->n_got, sp->want, sp->n_want);
+    if (!sp->checker_is_peer) {
+        if (!same) spot_lie(sp, &sp->suspect, "this node's own model");
+    } else if (sp->has_first) {
+        /* a third opinion: it sides with the suspect or with the first checker */
+        if (same)
+            spot_lie(sp, &sp->first_checker, "two other peers");
+        else if (ids_equal(sp->got, sp->n_got, sp->first, sp->n_first))
+            spot_lie(sp, &sp->suspect, "two other peers");
+    } else if (!same) {
+        memcpy(sp->first, sp->got, sizeof sp->got);
+        sp->n_first = sp->n_got;
+        sp->first_checker = sp->checker;
+        sp->has_first = true;
+        sp->n_got = 0;
+        if (!sp->rt->spot_closing && spot_start_next(sp)) return; /* ask a third */
+        log_info("router: spot check: two peers disagree and no third serves the model");
+    }
+    spot_free(sp);
+}
+
+static void spot_notify(void *arg)
+{
+    struct spot *sp = arg;
+    struct router *rt = sp->rt;
+    pthread_mutex_lock(&rt->spot_mu); /* also waits for the submit that set sp->r */
+    struct node_chunk ch;
+    if (!sp->r || node_req_take(sp->r, &ch)) {
+        if (sp->r) node_chunk_free(&ch);
+        pthread_mutex_unlock(&rt->spot_mu);
+        return;
+    }
+    for (int i = 0; i < ch.n_ids && sp->n_got < ROUTER_SPOT_TOKENS; i++)
+        sp->got[sp->n_got++] = ch.ids[i];
+    bool done = ch.done;
+    bool ok = done && ch.fail == NODE_FAIL_NONE && ch.finish_reason &&
+              strcmp(ch.finish_reason, "cancelled") && strcmp(ch.finish_reason, "error");
+    node_chunk_free(&ch);
+    if (done) {
+        node_req_release(sp->r); /* from inside its own notify: both backends allow it */
+        sp->r = NULL;
+        spot_judge(sp, ok);
+    }
+    pthread_mutex_unlock(&rt->spot_mu);
+}
+
+/* Starts the next checker: this node's model, else a peer not asked yet (rt->spot_mu
+ * held, so its notify cannot run before sp->r is set). */
+static bool spot_start_next(struct spot *sp)
+{
+    struct router *rt = sp->rt;
+    struct node_client cl = {.notify = spot_notify, .arg = sp};
+    struct node_error e;
+    bool here = false;
+    if (rt->cfg.reg && !sp->has_first) {
+        struct node_local_info li;
+        here = node_local_info(rt->cfg.reg, sp->req.model, &li) == 0 && li.is_ready;
+    }
+    if (here) {
+        sp->checker_is_peer = false;
+        return node_local_submit(rt->cfg.reg, &sp->req, &cl, &sp->r, &e) == 0;
+    }
+    struct peer_id exclude[4];
+    int n_ex = 0;
+    exclude[n_ex++] = sp->suspect;
+    for (int i = 0; i < sp->n_tried; i++) exclude[n_ex++] = sp->tried[i];
+    struct peers_pick pick;
+    if (sp->n_tried == 3 ||
+        peers_rank(mesh_peers(rt->cfg.mesh), sp->req.model, false, NULL, 0, exclude, n_ex,
+                   mesh_now_ms(), &pick, 1) < 1)
+        return false;
+    sp->tried[sp->n_tried++] = pick.id;
+    sp->checker = pick.id;
+    sp->checker_is_peer = true;
+    if (infer_client_submit(mesh_p2pnode(rt->cfg.mesh), &pick.id, &pick.addr, &sp->req, &cl,
+                            &sp->r))
+        return false;
+    mesh_count_infer_out(rt->cfg.mesh);
+    return true;
+}
+
+static double spot_rand(struct router *rt)
+{
+    uint64_t z = (rt->spot_rng += 0x9e3779b97f4a7c15ull); /* splitmix64, under spot_mu */
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return (double)((z ^ (z >> 31)) >> 11) / 9007199254740992.0;
+}
+
+/* r's answer from a peer ended well (r->mu held): check a share of greedy ones. */
+static void spot_maybe_start(struct rreq *r, const char *finish)
+{
+    struct router *rt = r->rt;
+    if (!r->inner_is_peer || r->n_stale > 0 || r->req.temperature != 0 || r->n_ids == 0 ||
+        r->req.n_cont > 0 || rt->spot_rate <= 0 || !finish)
+        return;
+    pthread_mutex_lock(&rt->spot_mu);
+    bool go = !rt->spot_closing && rt->n_spots < ROUTER_SPOT_MAX && spot_rand(rt) < rt->spot_rate;
+    if (go) rt->n_spots++;
+    pthread_mutex_unlock(&rt->spot_mu);
+    if (!go) return;
+    struct spot *sp = calloc(1, sizeof *sp);
+    if (!sp || node_gen_req_copy(&sp->req, &r->req)) {
+        free(sp);
+        pthread_mutex_lock(&rt->spot_mu);
+        rt->n_spots--;
+        pthread_mutex_unlock(&rt->spot_mu);
+        return;
+    }
+    sp->rt = rt;
+    sp->suspect = r->inner_peer;
+    sp->n_want = r->n_ids < ROUTER_SPOT_TOKENS ? r->n_ids : ROUTER_SPOT_TOKENS;
+    memcpy(sp->want, r->ids, (size_t)sp->n_want * sizeof *sp->want);
+    /* the same request cut to the compared prefix (a stop inside it still ends it there) */
+    if (sp->n_want == ROUTER_SPOT_TOKENS || !strcmp(finish, "length")) sp->req.max_tokens = sp->n_want;
+    sp->req.n_logprobs = -1;
+    sp->req.route = NODE_ROUTE_LOCAL;
+    pthread_mutex_lock(&rt->spot_mu);
+    sp->next = rt->spots;
+    rt->spots = sp;
+    if (!spot_start_next(sp)) spot_free(sp);
+    pthread_mutex_unlock(&rt->spot_mu);
+}
+
+/* router_free: cancels the checks in flight and waits for their ends. */
+static void spots_drain(struct router *rt)
+{
+    pthread_mutex_lock(&rt->spot_mu);
+    rt->spot_closing = true;
+    for (struct spot *sp = rt->spots; sp; sp = sp->next)
+        if (sp->r) node_req_cancel(sp->r);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    while (rt->n_spots > 0)
+        if (pthread_cond_timedwait(&rt->spot_cv, &rt->spot_mu, &until)) break;
+    if (rt->n_spots > 0) log_warn("router: %d spot checks did not end; leaking them", rt->n_spots);
+    pthread_mutex_unlock(&rt->spot_mu);
+}
 
 /* ---- choosing ---------------------------------------------------------------------------- */
 

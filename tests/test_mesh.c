@@ -3,7 +3,9 @@
  * X is a libp2p node with a valid identity and no certificate; Y is the member of another
  * mesh. J hears O's announcement and its router answers through O (the same text as O's own
  * scheduler), but not on route local (404, and O opens no infer stream); X and Y are
- * refused on /meshllm/infer/1 and hear nothing; once the owner revokes J, O refuses J too. */
+ * refused on /meshllm/infer/1 and hear nothing; O2 (honest) and L (a liar: a cheaper model
+ * under the announced name) join, and J's spot checks find L out; once the owner revokes J,
+ * O refuses J too. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -31,8 +33,8 @@
 
 #define PROMPT "Once upon a time, there was a little girl named Lily."
 
-static struct registry *g_reg;
-static struct mesh *g_o, *g_j, *g_y;
+static struct registry *g_reg, *g_liar_reg;
+static struct mesh *g_o, *g_j, *g_y, *g_o2, *g_l;
 static struct p2pnode *g_x;
 static struct multiaddr g_o_addr;
 
@@ -93,6 +95,46 @@ static bool announces_model(struct mesh *m, const struct peer_id *who)
     return ok;
 }
 
+static char *invite_from_o(void)
+{
+    struct store *st = NULL;
+    struct member *mo = member_at(node_dir("O"), &st);
+    struct member_invite_opts io = {.expires_at = (uint64_t)time(NULL) + 3600};
+    char *tok = NULL, err[256];
+    if (member_invite_make(mo, &io, (uint64_t)time(NULL), &tok, err, sizeof err))
+        fail_msg("invite: %s", err);
+    member_close(mo);
+    store_close(st);
+    return tok;
+}
+
+/* A copy of the Q4_K_M file named like the real one: a peer that passes a cheaper model
+ * off as the announced one. */
+static struct registry *liar_registry(void)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/stories260K.gguf", node_dir("liar-model"));
+    size_t len = 0;
+    char *b = test_read_file(test_model_path("stories260K-Q4_K_M.gguf"), &len);
+    assert_non_null(b);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(b, 1, len, f), len);
+    fclose(f);
+    free(b);
+    struct sched_params sp;
+    sched_params_default(&sp);
+    sp.n_slots = 2;
+    sp.n_ctx = 256;
+    sp.n_threads = 1;
+    struct registry *reg = NULL;
+    char err[256];
+    if (registry_new(&sp, &reg) || registry_add(reg, path, err, sizeof err) ||
+        registry_load_wait(reg))
+        fail_msg("liar registry: %s", err);
+    return reg;
+}
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -110,14 +152,7 @@ static int group_setup(void **state)
     g_o = start("O", g_reg, NULL, NULL);
     assert_true(p2pnode_listen_addrs(mesh_p2pnode(g_o), &g_o_addr, 1) == 1);
     /* J joins with an invite made next to the running O (as `meshllm invite` does) */
-    struct store *st = NULL;
-    struct member *mo = member_at(node_dir("O"), &st);
-    struct member_invite_opts io = {.expires_at = (uint64_t)time(NULL) + 3600};
-    char *tok = NULL;
-    if (member_invite_make(mo, &io, (uint64_t)time(NULL), &tok, err, sizeof err))
-        fail_msg("invite: %s", err);
-    member_close(mo);
-    store_close(st);
+    char *tok = invite_from_o();
     g_j = start("J", NULL, tok, &g_o_addr);
     free(tok);
     /* Y: another mesh; X: no mesh at all (a plain libp2p node) */
@@ -135,6 +170,9 @@ static int group_teardown(void **state)
 {
     (void)state;
     p2pnode_stop(g_x);
+    mesh_stop(g_l);
+    mesh_stop(g_o2);
+    registry_free(g_liar_reg);
     mesh_stop(g_y);
     mesh_stop(g_j);
     mesh_stop(g_o);
@@ -309,6 +347,84 @@ static void test_mesh_strangers_are_refused(void **state)
     free(res);
 }
 
+static struct peers_entry *entry_of(struct mesh *m, const struct peer_id *id, struct peers_entry *es)
+{
+    int n = peers_snapshot(mesh_peers(m), es, PEERS_MAX);
+    for (int i = 0; i < n; i++)
+        if (peer_id_equal(&es[i].id, id)) return &es[i];
+    return NULL;
+}
+
+static bool j_hears_all(void)
+{
+    return announces_model(g_j, p2pnode_peer_id(mesh_p2pnode(g_o))) &&
+           announces_model(g_j, p2pnode_peer_id(mesh_p2pnode(g_o2))) &&
+           announces_model(g_j, p2pnode_peer_id(mesh_p2pnode(g_l)));
+}
+
+/* Spot checks: L serves another model under the announced name. J (no model) checks every
+ * greedy answer on a second peer, and on a third when they disagree: L is found out. */
+static void test_mesh_spot_check_finds_a_liar(void **state)
+{
+    (void)state;
+    char *tok = invite_from_o();
+    g_o2 = start("O2", g_reg, tok, &g_o_addr);
+    free(tok);
+    g_liar_reg = liar_registry();
+    tok = invite_from_o();
+    g_l = start("L", g_liar_reg, tok, &g_o_addr);
+    free(tok);
+    wait_until(j_hears_all, 30, "J to hear O, O2 and L");
+    const struct peer_id *o = p2pnode_peer_id(mesh_p2pnode(g_o));
+    const struct peer_id *o2 = p2pnode_peer_id(mesh_p2pnode(g_o2));
+    const struct peer_id *l = p2pnode_peer_id(mesh_p2pnode(g_l));
+    /* J has had bad luck with O and O2, so the router picks L */
+    for (int i = 0; i < 4; i++) {
+        peers_report(mesh_peers(g_j), o, PEERS_FAIL);
+        peers_report(mesh_peers(g_j), o2, PEERS_FAIL);
+    }
+    setenv("MESHLLM_SPOT_CHECK", "1", 1);
+    struct router *rt = NULL;
+    struct router_config rc = {.mesh = g_j, .default_route = NODE_ROUTE_MESH};
+    assert_int_equal(router_new(&rc, &rt), 0);
+    unsetenv("MESHLLM_SPOT_CHECK");
+    struct node_gen_req q;
+    struct node_msg msg;
+    chat(&q, &msg);
+    struct node_client cl = {0};
+    struct node_req *r = NULL;
+    struct node_error e;
+    if (router_submit(rt, &q, &cl, &r, &e)) fail_msg("router: %s", e.message);
+    struct result *res = calloc(1, sizeof *res);
+    drain(r, res);
+    char who[NODE_RAN_ON_CAP], l_text[64];
+    node_req_ran_on(r, who, sizeof who);
+    node_req_release(r);
+    assert_int_equal(peer_id_to_text(l, l_text, sizeof l_text), 0);
+    assert_string_equal(who, l_text);
+    assert_string_equal(res->finish, "length");
+    /* the check runs after the answer: O or O2 disagrees, the other one decides */
+    struct peers_entry *es = calloc(PEERS_MAX, sizeof *es);
+    bool found = false;
+    for (int i = 0; i < 100 && !found; i++) {
+        usleep(100000);
+        struct peers_entry *pe = entry_of(g_j, l, es);
+        found = pe && pe->n_lies >= 1;
+    }
+    assert_true(found);
+    assert_int_equal(entry_of(g_j, o, es)->n_lies, 0);
+    assert_int_equal(entry_of(g_j, o2, es)->n_lies, 0);
+    /* a liar ranks last from now on, whatever else happened */
+    struct peers_pick picks[4];
+    int n = peers_rank(mesh_peers(g_j), "stories260K", false, NULL, 0, NULL, 0, mesh_now_ms(),
+                       picks, 4);
+    assert_int_equal(n, 3);
+    assert_true(peer_id_equal(&picks[2].id, l));
+    router_free(rt); /* waits for any check still running */
+    free(es);
+    free(res);
+}
+
 static void test_mesh_revoked_member_is_refused(void **state)
 {
     (void)state;
@@ -342,6 +458,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mesh_delegation_and_routes),
         cmocka_unit_test(test_mesh_strangers_are_refused),
+        cmocka_unit_test(test_mesh_spot_check_finds_a_liar),
         cmocka_unit_test(test_mesh_revoked_member_is_refused),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
