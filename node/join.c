@@ -6,6 +6,7 @@
 #include "node/mesh.h"
 
 #include "core/err.h"
+#include "core/log.h"
 #include "net/host.h"
 #include "node/member.h"
 #include "node/store.h"
@@ -134,6 +135,28 @@ static int join_exchange(const char *data_dir, int timeout_ms,
     return rc;
 }
 
+/* The inviter goes into the peer table's store, so the node's first start dials it (mesh.c
+ * restores the table and bootstraps from it) even without --bootstrap. */
+static void remember_inviter(struct store *st, const struct member_join *j)
+{
+    struct store_peer sp = {.last_seen = (int64_t)time(NULL), .rtt_us = -1};
+    char addrs[MEMBER_INVITE_MAX_ADDRS * (MULTIADDR_TEXT_CAP + 1)] = "", e[256];
+    size_t off = 0;
+    for (size_t i = 0; i < j->n_addrs; i++) {
+        struct multiaddr a = j->addrs[i];
+        char t[MULTIADDR_TEXT_CAP];
+        struct peer_id pid;
+        if (multiaddr_peer_id(&a, &pid) != 0 && multiaddr_append_p2p(&a, &j->inviter) != 0)
+            continue;
+        if (multiaddr_to_text(&a, t, sizeof t)) continue;
+        int w = snprintf(addrs + off, sizeof addrs - off, "%s%s", off ? " " : "", t);
+        if (w > 0 && (size_t)w < sizeof addrs - off) off += (size_t)w;
+    }
+    if (peer_id_to_text(&j->inviter, sp.peer_id, sizeof sp.peer_id)) return;
+    sp.addrs = addrs;
+    if (store_peer_put(st, &sp, e, sizeof e)) log_warn("join: cannot remember the inviter: %s", e);
+}
+
 int mesh_join(const char *data_dir, const char *token, int timeout_ms, char *err,
               size_t err_cap)
 {
@@ -155,6 +178,7 @@ int mesh_join(const char *data_dir, const char *token, int timeout_ms, char *err
     if (!rc) rc = join_exchange(data_dir, timeout_ms, &op, err, err_cap);
     if (!rc) rc = member_join_finish(m, &j, op.resp, op.resp_len, (uint64_t)time(NULL), &why,
                                      err, err_cap);
+    if (!rc) remember_inviter(st, &j);
 out:
     member_join_clear(&j);
     member_close(m);

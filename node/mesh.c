@@ -62,6 +62,7 @@ struct mesh {
     uint64_t recent[PEERS_MAX_PREFIXES];
     int n_recent, recent_next;
     unsigned n_recorded;
+    bool announce_soon;             /* a member was admitted: tell it what we offer */
     unsigned n_ticks;
     struct adm adm[MESH_MAX_PENDING]; /* loop thread only */
     int n_adm;
@@ -141,6 +142,7 @@ static void adm_decided(struct mesh *m, const struct peer_id *peer, bool ok, boo
 {
     struct adm *a = adm_get(m, peer, true);
     if (a) a->state = ok ? ADM_MEMBER : ADM_REFUSED;
+    if (ok) m->announce_soon = true;
     count(m, ok ? &m->st.n_admitted : &m->st.n_refused);
     peers_set_member(m->peers, peer, ok, own);
     struct host *h = p2pnode_host(m->pn);
@@ -440,6 +442,25 @@ static void peers_load(struct mesh *m)
     store_peers_free(sp, n);
 }
 
+/* Adds the remembered peers' first addresses (ending in /p2p/ID) after boot[0..n). */
+static size_t remembered_boot(struct mesh *m, struct multiaddr *boot, size_t n)
+{
+    struct peers_entry *es = malloc(PEERS_MAX * sizeof *es);
+    int ne = es ? peers_snapshot(m->peers, es, PEERS_MAX) : 0;
+    for (int i = 0; i < ne && n < P2PNODE_MAX_BOOTSTRAP; i++) {
+        if (es[i].n_addrs == 0) continue;
+        struct multiaddr a = es[i].addrs[0];
+        struct peer_id pid;
+        if (multiaddr_peer_id(&a, &pid) != 0 && multiaddr_append_p2p(&a, &es[i].id) != 0)
+            continue;
+        bool dup = false;
+        for (size_t k = 0; k < n && !dup; k++) dup = multiaddr_equal(&boot[k], &a);
+        if (!dup) boot[n++] = a;
+    }
+    free(es);
+    return n;
+}
+
 /* ---- timers (loop thread) -------------------------------------------------------------- */
 
 struct ping_ctx {
@@ -481,7 +502,10 @@ static void on_tick(uv_timer_t *t)
     if (!h) return;
     host_gate_recheck(h, NULL); /* refuses peers whose hello is overdue */
     if (m->n_ticks++ % (MESH_PING_MS / MESH_TICK_MS) == 0) ping_members(m);
-    announce(m, m->n_ticks == 3);
+    /* a newcomer needs a moment to join the topic's mesh: announce on the tick after */
+    bool soon = m->announce_soon && m->n_ticks > 1;
+    if (soon) m->announce_soon = false;
+    announce(m, m->n_ticks == 3 || soon);
     if (m->in_mesh) revocations_publish(m);
     uint64_t now = mesh_now_ms();
     if (now - m->last_persist_ms >= MESH_PERSIST_MS) {
@@ -607,12 +631,19 @@ int mesh_start(const struct mesh_config *cfg, struct mesh **out, char *err, size
         snprintf(m->dht_protocol, sizeof m->dht_protocol, "%s", DHT_PROTOCOL_MESHLLM);
     }
     peers_load(m);
+    /* Bootstrap from the user's peers, then from the remembered ones: a restarted node (or a
+     * node that just joined) finds its mesh again without --bootstrap. */
+    struct multiaddr boot[P2PNODE_MAX_BOOTSTRAP];
+    size_t n_boot = 0;
+    for (size_t i = 0; i < cfg->n_bootstrap && n_boot < P2PNODE_MAX_BOOTSTRAP; i++)
+        boot[n_boot++] = cfg->bootstrap[i];
+    if (m->in_mesh) n_boot = remembered_boot(m, boot, n_boot);
     struct p2pnode_config pc = {
         .data_dir = cfg->data_dir,
         .listen = cfg->listen,
         .n_listen = cfg->n_listen,
-        .bootstrap = cfg->bootstrap,
-        .n_bootstrap = cfg->n_bootstrap,
+        .bootstrap = boot,
+        .n_bootstrap = n_boot,
         .use_mdns = cfg->use_mdns,
         .dht_protocol = m->dht_protocol,
         .use_gossip = true,

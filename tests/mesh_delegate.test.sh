@@ -85,7 +85,7 @@ grep -qi "expired" "$work/joinX.out" || fail "no reason for the expired invite: 
 ok
 start_node C --model "$model" --bootstrap "$addr_B"
 unset MESHLLM_SCHED_STEP_DELAY_MS
-start_node A --join "$(invite)" --bootstrap "$addr_B"
+start_node A --join "$(invite)" # no --bootstrap: the invite names B
 grep -q "route mesh" "$work/A.log" || fail "the lite node did not say its route is mesh"
 MESHLLM_HOME="$work/L" "$bin" join "$(invite)" >/dev/null 2>&1 || fail "join L"
 start_node L --route local --bootstrap "$addr_B"

@@ -4,8 +4,8 @@
  * mesh. J hears O's announcement and its router answers through O (the same text as O's own
  * scheduler), but not on route local (404, and O opens no infer stream); X and Y are
  * refused on /meshllm/infer/1 and hear nothing; O2 (honest) and L (a liar: a cheaper model
- * under the announced name) join, and J's spot checks find L out; once the owner revokes J,
- * O refuses J too. */
+ * under the announced name) join, and J's spot checks find L out; J restarted with no
+ * bootstrap finds its peers again from its store; once the owner revokes J, O refuses it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -425,6 +425,24 @@ static void test_mesh_spot_check_finds_a_liar(void **state)
     free(res);
 }
 
+/* A restart knows its peers: the table is persisted at stop and restored at start, and
+ * the remembered members are dialed without any --bootstrap. */
+static void test_mesh_restart_remembers_peers(void **state)
+{
+    (void)state;
+    mesh_stop(g_j);
+    g_j = start("J", NULL, NULL, NULL);
+    struct peers_entry *es = calloc(PEERS_MAX, sizeof *es);
+    /* before any connection: O, O2 and L are in the table, with their addresses */
+    assert_non_null(entry_of(g_j, p2pnode_peer_id(mesh_p2pnode(g_o)), es));
+    assert_non_null(entry_of(g_j, p2pnode_peer_id(mesh_p2pnode(g_o2)), es));
+    struct peers_entry *pl = entry_of(g_j, p2pnode_peer_id(mesh_p2pnode(g_l)), es);
+    assert_non_null(pl);
+    assert_true(pl->n_addrs >= 1);
+    free(es);
+    wait_until(j_hears_all, 30, "the restarted J to hear its mesh again");
+}
+
 static void test_mesh_revoked_member_is_refused(void **state)
 {
     (void)state;
@@ -459,6 +477,7 @@ int main(void)
         cmocka_unit_test(test_mesh_delegation_and_routes),
         cmocka_unit_test(test_mesh_strangers_are_refused),
         cmocka_unit_test(test_mesh_spot_check_finds_a_liar),
+        cmocka_unit_test(test_mesh_restart_remembers_peers),
         cmocka_unit_test(test_mesh_revoked_member_is_refused),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
