@@ -27,6 +27,52 @@ static const char *str_or(const cJSON *o, const char *name, const char *def)
     return s ? s : def;
 }
 
+static double num_or(const cJSON *o, const char *name, double def)
+{
+    const cJSON *v = cJSON_GetObjectItem(o, name);
+    return cJSON_IsNumber(v) ? v->valuedouble : def;
+}
+
+/* The mesh's peer table (members, what they serve, RTT, load, reputation). */
+static void mesh_print(const cJSON *mesh, const char *route)
+{
+    if (!cJSON_IsObject(mesh)) return;
+    if (!cJSON_IsTrue(cJSON_GetObjectItem(mesh, "member"))) {
+        printf("mesh      none: this node admits nobody and delegates nothing ('meshllm mesh "
+               "create' or 'meshllm join TOKEN')\n\n");
+        return;
+    }
+    printf("mesh      %s, route %s\n", str_or(mesh, "id", "?"), route);
+    const cJSON *peers = cJSON_GetObjectItem(mesh, "peers"), *p;
+    printf("%-52s  %-6s  %-9s  %9s  %-34s  %s\n", "MEMBER", "KIND", "STATE", "RTT",
+           "MODELS (active/slots queued tok/s)", "OK/FAILED/BUSY/LIES");
+    cJSON_ArrayForEach(p, peers)
+    {
+        if (!cJSON_IsTrue(cJSON_GetObjectItem(p, "member"))) continue;
+        char rtt[32] = "-", models[256] = "", rep[64];
+        double r = num_or(p, "rtt_ms", -1);
+        if (r >= 0) snprintf(rtt, sizeof rtt, "%.2f ms", r);
+        size_t off = 0;
+        const cJSON *mo;
+        cJSON_ArrayForEach(mo, cJSON_GetObjectItem(p, "models"))
+        {
+            int w = snprintf(models + off, sizeof models - off, "%s%s %d/%d %d %.0f",
+                             off ? ", " : "", str_or(mo, "name", "?"), (int)num_or(mo, "active", 0),
+                             (int)num_or(mo, "slots", 0), (int)num_or(mo, "queued", 0),
+                             num_or(mo, "tokens_per_s", 0));
+            if (w < 0 || (size_t)w >= sizeof models - off) break;
+            off += (size_t)w;
+        }
+        snprintf(rep, sizeof rep, "%d/%d/%d/%d", (int)num_or(p, "ok", 0),
+                 (int)num_or(p, "failed", 0), (int)num_or(p, "busy", 0), (int)num_or(p, "lies", 0));
+        printf("%-52s  %-6s  %-9s  %9s  %-34s  %s\n", str_or(p, "id", "?"),
+               cJSON_IsTrue(cJSON_GetObjectItem(p, "own")) ? "owner" : "member",
+               cJSON_IsTrue(cJSON_GetObjectItem(p, "connected")) ? "connected" : "known", rtt,
+               models[0] ? models : "(none: a lite node)", rep);
+    }
+    printf("\n");
+}
+
 /* Prints the table. Returns 0 or 1 (not the JSON we expect). */
 static int peers_print(const cJSON *root)
 {
@@ -50,6 +96,7 @@ static int peers_print(const cJSON *root)
     const cJSON *p;
     cJSON_ArrayForEach(p, peers) n_conn += cJSON_IsTrue(cJSON_GetObjectItem(p, "connected"));
     printf("peers     %d connected, %d known\n\n", n_conn, n);
+    mesh_print(cJSON_GetObjectItem(root, "mesh"), str_or(root, "route", "local"));
     if (n == 0) return 0;
     printf("%-52s  %-9s  %-9s  %10s  %-44s  %s\n", "PEER ID", "HOW", "STATE", "LATENCY",
            "ADDRESS", "PROTOCOLS");

@@ -98,6 +98,17 @@ wait_for 30 serves_model A "$id_B" || fail "A never heard B's announcement"
 wait_for 30 serves_model A "$id_C" || fail "A never heard C's announcement"
 ok
 
+# `meshllm status` and `meshllm peers` on the lite node show the mesh, its members and models.
+"$bin" status --url "$url_A" >"$work/status.out" 2>&1 || fail "status: $(cat "$work/status.out")"
+grep -q "^mesh      mesh-" "$work/status.out" || fail "status shows no mesh: $(cat "$work/status.out")"
+grep -q "^route     mesh" "$work/status.out" || fail "status shows no route: $(cat "$work/status.out")"
+grep -E "^stories260K .*$id_B" "$work/status.out" | grep -q "$id_C" ||
+    fail "status does not say stories260K runs on B and C: $(cat "$work/status.out")"
+"$bin" peers --url "$url_A" >"$work/peers.out" 2>&1 || fail "peers: $(cat "$work/peers.out")"
+grep -E "^$id_B +owner +connected .*stories260K" "$work/peers.out" >/dev/null ||
+    fail "peers does not list B as the owner device serving stories260K: $(cat "$work/peers.out")"
+ok
+
 # D (another mesh's member, pointed at B) was refused by B and heard nothing of the mesh.
 b_refused() { peers_json B | grep -qE '"refused":[1-9]'; }
 wait_for 15 b_refused || fail "B refused nobody: $(peers_json B)"
