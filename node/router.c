@@ -275,6 +275,7 @@ struct spot {
     struct peer_id tried[3];
     int n_tried;
     bool checker_is_peer;
+    bool own_only;                      /* the request's route was own: so are its checkers */
     struct node_req *r;
     int32_t got[ROUTER_SPOT_TOKENS];
     int n_got;
@@ -386,8 +387,8 @@ static bool spot_start_next(struct spot *sp)
     for (int i = 0; i < sp->n_tried; i++) exclude[n_ex++] = sp->tried[i];
     struct peers_pick pick;
     if (sp->n_tried == 3 ||
-        peers_rank(mesh_peers(rt->cfg.mesh), sp->req.model, false, NULL, 0, exclude, n_ex,
-                   mesh_now_ms(), &pick, 1) < 1)
+        peers_rank(mesh_peers(rt->cfg.mesh), sp->req.model, sp->own_only, NULL, 0, exclude,
+                   n_ex, mesh_now_ms(), &pick, 1) < 1)
         return false;
     sp->tried[sp->n_tried++] = pick.id;
     sp->checker = pick.id;
@@ -428,6 +429,7 @@ static void spot_maybe_start(struct rreq *r, const char *finish)
         return;
     }
     sp->rt = rt;
+    sp->own_only = r->route == NODE_ROUTE_OWN;
     sp->suspect = r->inner_peer;
     sp->n_want = r->n_ids < ROUTER_SPOT_TOKENS ? r->n_ids : ROUTER_SPOT_TOKENS;
     memcpy(sp->want, r->ids, (size_t)sp->n_want * sizeof *sp->want);
