@@ -11,7 +11,7 @@ key=test-key-$RANDOM
 "$MESHLLM_BIN" serve --help | grep -q -- '--ollama-port'
 "$MESHLLM_BIN" serve --help | grep -q -- '--rate-limit N'
 rc=0; "$MESHLLM_BIN" serve --model x --rate-limit -1 2>/dev/null || rc=$?; [ "$rc" = 2 ]
-rc=0; "$MESHLLM_BIN" serve 2>/dev/null || rc=$?; [ "$rc" = 2 ]
+rc=0; "$MESHLLM_BIN" serve --route anywhere 2>"$E2E_TMP/err" || rc=$?; [ "$rc" = 2 ] && grep -q "local, own or mesh" "$E2E_TMP/err"
 rc=0; "$MESHLLM_BIN" serve --model no-such-model-xyz --port 0 2>"$E2E_TMP/err" || rc=$?
 [ "$rc" = 1 ] && grep -q "no-such-model-xyz" "$E2E_TMP/err"
 e2e_start URL --model "$MESHLLM_TEST_MODELS/stories260K.gguf" --model "$E2E_TMP/broken.gguf" \

@@ -364,7 +364,7 @@ static bool j_hears_all(void)
 
 /* Spot checks: L serves another model under the announced name. J (no model) checks every
  * greedy answer on a second peer, and on a third when they disagree: L is found out. */
-static void test_mesh_spot_check_finds_a_liar(void **state)
+static void test_mesh_spot_check_finds_a_liar_and_route_own(void **state)
 {
     (void)state;
     char *tok = invite_from_o();
@@ -421,6 +421,20 @@ static void test_mesh_spot_check_finds_a_liar(void **state)
     assert_int_equal(n, 3);
     assert_true(peer_id_equal(&picks[2].id, l));
     router_free(rt); /* waits for any check still running */
+    /* route own: only devices holding the owner key answer (O), however they rank */
+    for (int i = 0; i < 8; i++) peers_report(mesh_peers(g_j), o, PEERS_FAIL);
+    struct router_config own = {.mesh = g_j, .default_route = NODE_ROUTE_OWN};
+    assert_int_equal(router_new(&own, &rt), 0);
+    char o_text[64];
+    assert_int_equal(peer_id_to_text(o, o_text, sizeof o_text), 0);
+    for (int i = 0; i < 3; i++) {
+        if (router_submit(rt, &q, &cl, &r, &e)) fail_msg("router own: %s", e.message);
+        drain(r, res);
+        node_req_ran_on(r, who, sizeof who);
+        node_req_release(r);
+        assert_string_equal(who, o_text);
+    }
+    router_free(rt);
     free(es);
     free(res);
 }
@@ -476,7 +490,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mesh_delegation_and_routes),
         cmocka_unit_test(test_mesh_strangers_are_refused),
-        cmocka_unit_test(test_mesh_spot_check_finds_a_liar),
+        cmocka_unit_test(test_mesh_spot_check_finds_a_liar_and_route_own),
         cmocka_unit_test(test_mesh_restart_remembers_peers),
         cmocka_unit_test(test_mesh_revoked_member_is_refused),
     };
