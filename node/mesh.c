@@ -126,7 +126,16 @@ static int gate(void *ctx, const struct peer_id *peer, const char *protocol)
     if (is_admitted(m, peer)) return HOST_GATE_ALLOW;
     struct adm *a = adm_get(m, peer, true);
     if (!a || a->state == ADM_REFUSED) return HOST_GATE_REFUSE;
-    if (mesh_now_ms() - a->since_ms > MESH_HELLO_TIMEOUT_MS) return HOST_GATE_REFUSE;
+    if (mesh_now_ms() - a->since_ms > MESH_HELLO_TIMEOUT_MS) {
+        /* no certificate in time: refused from now on (counted once) */
+        a->state = ADM_REFUSED;
+        count(m, &m->st.n_refused);
+        char text[64];
+        if (peer_id_to_text(peer, text, sizeof text)) text[0] = 0;
+        log_info("mesh: %s refused: no membership certificate within %d ms", text,
+                 MESH_HELLO_TIMEOUT_MS);
+        return HOST_GATE_REFUSE;
+    }
     return HOST_GATE_WAIT;
 }
 

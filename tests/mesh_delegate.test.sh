@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # mesh_delegate.test.sh - a private mesh of real `meshllm serve` processes on 127.0.0.1:
 # B creates the mesh and holds stories260K, C joins with an invite and holds it too, A joins
-# and is a lite node (no model, route mesh), D is a node of ANOTHER mesh pointed at B, L is
+# and is a lite node (no model, route mesh), D is a libp2p node with no certificate and E a
+# member of ANOTHER mesh, both pointed at B, L is
 # a member started with --route local. The official openai SDK against A (tests/e2e/
 # mesh.test.mjs): answers come from B or C and say so; SIGKILL of the serving peer
 # mid-stream and the stream completes from the other with the text of a single-node run.
-# Then: D was refused (B counts it, D hears no announcement, B lists no model of D's), L
+# Then: D and E were refused (B counts them, they hear no announcement, B lists no model of
+# theirs), L
 # never opens an infer stream, forged/reused/expired invites are refused by `meshllm join`.
 # Every process is stopped on exit.
 set -u
@@ -27,7 +29,7 @@ ok() { pass=$((pass + 1)); }
 start_node() {
     local name=$1
     shift
-    MESHLLM_HOME="$work/$name" "$bin" serve --host 127.0.0.1 --port 0 --threads 1 --slots 2 \
+    MESHLLM_LOG=info MESHLLM_HOME="$work/$name" "$bin" serve --host 127.0.0.1 --port 0 --threads 1 --slots 2 \
         --p2p --p2p-listen /ip4/127.0.0.1/tcp/0 --no-mdns "$@" >"$work/$name.log" 2>&1 &
     local pid=$! port="" i
     E2E_PIDS+=("$pid")
@@ -89,9 +91,10 @@ start_node A --join "$(invite)" # no --bootstrap: the invite names B
 grep -q "route mesh" "$work/A.log" || fail "the lite node did not say its route is mesh"
 MESHLLM_HOME="$work/L" "$bin" join "$(invite)" >/dev/null 2>&1 || fail "join L"
 start_node L --route local --bootstrap "$addr_B"
-# D: a valid libp2p identity in another mesh, pointed at B.
-MESHLLM_HOME="$work/D" "$bin" mesh create >/dev/null 2>&1 || fail "mesh create D"
+# D: a valid libp2p identity and no certificate; E: a member of another mesh.
 start_node D --model "$model" --bootstrap "$addr_B"
+MESHLLM_HOME="$work/E" "$bin" mesh create >/dev/null 2>&1 || fail "mesh create E"
+start_node E --model "$model" --bootstrap "$addr_B"
 ok
 
 wait_for 30 serves_model A "$id_B" || fail "A never heard B's announcement"
@@ -109,20 +112,22 @@ grep -E "^$id_B +owner +connected .*stories260K" "$work/peers.out" >/dev/null ||
     fail "peers does not list B as the owner device serving stories260K: $(cat "$work/peers.out")"
 ok
 
-# D (another mesh's member, pointed at B) was refused by B and heard nothing of the mesh.
-b_refused() { peers_json B | grep -qE '"refused":[1-9]'; }
-wait_for 15 b_refused || fail "B refused nobody: $(peers_json B)"
-dj=$(peers_json D)
-echo "$dj" | grep -q '"announces_received":0' || fail "D received announcements: $dj"
-echo "$dj" | grep -q '"admitted":0' || fail "D admitted someone: $dj"
-peers_json B | node -e '
-  let j = JSON.parse(require("fs").readFileSync(0, "utf8"));
-  let d = (j.mesh?.peers ?? []).find((x) => x.id === process.argv[1]);
-  process.exit(d && (d.member || d.announced) ? 1 : 0);' "$id_D" || fail "B counts D as a member"
-peers_json B | node -e '
-  let j = JSON.parse(require("fs").readFileSync(0, "utf8"));
-  process.exit((j.mesh?.peers ?? []).some((x) => x.models.length && x.id === process.argv[1]) ? 1 : 0);' "$id_D" ||
-    fail "B lists a model of D"
+# D (no certificate) and E (another mesh's member), pointed at B, were refused by B and heard
+# nothing of the mesh.
+b_refused_two() { peers_json B | grep -qE '"refused":([2-9]|[1-9][0-9])'; }
+wait_for 20 b_refused_two || fail "B did not refuse both D and E: $(peers_json B)"
+for x in D E; do
+    xj=$(peers_json $x)
+    echo "$xj" | grep -q '"announces_received":0' || fail "$x received announcements: $xj"
+    echo "$xj" | grep -q '"admitted":0' || fail "$x admitted someone: $xj"
+    idv="id_$x"
+    peers_json B | node -e '
+      let j = JSON.parse(require("fs").readFileSync(0, "utf8"));
+      let d = (j.mesh?.peers ?? []).find((p) => p.id === process.argv[1]);
+      process.exit(d && (d.member || d.announced || d.models.length) ? 1 : 0);' "${!idv}" ||
+        fail "B counts $x as a member or lists its models"
+done
+grep -q "refused: no membership certificate" "$work/B.log" || fail "B did not say why D was refused"
 ok
 
 MESHLLM_URL=$url_A MESHLLM_BIN=$bin MESHLLM_MODEL_PATH=$model \
