@@ -33,7 +33,7 @@ struct api_gen {
     size_t len, cap;
     struct node_lp *lps;
     int n_lps, lps_cap;
-    int n_prompt, n_gen;
+    int n_prompt, n_gen, n_cached;
     /* streaming */
     bool sent_first, ended;
     char *sbuf;
@@ -167,6 +167,7 @@ static void out_init(const struct api_gen *g, struct api_gen_out *o)
     o->model = g->model;
     o->n_prompt = g->n_prompt;
     o->n_completion = g->n_gen;
+    o->n_cached = g->n_cached;
 }
 
 static int sse_add(struct api_gen *g, char *json)
@@ -194,6 +195,7 @@ static void stream_format(struct api_gen *g, struct node_chunk *ch)
     enum api_kind k = g->req.kind;
     g->n_prompt = ch->n_prompt;
     g->n_gen = ch->n_gen;
+    g->n_cached = ch->n_cached;
     int n_pieces = ch->n_cuts > 0 ? ch->n_cuts : 1;
     size_t off = 0;
     for (int i = 0; i < n_pieces; i++) {
@@ -527,6 +529,7 @@ enum MHD_Result api_gen_resume(struct api_conn *c)
     if (ch.n_lps) lps_keep(g, &ch);
     g->n_prompt = ch.n_prompt;
     g->n_gen = ch.n_gen;
+    g->n_cached = ch.n_cached;
     bool done = ch.done;
     const char *finish = ch.finish_reason;
     node_chunk_free(&ch);

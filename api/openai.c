@@ -558,6 +558,8 @@ static void add_usage(cJSON *root, const struct api_gen_out *o)
     cJSON_AddNumberToObject(u, "prompt_tokens", o->n_prompt);
     cJSON_AddNumberToObject(u, "completion_tokens", o->n_completion);
     cJSON_AddNumberToObject(u, "total_tokens", o->n_prompt + o->n_completion);
+    cJSON *d = cJSON_AddObjectToObject(u, "prompt_tokens_details");
+    if (d) cJSON_AddNumberToObject(d, "cached_tokens", o->n_cached);
 }
 
 static cJSON *head(const char *object, const struct api_gen_out *o)

@@ -116,6 +116,7 @@ struct api_gen_out {
     size_t len;
     const char *finish_reason; /* "stop", "length" or NULL (still running) */
     int n_prompt, n_completion;
+    int n_cached; /* prompt tokens reused from a slot's cache (usage.prompt_tokens_details) */
     const struct api_lp_token *lps; /* [n_lps] or NULL when logprobs were not asked for */
     int n_lps;
     /* optional: where the request ran ("local" or peer IDs); adds "meshllm":{"ran_on":...}

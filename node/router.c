@@ -21,6 +21,7 @@
 #include "node/registry.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,8 @@ struct router {
     int n_spots;
     uint64_t spot_rng;
     bool spot_closing;
+    bool round_robin;           /* MESHLLM_ROUTER_ROUND_ROBIN=1: rotate peers (benchmarks) */
+    atomic_uint rr_next;
 };
 
 int router_new(const struct router_config *cfg, struct router **out)
@@ -65,6 +68,8 @@ int router_new(const struct router_config *cfg, struct router **out)
     rt->spot_rate = sr && *sr ? strtod(sr, NULL) : ROUTER_SPOT_RATE;
     if (!(rt->spot_rate >= 0)) rt->spot_rate = 0; /* NaN, negative */
     rt->spot_rng = (uint64_t)(uintptr_t)rt ^ 0x9e3779b97f4a7c15ull;
+    const char *rr = getenv("MESHLLM_ROUTER_ROUND_ROBIN");
+    rt->round_robin = rr && !strcmp(rr, "1");
     *out = rt;
     return 0;
 }
@@ -496,7 +501,9 @@ static int rreq_start_next(struct rreq *r, struct node_error *err)
                                r->prefix, r->n_prefix, r->tried, r->n_tried, mesh_now_ms(),
                                picks, 8);
             if (n == 0) break;
-            const struct peers_pick *p = &picks[0];
+            /* the best, or (for benchmarks comparing against it) the next in turn */
+            const struct peers_pick *p =
+                &picks[rt->round_robin ? atomic_fetch_add(&rt->rr_next, 1) % (unsigned)n : 0];
             r->tried[r->n_tried++] = p->id;
             struct node_client cl = {rreq_inner_notify, rreq_inner_wanted, r};
             int rc = infer_client_submit(mesh_p2pnode(rt->cfg.mesh), &p->id, &p->addr, &r->req, &cl,
