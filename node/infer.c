@@ -471,7 +471,8 @@ static void creq_end(struct creq *c, const char *finish, enum node_fail fail, co
         c->pend.finish_reason = finish;
         c->pend.fail = fail;
         if (fail != NODE_FAIL_NONE)
-            node_error_set(&c->pend.err, 502, "server_error", "peer_lost", NULL, "peer %s: %s",
+            node_error_set(&c->pend.err, 502, "server_error",
+                           c->n_frames ? "peer_lost" : "peer_unreachable", NULL, "peer %s: %s",
                            c->peer_text, why);
         c->total_us = mono_us() - c->t_submit;
     }

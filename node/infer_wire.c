@@ -71,7 +71,7 @@ static const char *const known_types[] = {"invalid_request_error", "server_error
 static const char *const known_codes[] = {
     "model_not_found", "model_loading",   "model_unavailable", "context_length_exceeded",
     "rate_limit_exceeded", "shutting_down", "too_many_requests", "invalid_value",
-    "unsupported", "too_many_streams", "peer_lost", NULL};
+    "unsupported", "too_many_streams", "peer_lost", "peer_unreachable", NULL};
 static const char *const known_params[] = {"model", "messages", "prompt", "input",
                                            "max_tokens", "stop", "logprobs", "top_logprobs",
                                            "temperature", "top_p", "seed", NULL};

@@ -28,6 +28,7 @@
 #define MESH_TICK_MS 1000
 #define MESH_MAX_PENDING 256        /* peers waiting to show a certificate */
 #define MESH_PERSIST_MS 30000
+#define MESH_PERSIST_NEWS_MS 5000
 
 /* Where a peer stands with us (admission). */
 enum adm_state { ADM_PENDING = 0, ADM_MEMBER = 1, ADM_REFUSED = 2 };
@@ -63,6 +64,7 @@ struct mesh {
     int n_recent, recent_next;
     unsigned n_recorded;
     bool announce_soon;             /* a member was admitted: tell it what we offer */
+    uint64_t persisted_announces;   /* n_announces_recv when the table was last stored */
     unsigned n_ticks;
     struct adm adm[MESH_MAX_PENDING]; /* loop thread only */
     int n_adm;
@@ -516,10 +518,18 @@ static void on_tick(uv_timer_t *t)
     if (soon) m->announce_soon = false;
     announce(m, m->n_ticks == 3 || soon);
     if (m->in_mesh) revocations_publish(m);
+    /* the table goes to the store every 30 s, and within 5 s of news from a peer (its
+     * announcement may carry new addresses): a node killed soon after meeting its peers
+     * still finds them when it restarts */
     uint64_t now = mesh_now_ms();
-    if (now - m->last_persist_ms >= MESH_PERSIST_MS) {
+    struct mesh_stats st;
+    mesh_stats(m, &st);
+    bool news = st.n_announces_recv != m->persisted_announces;
+    if (now - m->last_persist_ms >= MESH_PERSIST_MS ||
+        (news && now - m->last_persist_ms >= MESH_PERSIST_NEWS_MS)) {
         peers_persist(m);
         m->last_persist_ms = now;
+        m->persisted_announces = st.n_announces_recv;
     }
 }
 

@@ -75,6 +75,7 @@ void peers_set_connected(struct peers *t, const struct peer_id *id, bool connect
     if (p) {
         p->is_connected = connected;
         p->last_seen_ms = now_ms;
+        if (connected) p->unreachable_until_ms = 0;
     }
     pthread_mutex_unlock(&t->mu);
 }
@@ -144,6 +145,7 @@ int peers_on_announce(struct peers *t, const struct peer_id *author, const uint8
         rc = MESH_EAGAIN;
     } else {
         p->ann_seq = a->seq;
+        p->unreachable_until_ms = 0;
         uint32_t ttl = a->has_ttl_s && a->ttl_s < PEERS_TTL_MAX_S ? a->ttl_s : PEERS_TTL_MAX_S;
         p->ann_expires_ms = now_ms + (uint64_t)ttl * 1000;
         p->last_seen_ms = now_ms;
@@ -192,6 +194,14 @@ void peers_report(struct peers *t, const struct peer_id *id, enum peers_outcome 
     pthread_mutex_unlock(&t->mu);
 }
 
+void peers_unreachable(struct peers *t, const struct peer_id *id, uint64_t until_ms)
+{
+    pthread_mutex_lock(&t->mu);
+    struct peers_entry *p = entry_get(t, id, false);
+    if (p && !p->is_connected) p->unreachable_until_ms = until_ms;
+    pthread_mutex_unlock(&t->mu);
+}
+
 void peers_inflight(struct peers *t, const struct peer_id *id, int delta)
 {
     pthread_mutex_lock(&t->mu);
@@ -226,7 +236,8 @@ int peers_rank(struct peers *t, const char *model, bool own_only, const uint64_t
     for (int i = 0; i < t->n && n < cap; i++) {
         const struct peers_entry *p = &t->e[i];
         if (!p->is_member || (own_only && !p->is_own) || !p->ann_seq ||
-            p->ann_expires_ms <= now_ms || p->n_addrs == 0)
+            p->ann_expires_ms <= now_ms || p->n_addrs == 0 ||
+            (!p->is_connected && now_ms < p->unreachable_until_ms))
             continue;
         bool skip = false;
         for (int k = 0; k < n_exclude && !skip; k++) skip = peer_id_equal(&exclude[k], &p->id);

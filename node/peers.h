@@ -57,6 +57,7 @@ struct peers_entry {
     uint32_t n_ok, n_fail, n_busy, n_lies;
     int n_inflight;            /* our requests running there now */
     uint64_t last_seen_ms;
+    uint64_t unreachable_until_ms; /* a dial failed: not ranked until then unless connected */
 };
 
 struct peers;
@@ -81,6 +82,9 @@ int peers_on_announce(struct peers *t, const struct peer_id *author, const uint8
 enum peers_outcome { PEERS_OK = 0, PEERS_FAIL = 1, PEERS_BUSY = 2, PEERS_LIE = 3 };
 void peers_report(struct peers *t, const struct peer_id *id, enum peers_outcome o);
 void peers_inflight(struct peers *t, const struct peer_id *id, int delta);
+/* A dial to the peer failed: peers_rank skips it until until_ms, unless it connects or
+ * announces again meanwhile (a restarted peer may listen elsewhere). */
+void peers_unreachable(struct peers *t, const struct peer_id *id, uint64_t until_ms);
 
 /* A peer to ask, best first. */
 struct peers_pick {

@@ -37,6 +37,7 @@ _Static_assert((int)ROUTER_LOADING == (int)REGISTRY_LOADING && (int)ROUTER_READY
 #define ROUTER_SPOT_RATE 0.05  /* default share of delegated greedy answers checked */
 #define ROUTER_SPOT_TOKENS 32  /* tokens compared by a spot check */
 #define ROUTER_SPOT_MAX 2      /* checks running at once */
+#define ROUTER_UNREACHABLE_MS 10000 /* a peer we could not dial is left alone this long */
 
 struct spot;
 
@@ -177,6 +178,8 @@ static int rreq_take(struct node_req *base, struct node_chunk *out)
         struct peers *pt = mesh_peers(r->rt->cfg.mesh);
         peers_inflight(pt, &r->inner_peer, -1);
         r->inflight = false;
+        if (out->err.code && !strcmp(out->err.code, "peer_unreachable"))
+            peers_unreachable(pt, &r->inner_peer, mesh_now_ms() + ROUTER_UNREACHABLE_MS);
         peers_report(pt, &r->inner_peer,
                      out->fail == NODE_FAIL_NONE   ? PEERS_OK
                      : out->fail == NODE_FAIL_BUSY ? PEERS_BUSY
