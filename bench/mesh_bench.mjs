@@ -5,7 +5,7 @@
 //   failover URL MODEL N AFTER PIDS_JSON  as stream, and SIGKILL the serving peer (pid from
 //                                         PIDS_JSON {peer id: pid}) after AFTER pieces: the
 //                                         longest gap between pieces after the kill, ran_on
-//   chat URL MODEL TURNS                  one conversation of TURNS turns: per turn ttft_ms,
+//   chat URL MODEL TURNS TAG              one conversation (TAG makes it unique) of TURNS turns: ttft_ms,
 //                                         prompt and cached tokens, ran_on
 //   median JSON_ARRAY                     median of numbers
 const [cmd, ...args] = process.argv.slice(2);
@@ -92,8 +92,9 @@ async function failover(url, model, n, after, pids) {
     usual_gap_ms: before[before.length >> 1] ?? 0 };
 }
 
-async function chat(url, model, turns) {
-  const msgs = [{ role: 'system', content: 'You are a storyteller. ' + 'Tell long stories. '.repeat(20) }];
+async function chat(url, model, turns, tag) {
+  // tag makes each conversation its own: no slot holds a prefix of it beforehand
+  const msgs = [{ role: 'system', content: `Conversation ${tag}. You are a storyteller. ` + 'Tell long stories. '.repeat(20) }];
   const out = [];
   for (let k = 0; k < turns; k++) {
     msgs.push({ role: 'user', content: `Turn ${k + 1}: ` + 'the fisherman walked along the shore and found a bottle. '.repeat(12) });
@@ -121,7 +122,7 @@ const median = (xs) => {
 let res;
 if (cmd === 'stream') res = await stream(args[0], args[1], Number(args[2]));
 else if (cmd === 'failover') res = await failover(args[0], args[1], Number(args[2]), Number(args[3]), JSON.parse(args[4]));
-else if (cmd === 'chat') res = await chat(args[0], args[1], Number(args[2]));
+else if (cmd === 'chat') res = await chat(args[0], args[1], Number(args[2]), args[3] ?? '1');
 else if (cmd === 'median') res = median(JSON.parse(args[0]));
 else {
   console.error('usage: mesh_bench.mjs stream|failover|chat|median ...');

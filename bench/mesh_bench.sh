@@ -273,8 +273,8 @@ affinity)
         fi
         wait_model "$url_A" "$id_B" "$MNAME" && wait_model "$url_A" "$id_C" "$MNAME" || die "A never heard B and C"
         tt=(); cached=0; prompt=0; hops=0
-        for r in $(seq 3); do
-            c=$(J chat "$url_A" "$MNAME" 6) || die "chat"
+        for r in $(seq 5); do
+            c=$(J chat "$url_A" "$MNAME" 6 "$mode-$r-$RANDOM") || die "chat"
             line=$(node -e '
               const t = JSON.parse(process.argv[1]).slice(1);
               let hops = 0; for (let i = 1; i < t.length; i++) hops += t[i].ran_on !== t[i-1].ran_on;
@@ -289,7 +289,7 @@ affinity)
         stop_all
     done
     echo
-    echo "## affinity: 6-turn chat through A over B and C ($MNAME), 3 conversations; turns 2-6"
+    echo "## affinity: 6-turn chat through A over B and C ($MNAME), 5 conversations; turns 2-6"
     echo "| routing | TTFT ms (median) | prompt tokens reused | peer changes | TTFT per turn |"
     echo "|---|---:|---:|---:|---|"
     echo "$res_affinity"
