@@ -42,6 +42,8 @@ struct open_req {
     char protocol[HOST_MAX_PROTOCOL_LEN];
     host_open_fn cb;
     void *ctx;
+    uint8_t *data;        /* host_open_stream_data's first bytes (malloc'd), or NULL */
+    size_t data_len;
     struct open_req *next;
 };
 
@@ -438,6 +440,16 @@ static void stream_flush(struct host_stream *s)
     if (s->close_requested && !s->fin_sent && buf_size(&s->pending) == 0) {
         s->fin_sent = true;
         yamux_stream_close(c->yamux, s->id);
+        if (!s->fin_recv && !yamux_stream_user(c->yamux, s->id)) {
+            /* yamux already had the peer's FIN (it came with the last bytes we read) and,
+             * both sides now closed, forgot the stream: its FIN event will find nothing, so
+             * the end is told here */
+            uint32_t id = s->id;
+            s->fin_recv = true;
+            if (s->is_negotiated && s->cbs.on_eof) s->cbs.on_eof(s->ctx, s);
+            if ((s = find_stream(c, id))) stream_finish(s, s->is_negotiated ? 0 : MESH_ECLOSED);
+            return;
+        }
         if (s->fin_recv) stream_finish(s, 0);
     }
 }
@@ -630,8 +642,10 @@ void host_gate_recheck(struct host *h, const struct peer_id *peer)
     }
 }
 
-/* Opens a yamux stream on a ready connection and starts negotiating protocol. */
-static void conn_open_stream(struct conn *c, const char *protocol, host_open_fn cb, void *ctx)
+/* Opens a yamux stream on a ready connection and starts negotiating protocol; data (may be
+ * NULL) goes right behind the proposal, before the answer (optimistic). */
+static void conn_open_stream(struct conn *c, const char *protocol, const uint8_t *data,
+                             size_t data_len, host_open_fn cb, void *ctx)
 {
     uint32_t id;
     int rc = yamux_stream_open(c->yamux, &id);
@@ -652,6 +666,14 @@ static void conn_open_stream(struct conn *c, const char *protocol, host_open_fn 
     mss_dialer_init(&s->mss, protos, 1);
     s->mss.proposals[0] = s->protocol;
     stream_send_mss(s);
+    if (data_len && buf_append(&s->pending, data, data_len)) {
+        s->open_cb = NULL; /* told below, on the next loop turn like every error */
+        stream_finish(s, MESH_ENOMEM);
+        conn_flush(c);
+        if (defer_error(c->h, cb, ctx, MESH_ENOMEM)) cb(ctx, NULL, MESH_ENOMEM);
+        return;
+    }
+    if (data_len) stream_flush(s);
     conn_flush(c);
 }
 
@@ -797,6 +819,7 @@ static void conn_close(struct conn *c, int status)
         struct open_req *o = c->opens;
         c->opens = o->next;
         o->cb(o->ctx, NULL, status ? status : MESH_ECLOSED);
+        free(o->data);
         free(o);
     }
     while (c->streams) {
@@ -846,7 +869,8 @@ static void conn_ready(struct conn *c)
     while (c->opens && !c->is_closing) {
         struct open_req *o = c->opens;
         c->opens = o->next;
-        conn_open_stream(c, o->protocol, o->cb, o->ctx);
+        conn_open_stream(c, o->protocol, o->data, o->data_len, o->cb, o->ctx);
+        free(o->data);
         free(o);
     }
 }
@@ -1140,8 +1164,35 @@ static int defer_error(struct host *h, host_open_fn cb, void *ctx, int status)
     return 0;
 }
 
+/* A pending open (the connection is not ready yet) with a copy of data. */
+static struct open_req *open_req_new(const char *protocol, size_t plen, const uint8_t *data,
+                                     size_t data_len, host_open_fn cb, void *ctx)
+{
+    struct open_req *o = calloc(1, sizeof *o);
+    if (!o) return NULL;
+    if (data_len) {
+        o->data = malloc(data_len);
+        if (!o->data) {
+            free(o);
+            return NULL;
+        }
+        memcpy(o->data, data, data_len);
+        o->data_len = data_len;
+    }
+    memcpy(o->protocol, protocol, plen + 1);
+    o->cb = cb;
+    o->ctx = ctx;
+    return o;
+}
+
 int host_open_stream(struct host *h, const struct multiaddr *addr, const char *protocol,
                      host_open_fn cb, void *ctx)
+{
+    return host_open_stream_data(h, addr, protocol, NULL, 0, cb, ctx);
+}
+
+int host_open_stream_data(struct host *h, const struct multiaddr *addr, const char *protocol,
+                          const uint8_t *data, size_t data_len, host_open_fn cb, void *ctx)
 {
     struct peer_id want;
     struct sockaddr_storage ss;
@@ -1157,14 +1208,11 @@ int host_open_stream(struct host *h, const struct multiaddr *addr, const char *p
                                 : (c->is_dialer && peer_id_equal(&c->expected, &want));
         if (!same) continue;
         if (c->is_ready) {
-            conn_open_stream(c, protocol, cb, ctx); /* negotiation answers later */
+            conn_open_stream(c, protocol, data, data_len, cb, ctx); /* answers later */
             return 0;
         }
-        struct open_req *o = calloc(1, sizeof *o);
+        struct open_req *o = open_req_new(protocol, plen, data, data_len, cb, ctx);
         if (!o) return MESH_ENOMEM;
-        memcpy(o->protocol, protocol, plen + 1);
-        o->cb = cb;
-        o->ctx = ctx;
         o->next = c->opens;
         c->opens = o;
         return 0;
@@ -1177,18 +1225,16 @@ int host_open_stream(struct host *h, const struct multiaddr *addr, const char *p
     struct conn *c = conn_new(h, true);
     if (!c) return MESH_ENOMEM;
     if (has_id) c->expected = want;
-    struct open_req *o = calloc(1, sizeof *o);
+    struct open_req *o = open_req_new(protocol, plen, data, data_len, cb, ctx);
     if (!o) {
         conn_close(c, MESH_ENOMEM);
         return MESH_ENOMEM;
     }
-    memcpy(o->protocol, protocol, plen + 1);
-    o->cb = cb;
-    o->ctx = ctx;
     c->opens = o;
     c->phase = PH_CONNECTING;
     if ((rc = uv_tcp_connect(&c->connect_req, &c->tcp, (struct sockaddr *)&ss, on_connect)) < 0) {
         c->opens = NULL;
+        free(o->data);
         free(o);
         conn_close(c, MESH_EIO);
         return defer_error(h, cb, ctx, MESH_EIO);
@@ -1274,7 +1320,7 @@ static void identify_opened(void *ctx, struct host_stream *s, int status)
 
 static void identify_start(struct conn *c)
 {
-    conn_open_stream(c, HOST_IDENTIFY_ID, identify_opened, NULL);
+    conn_open_stream(c, HOST_IDENTIFY_ID, NULL, 0, identify_opened, NULL);
 }
 
 /* The listen address to tell the peer of connection c: a listener on an unspecified IP
@@ -1355,7 +1401,7 @@ static void identify_push_all(struct host *h)
 {
     for (struct conn *c = h->conns; c; c = c->next)
         if (c->is_ready && !c->is_closing)
-            conn_open_stream(c, HOST_IDENTIFY_PUSH_ID, identify_push_opened, h);
+            conn_open_stream(c, HOST_IDENTIFY_PUSH_ID, NULL, 0, identify_push_opened, h);
 }
 
 /* ---- ping (/ipfs/ping/1.0.0) ------------------------------------------------------------ */

@@ -115,6 +115,13 @@ void host_remove_peer_listener(struct host *h, host_peer_fn fn, void *ctx);
  * Returns 0 or an immediate error (MESH_EUNSUPPORTED address, MESH_EINVAL, MESH_ENOMEM). */
 int host_open_stream(struct host *h, const struct multiaddr *addr, const char *protocol,
                      host_open_fn cb, void *ctx);
+/* The same, sending data (copied) right behind the protocol proposal instead of after the
+ * answer: the listener reads it once it has accepted the protocol, which saves the
+ * negotiation's round trip before the first request (multistream-select's optimistic use,
+ * for a protocol the peer is known to speak; if it refuses, cb gets an error and the data
+ * is discarded unread). data is raw bytes: length-prefix messages yourself. */
+int host_open_stream_data(struct host *h, const struct multiaddr *addr, const char *protocol,
+                          const uint8_t *data, size_t data_len, host_open_fn cb, void *ctx);
 
 /* Stream use. */
 void host_stream_set_callbacks(struct host_stream *s, const struct host_stream_cbs *cbs,

@@ -13,6 +13,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "net/host.h"
+#include "net/varint.h"
 #include "node/infer_internal.h"
 
 #include <pthread.h>
@@ -552,10 +553,9 @@ static void cl_on_open(void *ctx, struct host_stream *s, int status)
     c->s = s;
     host_stream_set_message_mode(s, INFER_MAX_FRAME);
     host_stream_set_callbacks(s, &cl_cbs, c);
-    int rc = host_stream_write_msg(s, c->msg, c->msg_len);
-    free(c->msg);
+    free(c->msg); /* sent with the proposal (cl_call_open) */
     c->msg = NULL;
-    if (!rc) rc = host_stream_close(s); /* nothing more to say: the answer comes back */
+    int rc = host_stream_close(s); /* nothing more to say: the answer comes back */
     if (rc) {
         host_stream_reset(s);
         c->s = NULL;
@@ -569,7 +569,20 @@ static void cl_call_open(struct p2pnode *pn, void *arg)
 {
     struct creq *c = arg;
     struct host *h = p2pnode_host(pn);
-    int rc = h ? host_open_stream(h, &c->addr, INFER_PROTOCOL_ID, cl_on_open, c) : MESH_ECLOSED;
+    /* The request goes right behind the protocol proposal: the peer serves the protocol
+     * (it announced models), so waiting for its answer would only add a round trip. */
+    uint8_t hdr[VARINT_MAX_LEN];
+    size_t hl = varint_encode(c->msg_len, hdr);
+    uint8_t *wire = malloc(hl + c->msg_len);
+    int rc = MESH_ENOMEM;
+    if (wire) {
+        memcpy(wire, hdr, hl);
+        memcpy(wire + hl, c->msg, c->msg_len);
+        rc = h ? host_open_stream_data(h, &c->addr, INFER_PROTOCOL_ID, wire, hl + c->msg_len,
+                                       cl_on_open, c)
+               : MESH_ECLOSED;
+        free(wire);
+    }
     if (rc) {
         creq_end(c, "error", NODE_FAIL_LOST,
                  rc == MESH_ECLOSED ? "this node is stopping" : "cannot dial the peer");

@@ -386,6 +386,7 @@ static void test_infer_cancel_frees_server_stream(void **state)
 static void liar_case(enum liar_mode mode, struct result *res)
 {
     atomic_store(&g_liar_mode, mode);
+    fprintf(stderr, "liar mode %d\n", (int)mode);
     struct node_gen_req q;
     completion(&q, 8);
     struct node_req *r = remote(&g_n.liar_addr, &q);
