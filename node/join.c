@@ -175,6 +175,14 @@ int mesh_join(const char *data_dir, const char *token, int timeout_ms, char *err
     if (rc) goto out;
     rc = store_open(data_dir, &st, err, err_cap);
     if (!rc) rc = member_open(data_dir, st, (uint64_t)time(NULL), &m, err, err_cap);
+    struct member_info mi;
+    char ierr[128];
+    if (!rc && member_info_get(m, &mi, ierr, sizeof ierr) == 0 && mi.is_member &&
+        !strcmp(mi.mesh_id, j.mesh_id)) {
+        /* `serve --join` again after a restart: the invite is spent, the membership is not */
+        log_info("join: already a member of %s; the invite is not needed", j.mesh_id);
+        goto out;
+    }
     if (!rc) rc = join_exchange(data_dir, timeout_ms, &op, err, err_cap);
     if (!rc) rc = member_join_finish(m, &j, op.resp, op.resp_len, (uint64_t)time(NULL), &why,
                                      err, err_cap);

@@ -1029,6 +1029,13 @@ int member_invite_make(struct member *m, const struct member_invite_opts *o, uin
                                             err, err_cap))) {
         goto out;
     }
+    if (f.n_addrs == 0) {
+        /* a token nobody could redeem: the joiner would have nowhere to dial */
+        rc = err_set(err, err_cap, MESH_EINVAL,
+                     "no address to put in the invite: start this node ('meshllm serve --p2p') "
+                     "so it records where it listens, or give --addr MULTIADDR");
+        goto out;
+    }
     rc = err_set(err, err_cap, MESH_ENOMEM, "out of memory");
     if (!(c = meshmember__member_cert__unpack(NULL, m->cert_len, m->cert))) goto out;
     memcpy(f.inviter_sig, c->signature.data, 64);

@@ -65,6 +65,7 @@ struct mesh {
     unsigned n_recorded;
     bool announce_soon;             /* a member was admitted: tell it what we offer */
     uint64_t persisted_announces;   /* n_announces_recv when the table was last stored */
+    uint64_t started_ms;
     unsigned n_ticks;
     struct adm adm[MESH_MAX_PENDING]; /* loop thread only */
     int n_adm;
@@ -623,6 +624,7 @@ int mesh_start(const struct mesh_config *cfg, struct mesh **out, char *err, size
     if (!m) return err_set(err, err_cap, MESH_ENOMEM, "out of memory");
     pthread_mutex_init(&m->mu, NULL);
     m->reg = cfg->reg;
+    m->started_ms = mesh_now_ms();
     snprintf(m->data_dir, sizeof m->data_dir, "%s", cfg->data_dir);
     int rc = peers_new(&m->peers);
     if (rc) {
@@ -711,6 +713,7 @@ struct p2pnode *mesh_p2pnode(struct mesh *m) { return m->pn; }
 struct peers *mesh_peers(struct mesh *m) { return m->peers; }
 const char *mesh_id(const struct mesh *m) { return m->mesh_id; }
 const char *mesh_self_text(const struct mesh *m) { return m->self_text; }
+uint64_t mesh_uptime_ms(const struct mesh *m) { return mesh_now_ms() - m->started_ms; }
 
 void mesh_stats(struct mesh *m, struct mesh_stats *out)
 {

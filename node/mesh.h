@@ -60,6 +60,7 @@ struct peers *mesh_peers(struct mesh *m);
 const char *mesh_id(const struct mesh *m);
 const char *mesh_self_text(const struct mesh *m); /* our peer ID */
 uint64_t mesh_now_ms(void);                       /* the clock of the peer table */
+uint64_t mesh_uptime_ms(const struct mesh *m);    /* since mesh_start */
 
 /* Counters for tests and the console. */
 struct mesh_stats {

@@ -38,6 +38,7 @@ _Static_assert((int)ROUTER_LOADING == (int)REGISTRY_LOADING && (int)ROUTER_READY
 #define ROUTER_SPOT_TOKENS 32  /* tokens compared by a spot check */
 #define ROUTER_SPOT_MAX 2      /* checks running at once */
 #define ROUTER_UNREACHABLE_MS 10000 /* a peer we could not dial is left alone this long */
+#define ROUTER_WARMUP_MS 10000 /* after start, before any announcement: 503, not 404 */
 
 struct spot;
 
@@ -491,6 +492,19 @@ static int start_local(struct rreq *r, struct node_error *err)
     return rc;
 }
 
+/* Whether any member's announcement is live (else the mesh is not discovered yet). */
+static bool mesh_heard(struct router *rt)
+{
+    struct peers_entry *es = malloc(PEERS_MAX * sizeof *es);
+    int n = es ? peers_snapshot(mesh_peers(rt->cfg.mesh), es, PEERS_MAX) : 0;
+    uint64_t now = mesh_now_ms();
+    bool heard = false;
+    for (int i = 0; i < n && !heard; i++)
+        heard = es[i].is_member && es[i].ann_seq && es[i].ann_expires_ms > now;
+    free(es);
+    return heard;
+}
+
 static int rreq_start_next(struct rreq *r, struct node_error *err)
 {
     struct router *rt = r->rt;
@@ -534,6 +548,15 @@ static int rreq_start_next(struct rreq *r, struct node_error *err)
                        r->req.model);
         err->retry_after_s = 1;
         return MESH_EFULL;
+    }
+    if (rt->cfg.mesh && mesh_uptime_ms(rt->cfg.mesh) < ROUTER_WARMUP_MS && !mesh_heard(rt)) {
+        /* just started: the peers' announcements may not have arrived yet */
+        node_error_set(err, 503, "server_error", "model_loading", "model",
+                       "No peer has announced '%.200s' yet; this node joined its mesh %llu ms "
+                       "ago, retry in a moment.", r->req.model,
+                       (unsigned long long)mesh_uptime_ms(rt->cfg.mesh));
+        err->retry_after_s = 2;
+        return MESH_EAGAIN;
     }
     node_error_set(err, 404, "invalid_request_error", "model_not_found", "model",
                    "The model '%.200s' does not exist on this node%s.", r->req.model,
@@ -619,12 +642,13 @@ int router_submit(struct router *rt, const struct node_gen_req *req, const struc
         rc = MESH_ECLOSED;
     } else if (route != NODE_ROUTE_LOCAL && rt->cfg.mesh && req->kind != NODE_KIND_EMBEDDING) {
         rc = submit_routed(rt, req, route, cl, out, err);
-    } else if (!rt->cfg.reg) {
+    } else if (!rt->cfg.reg || registry_count(rt->cfg.reg) == 0) {
         node_error_set(err, 404, "invalid_request_error", "model_not_found", "model",
                        "The model '%.200s' does not exist on this node%s.",
                        req->model ? req->model : "",
                        req->kind == NODE_KIND_EMBEDDING ? " (embeddings are not delegated)"
-                       : rt->cfg.mesh ? " (route local: peers are not asked)"
+                       : rt->cfg.mesh ? " (it holds no model, and on route local peers are not "
+                                        "asked: choose route mesh or own)"
                                       : "");
         rc = MESH_ENOTFOUND;
     } else {

@@ -39,8 +39,12 @@ check "show: no revocations" grep -q "^revocations: *0" <<<"$show"
 tok=$("$bin" invite --data-dir "$a" --expires 30m --addr /ip4/127.0.0.1/tcp/4001)
 check "invite exits 0" test $? = 0
 check "invite prints a token" bash -c "[[ '$tok' =~ ^meshllm-invite:[A-Za-z0-9_-]{100,}\$ ]]"
-tok2=$(MESHLLM_HOME="$a" "$bin" invite --peer "$me")
+tok2=$(MESHLLM_HOME="$a" "$bin" invite --peer "$me" --addr /ip4/127.0.0.1/tcp/4001)
 check "invite --peer, data dir from MESHLLM_HOME" bash -c "[[ '$tok2' =~ ^meshllm-invite: && '$tok2' != '$tok' ]]"
+# no --addr and no running node ever recorded its addresses: a token nobody could redeem
+"$bin" invite --data-dir "$a" >/dev/null 2>"$work/err"
+check "invite with no address exits 1" test $? = 1
+check "invite with no address says what to do" grep -q "^meshllm: invite: no address to put in the invite.*--addr" "$work/err"
 "$bin" invite --data-dir "$b" >/dev/null 2>"$work/err"
 check "invite by a non-member exits 1" test $? = 1
 check "invite by a non-member says why" grep -q "^meshllm: invite: .*not a member" "$work/err"

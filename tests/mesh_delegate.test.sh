@@ -87,7 +87,8 @@ grep -qi "expired" "$work/joinX.out" || fail "no reason for the expired invite: 
 ok
 start_node C --model "$model" --bootstrap "$addr_B"
 unset MESHLLM_SCHED_STEP_DELAY_MS
-start_node A --join "$(invite)" # no --bootstrap: the invite names B
+tok_A=$(invite)
+start_node A --join "$tok_A" # no --bootstrap: the invite names B
 grep -q "route mesh" "$work/A.log" || fail "the lite node did not say its route is mesh"
 MESHLLM_HOME="$work/L" "$bin" join "$(invite)" >/dev/null 2>&1 || fail "join L"
 start_node L --route local --bootstrap "$addr_B"
@@ -142,5 +143,11 @@ code=$(curl -s -o "$work/L.out" -w '%{http_code}' "$url_L/v1/chat/completions" -
     -d '{"model":"stories260K","messages":[{"role":"user","content":"hi"}],"max_tokens":4}')
 [ "$code" = 404 ] || fail "L answered $code: $(cat "$work/L.out")"
 peers_json L | grep -q '"infer_out":0' || fail "L opened an infer stream"
+ok
+# A restarted with the same (spent) --join token: already a member, so it just starts.
+kill -TERM "$pid_A"
+for i in $(seq 100); do kill -0 "$pid_A" 2>/dev/null || break; sleep 0.05; done
+start_node A --join "$tok_A"
+grep -q "^meshllm: member of mesh mesh-" "$work/A.log" || fail "A did not restart with its spent invite"
 ok
 echo "$pass passed, 0 failed"
