@@ -300,6 +300,9 @@ static int local_models(struct mesh *m, struct peers_model *out, int cap)
         struct peers_model *pm = &out[n++];
         memset(pm, 0, sizeof *pm);
         snprintf(pm->name, sizeof pm->name, "%s", e->name);
+        snprintf(pm->quant, sizeof pm->quant, "%s", e->quant);
+        const char *dg = registry_digest(m->reg, i);
+        if (dg) snprintf(pm->digest, sizeof pm->digest, "%s", dg);
         pm->file_bytes = e->file_bytes;
         pm->n_ctx = li.n_ctx;
         pm->gen_tps = (float)li.gen_tps;
@@ -326,8 +329,8 @@ static void announce(struct mesh *m, bool force)
     char offer[512];
     size_t off = (size_t)snprintf(offer, sizeof offer, "%u;", m->n_recorded);
     for (int i = 0; i < n_models && off < sizeof offer - 1; i++) {
-        int w = snprintf(offer + off, sizeof offer - off, "%s:%d:%d;", models[i].name,
-                         models[i].n_active, models[i].n_queued);
+        int w = snprintf(offer + off, sizeof offer - off, "%s:%d:%d:%c;", models[i].name,
+                         models[i].n_active, models[i].n_queued, models[i].digest[0] ? 'h' : '-');
         if (w < 0) break;
         off += (size_t)w;
     }

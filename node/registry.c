@@ -5,12 +5,16 @@
 #include "core/log.h"
 #include "engine/model.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sodium.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define REGISTRY_MAX 32
 
@@ -18,6 +22,9 @@ struct registry {
     struct sched_params sp;
     struct registry_entry e[REGISTRY_MAX];
     atomic_int state[REGISTRY_MAX];
+    char digest[REGISTRY_MAX][65];  /* 64 hex, valid once has_digest */
+    atomic_bool has_digest[REGISTRY_MAX];
+    atomic_bool stopping;           /* registry_free: the hashing stops */
     int n;
     /* read-held by whoever uses a scheduler (registry_pin); write-held by registry_stop,
      * which frees them: a submit never races the shutdown */
@@ -71,6 +78,7 @@ void registry_unpin(struct registry *r)
 void registry_free(struct registry *r)
 {
     if (!r) return;
+    atomic_store(&r->stopping, true);
     if (r->loader_started) pthread_join(r->loader, NULL);
     for (int i = 0; i < r->n; i++) {
         sched_free(r->e[i].sched);
@@ -173,6 +181,9 @@ static int load_one(struct registry *r, int i)
         atomic_store(&r->state[i], REGISTRY_FAILED);
         return rc;
     }
+    int ft = model_hparams(e->model)->file_type;
+    snprintf(e->quant, sizeof e->quant, "%s", ft >= 0 ? model_ftype_name(ft) : "");
+    if (!strcmp(e->quant, "unknown")) e->quant[0] = 0;
     log_info("model %s loaded from %s", e->name, e->path);
     atomic_store(&r->state[i], REGISTRY_READY);
     return 0;
@@ -189,10 +200,45 @@ int registry_load_wait(struct registry *r)
     return first;
 }
 
+/* SHA-256 of entry i's file into r->digest[i] (loader thread, after loading). */
+static void hash_one(struct registry *r, int i)
+{
+    int fd = open(r->e[i].path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    enum { CHUNK = 1 << 20 };
+    uint8_t *buf = malloc(CHUNK);
+    bool ok = buf != NULL;
+    while (ok && !atomic_load(&r->stopping)) {
+        ssize_t n = read(fd, buf, CHUNK);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) ok = false;
+        if (n <= 0) break;
+        crypto_hash_sha256_update(&st, buf, (unsigned long long)n);
+    }
+    close(fd);
+    free(buf);
+    if (!ok || atomic_load(&r->stopping)) return;
+    uint8_t h[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256_final(&st, h);
+    sodium_bin2hex(r->digest[i], sizeof r->digest[i], h, sizeof h);
+    atomic_store(&r->has_digest[i], true);
+}
+
 static void *loader_main(void *arg)
 {
-    registry_load_wait(arg);
+    struct registry *r = arg;
+    registry_load_wait(r);
+    for (int i = 0; i < r->n && !atomic_load(&r->stopping); i++)
+        if (atomic_load(&r->state[i]) == REGISTRY_READY) hash_one(r, i);
     return NULL;
+}
+
+const char *registry_digest(struct registry *r, int i)
+{
+    if (i < 0 || i >= r->n || !atomic_load(&r->has_digest[i])) return NULL;
+    return r->digest[i];
 }
 
 int registry_load_start(struct registry *r)

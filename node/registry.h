@@ -27,6 +27,7 @@ struct registry_entry {
     char err[256];        /* why loading failed */
     int64_t created;      /* file modification time, unix seconds */
     uint64_t file_bytes;
+    char quant[16];       /* READY only: the file type ("Q4_K_M", "F16"; "" unknown) */
     struct model *model;  /* READY only */
     struct chat_setup chat; /* READY only: how its conversations are rendered */
     struct sched *sched;  /* READY only */
@@ -34,6 +35,10 @@ struct registry_entry {
 
 struct registry;
 int registry_new(const struct sched_params *sp, struct registry **out);
+/* The SHA-256 of entry i's file in 64 hex digits (as Ollama's digests and sha256sum print
+ * it), or NULL until the loader has hashed it: after every model is READY the loader thread
+ * reads each file once more in the background. Any thread. */
+const char *registry_digest(struct registry *r, int i);
 /* Stops every scheduler now (unfinished requests end "cancelled"); models stay loaded so
  * their tokenizers remain usable until registry_free. Callers must not submit afterwards. */
 void registry_stop(struct registry *r);

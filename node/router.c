@@ -669,6 +669,13 @@ static void model_fill(struct router *rt, struct registry_entry *e, enum registr
     if (st == REGISTRY_FAILED) snprintf(m->err, sizeof m->err, "%s", e->err);
     m->created = e->created;
     m->file_bytes = e->file_bytes;
+    snprintf(m->quant, sizeof m->quant, "%s", e->quant);
+    for (int i = 0; i < registry_count(rt->cfg.reg); i++) {
+        enum registry_state s2;
+        if (registry_at(rt->cfg.reg, i, &s2) != e) continue;
+        const char *dg = registry_digest(rt->cfg.reg, i);
+        if (dg) snprintf(m->digest, sizeof m->digest, "%s", dg);
+    }
     struct node_local_info li;
     if (st != REGISTRY_READY || node_local_info(rt->cfg.reg, e->name, &li) || !li.is_ready)
         return;

@@ -102,6 +102,12 @@ wait_for 30 serves_model A "$id_B" || fail "A never heard B's announcement"
 wait_for 30 serves_model A "$id_C" || fail "A never heard C's announcement"
 ok
 
+# Announcements carry the model's content hash: A lists the SHA-256 of B's file.
+want_digest=$(sha256sum "$model" | cut -d' ' -f1)
+digest_on_A() { curl -s "$url_A/api/tags" | grep -q "\"digest\":\"$want_digest\""; }
+wait_for 20 digest_on_A || fail "A's /api/tags lacks the model's sha256: $(curl -s "$url_A/api/tags")"
+ok
+
 # `meshllm status` and `meshllm peers` on the lite node show the mesh, its members and models.
 "$bin" status --url "$url_A" >"$work/status.out" 2>&1 || fail "status: $(cat "$work/status.out")"
 grep -q "^mesh      mesh-" "$work/status.out" || fail "status shows no mesh: $(cat "$work/status.out")"
