@@ -126,7 +126,7 @@ $(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: net/proto/%.proto
 	protoc-c --c_out=$(BUILD)/gen -Inet/proto $<
 
 # Every object may include generated headers: make them first.
-$(LIB_SRCS:%.c=$(BUILD)/%.o) $(CLI_OBJS) $(TEST_BINS:%=%.o) $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/tests/fuzz/%.o): | $(PB_HDRS)
+$(LIB_SRCS:%.c=$(BUILD)/%.o) $(CLI_OBJS) $(TEST_BINS:%=%.o) $(BENCH_BINS:%=%.o) $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/tests/fuzz/%.o): | $(PB_HDRS)
 
 # Host tools run at build time (never cross-compiled).
 $(BUILD)/tools/%: tools/%.c
