@@ -7,9 +7,11 @@
  * seen have all answered; FIND_NODE, GET_VALUE / PUT_VALUE (records checked by a namespace
  * validator: /pk and /meshllm built in), ADD_PROVIDER / GET_PROVIDERS (expiring provider
  * records), PING; client and server modes; bucket refresh; bootstrap. Messages are the spec's
- * protobuf (net/proto/dht.proto) with a uvarint length prefix. Not done here: dialing, streams,
- * identify; the S/Kademlia disjoint-path extension; the routing table's "ping the oldest
- * before evicting" policy (a full bucket refuses newcomers; failing peers are removed).
+ * protobuf (net/proto/dht.proto) with a uvarint length prefix. A full bucket keeps its live
+ * entries: newcomers wait in a replacement cache and replace an entry only when a PING to
+ * the quietest one fails. The store has per-peer quotas and bounds in entries and bytes
+ * (dht_store.c). Not done here: dialing, streams, identify; the S/Kademlia disjoint-path
+ * extension.
  *
  * The seam with the network (jech/dht style): the host feeds the core
  *   - requests that arrive on an inbound stream of the DHT protocol: dht_handle_request()
