@@ -201,7 +201,9 @@ static void on_host_peer(void *ctx, enum host_peer_event ev, const struct host_p
     pthread_mutex_lock(&n->mu);
     n->clock_ms = uv_now(&n->loop);
     /* A peer we did not name, nor hear of by mDNS, that we dialed: the DHT glue did. */
-    struct pn_peer *p = peer_get(n, &hi->id, hi->is_outbound ? "dht" : "inbound");
+    struct pn_peer *p = ev == HOST_PEER_DISCONNECTED
+                            ? peer_find(n, &hi->id) /* a leaving peer takes no one's place */
+                            : peer_get(n, &hi->id, hi->is_outbound ? "dht" : "inbound");
     if (p) {
         if (ev == HOST_PEER_DISCONNECTED) {
             p->is_connected = false; /* the next tick sees any connection left */
