@@ -9,6 +9,7 @@
  * millions. No I/O, no clock, no global state.
  */
 #include "net/dht.h"
+#include "net/dht_internal.h"
 
 #include "core/err.h"
 #include "core/rng.h"
@@ -28,6 +29,7 @@
 #define VALIDATORS_MAX 8
 #define EXPIRY_SWEEP_MS 60000
 #define RECORD_TIME_MAX 64       /* longest timeReceived string accepted */
+#define PING_STALE_MS 60000      /* a full bucket pings its oldest entry if unseen this long */
 
 enum { C_NEW = 0, C_WAIT, C_DONE, C_FAIL };
 enum { Q_FIND_NODE = 0, Q_GET_VALUE, Q_GET_PROVIDERS, Q_PUT_VALUE, Q_PROVIDE };
@@ -45,26 +47,8 @@ struct dht_bucket {
     struct dht_entry *e; /* DHT_K slots, malloc'd on first use */
     size_t n;
     uint64_t refreshed_ms;
-};
-
-struct dht_record {
-    uint8_t *key;
-    size_t key_len;
-    uint8_t *val;
-    size_t val_len;
-    uint64_t expires_ms;
-};
-
-struct dht_provider {
-    struct dht_peer p;
-    uint64_t expires_ms;
-};
-
-struct dht_prov_key {
-    uint8_t *key;
-    size_t key_len;
-    struct dht_provider *v; /* DHT_PROVIDERS_PER_KEY slots */
-    size_t n;
+    struct dht_peer *repl; /* replacement cache, DHT_REPLACEMENTS slots, newest last */
+    size_t n_repl;
 };
 
 struct dht_cand {
@@ -111,13 +95,11 @@ struct dht {
     bool has_time;
     uint64_t next_sweep_ms;
     struct dht_bucket b[N_BUCKETS];
-    size_t n_table;
+    size_t n_table, n_repl;
+    uint64_t n_table_refused, n_table_replaced;
     struct dht_validator val[VALIDATORS_MAX];
     size_t n_val;
-    struct dht_record *rec;
-    size_t n_rec;
-    struct dht_prov_key *pk;
-    size_t n_pk;
+    struct dht_store st; /* records and provider records (dht_store.c) */
     struct dht_query **q;
     size_t n_q, cap_q;
     uint64_t next_qid, next_req_id;
@@ -196,8 +178,44 @@ static void entry_set_addrs(struct dht_entry *e, const struct dht_peer *p)
     e->n_addrs = p->n_addrs;
 }
 
-/* Adds or refreshes a server-mode peer. A full bucket refuses newcomers (Kademlia prefers
- * long-lived peers); failing peers are removed by dht_on_failure. */
+static void ping_queue(struct dht *d, uint64_t now_ms, const struct dht_entry *e);
+
+/* Remembers a newcomer a full bucket turned away (Kademlia's replacement cache): newest
+ * last, the oldest forgotten when the cache is full. */
+static void repl_add(struct dht *d, struct dht_bucket *b, const struct dht_peer *p)
+{
+    if (!b->repl) {
+        b->repl = malloc(DHT_REPLACEMENTS * sizeof *b->repl);
+        if (!b->repl) return;
+    }
+    size_t i = 0;
+    while (i < b->n_repl && !peer_id_equal(&b->repl[i].id, &p->id)) i++;
+    if (i == b->n_repl && b->n_repl == DHT_REPLACEMENTS) i = 0; /* forget the oldest */
+    else if (i == b->n_repl) {
+        b->n_repl++;
+        d->n_repl++;
+    }
+    memmove(&b->repl[i], &b->repl[i + 1], (b->n_repl - 1 - i) * sizeof *b->repl);
+    b->repl[b->n_repl - 1] = *p;
+}
+
+static void entry_init(struct dht *d, struct dht_bucket *b, uint64_t now_ms,
+                       const struct dht_peer *p, const uint8_t *key)
+{
+    struct dht_entry *e = &b->e[b->n++];
+    memset(e, 0, sizeof *e);
+    e->id = p->id;
+    memcpy(e->key, key, DHT_KEY_LEN);
+    e->last_seen_ms = now_ms;
+    entry_set_addrs(e, p);
+    d->n_table++;
+}
+
+/* Adds or refreshes a server-mode peer. A full bucket keeps its entries (Kademlia prefers
+ * long-lived peers, so a flood of new identities cannot push live ones out): the newcomer
+ * waits in the replacement cache and the entry seen longest ago is pinged if it has been
+ * quiet for PING_STALE_MS; if that ping fails, dht_peer_remove promotes the newest
+ * replacement. */
 static void table_add(struct dht *d, uint64_t now_ms, const struct dht_peer *p)
 {
     uint8_t key[DHT_KEY_LEN];
@@ -216,14 +234,25 @@ static void table_add(struct dht *d, uint64_t now_ms, const struct dht_peer *p)
         b->e = calloc(DHT_K, sizeof *b->e);
         if (!b->e) return;
     }
-    if (b->n >= DHT_K) return;
-    e = &b->e[b->n++];
-    memset(e, 0, sizeof *e);
-    e->id = p->id;
-    memcpy(e->key, key, DHT_KEY_LEN);
-    e->last_seen_ms = now_ms;
-    entry_set_addrs(e, p);
-    d->n_table++;
+    if (b->n < DHT_K) {
+        entry_init(d, b, now_ms, p, key);
+        return;
+    }
+    d->n_table_refused++;
+    repl_add(d, b, p);
+    struct dht_entry *oldest = &b->e[0];
+    for (size_t i = 1; i < b->n; i++)
+        if (b->e[i].last_seen_ms < oldest->last_seen_ms) oldest = &b->e[i];
+    if (oldest->last_seen_ms + PING_STALE_MS <= now_ms) ping_queue(d, now_ms, oldest);
+}
+
+/* A ping from the table itself (no query) was answered: the peer is alive. */
+static void table_touch(struct dht *d, uint64_t now_ms, const struct peer_id *id)
+{
+    uint8_t key[DHT_KEY_LEN];
+    dht_key_of(id->bytes, id->len, key);
+    struct dht_entry *e = table_find(d, id, key);
+    if (e) e->last_seen_ms = now_ms;
 }
 
 void dht_peer_remove(struct dht *d, const struct peer_id *id)
@@ -233,11 +262,27 @@ void dht_peer_remove(struct dht *d, const struct peer_id *id)
     int cpl = cpl_of(key, d->self_key);
     if (cpl >= N_BUCKETS) return;
     struct dht_bucket *b = &d->b[cpl];
+    for (size_t i = 0; i < b->n_repl; i++) /* a failing peer is no replacement either */
+        if (peer_id_equal(&b->repl[i].id, id)) {
+            memmove(&b->repl[i], &b->repl[i + 1], (b->n_repl - 1 - i) * sizeof *b->repl);
+            b->n_repl--;
+            d->n_repl--;
+            break;
+        }
     for (size_t i = 0; i < b->n; i++) {
         if (!peer_id_equal(&b->e[i].id, id)) continue;
         free(b->e[i].addrs);
         b->e[i] = b->e[--b->n];
         d->n_table--;
+        if (b->n_repl) { /* the newest replacement takes the free slot */
+            struct dht_peer r = b->repl[--b->n_repl];
+            uint8_t rk[DHT_KEY_LEN];
+            d->n_repl--;
+            dht_key_of(r.id.bytes, r.id.len, rk);
+            entry_init(d, b, 0, &r, rk);
+            b->e[b->n - 1].last_seen_ms = 0; /* not seen by us yet: the first to be pinged */
+            d->n_table_replaced++;
+        }
         return;
     }
 }
@@ -464,45 +509,25 @@ static size_t record_select(const struct dht *d, const uint8_t *key, size_t key_
 
 static struct dht_record *record_find(const struct dht *d, const uint8_t *key, size_t key_len)
 {
-    for (size_t i = 0; i < d->n_rec; i++)
-        if (bytes_eq(d->rec[i].key, d->rec[i].key_len, key, key_len)) return &d->rec[i];
-    return NULL;
+    return dht_store_record_find(&d->st, key, key_len);
 }
 
-/* Stores a validated record, keeping the better one if we already hold a value. */
+/* Stores a validated record from `from`, keeping the better one if we already hold a value
+ * (a worse or equal value only refreshes ours). */
 static int record_store(struct dht *d, uint64_t now_ms, const uint8_t *key, size_t key_len,
-                        const uint8_t *val, size_t val_len)
+                        const uint8_t *val, size_t val_len, const struct peer_id *from)
 {
     struct dht_record *r = record_find(d, key, key_len);
     if (r) {
         const uint8_t *vals[2] = {r->val, val};
         size_t lens[2] = {r->val_len, val_len};
-        if (record_select(d, key, key_len, vals, lens, 2) == 0 &&
-            !bytes_eq(r->val, r->val_len, val, val_len)) {
-            r->expires_ms = now_ms + d->cfg.record_ttl_ms; /* keep ours, it is better */
+        if (bytes_eq(r->val, r->val_len, val, val_len) ||
+            record_select(d, key, key_len, vals, lens, 2) == 0) {
+            r->expires_ms = now_ms + d->cfg.record_ttl_ms; /* keep ours, it is as good */
             return 0;
         }
-        uint8_t *nv = dup_bytes(val, val_len);
-        if (!nv) return MESH_ENOMEM;
-        free(r->val);
-        r->val = nv;
-        r->val_len = val_len;
-        r->expires_ms = now_ms + d->cfg.record_ttl_ms;
-        return 0;
     }
-    if (!d->rec) {
-        d->rec = calloc(d->cfg.records_max, sizeof *d->rec);
-        if (!d->rec) return MESH_ENOMEM;
-    }
-    if (d->n_rec >= d->cfg.records_max) return MESH_EFULL;
-    uint8_t *k = dup_bytes(key, key_len), *v = dup_bytes(val, val_len);
-    if (!k || !v) {
-        free(k);
-        free(v);
-        return MESH_ENOMEM;
-    }
-    d->rec[d->n_rec++] = (struct dht_record){k, key_len, v, val_len, now_ms + d->cfg.record_ttl_ms};
-    return 0;
+    return dht_store_record_put(&d->st, now_ms, key, key_len, val, val_len, from);
 }
 
 int dht_record_get(const struct dht *d, const uint8_t *key, size_t key_len, const uint8_t **val,
@@ -643,48 +668,10 @@ int dht_validator_add(struct dht *d, const struct dht_validator *v)
 
 /* ---- provider records ---------------------------------------------------------------- */
 
-static struct dht_prov_key *prov_find(const struct dht *d, const uint8_t *key, size_t key_len)
+static const struct dht_prov_key *prov_find(const struct dht *d, const uint8_t *key,
+                                            size_t key_len)
 {
-    for (size_t i = 0; i < d->n_pk; i++)
-        if (bytes_eq(d->pk[i].key, d->pk[i].key_len, key, key_len)) return &d->pk[i];
-    return NULL;
-}
-
-static int prov_add(struct dht *d, uint64_t now_ms, const uint8_t *key, size_t key_len,
-                    const struct dht_peer *p)
-{
-    struct dht_prov_key *k = prov_find(d, key, key_len);
-    if (!k) {
-        if (!d->pk) {
-            d->pk = calloc(d->cfg.provider_keys_max, sizeof *d->pk);
-            if (!d->pk) return MESH_ENOMEM;
-        }
-        if (d->n_pk >= d->cfg.provider_keys_max) return MESH_EFULL;
-        uint8_t *kb = dup_bytes(key, key_len);
-        struct dht_provider *v = calloc(DHT_PROVIDERS_PER_KEY, sizeof *v);
-        if (!kb || !v) {
-            free(kb);
-            free(v);
-            return MESH_ENOMEM;
-        }
-        k = &d->pk[d->n_pk++];
-        *k = (struct dht_prov_key){kb, key_len, v, 0};
-    }
-    size_t slot = k->n, oldest = 0;
-    for (size_t i = 0; i < k->n; i++) {
-        if (peer_id_equal(&k->v[i].p.id, &p->id)) slot = i;
-        if (k->v[i].expires_ms < k->v[oldest].expires_ms) oldest = i;
-    }
-    if (slot == k->n) {
-        if (k->n == DHT_PROVIDERS_PER_KEY) slot = oldest; /* full: the stalest makes room */
-        else k->n++;
-    } else if (p->n_addrs == 0) {
-        k->v[slot].expires_ms = now_ms + d->cfg.provider_ttl_ms;
-        return 0;
-    }
-    k->v[slot].p = *p;
-    k->v[slot].expires_ms = now_ms + d->cfg.provider_ttl_ms;
-    return 0;
+    return dht_store_prov_find(&d->st, key, key_len);
 }
 
 size_t dht_providers_count(const struct dht *d, uint64_t now_ms, const uint8_t *key,
@@ -697,31 +684,14 @@ size_t dht_providers_count(const struct dht *d, uint64_t now_ms, const uint8_t *
     return n;
 }
 
-static void expire_sweep(struct dht *d, uint64_t now_ms)
+void dht_stats(const struct dht *d, struct dht_stats *st)
 {
-    for (size_t i = 0; i < d->n_rec;) {
-        if (d->rec[i].expires_ms > now_ms) {
-            i++;
-            continue;
-        }
-        free(d->rec[i].key);
-        free(d->rec[i].val);
-        d->rec[i] = d->rec[--d->n_rec];
-    }
-    for (size_t i = 0; i < d->n_pk;) {
-        struct dht_prov_key *k = &d->pk[i];
-        for (size_t j = 0; j < k->n;) {
-            if (k->v[j].expires_ms > now_ms) j++;
-            else k->v[j] = k->v[--k->n];
-        }
-        if (k->n) {
-            i++;
-            continue;
-        }
-        free(k->key);
-        free(k->v);
-        d->pk[i] = d->pk[--d->n_pk];
-    }
+    memset(st, 0, sizeof *st);
+    dht_store_stats(&d->st, st);
+    st->n_table = d->n_table;
+    st->n_replacements = d->n_repl;
+    st->n_table_refused = d->n_table_refused;
+    st->n_table_replaced = d->n_table_replaced;
 }
 
 /* ---- server side --------------------------------------------------------------------- */
@@ -747,14 +717,16 @@ static void closer_peers(const struct dht *d, const uint8_t *key, size_t key_len
 
 /* PUT_VALUE: the record's key must be the message key; valid records are stored and the
  * request is echoed back (spec: "the response is the same as the request"). */
-static int handle_put(struct dht *d, uint64_t now_ms, const Dht__Pb__Message *m,
+static int handle_put(struct dht *d, uint64_t now_ms, const struct dht_peer *from,
+                      const Dht__Pb__Message *m,
                       const uint8_t *msg, size_t msg_len, uint8_t **resp, size_t *resp_len)
 {
     const Dht__Pb__Record *r = m->record;
     if (!r || !bytes_eq(r->key.data, r->key.len, m->key.data, m->key.len)) return MESH_EPROTO;
     int rc = record_validate(d, r->key.data, r->key.len, r->value.data, r->value.len);
     if (rc < 0) return rc;
-    rc = record_store(d, now_ms, r->key.data, r->key.len, r->value.data, r->value.len);
+    rc = record_store(d, now_ms, r->key.data, r->key.len, r->value.data, r->value.len,
+                      &from->id);
     if (rc < 0 && rc != MESH_EFULL) return rc;
     uint8_t *b = malloc(msg_len + VARINT_MAX_LEN);
     if (!b) return MESH_ENOMEM;
@@ -778,7 +750,7 @@ static int handle_add_provider(struct dht *d, uint64_t now_ms, const struct dht_
             p.n_addrs = from->n_addrs;
             memcpy(p.addrs, from->addrs, sizeof p.addrs);
         }
-        int rc = prov_add(d, now_ms, m->key.data, m->key.len, &p);
+        int rc = dht_store_prov_add(&d->st, now_ms, m->key.data, m->key.len, &p);
         if (rc < 0 && rc != MESH_EFULL) return rc;
     }
     return 0;
@@ -801,7 +773,7 @@ int dht_handle_request(struct dht *d, uint64_t now_ms, const struct dht_peer *fr
     out.type = m->type;
     out.key = m->key;
     if ((int)m->type == DHT_MSG_PUT_VALUE) {
-        rc = handle_put(d, now_ms, m, msg, msg_len, resp, resp_len);
+        rc = handle_put(d, now_ms, from, m, msg, msg_len, resp, resp_len);
         goto done;
     }
     if ((int)m->type == DHT_MSG_ADD_PROVIDER) {
@@ -838,7 +810,9 @@ int dht_handle_request(struct dht *d, uint64_t now_ms, const struct dht_peer *fr
         size_t n = 0;
         for (size_t i = 0; k && i < k->n && n < DHT_K; i++) {
             if (k->v[i].expires_ms <= now_ms) continue;
-            pb_peers_add(pp, &k->v[i].p);
+            struct dht_peer prov;
+            dht_store_prov_peer(&k->v[i], &prov);
+            pb_peers_add(pp, &prov);
             n++;
         }
         out.n_providerpeers = n;
@@ -974,6 +948,31 @@ static int request_queue(struct dht *d, uint64_t now_ms, struct dht_query *q, in
         q->n_inflight++;
     }
     return 0;
+}
+
+/* A PING to a table entry, outside any query (qid 0): its answer only refreshes the entry,
+ * its failure removes it (dht_on_failure). One at a time per peer. */
+static void ping_queue(struct dht *d, uint64_t now_ms, const struct dht_entry *e)
+{
+    Dht__Pb__Message m = DHT__PB__MESSAGE__INIT;
+    struct dht_request r;
+    for (size_t i = 0; i < d->n_pend; i++)
+        if (d->pend[i].qid == 0 && peer_id_equal(&d->pend[i].peer, &e->id)) return;
+    memset(&r, 0, sizeof r);
+    m.type = (Dht__Pb__Message__MessageType)DHT_MSG_PING;
+    if (msg_pack(&m, &r.msg, &r.msg_len) < 0) return;
+    if (grow((void **)&d->out, &d->cap_out, d->n_out + 1, sizeof *d->out) < 0 ||
+        grow((void **)&d->pend, &d->cap_pend, d->n_pend + 1, sizeof *d->pend) < 0) {
+        free(r.msg);
+        return;
+    }
+    r.req_id = ++d->next_req_id;
+    entry_to_peer(e, &r.peer);
+    r.type = DHT_MSG_PING;
+    r.expects_response = true;
+    d->out[d->n_out++] = r;
+    d->pend[d->n_pend++] =
+        (struct dht_pending){r.req_id, 0, e->id, now_ms + d->cfg.request_timeout_ms};
 }
 
 static int lookup_msg_type(const struct dht_query *q)
@@ -1152,7 +1151,7 @@ int dht_put_value(struct dht *d, uint64_t now_ms, const uint8_t *key, size_t key
     int rc = record_validate(d, key, key_len, val, val_len);
     if (rc < 0) return rc;
     if (d->cfg.is_server) {
-        rc = record_store(d, now_ms, key, key_len, val, val_len);
+        rc = record_store(d, now_ms, key, key_len, val, val_len, &d->cfg.self);
         if (rc < 0 && rc != MESH_EFULL) return rc;
     }
     rc = query_new(d, now_ms, Q_PUT_VALUE, key, key_len, &q);
@@ -1173,7 +1172,7 @@ int dht_provide(struct dht *d, uint64_t now_ms, const uint8_t *key, size_t key_l
     struct dht_query *q;
     if (!peer_id_equal(&self_info->id, &d->cfg.self)) return MESH_EINVAL;
     if (d->cfg.is_server) {
-        int rc = prov_add(d, now_ms, key, key_len, self_info);
+        int rc = dht_store_prov_add(&d->st, now_ms, key, key_len, self_info);
         if (rc < 0 && rc != MESH_EFULL && rc != MESH_EINVAL) return rc;
     }
     int rc = query_new(d, now_ms, Q_PROVIDE, key, key_len, &q);
@@ -1200,7 +1199,7 @@ int dht_get_providers(struct dht *d, uint64_t now_ms, const uint8_t *key, size_t
     /* Providers we store ourselves count too. */
     const struct dht_prov_key *k = prov_find(d, key, key_len);
     for (size_t i = 0; k && i < k->n && q->n_prov < n_max; i++)
-        if (k->v[i].expires_ms > now_ms) q->prov[q->n_prov++] = k->v[i].p;
+        if (k->v[i].expires_ms > now_ms) dht_store_prov_peer(&k->v[i], &q->prov[q->n_prov++]);
     query_kick(d, now_ms, q, qid);
     return 0;
 }
@@ -1272,6 +1271,7 @@ int dht_on_response(struct dht *d, uint64_t now_ms, uint64_t req_id, const uint8
     }
     struct dht_cand *c = q ? cand_find(q, &pd.peer) : NULL;
     if (c) table_add(d, now_ms, &c->p); /* it answered: a live server-mode peer */
+    if (pd.qid == 0) table_touch(d, now_ms, &pd.peer);
     if (!q || q->status != DHT_QUERY_RUNNING) goto done;
     if (q->n_inflight) q->n_inflight--;
     q->st.n_answers++;
@@ -1359,7 +1359,7 @@ uint64_t dht_periodic(struct dht *d, uint64_t now_ms)
         i = 0;
     }
     if (now_ms >= d->next_sweep_ms) {
-        expire_sweep(d, now_ms);
+        dht_store_expire(&d->st, now_ms);
         d->next_sweep_ms = now_ms + EXPIRY_SWEEP_MS;
     }
     refresh_buckets(d, now_ms);
@@ -1438,8 +1438,7 @@ int dht_new(const struct dht_config *cfg, struct dht **out)
     if (!d->cfg.refresh_interval_ms) d->cfg.refresh_interval_ms = 10 * 60 * 1000;
     if (!d->cfg.provider_ttl_ms) d->cfg.provider_ttl_ms = 48ull * 3600 * 1000;
     if (!d->cfg.record_ttl_ms) d->cfg.record_ttl_ms = 48ull * 3600 * 1000;
-    if (!d->cfg.records_max) d->cfg.records_max = 4096;
-    if (!d->cfg.provider_keys_max) d->cfg.provider_keys_max = 4096;
+    dht_store_init(&d->st, &d->cfg);
     snprintf(d->protocol, sizeof d->protocol, "%s",
              cfg->protocol_id ? cfg->protocol_id : DHT_PROTOCOL_MESHLLM);
     d->cfg.protocol_id = d->protocol;
@@ -1462,17 +1461,9 @@ void dht_free(struct dht *d)
     for (int i = 0; i < N_BUCKETS; i++) {
         for (size_t j = 0; j < d->b[i].n; j++) free(d->b[i].e[j].addrs);
         free(d->b[i].e);
+        free(d->b[i].repl);
     }
-    for (size_t i = 0; i < d->n_rec; i++) {
-        free(d->rec[i].key);
-        free(d->rec[i].val);
-    }
-    free(d->rec);
-    for (size_t i = 0; i < d->n_pk; i++) {
-        free(d->pk[i].key);
-        free(d->pk[i].v);
-    }
-    free(d->pk);
+    dht_store_free(&d->st);
     for (size_t i = 0; i < d->n_q; i++) query_destroy(d->q[i]);
     free(d->q);
     free(d->pend);

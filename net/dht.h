@@ -7,9 +7,11 @@
  * seen have all answered; FIND_NODE, GET_VALUE / PUT_VALUE (records checked by a namespace
  * validator: /pk and /meshllm built in), ADD_PROVIDER / GET_PROVIDERS (expiring provider
  * records), PING; client and server modes; bucket refresh; bootstrap. Messages are the spec's
- * protobuf (net/proto/dht.proto) with a uvarint length prefix. Not done here: dialing, streams,
- * identify; the S/Kademlia disjoint-path extension; the routing table's "ping the oldest
- * before evicting" policy (a full bucket refuses newcomers; failing peers are removed).
+ * protobuf (net/proto/dht.proto) with a uvarint length prefix. A full bucket keeps its live
+ * entries: newcomers wait in a replacement cache and replace an entry only when a PING to
+ * the quietest one fails. The store has per-peer quotas and bounds in entries and bytes
+ * (dht_store.c). Not done here: dialing, streams, identify; the S/Kademlia disjoint-path
+ * extension.
  *
  * The seam with the network (jech/dht style): the host feeds the core
  *   - requests that arrive on an inbound stream of the DHT protocol: dht_handle_request()
@@ -45,7 +47,13 @@
 #define DHT_PEER_ADDRS_MAX 4    /* addresses kept per peer */
 #define DHT_MSG_PEERS_MAX 40    /* closer/provider peers accepted in one message */
 #define DHT_MSG_ADDRS_MAX 32    /* addresses per peer accepted in one message */
-#define DHT_PROVIDERS_PER_KEY 32
+#define DHT_PROVIDERS_PER_KEY 32      /* providers stored per key */
+#define DHT_PROVIDER_RECORDS_MAX 16384 /* default provider_records_max */
+#define DHT_PROVIDER_KEYS_PER_PEER 256 /* default provider_keys_per_peer */
+#define DHT_RECORDS_MAX 4096           /* default records_max */
+#define DHT_RECORD_BYTES_MAX (8u << 20) /* default record_bytes_max */
+#define DHT_RECORDS_PER_PEER 256       /* default records_per_peer */
+#define DHT_REPLACEMENTS 8             /* replacement cache per k-bucket */
 #define DHT_QUERY_VALUES_MAX 16
 
 /* Message types (dht.proto MessageType). */
@@ -86,8 +94,15 @@ struct dht_config {
     uint64_t refresh_interval_ms;   /* 0: 10 min; bucket refresh */
     uint64_t provider_ttl_ms;       /* 0: 48 h */
     uint64_t record_ttl_ms;         /* 0: 48 h */
-    size_t records_max;             /* 0: 4096 stored records */
+    /* Store limits (docs/PROTOCOL.md "Resource limits: tables"); 0: the default. A peer
+     * over its quota is refused; when a table is full, the oldest entry of the peer holding
+     * the most makes room, unless the sender is that peer. Our own entries are exempt. */
+    size_t records_max;             /* 0: DHT_RECORDS_MAX stored records */
+    size_t record_bytes_max;        /* 0: DHT_RECORD_BYTES_MAX bytes of keys + values */
+    size_t records_per_peer;        /* 0: DHT_RECORDS_PER_PEER records stored by one peer */
     size_t provider_keys_max;       /* 0: 4096 keys with providers */
+    size_t provider_records_max;    /* 0: DHT_PROVIDER_RECORDS_MAX (key, provider) pairs */
+    size_t provider_keys_per_peer;  /* 0: DHT_PROVIDER_KEYS_PER_PEER keys one peer provides */
     /* Called when a query finishes (from inside dht_on_response/dht_on_failure/dht_periodic/
      * dht_query_start). It may read the query and dht_query_release() it, but must not start
      * or stop other queries from inside the callback. */
@@ -116,6 +131,25 @@ struct dht_query_stats {
     size_t n_answers;   /* responses received */
     unsigned hops;      /* hop depth at which the closest result was learned (1 = seed) */
     uint64_t started_ms, finished_ms;
+};
+
+/* The core's tables and what their limits refused or evicted (net/README.md). */
+struct dht_stats {
+    size_t n_table;                 /* routing table peers */
+    size_t n_replacements;          /* peers waiting in the buckets' replacement caches */
+    size_t n_records, record_bytes; /* stored records; their slots, keys and values */
+    size_t record_bytes_max;        /* the bound record_bytes never exceeds */
+    size_t n_provider_keys, n_provider_records;
+    size_t provider_bytes;          /* keys, per-key arrays and packed addresses */
+    size_t provider_bytes_max;      /* the bound provider_bytes never exceeds */
+    uint64_t n_table_refused;       /* newcomers kept out of a full bucket (live entries) */
+    uint64_t n_table_replaced;      /* dead entries replaced from the replacement cache */
+    uint64_t n_value_quota_refused; /* PUT_VALUE over the sender's records_per_peer */
+    uint64_t n_value_full_refused;  /* no room, and the sender already held the most */
+    uint64_t n_value_evicted;       /* records evicted to make room */
+    uint64_t n_provider_quota_refused;
+    uint64_t n_provider_full_refused;
+    uint64_t n_provider_evicted;
 };
 
 struct dht;
@@ -229,6 +263,8 @@ void dht_query_release(struct dht *d, uint64_t qid);
 /* Our stored record for key, if any (pointer valid until the next call into the core). */
 int dht_record_get(const struct dht *d, const uint8_t *key, size_t key_len, const uint8_t **val,
                    size_t *val_len);
+/* Copies the counters and table sizes. */
+void dht_stats(const struct dht *d, struct dht_stats *st);
 /* Number of providers we store for key. */
 size_t dht_providers_count(const struct dht *d, uint64_t now_ms, const uint8_t *key,
                            size_t key_len);

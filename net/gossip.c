@@ -135,13 +135,19 @@ static int topic_find(const struct gossip *g, const char *name)
     return -1;
 }
 
-/* Index of the topic, created if new. MESH_EFULL when the table is full. */
-static int topic_get(struct gossip *g, const char *name)
+/* Index of the topic, created if new. MESH_EFULL when the table is full; a topic a peer
+ * brings (is_foreign) may not take the last GOSSIP_TOPICS_RESERVED slots, so that peers'
+ * subscriptions never keep us from subscribing or publishing. */
+static int topic_get(struct gossip *g, const char *name, bool is_foreign)
 {
     int i = topic_find(g, name);
     if (i >= 0) return i;
     size_t len = strlen(name);
     if (len == 0 || len > GOSSIP_TOPIC_MAX_LEN) return MESH_EINVAL;
+    if (is_foreign && g->n_topics >= GOSSIP_TOPICS_MAX - GOSSIP_TOPICS_RESERVED) {
+        g->st.n_topics_refused++;
+        return MESH_EFULL;
+    }
     if (g->n_topics == GOSSIP_TOPICS_MAX) return MESH_EFULL;
     struct g_topic *t = calloc(1, sizeof *t);
     if (!t) return MESH_ENOMEM;
@@ -305,13 +311,21 @@ static bool backoff_active(const struct g_topic *t, const struct peer_id *id, ui
     return false;
 }
 
-static void backoff_set(struct g_topic *t, const struct peer_id *id, uint64_t until_ms)
+static void backoff_set(struct g_topic *t, const struct peer_id *id, uint64_t until_ms,
+                        struct gossip_stats *st)
 {
     for (size_t i = 0; i < t->n_bo; i++)
         if (peer_id_equal(&t->bo[i].id, id)) {
             if (t->bo[i].until_ms < until_ms) t->bo[i].until_ms = until_ms;
             return;
         }
+    if (t->n_bo >= GOSSIP_BACKOFF_MAX) { /* the one due soonest makes room */
+        size_t soon = 0;
+        for (size_t i = 1; i < t->n_bo; i++)
+            if (t->bo[i].until_ms < t->bo[soon].until_ms) soon = i;
+        t->bo[soon] = t->bo[--t->n_bo];
+        if (st) st->n_backoff_evicted++;
+    }
     if (gossip_grow((void **)&t->bo, &t->cap_bo, t->n_bo + 1, sizeof *t->bo) < 0) return;
     t->bo[t->n_bo++] = (struct g_backoff){*id, until_ms};
 }
@@ -347,7 +361,7 @@ static void mesh_remove(struct gossip *g, struct g_topic *t, int topic, struct g
 {
     set_del(t->mesh, &t->n_mesh, p);
     mesh_leave_stats(g, p, topic);
-    backoff_set(t, &p->id, now_ms + backoff_ms);
+    backoff_set(t, &p->id, now_ms + backoff_ms, &g->st);
     if (send_prune) gossip_out_prune(p, topic, backoff_ms, NULL, 0);
 }
 
@@ -360,7 +374,7 @@ static void mesh_remove_px(struct gossip *g, struct g_topic *t, int topic, struc
     size_t n = px_pick(g, topic, p, now_ms, px, cap);
     set_del(t->mesh, &t->n_mesh, p);
     mesh_leave_stats(g, p, topic);
-    backoff_set(t, &p->id, now_ms + g->p.prune_backoff_ms);
+    backoff_set(t, &p->id, now_ms + g->p.prune_backoff_ms, &g->st);
     gossip_out_prune(p, topic, g->p.prune_backoff_ms, px, n);
 }
 
@@ -401,23 +415,66 @@ static void seen_insert_raw(struct g_seen *tab, size_t cap, const struct g_seen 
         }
 }
 
-/* Rebuilds the table without expired ids, at a size that keeps the load under one half. */
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The first_ms before which ids are forgotten so that at most keep live ones remain (the
+ * oldest go first); 0 when all fit. */
+static uint64_t seen_cutoff(const struct gossip *g, uint64_t now_ms, size_t live, size_t keep)
+{
+    if (live <= keep) return 0;
+    uint64_t *t = malloc(live * sizeof *t);
+    if (!t) return UINT64_MAX; /* no memory: forget them all rather than grow */
+    size_t n = 0;
+    for (size_t i = 0; i < g->seen_cap; i++)
+        if (g->seen[i].len && g->seen[i].expire_ms > now_ms) t[n++] = g->seen[i].first_ms;
+    qsort(t, n, sizeof *t, cmp_u64);
+    uint64_t cut = t[n - keep];
+    free(t);
+    return cut;
+}
+
+/* Rebuilds the table without expired ids, at a size that keeps the load under one half.
+ * Beyond GOSSIP_SEEN_MAX live ids the oldest are forgotten early, down to half the cap (a
+ * message seen again after that is delivered again: better than refusing new ones). */
 static int seen_rebuild(struct gossip *g, uint64_t now_ms, size_t extra)
 {
     size_t live = 0;
     for (size_t i = 0; i < g->seen_cap; i++)
         live += g->seen[i].len && g->seen[i].expire_ms > now_ms;
+    uint64_t cut = 0;
+    size_t at_cut = SIZE_MAX; /* ids with first_ms == cut that may stay (ties) */
+    if (live + extra > GOSSIP_SEEN_MAX) {
+        size_t keep = GOSSIP_SEEN_MAX / 2, newer = 0;
+        cut = seen_cutoff(g, now_ms, live, keep);
+        for (size_t i = 0; i < g->seen_cap; i++)
+            newer += g->seen[i].len && g->seen[i].expire_ms > now_ms && g->seen[i].first_ms > cut;
+        at_cut = newer < keep ? keep - newer : 0;
+        g->st.n_seen_evicted += live - (newer + at_cut < live ? newer + at_cut : live);
+        live = newer + at_cut < live ? newer + at_cut : live;
+    }
     size_t cap = 256;
     while (cap < (live + extra) * 2) cap *= 2;
     struct g_seen *tab = calloc(cap, sizeof *tab);
     if (!tab) return MESH_ENOMEM;
-    for (size_t i = 0; i < g->seen_cap; i++)
-        if (g->seen[i].len && g->seen[i].expire_ms > now_ms)
-            seen_insert_raw(tab, cap, &g->seen[i]);
+    size_t n = 0;
+    for (size_t i = 0; i < g->seen_cap; i++) {
+        const struct g_seen *e = &g->seen[i];
+        if (!e->len || e->expire_ms <= now_ms || e->first_ms < cut) continue;
+        if (e->first_ms == cut && at_cut-- == 0) {
+            at_cut = 0;
+            continue;
+        }
+        seen_insert_raw(tab, cap, e);
+        n++;
+    }
     free(g->seen);
     g->seen = tab;
     g->seen_cap = cap;
-    g->seen_n = live;
+    g->seen_n = n;
     return 0;
 }
 
@@ -446,18 +503,46 @@ static struct g_msg *mcache_get(const struct gossip *g, const uint8_t *id, size_
     return NULL;
 }
 
+/* Drops the oldest cached message (the first of the oldest non-empty window). */
+static void mcache_evict_oldest(struct gossip *g)
+{
+    for (int w = g->p.history_length - 1; w >= 0; w--) {
+        struct g_window *win = &g->win[w];
+        if (!win->n) continue;
+        struct g_msg *m = win->m[0];
+        memmove(win->m, win->m + 1, (win->n - 1) * sizeof *win->m);
+        win->n--;
+        g->mcache_n--;
+        g->mcache_bytes -= m->raw_len;
+        gossip_msg_unref(m);
+        g->st.n_mcache_evicted++;
+        return;
+    }
+}
+
+/* Caches m for IWANT; beyond GOSSIP_MCACHE_MAX messages or GOSSIP_MCACHE_BYTES_MAX bytes the
+ * oldest make room (the cache serves recent gossip). */
 static void mcache_put(struct gossip *g, struct g_msg *m)
 {
     struct g_window *w = &g->win[0];
+    while (g->mcache_n && (g->mcache_n >= GOSSIP_MCACHE_MAX ||
+                           g->mcache_bytes + m->raw_len > GOSSIP_MCACHE_BYTES_MAX))
+        mcache_evict_oldest(g);
     if (gossip_grow((void **)&w->m, &w->cap, w->n + 1, sizeof *w->m) < 0) return;
     m->refs++;
     w->m[w->n++] = m;
+    g->mcache_n++;
+    g->mcache_bytes += m->raw_len;
 }
 
 static void mcache_shift(struct gossip *g)
 {
     int last = g->p.history_length - 1;
-    for (size_t i = 0; i < g->win[last].n; i++) gossip_msg_unref(g->win[last].m[i]);
+    for (size_t i = 0; i < g->win[last].n; i++) {
+        g->mcache_n--;
+        g->mcache_bytes -= g->win[last].m[i]->raw_len;
+        gossip_msg_unref(g->win[last].m[i]);
+    }
     struct g_window old = g->win[last];
     old.n = 0;
     memmove(&g->win[1], &g->win[0], (size_t)last * sizeof g->win[0]);
@@ -722,7 +807,7 @@ static void handle_prune(struct gossip *g, uint64_t now_ms, struct g_peer *p,
         bo = pr->backoff > 24 * 3600 ? 24 * 3600 * 1000ull : pr->backoff * 1000;
     set_del(t->mesh, &t->n_mesh, p);
     mesh_leave_stats(g, p, topic);
-    backoff_set(t, &p->id, now_ms + bo);
+    backoff_set(t, &p->id, now_ms + bo, &g->st);
     /* Peer exchange: only from peers we trust enough (accept_px_threshold). */
     if (pr->n_peers == 0 || peer_score(g, p, now_ms) < g->sp.accept_px_threshold) return;
     for (size_t i = 0; i < pr->n_peers && g->n_px < GOSSIP_PX_QUEUE; i++) {
@@ -750,10 +835,17 @@ static void handle_subscription(struct gossip *g, struct g_peer *p,
                                 const Pubsub__Pb__RPC__SubOpts *so, uint64_t now_ms)
 {
     if (!so->topicid) return;
-    int topic = so->subscribe ? topic_get(g, so->topicid) : topic_find(g, so->topicid);
+    int topic = topic_find(g, so->topicid);
+    if (topic < 0 && so->subscribe && p->n_topics >= GOSSIP_PEER_TOPICS_MAX) {
+        g->st.n_peer_topics_refused++; /* checked first: a refused one creates no topic */
+        return;
+    }
+    if (topic < 0 && so->subscribe) topic = topic_get(g, so->topicid, true);
     if (topic < 0) return;
     bool has = peer_in_topic(p, topic);
-    if (so->subscribe && !has && p->n_topics < GOSSIP_PEER_TOPICS_MAX) {
+    if (so->subscribe && !has && p->n_topics >= GOSSIP_PEER_TOPICS_MAX) {
+        g->st.n_peer_topics_refused++;
+    } else if (so->subscribe && !has) {
         p->topics[p->n_topics++] = (uint16_t)topic;
     } else if (!so->subscribe && has) {
         for (size_t i = 0; i < p->n_topics; i++)
@@ -806,6 +898,10 @@ int gossip_peer_add(struct gossip *g, uint64_t now_ms, const struct peer_id *id,
 {
     (void)now_ms;
     if (peer_find(g, id)) return 0;
+    if (g->n_peers >= GOSSIP_PEERS_MAX) {
+        g->st.n_peers_refused++;
+        return MESH_EFULL;
+    }
     if (gossip_grow((void **)&g->peers, &g->cap_peers, g->n_peers + 1, sizeof *g->peers) < 0)
         return MESH_ENOMEM;
     struct g_peer *p = calloc(1, sizeof *p);
@@ -848,7 +944,7 @@ void gossip_peer_remove(struct gossip *g, uint64_t now_ms, const struct peer_id 
 
 int gossip_subscribe(struct gossip *g, uint64_t now_ms, const char *name)
 {
-    int topic = topic_get(g, name);
+    int topic = topic_get(g, name, false);
     if (topic < 0) return topic;
     struct g_topic *t = g->topics[topic];
     if (t->subscribed) return 0;
@@ -888,7 +984,7 @@ int gossip_publish(struct gossip *g, uint64_t now_ms, const char *name, const ui
     Pubsub__Pb__Message m = PUBSUB__PB__MESSAGE__INIT;
     uint8_t seq[8], id[GOSSIP_MSG_ID_MAX_LEN], sig[IDENTITY_SIG_LEN];
     if (data_len > GOSSIP_DATA_MAX_LEN) return MESH_EINVAL;
-    int topic = topic_get(g, name);
+    int topic = topic_get(g, name, false);
     if (topic < 0) return topic;
     struct g_topic *t = g->topics[topic];
     uint64_t s = ++g->seqno;
@@ -1181,7 +1277,14 @@ bool gossip_is_subscribed(const struct gossip *g, const char *name)
     return topic >= 0 && g->topics[topic]->subscribed;
 }
 
-void gossip_get_stats(const struct gossip *g, struct gossip_stats *st) { *st = g->st; }
+void gossip_get_stats(const struct gossip *g, struct gossip_stats *st)
+{
+    *st = g->st;
+    st->n_seen = g->seen_n;
+    st->n_mcache = g->mcache_n;
+    st->mcache_bytes = g->mcache_bytes;
+    st->n_topics = g->n_topics;
+}
 
 int gossip_new(const struct gossip_config *cfg, struct gossip **out)
 {

@@ -39,6 +39,13 @@
 #define GOSSIP_PEER_TOPICS_MAX 64        /* subscriptions remembered per peer */
 #define GOSSIP_TOPICS_MAX 256            /* topics known (ours and peers') */
 #define GOSSIP_PX_QUEUE 64               /* peer-exchange suggestions kept */
+/* State bounds (docs/PROTOCOL.md "Resource limits: tables"). */
+#define GOSSIP_TOPICS_RESERVED 64        /* of GOSSIP_TOPICS_MAX, only for our own topics */
+#define GOSSIP_PEERS_MAX 1024            /* peers in the router */
+#define GOSSIP_SEEN_MAX 16384            /* message ids in the seen cache */
+#define GOSSIP_MCACHE_MAX 4096           /* messages in the message cache */
+#define GOSSIP_MCACHE_BYTES_MAX (32u << 20) /* their marshalled bytes */
+#define GOSSIP_BACKOFF_MAX 1024          /* PRUNE backoffs remembered per topic */
 
 /* Router parameters; gossip_params_default() gives the spec's values. */
 struct gossip_params {
@@ -135,6 +142,17 @@ struct gossip_stats {
     uint64_t n_iwant_sent;    /* ids asked for */
     uint64_t n_graylisted;    /* RPCs dropped because the peer is graylisted */
     uint64_t n_rpc_errors;    /* malformed RPCs */
+    /* Bounded state: sizes now, and what the bounds refused or evicted. */
+    size_t n_seen;            /* ids in the seen cache, <= GOSSIP_SEEN_MAX */
+    size_t n_mcache;          /* messages in the message cache, <= GOSSIP_MCACHE_MAX */
+    size_t mcache_bytes;      /* their bytes, <= GOSSIP_MCACHE_BYTES_MAX */
+    size_t n_topics;          /* topics known, <= GOSSIP_TOPICS_MAX */
+    uint64_t n_seen_evicted;      /* ids forgotten before seen_ttl_ms to stay in bounds */
+    uint64_t n_mcache_evicted;    /* messages dropped from the cache before their time */
+    uint64_t n_topics_refused;    /* peers' subscriptions to topics beyond the foreign share */
+    uint64_t n_peer_topics_refused; /* subscriptions beyond GOSSIP_PEER_TOPICS_MAX of a peer */
+    uint64_t n_peers_refused;     /* gossip_peer_add beyond GOSSIP_PEERS_MAX */
+    uint64_t n_backoff_evicted;   /* backoffs dropped (soonest to expire) beyond the cap */
 };
 
 struct gossip;

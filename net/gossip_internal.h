@@ -144,6 +144,7 @@ struct gossip {
     struct g_topic *topics[GOSSIP_TOPICS_MAX];
     size_t n_topics;
     struct g_window win[HISTORY_MAX];
+    size_t mcache_n, mcache_bytes; /* messages and raw bytes in win[] */
     struct g_seen *seen;
     size_t seen_cap, seen_n;
     struct g_promise *prom;

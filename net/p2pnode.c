@@ -37,6 +37,9 @@ struct pn_peer {
     bool is_outbound;
     bool in_table;         /* in the DHT routing table */
     bool needs_ping;       /* newly identified: ping at the next tick */
+    bool is_identified;    /* identify answered at least once */
+    bool is_protected;     /* p2pnode_peer_protect: never evicted for a newcomer */
+    uint64_t last_seen_ms; /* loop clock when it was last connected (or added) */
     int64_t rtt_us;        /* last ping round trip; -1: none yet */
     size_t n_addrs;
     struct multiaddr addrs[PN_ADDRS];
@@ -83,21 +86,73 @@ struct p2pnode {
     struct pn_peer *peers;
     size_t n_peers;
     size_t dht_table_size;
+    uint64_t clock_ms; /* the loop's clock at its last event, for last_seen_ms */
+    struct p2pnode_stats st;
 };
 
 /* ---- peer table (loop thread, mu held) --------------------------------------------------- */
 
-/* The entry of id, added with `how` if new; NULL when the table is full or id is us. */
+/* How much an entry is worth keeping, for eviction (lowest goes first): connected peers
+ * outrank disconnected ones; then one point each for having identified, for being more than
+ * an inbound stranger (we dialed it, or found it by bootstrap, mDNS or the DHT) and for being
+ * in the DHT routing table. Ties: the one seen longest ago goes first. */
+static unsigned peer_rank(const struct pn_peer *p)
+{
+    unsigned r = p->is_connected ? 4 : 0;
+    r += p->is_identified;
+    r += p->is_outbound || strcmp(p->how, "inbound") != 0;
+    r += p->in_table;
+    return r;
+}
+
+/* The entry to give up for a newcomer: the lowest-ranked unprotected one; -1 if all are
+ * protected. */
+static long peer_victim(const struct p2pnode *n)
+{
+    long v = -1;
+    for (size_t i = 0; i < n->n_peers; i++) {
+        const struct pn_peer *p = &n->peers[i];
+        if (p->is_protected) continue;
+        if (v < 0) {
+            v = (long)i;
+            continue;
+        }
+        const struct pn_peer *w = &n->peers[v];
+        unsigned rp = peer_rank(p), rw = peer_rank(w);
+        if (rp < rw || (rp == rw && p->last_seen_ms < w->last_seen_ms)) v = (long)i;
+    }
+    return v;
+}
+
+static struct pn_peer *peer_find(struct p2pnode *n, const struct peer_id *id)
+{
+    for (size_t i = 0; i < n->n_peers; i++)
+        if (peer_id_equal(&n->peers[i].id, id)) return &n->peers[i];
+    return NULL;
+}
+
+/* The entry of id, added with `how` if new; a full table gives up its least useful
+ * unprotected entry (peer_rank) for it. NULL when id is us or every entry is protected. */
 static struct pn_peer *peer_get(struct p2pnode *n, const struct peer_id *id, const char *how)
 {
     if (peer_id_equal(id, &n->id.id)) return NULL;
-    for (size_t i = 0; i < n->n_peers; i++)
-        if (peer_id_equal(&n->peers[i].id, id)) return &n->peers[i];
-    if (n->n_peers == P2PNODE_MAX_PEERS) return NULL;
-    struct pn_peer *p = &n->peers[n->n_peers++];
+    struct pn_peer *p = peer_find(n, id);
+    if (p) return p;
+    if (n->n_peers < P2PNODE_MAX_PEERS) {
+        p = &n->peers[n->n_peers++];
+    } else {
+        long v = peer_victim(n);
+        if (v < 0) {
+            n->st.n_peer_table_refused++;
+            return NULL;
+        }
+        n->st.n_peer_table_evicted++;
+        p = &n->peers[v];
+    }
     memset(p, 0, sizeof *p);
     p->id = *id;
     p->rtt_us = -1;
+    p->last_seen_ms = n->clock_ms;
     snprintf(p->how, sizeof p->how, "%s", how);
     return p;
 }
@@ -110,14 +165,16 @@ static void peer_add_addr(struct pn_peer *p, const struct multiaddr *a)
 }
 
 /* Copies what a connection tells us about a peer into its entry. */
-static void peer_fill(struct pn_peer *p, const struct host_peer_info *hi)
+static void peer_fill(struct pn_peer *p, const struct host_peer_info *hi, uint64_t now_ms)
 {
+    p->last_seen_ms = now_ms;
     p->is_connected = true;
     p->is_outbound = hi->is_outbound;
     if (!hi->is_identified) {
         if (hi->is_outbound) peer_add_addr(p, &hi->remote_addr);
         return;
     }
+    p->is_identified = true;
     snprintf(p->agent, sizeof p->agent, "%s", hi->ident.agent);
     size_t off = 0;
     p->protocols[0] = 0;
@@ -142,13 +199,18 @@ static void on_host_peer(void *ctx, enum host_peer_event ev, const struct host_p
 {
     struct p2pnode *n = ctx;
     pthread_mutex_lock(&n->mu);
+    n->clock_ms = uv_now(&n->loop);
     /* A peer we did not name, nor hear of by mDNS, that we dialed: the DHT glue did. */
-    struct pn_peer *p = peer_get(n, &hi->id, hi->is_outbound ? "dht" : "inbound");
+    struct pn_peer *p = ev == HOST_PEER_DISCONNECTED
+                            ? peer_find(n, &hi->id) /* a leaving peer takes no one's place */
+                            : peer_get(n, &hi->id, hi->is_outbound ? "dht" : "inbound");
     if (p) {
-        if (ev == HOST_PEER_DISCONNECTED)
+        if (ev == HOST_PEER_DISCONNECTED) {
             p->is_connected = false; /* the next tick sees any connection left */
-        else
-            peer_fill(p, hi);
+            p->last_seen_ms = n->clock_ms;
+        } else {
+            peer_fill(p, hi, n->clock_ms);
+        }
         if (ev == HOST_PEER_IDENTIFIED && p->rtt_us < 0) p->needs_ping = true;
     }
     pthread_mutex_unlock(&n->mu);
@@ -160,7 +222,7 @@ static void on_ping(void *ctx, int status, uint64_t rtt_us)
     struct p2pnode *n = pp->n;
     if (status == 0) {
         pthread_mutex_lock(&n->mu);
-        struct pn_peer *p = peer_get(n, &pp->id, "dht");
+        struct pn_peer *p = peer_find(n, &pp->id);
         if (p) p->rtt_us = rtt_us > INT64_MAX ? INT64_MAX : (int64_t)rtt_us;
         pthread_mutex_unlock(&n->mu);
     }
@@ -248,13 +310,26 @@ static void on_tick(uv_timer_t *t)
     struct dht *d = p2p_dht(n->p2p);
     size_t n_tab = dht_table_closest(d, key, tab, P2PNODE_MAX_PEERS);
     pthread_mutex_lock(&n->mu);
-    for (size_t i = 0; i < n->n_peers; i++) {
-        n->peers[i].is_connected = false;
-        n->peers[i].in_table = false;
+    n->clock_ms = uv_now(&n->loop);
+    /* Who is still connected is settled before any newcomer is added, so that eviction
+     * never takes a connected peer for a disconnected one. */
+    bool *live = calloc(n->n_peers ? n->n_peers : 1, sizeof *live);
+    if (!live) {
+        pthread_mutex_unlock(&n->mu);
+        goto out;
     }
     for (size_t i = 0; i < n_list; i++) {
+        struct pn_peer *p = peer_find(n, &list[i].id);
+        if (p) live[p - n->peers] = true;
+    }
+    for (size_t i = 0; i < n->n_peers; i++) {
+        n->peers[i].is_connected = live[i];
+        n->peers[i].in_table = false;
+    }
+    free(live);
+    for (size_t i = 0; i < n_list; i++) {
         struct pn_peer *p = peer_get(n, &list[i].id, list[i].is_outbound ? "dht" : "inbound");
-        if (p) peer_fill(p, &list[i]);
+        if (p) peer_fill(p, &list[i], n->clock_ms);
     }
     for (size_t i = 0; i < n_tab; i++) {
         struct pn_peer *p = peer_get(n, &tab[i].id, "dht");
@@ -266,7 +341,7 @@ static void on_tick(uv_timer_t *t)
     n->dht_table_size = dht_table_size(d);
     bool all = n->n_ticks++ % PN_PING_TICKS == 0, ping[PN_LIST_CAP];
     for (size_t i = 0; i < n_list; i++) {
-        struct pn_peer *p = peer_get(n, &list[i].id, "dht");
+        struct pn_peer *p = peer_find(n, &list[i].id);
         ping[i] = all || (p && p->needs_ping);
         if (p) p->needs_ping = false;
     }
@@ -479,7 +554,10 @@ static int start_modules(struct p2pnode *n, const struct p2pnode_config *cfg, ch
         }
         if (peer_id_equal(&n->boot[n->n_boot].id, &n->id.id)) continue; /* ourselves */
         struct pn_peer *p = peer_get(n, &n->boot[n->n_boot].id, "bootstrap");
-        if (p) peer_add_addr(p, &cfg->bootstrap[i]);
+        if (p) {
+            peer_add_addr(p, &cfg->bootstrap[i]);
+            p->is_protected = true; /* named by the user: strangers never push it out */
+        }
         n->n_boot++;
     }
     if (cfg->setup && (rc = cfg->setup(cfg->setup_ctx, n)) != 0)
@@ -577,6 +655,31 @@ size_t p2pnode_listen_addrs(const struct p2pnode *n, struct multiaddr *out, size
     size_t k = n->n_addrs < cap ? n->n_addrs : cap;
     memcpy(out, n->addrs, k * sizeof *out);
     return k;
+}
+
+/* ---- peer table API (any thread) ------------------------------------------------------- */
+
+int p2pnode_peer_protect(struct p2pnode *n, const struct peer_id *id, bool is_protected)
+{
+    int rc = 0;
+    pthread_mutex_lock(&n->mu);
+    struct pn_peer *p = is_protected ? peer_get(n, id, "inbound") : peer_find(n, id);
+    if (p)
+        p->is_protected = is_protected;
+    else if (is_protected)
+        rc = peer_id_equal(id, &n->id.id) ? MESH_EINVAL : MESH_EFULL;
+    pthread_mutex_unlock(&n->mu);
+    return rc;
+}
+
+void p2pnode_stats(struct p2pnode *n, struct p2pnode_stats *st)
+{
+    pthread_mutex_lock(&n->mu);
+    *st = n->st;
+    st->n_peers = n->n_peers;
+    st->n_protected = 0;
+    for (size_t i = 0; i < n->n_peers; i++) st->n_protected += n->peers[i].is_protected;
+    pthread_mutex_unlock(&n->mu);
 }
 
 /* ---- JSON (any thread) --------------------------------------------------------------------- */

@@ -30,7 +30,11 @@
 
 #define P2PNODE_MAX_LISTEN 8
 #define P2PNODE_MAX_BOOTSTRAP 16
-#define P2PNODE_MAX_PEERS 256         /* peers remembered in the table */
+/* Peers remembered in the table. When it is full a newcomer takes the place of the least
+ * useful entry that is not protected: disconnected before connected, then inbound strangers
+ * that never identified before peers we found or that are in the DHT table, the one seen
+ * longest ago first (docs/PROTOCOL.md "Resource limits: tables"). */
+#define P2PNODE_MAX_PEERS 256
 
 struct p2pnode;
 
@@ -86,6 +90,22 @@ uv_loop_t *p2pnode_loop(struct p2pnode *n);               /* for the owner's tim
  * Returns 0 or MESH_ENOMEM / MESH_ECLOSED (stopped: fn is not called). */
 typedef void (*p2pnode_call_fn)(struct p2pnode *n, void *arg);
 int p2pnode_call(struct p2pnode *n, p2pnode_call_fn fn, void *arg);
+
+/* Marks (or unmarks) a peer as protected: its entry in the peer table is never given up for
+ * a newcomer (node/ protects admitted mesh members). Protecting a peer not yet in the table
+ * adds it. Any thread. Returns 0, MESH_EINVAL (our own id) or MESH_EFULL (every entry is
+ * protected already). */
+int p2pnode_peer_protect(struct p2pnode *n, const struct peer_id *id, bool is_protected);
+
+/* Peer table counters (docs in net/README.md). */
+struct p2pnode_stats {
+    size_t n_peers;                  /* entries now, <= P2PNODE_MAX_PEERS */
+    size_t n_protected;              /* of which protected */
+    uint64_t n_peer_table_evicted;   /* entries given up for a newcomer */
+    uint64_t n_peer_table_refused;   /* newcomers not listed: every entry was protected */
+};
+/* Copies the counters; any thread. */
+void p2pnode_stats(struct p2pnode *n, struct p2pnode_stats *st);
 
 /* The node and its peers as a malloc'd JSON object (docs/API.md, GET /node/peers); any
  * thread. NULL on out of memory. */

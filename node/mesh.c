@@ -157,6 +157,7 @@ static void adm_decided(struct mesh *m, const struct peer_id *peer, bool ok, boo
     if (ok) m->announce_soon = true;
     count(m, ok ? &m->st.n_admitted : &m->st.n_refused);
     peers_set_member(m->peers, peer, ok, own);
+    p2pnode_peer_protect(m->pn, peer, ok); /* members keep their place in the peer table */
     struct host *h = p2pnode_host(m->pn);
     if (h) host_gate_recheck(h, peer);
     struct gossip_host *gh = p2pnode_gossip(m->pn);
@@ -179,6 +180,7 @@ static void revocations_applied(struct mesh *m)
         struct peer_id id = a->id;
         a->state = ADM_REFUSED;
         peers_remove(m->peers, &id);
+        p2pnode_peer_protect(m->pn, &id, false);
         struct gossip_host *gh = p2pnode_gossip(m->pn);
         if (gh) gossip_host_recheck(gh, &id);
         char text[64];

@@ -731,6 +731,280 @@ static void test_dht_sim_put_get_and_providers_across_network(void **state)
     dht_query_release(d90, qid);
 }
 
+/* ---- hostile floods: the tables stay bounded and honest peers get in ------------------ */
+
+/* Identity number i of a flood (distinct from the make_identity tags). */
+static void flood_identity(unsigned i, struct identity *id)
+{
+    uint8_t seed[32];
+    memset(seed, 0, sizeof seed);
+    seed[0] = 0xf1;
+    memcpy(seed + 1, &i, sizeof i);
+    assert_int_equal(identity_from_seed(seed, id), 0);
+}
+
+/* `from` sends ADD_PROVIDER for key, announcing itself at one address. */
+static void send_add_provider(struct dht *d, uint64_t now, const struct identity *from,
+                              const char *key)
+{
+    struct dht_peer fp;
+    peer_of(from, &fp);
+    struct multiaddr ma;
+    assert_int_equal(multiaddr_from_text("/ip4/10.1.2.3/tcp/4001", &ma), 0);
+    Dht__Pb__Message m = DHT__PB__MESSAGE__INIT;
+    Dht__Pb__Message__Peer who = DHT__PB__MESSAGE__PEER__INIT, *whop = &who;
+    ProtobufCBinaryData addr = {ma.len, ma.bytes};
+    m.type = DHT__PB__MESSAGE__MESSAGE_TYPE__ADD_PROVIDER;
+    m.key.data = (uint8_t *)key;
+    m.key.len = strlen(key);
+    who.id.data = (uint8_t *)from->id.bytes;
+    who.id.len = from->id.len;
+    who.n_addrs = 1;
+    who.addrs = &addr;
+    m.n_providerpeers = 1;
+    m.providerpeers = &whop;
+    uint8_t buf[1024], *resp = NULL;
+    size_t len = pack_msg(&m, buf, sizeof buf), resp_len = 0;
+    assert_int_equal(dht_handle_request(d, now, &fp, buf, len, &resp, &resp_len), 0);
+    assert_null(resp);
+}
+
+/* Sends a request from `from` and returns the decoded response (caller frees). */
+static Dht__Pb__Message *ask(struct dht *d, uint64_t now, const struct identity *from, int type,
+                             const uint8_t *key, size_t key_len)
+{
+    struct dht_peer fp;
+    peer_of(from, &fp);
+    Dht__Pb__Message m = DHT__PB__MESSAGE__INIT;
+    m.type = (Dht__Pb__Message__MessageType)type;
+    m.key.data = (uint8_t *)key;
+    m.key.len = key_len;
+    uint8_t buf[1024], *resp = NULL;
+    size_t len = pack_msg(&m, buf, sizeof buf), resp_len = 0;
+    assert_int_equal(dht_handle_request(d, now, &fp, buf, len, &resp, &resp_len), 0);
+    const uint8_t *body;
+    size_t body_len, used;
+    assert_int_equal(dht_frame_split(resp, resp_len, &body, &body_len, &used), 0);
+    Dht__Pb__Message *r = dht__pb__message__unpack(NULL, body_len, body);
+    assert_non_null(r);
+    free(resp);
+    return r;
+}
+
+static void assert_provider_bounds(const struct dht *d)
+{
+    struct dht_stats st;
+    dht_stats(d, &st);
+    assert_true(st.n_provider_keys <= 4096);
+    assert_true(st.n_provider_records <= DHT_PROVIDER_RECORDS_MAX);
+    assert_true(st.provider_bytes <= st.provider_bytes_max);
+    /* 4096 short keys with one provider each: well under a megabyte (it was 33 MB of RSS
+     * when every key got DHT_PROVIDERS_PER_KEY full-size slots). */
+    assert_true(st.provider_bytes < (1u << 20));
+}
+
+/* 5,000 ADD_PROVIDER records from one identity, then 5,000 more from 40 identities: the
+ * table stays within its bounds and an honest provider's record is still stored and
+ * served. */
+static void test_dht_provider_flood_leaves_room_for_honest(void **state)
+{
+    (void)state;
+    struct identity s, flooder, honest, asker;
+    make_identity(1, &s);
+    make_identity(2, &honest);
+    make_identity(3, &asker);
+    flood_identity(0, &flooder);
+    struct dht *d = make_core(&s, true, 0);
+    char key[64];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(key, sizeof key, "flood-%d", i);
+        send_add_provider(d, 10 + (uint64_t)i, &flooder, key);
+    }
+    struct dht_stats st;
+    dht_stats(d, &st);
+    assert_int_equal(st.n_provider_records, DHT_PROVIDER_KEYS_PER_PEER);
+    assert_int_equal(st.n_provider_quota_refused, 5000 - DHT_PROVIDER_KEYS_PER_PEER);
+    assert_provider_bounds(d);
+    for (unsigned j = 1; j <= 40; j++) {
+        struct identity sy;
+        flood_identity(j, &sy);
+        for (int i = 0; i < 125; i++) {
+            snprintf(key, sizeof key, "sybil-%u-%d", j, i);
+            send_add_provider(d, 10000 + j * 1000 + (uint64_t)i, &sy, key);
+        }
+    }
+    dht_stats(d, &st);
+    assert_int_equal(st.n_provider_keys, 4096); /* full */
+    assert_true(st.n_provider_evicted > 0);     /* the largest holder paid */
+    assert_provider_bounds(d);
+    const char hk[] = "honest-model-root";
+    send_add_provider(d, 100000, &honest, hk);
+    assert_int_equal(dht_providers_count(d, 100001, (const uint8_t *)hk, strlen(hk)), 1);
+    Dht__Pb__Message *r = ask(d, 100002, &asker, DHT_MSG_GET_PROVIDERS, (const uint8_t *)hk,
+                              strlen(hk));
+    assert_int_equal(r->n_providerpeers, 1);
+    struct peer_id got;
+    assert_int_equal(peer_id_from_bytes(r->providerpeers[0]->id.data,
+                                        r->providerpeers[0]->id.len, &got), 0);
+    assert_true(peer_id_equal(&got, &honest.id));
+    assert_int_equal(r->providerpeers[0]->n_addrs, 1);
+    dht__pb__message__free_unpacked(r, NULL);
+    assert_provider_bounds(d);
+    dht_free(d);
+}
+
+/* `from` stores its own /meshllm record `name` (data_len bytes of data) with PUT_VALUE. */
+static void send_put_value(struct dht *d, uint64_t now, const struct identity *from,
+                           const char *name, size_t data_len)
+{
+    static uint8_t data[8192], val[8192 + 128];
+    uint8_t key[256];
+    size_t key_len, val_len;
+    memset(data, 'x', data_len);
+    assert_int_equal(dht_meshllm_record_make(from, name, 1, data, data_len, key, sizeof key,
+                                             &key_len, val, sizeof val, &val_len), 0);
+    struct dht_peer fp;
+    peer_of(from, &fp);
+    Dht__Pb__Message m = DHT__PB__MESSAGE__INIT;
+    Dht__Pb__Record rec = DHT__PB__RECORD__INIT;
+    m.type = DHT__PB__MESSAGE__MESSAGE_TYPE__PUT_VALUE;
+    m.key.data = key;
+    m.key.len = key_len;
+    rec.key = m.key;
+    rec.value.data = val;
+    rec.value.len = val_len;
+    m.record = &rec;
+    static uint8_t buf[16384];
+    uint8_t *resp = NULL;
+    size_t len = pack_msg(&m, buf, sizeof buf), resp_len = 0;
+    assert_int_equal(dht_handle_request(d, now, &fp, buf, len, &resp, &resp_len), 0);
+    free(resp);
+}
+
+/* A PUT_VALUE flood from one identity (5,000 records) and from 20 more (4,000 records of
+ * 4 KB, 16 MB in all): counts and bytes stay bounded, and an honest record is stored and
+ * served by GET_VALUE. */
+static void test_dht_value_flood_leaves_room_for_honest(void **state)
+{
+    (void)state;
+    struct identity s, flooder, honest, asker;
+    make_identity(1, &s);
+    make_identity(2, &honest);
+    make_identity(3, &asker);
+    flood_identity(0, &flooder);
+    struct dht *d = make_core(&s, true, 0);
+    char name[32];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(name, sizeof name, "n%d", i);
+        send_put_value(d, 10 + (uint64_t)i, &flooder, name, 16);
+    }
+    struct dht_stats st;
+    dht_stats(d, &st);
+    assert_int_equal(st.n_records, DHT_RECORDS_PER_PEER);
+    assert_int_equal(st.n_value_quota_refused, 5000 - DHT_RECORDS_PER_PEER);
+    for (unsigned j = 1; j <= 20; j++) {
+        struct identity sy;
+        flood_identity(j, &sy);
+        for (int i = 0; i < 200; i++) {
+            snprintf(name, sizeof name, "s%d", i);
+            send_put_value(d, 10000 + j * 1000 + (uint64_t)i, &sy, name, 4096);
+        }
+    }
+    dht_stats(d, &st);
+    assert_true(st.record_bytes <= DHT_RECORD_BYTES_MAX);
+    assert_true(st.n_records <= DHT_RECORDS_MAX);
+    assert_true(st.n_value_evicted > 0);
+    send_put_value(d, 100000, &honest, "model", 100);
+    uint8_t key[256], val[512];
+    size_t key_len, val_len;
+    uint8_t data[100];
+    memset(data, 'x', sizeof data);
+    assert_int_equal(dht_meshllm_record_make(&honest, "model", 1, data, sizeof data, key,
+                                             sizeof key, &key_len, val, sizeof val, &val_len), 0);
+    Dht__Pb__Message *r = ask(d, 100001, &asker, DHT_MSG_GET_VALUE, key, key_len);
+    assert_non_null(r->record);
+    assert_int_equal(r->record->value.len, val_len);
+    assert_memory_equal(r->record->value.data, val, val_len);
+    dht__pb__message__free_unpacked(r, NULL);
+    dht_stats(d, &st);
+    assert_true(st.record_bytes <= st.record_bytes_max);
+    dht_free(d);
+}
+
+/* Kademlia prefers old live nodes: 300 newcomers for a full bucket do not push its live
+ * entries out; they wait in a bounded replacement cache. The entry quiet for a minute is
+ * pinged, and when the ping fails the newest replacement takes its place. */
+static void test_dht_full_bucket_keeps_live_entries(void **state)
+{
+    (void)state;
+    struct identity s;
+    make_identity(1, &s);
+    struct dht *d = make_core(&s, true, 0);
+    uint8_t self_key[DHT_KEY_LEN];
+    dht_key_of(s.id.bytes, s.id.len, self_key);
+    struct peer_id old[DHT_K];
+    size_t n_old = 0;
+    unsigned n_new = 0;
+    for (unsigned i = 100; n_new < 300; i++) {
+        struct identity id;
+        flood_identity(i, &id);
+        uint8_t k[DHT_KEY_LEN];
+        dht_key_of(id.id.bytes, id.id.len, k);
+        if ((k[0] ^ self_key[0]) < 0x80) continue; /* only bucket 0 (first bit differs) */
+        struct dht_peer p;
+        peer_of(&id, &p);
+        if (n_old < DHT_K) {
+            old[n_old++] = id.id;
+            dht_peer_connected(d, 1000, &p, true);
+        } else {
+            dht_peer_connected(d, 2000 + n_new, &p, true);
+            n_new++;
+        }
+    }
+    struct dht_stats st;
+    dht_stats(d, &st);
+    assert_int_equal(st.n_table, DHT_K);
+    assert_int_equal(st.n_replacements, DHT_REPLACEMENTS);
+    assert_int_equal(st.n_table_refused, 300);
+    for (size_t i = 0; i < n_old; i++) {
+        uint8_t k[DHT_KEY_LEN];
+        struct dht_peer got;
+        dht_key_of(old[i].bytes, old[i].len, k);
+        assert_int_equal(dht_table_closest(d, k, &got, 1), 1);
+        assert_true(peer_id_equal(&got.id, &old[i]));
+    }
+    /* No ping so far: every entry was seen less than a minute before. */
+    struct dht_request r;
+    assert_int_equal(dht_next_request(d, &r), MESH_ENOTFOUND);
+    /* A minute later, one more newcomer: the quietest entry is pinged; it does not answer. */
+    struct identity late;
+    for (unsigned i = 5000;; i++) {
+        flood_identity(i, &late);
+        uint8_t k[DHT_KEY_LEN];
+        dht_key_of(late.id.bytes, late.id.len, k);
+        if ((k[0] ^ self_key[0]) >= 0x80) break;
+    }
+    struct dht_peer lp;
+    peer_of(&late, &lp);
+    dht_peer_connected(d, 1000 + 60000, &lp, true);
+    assert_int_equal(dht_next_request(d, &r), 0);
+    assert_int_equal(r.type, DHT_MSG_PING);
+    bool is_old = false;
+    for (size_t i = 0; i < n_old; i++) is_old |= peer_id_equal(&r.peer.id, &old[i]);
+    assert_true(is_old);
+    free(r.msg);
+    dht_on_failure(d, 1000 + 60001, r.req_id);
+    dht_stats(d, &st);
+    assert_int_equal(st.n_table, DHT_K);
+    assert_int_equal(st.n_table_replaced, 1);
+    uint8_t k[DHT_KEY_LEN];
+    struct dht_peer got;
+    dht_key_of(late.id.bytes, late.id.len, k);
+    assert_int_equal(dht_table_closest(d, k, &got, 1), 1);
+    assert_true(peer_id_equal(&got.id, &late.id)); /* the newest replacement */
+    dht_free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -739,6 +1013,9 @@ int main(void)
         cmocka_unit_test(test_dht_record_validators_pk_and_meshllm),
         cmocka_unit_test(test_dht_providers_stored_served_and_expire),
         cmocka_unit_test(test_dht_client_mode_does_not_serve),
+        cmocka_unit_test(test_dht_provider_flood_leaves_room_for_honest),
+        cmocka_unit_test(test_dht_value_flood_leaves_room_for_honest),
+        cmocka_unit_test(test_dht_full_bucket_keeps_live_entries),
         cmocka_unit_test(test_dht_bucket_refresh_starts_lookups),
         cmocka_unit_test(test_dht_sim_lookups_find_true_k_closest),
         cmocka_unit_test(test_dht_sim_lookups_survive_churn),

@@ -897,6 +897,76 @@ static int interop_run(const char *addr_text)
     return x.got_js ? 0 : 1;
 }
 
+/* A flood from one peer keeps the router's state bounded: 20,000 distinct signed messages
+ * (the seen cache and message cache stay within their caps), subscriptions to 640 topics
+ * from ten identities (the topic table keeps room for our own); an honest message is then
+ * still delivered and we can still subscribe to a new topic. */
+static void test_gossip_flood_keeps_state_bounded(void **state)
+{
+    (void)state;
+    struct node a, b, h;
+    node_init(&a, 1);
+    node_init(&b, 2);
+    node_init(&h, 3);
+    pair_up(&a, &b);
+    static uint8_t buf[4096];
+    for (uint64_t i = 0; i < 20000; i++) {
+        size_t len = signed_rpc(&a.id, 1000 + i, "flood", false, buf, sizeof buf);
+        assert_int_equal(gossip_on_rpc(b.g, T(100 + i / 1000), &a.id.id, buf, len), 0);
+        if (i % 256 == 0) drain(&b);
+    }
+    drain(&b);
+    assert_int_equal(b.n_got, 20000); /* all valid and new: all delivered */
+    struct gossip_stats st;
+    gossip_get_stats(b.g, &st);
+    assert_true(st.n_seen <= GOSSIP_SEEN_MAX);
+    assert_true(st.n_seen_evicted > 0);
+    assert_true(st.n_mcache <= GOSSIP_MCACHE_MAX);
+    assert_true(st.mcache_bytes <= GOSSIP_MCACHE_BYTES_MAX);
+    assert_true(st.n_mcache_evicted > 0);
+    /* Ten identities subscribe to 64 (+ 1 refused) topics each. */
+    for (int j = 0; j < 10; j++) {
+        struct identity sy;
+        uint8_t seed[32];
+        memset(seed, 0x70 + j, sizeof seed);
+        assert_int_equal(identity_from_seed(seed, &sy), 0);
+        assert_int_equal(gossip_peer_add(b.g, T(200), &sy.id, false), 0);
+        Pubsub__Pb__RPC r = PUBSUB__PB__RPC__INIT;
+        Pubsub__Pb__RPC__SubOpts so[GOSSIP_PEER_TOPICS_MAX + 1], *sop[GOSSIP_PEER_TOPICS_MAX + 1];
+        char names[GOSSIP_PEER_TOPICS_MAX + 1][32];
+        for (int t = 0; t <= GOSSIP_PEER_TOPICS_MAX; t++) {
+            pubsub__pb__rpc__sub_opts__init(&so[t]);
+            snprintf(names[t], sizeof names[t], "/junk/%d/%d", j, t);
+            so[t].has_subscribe = 1;
+            so[t].subscribe = 1;
+            so[t].topicid = names[t];
+            sop[t] = &so[t];
+        }
+        r.n_subscriptions = GOSSIP_PEER_TOPICS_MAX + 1;
+        r.subscriptions = sop;
+        size_t len = pubsub__pb__rpc__pack(&r, buf);
+        assert_int_equal(gossip_on_rpc(b.g, T(201), &sy.id, buf, len), 0);
+    }
+    gossip_get_stats(b.g, &st);
+    assert_true(st.n_topics <= GOSSIP_TOPICS_MAX - GOSSIP_TOPICS_RESERVED);
+    assert_true(st.n_topics_refused > 0);
+    assert_true(st.n_peer_topics_refused > 0); /* the 65th of a peer */
+    assert_int_equal(gossip_subscribe(b.g, T(202), "/meshllm/new-topic/1"), 0);
+    /* The honest peer's message gets through. */
+    assert_int_equal(gossip_peer_add(b.g, T(203), &h.id.id, false), 0);
+    size_t len = signed_rpc(&h.id, 1, "honest", false, buf, sizeof buf);
+    int before = b.n_got;
+    assert_int_equal(gossip_on_rpc(b.g, T(204), &h.id.id, buf, len), 0);
+    assert_int_equal(b.n_got, before + 1);
+    assert_int_equal(b.last_len, 6);
+    assert_memory_equal(b.last, "honest", 6);
+    drain(&b);
+    drain(&a);
+    gossip_free(a.g);
+    gossip_free(b.g);
+    gossip_free(h.g);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--interop-dial") == 0) return interop_run(argv[2]);
@@ -911,6 +981,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gossip_full_mesh_prune_offers_peer_exchange),
         cmocka_unit_test(test_gossip_ip_colocation_penalty),
         cmocka_unit_test(test_gossip_rejects_malformed_rpc),
+        cmocka_unit_test(test_gossip_flood_keeps_state_bounded),
         cmocka_unit_test(test_gossip_sim_mesh_degrees_and_delivery),
         cmocka_unit_test(test_gossip_host_relays_over_tcp),
     };

@@ -10,6 +10,8 @@
 #include <cmocka.h>
 
 #include "core/err.h"
+#include "net/host.h"
+#include "net/identity.h"
 #include "net/p2pnode.h"
 #include "tests/util/test_util.h"
 
@@ -175,11 +177,119 @@ static void test_net_p2pnode_bad_config_fails(void **state)
     p2pnode_stop(n);
 }
 
+/* ---- peer table eviction ---------------------------------------------------------------- */
+
+struct visitor {
+    uv_loop_t *loop;
+    struct host *h;
+    struct peer_id id;
+    bool done;
+    int status;
+};
+
+static void visitor_on_ping(void *ctx, int status, uint64_t rtt_us)
+{
+    struct visitor *v = ctx;
+    (void)rtt_us;
+    v->done = true;
+    v->status = status;
+}
+
+/* A fresh identity connects to addr (a ping) from a host on loop; it stays up if keep. */
+static void visit(uv_loop_t *loop, const struct multiaddr *addr, bool keep, struct visitor *v)
+{
+    struct identity id;
+    memset(v, 0, sizeof *v);
+    v->loop = loop;
+    assert_int_equal(identity_generate(&id), 0);
+    v->id = id.id;
+    struct host_config hc = {.identity = &id};
+    assert_int_equal(host_new(loop, &hc, &v->h), 0);
+    identity_wipe(&id);
+    assert_int_equal(host_ping(v->h, addr, visitor_on_ping, v), 0);
+    while (!v->done) uv_run(loop, UV_RUN_ONCE);
+    assert_int_equal(v->status, 0);
+    if (keep) return;
+    host_close(v->h);
+    uv_run(loop, UV_RUN_DEFAULT);
+    v->h = NULL;
+}
+
+/* Is id in n's peer listing (and connected, if must_be_connected)? */
+static bool listed(struct p2pnode *n, const struct peer_id *id, bool must_be_connected)
+{
+    char want[PEER_ID_TEXT_CAP];
+    assert_int_equal(peer_id_to_text(id, want, sizeof want), 0);
+    char *json = p2pnode_peers_json(n);
+    assert_non_null(json);
+    cJSON *root = cJSON_Parse(json);
+    free(json);
+    assert_non_null(root);
+    bool found = false;
+    const cJSON *p;
+    cJSON_ArrayForEach(p, cJSON_GetObjectItem(root, "peers"))
+    {
+        const char *s = cJSON_GetStringValue(cJSON_GetObjectItem(p, "id"));
+        if (s && !strcmp(s, want))
+            found = !must_be_connected || cJSON_IsTrue(cJSON_GetObjectItem(p, "connected"));
+    }
+    cJSON_Delete(root);
+    return found;
+}
+
+/* 300 throwaway identities that connect once each do not lock the table: a peer connecting
+ * after them is listed, and a protected peer that came (and left) before them still is. */
+static void test_net_p2pnode_peer_table_evicts_throwaway_identities(void **state)
+{
+    (void)state;
+    struct p2pnode *n = NULL;
+    char dir[512], err[256];
+    struct multiaddr lo, addr;
+    assert_int_equal(multiaddr_from_text("/ip4/127.0.0.1/tcp/0", &lo), 0);
+    node_dir(20, dir, sizeof dir);
+    struct p2pnode_config c = {.data_dir = dir, .listen = &lo, .n_listen = 1};
+    assert_int_equal(p2pnode_start(&c, &n, err, sizeof err), 0);
+    assert_int_equal(p2pnode_listen_addrs(n, &addr, 1), 1);
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct visitor v;
+    /* The friend: connects, is protected (as node/mesh.c does for members), leaves. */
+    visit(&loop, &addr, false, &v);
+    struct peer_id friend = v.id;
+    assert_int_equal(p2pnode_peer_protect(n, &friend, true), 0);
+    assert_true(listed(n, &friend, false));
+    for (int i = 0; i < 300; i++) visit(&loop, &addr, false, &v);
+    /* Let the node see the last disconnections. */
+    sleep_ms(200);
+    visit(&loop, &addr, true, &v);
+    struct visitor real = v;
+    bool ok = false;
+    for (int t = 0; t < 50 && !ok; t++) {
+        ok = listed(n, &real.id, true);
+        if (!ok) sleep_ms(50);
+    }
+    assert_true(ok);
+    assert_true(listed(n, &friend, false));
+    struct p2pnode_stats st;
+    p2pnode_stats(n, &st);
+    assert_true(st.n_peers <= P2PNODE_MAX_PEERS);
+    assert_int_equal(st.n_protected, 1);
+    assert_true(st.n_peer_table_evicted >= 302 - P2PNODE_MAX_PEERS);
+    assert_int_equal(st.n_peer_table_refused, 0);
+    /* Unprotected, a friend who left is fair game again. */
+    assert_int_equal(p2pnode_peer_protect(n, &friend, false), 0);
+    host_close(real.h);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    p2pnode_stop(n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_net_p2pnode_bootstrap_sees_all),
         cmocka_unit_test(test_net_p2pnode_bad_config_fails),
+        cmocka_unit_test(test_net_p2pnode_peer_table_evicts_throwaway_identities),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
