@@ -113,6 +113,7 @@ struct http_server {
     int max_conn_per_address;
     int request_deadline_ms;
     size_t stream_pending_max;
+    int sndbuf_bytes;
     /* open connections, for the per-address limit and the request deadline */
     pthread_mutex_t socks_mu;   /* guards socks and every api_sock (lock after conns_mu) */
     struct api_sock *socks;

@@ -571,6 +571,8 @@ static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_co
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
         k->fd = ci ? ci->connect_fd : -1;
+        if (k->fd >= 0 && s->sndbuf_bytes > 0)
+            setsockopt(k->fd, SOL_SOCKET, SO_SNDBUF, &s->sndbuf_bytes, sizeof s->sndbuf_bytes);
         k->key_len = client_key(mc, k->key);
         k->deadline_ms = mono_ms() + s->request_deadline_ms;
         pthread_mutex_lock(&s->socks_mu);
@@ -757,6 +759,7 @@ int http_server_start(struct router *rt, const struct http_opts *o, struct http_
         o->max_conn_per_address > 0 ? o->max_conn_per_address : HTTP_MAX_CONN_PER_ADDRESS;
     s->request_deadline_ms =
         o->request_deadline_ms > 0 ? o->request_deadline_ms : HTTP_REQUEST_DEADLINE_MS;
+    s->sndbuf_bytes = o->sndbuf_bytes;
     s->stream_pending_max = o->stream_pending_max > 0 ? o->stream_pending_max
                                                       : HTTP_STREAM_PENDING_MAX;
     if (api_guard_init(&s->guard, o->host, o->allowed_hosts, o->n_allowed_hosts,

@@ -52,6 +52,7 @@ struct http_opts {
     int max_conn_per_address;
     int request_deadline_ms;
     size_t stream_pending_max;
+    int sndbuf_bytes;  /* SO_SNDBUF of each connection; 0 = the kernel's (tests shrink it) */
     /* GET /node/peers: a malloc'd JSON object from any thread (net/p2pnode.h), or NULL fn:
      * {"enabled":false,"peers":[]} (no peer-to-peer host). */
     char *(*peers_json)(void *ctx);
