@@ -21,6 +21,72 @@ enum api_proto { API_PROTO_OPENAI = 1, API_PROTO_OLLAMA = 2 };
 #define API_MAX_MODELS 64 /* models listed per response (the registry holds 32) */
 
 struct api_ratelimit;
+#define API_RATELIMIT_KEY_CAP 17 /* a client address as a key: family byte + an IPv6 address */
+
+/* ---- the security boundary (api/guard.c; docs/API.md "Security boundary") ---------------- */
+
+#define API_GUARD_MAX_NAMES 32 /* --allowed-host and --cors entries each */
+#define API_GUARD_NAME_CAP 256 /* bytes of one name or origin, NUL included */
+
+enum api_bind { API_BIND_LOOPBACK = 1, API_BIND_ADDRESS = 2, API_BIND_ANY = 3 };
+
+/* What the server answers to; filled once by api_guard_init, then read-only (any thread). */
+struct api_guard {
+    enum api_bind bind;
+    char bind_host[64];                               /* the --host literal */
+    char hosts[API_GUARD_MAX_NAMES][API_GUARD_NAME_CAP]; /* --allowed-host names */
+    int n_hosts;
+    char origins[API_GUARD_MAX_NAMES][API_GUARD_NAME_CAP]; /* --cors origins */
+    int n_origins;
+};
+
+/* Fills g for a server bound to bind_host (an IP literal or "localhost") with the extra
+ * names (exact, "*.suffix" or "*") and cross-origin allowances ("scheme://host[:port]",
+ * "scheme://host:*" or "*"). 0, or MESH_EINVAL when there are too many or one is too long. */
+int api_guard_init(struct api_guard *g, const char *bind_host, const char *const *allowed_hosts,
+                   int n_allowed_hosts, const char *const *cors_origins, int n_cors_origins);
+/* Whether a request whose Host header is host_header (NULL: none) is addressed to this
+ * server: always when bound to 0.0.0.0/::; else localhost, *.localhost, loopback literals,
+ * the bound address and the allowed names, with any port. */
+bool api_guard_host_ok(const struct api_guard *g, const char *host_header);
+
+enum api_origin {
+    API_ORIGIN_NONE = 0,    /* no Origin header: not a cross-origin browser request */
+    API_ORIGIN_SAME = 1,    /* the page came from this very authority (the web console) */
+    API_ORIGIN_CORS = 2,    /* another origin that --cors or an allowed host name admits */
+    API_ORIGIN_REFUSED = 3, /* any other page: 403 */
+};
+/* Classifies a request's Origin header (NULL: none) against its Host header. */
+enum api_origin api_guard_origin(const struct api_guard *g, const char *origin,
+                                 const char *host_header);
+/* Whether a Content-Type header value is application/json (parameters allowed). */
+bool api_guard_json_type(const char *content_type);
+
+/* Why the server refused a request or cut a connection (meshllm_http_refused_total). */
+enum api_refusal {
+    API_REFUSED_HOST = 0,         /* Host names another server (DNS rebinding) */
+    API_REFUSED_ORIGIN,           /* cross-origin browser request not allowed by --cors */
+    API_REFUSED_CONTENT_TYPE,     /* a JSON route without Content-Type: application/json */
+    API_REFUSED_BAD_LENGTH,       /* repeated Content-Length, or with Transfer-Encoding */
+    API_REFUSED_PER_ADDRESS,      /* HTTP_MAX_CONN_PER_ADDRESS connections already open */
+    API_REFUSED_SLOW_REQUEST,     /* request not received within the request deadline */
+    API_REFUSED_SLOW_READER,      /* stream client left HTTP_STREAM_PENDING_MAX unread */
+    API_REFUSED_N
+};
+/* "host", "origin", "content_type", "bad_length", "per_address", "slow_request",
+ * "slow_reader" (the metric's reason label). */
+const char *api_refusal_name(enum api_refusal r);
+
+/* One accepted TCP connection (MHD's socket context), from accept to close: what the
+ * per-address limit counts and the request deadline watches. In http_server.socks, guarded
+ * by socks_mu. */
+struct api_sock {
+    int fd;
+    unsigned char key[API_RATELIMIT_KEY_CAP]; /* client address (client_key) */
+    size_t key_len;
+    int64_t deadline_ms; /* monotonic time by which the request must be in; 0 = none */
+    struct api_sock *prev, *next;
+};
 
 struct http_server {
     struct router *rt;
@@ -40,6 +106,17 @@ struct http_server {
     atomic_ullong n_http[6];    /* by status class 1xx..5xx (index 1..5) */
     atomic_ullong n_gen_req;    /* generation requests accepted */
     atomic_ullong n_429;
+    atomic_ullong n_refused[API_REFUSED_N];
+    atomic_ullong stream_pending_peak; /* most bytes a stream ever held unread (tests) */
+    /* the boundary and the limits (http_opts, defaults applied) */
+    struct api_guard guard;
+    int max_conn_per_address;
+    int request_deadline_ms;
+    size_t stream_pending_max;
+    int sndbuf_bytes;
+    /* open connections, for the per-address limit and the request deadline */
+    pthread_mutex_t socks_mu;   /* guards socks and every api_sock (lock after conns_mu) */
+    struct api_sock *socks;
     /* requests in flight, for the disconnect watchdog */
     pthread_mutex_t conns_mu;   /* guards conns and every api_conn's prev/next */
     struct api_conn *conns;
@@ -57,9 +134,15 @@ struct api_conn {
     char *body;
     size_t body_len, body_cap;
     bool responded;             /* a response was queued */
+    bool is_http11;             /* HTTP/1.1 request: may be sent an interim 100 */
+    bool peer_eof;              /* the client half-closed (or closed) its side; mu */
+    bool probed;                /* the "100 Continue" probe was sent; guarded by mu */
     pthread_mutex_t mu;
     bool suspended;             /* guarded by mu */
     struct api_gen *gen;        /* generation in flight, or NULL */
+    bool is_cors;               /* the request's Origin is an allowed other origin */
+    bool deferred;              /* the complete request was returned to MHD once */
+    bool must_close;            /* reply with Connection: close (ambiguous body length) */
     struct api_conn *prev, *next; /* server's list, guarded by srv->conns_mu */
 };
 
@@ -74,6 +157,11 @@ void api_conn_wake(void *conn);
 bool api_conn_still_wanted(void *conn);
 /* Suspends c (MHD thread, inside a callback). Caller holds c->mu. */
 void api_conn_suspend_locked(struct api_conn *c);
+
+/* Adds the CORS headers to r when c's request came from an origin --cors allows. */
+void api_cors_headers(struct api_conn *c, struct MHD_Response *r);
+/* Counts a refusal for /metrics. */
+void api_refused(struct http_server *s, enum api_refusal why);
 
 /* Queues a JSON response with status; takes ownership of json (malloc'd). */
 enum MHD_Result api_reply_json(struct api_conn *c, unsigned status, char *json);
@@ -92,6 +180,12 @@ int api_gen_start(struct api_conn *c, enum api_proto proto, struct api_gen_req *
 /* Called when a suspended non-streaming request is resumed: queues the response once done,
  * or suspends again. */
 enum MHD_Result api_gen_resume(struct api_conn *c);
+/* Watchdog, for a streaming g whose connection is not suspended (MHD waits for the client to
+ * read; c->mu held): moves the node's pending output into the stream buffer so it is
+ * counted; past max_pending unread bytes cancels the generation, ends the stream with an
+ * error event and returns true (once). Records the peak in the server's
+ * stream_pending_peak. */
+bool api_gen_stream_pull(struct api_gen *g, size_t max_pending);
 /* Cancels g's scheduler request (its client closed the connection). */
 void api_gen_cancel(struct api_gen *g);
 /* Releases the generation of c (client gone or response sent). */
@@ -112,7 +206,6 @@ char *api_ollama_chunk(enum api_kind kind, const char *model, const char *text, 
 /* Per-client rate limit (api/ratelimit.c): a token bucket per client key (its address) of
  * per_min tokens refilled at per_min a minute, in a table of n_clients keys (the key seen
  * longest ago is forgotten for a new one). Any thread (one mutex inside). */
-#define API_RATELIMIT_KEY_CAP 17 /* address family byte + an IPv6 address */
 #define API_RATELIMIT_CLIENTS 1024
 int api_ratelimit_new(int per_min, int n_clients, struct api_ratelimit **out); /* 0, MESH_E* */
 void api_ratelimit_free(struct api_ratelimit *rl); /* NULL is fine */

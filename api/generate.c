@@ -36,6 +36,7 @@ struct api_gen {
     int n_prompt, n_gen, n_cached;
     /* streaming */
     bool sent_first, ended;
+    bool cut_slow;    /* cancelled: the client left stream_pending_max bytes unread */
     char *sbuf;
     size_t slen, soff, scap;
 };
@@ -223,6 +224,22 @@ static void stream_format(struct api_gen *g, struct node_chunk *ch)
     }
     if (!ch->done) return;
     g->ended = true;
+    if (g->cut_slow) { /* the client learns why its answer stops here, if it ever reads */
+        static const char msg[] = "the client did not read the stream: generation stopped";
+        if (g->proto == API_PROTO_OLLAMA) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "error", msg);
+            char *j = cJSON_PrintUnformatted(o);
+            cJSON_Delete(o);
+            if (j && !line_add(g, j)) buf_add(&g->sbuf, &g->slen, &g->scap, "\n", 1);
+            return;
+        }
+        struct api_error e;
+        api_error_set(&e, 500, "server_error", "slow_reader", NULL, "%s", msg);
+        sse_add(g, api_error_json(&e));
+        buf_add(&g->sbuf, &g->slen, &g->scap, "data: [DONE]\n\n", 14);
+        return;
+    }
     if (g->proto == API_PROTO_OLLAMA) {
         line_add(g, api_ollama_chunk(k, g->model, "", 0, true, finish_name(ch->finish_reason),
                                      ch->n_prompt, ch->n_gen, now_s() - g->t0));
@@ -277,6 +294,24 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
     return 0;
 }
 
+bool api_gen_stream_pull(struct api_gen *g, size_t max_pending)
+{
+    if (!g || !g->req.stream || g->req.kind == API_KIND_EMBEDDING || g->ended) return false;
+    struct node_chunk ch;
+    if (node_req_take(g->nr, &ch)) return false;
+    stream_format(g, &ch);
+    node_chunk_free(&ch);
+    size_t pending = g->slen - g->soff;
+    struct http_server *s = g->c->srv;
+    unsigned long long peak = atomic_load(&s->stream_pending_peak);
+    while (pending > peak && !atomic_compare_exchange_weak(&s->stream_pending_peak, &peak, pending)) {
+    }
+    if (pending <= max_pending || g->cut_slow) return false;
+    g->cut_slow = true;
+    node_req_cancel(g->nr); /* the node ends the request; its last chunk ends the stream */
+    return true;
+}
+
 static int stream_start(struct api_conn *c)
 {
     struct api_gen *g = c->gen;
@@ -289,6 +324,7 @@ static int stream_start(struct api_conn *c)
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     MHD_add_response_header(r, "X-Accel-Buffering", "no");
     MHD_add_response_header(r, "X-Meshllm-Ran-On", g->ran_on);
+    api_cors_headers(c, r);
     MHD_queue_response(c->mc, 200, r);
     MHD_destroy_response(r);
     c->responded = true;

@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,32 @@
 #include <unistd.h>
 
 /* ---- replies ---------------------------------------------------------------------------- */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void api_refused(struct http_server *s, enum api_refusal why)
+{
+    if ((unsigned)why < API_REFUSED_N) atomic_fetch_add(&s->n_refused[why], 1);
+}
+
+void api_cors_headers(struct api_conn *c, struct MHD_Response *r)
+{
+    if (!c->is_cors) return;
+    const char *origin = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Origin");
+    if (!origin) return;
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
+    MHD_add_response_header(r, "Vary", "Origin");
+    MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    MHD_add_response_header(r, "Access-Control-Allow-Headers",
+                            "Authorization, Content-Type, X-Api-Key, X-Meshllm-Route");
+    MHD_add_response_header(r, "Access-Control-Expose-Headers", "X-Meshllm-Ran-On, Retry-After");
+    MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+}
 
 static void count_status(struct http_server *s, unsigned status)
 {
@@ -47,6 +74,9 @@ static enum MHD_Result reply_full(struct api_conn *c, unsigned status, const voi
     }
     if (status == 401) MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     if (ran_on && *ran_on) MHD_add_response_header(r, "X-Meshllm-Ran-On", ran_on);
+    api_cors_headers(c, r);
+    /* after an ambiguous body length nothing more may be read from this connection */
+    if (c->must_close) MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(c->mc, status, r);
     MHD_destroy_response(r);
     c->responded = true;
@@ -151,6 +181,7 @@ static enum MHD_Result serve_static(struct api_conn *c, const char *url)
             if (!r) return MHD_NO;
             MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, a->mime);
             MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+            api_cors_headers(c, r);
             enum MHD_Result ret = MHD_queue_response(c->mc, 200, r);
             MHD_destroy_response(r);
             c->responded = true;
@@ -164,11 +195,8 @@ static enum MHD_Result serve_static(struct api_conn *c, const char *url)
 /* The client's address as a rate-limit key: family byte + address (IPv4-mapped IPv6 is
  * IPv4, so a dual-stack listener counts a client once). Returns the key's length, 0 if
  * unknown (such clients share one bucket). */
-static size_t client_key(struct MHD_Connection *mc, unsigned char key[API_RATELIMIT_KEY_CAP])
+static size_t addr_key(const struct sockaddr *sa, unsigned char key[API_RATELIMIT_KEY_CAP])
 {
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
     if (!sa) return 0;
     if (sa->sa_family == AF_INET) {
         key[0] = 4;
@@ -187,6 +215,13 @@ static size_t client_key(struct MHD_Connection *mc, unsigned char key[API_RATELI
     return 17;
 }
 
+static size_t client_key(struct MHD_Connection *mc, unsigned char key[API_RATELIMIT_KEY_CAP])
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    return addr_key(ci ? ci->client_addr : NULL, key);
+}
+
 /* --rate-limit: true when the client may send this request; else *e is the 429. */
 static bool rate_ok(struct api_conn *c, struct api_error *e)
 {
@@ -194,9 +229,7 @@ static bool rate_ok(struct api_conn *c, struct api_error *e)
     if (!s->rl) return true;
     unsigned char key[API_RATELIMIT_KEY_CAP];
     size_t n = client_key(c->mc, key);
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t now_ms = mono_ms();
     int wait_s;
     if (api_ratelimit_take(s->rl, key, n, now_ms, &wait_s)) return true;
     api_error_set(e, 429, "rate_limit_error", "rate_limit_exceeded", NULL,
@@ -224,6 +257,99 @@ static enum MHD_Result route_gen(struct api_conn *c, enum api_proto proto, enum 
     rc = api_gen_start(c, proto, &req, &e); /* takes req */
     if (rc) return api_reply_error(c, &e);
     return MHD_YES;
+}
+
+/* ---- the boundary: checks on a request's headers, before its body is read ------------------ */
+
+struct header_count {
+    int n_length, n_encoding;
+    bool encoding_chunked;
+};
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    (void)kind;
+    struct header_count *hc = cls;
+    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) hc->n_length++;
+    if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        hc->n_encoding++;
+        hc->encoding_chunked = value && !strcasecmp(value, "chunked");
+    }
+    return MHD_YES;
+}
+
+static enum MHD_Result refuse(struct api_conn *c, enum api_refusal why, int status,
+                              const char *code, const char *msg)
+{
+    api_refused(c->srv, why);
+    log_info("http: refused (%s): %s", api_refusal_name(why), msg);
+    return reply_err(c, status, "invalid_request_error", code, msg);
+}
+
+/* Refuses a request that the boundary does not let in (docs/API.md "Security boundary"):
+ * an ambiguous body length, a Host naming another server, a page of another origin, a JSON
+ * route without a JSON body. Answers an allowed CORS preflight. Returns true when it
+ * replied (*ret is the result). */
+static bool guard_request(struct api_conn *c, const char *method, const char *url,
+                          enum MHD_Result *ret)
+{
+    struct http_server *s = c->srv;
+    struct MHD_Connection *mc = c->mc;
+    /* Request smuggling: MHD 0.9.75 takes the first of two Content-Length headers and a
+     * Content-Length beside Transfer-Encoding; a proxy in front may frame by the other. */
+    struct header_count hc = {0};
+    MHD_get_connection_values(mc, MHD_HEADER_KIND, count_header, &hc);
+    if (hc.n_length > 1 || (hc.n_length && hc.n_encoding) || hc.n_encoding > 1 ||
+        (hc.n_encoding && !hc.encoding_chunked)) {
+        c->must_close = true;
+        *ret = refuse(c, API_REFUSED_BAD_LENGTH, 400, "bad_request_framing",
+                      "The request's length is ambiguous: send one Content-Length, or "
+                      "Transfer-Encoding: chunked alone.");
+        return true;
+    }
+    const char *host = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    if (!api_guard_host_ok(&s->guard, host)) {
+        *ret = refuse(c, API_REFUSED_HOST, 403, "host_not_allowed",
+                      "This server does not answer to that Host name (a page may be trying "
+                      "DNS rebinding). If you reach it by that name on purpose, start it with "
+                      "--allowed-host NAME (or MESHLLM_ALLOWED_HOSTS).");
+        return true;
+    }
+    const char *origin = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Origin");
+    enum api_origin ok = api_guard_origin(&s->guard, origin, host);
+    if (ok == API_ORIGIN_REFUSED) {
+        *ret = refuse(c, API_REFUSED_ORIGIN, 403, "origin_not_allowed",
+                      "Cross-origin requests from this web page are not allowed. To let a "
+                      "page call this node, start it with --cors ORIGIN (or MESHLLM_CORS).");
+        return true;
+    }
+    c->is_cors = ok == API_ORIGIN_CORS;
+    if (!strcmp(method, "OPTIONS")) { /* a CORS preflight, or a plain OPTIONS */
+        struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        if (!r) {
+            *ret = MHD_NO;
+            return true;
+        }
+        MHD_add_response_header(r, "Allow", "GET, HEAD, POST, OPTIONS");
+        api_cors_headers(c, r);
+        *ret = MHD_queue_response(mc, 204, r);
+        MHD_destroy_response(r);
+        c->responded = true;
+        count_status(s, 204);
+        return true;
+    }
+    /* A form or a text/plain fetch needs no preflight: only a JSON body proves a script
+     * that the CORS rules above already vetted, or a client that is not a browser. */
+    if (!strcmp(method, "POST") && (!strncmp(url, "/v1/", 4) || !strncmp(url, "/api/", 5)) &&
+        !api_guard_json_type(MHD_lookup_connection_value(mc, MHD_HEADER_KIND,
+                                                         MHD_HTTP_HEADER_CONTENT_TYPE))) {
+        *ret = refuse(c, API_REFUSED_CONTENT_TYPE, 415, "unsupported_media_type",
+                      "Send the body as JSON with the header 'Content-Type: application/json' "
+                      "(curl: -H 'Content-Type: application/json').");
+        return true;
+    }
+    return false;
 }
 
 /* Dispatches a complete request (body read). */
@@ -292,12 +418,29 @@ static enum MHD_Result dispatch(struct api_conn *c, const char *method, const ch
     return reply_err(c, 404, "invalid_request_error", "not_found", "unknown path");
 }
 
+/* The connection's api_sock (MHD's socket context), or NULL. */
+static struct api_sock *conn_sock(struct MHD_Connection *mc)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* Starts (deadline_ms > 0 from now) or stops (0) the request deadline of mc. */
+static void sock_deadline(struct http_server *s, struct MHD_Connection *mc, int64_t deadline_ms)
+{
+    struct api_sock *k = conn_sock(mc);
+    if (!k) return;
+    pthread_mutex_lock(&s->socks_mu);
+    k->deadline_ms = deadline_ms > 0 ? mono_ms() + deadline_ms : 0;
+    pthread_mutex_unlock(&s->socks_mu);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {
-    (void)version;
     struct http_server *s = cls;
     struct api_conn *c = *con_cls;
     if (!c) {
@@ -305,6 +448,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         if (!c) return MHD_NO;
         c->srv = s;
         c->mc = mc;
+        c->is_http11 = version && !strcmp(version, MHD_HTTP_VERSION_1_1);
         pthread_mutex_init(&c->mu, NULL);
         *con_cls = c;
         pthread_mutex_lock(&s->conns_mu);
@@ -313,6 +457,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         s->conns = c;
         pthread_mutex_unlock(&s->conns_mu);
         atomic_fetch_add(&s->n_inflight, 1);
+        enum MHD_Result ret;
+        if (guard_request(c, method, url, &ret)) return ret;
         /* Refuse an announced oversized body before reading it. */
         const char *cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -345,6 +491,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         return MHD_YES;
     }
     if (c->gen) return api_gen_resume(c); /* resumed after waiting for the scheduler */
+    sock_deadline(s, mc, 0); /* the whole request is in */
+    /* MHD 0.9.75 keeps the event state of the last read while a connection is suspended
+     * and reads once on resume: a client that half-closed (nc -N, socat) then reads as
+     * gone and gets no answer. Returning once without a response lets MHD mark the
+     * connection as not reading; it calls again right away, and a generation suspends
+     * from there. */
+    if (!strcmp(method, "POST") && !c->deferred) {
+        c->deferred = true;
+        return MHD_YES;
+    }
     return dispatch(c, method, url);
 }
 
@@ -365,6 +521,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
     if (c->next) c->next->prev = c->prev;
     pthread_mutex_unlock(&s->conns_mu);
     api_gen_free(c->gen); /* cancels a generation whose client went away */
+    sock_deadline(s, mc, s->request_deadline_ms); /* a kept-alive connection's next request */
     pthread_mutex_destroy(&c->mu);
     free(c->body);
     free(c);
@@ -380,30 +537,128 @@ static void on_log(void *cls, const char *fmt, va_list ap)
     log_debug("http: %s", buf);
 }
 
+/* ---- connections: per-address limit, request deadline ------------------------------------ */
+
+/* MHD's accept policy: refuses a client address that holds max_conn_per_address sockets. */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    (void)addrlen;
+    struct http_server *s = cls;
+    unsigned char key[API_RATELIMIT_KEY_CAP];
+    size_t n = addr_key(addr, key);
+    int held = 0;
+    pthread_mutex_lock(&s->socks_mu);
+    for (struct api_sock *k = s->socks; k; k = k->next)
+        if (k->key_len == n && !memcmp(k->key, key, n)) held++;
+    pthread_mutex_unlock(&s->socks_mu);
+    if (held < s->max_conn_per_address) return MHD_YES;
+    api_refused(s, API_REFUSED_PER_ADDRESS);
+    log_debug("http: refused a connection: its address holds %d already", held);
+    return MHD_NO;
+}
+
+/* MHD's connection notify: keeps the list of open sockets. MHD calls CLOSED before it
+ * closes the descriptor, so the watchdog's shutdown() under socks_mu never hits a reused
+ * one. */
+static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct http_server *s = cls;
+    struct api_sock *k = *socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        k = calloc(1, sizeof *k);
+        if (!k) return; /* not counted nor watched; MHD's idle timeout still applies */
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+        k->fd = ci ? ci->connect_fd : -1;
+        if (k->fd >= 0 && s->sndbuf_bytes > 0)
+            setsockopt(k->fd, SOL_SOCKET, SO_SNDBUF, &s->sndbuf_bytes, sizeof s->sndbuf_bytes);
+        k->key_len = client_key(mc, k->key);
+        k->deadline_ms = mono_ms() + s->request_deadline_ms;
+        pthread_mutex_lock(&s->socks_mu);
+        k->next = s->socks;
+        if (s->socks) s->socks->prev = k;
+        s->socks = k;
+        pthread_mutex_unlock(&s->socks_mu);
+        *socket_context = k;
+        return;
+    }
+    if (!k) return;
+    pthread_mutex_lock(&s->socks_mu);
+    if (k->prev)
+        k->prev->next = k->next;
+    else
+        s->socks = k->next;
+    if (k->next) k->next->prev = k->prev;
+    pthread_mutex_unlock(&s->socks_mu);
+    free(k);
+    *socket_context = NULL;
+}
+
+/* Cuts connections whose request is not in by its deadline (a trickle of bytes restarts
+ * MHD's idle timer, not this one): shutdown() makes MHD read end-of-file and close. */
+static void cut_slow_requests(struct http_server *s)
+{
+    int64_t now = mono_ms();
+    pthread_mutex_lock(&s->socks_mu);
+    for (struct api_sock *k = s->socks; k; k = k->next) {
+        if (!k->deadline_ms || now < k->deadline_ms || k->fd < 0) continue;
+        k->deadline_ms = 0;
+        shutdown(k->fd, SHUT_RDWR);
+        api_refused(s, API_REFUSED_SLOW_REQUEST);
+        log_info("http: closed a connection whose request was not received within %d ms",
+                 s->request_deadline_ms);
+    }
+    pthread_mutex_unlock(&s->socks_mu);
+}
+
 /* ---- disconnect watchdog ----------------------------------------------------------------- */
 
-/* True when the suspended connection's peer has closed or reset its socket (c->mu held). */
-static bool conn_gone_locked(struct api_conn *c)
+/* True when the suspended connection's client is gone (c->mu held).
+ * End of file alone does not say so: a client that half-closes after its request (nc -N,
+ * socat) waits for the answer, and a client that closed looks the same until something is
+ * written to it: its kernel answers a write with a reset. So on end of file an HTTP/1.1
+ * request that has no response yet is sent one interim "100 Continue" (every HTTP/1.1
+ * client skips it, RFC 9110 section 15.2); a reset (POLLHUP/POLLERR) means gone. A stream
+ * writes anyway: its next chunk meets the reset and MHD ends it. wait_ms: how long to wait
+ * for the reset after a fresh probe. */
+static bool conn_gone_locked(struct api_conn *c, int wait_ms)
 {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
-    char b;
-    ssize_t n = ci ? recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) : 1;
-    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return false;
+    int fd = ci->connect_fd;
+    struct pollfd p = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&p, 1, 0) < 0) return false;
+    if (p.revents & (POLLHUP | POLLERR)) return true; /* reset, or both directions shut */
+    if (!(p.revents & POLLRDHUP)) return false;       /* no end of file: still there */
+    c->peer_eof = true;
+    if (c->responded || !c->is_http11 || c->probed) return false;
+    static const char probe[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    c->probed = true;
+    if (send(fd, probe, sizeof probe - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+        return errno == EPIPE || errno == ECONNRESET;
+    p.events = 0; /* only a reset or a full shutdown (always reported) ends the wait */
+    p.revents = 0;
+    if (poll(&p, 1, wait_ms) < 0) return false;
+    return (p.revents & (POLLHUP | POLLERR)) != 0;
 }
 
 bool api_conn_still_wanted(void *conn)
 {
     struct api_conn *c = conn;
     pthread_mutex_lock(&c->mu);
-    bool gone = c->suspended && conn_gone_locked(c);
+    /* asked once, right before the request would take a slot: worth a few ms to know */
+    bool gone = c->suspended && conn_gone_locked(c, 20);
     pthread_mutex_unlock(&c->mu);
     return !gone;
 }
 
 /* MHD does not watch a suspended connection's socket, so a client that gives up while its
  * request waits in the queue or runs without streaming would hold a slot until the end.
- * Every 250 ms this thread peeks at the sockets of suspended generations: end of file or
- * a reset means the client is gone, and its request is cancelled. A queued request is
+ * Every 250 ms this thread looks at the sockets of suspended generations: a reset means the
+ * client is gone (conn_gone_locked), and its request is cancelled. It also bounds what a
+ * stream holds for a client that does not read, and cuts requests past their deadline. A queued request is
  * also asked once more when its slot comes (api_conn_still_wanted, the scheduler's
  * still_wanted), so a client that left never gets a slot, however short the wait. The socket stays open while we look: MHD closes it only
  * after on_completed, which waits for conns_mu. */
@@ -422,9 +677,17 @@ static void *watchdog_main(void *arg)
         pthread_cond_timedwait(&s->wd_cv, &s->conns_mu, &until);
         for (struct api_conn *c = s->conns; c && !s->wd_stop; c = c->next) {
             pthread_mutex_lock(&c->mu);
-            if (c->suspended && c->gen && conn_gone_locked(c)) api_gen_cancel(c->gen);
+            if (c->suspended && c->gen && conn_gone_locked(c, 0)) api_gen_cancel(c->gen);
+            /* a stream MHD cannot write (the client does not read): count what waits */
+            if (!c->suspended && c->gen && api_gen_stream_pull(c->gen, s->stream_pending_max)) {
+                api_refused(s, API_REFUSED_SLOW_READER);
+                log_warn("http: a streaming client left %zu bytes unread; its generation was "
+                         "cancelled",
+                         s->stream_pending_max);
+            }
             pthread_mutex_unlock(&c->mu);
         }
+        cut_slow_requests(s);
     }
     pthread_mutex_unlock(&s->conns_mu);
     return NULL;
@@ -463,11 +726,13 @@ static struct MHD_Daemon *listen_on(struct http_server *s, const struct http_opt
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (fam == AF_INET6) flags |= MHD_USE_IPv6;
     unsigned timeout = (unsigned)(o->idle_timeout_s > 0 ? o->idle_timeout_s : 15);
+    /* The per-address limit is on_accept's rather than MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+     * which refuses before any callback and so could not be counted for /metrics. */
     struct MHD_Daemon *d = MHD_start_daemon(
-        flags, (uint16_t)port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &ss,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)512, MHD_OPTION_EXTERNAL_LOGGER, on_log, NULL,
-        MHD_OPTION_END);
+        flags, (uint16_t)port, on_accept, s, on_request, s, MHD_OPTION_SOCK_ADDR, &ss,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
+        on_connection, s, MHD_OPTION_CONNECTION_TIMEOUT, timeout, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)HTTP_MAX_CONN, MHD_OPTION_EXTERNAL_LOGGER, on_log, NULL, MHD_OPTION_END);
     if (!d) {
         err_set(err, err_cap, MESH_EIO, "cannot listen on %s:%d (port in use?)",
                 o->host ? o->host : "127.0.0.1", port);
@@ -487,13 +752,29 @@ int http_server_start(struct router *rt, const struct http_opts *o, struct http_
     s->rt = rt;
     pthread_rwlock_init(&s->stop_lock, NULL);
     pthread_mutex_init(&s->conns_mu, NULL);
+    pthread_mutex_init(&s->socks_mu, NULL);
     pthread_cond_init(&s->wd_cv, NULL);
     atomic_init(&s->n_inflight, 0);
+    s->max_conn_per_address =
+        o->max_conn_per_address > 0 ? o->max_conn_per_address : HTTP_MAX_CONN_PER_ADDRESS;
+    s->request_deadline_ms =
+        o->request_deadline_ms > 0 ? o->request_deadline_ms : HTTP_REQUEST_DEADLINE_MS;
+    s->sndbuf_bytes = o->sndbuf_bytes;
+    s->stream_pending_max = o->stream_pending_max > 0 ? o->stream_pending_max
+                                                      : HTTP_STREAM_PENDING_MAX;
+    if (api_guard_init(&s->guard, o->host, o->allowed_hosts, o->n_allowed_hosts,
+                       o->cors_origins, o->n_cors_origins)) {
+        err_set(err, err_cap, MESH_EINVAL,
+                "too many or too long --allowed-host or --cors values (at most %d, each under "
+                "%d bytes)",
+                API_GUARD_MAX_NAMES, API_GUARD_NAME_CAP);
+        goto fail;
+    }
     s->started_s = (int64_t)time(NULL);
     if (o->api_key && *o->api_key) {
         if (strlen(o->api_key) >= sizeof s->api_key) {
-            free(s);
-            return err_set(err, err_cap, MESH_EINVAL, "--api-key is too long");
+            err_set(err, err_cap, MESH_EINVAL, "--api-key is too long");
+            goto fail;
         }
         snprintf(s->api_key, sizeof s->api_key, "%s", o->api_key);
         s->has_key = true;
@@ -515,6 +796,12 @@ int http_server_start(struct router *rt, const struct http_opts *o, struct http_
         if (!s->d_ollama) goto fail;
     }
     if (pthread_create(&s->watchdog, NULL, watchdog_main, s) == 0) s->has_watchdog = true;
+    if (s->guard.bind != API_BIND_LOOPBACK && !s->has_key)
+        log_warn("http: listening on %s without --api-key: anyone who can reach this address "
+                 "can use the node's models%s. Set --api-key KEY (or MESHLLM_API_KEY), or "
+                 "bind to 127.0.0.1.",
+                 s->guard.bind_host,
+                 s->guard.bind == API_BIND_ANY ? " (and any Host name is accepted)" : "");
     *out = s;
     return 0;
 fail:
@@ -522,6 +809,7 @@ fail:
     api_ratelimit_free(s->rl);
     pthread_rwlock_destroy(&s->stop_lock);
     pthread_mutex_destroy(&s->conns_mu);
+    pthread_mutex_destroy(&s->socks_mu);
     pthread_cond_destroy(&s->wd_cv);
     free(s);
     return MESH_EIO;
@@ -552,6 +840,7 @@ void http_server_stop(struct http_server *s)
     if (s->d_ollama) MHD_stop_daemon(s->d_ollama);
     pthread_rwlock_destroy(&s->stop_lock);
     pthread_mutex_destroy(&s->conns_mu);
+    pthread_mutex_destroy(&s->socks_mu);
     pthread_cond_destroy(&s->wd_cv);
     api_ratelimit_free(s->rl);
     free(s);

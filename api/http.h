@@ -3,8 +3,12 @@
  * libmicrohttpd runs one internal polling thread (epoll where available) with suspend/resume:
  * a request waiting for tokens is suspended and resumed by the scheduler's notify callback,
  * so no thread blocks per client and a slow or vanished client costs nothing but its socket.
- * Limits: request bodies of at most HTTP_MAX_BODY bytes (413 beyond), idle connections are
- * closed after 15 s (slow-loris), at most 512 connections.
+ * Limits (each named below with its reason): request bodies of at most HTTP_MAX_BODY bytes
+ * (413 beyond), idle connections closed after 15 s, a whole request within
+ * HTTP_REQUEST_DEADLINE_MS however slowly it trickles, HTTP_MAX_CONN_PER_ADDRESS connections
+ * per client address out of HTTP_MAX_CONN, HTTP_STREAM_PENDING_MAX unread bytes per stream.
+ * The security boundary (Host, Origin/CORS, Content-Type) is api/guard.c; docs/API.md
+ * "Security boundary" gives the rules and their reasons.
  * Routes and their JSON are described in docs/API.md.
  * Thread rule: start/stop from one thread (the CLI's main thread).
  */
@@ -14,6 +18,20 @@
 #include <stddef.h>
 
 #define HTTP_MAX_BODY (8u << 20)
+/* All connections of a listener: MHD keeps one pool each, and 512 sockets stay well under
+ * the usual 1024 file descriptors with the model files and the p2p host beside them. */
+#define HTTP_MAX_CONN 512
+/* Connections one client address may hold open: a browser opens at most 6 per host, an
+ * SDK a pool of ~10-20, a benchmark a few dozen; one address must never take all 512. */
+#define HTTP_MAX_CONN_PER_ADDRESS 32
+/* From a connection's accept (or the end of its previous request) to the last byte of the
+ * request's body. MHD's idle timeout restarts on every byte, so a trickle of one byte a
+ * second would hold a connection forever; 30 s fits an 8 MiB body on a slow link. */
+#define HTTP_REQUEST_DEADLINE_MS 30000
+/* Output a stream may hold for a client that does not read: past it the generation is
+ * cancelled and the stream ends with an error event. 1 MiB is thousands of tokens ahead
+ * of the reader, beyond the kernel's socket buffers. */
+#define HTTP_STREAM_PENDING_MAX (1u << 20)
 
 struct router;
 
@@ -24,6 +42,17 @@ struct http_opts {
     const char *api_key; /* NULL/"" = no authentication */
     int idle_timeout_s;  /* 0 = 15 */
     int rate_limit_per_min; /* generation requests a minute per client address; 0 = no limit */
+    /* Host names besides the loopback ones and the bound address (--allowed-host; exact,
+     * "*.suffix" or "*"), and origins allowed to call cross-origin (--cors; "*" = any). */
+    const char *const *allowed_hosts;
+    int n_allowed_hosts;
+    const char *const *cors_origins;
+    int n_cors_origins;
+    /* limits; 0 = the HTTP_* default above (tests shorten them) */
+    int max_conn_per_address;
+    int request_deadline_ms;
+    size_t stream_pending_max;
+    int sndbuf_bytes;  /* SO_SNDBUF of each connection; 0 = the kernel's (tests shrink it) */
     /* GET /node/peers: a malloc'd JSON object from any thread (net/p2pnode.h), or NULL fn:
      * {"enabled":false,"peers":[]} (no peer-to-peer host). */
     char *(*peers_json)(void *ctx);

@@ -62,6 +62,13 @@ char *api_metrics_text(struct http_server *s)
                 "# TYPE meshllm_requests_rejected_total counter\n"
                 "meshllm_requests_rejected_total %llu\n",
             (unsigned long long)atomic_load(&s->n_429));
+    mprintf(&b, "# HELP meshllm_http_refused_total HTTP requests refused or connections cut "
+                "by the security boundary and limits, by reason.\n"
+                "# TYPE meshllm_http_refused_total counter\n");
+    for (int r = 0; r < API_REFUSED_N; r++)
+        mprintf(&b, "meshllm_http_refused_total{reason=\"%s\"} %llu\n",
+                api_refusal_name((enum api_refusal)r),
+                (unsigned long long)atomic_load(&s->n_refused[r]));
     mprintf(&b, "# HELP meshllm_process_resident_memory_bytes Resident memory.\n"
                 "# TYPE meshllm_process_resident_memory_bytes gauge\n"
                 "meshllm_process_resident_memory_bytes %llu\n",

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #define SERVE_MAX_MODELS 16
+#define SERVE_MAX_NAMES 32 /* --allowed-host and --cors values each (API_GUARD_MAX_NAMES) */
 
 static void serve_usage(FILE *f)
 {
@@ -35,7 +36,16 @@ static void serve_usage(FILE *f)
             "      --host ADDR      address to bind (default 127.0.0.1)\n"
             "      --port N         API and console port (default 9337; 0 = any free port)\n"
             "      --ollama-port N  also listen on N (Ollama's default is 11434)\n"
-            "      --api-key KEY    require 'Authorization: Bearer KEY' (default: $MESHLLM_API_KEY)\n"
+            "      --api-key KEY    require 'Authorization: Bearer KEY' (default: $MESHLLM_API_KEY);\n"
+            "                       serving off loopback without one prints a warning\n"
+            "      --allowed-host NAME  also answer requests whose Host is NAME (repeatable;\n"
+            "                       '*.example.com', '*' = any; default $MESHLLM_ALLOWED_HOSTS,\n"
+            "                       comma-separated). Loopback names and the --host address\n"
+            "                       are always allowed; others get 403 (DNS rebinding)\n"
+            "      --cors ORIGIN    let web pages of ORIGIN call the API (repeatable; e.g.\n"
+            "                       http://localhost:3000, http://localhost:*, or * for any;\n"
+            "                       default $MESHLLM_CORS, else $OLLAMA_ORIGINS). Other pages\n"
+            "                       get 403; the console is same-origin and always works\n"
             "      --slots N        concurrent sequences per model (default 8)\n"
             "      --ctx N          context positions per sequence (default: the model's, max 4096)\n"
             "      --batch N        tokens per decode step (default 512)\n"
@@ -81,10 +91,38 @@ struct serve_args {
     struct multiaddr boot[P2PNODE_MAX_BOOTSTRAP];
     size_t n_boot;
     struct http_opts http;
+    const char *hosts[SERVE_MAX_NAMES], *origins[SERVE_MAX_NAMES];
+    char env_names[2][4096]; /* copies of the comma lists the env entries point into */
     struct sched_params sp;
     enum node_route route;
     const char *join;
 };
+
+/* Adds value to list (count *n, capacity SERVE_MAX_NAMES); 2 (printed) when full. */
+static int name_add(const char **list, int *n, const char *value, const char *opt)
+{
+    if (*n == SERVE_MAX_NAMES) {
+        cli_fail("serve: at most %d %s values", SERVE_MAX_NAMES, opt);
+        return 2;
+    }
+    list[(*n)++] = value;
+    return 0;
+}
+
+/* Splits the comma list of env variable var (copied into buf) into list. 0 or 2. */
+static int names_from_env(const char *var, char *buf, size_t cap, const char **list, int *n)
+{
+    const char *v = getenv(var);
+    if (!v || !*v) return 0;
+    if (strlen(v) >= cap) {
+        cli_fail("serve: %s is too long", var);
+        return 2;
+    }
+    snprintf(buf, cap, "%s", v);
+    for (char *save = NULL, *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
+        if (name_add(list, n, t, var)) return 2;
+    return 0;
+}
 
 /* Returns 0, 2 (misuse, message printed) or -1 for --help. */
 static int parse_args(int argc, char **argv, struct serve_args *a)
@@ -118,6 +156,11 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
             a->models[a->n_models++] = v;
         } else if (!strcmp(o, "--host"))
             a->http.host = v;
+        else if (!strcmp(o, "--allowed-host")) {
+            if (name_add(a->hosts, &a->http.n_allowed_hosts, v, o)) return 2;
+        } else if (!strcmp(o, "--cors")) {
+            if (name_add(a->origins, &a->http.n_cors_origins, v, o)) return 2;
+        }
         else if (!strcmp(o, "--port"))
             bad = parse_int(v, 0, 65535, &a->http.port);
         else if (!strcmp(o, "--ollama-port"))
@@ -172,6 +215,25 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
             cli_fail("serve: bad value '%s' for %s", v, o);
             return 2;
         }
+    }
+    /* flags replace the environment's lists; MESHLLM_CORS before Ollama's OLLAMA_ORIGINS */
+    if (a->http.n_allowed_hosts == 0 &&
+        names_from_env("MESHLLM_ALLOWED_HOSTS", a->env_names[0], sizeof a->env_names[0],
+                       a->hosts, &a->http.n_allowed_hosts))
+        return 2;
+    const char *cors_env = getenv("MESHLLM_CORS") && *getenv("MESHLLM_CORS") ? "MESHLLM_CORS"
+                                                                             : "OLLAMA_ORIGINS";
+    if (a->http.n_cors_origins == 0 &&
+        names_from_env(cors_env, a->env_names[1], sizeof a->env_names[1], a->origins,
+                       &a->http.n_cors_origins))
+        return 2;
+    a->http.allowed_hosts = a->hosts;
+    a->http.cors_origins = a->origins;
+    const char *deadline = getenv("MESHLLM_HTTP_REQUEST_DEADLINE_MS"); /* tests shorten it */
+    if (deadline && *deadline && parse_int(deadline, 1, 3600000, &a->http.request_deadline_ms)) {
+        cli_fail("serve: MESHLLM_HTTP_REQUEST_DEADLINE_MS=%s: say a number of milliseconds",
+                 deadline);
+        return 2;
     }
     const char *env_route = getenv("MESHLLM_ROUTE");
     if (a->route == NODE_ROUTE_DEFAULT && env_route && *env_route &&

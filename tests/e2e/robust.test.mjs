@@ -77,11 +77,11 @@ test('malformed requests and garbage bytes get an error or a close, never a cras
   for (let i = 0; i < garbage.length; i++) garbage[i] = (i * 7919 + 13) & 0xff;
   const cases = [
     garbage,
-    Buffer.from('GET / HTTP/1.1\r\nHost: x\r\nThis is not a header\r\n\r\n'),
-    Buffer.from('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n'),
-    Buffer.from('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\n'),
-    Buffer.from('GET /' + 'a'.repeat(100000) + ' HTTP/1.1\r\nHost: x\r\n\r\n'),
-    Buffer.from('POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n{"model":[1]'),
+    Buffer.from('GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nThis is not a header\r\n\r\n'),
+    Buffer.from('POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n'),
+    Buffer.from('POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\n'),
+    Buffer.from('GET /' + 'a'.repeat(100000) + ' HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'),
+    Buffer.from('POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 12\r\n\r\n{"model":[1]'),
     Buffer.from('\x00\x01\x02\r\n\r\n'),
   ];
   for (const c of cases) {
@@ -102,7 +102,7 @@ test('malformed requests and garbage bytes get an error or a close, never a cras
 test('oversized bodies are refused with 413', async () => {
   const s = await startServer([]);
   // announced length over the limit: refused before the body is read
-  const r = await raw(s.port, 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n', { keepOpen: true, waitMs: 3000 });
+  const r = await raw(s.port, 'POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n', { keepOpen: true, waitMs: 3000 });
   assert.match(r.data, /^HTTP\/1\.1 413 /);
   // a chunked body that grows past the limit
   const big = '{"model":"stories260K","prompt":"' + 'x'.repeat(9 << 20) + '"}';
@@ -114,7 +114,7 @@ test('oversized bodies are refused with 413', async () => {
 test('slow-loris connections are closed when idle; others are served meanwhile', async () => {
   const s = await startServer(['--idle-timeout', '1']);
   const slow = [];
-  for (let i = 0; i < 20; i++) slow.push(raw(s.port, 'GET /health HTTP/1.1\r\nHost: x\r\n', { keepOpen: true, waitMs: 10000 }));
+  for (let i = 0; i < 20; i++) slow.push(raw(s.port, 'GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n', { keepOpen: true, waitMs: 10000 }));
   const t0 = Date.now();
   await healthy(s.url);
   const res = await fetch(s.url + '/v1/chat/completions', { method: 'POST', body: chatBody({ max_tokens: 8 }), headers: { 'Content-Type': 'application/json' } });
