@@ -70,7 +70,7 @@ enum api_refusal {
     API_REFUSED_BAD_LENGTH,       /* repeated Content-Length, or with Transfer-Encoding */
     API_REFUSED_PER_ADDRESS,      /* HTTP_MAX_CONN_PER_ADDRESS connections already open */
     API_REFUSED_SLOW_REQUEST,     /* request not received within the request deadline */
-    API_REFUSED_SLOW_READER,      /* stream client left HTTP_STREAM_PENDING_MAX unread */
+    API_REFUSED_SLOW_READER,      /* stream client read nothing for HTTP_STREAM_STALL_MS */
     API_REFUSED_N
 };
 /* "host", "origin", "content_type", "bad_length", "per_address", "slow_request",
@@ -107,12 +107,11 @@ struct http_server {
     atomic_ullong n_gen_req;    /* generation requests accepted */
     atomic_ullong n_429;
     atomic_ullong n_refused[API_REFUSED_N];
-    atomic_ullong stream_pending_peak; /* most bytes a stream ever held unread (tests) */
     /* the boundary and the limits (http_opts, defaults applied) */
     struct api_guard guard;
     int max_conn_per_address;
     int request_deadline_ms;
-    size_t stream_pending_max;
+    int stream_stall_ms;
     int sndbuf_bytes;
     /* open connections, for the per-address limit and the request deadline */
     pthread_mutex_t socks_mu;   /* guards socks and every api_sock (lock after conns_mu) */
@@ -180,12 +179,11 @@ int api_gen_start(struct api_conn *c, enum api_proto proto, struct api_gen_req *
 /* Called when a suspended non-streaming request is resumed: queues the response once done,
  * or suspends again. */
 enum MHD_Result api_gen_resume(struct api_conn *c);
-/* Watchdog, for a streaming g whose connection is not suspended (MHD waits for the client to
- * read; c->mu held): moves the node's pending output into the stream buffer so it is
- * counted; past max_pending unread bytes cancels the generation, ends the stream with an
- * error event and returns true (once). Records the peak in the server's
- * stream_pending_peak. */
-bool api_gen_stream_pull(struct api_gen *g, size_t max_pending);
+/* Watchdog, for a streaming g whose connection is not suspended (c->mu held): MHD has not
+ * asked for stream bytes for stall_ms, so the client does not read what the socket holds.
+ * Cancels the generation and returns true (once); the caller closes the connection. The
+ * bytes waiting meanwhile are bounded by the scheduler's pause (SCHED_PAUSE_TOKENS). */
+bool api_gen_stream_stalled(struct api_gen *g, int stall_ms);
 /* Cancels g's scheduler request (its client closed the connection). */
 void api_gen_cancel(struct api_gen *g);
 /* Releases the generation of c (client gone or response sent). */

@@ -36,7 +36,8 @@ struct api_gen {
     int n_prompt, n_gen, n_cached;
     /* streaming */
     bool sent_first, ended;
-    bool cut_slow;    /* cancelled: the client left stream_pending_max bytes unread */
+    double last_read_s; /* when MHD last asked for stream bytes (now_s) */
+    bool cut_slow;      /* cancelled: the client stopped reading (api_gen_stream_stalled) */
     char *sbuf;
     size_t slen, soff, scap;
 };
@@ -224,22 +225,6 @@ static void stream_format(struct api_gen *g, struct node_chunk *ch)
     }
     if (!ch->done) return;
     g->ended = true;
-    if (g->cut_slow) { /* the client learns why its answer stops here, if it ever reads */
-        static const char msg[] = "the client did not read the stream: generation stopped";
-        if (g->proto == API_PROTO_OLLAMA) {
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "error", msg);
-            char *j = cJSON_PrintUnformatted(o);
-            cJSON_Delete(o);
-            if (j && !line_add(g, j)) buf_add(&g->sbuf, &g->slen, &g->scap, "\n", 1);
-            return;
-        }
-        struct api_error e;
-        api_error_set(&e, 500, "server_error", "slow_reader", NULL, "%s", msg);
-        sse_add(g, api_error_json(&e));
-        buf_add(&g->sbuf, &g->slen, &g->scap, "data: [DONE]\n\n", 14);
-        return;
-    }
     if (g->proto == API_PROTO_OLLAMA) {
         line_add(g, api_ollama_chunk(k, g->model, "", 0, true, finish_name(ch->finish_reason),
                                      ch->n_prompt, ch->n_gen, now_s() - g->t0));
@@ -270,6 +255,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
     struct api_conn *c = cls;
     struct api_gen *g = c->gen;
     pthread_mutex_lock(&c->mu);
+    g->last_read_s = now_s();
     for (int round = 0; round < 2; round++) {
         if (g->soff < g->slen) {
             size_t n = g->slen - g->soff < max ? g->slen - g->soff : max;
@@ -294,21 +280,13 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
     return 0;
 }
 
-bool api_gen_stream_pull(struct api_gen *g, size_t max_pending)
+bool api_gen_stream_stalled(struct api_gen *g, int stall_ms)
 {
-    if (!g || !g->req.stream || g->req.kind == API_KIND_EMBEDDING || g->ended) return false;
-    struct node_chunk ch;
-    if (node_req_take(g->nr, &ch)) return false;
-    stream_format(g, &ch);
-    node_chunk_free(&ch);
-    size_t pending = g->slen - g->soff;
-    struct http_server *s = g->c->srv;
-    unsigned long long peak = atomic_load(&s->stream_pending_peak);
-    while (pending > peak && !atomic_compare_exchange_weak(&s->stream_pending_peak, &peak, pending)) {
-    }
-    if (pending <= max_pending || g->cut_slow) return false;
+    if (!g || !g->req.stream || g->req.kind == API_KIND_EMBEDDING || g->ended || g->cut_slow ||
+        !g->c->responded || now_s() - g->last_read_s < stall_ms / 1000.0)
+        return false;
     g->cut_slow = true;
-    node_req_cancel(g->nr); /* the node ends the request; its last chunk ends the stream */
+    node_req_cancel(g->nr); /* frees the slot; the scheduler had paused it (sched.h) */
     return true;
 }
 
@@ -325,6 +303,7 @@ static int stream_start(struct api_conn *c)
     MHD_add_response_header(r, "X-Accel-Buffering", "no");
     MHD_add_response_header(r, "X-Meshllm-Ran-On", g->ran_on);
     api_cors_headers(c, r);
+    g->last_read_s = now_s();
     MHD_queue_response(c->mc, 200, r);
     MHD_destroy_response(r);
     c->responded = true;

@@ -679,11 +679,14 @@ static void *watchdog_main(void *arg)
             pthread_mutex_lock(&c->mu);
             if (c->suspended && c->gen && conn_gone_locked(c, 0)) api_gen_cancel(c->gen);
             /* a stream MHD cannot write (the client does not read): count what waits */
-            if (!c->suspended && c->gen && api_gen_stream_pull(c->gen, s->stream_pending_max)) {
+            if (!c->suspended && c->gen && api_gen_stream_stalled(c->gen, s->stream_stall_ms)) {
                 api_refused(s, API_REFUSED_SLOW_READER);
-                log_warn("http: a streaming client left %zu bytes unread; its generation was "
-                         "cancelled",
-                         s->stream_pending_max);
+                log_warn("http: a streaming client read nothing for %d ms; its generation was "
+                         "cancelled and the connection closed",
+                         s->stream_stall_ms);
+                const union MHD_ConnectionInfo *ci =
+                    MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+                if (ci) shutdown(ci->connect_fd, SHUT_RDWR); /* MHD's next write fails */
             }
             pthread_mutex_unlock(&c->mu);
         }
@@ -760,8 +763,7 @@ int http_server_start(struct router *rt, const struct http_opts *o, struct http_
     s->request_deadline_ms =
         o->request_deadline_ms > 0 ? o->request_deadline_ms : HTTP_REQUEST_DEADLINE_MS;
     s->sndbuf_bytes = o->sndbuf_bytes;
-    s->stream_pending_max = o->stream_pending_max > 0 ? o->stream_pending_max
-                                                      : HTTP_STREAM_PENDING_MAX;
+    s->stream_stall_ms = o->stream_stall_ms > 0 ? o->stream_stall_ms : HTTP_STREAM_STALL_MS;
     if (api_guard_init(&s->guard, o->host, o->allowed_hosts, o->n_allowed_hosts,
                        o->cors_origins, o->n_cors_origins)) {
         err_set(err, err_cap, MESH_EINVAL,

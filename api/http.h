@@ -6,7 +6,7 @@
  * Limits (each named below with its reason): request bodies of at most HTTP_MAX_BODY bytes
  * (413 beyond), idle connections closed after 15 s, a whole request within
  * HTTP_REQUEST_DEADLINE_MS however slowly it trickles, HTTP_MAX_CONN_PER_ADDRESS connections
- * per client address out of HTTP_MAX_CONN, HTTP_STREAM_PENDING_MAX unread bytes per stream.
+ * per client address out of HTTP_MAX_CONN, a stream cut after HTTP_STREAM_STALL_MS unread.
  * The security boundary (Host, Origin/CORS, Content-Type) is api/guard.c; docs/API.md
  * "Security boundary" gives the rules and their reasons.
  * Routes and their JSON are described in docs/API.md.
@@ -28,10 +28,12 @@
  * request's body. MHD's idle timeout restarts on every byte, so a trickle of one byte a
  * second would hold a connection forever; 30 s fits an 8 MiB body on a slow link. */
 #define HTTP_REQUEST_DEADLINE_MS 30000
-/* Output a stream may hold for a client that does not read: past it the generation is
- * cancelled and the stream ends with an error event. 1 MiB is thousands of tokens ahead
- * of the reader, beyond the kernel's socket buffers. */
-#define HTTP_STREAM_PENDING_MAX (1u << 20)
+/* A stream whose client reads nothing for this long (MHD waits on a full socket) is cut:
+ * its generation is cancelled and the connection closed. Meanwhile the scheduler has
+ * paused it after SCHED_PAUSE_TOKENS unread tokens, so what waits stays bounded. 10 s is
+ * under MHD's 15 s idle timeout (which would close it uncounted) and far above any pause
+ * of a client that reads. */
+#define HTTP_STREAM_STALL_MS 10000
 
 struct router;
 
@@ -51,7 +53,7 @@ struct http_opts {
     /* limits; 0 = the HTTP_* default above (tests shorten them) */
     int max_conn_per_address;
     int request_deadline_ms;
-    size_t stream_pending_max;
+    int stream_stall_ms;
     int sndbuf_bytes;  /* SO_SNDBUF of each connection; 0 = the kernel's (tests shrink it) */
     /* GET /node/peers: a malloc'd JSON object from any thread (net/p2pnode.h), or NULL fn:
      * {"enabled":false,"peers":[]} (no peer-to-peer host). */

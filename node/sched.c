@@ -653,9 +653,20 @@ static void slot_sample(struct sched *s, struct slot *sl, const float *row)
 
 /* ---- the step ---------------------------------------------------------------------------- */
 
+/* True when r holds SCHED_PAUSE_TOKENS or more generated tokens its client has not taken
+ * (a streaming client that does not read): its slot then sits out the steps until the
+ * client takes them, so what waits for a slow reader stays bounded (back-pressure). */
+static bool req_paused(struct sched_req *r)
+{
+    pthread_mutex_lock(&r->mu);
+    bool paused = r->n_ids >= SCHED_PAUSE_TOKENS;
+    pthread_mutex_unlock(&r->mu);
+    return paused;
+}
+
 static void step(struct sched *s)
 {
-    int n = 0, n_want = 0;
+    int n = 0, n_want = 0, n_paused = 0;
     /* Cancelled requests leave first. */
     for (int i = 0; i < s->n_slots; i++) {
         struct slot *sl = &s->slots[i];
@@ -667,6 +678,10 @@ static void step(struct sched *s)
     for (int i = 0; i < s->n_slots; i++) {
         struct slot *sl = &s->slots[i];
         if (!sl->req || sl->state != SLOT_GEN || n >= s->n_batch) continue;
+        if (req_paused(sl->req)) {
+            n_paused++;
+            continue;
+        }
         s->b_tok[n] = sl->next;
         s->b_pos[n] = sl->n_cache;
         s->b_seq[n] = i;
@@ -697,7 +712,22 @@ static void step(struct sched *s)
         sl->n_fed = k;
         n_prompt_tokens += k;
     }
-    if (n == 0) return;
+    if (n == 0) {
+        if (n_paused) { /* only slow readers: look again soon (a take or a cancel) */
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += SCHED_PAUSE_POLL_MS * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_mutex_lock(&s->mu);
+            s->st.n_paused_waits++;
+            if (!s->stop && !s->q_head) pthread_cond_timedwait(&s->cv, &s->mu, &until);
+            pthread_mutex_unlock(&s->mu);
+        }
+        return;
+    }
     struct model_batch b = {.n = n, .tokens = s->b_tok, .pos = s->b_pos, .seq = s->b_seq,
                             .want_logits = s->b_want};
     double t0 = now_s();

@@ -27,6 +27,11 @@ struct model;
 
 #define SCHED_MAX_STOP 8
 #define SCHED_MAX_TOP_LOGPROBS 20
+/* A generating request whose client holds this many generated tokens untaken (a stream to a
+ * client that does not read) pauses until they are taken: 256 tokens of text and logprobs
+ * are at most ~150 KB, while a reader that keeps up never has more than a few waiting. */
+#define SCHED_PAUSE_TOKENS 256
+#define SCHED_PAUSE_POLL_MS 20 /* how soon a paused request is looked at again */
 
 struct sched_params {
     int n_slots;   /* concurrent sequences (KV slots); default 8 */
@@ -124,6 +129,7 @@ struct sched_stats {
     uint64_t n_prompt_tokens;  /* computed (not reused) prompt tokens */
     uint64_t n_cached_tokens;  /* prompt tokens reused from slot caches */
     uint64_t n_gen_tokens;
+    uint64_t n_paused_waits;   /* steps with only paused (slow reader) slots to run */
     double busy_s;             /* worker time spent in decode steps */
     double gen_tps;            /* generated tokens per second over the last window */
 };

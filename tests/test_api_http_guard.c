@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PENDING_MAX 4096
+#define STALL_MS 1000 /* a reader that reads nothing is cut after this */
 #define DEADLINE_MS 800
 #define PER_ADDRESS 4
 
@@ -66,7 +66,7 @@ static int setup(void **state)
         .n_cors_origins = 1,
         .max_conn_per_address = PER_ADDRESS,
         .request_deadline_ms = DEADLINE_MS,
-        .stream_pending_max = PENDING_MAX,
+        .stream_stall_ms = STALL_MS,
         .sndbuf_bytes = 4096, /* else loopback's send buffer grows to megabytes */
     };
     if (http_server_start(rt, &o, &srv, err, sizeof err)) return -1;
@@ -239,33 +239,53 @@ static void test_api_http_guard_cors(void **state)
     assert_non_null(strstr(r, "HTTP/1.1 200"));
 }
 
+/* meshllm_generated_tokens_total summed over the models in /metrics */
+static long long generated_tokens(void)
+{
+    char *r = exchange("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", false);
+    long long sum = 0;
+    for (const char *p = r; (p = strstr(p, "\nmeshllm_generated_tokens_total")); p++) {
+        const char *v = strchr(p + 1, ' ');
+        if (v) sum += strtoll(v + 1, NULL, 10);
+    }
+    return sum;
+}
+
 static void test_api_http_guard_stream_reader_bounded(void **state)
 {
     (void)state;
-    /* NOT YET PASSING: the slow-reader cut never fires here (stream_pending_peak stays 0),
-     * whether because stories260K ends its story before the sockets fill or because the
-     * watchdog never sees this stream unsuspended is not settled. Skipped until it is. */
-    skip();
     unsigned long long before = refused(API_REFUSED_SLOW_READER);
-    /* logprobs with 20 alternatives make every event ~2 KB: far more than the sockets hold */
+    long long gen0 = generated_tokens();
+    /* greedy stories260K never ends this story before its context: 2000 tokens, each event
+     * with 5 logprobs ~1 KB, far more than the sockets hold */
     static const char body[] =
-        "{\"model\":\"stories260K\",\"prompt\":\"Once upon a time\",\"max_tokens\":400,"
-        "\"stream\":true,\"logprobs\":true,\"top_logprobs\":20,\"temperature\":1,\"seed\":3}";
+        "{\"model\":\"stories260K\",\"prompt\":\"Once upon a time\",\"max_tokens\":2000,"
+        "\"stream\":true,\"logprobs\":5,\"temperature\":0}";
     char req[1024];
     snprintf(req, sizeof req,
              "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n%sContent-Length: %zu\r\n\r\n%s",
              JSON_CT, strlen(body), body);
     int fd = connect_lo(2048);
     assert_int_equal(send(fd, req, strlen(req), MSG_NOSIGNAL), (ssize_t)strlen(req));
-    for (int i = 0; i < 100 && refused(API_REFUSED_SLOW_READER) == before; i++) usleep(50000);
+    /* the client reads nothing: the scheduler pauses the request, then the stall cuts it */
+    for (int i = 0; i < 200 && refused(API_REFUSED_SLOW_READER) == before; i++) usleep(50000);
     assert_int_equal(refused(API_REFUSED_SLOW_READER), before + 1);
-    /* one watchdog tick of output may land past the bound before it is cut */
-    assert_true(atomic_load(&srv->stream_pending_peak) < 64 * PENDING_MAX);
+    long long gen = generated_tokens() - gen0;
+    /* paused at SCHED_PAUSE_TOKENS untaken, plus what the sockets took before they filled;
+     * without the pause the model runs to 2000 long before the stall deadline */
+    assert_true(gen >= SCHED_PAUSE_TOKENS);
+    assert_true(gen < SCHED_PAUSE_TOKENS + 200);
+    /* the connection was closed after what the sockets held */
     static char buf[1 << 20];
-    size_t n = read_reply(fd, buf, sizeof buf, 3000);
-    assert_true(n > 0);
-    assert_non_null(strstr(buf, "slow_reader"));
+    read_reply(fd, buf, sizeof buf, 3000);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 2000), 1);
+    assert_true(recv(fd, buf, sizeof buf, 0) <= 0);
     close(fd);
+    /* the slot is free again: a reading client is served */
+    assert_non_null(strstr(post("/v1/completions", JSON_CT,
+                                "{\"model\":\"stories260K\",\"prompt\":\"x\",\"max_tokens\":4}"),
+                           "HTTP/1.1 200"));
 }
 
 static void test_api_http_guard_trickle_cut_at_deadline(void **state)
