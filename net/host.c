@@ -30,6 +30,7 @@
 #define HOST_MAX_LISTENERS 8
 #define HOST_PING_LEN 32
 #define HOST_CONN_MAX_WRITE (32u << 20) /* unsent bytes before a peer counts as stalled */
+#define HOST_REFUSE_LOG_MS 10000        /* at most one warning per period about refusals */
 
 /* ---- byte queue ------------------------------------------------------------------------ */
 
@@ -120,6 +121,7 @@ struct host {
     struct host_stats st;
     uv_timer_t trim_timer;
     bool is_trimming; /* over the high water mark, not yet down to the low one */
+    uint64_t refuse_log_ms; /* uv_now of the last "refusing" warning */
     host_peer_fn on_peer; /* host_set_peer_callback's */
     void *on_peer_ctx;
     struct {
@@ -349,34 +351,38 @@ static void trim_fired(uv_timer_t *t)
 }
 
 /* Past the high water mark of established inbound connections, closes them down to the low
- * water mark: never a protected peer's, never one inside its grace period, the least
- * useful first (connmgr_rank). What the grace period holds back is tried again when the
- * first of it ends; the trim is over once at the low water mark or out of candidates. */
+ * water mark, never a protected peer's. The victims are the lowest ranked of all the others
+ * (connmgr_rank: least recently useful, then youngest); a victim still inside its grace
+ * period is closed when the period ends, unless by then a stream made it rank higher. The
+ * trim is over at the low water mark or when no connection is left to close. */
 static void conns_trim(struct host *h)
 {
     uint64_t now = uv_now(h->loop), next_ms = UINT64_MAX;
     if (h->is_closing) return;
-    if (!h->is_trimming && h->n_inbound <= h->cfg.conns_high_water) return;
+    if (h->n_inbound <= h->cfg.conns_low_water ||
+        (!h->is_trimming && h->n_inbound <= h->cfg.conns_high_water)) {
+        h->is_trimming = false;
+        uv_timer_stop(&h->trim_timer);
+        return;
+    }
     h->is_trimming = true;
-    struct connmgr_cand *cands = malloc(h->n_inbound * sizeof *cands);
-    size_t n = 0;
+    struct connmgr_cand *cands = malloc((h->n_inbound + 1) * sizeof *cands);
+    size_t n = 0, excess = h->n_inbound - h->cfg.conns_low_water;
     if (!cands) return; /* stays over; the next upgraded connection tries again */
-    for (struct conn *c = h->conns; c && n < h->n_inbound; c = c->next) {
-        if (!c->is_counted_inbound || c->is_closing) continue;
-        if (connmgr_is_protected(&h->cm, &c->info.id)) continue;
+    for (struct conn *c = h->conns; c && n < h->n_inbound; c = c->next)
+        if (c->is_counted_inbound && !c->is_closing && !connmgr_is_protected(&h->cm, &c->info.id))
+            cands[n++] = (struct connmgr_cand){c, c->useful_ms, c->ready_ms};
+    connmgr_rank(cands, n);
+    /* conn_close tells the application, which may close others: closed conns stay
+     * allocated until libuv's close callbacks, so the pointers are still good. */
+    for (size_t i = 0; i < n && i < excess && h->n_inbound > h->cfg.conns_low_water; i++) {
+        struct conn *c = cands[i].conn;
         uint64_t ends_ms = c->ready_ms + h->cfg.trim_grace_ms;
+        if (c->is_closing) continue;
         if (ends_ms > now) {
             if (ends_ms < next_ms) next_ms = ends_ms;
             continue;
         }
-        cands[n++] = (struct connmgr_cand){c, c->useful_ms, c->ready_ms};
-    }
-    connmgr_rank(cands, n);
-    /* conn_close tells the application, which may close others: closed conns stay
-     * allocated until libuv's close callbacks, so the pointers are still good. */
-    for (size_t i = 0; i < n && h->n_inbound > h->cfg.conns_low_water; i++) {
-        struct conn *c = cands[i].conn;
-        if (c->is_closing) continue;
         h->st.n_trimmed++;
         yamux_go_away(c->yamux, YAMUX_GOAWAY_NORMAL);
         conn_flush(c);
@@ -1252,11 +1258,15 @@ static void on_connection(uv_stream_t *server, int status)
     else if (pending_from(h, &c->ip) >= h->cfg.max_pending_per_ip)
         refused = &h->st.n_refused_pending_per_ip;
     if (refused) {
-        if ((*refused)++ == 0 || (*refused & 1023) == 0)
+        uint64_t now = uv_now(h->loop);
+        (*refused)++;
+        if (!h->refuse_log_ms || now - h->refuse_log_ms >= HOST_REFUSE_LOG_MS) {
+            h->refuse_log_ms = now ? now : 1; /* one line per period, however hard the flood */
             log_warn("host: refusing inbound connections: %s (%llu so far)",
                      refused == &h->st.n_refused_pending_total ? "too many being upgraded"
                                                                : "too many from one address",
                      (unsigned long long)*refused);
+        }
         if (uv_tcp_close_reset(&c->tcp, conn_handle_closed) < 0)
             uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
         return;
