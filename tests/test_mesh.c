@@ -25,6 +25,7 @@
 #include "node/store.h"
 #include "tests/util/test_util.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -317,7 +318,7 @@ static void infer_from(struct p2pnode *pn, struct result *res)
 /* Asks O's host, on its loop thread, whether it protects a peer from trimming. */
 struct protect_q {
     struct peer_id id;
-    volatile int answer; /* -1 until answered, then 0 or 1 */
+    atomic_int answer; /* -1 until answered, then 0 or 1 */
 };
 
 static void protect_ask(struct p2pnode *n, void *arg)
