@@ -30,6 +30,7 @@
 #define HOST_MAX_LISTENERS 8
 #define HOST_PING_LEN 32
 #define HOST_CONN_MAX_WRITE (32u << 20) /* unsent bytes before a peer counts as stalled */
+#define HOST_REFUSE_LOG_MS 10000        /* at most one warning per period about refusals */
 
 /* ---- byte queue ------------------------------------------------------------------------ */
 
@@ -83,6 +84,13 @@ struct conn {
     struct peer_id expected;
     struct host_peer_info info;
     size_t write_pending;
+    /* Connection limits: an inbound conn is pending (counted in n_pending and against its
+     * ip) until it is upgraded, then counted in n_inbound; a dialed one counts in
+     * n_outbound from the dial to the close. */
+    bool is_pending, is_counted_inbound, is_counted_outbound;
+    struct connmgr_ip ip; /* inbound only */
+    uint64_t ready_ms;    /* uv_now when upgraded */
+    uint64_t useful_ms;   /* uv_now of the last stream of a protocol other than /ipfs/... */
 };
 
 struct handler {
@@ -107,7 +115,13 @@ struct host {
     struct listener *listeners[HOST_MAX_LISTENERS];
     size_t n_listeners;
     struct conn *conns;
-    size_t n_conns;
+    size_t n_conns;                  /* all of them, pending included */
+    size_t n_pending, n_inbound, n_outbound; /* see struct conn */
+    struct connmgr cm;
+    struct host_stats st;
+    uv_timer_t trim_timer;
+    bool is_trimming; /* over the high water mark, not yet down to the low one */
+    uint64_t refuse_log_ms; /* uv_now of the last "refusing" warning */
     host_peer_fn on_peer; /* host_set_peer_callback's */
     void *on_peer_ctx;
     struct {
@@ -141,18 +155,41 @@ static void identify_push_all(struct host *h);
 static void peer_event(struct host *h, enum host_peer_event ev, const struct host_peer_info *p);
 static int defer_error(struct host *h, host_open_fn cb, void *ctx, int status);
 static size_t conns_to_peer(const struct host *h, const struct peer_id *id);
+static void conns_trim(struct host *h);
 
 /* ---- host life ------------------------------------------------------------------------- */
 
 static void host_release(struct host *h)
 {
     identity_wipe(&h->id);
+    connmgr_free(&h->cm);
     free(h);
 }
 
 static void handle_closed(struct host *h)
 {
     if (--h->n_open_handles == 0 && h->is_closing) host_release(h);
+}
+
+/* Fills the limits left at 0 (host.h names the defaults). */
+static void host_config_defaults(struct host_config *c)
+{
+    if (!c->max_pending) c->max_pending = HOST_DEFAULT_MAX_PENDING;
+    if (!c->max_pending_per_ip) c->max_pending_per_ip = HOST_DEFAULT_MAX_PENDING_PER_IP;
+    if (!c->handshake_timeout_ms) c->handshake_timeout_ms = HOST_DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    if (!c->dial_timeout_ms) c->dial_timeout_ms = HOST_DEFAULT_DIAL_TIMEOUT_MS;
+    if (!c->max_conns) c->max_conns = HOST_DEFAULT_MAX_CONNS;
+    if (!c->max_conns_outbound) c->max_conns_outbound = HOST_DEFAULT_MAX_CONNS_OUTBOUND;
+    if (!c->max_conns_per_peer) c->max_conns_per_peer = HOST_DEFAULT_MAX_CONNS_PER_PEER;
+    if (!c->conns_high_water) c->conns_high_water = HOST_DEFAULT_CONNS_HIGH_WATER;
+    if (!c->trim_grace_ms) c->trim_grace_ms = HOST_DEFAULT_TRIM_GRACE_MS;
+    if (!c->max_streams_per_conn) c->max_streams_per_conn = 64;
+    if (!c->max_stream_pending) c->max_stream_pending = 8u << 20;
+    if (!c->conns_low_water)
+        c->conns_low_water = c->conns_high_water > HOST_DEFAULT_CONNS_LOW_WATER
+                                 ? HOST_DEFAULT_CONNS_LOW_WATER
+                                 : c->conns_high_water * 2 / 3;
+    if (c->conns_low_water > c->conns_high_water) c->conns_low_water = c->conns_high_water;
 }
 
 int host_new(uv_loop_t *loop, const struct host_config *cfg, struct host **out)
@@ -170,15 +207,15 @@ int host_new(uv_loop_t *loop, const struct host_config *cfg, struct host **out)
     h->id = *cfg->identity;
     h->cfg.identity = &h->id;
     snprintf(h->agent, sizeof h->agent, "%s", cfg->agent ? cfg->agent : HOST_AGENT);
-    if (!h->cfg.max_conns) h->cfg.max_conns = 128;
-    if (!h->cfg.max_conns_per_peer) h->cfg.max_conns_per_peer = 4;
-    if (!h->cfg.max_streams_per_conn) h->cfg.max_streams_per_conn = 64;
-    if (!h->cfg.max_stream_pending) h->cfg.max_stream_pending = 8u << 20;
-    if (!h->cfg.handshake_timeout_ms) h->cfg.handshake_timeout_ms = 10000;
+    host_config_defaults(&h->cfg);
+    connmgr_init(&h->cm);
     if (host_register_builtin(h)) {
         host_release(h);
         return MESH_ENOMEM;
     }
+    uv_timer_init(loop, &h->trim_timer);
+    h->trim_timer.data = h;
+    h->n_open_handles++;
     *out = h;
     return 0;
 }
@@ -196,6 +233,11 @@ static void listener_closed(uv_handle_t *hd)
     handle_closed(h);
 }
 
+static void trim_timer_closed(uv_handle_t *hd)
+{
+    handle_closed(hd->data);
+}
+
 void host_close(struct host *h)
 {
     if (!h || h->is_closing) return;
@@ -203,13 +245,13 @@ void host_close(struct host *h)
     for (size_t i = 0; i < h->n_listeners; i++)
         uv_close((uv_handle_t *)&h->listeners[i]->tcp, listener_closed);
     h->n_listeners = 0;
+    uv_close((uv_handle_t *)&h->trim_timer, trim_timer_closed);
     for (struct conn *c = h->conns; c; c = c->next)
         if (c->yamux) {
             yamux_go_away(c->yamux, YAMUX_GOAWAY_NORMAL);
             conn_flush(c);
         }
     while (h->conns) conn_close(h->conns, MESH_ECLOSED);
-    if (h->n_open_handles == 0) host_release(h);
 }
 
 int host_set_handler(struct host *h, const char *protocol, host_stream_fn fn, void *ctx)
@@ -299,6 +341,80 @@ int host_peer_info(const struct host *h, const struct peer_id *id, struct host_p
         }
     memset(out, 0, sizeof *out);
     return MESH_ENOTFOUND;
+}
+
+/* ---- connection limits: protection, trim, stats ---------------------------------------- */
+
+static void trim_fired(uv_timer_t *t)
+{
+    conns_trim(t->data);
+}
+
+/* Past the high water mark of established inbound connections, closes them down to the low
+ * water mark, never a protected peer's. The victims are the lowest ranked of all the others
+ * (connmgr_rank: least recently useful, then youngest); a victim still inside its grace
+ * period is closed when the period ends, unless by then a stream made it rank higher. The
+ * trim is over at the low water mark or when no connection is left to close. */
+static void conns_trim(struct host *h)
+{
+    uint64_t now = uv_now(h->loop), next_ms = UINT64_MAX;
+    if (h->is_closing) return;
+    if (h->n_inbound <= h->cfg.conns_low_water ||
+        (!h->is_trimming && h->n_inbound <= h->cfg.conns_high_water)) {
+        h->is_trimming = false;
+        uv_timer_stop(&h->trim_timer);
+        return;
+    }
+    h->is_trimming = true;
+    struct connmgr_cand *cands = malloc((h->n_inbound + 1) * sizeof *cands);
+    size_t n = 0, excess = h->n_inbound - h->cfg.conns_low_water;
+    if (!cands) return; /* stays over; the next upgraded connection tries again */
+    for (struct conn *c = h->conns; c && n < h->n_inbound; c = c->next)
+        if (c->is_counted_inbound && !c->is_closing && !connmgr_is_protected(&h->cm, &c->info.id))
+            cands[n++] = (struct connmgr_cand){c, c->useful_ms, c->ready_ms};
+    connmgr_rank(cands, n);
+    /* conn_close tells the application, which may close others: closed conns stay
+     * allocated until libuv's close callbacks, so the pointers are still good. */
+    for (size_t i = 0; i < n && i < excess && h->n_inbound > h->cfg.conns_low_water; i++) {
+        struct conn *c = cands[i].conn;
+        uint64_t ends_ms = c->ready_ms + h->cfg.trim_grace_ms;
+        if (c->is_closing) continue;
+        if (ends_ms > now) {
+            if (ends_ms < next_ms) next_ms = ends_ms;
+            continue;
+        }
+        h->st.n_trimmed++;
+        yamux_go_away(c->yamux, YAMUX_GOAWAY_NORMAL);
+        conn_flush(c);
+        conn_close(c, MESH_ECLOSED);
+    }
+    free(cands);
+    if (h->n_inbound <= h->cfg.conns_low_water || next_ms == UINT64_MAX) {
+        h->is_trimming = false;
+        uv_timer_stop(&h->trim_timer);
+        return;
+    }
+    uv_timer_start(&h->trim_timer, trim_fired, next_ms - now, 0);
+}
+
+int host_peer_protect(struct host *h, const struct peer_id *peer, const char *tag, bool on)
+{
+    int rc = connmgr_protect(&h->cm, peer, tag, on);
+    if (rc == 0 && !on) conns_trim(h);
+    return rc;
+}
+
+bool host_peer_is_protected(const struct host *h, const struct peer_id *peer)
+{
+    return connmgr_is_protected(&h->cm, peer);
+}
+
+void host_stats_get(const struct host *h, struct host_stats *out)
+{
+    *out = h->st;
+    out->n_pending = (uint32_t)h->n_pending;
+    out->n_conns_inbound = (uint32_t)h->n_inbound;
+    out->n_conns_outbound = (uint32_t)h->n_outbound;
 }
 
 /* ---- raw writes ------------------------------------------------------------------------ */
@@ -525,6 +641,7 @@ static void stream_on_bytes(struct conn *c, uint32_t id, const uint8_t *data, si
         if (plen >= sizeof s->protocol) plen = sizeof s->protocol - 1;
         memcpy(s->protocol, s->mss.protocol, plen);
         s->protocol[plen] = 0;
+        if (strncmp(s->protocol, "/ipfs/", 6)) c->useful_ms = uv_now(c->h->loop);
         if (s->is_outbound) {
             host_open_fn cb = s->open_cb;
             s->open_cb = NULL;
@@ -799,6 +916,16 @@ static void conn_on_shutdown(uv_shutdown_t *req, int status)
     uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
 }
 
+/* Takes c out of the limits' counts (pending, inbound, outbound). */
+static void conn_uncount(struct conn *c)
+{
+    struct host *h = c->h;
+    if (c->is_pending) h->n_pending--;
+    if (c->is_counted_inbound) h->n_inbound--;
+    if (c->is_counted_outbound) h->n_outbound--;
+    c->is_pending = c->is_counted_inbound = c->is_counted_outbound = false;
+}
+
 static void conn_close(struct conn *c, int status)
 {
     struct host *h = c->h;
@@ -810,6 +937,7 @@ static void conn_close(struct conn *c, int status)
             h->n_conns--;
             break;
         }
+    conn_uncount(c);
     char who[PEER_ID_TEXT_CAP] = "?";
     if (c->info.id.len) peer_id_to_text(&c->info.id, who, sizeof who);
     log_debug("host: connection %s %s closed (%s)", c->is_dialer ? "to" : "from", who,
@@ -858,9 +986,24 @@ static void conn_ready(struct conn *c)
     if (conns_to_peer(h, &c->info.id) >= h->cfg.max_conns_per_peer) {
         log_warn("host: refusing another connection from a peer (%u already)",
                  h->cfg.max_conns_per_peer);
+        h->st.n_refused_conns_per_peer++;
         conn_close(c, MESH_EFULL);
         return;
     }
+    if (!c->is_dialer) {
+        /* The pending slot is free now; protected peers may go past the inbound cap. */
+        h->n_pending--;
+        c->is_pending = false;
+        if (h->n_inbound >= h->cfg.max_conns && !connmgr_is_protected(&h->cm, &c->info.id)) {
+            log_debug("host: refusing a connection: %u inbound connections", h->cfg.max_conns);
+            h->st.n_refused_conns_total++;
+            conn_close(c, MESH_EFULL);
+            return;
+        }
+        h->n_inbound++;
+        c->is_counted_inbound = true;
+    }
+    c->ready_ms = uv_now(h->loop);
     c->phase = PH_MUX;
     c->is_ready = true;
     peer_event(h, HOST_PEER_CONNECTED, &c->info);
@@ -873,6 +1016,7 @@ static void conn_ready(struct conn *c)
         free(o->data);
         free(o);
     }
+    if (!c->is_dialer) conns_trim(h);
 }
 
 static bool supports_yamux(void *ctx, const char *protocol)
@@ -1006,9 +1150,11 @@ static void on_handshake_timeout(uv_timer_t *t)
 {
     struct conn *c = t->data;
     log_debug("host: connection upgrade timed out");
+    if (c->is_pending) c->h->st.n_handshake_timeouts++;
     conn_close(c, MESH_ETIMEOUT);
 }
 
+/* A conn with only its TCP handle; conn_link makes it a connection of the host. */
 static struct conn *conn_new(struct host *h, bool is_dialer)
 {
     struct conn *c = calloc(1, sizeof *c);
@@ -1016,15 +1162,41 @@ static struct conn *conn_new(struct host *h, bool is_dialer)
     c->h = h;
     c->is_dialer = is_dialer;
     uv_tcp_init(h->loop, &c->tcp);
+    c->tcp.data = c->connect_req.data = c;
+    c->n_open_handles = 1;
+    h->n_open_handles++;
+    return c;
+}
+
+/* Lists c on the host, counts it and starts its upgrade deadline. */
+static void conn_link(struct conn *c)
+{
+    struct host *h = c->h;
     uv_timer_init(h->loop, &c->timer);
-    c->tcp.data = c->timer.data = c->connect_req.data = c;
-    c->n_open_handles = 2;
-    h->n_open_handles += 2;
+    c->timer.data = c;
+    c->n_open_handles++;
+    h->n_open_handles++;
     c->next = h->conns;
     h->conns = c;
     h->n_conns++;
-    uv_timer_start(&c->timer, on_handshake_timeout, h->cfg.handshake_timeout_ms, 0);
-    return c;
+    if (c->is_dialer) {
+        h->n_outbound++;
+        c->is_counted_outbound = true;
+    } else {
+        h->n_pending++;
+        c->is_pending = true;
+    }
+    uint32_t ms = c->is_dialer ? h->cfg.dial_timeout_ms : h->cfg.handshake_timeout_ms;
+    uv_timer_start(&c->timer, on_handshake_timeout, ms, 0);
+}
+
+/* Inbound connections being upgraded from ip. */
+static size_t pending_from(const struct host *h, const struct connmgr_ip *ip)
+{
+    size_t n = 0;
+    for (const struct conn *c = h->conns; c; c = c->next)
+        if (c->is_pending && connmgr_ip_equal(&c->ip, ip)) n++;
+    return n;
 }
 
 static size_t conns_to_peer(const struct host *h, const struct peer_id *id)
@@ -1064,18 +1236,42 @@ static void on_connection(uv_stream_t *server, int status)
 {
     struct listener *l = server->data;
     struct host *h = l->h;
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
     if (status < 0 || h->is_closing) return;
     struct conn *c = conn_new(h, false);
     if (!c) return;
+    /* Accept even what is refused: a socket left in the backlog would stay there. */
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
-        conn_close(c, MESH_EIO);
+        uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
         return;
     }
-    if (h->n_conns > h->cfg.max_conns) {
-        log_warn("host: refusing a connection: %u connections open", h->cfg.max_conns);
-        conn_close(c, MESH_EFULL);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) < 0 ||
+        connmgr_ip_key((struct sockaddr *)&ss, &c->ip) < 0) {
+        uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
         return;
     }
+    /* The pending budget is full: close at once, with a reset (no FIN exchange, no
+     * TIME_WAIT kept here), before anything was allocated for the upgrade. */
+    uint64_t *refused = NULL;
+    if (h->n_pending >= h->cfg.max_pending) refused = &h->st.n_refused_pending_total;
+    else if (pending_from(h, &c->ip) >= h->cfg.max_pending_per_ip)
+        refused = &h->st.n_refused_pending_per_ip;
+    if (refused) {
+        uint64_t now = uv_now(h->loop);
+        (*refused)++;
+        if (!h->refuse_log_ms || now - h->refuse_log_ms >= HOST_REFUSE_LOG_MS) {
+            h->refuse_log_ms = now ? now : 1; /* one line per period, however hard the flood */
+            log_warn("host: refusing inbound connections: %s (%llu so far)",
+                     refused == &h->st.n_refused_pending_total ? "too many being upgraded"
+                                                               : "too many from one address",
+                     (unsigned long long)*refused);
+        }
+        if (uv_tcp_close_reset(&c->tcp, conn_handle_closed) < 0)
+            uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+        return;
+    }
+    conn_link(c);
     conn_start_reading(c);
 }
 
@@ -1220,10 +1416,18 @@ int host_open_stream_data(struct host *h, const struct multiaddr *addr, const ch
     int rc = multiaddr_to_sockaddr(addr, &ss);
     if (rc) return rc;
     if (has_id && peer_id_equal(&want, &h->id.id)) return MESH_EINVAL; /* that is us */
-    if (h->n_conns >= h->cfg.max_conns || (has_id && conns_to_peer(h, &want) >= h->cfg.max_conns_per_peer))
+    /* Only our own dials count here: inbound connections never block them. */
+    if (h->n_outbound >= h->cfg.max_conns_outbound) {
+        h->st.n_refused_dials++;
         return defer_error(h, cb, ctx, MESH_EFULL);
+    }
+    if (has_id && conns_to_peer(h, &want) >= h->cfg.max_conns_per_peer) {
+        h->st.n_refused_conns_per_peer++;
+        return defer_error(h, cb, ctx, MESH_EFULL);
+    }
     struct conn *c = conn_new(h, true);
     if (!c) return MESH_ENOMEM;
+    conn_link(c);
     if (has_id) c->expected = want;
     struct open_req *o = open_req_new(protocol, plen, data, data_len, cb, ctx);
     if (!o) {

@@ -14,6 +14,7 @@
 #ifndef MESH_NET_HOST_H
 #define MESH_NET_HOST_H
 
+#include "net/connmgr.h"
 #include "net/identify.h"
 #include "net/identity.h"
 #include "net/multiaddr.h"
@@ -34,15 +35,42 @@
 struct host;
 struct host_stream;
 
+/* Connection limits (docs/PROTOCOL.md "Resource limits: connections" says why each number).
+ * Pending: inbound, not yet through Noise and the muxer negotiation; such connections have a
+ * budget of their own, so idle sockets cannot take the slots of upgraded peers or of our
+ * dials. Established inbound connections are trimmed from the high to the low water mark
+ * (unprotected peers only, never inside the grace period); our own dials count only against
+ * the outbound limit and are never trimmed. */
+#define HOST_DEFAULT_MAX_PENDING 32
+#define HOST_DEFAULT_MAX_PENDING_PER_IP 4
+#define HOST_DEFAULT_HANDSHAKE_TIMEOUT_MS 5000
+#define HOST_DEFAULT_DIAL_TIMEOUT_MS 10000
+#define HOST_DEFAULT_MAX_CONNS 128
+#define HOST_DEFAULT_MAX_CONNS_OUTBOUND 128
+#define HOST_DEFAULT_MAX_CONNS_PER_PEER 4
+#define HOST_DEFAULT_CONNS_HIGH_WATER 96
+#define HOST_DEFAULT_CONNS_LOW_WATER 64
+#define HOST_DEFAULT_TRIM_GRACE_MS 10000
+
+/* Every limit: 0 takes the default. */
 struct host_config {
     const struct identity *identity; /* copied */
     const char *agent;               /* identify agentVersion; NULL: HOST_AGENT */
-    uint32_t max_conns;              /* all peers; default 128 */
-    uint32_t max_conns_per_peer;     /* default 4 */
+    uint32_t max_pending;            /* inbound pending connections in total */
+    uint32_t max_pending_per_ip;     /* ... from one IPv4 address or IPv6 /64 */
+    uint32_t handshake_timeout_ms;   /* an inbound connection's upgrade (pending deadline) */
+    uint32_t dial_timeout_ms;        /* our dial: TCP connect + upgrade */
+    uint32_t max_conns;              /* established inbound connections (protected peers
+                                        may exceed it) */
+    uint32_t max_conns_outbound;     /* our dials, pending or established */
+    uint32_t max_conns_per_peer;     /* established, both directions */
+    uint32_t conns_high_water;       /* established inbound above this: trim ... */
+    uint32_t conns_low_water;        /* ... down to this (default: 2/3 of a high water mark
+                                        that is set below the default low one) */
+    uint32_t trim_grace_ms;          /* connections younger than this are not trimmed */
     uint32_t max_streams_per_conn;   /* default 64 (yamux limit) */
     size_t max_stream_pending;       /* bytes queued by host_stream_write beyond the peer's
                                         window; default 8 MiB */
-    uint32_t handshake_timeout_ms;   /* TCP connect + upgrade; default 10000 */
 };
 
 /* A connected peer and what identify told us about it (ident.observed_addr: how the peer
@@ -145,6 +173,29 @@ const struct peer_id *host_stream_peer(const struct host_stream *s);
  * cb gets status 0 and the round trip in microseconds, or an error. */
 typedef void (*host_ping_fn)(void *ctx, int status, uint64_t rtt_us);
 int host_ping(struct host *h, const struct multiaddr *addr, host_ping_fn cb, void *ctx);
+
+/* Protection from trimming: a peer is protected while it holds at least one tag (the owner's
+ * policy: node/mesh.c tags admitted members "mesh-member"). Tags are 1..CONNMGR_TAG_CAP - 1
+ * bytes; a peer may be tagged before it connects. Removing the last tag of a peer may trim
+ * its connections at once if the host is over its high water mark. Returns 0, MESH_EINVAL,
+ * MESH_EFULL (CONNMGR_MAX_PROTECTED tags) or MESH_ENOMEM. */
+int host_peer_protect(struct host *h, const struct peer_id *peer, const char *tag, bool on);
+bool host_peer_is_protected(const struct host *h, const struct peer_id *peer);
+
+/* What the connection limits refused and closed since host_new, and the counts now. */
+struct host_stats {
+    uint64_t n_refused_pending_total;  /* inbound sockets closed at accept: max_pending */
+    uint64_t n_refused_pending_per_ip; /* ... max_pending_per_ip */
+    uint64_t n_handshake_timeouts;     /* inbound connections not upgraded in time */
+    uint64_t n_refused_conns_total;    /* upgraded inbound connections closed: max_conns */
+    uint64_t n_refused_conns_per_peer; /* upgraded connections closed, either direction */
+    uint64_t n_refused_dials;          /* dials refused: max_conns_outbound */
+    uint64_t n_trimmed;                /* inbound connections closed by the trim */
+    uint32_t n_pending;                /* inbound connections being upgraded now */
+    uint32_t n_conns_inbound;          /* established inbound connections now */
+    uint32_t n_conns_outbound;         /* our dials now, pending or established */
+};
+void host_stats_get(const struct host *h, struct host_stats *out);
 
 /* Identify results of a connected peer. Returns 0 or MESH_ENOTFOUND. */
 int host_peer_info(const struct host *h, const struct peer_id *id, struct host_peer_info *out);

@@ -26,7 +26,8 @@
 #include <unistd.h>
 
 #define MESH_TICK_MS 1000
-#define MESH_MAX_PENDING 256        /* peers waiting to show a certificate */
+#define MESH_MAX_PENDING 256           /* peers waiting to show a certificate */
+#define MESH_PROTECT_TAG "mesh-member" /* host_peer_protect's tag for admitted members */
 #define MESH_PERSIST_MS 30000
 #define MESH_PERSIST_NEWS_MS 5000
 
@@ -159,6 +160,7 @@ static void adm_decided(struct mesh *m, const struct peer_id *peer, bool ok, boo
     peers_set_member(m->peers, peer, ok, own);
     p2pnode_peer_protect(m->pn, peer, ok); /* members keep their place in the peer table */
     struct host *h = p2pnode_host(m->pn);
+    if (h) host_peer_protect(h, peer, MESH_PROTECT_TAG, ok); /* members are never trimmed */
     if (h) host_gate_recheck(h, peer);
     struct gossip_host *gh = p2pnode_gossip(m->pn);
     if (gh) gossip_host_recheck(gh, peer);
@@ -181,6 +183,8 @@ static void revocations_applied(struct mesh *m)
         a->state = ADM_REFUSED;
         peers_remove(m->peers, &id);
         p2pnode_peer_protect(m->pn, &id, false);
+        struct host *h = p2pnode_host(m->pn);
+        if (h) host_peer_protect(h, &id, MESH_PROTECT_TAG, false);
         struct gossip_host *gh = p2pnode_gossip(m->pn);
         if (gh) gossip_host_recheck(gh, &id);
         char text[64];

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "core/err.h"
+#include "net/host.h"
 #include "net/p2pnode.h"
 #include "node/infer.h"
 #include "node/local.h"
@@ -24,6 +25,7 @@
 #include "node/store.h"
 #include "tests/util/test_util.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -313,6 +315,33 @@ static void infer_from(struct p2pnode *pn, struct result *res)
     node_req_release(r);
 }
 
+/* Asks O's host, on its loop thread, whether it protects a peer from trimming. */
+struct protect_q {
+    struct peer_id id;
+    atomic_int answer; /* -1 until answered, then 0 or 1 */
+};
+
+static void protect_ask(struct p2pnode *n, void *arg)
+{
+    struct protect_q *q = arg;
+    struct host *h = p2pnode_host(n);
+    q->answer = h && host_peer_is_protected(h, &q->id);
+}
+
+static bool o_protects(const struct peer_id *id)
+{
+    struct protect_q *q = calloc(1, sizeof *q); /* kept if never answered: still the loop's */
+    assert_non_null(q);
+    q->id = *id;
+    q->answer = -1;
+    assert_int_equal(p2pnode_call(mesh_p2pnode(g_o), protect_ask, q), 0);
+    for (int i = 0; i < 500 && q->answer < 0; i++) usleep(10000);
+    assert_true(q->answer >= 0);
+    bool yes = q->answer == 1;
+    free(q);
+    return yes;
+}
+
 static void test_mesh_strangers_are_refused(void **state)
 {
     (void)state;
@@ -343,6 +372,10 @@ static void test_mesh_strangers_are_refused(void **state)
             peer_id_equal(&es[i].id, p2pnode_peer_id(mesh_p2pnode(g_y))))
             assert_false(es[i].is_member);
     }
+    /* the admitted member is spared by O's connection trim; the strangers are not */
+    assert_true(o_protects(p2pnode_peer_id(mesh_p2pnode(g_j))));
+    assert_false(o_protects(p2pnode_peer_id(g_x)));
+    assert_false(o_protects(p2pnode_peer_id(mesh_p2pnode(g_y))));
     free(es);
     free(res);
 }
@@ -482,6 +515,7 @@ static void test_mesh_revoked_member_is_refused(void **state)
     }
     assert_true(refused);
     assert_int_equal(res->len, 0);
+    assert_false(o_protects(p2pnode_peer_id(mesh_p2pnode(g_j))));
     free(res);
 }
 
