@@ -3,6 +3,8 @@
  * the server's counters; memory is the process's resident set from /proc/self/statm.
  */
 #include "api/api_internal.h"
+#include "node/mesh.h"
+#include "node/router.h"
 
 
 #include <cjson/cJSON.h>
@@ -50,6 +52,77 @@ static void mprintf(struct mbuf *b, const char *fmt, ...)
     }
 }
 
+/* What the p2p side refused, trimmed and evicted (issue 11: an owner sees an attack), and
+ * the bounded tables' sizes. Counters from the loop thread's last refresh (1 s). */
+static void p2p_metrics(struct mbuf *b, struct mesh *mesh)
+{
+    struct mesh_stats ms;
+    mesh_stats(mesh, &ms);
+    const struct p2pnode_stats *p = &ms.p2p;
+    const struct {
+        const char *reason;
+        uint64_t n;
+    } refused[] = {
+        {"pending_total", p->host.n_refused_pending_total},
+        {"pending_per_ip", p->host.n_refused_pending_per_ip},
+        {"handshake_timeout", p->host.n_handshake_timeouts},
+        {"conns_total", p->host.n_refused_conns_total},
+        {"conns_per_peer", p->host.n_refused_conns_per_peer},
+        {"dials", p->host.n_refused_dials},
+        {"not_admitted", ms.n_refused},
+        {"peer_table_full", p->n_peer_table_refused},
+        {"dht_table_full", p->dht.n_table_refused},
+        {"provider_quota", p->dht.n_provider_quota_refused},
+        {"provider_full", p->dht.n_provider_full_refused},
+        {"value_quota", p->dht.n_value_quota_refused},
+        {"value_full", p->dht.n_value_full_refused},
+        {"gossip_topics", p->gossip.n_topics_refused},
+        {"gossip_peer_topics", p->gossip.n_peer_topics_refused},
+        {"gossip_peers", p->gossip.n_peers_refused},
+        {"gossip_graylisted", p->gossip.n_graylisted},
+    };
+    mprintf(b, "# HELP meshllm_p2p_refused_total Peer-to-peer connections, peers and records "
+               "refused by the resource limits (docs/PROTOCOL.md), by reason.\n"
+               "# TYPE meshllm_p2p_refused_total counter\n");
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++)
+        mprintf(b, "meshllm_p2p_refused_total{reason=\"%s\"} %llu\n", refused[i].reason,
+                (unsigned long long)refused[i].n);
+    const struct {
+        const char *what;
+        uint64_t n;
+    } evicted[] = {
+        {"connection_trimmed", p->host.n_trimmed},
+        {"peer_table", p->n_peer_table_evicted},
+        {"dht_table_replaced", p->dht.n_table_replaced},
+        {"dht_provider", p->dht.n_provider_evicted},
+        {"dht_value", p->dht.n_value_evicted},
+        {"gossip_seen", p->gossip.n_seen_evicted},
+        {"gossip_mcache", p->gossip.n_mcache_evicted},
+        {"gossip_backoff", p->gossip.n_backoff_evicted},
+    };
+    mprintf(b, "# HELP meshllm_p2p_evicted_total Entries given up to stay within the bounds "
+               "(connections trimmed, table entries evicted), by table.\n"
+               "# TYPE meshllm_p2p_evicted_total counter\n");
+    for (size_t i = 0; i < sizeof evicted / sizeof *evicted; i++)
+        mprintf(b, "meshllm_p2p_evicted_total{what=\"%s\"} %llu\n", evicted[i].what,
+                (unsigned long long)evicted[i].n);
+    mprintf(b, "# HELP meshllm_p2p_connections Peer-to-peer connections now.\n"
+               "# TYPE meshllm_p2p_connections gauge\n"
+               "meshllm_p2p_connections{state=\"pending\"} %u\n"
+               "meshllm_p2p_connections{state=\"inbound\"} %u\n"
+               "meshllm_p2p_connections{state=\"outbound\"} %u\n",
+            p->host.n_pending, p->host.n_conns_inbound, p->host.n_conns_outbound);
+    mprintf(b, "# HELP meshllm_p2p_table_entries Entries in the bounded peer-to-peer tables.\n"
+               "# TYPE meshllm_p2p_table_entries gauge\n"
+               "meshllm_p2p_table_entries{table=\"peers\"} %zu\n"
+               "meshllm_p2p_table_entries{table=\"dht_routing\"} %zu\n"
+               "meshllm_p2p_table_entries{table=\"dht_records\"} %zu\n"
+               "meshllm_p2p_table_entries{table=\"dht_provider_records\"} %zu\n"
+               "meshllm_p2p_table_entries{table=\"gossip_seen\"} %zu\n",
+            p->n_peers, p->dht.n_table, p->dht.n_records, p->dht.n_provider_records,
+            p->gossip.n_seen);
+}
+
 char *api_metrics_text(struct http_server *s)
 {
     struct mbuf b = {0};
@@ -69,6 +142,8 @@ char *api_metrics_text(struct http_server *s)
         mprintf(&b, "meshllm_http_refused_total{reason=\"%s\"} %llu\n",
                 api_refusal_name((enum api_refusal)r),
                 (unsigned long long)atomic_load(&s->n_refused[r]));
+    struct mesh *mesh = router_mesh(s->rt);
+    if (mesh) p2p_metrics(&b, mesh);
     mprintf(&b, "# HELP meshllm_process_resident_memory_bytes Resident memory.\n"
                 "# TYPE meshllm_process_resident_memory_bytes gauge\n"
                 "meshllm_process_resident_memory_bytes %llu\n",

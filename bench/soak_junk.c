@@ -2,6 +2,7 @@
  *
  * Usage: soak_junk --p2p /ip4/127.0.0.1/tcp/P/p2p/ID [--http 127.0.0.1:PORT] [--seconds N]
  *                  [--idle N] [--sybil-per-s N] [--provide-per-s N] [--slowloris N]
+ *                  [--from 127.0.0.2]
  *
  * On one libuv loop, for --seconds (default 600), it keeps up:
  *   idle       N plain TCP sockets to the p2p port that never say a byte (reopened when the
@@ -13,6 +14,9 @@
  *              DHT stream (the provider table's quotas; reopened if the node resets it);
  *   slowloris  N HTTP connections that send a request's headers one byte every 2 s (the
  *              HTTP server's request deadline and per-address limit; reopened when cut).
+ * --from binds the idle and slowloris sockets to another loopback address, as an attacker
+ * elsewhere would be (the per-address budgets then spare the honest peers on 127.0.0.1);
+ * the sybils and the flooder always come from the default address.
  * Every 10 s it prints one line of counters; the last line is the totals. It only ever
  * connects to the addresses given (loopback in soak.sh).
  */
@@ -52,13 +56,14 @@ struct sock { /* one idle or slowloris TCP connection */
 struct sybil {
     struct junk *j;
     struct host *h;
+    uv_timer_t later; /* host_close must not run inside the host's own callback */
 };
 
 struct junk {
     uv_loop_t *loop;
     struct multiaddr p2p_addr;
-    struct sockaddr_storage p2p_sa, http_sa;
-    bool has_http;
+    struct sockaddr_storage p2p_sa, http_sa, from_sa;
+    bool has_http, has_from;
     int seconds, n_idle, sybil_per_s, provide_per_s, n_slow;
     struct sock *idle, *slow;
     uv_timer_t tick, reopen, sybil_timer, provide_timer, slow_timer, stop_timer;
@@ -134,6 +139,10 @@ static void sock_open(struct sock *s)
     s->conn.data = s;
     s->is_open = true;
     s->sent = 0;
+    if (j->has_from && uv_tcp_bind(&s->tcp, (const struct sockaddr *)&j->from_sa, 0) < 0) {
+        sock_drop(s, false);
+        return;
+    }
     const struct sockaddr *sa = (const struct sockaddr *)(s->is_slow ? &j->http_sa : &j->p2p_sa);
     if (uv_tcp_connect(&s->conn, &s->tcp, sa, on_sock_connect) < 0) sock_drop(s, false);
 }
@@ -171,6 +180,15 @@ static void on_slow_tick(uv_timer_t *t)
 
 /* ---- sybils: a fresh identity per connection ----------------------------------------- */
 
+static void on_sybil_freed(uv_handle_t *hd) { free(hd->data); }
+
+static void on_sybil_later(uv_timer_t *t)
+{
+    struct sybil *sy = t->data;
+    host_close(sy->h); /* frees itself once libuv closed its handles */
+    uv_close((uv_handle_t *)&sy->later, on_sybil_freed);
+}
+
 static void on_sybil_ping(void *ctx, int status, uint64_t rtt_us)
 {
     (void)rtt_us;
@@ -179,8 +197,7 @@ static void on_sybil_ping(void *ctx, int status, uint64_t rtt_us)
     if (status == 0) j->sybil_ok++;
     else j->sybil_fail++;
     j->n_sybils_in_flight--;
-    host_close(sy->h); /* frees itself once libuv closed its handles */
-    free(sy);
+    uv_timer_start(&sy->later, on_sybil_later, 0, 0);
 }
 
 static void on_sybil_timer(uv_timer_t *t)
@@ -198,16 +215,17 @@ static void on_sybil_timer(uv_timer_t *t)
     }
     struct host_config cfg = {.identity = &id, .agent = "soak-sybil/1"};
     sy->j = j;
+    uv_timer_init(j->loop, &sy->later);
+    sy->later.data = sy;
     int rc = host_new(j->loop, &cfg, &sy->h);
     identity_wipe(&id);
     if (rc < 0) {
-        free(sy);
+        uv_close((uv_handle_t *)&sy->later, on_sybil_freed);
         return;
     }
     if (host_ping(sy->h, &j->p2p_addr, on_sybil_ping, sy) < 0) {
         j->sybil_fail++;
-        host_close(sy->h);
-        free(sy);
+        uv_timer_start(&sy->later, on_sybil_later, 0, 0);
         return;
     }
     j->n_sybils_in_flight++;
@@ -329,14 +347,14 @@ static void usage(void)
 {
     fprintf(stderr, "usage: soak_junk --p2p /ip4/A/tcp/P/p2p/ID [--http A:PORT] [--seconds N]\n"
                     "                 [--idle N] [--sybil-per-s N] [--provide-per-s N] "
-                    "[--slowloris N]\n");
+                    "[--slowloris N] [--from 127.0.0.2]\n");
 }
 
 int main(int argc, char **argv)
 {
     struct junk j = {.seconds = 600, .n_idle = 200, .sybil_per_s = 5, .provide_per_s = 50,
                      .n_slow = 50};
-    const char *p2p = NULL, *http = NULL;
+    const char *p2p = NULL, *http = NULL, *from = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -349,6 +367,7 @@ int main(int argc, char **argv)
         }
         if (!strcmp(a, "--p2p")) p2p = v;
         else if (!strcmp(a, "--http")) http = v;
+        else if (!strcmp(a, "--from")) from = v;
         else if (!strcmp(a, "--seconds")) j.seconds = atoi(v);
         else if (!strcmp(a, "--idle")) j.n_idle = atoi(v);
         else if (!strcmp(a, "--sybil-per-s")) j.sybil_per_s = atoi(v);
@@ -371,6 +390,11 @@ int main(int argc, char **argv)
         return 2;
     }
     if (!j.has_http) j.n_slow = 0;
+    j.has_from = from != NULL;
+    if (from && uv_ip4_addr(from, 0, (struct sockaddr_in *)&j.from_sa) < 0) {
+        fprintf(stderr, "soak_junk: --from needs an IPv4 address (127.0.0.2)\n");
+        return 2;
+    }
     if (j.n_idle < 0 || j.n_idle > JUNK_MAX_IDLE || j.n_slow < 0 || j.n_slow > JUNK_MAX_SLOW ||
         j.seconds <= 0) {
         fprintf(stderr, "soak_junk: --idle 0..%d, --slowloris 0..%d, --seconds > 0\n",

@@ -339,6 +339,9 @@ static void on_tick(uv_timer_t *t)
             for (size_t j = 0; j < tab[i].n_addrs; j++) peer_add_addr(p, &tab[i].addrs[j]);
     }
     n->dht_table_size = dht_table_size(d);
+    host_stats_get(n->host, &n->st.host);
+    dht_stats(d, &n->st.dht);
+    if (n->gh) gossip_get_stats(gossip_host_core(n->gh), &n->st.gossip);
     bool all = n->n_ticks++ % PN_PING_TICKS == 0, ping[PN_LIST_CAP];
     for (size_t i = 0; i < n_list; i++) {
         struct pn_peer *p = peer_find(n, &list[i].id);

@@ -20,7 +20,9 @@
 #include "net/multiaddr.h"
 #include "net/peer_id.h"
 
+#include "net/dht.h"
 #include "net/gossip.h"
+#include "net/host.h"
 
 #include <uv.h>
 
@@ -103,6 +105,11 @@ struct p2pnode_stats {
     size_t n_protected;              /* of which protected */
     uint64_t n_peer_table_evicted;   /* entries given up for a newcomer */
     uint64_t n_peer_table_refused;   /* newcomers not listed: every entry was protected */
+    /* The host's, the DHT's and GossipSub's counters as of the last table refresh (every
+     * PN_TICK_MS, 1 s), so any thread can read them (/metrics). */
+    struct host_stats host;
+    struct dht_stats dht;
+    struct gossip_stats gossip;      /* zero without gossip */
 };
 /* Copies the counters; any thread. */
 void p2pnode_stats(struct p2pnode *n, struct p2pnode_stats *st);

@@ -735,6 +735,7 @@ void mesh_stats(struct mesh *m, struct mesh_stats *out)
     out->n_infer_served = is.n_served;
     out->n_infer_opened = is.n_opened;
     out->n_infer_active = is.n_active;
+    if (m->pn) p2pnode_stats(m->pn, &out->p2p);
 }
 
 void mesh_count_infer_out(struct mesh *m)

@@ -68,6 +68,7 @@ struct mesh_stats {
     uint64_t n_announces_sent, n_announces_recv;
     uint64_t n_infer_served, n_infer_opened, n_infer_active; /* our infer server's */
     uint64_t n_infer_out;                /* infer streams this node opened to peers */
+    struct p2pnode_stats p2p;            /* connection limits, tables (net/p2pnode.h) */
 };
 void mesh_stats(struct mesh *m, struct mesh_stats *out);
 void mesh_count_infer_out(struct mesh *m);

@@ -88,6 +88,8 @@ void router_free(struct router *rt)
     free(rt);
 }
 
+struct mesh *router_mesh(const struct router *rt) { return rt->cfg.mesh; }
+
 enum node_route router_default_route(const struct router *rt)
 {
     return rt->cfg.default_route == NODE_ROUTE_DEFAULT ? NODE_ROUTE_LOCAL : rt->cfg.default_route;

@@ -28,6 +28,8 @@ struct router;
 int router_new(const struct router_config *cfg, struct router **out);
 void router_free(struct router *rt);
 enum node_route router_default_route(const struct router *rt);
+/* The mesh the router delegates to (node/mesh.h), NULL when p2p is off. */
+struct mesh *router_mesh(const struct router *rt);
 
 /* Starts req (copied; the caller keeps ownership). 0 with *out, or a MESH_E* code with
  * *err filled (node_local_submit's codes; 404 also when no peer on the allowed route serves
