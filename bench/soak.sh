@@ -6,7 +6,7 @@
 # Starts `meshllm serve --p2p` (1 thread, 2 slots, stories260K unless -m) on 127.0.0.1, then
 # for -d seconds (default 600) runs bench/soak_junk against it (default: 200 idle sockets on
 # the p2p port, 5 sybil identities a second, 50 ADD_PROVIDER records a second, 50 slowloris
-# HTTP connections) and meanwhile:
+# HTTP connections, the idle and slowloris ones from 127.0.0.2) and meanwhile:
 #   - a steady client: one streamed-off /v1/completions of 16 tokens every 0.5 s (curl, 10 s
 #     timeout): success rate and latency percentiles;
 #   - a fresh node every 60 s that bootstraps through the node: connected or not within 10 s;
@@ -16,7 +16,7 @@ set -u
 BUILD=build
 DUR=600
 MODEL=
-JUNK_OPTS="--idle 200 --sybil-per-s 5 --provide-per-s 50 --slowloris 50"
+JUNK_OPTS="--idle 200 --sybil-per-s 5 --provide-per-s 50 --slowloris 50 --from 127.0.0.2"
 while getopts B:d:m:j: o; do
     case $o in
     B) BUILD=$OPTARG ;;
