@@ -281,7 +281,11 @@ int stage_reply_decode(const uint8_t *data, size_t len, int n_embd, struct stage
     out->n_tokens = (int)m->n_tokens;
     out->n_cached = (int)m->n_cached;
     out->error = m->has_error ? (int)m->error : 0;
-    if (m->message) snprintf(out->message, sizeof out->message, "%s", m->message);
+    if (m->message) {
+        snprintf(out->message, sizeof out->message, "%s", m->message);
+        for (char *c = out->message; *c; c++) /* a peer's words go to our log: no controls */
+            if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
+    }
     if (n_vals) {
         out->x = malloc(n_vals * sizeof *out->x);
         if (!out->x) {
