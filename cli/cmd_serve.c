@@ -61,7 +61,10 @@ static void serve_usage(FILE *f)
             "                       'meshllm.route' body field or X-Meshllm-Route header\n"
             "                       (default $MESHLLM_ROUTE; a lite node's default is mesh)\n"
             "      --join TOKEN     join the mesh of an invite first (see 'meshllm join')\n"
-            "\npeer-to-peer (on with --p2p, --join, --route own|mesh or no --model):\n"
+            "      --layers A-B     hold only layers A..B of the model (from 0), or 'none' (its\n"
+            "                       embedding and head only); the other layers run on members\n"
+            "                       serving them (docs/SPLIT.md); turns on p2p\n"
+            "\npeer-to-peer (on with --p2p, --join, --route own|mesh, --layers or no --model):\n"
             "      --p2p            start the libp2p host (default listen /ip4/0.0.0.0/tcp/4001\n"
             "                       and /ip6/::/tcp/4001), DHT, GossipSub and mDNS\n"
             "      --p2p-listen MA  listen on multiaddr MA instead (repeatable)\n"
@@ -96,6 +99,8 @@ struct serve_args {
     struct sched_params sp;
     enum node_route route;
     const char *join;
+    bool has_layers;            /* --layers: every --model is split (docs/SPLIT.md) */
+    int layer_begin, layer_end; /* [begin, end); equal: none */
 };
 
 /* Adds value to list (count *n, capacity SERVE_MAX_NAMES); 2 (printed) when full. */
@@ -121,6 +126,24 @@ static int names_from_env(const char *var, char *buf, size_t cap, const char **l
     snprintf(buf, cap, "%s", v);
     for (char *save = NULL, *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
         if (name_add(list, n, t, var)) return 2;
+    return 0;
+}
+
+/* --layers A-B (inclusive, as a user counts them) or none, into [begin, end). */
+static int parse_layers(const char *v, int *begin, int *end)
+{
+    if (!strcmp(v, "none")) {
+        *begin = *end = 0;
+        return 0;
+    }
+    char *dash;
+    long a = strtol(v, &dash, 10);
+    if (dash == v || *dash != '-' || a < 0 || a > 65535) return MESH_EINVAL;
+    char *stop;
+    long b = strtol(dash + 1, &stop, 10);
+    if (stop == dash + 1 || *stop || b < a || b > 65535) return MESH_EINVAL;
+    *begin = (int)a;
+    *end = (int)b + 1;
     return 0;
 }
 
@@ -176,6 +199,13 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
             }
         } else if (!strcmp(o, "--join"))
             a->join = v;
+        else if (!strcmp(o, "--layers")) {
+            if (parse_layers(v, &a->layer_begin, &a->layer_end)) {
+                cli_fail("serve: --layers %s: say A-B (first and last layer, from 0) or none", v);
+                return 2;
+            }
+            a->has_layers = true;
+        }
         else if (!strcmp(o, "--p2p-listen") || !strcmp(o, "--bootstrap")) {
             bool is_listen = !strcmp(o, "--p2p-listen");
             size_t *cnt = is_listen ? &a->n_listen : &a->n_boot;
@@ -243,7 +273,13 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
     }
     /* A lite node has nothing of its own to answer with: peers answer, over the mesh. */
     if (a->route == NODE_ROUTE_DEFAULT) a->route = a->n_models ? NODE_ROUTE_LOCAL : NODE_ROUTE_MESH;
-    if (a->route != NODE_ROUTE_LOCAL || a->join || a->n_models == 0) a->p2p = true;
+    if (a->has_layers && a->n_models == 0) {
+        cli_fail("serve: --layers needs --model (the file whose layers this node holds)");
+        return 2;
+    }
+    /* a split model reaches its other layers over the mesh */
+    if (a->route != NODE_ROUTE_LOCAL || a->join || a->n_models == 0 || a->has_layers)
+        a->p2p = true;
     if (!a->p2p && (a->n_listen || a->n_boot || a->public_peers)) {
         cli_fail("serve: --p2p-listen, --bootstrap and --public need --p2p");
         return 2;
@@ -336,7 +372,9 @@ int cmd_serve(int argc, char **argv)
         goto out;
     }
     for (int i = 0; i < a.n_models; i++)
-        if (registry_add(reg, a.models[i], err, sizeof err)) {
+        if (a.has_layers ? registry_add_split(reg, a.models[i], a.layer_begin, a.layer_end, err,
+                                              sizeof err)
+                         : registry_add(reg, a.models[i], err, sizeof err)) {
             cli_fail("serve: %s", err);
             goto out;
         }
@@ -375,6 +413,13 @@ int cmd_serve(int argc, char **argv)
         enum registry_state st;
         struct registry_entry *e = registry_at(reg, i, &st);
         printf("meshllm: model %s (%s), loading\n", e->name, e->path);
+        if (e->is_split && e->layer_begin == e->layer_end)
+            printf("meshllm: model %s: this node holds its embedding and head only; its layers "
+                   "run on the mesh's stages (they see hidden states, never text)\n", e->name);
+        else if (e->is_split)
+            printf("meshllm: model %s: layers %d-%d here (and served to members on "
+                   "/meshllm/stage/1); the rest from the mesh's stages\n", e->name,
+                   e->layer_begin, e->layer_end - 1);
     }
     fflush(stdout);
     if (registry_load_start(reg)) {

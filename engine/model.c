@@ -497,6 +497,7 @@ int model_load(const char *path, const struct model_load_opts *opts, struct mode
         }
         lb = opts->layer_begin, le = opts->layer_end;
     }
+    if (opts && opts->no_layers) lb = le = hp->n_layer; /* the head only */
     if ((rc = repack_weights(m, lb, le)) < 0) goto fail;
     m->chat_template = gguf_get_str_dup(m->gguf, "tokenizer.chat_template");
 
@@ -552,4 +553,5 @@ const struct model_hparams *model_hparams(const struct model *m) { return &m->hp
 const struct tok *model_tok(const struct model *m) { return m->tok; }
 const struct gguf *model_gguf(const struct model *m) { return m->gguf; }
 size_t model_weight_bytes(const struct model *m) { return m->weight_bytes; }
+size_t model_packed_bytes(const struct model *m) { return m->repack_buf ? m->repack_bytes : 0; }
 const char *model_chat_template(const struct model *m) { return m->chat_template; }

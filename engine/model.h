@@ -62,6 +62,9 @@ struct model_load_opts {
      * the mapped rows. A pipeline stage sets it so it holds only its share in memory.
      * A range outside the model is refused (MESH_EINVAL). */
     int layer_begin, layer_end;
+    /* No layers at all (a pipeline's requester, `serve --layers none`): only the output
+     * head is packed; the embedding and head are all it runs. Overrides the range. */
+    bool no_layers;
 };
 
 struct model;
@@ -73,6 +76,9 @@ const struct tok *model_tok(const struct model *m);
 const struct gguf *model_gguf(const struct model *m);
 /* Bytes of all weight tensors (what a decode step reads). */
 size_t model_weight_bytes(const struct model *m);
+/* Bytes of the packed copies made at load (only the load's layer range and, when it ends at
+ * the last layer or is none, the head): what a stage holds besides the mapped file. */
+size_t model_packed_bytes(const struct model *m);
 /* llama.cpp's name of a general.file_type value ("Q4_K_M", "F16"), "unknown" otherwise. */
 const char *model_ftype_name(int file_type);
 /* tokenizer.chat_template text, or NULL. */

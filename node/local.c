@@ -350,7 +350,13 @@ static void local_release(struct node_req *r)
 
 static void local_ran_on(struct node_req *r, char *buf, size_t cap)
 {
-    (void)r;
+    struct local_req *lr = (struct local_req *)r;
+    /* a split model names its stages (node/pipeline.c) */
+    if (lr->sched && registry_pin(lr->reg)) {
+        sched_describe(lr->sched, buf, cap);
+        registry_unpin(lr->reg);
+        return;
+    }
     snprintf(buf, cap, "local");
 }
 

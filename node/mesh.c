@@ -8,6 +8,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "engine/model.h"
 #include "net/dht.h"
 #include "net/gossip_host.h"
 #include "net/host.h"
@@ -15,6 +16,8 @@
 #include "node/infer.h"
 #include "node/local.h"
 #include "node/member.h"
+#include "node/registry.h"
+#include "node/stage.h"
 #include "node/store.h"
 
 #include <cjson/cJSON.h>
@@ -47,6 +50,7 @@ struct mesh {
     struct member *mem;
     struct peers *peers;
     struct infer_server *infer;
+    struct stage_server *stage;     /* /meshllm/stage/1 (split models), loop thread */
     char data_dir[4096];
     char mesh_id[96];
     char self_text[64];
@@ -125,8 +129,10 @@ static int gate(void *ctx, const struct peer_id *peer, const char *protocol)
     struct mesh *m = ctx;
     if (!strncmp(protocol, "/ipfs/", 6) || !strcmp(protocol, MEMBER_PROTOCOL))
         return HOST_GATE_ALLOW;
-    if (!m->in_mesh) return strncmp(protocol, "/meshllm/infer/", 15) ? HOST_GATE_ALLOW
-                                                                     : HOST_GATE_REFUSE;
+    if (!m->in_mesh)
+        return strncmp(protocol, "/meshllm/infer/", 15) && strncmp(protocol, "/meshllm/stage/", 15)
+                   ? HOST_GATE_ALLOW
+                   : HOST_GATE_REFUSE;
     if (is_admitted(m, peer)) return HOST_GATE_ALLOW;
     struct adm *a = adm_get(m, peer, true);
     if (!a || a->state == ADM_REFUSED) return HOST_GATE_REFUSE;
@@ -315,6 +321,11 @@ static int local_models(struct mesh *m, struct peers_model *out, int cap)
         pm->n_slots = li.n_slots;
         pm->n_active = li.n_active;
         pm->n_queued = li.n_queued;
+        if (e->is_split) { /* a stage (docs/SPLIT.md) */
+            pm->layer_begin = e->layer_begin;
+            pm->layer_end = e->layer_end;
+            pm->n_layer = model_hparams(e->model)->n_layer;
+        }
     }
     return n;
 }
@@ -607,6 +618,12 @@ static int mesh_setup(void *ctx, struct p2pnode *pn)
     struct infer_server_config ic = {.pn = pn, .submit = infer_submit, .submit_ctx = m};
     rc = infer_server_new(&ic, &m->infer);
     if (rc) return rc;
+    if (m->reg) { /* split models' stages (node/stage.h) */
+        struct stage_server_config sc = {.pn = pn, .submit = registry_stage_submit,
+                                         .submit_ctx = m->reg};
+        rc = stage_server_new(&sc, &m->stage);
+        if (rc) return rc;
+    }
     uv_timer_init(p2pnode_loop(pn), &m->tick);
     m->tick.data = m;
     m->has_tick = true;
@@ -624,6 +641,8 @@ static void mesh_teardown(struct p2pnode *pn, void *arg)
     peers_persist(m);
     infer_server_free(m->infer);
     m->infer = NULL;
+    stage_server_free(m->stage);
+    m->stage = NULL;
 }
 
 int mesh_start(const struct mesh_config *cfg, struct mesh **out, char *err, size_t err_cap)
@@ -693,6 +712,7 @@ int mesh_start(const struct mesh_config *cfg, struct mesh **out, char *err, size
     char e2[256];
     if (store_listen_addrs_set(m->store, la, n_la, e2, sizeof e2))
         log_warn("mesh: cannot record the listen addresses: %s", e2);
+    if (m->reg) registry_set_mesh(m->reg, m); /* split models reach their stages */
     *out = m;
     return 0;
 fail:
@@ -707,6 +727,7 @@ fail:
 void mesh_stop(struct mesh *m)
 {
     if (!m) return;
+    if (m->reg) registry_set_mesh(m->reg, NULL); /* passes end, their streams close */
     if (m->pn && p2pnode_call(m->pn, mesh_teardown, m) == 0) {
         /* p2pnode_stop runs the queued teardown before it closes the host. */
     }

@@ -168,6 +168,17 @@ int peers_on_announce(struct peers *t, const struct peer_id *author, const uint8
             pm->n_slots = m->n_slots > 4096 ? 4096 : (int)m->n_slots;
             pm->n_active = m->n_active > 4096 ? 4096 : (int)m->n_active;
             pm->n_queued = m->n_queued > 1000000 ? 1000000 : (int)m->n_queued;
+            /* a stage: a range within its layer count, or it is not a usable stage */
+            if (m->has_n_layer && m->n_layer > 0) {
+                if (m->n_layer > 65536 || m->layer_begin > m->layer_end ||
+                    m->layer_end > m->n_layer) {
+                    p->n_models--;
+                    continue;
+                }
+                pm->n_layer = (int)m->n_layer;
+                pm->layer_begin = (int)m->layer_begin;
+                pm->layer_end = (int)m->layer_end;
+            }
         }
         p->mem_free = a->mem_free;
         p->is_lite = a->lite;
@@ -227,6 +238,67 @@ static int pick_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* The score of peers.h (lower is better) before affinity and speed. */
+static double pick_score(const struct peers_entry *p, const struct peers_model *m)
+{
+    double rtt_ms = p->rtt_us >= 0 ? (double)p->rtt_us / 1000.0 : 50.0;
+    int busy = m->n_queued + p->n_inflight;
+    if (m->n_active >= m->n_slots && m->n_slots > 0) busy += m->n_active - m->n_slots + 1;
+    uint32_t tries = p->n_ok + p->n_fail;
+    return rtt_ms + 25.0 * busy + (tries ? 200.0 * p->n_fail / tries : 0) + 2000.0 * p->n_lies;
+}
+
+/* Whether p may be asked now: a live member announcement, an address, not excluded. */
+static bool pick_usable(const struct peers_entry *p, bool own_only, const struct peer_id *exclude,
+                        int n_exclude, uint64_t now_ms)
+{
+    if (!p->is_member || (own_only && !p->is_own) || !p->ann_seq ||
+        p->ann_expires_ms <= now_ms || p->n_addrs == 0 ||
+        (!p->is_connected && now_ms < p->unreachable_until_ms))
+        return false;
+    for (int k = 0; k < n_exclude; k++)
+        if (peer_id_equal(&exclude[k], &p->id)) return false;
+    return true;
+}
+
+static int stage_cmp(const void *a, const void *b)
+{
+    double x = ((const struct peers_stage *)a)->pick.score_ms;
+    double y = ((const struct peers_stage *)b)->pick.score_ms;
+    return x < y ? -1 : x > y;
+}
+
+int peers_stages(struct peers *t, const char *digest, int n_layer, const struct peer_id *exclude,
+                 int n_exclude, uint64_t now_ms, struct peers_stage *out, int cap)
+{
+    int n = 0;
+    if (!digest || !*digest || n_layer <= 0) return 0;
+    pthread_mutex_lock(&t->mu);
+    for (int i = 0; i < t->n && n < cap; i++) {
+        const struct peers_entry *p = &t->e[i];
+        if (!pick_usable(p, false, exclude, n_exclude, now_ms)) continue;
+        for (int k = 0; k < p->n_models && n < cap; k++) {
+            const struct peers_model *m = &p->models[k];
+            if (m->n_layer != n_layer || m->layer_begin >= m->layer_end ||
+                strcmp(m->digest, digest))
+                continue;
+            struct peers_stage *o = &out[n++];
+            memset(o, 0, sizeof *o);
+            o->pick.id = p->id;
+            memcpy(o->pick.id_text, p->id_text, sizeof o->pick.id_text);
+            o->pick.addr = p->addrs[0];
+            o->pick.score_ms = pick_score(p, m);
+            o->pick.rtt_us = p->rtt_us;
+            o->pick.gen_tps = m->gen_tps;
+            o->layer_begin = m->layer_begin;
+            o->layer_end = m->layer_end;
+        }
+    }
+    pthread_mutex_unlock(&t->mu);
+    qsort(out, (size_t)n, sizeof *out, stage_cmp);
+    return n;
+}
+
 int peers_rank(struct peers *t, const char *model, bool own_only, const uint64_t *prefix,
                int n_prefix, const struct peer_id *exclude, int n_exclude, uint64_t now_ms,
                struct peers_pick *out, int cap)
@@ -235,23 +307,12 @@ int peers_rank(struct peers *t, const char *model, bool own_only, const uint64_t
     pthread_mutex_lock(&t->mu);
     for (int i = 0; i < t->n && n < cap; i++) {
         const struct peers_entry *p = &t->e[i];
-        if (!p->is_member || (own_only && !p->is_own) || !p->ann_seq ||
-            p->ann_expires_ms <= now_ms || p->n_addrs == 0 ||
-            (!p->is_connected && now_ms < p->unreachable_until_ms))
-            continue;
-        bool skip = false;
-        for (int k = 0; k < n_exclude && !skip; k++) skip = peer_id_equal(&exclude[k], &p->id);
-        if (skip) continue;
+        if (!pick_usable(p, own_only, exclude, n_exclude, now_ms)) continue;
         const struct peers_model *m = NULL;
         for (int k = 0; k < p->n_models && !m; k++)
-            if (!strcmp(p->models[k].name, model)) m = &p->models[k];
+            if (!strcmp(p->models[k].name, model) && p->models[k].n_layer == 0) m = &p->models[k];
         if (!m) continue;
-        double rtt_ms = p->rtt_us >= 0 ? (double)p->rtt_us / 1000.0 : 50.0;
-        int busy = m->n_queued + p->n_inflight;
-        if (m->n_active >= m->n_slots && m->n_slots > 0) busy += m->n_active - m->n_slots + 1;
-        uint32_t tries = p->n_ok + p->n_fail;
-        double score = rtt_ms + 25.0 * busy + (tries ? 200.0 * p->n_fail / tries : 0) +
-                       2000.0 * p->n_lies;
+        double score = pick_score(p, m);
         int pl = prefix_match(p, prefix, n_prefix);
         bool overloaded = m->n_slots > 0 && m->n_queued + p->n_inflight >= m->n_slots;
         if (pl > 0 && !overloaded) score *= 0.5;
@@ -335,6 +396,12 @@ int peers_announce_encode(uint64_t seq, uint32_t ttl_s, const struct peers_model
         m.n_slots = (uint32_t)models[i].n_slots;
         m.n_active = (uint32_t)models[i].n_active;
         m.n_queued = (uint32_t)models[i].n_queued;
+        if (models[i].n_layer > 0) {
+            m.has_layer_begin = m.has_layer_end = m.has_n_layer = true;
+            m.layer_begin = (uint32_t)models[i].layer_begin;
+            m.layer_end = (uint32_t)models[i].layer_end;
+            m.n_layer = (uint32_t)models[i].n_layer;
+        }
         ms[i] = m;
         mp[i] = &ms[i];
     }

@@ -35,6 +35,9 @@ struct peers_model {
     uint64_t file_bytes;
     float gen_tps;
     int n_slots, n_active, n_queued;
+    /* A stage of a split model: layers [layer_begin, layer_end) of n_layer; n_layer 0 =
+     * the whole model (only those are delegated whole requests). */
+    int layer_begin, layer_end, n_layer;
 };
 
 struct peers_entry {
@@ -96,7 +99,7 @@ struct peers_pick {
     int prefix_len;            /* messages of the conversation the peer holds */
     float gen_tps;
 };
-/* Peers that serve model, are members (own only if own_only), are connected or dialable,
+/* Peers that serve model whole (not a stage), are members (own only if own_only), are connected or dialable,
  * whose announcement is live at now_ms and which are not in exclude[n_exclude]; ranked by
  * score, at most cap. prefix[n_prefix] are the request's conversation digests (longest
  * last) for affinity. Returns how many. */
@@ -109,6 +112,16 @@ int peers_rank(struct peers *t, const char *model, bool own_only, const uint64_t
  * (BLAKE2b-64 chained over each message's role and content). Returns n. */
 int peers_conv_digests(const char *model, const char *const *roles,
                        const char *const *contents, int n, uint64_t *out);
+
+/* Stages of a split model: live members announcing the content hash digest with a
+ * non-empty layer range of n_layer layers, connected or dialable, not in exclude; ranked by
+ * the same score as peers_rank (best first), at most cap. Returns how many. */
+struct peers_stage {
+    struct peers_pick pick;
+    int layer_begin, layer_end;
+};
+int peers_stages(struct peers *t, const char *digest, int n_layer, const struct peer_id *exclude,
+                 int n_exclude, uint64_t now_ms, struct peers_stage *out, int cap);
 
 /* Snapshot of every entry (for JSON and the store); returns how many, at most cap. */
 int peers_snapshot(struct peers *t, struct peers_entry *out, int cap);

@@ -1,6 +1,9 @@
 /* registry.c - model registry and background loader (see registry.h). */
 #include "node/registry.h"
 
+#include "node/pipeline.h"
+#include "node/stage.h"
+
 #include "core/err.h"
 #include "core/log.h"
 #include "engine/model.h"
@@ -32,6 +35,9 @@ struct registry {
     bool is_stopped;            /* guarded by stop_lock */
     pthread_t loader;
     bool loader_started;
+    /* read-held by a pipeline pass (registry_mesh_hold), write-held to change mesh */
+    pthread_rwlock_t mesh_lock;
+    struct mesh *mesh;
 };
 
 int registry_new(const struct sched_params *sp, struct registry **out)
@@ -41,10 +47,48 @@ int registry_new(const struct sched_params *sp, struct registry **out)
     if (!r) return MESH_ENOMEM;
     r->sp = *sp;
     pthread_rwlock_init(&r->stop_lock, NULL);
+    pthread_rwlock_init(&r->mesh_lock, NULL);
     for (int i = 0; i < REGISTRY_MAX; i++) atomic_init(&r->state[i], REGISTRY_LOADING);
     *out = r;
     return 0;
 }
+
+/* Stops an entry's scheduler, then its pipeline (the scheduler's worker uses it) and
+ * stage engine. */
+static void entry_stop(struct registry_entry *e)
+{
+    pipeline_interrupt(e->pipe, true); /* a pass waiting on a stage gives up */
+    sched_free(e->sched);
+    e->sched = NULL;
+    pipeline_free(e->pipe);
+    e->pipe = NULL;
+    stage_engine_free(e->stage);
+    e->stage = NULL;
+}
+
+void registry_set_mesh(struct registry *r, struct mesh *m)
+{
+    /* passes in flight hold the lock while they wait on stages: make them give up */
+    int n = r->n;
+    for (int i = 0; i < n && !m; i++)
+        if (atomic_load(&r->state[i]) == REGISTRY_READY) pipeline_interrupt(r->e[i].pipe, true);
+    pthread_rwlock_wrlock(&r->mesh_lock);
+    if (!m)
+        for (int i = 0; i < n; i++)
+            if (atomic_load(&r->state[i]) == REGISTRY_READY) pipeline_detach(r->e[i].pipe);
+    r->mesh = m;
+    pthread_rwlock_unlock(&r->mesh_lock);
+    for (int i = 0; i < n && !m; i++)
+        if (atomic_load(&r->state[i]) == REGISTRY_READY) pipeline_interrupt(r->e[i].pipe, false);
+}
+
+struct mesh *registry_mesh_hold(struct registry *r)
+{
+    pthread_rwlock_rdlock(&r->mesh_lock);
+    return r->mesh;
+}
+
+void registry_mesh_release(struct registry *r) { pthread_rwlock_unlock(&r->mesh_lock); }
 
 void registry_stop(struct registry *r)
 {
@@ -55,10 +99,7 @@ void registry_stop(struct registry *r)
     }
     pthread_rwlock_wrlock(&r->stop_lock);
     r->is_stopped = true;
-    for (int i = 0; i < r->n; i++) {
-        sched_free(r->e[i].sched);
-        r->e[i].sched = NULL;
-    }
+    for (int i = 0; i < r->n; i++) entry_stop(&r->e[i]);
     pthread_rwlock_unlock(&r->stop_lock);
 }
 
@@ -81,10 +122,11 @@ void registry_free(struct registry *r)
     atomic_store(&r->stopping, true);
     if (r->loader_started) pthread_join(r->loader, NULL);
     for (int i = 0; i < r->n; i++) {
-        sched_free(r->e[i].sched);
+        entry_stop(&r->e[i]);
         model_free(r->e[i].model);
     }
     pthread_rwlock_destroy(&r->stop_lock);
+    pthread_rwlock_destroy(&r->mesh_lock);
     free(r);
 }
 
@@ -164,18 +206,66 @@ int registry_add(struct registry *r, const char *spec, char *err, size_t err_cap
     return 0;
 }
 
+int registry_add_split(struct registry *r, const char *spec, int layer_begin, int layer_end,
+                       char *err, size_t err_cap)
+{
+    if (layer_begin < 0 || layer_begin > layer_end)
+        return err_set(err, err_cap, MESH_EINVAL, "layer range %d-%d is reversed", layer_begin,
+                       layer_end - 1);
+    int rc = registry_add(r, spec, err, err_cap);
+    if (rc) return rc;
+    struct registry_entry *e = &r->e[r->n - 1];
+    e->is_split = true;
+    e->layer_begin = layer_begin;
+    e->layer_end = layer_end;
+    return 0;
+}
+
+/* A split entry's pipeline, scheduler over it and stage engine (loader thread). */
+static int load_split(struct registry *r, int i)
+{
+    struct registry_entry *e = &r->e[i];
+    const struct model_hparams *hp = model_hparams(e->model);
+    if (e->layer_end > hp->n_layer)
+        return err_set(e->err, sizeof e->err, MESH_EINVAL,
+                       "--layers %d-%d: the model has layers 0-%d", e->layer_begin,
+                       e->layer_end - 1, hp->n_layer - 1);
+    struct pipeline_config pc = {.m = e->model, .reg = r, .reg_index = i,
+                                 .layer_begin = e->layer_begin, .layer_end = e->layer_end,
+                                 .n_seq = r->sp.n_slots};
+    int rc = pipeline_new(&pc, &e->pipe);
+    if (rc) return err_set(e->err, sizeof e->err, rc, "pipeline: %s", err_str(rc));
+    struct sched_params sp = r->sp;
+    bool none = e->layer_begin == e->layer_end;
+    sp.layer_begin = none ? hp->n_layer : e->layer_begin; /* an empty range, not 0/0 = all */
+    sp.layer_end = none ? hp->n_layer : e->layer_end;
+    sp.fwd = pipeline_forward(e->pipe);
+    rc = sched_new(e->model, &sp, &e->sched, e->err, sizeof e->err);
+    if (rc || none) return rc;
+    struct stage_engine_params ep = {.layer_begin = e->layer_begin, .layer_end = e->layer_end,
+                                     .n_slots = r->sp.n_slots, .n_ctx = r->sp.n_ctx,
+                                     .n_batch = r->sp.n_batch, .n_threads = r->sp.n_threads};
+    return stage_engine_new(e->model, &ep, &e->stage, e->err, sizeof e->err);
+}
+
 static int load_one(struct registry *r, int i)
 {
     struct registry_entry *e = &r->e[i];
     struct model_load_opts lo = {0};
+    if (e->is_split) { /* pack only this node's share */
+        lo.layer_begin = e->layer_begin;
+        lo.layer_end = e->layer_end;
+        lo.no_layers = e->layer_begin == e->layer_end;
+        if (lo.no_layers) lo.layer_begin = lo.layer_end = 0;
+    }
     int rc = model_load(e->path, &lo, &e->model, e->err, sizeof e->err);
-    if (rc == 0) rc = sched_new(e->model, &r->sp, &e->sched, e->err, sizeof e->err);
+    if (rc == 0 && e->is_split) rc = load_split(r, i);
+    else if (rc == 0) rc = sched_new(e->model, &r->sp, &e->sched, e->err, sizeof e->err);
     if (rc == 0) chat_setup_init(&e->chat, model_chat_template(e->model), model_tok(e->model), NULL);
     if (rc) {
         log_error("model %s: %s", e->path, e->err[0] ? e->err : err_str(rc));
         if (!e->err[0]) snprintf(e->err, sizeof e->err, "%s", err_str(rc));
-        sched_free(e->sched);
-        e->sched = NULL;
+        entry_stop(e);
         model_free(e->model);
         e->model = NULL;
         atomic_store(&r->state[i], REGISTRY_FAILED);
@@ -224,6 +314,36 @@ static void hash_one(struct registry *r, int i)
     crypto_hash_sha256_final(&st, h);
     sodium_bin2hex(r->digest[i], sizeof r->digest[i], h, sizeof h);
     atomic_store(&r->has_digest[i], true);
+}
+
+int registry_stage_submit(void *reg, struct stage_job *j)
+{
+    struct registry *r = reg;
+    if (!registry_pin(r)) return STAGE_ERR_CLOSING;
+    int rc = STAGE_ERR_MODEL;
+    for (int i = 0; i < r->n; i++) {
+        struct registry_entry *e = &r->e[i];
+        const char *dg = registry_digest(r, i);
+        if (atomic_load(&r->state[i]) != REGISTRY_READY || !e->stage || !dg ||
+            strcmp(dg, j->req.model))
+            continue;
+        if (e->layer_begin != j->req.layer_begin || e->layer_end != j->req.layer_end) {
+            rc = STAGE_ERR_RANGE;
+            continue;
+        }
+        stage_engine_submit(e->stage, j);
+        rc = STAGE_OK;
+        break;
+    }
+    registry_unpin(r);
+    return rc;
+}
+
+void registry_hash_wait(struct registry *r)
+{
+    for (int i = 0; i < r->n; i++)
+        if (atomic_load(&r->state[i]) == REGISTRY_READY && !atomic_load(&r->has_digest[i]))
+            hash_one(r, i);
 }
 
 static void *loader_main(void *arg)

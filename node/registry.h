@@ -31,6 +31,14 @@ struct registry_entry {
     struct model *model;  /* READY only */
     struct chat_setup chat; /* READY only: how its conversations are rendered */
     struct sched *sched;  /* READY only */
+    /* A split model (`serve --layers`): this node holds layers [layer_begin, layer_end)
+     * (begin == end: none, the embedding and head only); its scheduler runs through
+     * pipe (node/pipeline.h) and, with a non-empty range, stage serves the range to peers
+     * (node/stage.h). Fixed at registry_add_split; pipe and stage READY only. */
+    bool is_split;
+    int layer_begin, layer_end;
+    struct pipeline *pipe;
+    struct stage_engine *stage;
 };
 
 struct registry;
@@ -58,6 +66,26 @@ int registry_resolve(const char *spec, char *path, size_t path_cap, char *name, 
                      char *err, size_t err_cap);
 /* Adds a model (state LOADING). MESH_EINVAL for a duplicate name, MESH_EFULL past 32 models. */
 int registry_add(struct registry *r, const char *spec, char *err, size_t err_cap);
+/* Adds a model of which this node holds only layers [layer_begin, layer_end) (equal: none;
+ * checked against the model at load). MESH_EINVAL also for a negative or reversed range. */
+int registry_add_split(struct registry *r, const char *spec, int layer_begin, int layer_end,
+                       char *err, size_t err_cap);
+/* Computes the content hash of every READY entry that has none yet, now (tests; serve
+ * lets the loader thread do it). */
+void registry_hash_wait(struct registry *r);
+/* The mesh through which split models reach their stages: mesh_start sets it, mesh_stop
+ * clears it (NULL) first, which interrupts passes in flight, waits for them and closes the
+ * pipelines' streams while the node still runs. */
+struct mesh;
+void registry_set_mesh(struct registry *r, struct mesh *m);
+/* The mesh, or NULL, held (read lock) until registry_mesh_release; always release. */
+struct mesh *registry_mesh_hold(struct registry *r);
+void registry_mesh_release(struct registry *r);
+/* The stage server's submit function (node/stage.h stage_submit_fn; ctx is the registry):
+ * hands j to the stage engine of the READY split entry whose content hash and range j
+ * names. STAGE_OK, or STAGE_ERR_MODEL / _RANGE / _CLOSING (j not consumed). */
+struct stage_job;
+int registry_stage_submit(void *reg, struct stage_job *j);
 /* Loads every added model on a background thread (in order). */
 int registry_load_start(struct registry *r);
 /* Loads synchronously; returns 0 if all loaded (failures are logged and kept in entries). */

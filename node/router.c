@@ -489,7 +489,9 @@ static int start_local(struct rreq *r, struct node_error *err)
     int rc = node_local_submit(r->rt->cfg.reg, &r->req, &cl, &r->inner, err);
     if (rc == 0) {
         r->inner_is_peer = false;
-        ran_on_add(r, "local");
+        char who[NODE_RAN_ON_CAP]; /* "local", or a split model's stages */
+        node_req_ran_on(r->inner, who, sizeof who);
+        ran_on_add(r, who);
     }
     return rc;
 }

@@ -19,6 +19,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -77,6 +78,7 @@ _Static_assert(SCHED_MAX_TOP_LOGPROBS == GEN_MAX_TOP_LOGPROBS, "sched_lp holds a
 struct sched {
     const struct model *m;
     struct model_ctx *ctx;
+    const struct sched_forward *fwd; /* a split model's pass, or NULL */
     const struct tok *tok;
     int n_slots, n_ctx, n_batch, n_vocab, n_embd, queue_cap;
     struct slot *slots;
@@ -123,6 +125,12 @@ void sched_gen_params_default(struct sched_gen_params *p)
 }
 
 int sched_n_ctx(const struct sched *s) { return s->n_ctx; }
+
+void sched_describe(const struct sched *s, char *buf, size_t cap)
+{
+    if (s->fwd && s->fwd->describe) s->fwd->describe(s->fwd->arg, buf, cap);
+    else snprintf(buf, cap, "local");
+}
 
 /* ---- requests --------------------------------------------------------------------------- */
 
@@ -457,6 +465,7 @@ static int slot_pick(struct sched *s, const struct sched_req *r)
 static int embed_run(struct sched *s, int seq, struct sched_req *r)
 {
     struct slot *sl = &s->slots[seq];
+    if (s->fwd) return MESH_EUNSUPPORTED; /* a split model: embeddings are not piped */
     model_kv_seq_truncate(s->ctx, seq, 0);
     sl->n_cache = 0;
     memset(s->acc, 0, (size_t)s->n_embd * sizeof *s->acc);
@@ -511,6 +520,10 @@ static void slot_start(struct sched *s, int i, struct sched_req *r)
      * logits come out of this step. */
     int keep = common_prefix(sl->cache, sl->n_cache, r->prompt, r->n_prompt);
     if (keep >= r->n_prompt) keep = r->n_prompt - 1;
+    if (s->fwd && s->fwd->seq_valid) {
+        int valid = s->fwd->seq_valid(s->fwd->arg, i); /* what the pipeline still holds */
+        if (keep > valid) keep = valid;
+    }
     model_kv_seq_truncate(s->ctx, i, keep);
     sl->n_cache = keep;
     sl->state = SLOT_PREFILL;
@@ -731,7 +744,8 @@ static void step(struct sched *s)
     struct model_batch b = {.n = n, .tokens = s->b_tok, .pos = s->b_pos, .seq = s->b_seq,
                             .want_logits = s->b_want};
     double t0 = now_s();
-    int rc = model_decode(s->ctx, &b, s->logits);
+    int rc = s->fwd ? s->fwd->decode(s->fwd->arg, s->ctx, &b, s->logits)
+                    : model_decode(s->ctx, &b, s->logits);
     double t1 = now_s();
     pthread_mutex_lock(&s->mu);
     s->st.busy_s += t1 - t0;
@@ -846,13 +860,21 @@ int sched_new(const struct model *m, const struct sched_params *p, struct sched 
     s->n_slots = p->n_slots;
     s->n_batch = p->n_batch;
     s->queue_cap = p->queue_cap;
+    int rc;
     struct model_ctx_params cp;
     model_ctx_params_default(&cp);
     cp.n_ctx = p->n_ctx;
     cp.n_batch = p->n_batch;
     cp.n_seq = p->n_slots;
     cp.n_threads = p->n_threads;
-    int rc = model_ctx_new(m, &cp, &s->ctx, err, err_cap);
+    cp.layer_begin = p->layer_begin;
+    cp.layer_end = p->layer_end;
+    s->fwd = p->fwd;
+    if ((p->layer_begin || p->layer_end) && !p->fwd) {
+        rc = err_set(err, err_cap, MESH_EINVAL, "scheduler: a layer range needs a pipeline");
+        goto fail;
+    }
+    rc = model_ctx_new(m, &cp, &s->ctx, err, err_cap);
     if (rc) goto fail;
     s->n_ctx = model_ctx_n_ctx(s->ctx);
     size_t nb = (size_t)s->n_batch;

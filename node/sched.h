@@ -33,12 +33,30 @@ struct model;
 #define SCHED_PAUSE_TOKENS 256
 #define SCHED_PAUSE_POLL_MS 20 /* how soon a paused request is looked at again */
 
+/* A split model's forward pass (node/pipeline.h): the worker calls decode instead of
+ * model_decode, on its context (which runs only the context's own layer range, maybe
+ * none). seq_valid(seq) is how many cached positions of seq the rest of the pipeline still
+ * holds (a new route holds none): a slot reuses no more of its cache than that. describe
+ * writes where the pass runs (X-Meshllm-Ran-On). All called on the worker thread except
+ * describe (any thread). The struct and arg outlive the scheduler. */
+struct model_ctx;
+struct model_batch;
+struct sched_forward {
+    int (*decode)(void *arg, struct model_ctx *c, const struct model_batch *b, float *logits);
+    int (*seq_valid)(void *arg, int seq);
+    void (*describe)(void *arg, char *buf, size_t cap);
+    void *arg;
+};
+
 struct sched_params {
     int n_slots;   /* concurrent sequences (KV slots); default 8 */
     int n_ctx;     /* positions per slot; 0 = model_ctx default */
     int n_batch;   /* tokens per decode step; default 512 */
     int n_threads; /* 0 = all cores */
     int queue_cap; /* requests waiting beyond the free slots before MESH_EFULL; default 64 */
+    /* The context's layers, [layer_begin, layer_end); 0/0 = all. Anything else needs fwd. */
+    int layer_begin, layer_end;
+    const struct sched_forward *fwd; /* NULL: model_decode */
 };
 void sched_params_default(struct sched_params *p);
 
@@ -50,6 +68,8 @@ int sched_new(const struct model *m, const struct sched_params *p, struct sched 
  * notify callback runs. Requests not yet released by their clients stay valid until then. */
 void sched_free(struct sched *s);
 int sched_n_ctx(const struct sched *s);
+/* Where this scheduler's passes run: "local", or its forward's description. */
+void sched_describe(const struct sched *s, char *buf, size_t cap);
 
 /* Called (on the worker thread) whenever a request has new output or has finished. */
 typedef void (*sched_notify_fn)(void *arg);

@@ -1,0 +1,83 @@
+/* pipeline.h - a split model on the requesting node: the planner that picks stages for the
+ * layers this node lacks, and the forward pass that runs a batch through them.
+ *
+ * A node serving a model with `--layers A-B` (or `none`) holds the token embedding and the
+ * output head itself, so token ids and text never leave it; the scheduler's worker calls
+ * this pipeline's sched_forward: embedding -> every hop of the route in layer order (this
+ * node's own range on its context, other ranges on peers over /meshllm/stage/1) -> head.
+ * The route is planned from the peers table (members announcing the model's content hash
+ * with a layer range; node/peers.h peers_stages), kept while it works, and planned again
+ * (without the peer that failed) after a failure. Each scheduler slot is one session on
+ * each remote stage. Docs: docs/SPLIT.md. Not here: replaying a session on a replacement
+ * stage (a failure ends the requests of that pass), speculative decoding.
+ * Thread rule: the forward's functions run on the scheduler's worker; pipeline_interrupt,
+ * pipeline_detach and the describe function from any thread.
+ */
+#ifndef MESH_NODE_PIPELINE_H
+#define MESH_NODE_PIPELINE_H
+
+#include "net/multiaddr.h"
+#include "net/peer_id.h"
+#include "node/peers.h"
+#include "node/sched.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define PIPELINE_MAX_HOPS 16
+/* What an extra hop costs in the planner's score (ms): fewer, longer stages win ties. */
+#define PIPELINE_HOP_COST_MS 5.0
+/* A stage that failed is not planned again for this long. */
+#define PIPELINE_RETRY_MS 10000
+
+struct pipeline_hop {
+    bool is_local;                /* this node's own range */
+    int layer_begin, layer_end;   /* [begin, end) */
+    struct peer_id id;            /* remote hops */
+    char id_text[64];
+    struct multiaddr addr;
+};
+
+/* The planner (pure): a route of contiguous ranges covering [0, n_layer), in layer order,
+ * from the candidates (peers_stages, best first) and this node's own range [local_begin,
+ * local_end) (empty: none), of least total score (each remote hop costs its score plus
+ * PIPELINE_HOP_COST_MS; the local one nothing). Returns the number of hops written to out,
+ * MESH_ENOTFOUND when no combination covers every layer, MESH_ERANGE past cap hops. */
+int pipeline_plan(const struct peers_stage *cands, int n_cands, int n_layer, int local_begin,
+                  int local_end, struct pipeline_hop *out, int cap);
+
+struct registry;
+struct model;
+
+struct pipeline_config {
+    const struct model *m;
+    struct registry *reg;         /* the model's content hash and the mesh, through it */
+    int reg_index;
+    int layer_begin, layer_end;   /* this node's layers; begin == end: none */
+    int n_seq;                    /* the scheduler's slots */
+};
+
+struct pipeline;
+int pipeline_new(const struct pipeline_config *cfg, struct pipeline **out);
+/* Interrupts calls in flight (they fail soon) and frees the route. NULL is fine. */
+void pipeline_free(struct pipeline *pl);
+/* The scheduler's forward (valid as long as pl). */
+const struct sched_forward *pipeline_forward(struct pipeline *pl);
+/* on: calls waiting for a stage give up within 100 ms (the scheduler or the mesh is about
+ * to stop); off again afterwards. */
+void pipeline_interrupt(struct pipeline *pl, bool on);
+/* The mesh is going away: close the route's streams now (node still running) and forget
+ * the route. Called with no pass running (registry_set_mesh holds the mesh lock). */
+void pipeline_detach(struct pipeline *pl);
+/* The current route (planned when there is none yet and it can be); returns hops, 0. */
+int pipeline_route(struct pipeline *pl, struct pipeline_hop *out, int cap);
+
+struct pipeline_stats {
+    uint64_t n_passes;            /* batches run through the route */
+    uint64_t n_plans;             /* routes planned */
+    uint64_t n_failures;          /* passes that failed on a stage */
+    uint64_t bytes_sent, bytes_recv; /* on the current route's streams */
+};
+void pipeline_stats(struct pipeline *pl, struct pipeline_stats *out);
+
+#endif
