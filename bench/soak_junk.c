@@ -56,7 +56,7 @@ struct sock { /* one idle or slowloris TCP connection */
 struct sybil {
     struct junk *j;
     struct host *h;
-    uv_timer_t later; /* host_close must not run inside the host's own callback */
+    uv_timer_t later; /* closes the host after the ping, on its own turn of the loop */
 };
 
 struct junk {

@@ -1654,9 +1654,14 @@ static void ping_on_data(void *ctx, struct host_stream *s, const uint8_t *data, 
     p->n_got += take;
     if (p->n_got < HOST_PING_LEN) return;
     uint64_t rtt_us = (uv_hrtime() - p->t0_ns) / 1000;
-    if (sodium_memcmp(p->got, p->sent, HOST_PING_LEN) == 0) ping_report(p, 0, rtt_us);
-    else ping_report(p, MESH_EPROTO, 0);
+    int status = sodium_memcmp(p->got, p->sent, HOST_PING_LEN) == 0 ? 0 : MESH_EPROTO;
+    /* The callback may close the host: close the stream first (which may end it and free
+     * p) and touch nothing of ours after the callback. */
+    host_ping_fn cb = p->done ? NULL : p->cb;
+    void *cb_ctx = p->ctx;
+    p->done = true;
     host_stream_close(s);
+    if (cb) cb(cb_ctx, status, status ? 0 : rtt_us);
 }
 
 static void ping_on_close(void *ctx, struct host_stream *s, int status)

@@ -118,6 +118,46 @@ static void echo_serve_stub(void *ctx, struct host_stream *s)
     host_stream_reset(s);
 }
 
+struct close_in_ping {
+    struct host *h;
+    bool done;
+    int status;
+};
+
+static void on_ping_close_host(void *ctx, int status, uint64_t rtt_us)
+{
+    (void)rtt_us;
+    struct close_in_ping *c = ctx;
+    c->done = true;
+    c->status = status;
+    host_close(c->h); /* from inside the host's own callback */
+}
+
+/* A ping's callback may close the pinging host (a throwaway dialer does): no use after
+ * free on the way back out (ASan). */
+static void test_net_host_close_inside_ping_callback(void **state)
+{
+    (void)state;
+    struct fixture f;
+    fixture_up(&f);
+    struct identity idc;
+    assert_int_equal(identity_generate(&idc), 0);
+    struct host_config cc = {.identity = &idc};
+    struct close_in_ping c = {0};
+    assert_int_equal(host_new(&f.loop, &cc, &c.h), 0);
+    assert_int_equal(host_ping(c.h, &f.b_addr, on_ping_close_host, &c), 0);
+    run_until(&f, &c.done);
+    assert_int_equal(c.status, 0);
+    for (int i = 0; i < 20; i++) uv_run(&f.loop, UV_RUN_NOWAIT);
+    /* B still serves others */
+    struct ping_result r = {0};
+    assert_int_equal(host_ping(f.a, &f.b_addr, on_ping, &r), 0);
+    run_until(&f, &r.done);
+    assert_int_equal(r.status, 0);
+    identity_wipe(&idc);
+    fixture_down(&f);
+}
+
 static void test_net_host_ping_and_identify(void **state)
 {
     (void)state;
@@ -743,6 +783,7 @@ int main(int argc, char **argv)
     if (argc > 1 && !strncmp(argv[1], "--interop-", 10)) return interop_main(argc, argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_net_host_ping_and_identify),
+        cmocka_unit_test(test_net_host_close_inside_ping_callback),
         cmocka_unit_test(test_net_host_echo_protocol_with_flow_control),
         cmocka_unit_test(test_net_host_gate_parks_then_admits_or_refuses),
         cmocka_unit_test(test_net_host_refuses_unknown_protocol_and_wrong_peer),
