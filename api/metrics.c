@@ -159,6 +159,8 @@ char *api_metrics_text(struct http_server *s)
         {"meshllm_slots_active", "gauge", "Slots generating."},
         {"meshllm_slots_total", "gauge", "KV slots."},
         {"meshllm_decode_seconds_total", "counter", "Time spent in decode steps."},
+        {"meshllm_spec_drafted_tokens_total", "counter", "Speculative tokens proposed and verified."},
+        {"meshllm_spec_accepted_tokens_total", "counter", "Speculative tokens accepted."},
     };
     /* the router reads the schedulers (not once they are stopped: has_stats false) */
     pthread_rwlock_rdlock(&s->stop_lock);
@@ -174,7 +176,8 @@ char *api_metrics_text(struct http_server *s)
             if (!e->is_local || e->state != ROUTER_READY || !e->has_stats) continue;
             double v[] = {(double)e->n_requests, (double)e->n_cancelled, (double)e->n_prompt_tokens,
                           (double)e->n_cached_tokens, (double)e->n_gen_tokens, e->gen_tps,
-                          e->n_queued, e->n_active, e->n_slots, e->busy_s};
+                          e->n_queued, e->n_active, e->n_slots, e->busy_s,
+                          (double)e->n_spec_drafted, (double)e->n_spec_accepted};
             mprintf(&b, "%s{model=\"%s\"} %.6g\n", names[m][0], e->name, v[m]);
         }
     }

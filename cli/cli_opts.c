@@ -18,7 +18,16 @@ void cli_gen_opts_default(struct cli_gen_opts *o)
     sampler_params_default(&o->sp);
     o->n_predict = -1;
     o->kv_type = MODEL_KV_F16;
+    cli_spec_opts_default(&o->spec);
 }
+
+void cli_spec_opts_default(struct cli_spec_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->n_draft_max = SPEC_DRAFT_MAX_DEFAULT;
+    o->n_draft_min = 1;
+}
+
 
 static bool is(const char *a, const char *s1, const char *s2)
 {
@@ -51,9 +60,75 @@ static int parse_float(const char *opt, const char *v, float *out)
     return 0;
 }
 
+int cli_spec_opts_parse(struct cli_spec_opts *o, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i];
+    bool known = is(a, "--spec", NULL) || is(a, "--draft", "-md") || is(a, "--model-draft", NULL) ||
+                 is(a, "--draft-max", "--draft-n") || is(a, "--draft-min", "--draft-n-min");
+    if (!known) return 0;
+    if (*i + 1 >= argc) {
+        cli_fail("%s needs a value", a);
+        return 2;
+    }
+    const char *v = argv[++*i];
+    long x;
+    if (is(a, "--spec", NULL)) {
+        if (spec_mode_parse(v, &o->mode)) {
+            cli_fail("--spec: '%s' is not ngram, draft or off", v);
+            return 2;
+        }
+        o->has_mode = true;
+    } else if (is(a, "--draft", "-md") || is(a, "--model-draft", NULL)) {
+        o->draft_path = v;
+    } else if (is(a, "--draft-max", "--draft-n")) {
+        if (parse_int(a, v, 1, SPEC_DRAFT_MAX_CAP, &x)) return 2;
+        o->n_draft_max = (int)x;
+    } else {
+        if (parse_int(a, v, 1, SPEC_DRAFT_MAX_CAP, &x)) return 2;
+        o->n_draft_min = (int)x;
+    }
+    return 1;
+}
+
+int cli_spec_opts_apply(struct cli_spec_opts *o, const char *cmd, struct sched_params *sp)
+{
+    if (!o->has_mode) o->mode = o->draft_path ? SPEC_DRAFT : SPEC_OFF;
+    if (o->mode == SPEC_DRAFT && !o->draft_path) {
+        cli_fail("%s: --spec draft needs a draft model (--draft MODEL.gguf)", cmd);
+        return 2;
+    }
+    if (o->mode == SPEC_NGRAM && o->draft_path) {
+        cli_fail("%s: --draft gives a draft model, but --spec ngram drafts without one", cmd);
+        return 2;
+    }
+    if (o->n_draft_min > o->n_draft_max) {
+        cli_fail("%s: --draft-min %d is above --draft-max %d", cmd, o->n_draft_min, o->n_draft_max);
+        return 2;
+    }
+    sp->spec = o->mode;
+    sp->draft_path = o->mode == SPEC_DRAFT ? o->draft_path : NULL;
+    sp->n_draft_max = o->n_draft_max;
+    sp->n_draft_min = o->n_draft_min;
+    return 0;
+}
+
+void cli_spec_opts_help(FILE *f)
+{
+    fprintf(f,
+            "      --spec MODE        speculative decoding: ngram (prompt lookup), draft (a\n"
+            "                         draft model), off (default, draft with --draft)\n"
+            "      --draft MODEL      draft model sharing the model's vocabulary (-md,\n"
+            "                         --model-draft)\n"
+            "      --draft-max K      tokens proposed per step (default %d; --draft-n)\n"
+            "      --draft-min K      propose nothing shorter than K (default 1; --draft-n-min)\n",
+            SPEC_DRAFT_MAX_DEFAULT);
+}
+
 int cli_gen_opts_parse(struct cli_gen_opts *o, int argc, char **argv, int *i)
 {
     const char *a = argv[*i];
+    int sr = cli_spec_opts_parse(&o->spec, argc, argv, i);
+    if (sr) return sr;
     bool known = is(a, "-n", "--n-predict") || is(a, "-c", "--ctx") || is(a, "--ctx-size", NULL) ||
                  is(a, "-t", "--threads") || is(a, "-b", "--batch-size") ||
                  is(a, "--temp", NULL) || is(a, "--top-k", NULL) || is(a, "--top-p", NULL) ||

@@ -5,10 +5,29 @@
 
 #include "engine/model.h"
 #include "engine/sampler.h"
+#include "node/sched.h"
 
 #include <stdbool.h>
+#include <stdio.h>
 
 enum { CLI_MAX_STOPS = 16 };
+
+/* Speculative decoding (node/spec.h), for run and serve: --spec ngram|draft|off,
+ * --draft / -md / --model-draft MODEL, --draft-max / --draft-n K, --draft-min / --draft-n-min K
+ * (llama.cpp's spellings too). Off unless --draft is given (then draft) or --spec asks. */
+struct cli_spec_opts {
+    enum spec_mode mode;
+    bool has_mode;                 /* --spec was given */
+    const char *draft_path;
+    int n_draft_max, n_draft_min;
+};
+void cli_spec_opts_default(struct cli_spec_opts *o);
+/* Like cli_gen_opts_parse: 1 consumed, 0 not a spec option, 2 misuse (printed). */
+int cli_spec_opts_parse(struct cli_spec_opts *o, int argc, char **argv, int *i);
+/* Settles the mode (--draft alone means draft) and writes it into *sp. 0, or 2 on a
+ * contradiction (message printed as "meshllm: cmd: ..."). */
+int cli_spec_opts_apply(struct cli_spec_opts *o, const char *cmd, struct sched_params *sp);
+void cli_spec_opts_help(FILE *f);
 
 struct cli_gen_opts {
     struct sampler_params sp;
@@ -21,6 +40,7 @@ struct cli_gen_opts {
     bool verbose;                  /* -v: timings and model info on stderr */
     const char *stops[CLI_MAX_STOPS];
     int n_stops;
+    struct cli_spec_opts spec;     /* parsed by cli_gen_opts_parse too */
 };
 
 void cli_gen_opts_default(struct cli_gen_opts *o);

@@ -282,6 +282,10 @@ int cmd_chat(int argc, char **argv)
     memset(&st, 0, sizeof st);
     st.tty = isatty(STDIN_FILENO);
     int status = 1;
+    if (o.spec.draft_path || (o.spec.has_mode && o.spec.mode != SPEC_OFF)) {
+        cli_fail("chat: speculative decoding (--spec, --draft) is for run and serve only");
+        return 2;
+    }
     quant_init();
     if (cli_load_model(model_path, &o, 1, &st.m, &st.c) < 0) goto done;
     st.t = model_tok(st.m);

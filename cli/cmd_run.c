@@ -2,7 +2,9 @@
  *
  * stdout gets only the generated text (no prompt echo, no logs), flushed per token so it
  * streams; diagnostics go to stderr. BOS is added when the model's metadata says so,
- * as llama.cpp does, so greedy output equals llama-cli's on the same file.
+ * as llama.cpp does, so greedy output equals llama-cli's on the same file. With speculative
+ * decoding (--spec, --draft) the generation runs on a one-slot scheduler (node/sched.h),
+ * where the verification lives, instead of gen_run; the output is the same.
  */
 #include <stdio.h>
 
@@ -14,8 +16,11 @@
 #include "engine/quant.h"
 #include "engine/sampler.h"
 #include "engine/tok.h"
+#include "node/sched.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -29,6 +34,7 @@ static void run_usage(FILE *f)
                "  -f, --file PATH        read the prompt from a file ('-' = stdin)\n"
                "      --ids              print generated token ids instead of text\n");
     cli_gen_opts_help(f);
+    cli_spec_opts_help(f);
     fprintf(f, "\nexample: meshllm run model.gguf \"Once upon a time\" -n 128 --temp 0\n");
 }
 
@@ -70,6 +76,113 @@ static int emit_stdout(void *user, const char *text, int len)
     fwrite(text, 1, (size_t)len, stdout);
     fflush(stdout);
     return 0;
+}
+
+/* The scheduler's notify: wakes the waiting run_spec. */
+struct run_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool ready;
+};
+
+static void run_wake(void *arg)
+{
+    struct run_wait *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->ready = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static double run_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Generation with speculative decoding: one request on a one-slot scheduler; streams the
+ * text (or collects the ids) as chunks come. Returns the exit status. */
+static int run_spec(const struct model *m, struct cli_gen_opts *o, struct sched_params *sp,
+                    const int32_t *ids, int n_ids, bool strip, bool print_ids)
+{
+    char err[1024] = "";
+    struct sched *s = NULL;
+    struct sched_req *r = NULL;
+    struct run_wait w = {.ready = false};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    int status = 1, n_gen = 0;
+    double t0 = run_now_ms(), t_first = 0;
+    int rc = sched_new(m, sp, &s, err, sizeof err);
+    if (rc) {
+        cli_fail("run: %s", err);
+        goto done;
+    }
+    struct sched_gen_params gp;
+    sched_gen_params_default(&gp);
+    gp.sp = o->sp;
+    gp.max_tokens = o->n_predict;
+    for (int i = 0; i < o->n_stops && i < SCHED_MAX_STOP; i++) gp.stop[gp.n_stop++] = o->stops[i];
+    gp.strip_leading_space = strip;
+    t0 = run_now_ms();
+    rc = sched_submit_gen(s, ids, n_ids, &gp, run_wake, &w, &r);
+    if (rc) {
+        cli_fail("run: %s", rc == MESH_ERANGE ? "the prompt does not fit the context"
+                                                : err_str(rc));
+        goto done;
+    }
+    for (bool done = false; !done;) {
+        pthread_mutex_lock(&w.mu);
+        while (!w.ready) pthread_cond_wait(&w.cv, &w.mu);
+        w.ready = false;
+        pthread_mutex_unlock(&w.mu);
+        struct sched_chunk ch;
+        if (sched_req_take(r, &ch)) goto oom;
+        if (ch.n_ids && !t_first) t_first = run_now_ms();
+        if (!print_ids && ch.len) {
+            fwrite(ch.text, 1, ch.len, stdout);
+            fflush(stdout);
+        }
+        for (int i = 0; print_ids && i < ch.n_ids; i++) printf(n_gen + i ? " %d" : "%d", ch.ids[i]);
+        n_gen += ch.n_ids;
+        done = ch.done;
+        if (done && !strcmp(ch.finish_reason, "error")) {
+            cli_fail("run: generation failed");
+            sched_chunk_free(&ch);
+            goto done;
+        }
+        sched_chunk_free(&ch);
+    }
+    if (print_ids) printf("\n");
+    else if (isatty(STDOUT_FILENO)) printf("\n");
+    if (o->verbose) {
+        double t1 = run_now_ms(), gen_ms = t_first ? t1 - t_first : 0;
+        struct sched_stats st;
+        sched_stats(s, &st);
+        fprintf(stderr,
+                "meshllm: %s, isa %s, speculative decoding: %s, up to %d tokens per step\n"
+                "meshllm: prompt and first token: %d tokens in %.1f ms\n"
+                "meshllm: generation: %d tokens in %.1f ms (%.1f tok/s after the first)\n"
+                "meshllm: speculative: %llu drafted, %llu accepted (%.1f%%)\n",
+                model_hparams(m)->name[0] ? model_hparams(m)->name : model_hparams(m)->arch_name,
+                quant_isa_name(), spec_mode_name(sp->spec), sp->n_draft_max, n_ids,
+                t_first ? t_first - t0 : 0.0, n_gen, gen_ms,
+                gen_ms > 0 && n_gen > 1 ? (n_gen - 1) * 1000.0 / gen_ms : 0.0,
+                (unsigned long long)st.n_spec_drafted, (unsigned long long)st.n_spec_accepted,
+                st.n_spec_drafted ? 100.0 * (double)st.n_spec_accepted / (double)st.n_spec_drafted
+                                  : 0.0);
+    }
+    status = 0;
+    goto done;
+oom:
+    cli_fail("run: out of memory");
+done:
+    sched_req_release(r);
+    sched_free(s);
+    pthread_cond_destroy(&w.cv);
+    pthread_mutex_destroy(&w.mu);
+    return status;
 }
 
 int cmd_run(int argc, char **argv)
@@ -123,6 +236,9 @@ int cmd_run(int argc, char **argv)
         run_usage(stderr);
         return 2;
     }
+    struct sched_params spp;
+    sched_params_default(&spp);
+    if (cli_spec_opts_apply(&o.spec, "run", &spp)) return 2;
     char *prompt_buf = NULL;
     size_t prompt_len = 0;
     if (prompt_file) {
@@ -176,6 +292,21 @@ int cmd_run(int argc, char **argv)
     if (sampler_new(&o.sp, hp->n_vocab, &s) < 0) {
         cli_fail("run: invalid sampling parameters (see 'meshllm run --help')");
         status = 2;
+        goto done;
+    }
+    if (spp.spec != SPEC_OFF) {
+        spp.n_slots = 1;
+        spp.queue_cap = 1;
+        spp.n_ctx = n_ctx;
+        spp.n_threads = o.n_threads;
+        if (o.n_batch) spp.n_batch = o.n_batch;
+        model_ctx_free(c); /* the scheduler makes its own context */
+        c = NULL;
+        if (o.n_predict == 0) {
+            status = 0;
+            goto done;
+        }
+        status = run_spec(m, &o, &spp, ids, n_ids, n_ids == 1 && ids[0] == tok_bos(t), print_ids);
         goto done;
     }
     for (int i = 0; i < n_ids; i++) sampler_accept(s, ids[i]);

@@ -7,6 +7,7 @@
  */
 #include "api/http.h"
 #include "cli/cli.h"
+#include "cli/cli_opts.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "net/multiaddr.h"
@@ -54,6 +55,12 @@ static void serve_usage(FILE *f)
             "      --rate-limit N   generation requests a minute per client address, then 429\n"
             "                       (default 0 = no limit)\n"
             "  -t, --threads N      threads per model (default: all cores)\n"
+            "      --spec MODE      speculative decoding: ngram (prompt lookup), draft (a draft\n"
+            "                       model), off (default; draft when --draft is given)\n"
+            "      --draft MODEL    draft model sharing the model's vocabulary (-md,\n"
+            "                       --model-draft); it runs here, also for a split model\n"
+            "      --draft-max K    tokens proposed per step (default 8; --draft-n)\n"
+            "      --draft-min K    propose nothing shorter than K (default 1; --draft-n-min)\n"
             "\nthe mesh (docs/MESH.md, docs/PRIVACY.md):\n"
             "      --route R        where requests may run: local (default: nothing leaves this\n"
             "                       device), own (also your devices holding the owner key) or\n"
@@ -97,6 +104,7 @@ struct serve_args {
     const char *hosts[SERVE_MAX_NAMES], *origins[SERVE_MAX_NAMES];
     char env_names[2][4096]; /* copies of the comma lists the env entries point into */
     struct sched_params sp;
+    struct cli_spec_opts spec;     /* --spec, --draft, --draft-max, --draft-min */
     enum node_route route;
     const char *join;
     bool has_layers;            /* --layers: every --model is split (docs/SPLIT.md) */
@@ -156,9 +164,13 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
     a->http.ollama_port = -1;
     a->http.api_key = getenv("MESHLLM_API_KEY");
     sched_params_default(&a->sp);
+    cli_spec_opts_default(&a->spec);
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "-h") || !strcmp(o, "--help")) return -1;
+        int sr = cli_spec_opts_parse(&a->spec, argc, argv, &i);
+        if (sr == 2) return 2;
+        if (sr == 1) continue;
         if (!strcmp(o, "--p2p") || !strcmp(o, "--no-mdns") || !strcmp(o, "--public")) {
             if (!strcmp(o, "--p2p")) a->p2p = true;
             if (!strcmp(o, "--no-mdns")) a->no_mdns = true;
@@ -246,6 +258,7 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
             return 2;
         }
     }
+    if (cli_spec_opts_apply(&a->spec, "serve", &a->sp)) return 2;
     /* flags replace the environment's lists; MESHLLM_CORS before Ollama's OLLAMA_ORIGINS */
     if (a->http.n_allowed_hosts == 0 &&
         names_from_env("MESHLLM_ALLOWED_HOSTS", a->env_names[0], sizeof a->env_names[0],

@@ -501,6 +501,8 @@ int node_local_info(struct registry *reg, const char *model, struct node_local_i
         out->n_prompt_tokens = ss.n_prompt_tokens;
         out->n_cached_tokens = ss.n_cached_tokens;
         out->n_gen_tokens = ss.n_gen_tokens;
+        out->n_spec_drafted = ss.n_spec_drafted;
+        out->n_spec_accepted = ss.n_spec_accepted;
         out->busy_s = ss.busy_s;
         snprintf(out->arch, sizeof out->arch, "%s", hp->arch_name);
         out->n_layer = hp->n_layer;

@@ -30,6 +30,7 @@ struct node_local_info {
     double gen_tps;    /* measured generation speed (tokens/s, recent window; 0 unknown) */
     /* counters since start (sched_stats) and the model's shape, for /metrics and status */
     uint64_t n_requests, n_cancelled, n_prompt_tokens, n_cached_tokens, n_gen_tokens;
+    uint64_t n_spec_drafted, n_spec_accepted; /* speculative decoding's proposals, kept */
     double busy_s;
     char arch[32];
     int n_layer, n_embd;

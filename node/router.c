@@ -696,6 +696,8 @@ static void model_fill(struct router *rt, struct registry_entry *e, enum registr
     m->n_prompt_tokens = li.n_prompt_tokens;
     m->n_cached_tokens = li.n_cached_tokens;
     m->n_gen_tokens = li.n_gen_tokens;
+    m->n_spec_drafted = li.n_spec_drafted;
+    m->n_spec_accepted = li.n_spec_accepted;
     m->gen_tps = li.gen_tps;
     m->busy_s = li.busy_s;
 }

@@ -63,6 +63,7 @@ struct router_model {
     char arch[32];
     int n_layer, n_embd, n_slots, n_active, n_queued;
     uint64_t n_requests, n_cancelled, n_prompt_tokens, n_cached_tokens, n_gen_tokens;
+    uint64_t n_spec_drafted, n_spec_accepted;
     double gen_tps, busy_s;
 };
 /* Local models then mesh models (each name once) into out[cap]; returns how many. */

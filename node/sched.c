@@ -68,6 +68,8 @@ struct slot {
     int n_gen;
     int n_fed;                  /* tokens put in the current batch */
     int logit_row;              /* row of this slot's logits in the current step, or -1 */
+    int32_t *draft;             /* [n_draft_max] tokens proposed after next in this step */
+    int n_draft;
     uint64_t last_used;
     struct sampler *smp;
     struct gen_seq gs;          /* the per-token step state (detokenizer, stop matcher) */
@@ -85,7 +87,11 @@ struct sched {
     /* step scratch, sized at creation */
     int32_t *b_tok, *b_pos, *b_seq;
     bool *b_want;
-    float *logits;              /* [n_slots][n_vocab] */
+    float *logits;              /* [n_rows][n_vocab]: one row per slot, 1 + n_draft_max with spec */
+    int n_rows;
+    enum spec_mode spec;
+    int n_draft_max, n_draft_min;
+    struct spec_draft *draft;   /* SPEC_DRAFT: the draft model, one sequence per slot */
     float *x;                   /* [n_batch][n_embd] for embeddings */
     double *acc;                /* [n_embd] */
     pthread_t thread;
@@ -115,6 +121,8 @@ void sched_params_default(struct sched_params *p)
     p->n_slots = 8;
     p->n_batch = 512;
     p->queue_cap = 64;
+    p->n_draft_max = SPEC_DRAFT_MAX_DEFAULT;
+    p->n_draft_min = 1;
 }
 
 void sched_gen_params_default(struct sched_gen_params *p)
@@ -617,19 +625,20 @@ static void slot_end(struct sched *s, struct slot *sl, const char *reason)
 }
 
 /* Samples the next token of slot sl from its logits row (engine/gen.h: the step shared with
- * `run` and `chat`); emits text, id and logprobs; may finish the slot. */
-static void slot_sample(struct sched *s, struct slot *sl, const float *row)
+ * `run` and `chat`); emits text, id and logprobs; may finish the slot. Returns true when
+ * the slot goes on generating (its next token is sl->next). */
+static bool slot_sample(struct sched *s, struct slot *sl, const float *row)
 {
     struct sched_req *r = sl->req;
     const struct sched_gen_params *gp = &r->gp;
     struct gen_tok tk;
     if (gen_step(&sl->gs, row, &tk) < 0 || tk.id >= s->n_vocab) {
         slot_free_req(s, sl, "error");
-        return;
+        return false;
     }
     if (tk.is_eog) {
         slot_end(s, sl, "stop");
-        return;
+        return false;
     }
     struct sched_lp lp;
     if (tk.has_lp) {
@@ -651,18 +660,66 @@ static void slot_sample(struct sched *s, struct slot *sl, const float *row)
     pthread_mutex_unlock(&s->mu);
     if (tk.is_stopped) {
         slot_free_req(s, sl, "stop");
-        return;
+        return false;
     }
     bool at_max = gp->max_tokens > 0 && sl->n_gen >= gp->max_tokens;
     bool ctx_full = sl->n_cache >= s->n_ctx;
     if (at_max || ctx_full) {
         slot_end(s, sl, "length");
-        return;
+        return false;
     }
     sl->next = tk.id;
     sl->state = SLOT_GEN;
     req_notify(r);
+    return true;
 }
+
+/* Verification of a speculative step (sched_params.spec): the batch fed sl->next at
+ * position base and the n_draft proposed tokens after it, with logits at every position.
+ * Row i holds the distribution after the first i proposed tokens; the per-token step runs
+ * on it exactly as plain decoding would (same penalties history, same draws of the RNG),
+ * and the proposal stands while the step picks the proposed token. That is the rejection
+ * rule for a point-mass proposal: accept x with probability p(x), else a draw from p
+ * without x (spec.h). The cache then holds base + 1 + accepted positions; the rest is
+ * rolled back here (a stage rewinds at the next pass, which starts at an earlier position). */
+static void slot_verify(struct sched *s, int seq, const float *rows)
+{
+    struct slot *sl = &s->slots[seq];
+    int base = sl->n_cache, k = sl->n_draft, n_acc = 0;
+    sl->cache[base] = sl->next;
+    memcpy(sl->cache + base + 1, sl->draft, (size_t)k * sizeof *sl->cache);
+    for (int i = 0; i <= k; i++) {
+        sl->n_cache = base + 1 + i; /* what plain decoding would have cached at this token */
+        if (!slot_sample(s, sl, rows + (size_t)i * s->n_vocab)) break;
+        if (i == k || sl->next != sl->draft[i]) break;
+        n_acc++;
+    }
+    if (model_kv_seq_len(s->ctx, seq) > sl->n_cache) model_kv_seq_truncate(s->ctx, seq, sl->n_cache);
+    pthread_mutex_lock(&s->mu);
+    s->st.n_spec_drafted += (uint64_t)k;
+    s->st.n_spec_accepted += (uint64_t)n_acc;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Proposes tokens to follow slot sl's next token (at most n_max), into sl->draft. */
+static int slot_draft(struct sched *s, int seq, int n_max)
+{
+    struct slot *sl = &s->slots[seq];
+    if (n_max < s->n_draft_min || n_max <= 0) return 0;
+    sl->cache[sl->n_cache] = sl->next; /* the history: cached tokens, then next */
+    int n_hist = sl->n_cache + 1, n = 0;
+    if (s->spec == SPEC_NGRAM) {
+        n = spec_ngram_draft(sl->cache, n_hist, n_max, sl->draft);
+    } else if (s->spec == SPEC_DRAFT) {
+        n = spec_draft_propose(s->draft, seq, sl->cache, n_hist, n_max, sl->draft);
+        if (n < 0) {
+            log_warn("sched: the draft model failed: %s", err_str(n));
+            n = 0;
+        }
+    }
+    return n >= s->n_draft_min ? n : 0;
+}
+
 
 /* ---- the step ---------------------------------------------------------------------------- */
 
@@ -702,12 +759,34 @@ static void step(struct sched *s)
         sl->logit_row = n_want++;
         sl->n_fed = 1;
         n++;
+        sl->n_draft = 0;
+        if (s->spec == SPEC_OFF) continue;
+        /* Speculation: proposed tokens after next, each wanting logits. No more than the
+         * context, max_tokens (one token comes from the last row anyway), the batch and
+         * the logits rows leave room for. */
+        int k = s->n_draft_max, max = sl->req->gp.max_tokens;
+        if (k > s->n_ctx - sl->n_cache - 1) k = s->n_ctx - sl->n_cache - 1;
+        if (max > 0 && k > max - sl->n_gen - 1) k = max - sl->n_gen - 1;
+        if (k > s->n_batch - n) k = s->n_batch - n;
+        if (k > s->n_rows - n_want) k = s->n_rows - n_want;
+        k = slot_draft(s, i, k);
+        for (int j = 0; j < k; j++) {
+            s->b_tok[n] = sl->draft[j];
+            s->b_pos[n] = sl->n_cache + 1 + j;
+            s->b_seq[n] = i;
+            s->b_want[n] = true;
+            n++;
+        }
+        sl->n_draft = k;
+        sl->n_fed += k;
+        n_want += k;
     }
     /* Prompt chunks with the remaining budget. */
     int n_prompt_tokens = 0;
     for (int i = 0; i < s->n_slots && n < s->n_batch; i++) {
         struct slot *sl = &s->slots[i];
         if (!sl->req || sl->state != SLOT_PREFILL) continue;
+        if (n_want >= s->n_rows) break; /* its last token's logits would have no row */
         struct sched_req *r = sl->req;
         int left = r->n_prompt - sl->n_cache;
         int k = left < s->n_batch - n ? left : s->n_batch - n;
@@ -771,6 +850,10 @@ static void step(struct sched *s)
     for (int i = 0; i < s->n_slots; i++) {
         struct slot *sl = &s->slots[i];
         if (!sl->req || !sl->n_fed) continue;
+        if (sl->state == SLOT_GEN && sl->n_draft > 0) {
+            slot_verify(s, i, s->logits + (size_t)sl->logit_row * s->n_vocab);
+            continue;
+        }
         if (sl->state == SLOT_GEN)
             sl->cache[sl->n_cache] = sl->next;
         else
@@ -821,6 +904,7 @@ void sched_free(struct sched *s)
         struct slot *sl = &s->slots[i];
         if (sl->req) slot_end(s, sl, "cancelled");
         free(sl->cache);
+        free(sl->draft);
     }
     while (s->q_head) {
         struct sched_req *r = s->q_head;
@@ -828,6 +912,7 @@ void sched_free(struct sched *s)
         req_finish(r, "cancelled");
         req_unref(r);
     }
+    spec_draft_free(s->draft);
     model_ctx_free(s->ctx);
     free(s->slots);
     free(s->b_tok);
@@ -877,13 +962,34 @@ int sched_new(const struct model *m, const struct sched_params *p, struct sched 
     rc = model_ctx_new(m, &cp, &s->ctx, err, err_cap);
     if (rc) goto fail;
     s->n_ctx = model_ctx_n_ctx(s->ctx);
+    s->spec = p->spec;
+    s->n_draft_max = p->n_draft_max;
+    s->n_draft_min = p->n_draft_min > 0 ? p->n_draft_min : 1;
+    if (s->spec == SPEC_OFF) s->n_draft_max = 0;
+    if (s->spec != SPEC_OFF && (s->n_draft_max <= 0 || s->n_draft_max > SPEC_DRAFT_MAX_CAP)) {
+        rc = err_set(err, err_cap, MESH_EINVAL, "scheduler: the draft length must be 1..%d",
+                     SPEC_DRAFT_MAX_CAP);
+        goto fail;
+    }
+    if (s->spec == SPEC_DRAFT) {
+        if (!p->draft_path) {
+            rc = err_set(err, err_cap, MESH_EINVAL, "scheduler: draft decoding needs a draft model");
+            goto fail;
+        }
+        rc = spec_draft_new(m, p->draft_path, s->n_slots, s->n_ctx, p->n_threads, &s->draft, err,
+                            err_cap);
+        if (rc) goto fail;
+    }
+    /* a logits row per slot, and one per proposed token (all wanting logits) */
+    long rows = (long)s->n_slots * (1 + s->n_draft_max);
+    s->n_rows = (int)(rows < s->n_slots + s->n_batch ? rows : s->n_slots + s->n_batch);
     size_t nb = (size_t)s->n_batch;
     s->slots = calloc((size_t)s->n_slots, sizeof *s->slots);
     s->b_tok = malloc(nb * sizeof *s->b_tok);
     s->b_pos = malloc(nb * sizeof *s->b_pos);
     s->b_seq = malloc(nb * sizeof *s->b_seq);
     s->b_want = malloc(nb * sizeof *s->b_want);
-    s->logits = malloc((size_t)s->n_slots * (size_t)s->n_vocab * sizeof *s->logits);
+    s->logits = malloc((size_t)s->n_rows * (size_t)s->n_vocab * sizeof *s->logits);
     s->x = malloc(nb * (size_t)s->n_embd * sizeof *s->x);
     s->acc = malloc((size_t)s->n_embd * sizeof *s->acc);
     rc = MESH_ENOMEM;
@@ -893,6 +999,10 @@ int sched_new(const struct model *m, const struct sched_params *p, struct sched 
     for (int i = 0; i < s->n_slots; i++) {
         s->slots[i].cache = malloc((size_t)s->n_ctx * sizeof *s->slots[i].cache);
         if (!s->slots[i].cache) goto fail;
+        if (s->n_draft_max) {
+            s->slots[i].draft = malloc((size_t)s->n_draft_max * sizeof *s->slots[i].draft);
+            if (!s->slots[i].draft) goto fail;
+        }
     }
     s->st.n_slots = s->n_slots;
     s->st.queue_cap = s->queue_cap;

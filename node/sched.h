@@ -18,6 +18,7 @@
 #define MESH_NODE_SCHED_H
 
 #include "engine/sampler.h"
+#include "node/spec.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -57,6 +58,18 @@ struct sched_params {
     /* The context's layers, [layer_begin, layer_end); 0/0 = all. Anything else needs fwd. */
     int layer_begin, layer_end;
     const struct sched_forward *fwd; /* NULL: model_decode */
+    /* Speculative decoding (node/spec.h): each step, a generating slot's next token goes
+     * with up to n_draft_max proposed tokens in one batch (logits at every position); the
+     * per-token step keeps them while it picks the same tokens, and the cache is rolled
+     * back past the first that differs (through fwd too: a stage rewinds its session when
+     * the next pass arrives at an earlier position). Output is exactly plain decoding's
+     * (greedy, and sampling with the same seed). A proposal shorter than n_draft_min is
+     * not tried. SPEC_DRAFT loads draft_path (copied by nobody: used in sched_new only),
+     * which must share the model's vocabulary. */
+    enum spec_mode spec;
+    const char *draft_path;
+    int n_draft_max;               /* default SPEC_DRAFT_MAX_DEFAULT, at most SPEC_DRAFT_MAX_CAP */
+    int n_draft_min;               /* default 1 */
 };
 void sched_params_default(struct sched_params *p);
 
@@ -150,6 +163,8 @@ struct sched_stats {
     uint64_t n_cached_tokens;  /* prompt tokens reused from slot caches */
     uint64_t n_gen_tokens;
     uint64_t n_paused_waits;   /* steps with only paused (slow reader) slots to run */
+    uint64_t n_spec_drafted;   /* tokens proposed by the drafter and verified */
+    uint64_t n_spec_accepted;  /* of those, kept (the acceptance rate is their ratio) */
     double busy_s;             /* worker time spent in decode steps */
     double gen_tps;            /* generated tokens per second over the last window */
 };

@@ -158,5 +158,26 @@ chat_twice >"$tmp/c2"
     cmp -s "$tmp/c1" "$tmp/c2"
 check "chat: turns sample afresh, a seed replays" $?
 
+# speculative decoding: n-gram and draft-model output equals plain decoding (greedy and a
+# seed), -v reports the acceptance, misuse is refused
+plain=$("$bin" run "$m" "Once upon a time" -n 200 --temp 0 --ids 2>/dev/null)
+for spec in "--spec ngram" "--draft $m" "-md $m --draft-max 4 --draft-min 2"; do
+    got=$("$bin" run "$m" "Once upon a time" -n 200 --temp 0 --ids $spec 2>/dev/null)
+    [ -n "$plain" ] && [ "$got" = "$plain" ]; check "run $spec: greedy ids equal plain decoding" $?
+done
+a=$("$bin" run "$m" "Lily" -n 80 --seed 7 2>/dev/null)
+b=$("$bin" run "$m" "Lily" -n 80 --seed 7 --spec ngram 2>/dev/null)
+[ -n "$a" ] && [ "$a" = "$b" ]; check "run --spec ngram: a seed gives plain decoding's text" $?
+s=$("$bin" run "$m" "Once upon a time" -n 60 --temp 0 --stop "Lily" --draft "$m" 2>/dev/null)
+[ "$s" = ", there was a little girl named " ]; check "run --draft: --stop cuts at the same place" $?
+"$bin" run "$m" "Once upon a time" -n 100 --temp 0 --spec ngram -v >/dev/null 2>"$tmp/err"
+grep -qE "^meshllm: speculative: [0-9]+ drafted, [1-9][0-9]* accepted" "$tmp/err"
+check "run -v reports drafted and accepted tokens" $?
+"$bin" run "$m" x --spec draft >/dev/null 2>"$tmp/err"; rc=$?
+[ $rc = 2 ] && grep -q "needs a draft model" "$tmp/err"; check "--spec draft without --draft: exit 2" $?
+"$bin" run "$m" x --spec fast >/dev/null 2>&1; [ $? = 2 ]; check "--spec fast: exit 2" $?
+"$bin" run "$m" x --draft /nonexistent.gguf >/dev/null 2>"$tmp/err"; rc=$?
+[ $rc = 1 ] && grep -q "draft model /nonexistent.gguf" "$tmp/err"; check "--draft missing file: exit 1" $?
+
 echo "$pass passed, $fails failed"
 [ $fails = 0 ]

@@ -4,7 +4,9 @@
  * random-weight model of a real shape (dim 512, 8 layers, GQA, Q8_0); S2 and S3 join and
  * hold the other thirds; R joins holding none (`--layers none`: embedding and head only).
  * R's greedy answers equal a single node's token for token, logprobs within F16 rounding,
- * and X-Meshllm-Ran-On names the stages. A stage answers garbage with errors and goes on
+ * and X-Meshllm-Ran-On names the stages. RS, a second requester with n-gram speculative
+ * decoding, verifies its proposals through the three stages (rejected positions rewind the
+ * stages' sessions) and still equals the single node. A stage answers garbage with errors and goes on
  * serving; a full stage says busy; a node without a certificate is refused. Also the wire
  * format and the planner alone. */
 #include <setjmp.h>
@@ -43,8 +45,9 @@ static char g_rand_path[600];
 static const char *g_models[2]; /* stories260K, the random model */
 static const char *g_names[2] = {"stories260K", "rand-small"};
 static int g_n_layer[2];
-static struct registry *g_full, *g_reg_r, *g_reg_s[3];
-static struct mesh *g_r, *g_s[3];
+static struct registry *g_full, *g_reg_r, *g_reg_s[3], *g_reg_rs;
+static struct mesh *g_r, *g_s[3], *g_rs;
+static enum spec_mode g_spec; /* what the next reg_make's schedulers speculate with */
 static struct p2pnode *g_x;
 static struct multiaddr g_s_addr[3];
 
@@ -99,6 +102,7 @@ static void sched_small(struct sched_params *sp, int n_slots)
     sp->n_slots = n_slots;
     sp->n_ctx = 256;
     sp->n_threads = 1;
+    sp->spec = g_spec;
 }
 
 /* A registry holding layers [third k) of both models (k -1: whole, 3: none). */
@@ -124,15 +128,22 @@ static struct registry *reg_make(int k, int n_slots)
     return reg;
 }
 
-static int n_stages_heard(int model)
+static int n_heard_by(struct registry *reg, struct mesh *mesh, int model)
 {
-    const char *dg = registry_digest(g_reg_r, model);
+    const char *dg = registry_digest(reg, model);
     struct peers_stage *c = calloc(PEERS_MAX, sizeof *c);
-    int n = dg ? peers_stages(mesh_peers(g_r), dg, g_n_layer[model], NULL, 0, mesh_now_ms(), c,
+    int n = dg ? peers_stages(mesh_peers(mesh), dg, g_n_layer[model], NULL, 0, mesh_now_ms(), c,
                               PEERS_MAX)
                : 0;
     free(c);
     return n;
+}
+
+static int n_stages_heard(int model)
+{
+    return n_heard_by(g_reg_r, g_r, model) < n_heard_by(g_reg_rs, g_rs, model)
+               ? n_heard_by(g_reg_r, g_r, model)
+               : n_heard_by(g_reg_rs, g_rs, model);
 }
 
 static int group_setup(void **state)
@@ -182,6 +193,12 @@ static int group_setup(void **state)
     char *tok = invite_from(node_dir("S1"));
     g_r = start("R", g_reg_r, tok, &g_s_addr[0]);
     free(tok);
+    g_spec = SPEC_NGRAM;
+    g_reg_rs = reg_make(3, 2);
+    g_spec = SPEC_OFF;
+    tok = invite_from(node_dir("S1"));
+    g_rs = start("RS", g_reg_rs, tok, &g_s_addr[0]);
+    free(tok);
     /* X: a libp2p node with no certificate */
     struct multiaddr lo;
     assert_int_equal(multiaddr_from_text("/ip4/127.0.0.1/tcp/0", &lo), 0);
@@ -199,8 +216,10 @@ static int group_teardown(void **state)
 {
     (void)state;
     p2pnode_stop(g_x);
+    mesh_stop(g_rs);
     mesh_stop(g_r);
     for (int k = 2; k >= 0; k--) mesh_stop(g_s[k]);
+    registry_free(g_reg_rs);
     registry_free(g_reg_r);
     for (int k = 0; k < 3; k++) registry_free(g_reg_s[k]);
     registry_free(g_full);
@@ -409,6 +428,41 @@ static void test_stage_pipeline_random_equals_single(void **state)
     pipeline_equals_single(1, 16);
 }
 
+/* Speculative decoding through the pipeline: RS verifies each step's proposal as one run of
+ * tokens per slot on every stage; a rejection leaves the stages holding positions the next
+ * pass overwrites (it starts earlier, which rewinds the session). Greedy output equals a
+ * single node's without speculation. */
+static void test_stage_pipeline_spec_equals_single(void **state)
+{
+    (void)state;
+    for (int model = 0; model < 2; model++) {
+        struct result *want = calloc(1, sizeof *want), *got = calloc(1, sizeof *got);
+        int max_tokens = model ? 24 : 64;
+        gen(g_full, NULL, g_names[model], max_tokens, want);
+        gen(g_reg_rs, g_rs, g_names[model], max_tokens, got);
+        assert_string_equal(want->finish, got->finish);
+        assert_int_equal(got->n_ids, want->n_ids);
+        assert_memory_equal(got->ids, want->ids, (size_t)want->n_ids * sizeof want->ids[0]);
+        double worst = 0;
+        for (int i = 0; i < want->n_ids; i++) worst = fmax(worst, fabs(got->lp[i] - want->lp[i]));
+        assert_true(worst < 0.02);
+        for (int k = 0; k < 3; k++) assert_non_null(strstr(got->ran_on, mesh_self_text(g_s[k])));
+        enum registry_state rst;
+        struct sched_stats st;
+        sched_stats(registry_at(g_reg_rs, model, &rst)->sched, &st);
+        print_message("%s over 3 stages with n-gram drafts: %d tokens equal (worst logprob "
+                      "difference %.5f); drafted %llu, accepted %llu\n",
+                      g_names[model], want->n_ids, worst, (unsigned long long)st.n_spec_drafted,
+                      (unsigned long long)st.n_spec_accepted);
+        if (model == 0) {
+            assert_true(st.n_spec_accepted > 0);
+            assert_true(st.n_spec_drafted > st.n_spec_accepted); /* some were rolled back */
+        }
+        free(want);
+        free(got);
+    }
+}
+
 /* What a stage holds: its own range only; all stages together what a whole node packs. */
 static void test_stage_loads_only_its_range(void **state)
 {
@@ -559,6 +613,7 @@ int main(void)
         cmocka_unit_test(test_stage_plan_covers_layers),
         cmocka_unit_test(test_stage_pipeline_stories_equals_single),
         cmocka_unit_test(test_stage_pipeline_random_equals_single),
+        cmocka_unit_test(test_stage_pipeline_spec_equals_single),
         cmocka_unit_test(test_stage_loads_only_its_range),
         cmocka_unit_test(test_stage_garbage_and_busy_keep_serving),
         cmocka_unit_test(test_stage_non_member_refused),
