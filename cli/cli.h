@@ -39,5 +39,6 @@ int cmd_invite(int argc, char **argv);
 int cmd_revoke(int argc, char **argv);
 int cmd_join(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_route(int argc, char **argv);
 
 #endif
