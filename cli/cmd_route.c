@@ -174,13 +174,21 @@ static int route_run(const struct route_args *a)
         return 2;
     }
     char *body = NULL;
-    int rc = cli_http_get("route", url, a->key, false, &body);
-    if (rc) { /* cli_http_get said why; a 404 is a model neither the node nor its mesh has */
-        fprintf(stderr, "meshllm: route: HTTP 404 means no such model there ('meshllm status' "
-                        "lists them)\n");
+    long status = 0;
+    if (cli_http_fetch("route", url, a->key, &status, &body)) return 1;
+    cJSON *root = cJSON_Parse(body);
+    int rc = 0;
+    if (status != 200) {
+        const char *msg = jstr(cJSON_GetObjectItem(root, "error"), "message", NULL);
+        if (status == 404 && msg)
+            cli_fail("route: %s ('meshllm status --url %.*s' lists them)", msg, (int)blen, a->base);
+        else
+            cli_fail("route: %s answered HTTP %ld%s%s", url, status,
+                     status == 401 ? " (pass --api-key)" : msg ? ": " : "", msg ? msg : "");
+        cJSON_Delete(root);
+        free(body);
         return 1;
     }
-    cJSON *root = cJSON_Parse(body);
     if (a->as_json) {
         printf("%s\n", body);
         rc = cJSON_IsTrue(cJSON_GetObjectItem(root, "covered")) ? 0 : 1;
