@@ -945,7 +945,13 @@ static int split_refusal(struct router *rt, const struct node_gen_req *req, stru
     if (!rt->cfg.reg || !req->model || req->kind == NODE_KIND_EMBEDDING) return 0;
     enum registry_state st;
     struct registry_entry *e = registry_find(rt->cfg.reg, req->model, &st);
-    if (!e || !e->is_split || st != REGISTRY_READY) return 0;
+    if (!e || !e->is_split || st != REGISTRY_READY || !registry_pin(rt->cfg.reg)) return 0;
+    /* the common case first: a route is kept (no copy of the peer table) */
+    struct pipeline_view *v = e->pipe ? malloc(sizeof *v) : NULL;
+    int vrc = v ? pipeline_view(e->pipe, v) : 0;
+    registry_unpin(rt->cfg.reg);
+    free(v);
+    if (vrc == 0) return 0;
     struct router_route *r = malloc(sizeof *r);
     if (!r) return 0; /* the pass will say it */
     int rc = 0;
