@@ -226,4 +226,13 @@ char *api_model_json(const struct router_model *m);
 struct cJSON;
 void api_model_add_meshllm(struct cJSON *obj, const struct router_model *m);
 
+/* Routes of split models (api/route.c; docs/API.md "GET /node/route"). */
+/* GET /node/route?model=NAME: the route's JSON (malloc'd) with *status 200, or an error
+ * object with 400 (no model given) / 404 (no such model here or on the mesh). */
+char *api_route_json(struct http_server *s, const char *model, int *status);
+/* Adds "routes": [the route of each split model of this node] to a /node/peers object. */
+void api_routes_add(struct http_server *s, struct cJSON *root);
+/* The meshllm_pipeline_* block of /metrics (malloc'd text, "" without split models). */
+char *api_route_metrics_text(struct http_server *s);
+
 #endif

@@ -397,6 +397,12 @@ static enum MHD_Result dispatch(struct api_conn *c, const char *method, const ch
     }
     if (get && !strcmp(url, "/node/status")) return api_reply_json(c, 200, api_status_json(s));
     if (get && !strcmp(url, "/node/peers")) return api_reply_json(c, 200, api_peers_json(s));
+    if (get && !strcmp(url, "/node/route")) {
+        int status = 200;
+        const char *model = MHD_lookup_connection_value(c->mc, MHD_GET_ARGUMENT_KIND, "model");
+        char *j = api_route_json(s, model, &status);
+        return api_reply_json(c, (unsigned)status, j);
+    }
     if (get && !strcmp(url, "/api/version")) return api_reply_json(c, 200, api_ollama_version_json());
     if (post && !strcmp(url, "/v1/chat/completions"))
         return route_gen(c, API_PROTO_OPENAI, API_KIND_CHAT);
@@ -411,7 +417,7 @@ static enum MHD_Result dispatch(struct api_conn *c, const char *method, const ch
                  !strcmp(url, "/v1/embeddings") || !strcmp(url, "/v1/models") ||
                  !strcmp(url, "/metrics") || !strcmp(url, "/api/chat") ||
                  !strcmp(url, "/api/generate") || !strcmp(url, "/api/tags") ||
-                 !strcmp(url, "/node/peers");
+                 !strcmp(url, "/node/peers") || !strcmp(url, "/node/route");
     if (known)
         return reply_err(c, 405, "invalid_request_error", "method_not_allowed",
                          "method not allowed for this path");

@@ -182,6 +182,10 @@ char *api_metrics_text(struct http_server *s)
         }
     }
     free(ms);
+    /* split models' pipelines: a block of its own (api/route.c) */
+    char *pipe = live ? api_route_metrics_text(s) : NULL;
+    if (pipe) mprintf(&b, "%s", pipe);
+    free(pipe);
     return b.p;
 }
 
@@ -240,12 +244,15 @@ char *api_peers_json(struct http_server *s)
 {
     char *j = s->peers_json ? s->peers_json(s->peers_ctx) : strdup("{\"enabled\":false,\"peers\":[]}");
     cJSON *root = j ? cJSON_Parse(j) : NULL;
-    if (!cJSON_IsObject(root) || cJSON_GetObjectItemCaseSensitive(root, "route")) {
+    if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return j; /* as the peer layer wrote it */
     }
     free(j);
-    cJSON_AddStringToObject(root, "route", node_route_name(router_default_route(s->rt)));
+    if (!cJSON_GetObjectItemCaseSensitive(root, "route"))
+        cJSON_AddStringToObject(root, "route", node_route_name(router_default_route(s->rt)));
+    /* the split models' routes, for the console's mesh map (api/route.c) */
+    if (!cJSON_GetObjectItemCaseSensitive(root, "routes")) api_routes_add(s, root);
     char *out = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     return out;

@@ -16,6 +16,9 @@ struct cli_cmd {
 /* GETs url (bearer key if not NULL/empty) into *out (malloc'd, NUL-terminated, at most
  * 4 MiB). Returns 0, or 1 after printing "meshllm: <what>: ..." unless quiet. */
 int cli_http_get(const char *what, const char *url, const char *key, bool quiet, char **out);
+/* GETs url like cli_http_get but takes any HTTP answer: 0 with *status and the body in *out
+ * (malloc'd, "" when empty), or 1 when none came (printed). */
+int cli_http_fetch(const char *what, const char *url, const char *key, long *status, char **out);
 
 /* The node data directory: opt (--data-dir) if given, else $MESHLLM_HOME, else ~/.meshllm
  * (written into buf). NULL when none can be named (no HOME). */
@@ -39,5 +42,6 @@ int cmd_invite(int argc, char **argv);
 int cmd_revoke(int argc, char **argv);
 int cmd_join(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_route(int argc, char **argv);
 
 #endif

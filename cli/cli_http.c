@@ -31,7 +31,34 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
+/* The transfer (cli_http_fetch's contract, plus quiet). */
+static int http_get(const char *what, const char *url, const char *key, bool quiet, long *status,
+                    char **out);
+
 int cli_http_get(const char *what, const char *url, const char *key, bool quiet, char **out)
+{
+    long status = 0;
+    *out = NULL;
+    char *body = NULL;
+    if (http_get(what, url, key, quiet, &status, &body)) return 1;
+    if (status != 200) {
+        if (!quiet)
+            cli_fail("%s: %s answered HTTP %ld%s", what, url, status,
+                 status == 401 ? " (pass --api-key)" : status == 404 ? " (an older node?)" : "");
+        free(body);
+        return 1;
+    }
+    *out = body;
+    return 0;
+}
+
+int cli_http_fetch(const char *what, const char *url, const char *key, long *status, char **out)
+{
+    return http_get(what, url, key, false, status, out);
+}
+
+static int http_get(const char *what, const char *url, const char *key, bool quiet, long *status,
+                    char **out)
 {
     struct body b = {0};
     char auth[512];
@@ -54,20 +81,15 @@ int cli_http_get(const char *what, const char *url, const char *key, bool quiet,
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
     curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
     CURLcode cr = curl_easy_perform(c);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    *status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
     if (cr != CURLE_OK) {
         if (!quiet)
             cli_fail("%s: %s: %s%s", what, url, b.too_big ? "reply too large" : curl_easy_strerror(cr),
                  cr == CURLE_COULDNT_CONNECT ? " (is 'meshllm serve' running there?)" : "");
         goto out;
     }
-    if (status != 200) {
-        if (!quiet)
-            cli_fail("%s: %s answered HTTP %ld%s", what, url, status,
-                 status == 401 ? " (pass --api-key)" : status == 404 ? " (an older node?)" : "");
-        goto out;
-    }
+    if (!b.buf && !(b.buf = strdup(""))) goto out;
     *out = b.buf;
     b.buf = NULL;
     rc = 0;

@@ -22,6 +22,7 @@ static const struct cli_cmd g_cmds[] = {
     {"invite", "print a token that lets another device join the mesh", cmd_invite},
     {"join", "join the mesh of an invite token (its inviter must be running)", cmd_join},
     {"status", "show a running node: its mesh, its peers and where each model runs", cmd_status},
+    {"route", "show the stages a running node would use for a split model", cmd_route},
     {"revoke", "remove a peer (and those it invited) from the mesh (owner only)", cmd_revoke},
     {"version", "print the version", cmd_version},
     {"info", "show a model file's metadata and tensors", cmd_info},

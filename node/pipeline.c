@@ -131,8 +131,10 @@ struct pipeline {
     size_t *lens;
     struct stage_reply *replies;
     struct pipeline_stats st;
-    pthread_mutex_t text_mu;     /* guards text */
+    pthread_mutex_t text_mu;     /* guards text, shown, n_shown */
     char text[512];              /* the route, as describe writes it */
+    struct pipeline_hop shown[PIPELINE_MAX_HOPS]; /* the route, for pipeline_view */
+    int n_shown;
 };
 
 static void route_text_update(struct pipeline *pl)
@@ -152,6 +154,8 @@ static void route_text_update(struct pipeline *pl)
     if (pl->n_hops == 0) snprintf(t, sizeof t, "local:pipeline-unplanned");
     pthread_mutex_lock(&pl->text_mu);
     memcpy(pl->text, t, sizeof t);
+    memcpy(pl->shown, pl->hops, (size_t)pl->n_hops * sizeof *pl->hops);
+    pl->n_shown = pl->n_hops;
     pthread_mutex_unlock(&pl->text_mu);
 }
 
@@ -159,6 +163,10 @@ static void route_text_update(struct pipeline *pl)
 static void route_drop(struct pipeline *pl, bool node_alive)
 {
     for (int i = 0; i < pl->n_hops; i++) {
+        uint64_t s = 0, r = 0; /* the counters outlive the route's streams */
+        if (pl->conns[i]) stage_conn_bytes(pl->conns[i], &s, &r);
+        pl->st.bytes_sent += s;
+        pl->st.bytes_recv += r;
         stage_conn_free(pl->conns[i], node_alive);
         pl->conns[i] = NULL;
     }
@@ -381,6 +389,7 @@ static int pl_decode(void *arg, struct model_ctx *c, const struct model_batch *b
     if (n_out) rc = model_head(c, pl->x, n_out, logits);
     if (rc == 0) {
         pl->st.n_passes++;
+        pl->st.n_tokens += (uint64_t)b->n;
         for (int t = 0; t < b->n; t++) {
             int seq = b->seq ? b->seq[t] : 0;
             if (seq >= 0 && seq < pl->n_seq && b->pos[t] + 1 > pl->valid[seq])
@@ -513,4 +522,62 @@ void pipeline_free(struct pipeline *pl)
     pthread_mutex_destroy(&pl->text_mu);
     pthread_mutex_destroy(&pl->mu);
     free(pl);
+}
+
+/* ---- what a user is shown (meshllm route, the console, refusals) ------------------------- */
+
+int pipeline_missing(const struct peers_stage *cands, int n_cands, int n_layer, int local_begin,
+                     int local_end, struct pipeline_gap *out, int cap)
+{
+    if (n_layer <= 0 || n_layer > PLAN_MAX_LAYERS) return 0;
+    bool held[PLAN_MAX_LAYERS] = {false};
+    for (int l = local_begin < 0 ? 0 : local_begin; l < local_end && l < n_layer; l++)
+        held[l] = true;
+    for (int i = 0; i < n_cands; i++)
+        for (int l = cands[i].layer_begin < 0 ? 0 : cands[i].layer_begin;
+             l < cands[i].layer_end && l < n_layer; l++)
+            held[l] = true;
+    int n = 0;
+    for (int l = 0; l < n_layer && n < cap;) {
+        if (held[l]) {
+            l++;
+            continue;
+        }
+        int e = l;
+        while (e < n_layer && !held[e]) e++;
+        out[n].layer_begin = l;
+        out[n].layer_end = e;
+        n++;
+        l = e;
+    }
+    return n;
+}
+
+int pipeline_view(struct pipeline *pl, struct pipeline_view *out)
+{
+    memset(out, 0, sizeof *out);
+    out->n_layer = pl->n_layer;
+    out->layer_begin = pl->layer_begin;
+    out->layer_end = pl->layer_end;
+    struct pipeline_hop none[1];
+    pipeline_route(pl, none, 0); /* plans one when there is none and no pass runs */
+    pthread_mutex_lock(&pl->text_mu);
+    out->n_hops = pl->n_shown;
+    memcpy(out->hops, pl->shown, (size_t)pl->n_shown * sizeof *out->hops);
+    pthread_mutex_unlock(&pl->text_mu);
+    if (out->n_hops > 0) return 0;
+    const char *digest = registry_digest(pl->reg, pl->reg_index);
+    if (!digest) return MESH_EAGAIN;
+    /* no route: which layers nobody announces (failed stages count as holding theirs) */
+    struct peers_stage *cands = malloc(PEERS_MAX * sizeof *cands);
+    if (!cands) return MESH_ENOTFOUND;
+    struct mesh *mesh = registry_mesh_hold(pl->reg);
+    int n = mesh ? peers_stages(mesh_peers(mesh), digest, pl->n_layer, NULL, 0, mesh_now_ms(),
+                                cands, PEERS_MAX)
+                 : 0;
+    registry_mesh_release(pl->reg);
+    out->n_gaps = pipeline_missing(cands, n, pl->n_layer, pl->layer_begin, pl->layer_end,
+                                   out->gaps, PIPELINE_MAX_GAPS);
+    free(cands);
+    return MESH_ENOTFOUND;
 }

@@ -76,8 +76,38 @@ struct pipeline_stats {
     uint64_t n_passes;            /* batches run through the route */
     uint64_t n_plans;             /* routes planned */
     uint64_t n_failures;          /* passes that failed on a stage */
-    uint64_t bytes_sent, bytes_recv; /* on the current route's streams */
+    uint64_t n_tokens;            /* batch rows (tokens) those passes carried */
+    uint64_t bytes_sent, bytes_recv; /* on every route's stage streams so far */
 };
 void pipeline_stats(struct pipeline *pl, struct pipeline_stats *out);
+
+/* Layers [layer_begin, layer_end) that nobody holds. */
+struct pipeline_gap {
+    int layer_begin, layer_end;
+};
+#define PIPELINE_MAX_GAPS 8
+/* The layers of [0, n_layer) that neither a candidate (peers_stages) nor this node's range
+ * [local_begin, local_end) holds, as ranges in layer order into out[cap] (pure). Returns
+ * how many (0: every layer is held by someone; the planner may still find no chain when
+ * ranges overlap without meeting end to begin), at most cap. */
+int pipeline_missing(const struct peers_stage *cands, int n_cands, int n_layer, int local_begin,
+                     int local_end, struct pipeline_gap *out, int cap);
+
+/* A split model's route as a user is shown it (meshllm route, the console, the API's 503). */
+struct pipeline_view {
+    int n_layer;                  /* the model's */
+    int layer_begin, layer_end;   /* this node's (equal: none) */
+    int n_hops;                   /* the route, in layer order; 0: none */
+    struct pipeline_hop hops[PIPELINE_MAX_HOPS];
+    int n_gaps;                   /* no route: the layers no live member announces */
+    struct pipeline_gap gaps[PIPELINE_MAX_GAPS];
+};
+/* Fills out with the route the next request would use: the kept one, else one planned now
+ * (not while a pass runs: then the pass's). 0 (a route), MESH_ENOTFOUND (none: gaps names
+ * the missing layers; no gap means every layer is announced but no chain of usable stages
+ * covers them, e.g. one failed in the last PIPELINE_RETRY_MS), MESH_EAGAIN (the model's
+ * content hash is not computed yet, so its stages cannot be matched). Any thread; never
+ * waits for a pass. */
+int pipeline_view(struct pipeline *pl, struct pipeline_view *out);
 
 #endif

@@ -18,6 +18,7 @@
 #include "node/local.h"
 #include "node/mesh.h"
 #include "node/peers.h"
+#include "node/pipeline.h"
 #include "node/registry.h"
 
 #include <pthread.h>
@@ -632,6 +633,8 @@ static int submit_routed(struct router *rt, const struct node_gen_req *req,
     return 0;
 }
 
+static int split_refusal(struct router *rt, const struct node_gen_req *req, struct node_error *err);
+
 int router_submit(struct router *rt, const struct node_gen_req *req, const struct node_client *cl,
                   struct node_req **out, struct node_error *err)
 {
@@ -644,6 +647,8 @@ int router_submit(struct router *rt, const struct node_gen_req *req, const struc
         node_error_set(err, 503, "server_error", "shutting_down", NULL,
                        "the server is shutting down");
         rc = MESH_ECLOSED;
+    } else if ((rc = split_refusal(rt, req, err)) != 0) {
+        /* a split model no route covers: 503 now, not a request that ends "error" */
     } else if (route != NODE_ROUTE_LOCAL && rt->cfg.mesh && req->kind != NODE_KIND_EMBEDDING) {
         rc = submit_routed(rt, req, route, cl, out, err);
     } else if (!rt->cfg.reg || registry_count(rt->cfg.reg) == 0) {
@@ -764,4 +769,230 @@ int router_model_get(struct router *rt, const char *name, struct router_model *o
         return 0;
     }
     return mesh_models(rt, out, 0, 1, name) == 1 ? 0 : MESH_ENOTFOUND;
+}
+
+/* ---- routes of split models -------------------------------------------------------------- */
+
+/* The RTT and announced load of peer id_text's model (digest and range of a stage, or name
+ * for a whole model) from a peer table snapshot es[ne]. */
+static void stage_from_peer(const struct peers_entry *es, int ne, const char *digest,
+                            const char *name, struct router_stage *s)
+{
+    s->rtt_ms = -1;
+    for (int i = 0; i < ne; i++) {
+        const struct peers_entry *p = &es[i];
+        if (strcmp(p->id_text, s->peer)) continue;
+        if (p->rtt_us >= 0) s->rtt_ms = (double)p->rtt_us / 1000.0;
+        for (int k = 0; k < p->n_models; k++) {
+            const struct peers_model *m = &p->models[k];
+            bool match = digest ? !strcmp(m->digest, digest) && m->layer_begin == s->layer_begin &&
+                                      m->layer_end == s->layer_end
+                                : !strcmp(m->name, name) && m->n_layer == 0;
+            if (!match) continue;
+            s->has_load = true;
+            s->n_active = m->n_active;
+            s->n_slots = m->n_slots;
+            s->n_queued = m->n_queued;
+            break;
+        }
+        return;
+    }
+}
+
+static void stage_from_local(struct router *rt, const char *name, struct router_stage *s)
+{
+    struct node_local_info li;
+    s->rtt_ms = 0;
+    if (node_local_info(rt->cfg.reg, name, &li) || !li.is_ready) return;
+    s->has_load = true;
+    s->n_active = li.n_active;
+    s->n_slots = li.n_slots;
+    s->n_queued = li.n_queued;
+}
+
+/* "2-3, 7-9": the missing layers as --layers would name them. */
+static void gaps_text(const struct router_route *r, char *buf, size_t cap)
+{
+    size_t off = 0;
+    buf[0] = 0;
+    for (int i = 0; i < r->n_missing && off < cap; i++) {
+        int w = snprintf(buf + off, cap - off, "%s%d-%d", i ? ", " : "", r->missing[i][0],
+                         r->missing[i][1] - 1);
+        if (w < 0) break;
+        off += (size_t)w;
+    }
+}
+
+/* The route of a model only peers serve (whole): the peer that would be asked first. */
+static int route_remote(struct router *rt, const char *model, struct router_route *out)
+{
+    enum node_route route = router_default_route(rt);
+    if (!rt->cfg.mesh || route == NODE_ROUTE_LOCAL || !model) return MESH_ENOTFOUND;
+    struct peers_pick pick;
+    if (peers_rank(mesh_peers(rt->cfg.mesh), model, route == NODE_ROUTE_OWN, NULL, 0, NULL, 0,
+                   mesh_now_ms(), &pick, 1) != 1)
+        return MESH_ENOTFOUND;
+    snprintf(out->model, sizeof out->model, "%s", model);
+    struct router_stage *s = &out->stages[out->n_stages++];
+    s->is_whole = true;
+    snprintf(s->peer, sizeof s->peer, "%s", pick.id_text);
+    struct peers_entry *es = malloc(PEERS_MAX * sizeof *es);
+    int ne = es ? peers_snapshot(mesh_peers(rt->cfg.mesh), es, PEERS_MAX) : 0;
+    stage_from_peer(es, ne, NULL, model, s);
+    free(es);
+    return 0;
+}
+
+/* A READY split entry's stages from its pipeline's view (rc: pipeline_view's). */
+static void route_split(struct router *rt, struct registry_entry *e, const struct pipeline_view *vp,
+                        int rc, struct router_route *out)
+{
+    const struct pipeline_view *v = vp;
+    out->n_layer = v->n_layer;
+    const char *digest = NULL;
+    for (int i = 0; i < registry_count(rt->cfg.reg); i++) {
+        enum registry_state st;
+        if (registry_at(rt->cfg.reg, i, &st) == e) digest = registry_digest(rt->cfg.reg, i);
+    }
+    struct peers_entry *es = rt->cfg.mesh ? malloc(PEERS_MAX * sizeof *es) : NULL;
+    int ne = es ? peers_snapshot(mesh_peers(rt->cfg.mesh), es, PEERS_MAX) : 0;
+    for (int i = 0; i < v->n_hops && out->n_stages < ROUTER_MAX_STAGES; i++) {
+        const struct pipeline_hop *h = &v->hops[i];
+        struct router_stage *s = &out->stages[out->n_stages++];
+        s->is_local = h->is_local;
+        s->layer_begin = h->layer_begin;
+        s->layer_end = h->layer_end;
+        if (h->is_local) {
+            stage_from_local(rt, e->name, s);
+            continue;
+        }
+        snprintf(s->peer, sizeof s->peer, "%s", h->id_text);
+        stage_from_peer(es, ne, digest, NULL, s);
+    }
+    free(es);
+    for (int i = 0; i < v->n_gaps && i < ROUTER_MAX_GAPS; i++) {
+        out->missing[i][0] = v->gaps[i].layer_begin;
+        out->missing[i][1] = v->gaps[i].layer_end;
+        out->n_missing++;
+    }
+    if (rc == 0) return;
+    if (rc == MESH_EAGAIN) {
+        out->state = ROUTER_ROUTE_WAIT;
+        snprintf(out->why, sizeof out->why,
+                 "The content hash of '%.128s' is still being computed (its stages are matched "
+                 "by it); retry in a moment.", e->name);
+        return;
+    }
+    out->state = ROUTER_ROUTE_NONE;
+    char gaps[64];
+    gaps_text(out, gaps, sizeof gaps);
+    if (out->n_missing)
+        snprintf(out->why, sizeof out->why,
+                 "No route covers layers %s of '%.64s' (%d layers): no mesh member announces "
+                 "them. Start a node with: meshllm serve --model FILE --layers %d-%d --join TOKEN",
+                 gaps, e->name, out->n_layer, out->missing[0][0], out->missing[0][1] - 1);
+    else
+        snprintf(out->why, sizeof out->why,
+                 "No route covers the %d layers of '%.128s': every layer is announced, but the "
+                 "stages do not meet end to begin or one failed in the last %d s.",
+                 out->n_layer, e->name, PIPELINE_RETRY_MS / 1000);
+}
+
+int router_route(struct router *rt, const char *model, struct router_route *out)
+{
+    memset(out, 0, sizeof *out);
+    enum registry_state st;
+    struct registry_entry *e = rt->cfg.reg && model ? registry_find(rt->cfg.reg, model, &st) : NULL;
+    if (!e) return route_remote(rt, model, out);
+    snprintf(out->model, sizeof out->model, "%s", e->name);
+    out->is_split = e->is_split;
+    out->layer_begin = e->layer_begin;
+    out->layer_end = e->layer_end;
+    if (st == REGISTRY_FAILED) {
+        out->state = ROUTER_ROUTE_FAILED;
+        snprintf(out->why, sizeof out->why, "'%.128s' failed to load: %.160s", e->name, e->err);
+        return 0;
+    }
+    if (st != REGISTRY_READY || !registry_pin(rt->cfg.reg)) {
+        out->state = ROUTER_ROUTE_WAIT;
+        snprintf(out->why, sizeof out->why, "'%.128s' is %s.", e->name,
+                 st == REGISTRY_READY ? "stopped: the node is shutting down" : "still loading");
+        return 0;
+    }
+    /* the view under the pin (the pipeline lives as long as it); the rest pins on its own */
+    struct pipeline_view *v = e->is_split && e->pipe ? malloc(sizeof *v) : NULL;
+    int rc = v ? pipeline_view(e->pipe, v) : 0;
+    registry_unpin(rt->cfg.reg);
+    if (v) {
+        route_split(rt, e, v, rc, out);
+        free(v);
+    } else if (e->is_split) {
+        out->state = ROUTER_ROUTE_WAIT;
+        snprintf(out->why, sizeof out->why, "'%.128s': out of memory", e->name);
+    } else {
+        struct router_stage *s = &out->stages[out->n_stages++];
+        struct node_local_info li;
+        if (node_local_info(rt->cfg.reg, e->name, &li) == 0) out->n_layer = li.n_layer;
+        s->is_local = true;
+        s->is_whole = true;
+        s->layer_end = out->n_layer;
+        stage_from_local(rt, e->name, s);
+    }
+    return 0;
+}
+
+/* A split model that no route covers, refused before it is queued (router_submit). */
+static int split_refusal(struct router *rt, const struct node_gen_req *req, struct node_error *err)
+{
+    if (!rt->cfg.reg || !req->model || req->kind == NODE_KIND_EMBEDDING) return 0;
+    enum registry_state st;
+    struct registry_entry *e = registry_find(rt->cfg.reg, req->model, &st);
+    if (!e || !e->is_split || st != REGISTRY_READY || !registry_pin(rt->cfg.reg)) return 0;
+    /* the common case first: a route is kept (no copy of the peer table) */
+    struct pipeline_view *v = e->pipe ? malloc(sizeof *v) : NULL;
+    int vrc = v ? pipeline_view(e->pipe, v) : 0;
+    registry_unpin(rt->cfg.reg);
+    free(v);
+    if (vrc == 0) return 0;
+    struct router_route *r = malloc(sizeof *r);
+    if (!r) return 0; /* the pass will say it */
+    int rc = 0;
+    if (router_route(rt, req->model, r) == 0 && r->state == ROUTER_ROUTE_NONE) {
+        node_error_set(err, 503, "server_error", "no_route", "model", "%s", r->why);
+        err->retry_after_s = 5;
+        rc = MESH_ENOTFOUND;
+    } else if (r->state == ROUTER_ROUTE_WAIT) {
+        node_error_set(err, 503, "server_error", "model_loading", "model", "%s", r->why);
+        err->retry_after_s = 2;
+        rc = MESH_EAGAIN;
+    }
+    free(r);
+    return rc;
+}
+
+int router_splits(struct router *rt, struct router_split *out, int cap)
+{
+    struct registry *reg = rt->cfg.reg;
+    if (!reg || !registry_pin(reg)) return 0;
+    int n = 0;
+    for (int i = 0; i < registry_count(reg) && n < cap; i++) {
+        enum registry_state st;
+        struct registry_entry *e = registry_at(reg, i, &st);
+        if (st != REGISTRY_READY || !e->is_split || !e->pipe) continue;
+        struct pipeline_stats ps;
+        pipeline_stats(e->pipe, &ps);
+        struct router_split *o = &out[n++];
+        memset(o, 0, sizeof *o);
+        snprintf(o->model, sizeof o->model, "%s", e->name);
+        o->layer_begin = e->layer_begin;
+        o->layer_end = e->layer_end;
+        o->n_passes = ps.n_passes;
+        o->n_tokens = ps.n_tokens;
+        o->n_plans = ps.n_plans;
+        o->n_failures = ps.n_failures;
+        o->bytes_sent = ps.bytes_sent;
+        o->bytes_recv = ps.bytes_recv;
+    }
+    registry_unpin(reg);
+    return n;
 }

@@ -72,4 +72,50 @@ int router_models(struct router *rt, struct router_model *out, int cap);
  * 0, or MESH_ENOTFOUND. */
 int router_model_get(struct router *rt, const char *name, struct router_model *out);
 
+/* ---- split models: their routes (meshllm route, the console, /metrics) ------------------ */
+
+enum router_route_state {
+    ROUTER_ROUTE_OK = 0,       /* stages below cover every layer */
+    ROUTER_ROUTE_NONE = 1,     /* no route: missing names the layers nobody announces */
+    ROUTER_ROUTE_WAIT = 2,     /* loading, or its content hash is being computed */
+    ROUTER_ROUTE_FAILED = 3,   /* the model failed to load (why says why) */
+};
+#define ROUTER_MAX_STAGES 16
+#define ROUTER_MAX_GAPS 8
+struct router_stage {
+    bool is_local;             /* this node's own layers */
+    bool is_whole;             /* a whole model (not split): all its layers */
+    int layer_begin, layer_end; /* [begin, end) */
+    char peer[64];             /* the stage's peer ID ("" when local) */
+    double rtt_ms;             /* last ping; -1 unknown, 0 local */
+    bool has_load;             /* the numbers below are known (announced or local) */
+    int n_active, n_slots, n_queued;
+};
+struct router_route {
+    char model[128];
+    bool is_split;             /* served here as a pipeline (serve --layers) */
+    int state;                 /* enum router_route_state */
+    int n_layer;               /* 0 when unknown (a model only peers serve whole) */
+    int layer_begin, layer_end; /* this node's range of a split model (equal: none) */
+    int n_stages;
+    struct router_stage stages[ROUTER_MAX_STAGES];
+    int n_missing;             /* ROUTER_ROUTE_NONE: [begin, end) ranges nobody holds */
+    int missing[ROUTER_MAX_GAPS][2];
+    char why[320];             /* for a user: what is wrong and what to do ("" when OK) */
+};
+/* The route a generation of model would take now, without running one: a split model's
+ * stages (the kept route, else one planned now), a whole local model's one local stage, or
+ * for a model only peers serve, the peer that would be asked first. 0, or MESH_ENOTFOUND
+ * (neither this node nor a peer on the default route has it). */
+int router_route(struct router *rt, const char *model, struct router_route *out);
+
+/* A split model's pipeline counters (node/pipeline.h pipeline_stats), for /metrics. */
+struct router_split {
+    char model[128];
+    int layer_begin, layer_end;   /* this node's */
+    uint64_t n_passes, n_tokens, n_plans, n_failures, bytes_sent, bytes_recv;
+};
+/* The READY split models of this node into out[cap]; returns how many. Plans nothing. */
+int router_splits(struct router *rt, struct router_split *out, int cap);
+
 #endif

@@ -281,12 +281,36 @@ function renderMeshMap(j) {
   mt.tBodies[0].innerHTML = members.map(memberRow).join('') || '<tr><td colspan="4">no other member yet</td></tr>';
   return mt;
 }
+// Each split model's route (the "routes" of /node/peers): its stages in layer order with
+// their layers, peer and RTT, or the layers no member announces.
+function routeRows(r) {
+  const name = escapeHtml(String(r.model));
+  const stages = Array.isArray(r.stages) ? r.stages : [];
+  if (!r.covered) {
+    const miss = (Array.isArray(r.missing) ? r.missing : []).map((g) => escapeHtml(String(g.layers)));
+    const why = miss.length ? 'no route: layers ' + miss.join(', ') + ' missing (start a node with --layers ' + miss[0] + ')'
+      : 'no route: ' + escapeHtml(String(r.message || 'not planned yet'));
+    return '<tr class="no-route" data-model="' + name + '"><td>' + name + '</td><td colspan="5">' + why + '</td></tr>';
+  }
+  return stages.map((s, i) => '<tr data-model="' + name + '" data-layers="' + escapeHtml(String(s.layers)) + '"><td>' +
+    (i ? '' : name) + '</td><td>' + (i + 1) + '</td><td>' + escapeHtml(String(s.layers)) + '</td><td' +
+    (s.local ? '>this node' : ' title="' + escapeHtml(String(s.peer)) + '">' + shortId(s.peer)) + '</td><td>' +
+    (s.local ? '-' : typeof s.rtt_ms === 'number' ? s.rtt_ms.toFixed(1) + ' ms' : '-') + '</td><td>' +
+    (typeof s.slots === 'number' ? (s.active || 0) + '/' + s.slots + ', ' + (s.queued || 0) : '-') + '</td></tr>').join('');
+}
+function renderRoutes(j, after) {
+  const routes = Array.isArray(j.routes) ? j.routes.filter((r) => r && r.split) : [];
+  if (!routes.length) { dropTable('route-map'); return after; }
+  const t = table('route-map', ['split model', 'stage', 'layers', 'peer', 'RTT', 'load (active/slots, queue)'], after);
+  t.tBodies[0].innerHTML = routes.map(routeRows).join('');
+  return t;
+}
 async function refreshPeers() {
   try {
     const res = await fetch('/node/peers', { headers: headers() });
     if (!res.ok) return;
     const j = await res.json();
-    const last = renderMeshMap(j);
+    const last = renderRoutes(j, renderMeshMap(j));
     if (!j.enabled) { // p2p off: the note says it all
       $('mesh-body').textContent = 'This node only.';
       dropTable('peer-table');
