@@ -452,7 +452,8 @@ static int pass_run(struct pipeline *pl, struct model_ctx *c, const struct model
     int n_out = 0;
     for (int t = 0; t < b->n; t++) {
         if (!row_wants(b, t)) continue;
-        if (n_out != t) memmove(pl->x + (size_t)n_out * E, pl->x + (size_t)t * E, E * sizeof *pl->x);
+        if (n_out != t)
+            memmove(pl->x + (size_t)n_out * E, pl->x + (size_t)t * E, E * sizeof *pl->x);
         n_out++;
     }
     return n_out ? model_head(c, pl->x, n_out, logits) : 0;
