@@ -5,8 +5,12 @@
  * trip from here), each with one message per run of a slot's tokens; the stage batches the
  * sessions of one hop into one pass. The last remote hop sends back only the states the
  * head needs (a prefill chunk's last token, none for a chunk that is not the prompt's end).
+ * A stage that fails is replaced within the pass: the route is planned again without it
+ * (hops it shares with the old route keep their streams, so their KV), every slot's token
+ * history is replayed as prefill through the hops up to the last new one, and the batch
+ * runs again (docs/SPLIT.md "Recovery" says why replay rather than kept hidden states).
  * Spec: docs/SPLIT.md, docs/PROTOCOL.md (/meshllm/stage/1). Not here: a chain (stage to
- * stage), replaying a session on a replacement stage, speculative decoding.
+ * stage), speculative decoding.
  */
 #include "node/pipeline.h"
 
@@ -122,6 +126,7 @@ struct pipeline {
     int n_hops;                  /* 0: no route */
     uint8_t (*sess)[STAGE_SESSION_LEN]; /* [n_seq] session ids on the current route */
     int *valid;                  /* [n_seq] positions the route holds per slot */
+    int *target;                 /* [n_seq] positions a recovery replays per slot */
     struct bad_peer bad[8];
     int n_bad;
     int n_batch;                 /* scratch below sized for it (first pass) */
@@ -130,6 +135,10 @@ struct pipeline {
     uint8_t **msgs;              /* [n_batch] */
     size_t *lens;
     struct stage_reply *replies;
+    int hist_cap;                /* positions per slot: the context's n_ctx */
+    int32_t *hist;               /* [n_seq][hist_cap] the token at each held position */
+    int32_t *rb_tok, *rb_pos, *rb_seq; /* [n_batch] a replay batch */
+    bool *rb_want;               /* [n_batch] all false: a replay wants no logits */
     struct pipeline_stats st;
     pthread_mutex_t text_mu;     /* guards text, shown, n_shown */
     char text[512];              /* the route, as describe writes it */
@@ -188,10 +197,29 @@ static void bad_add(struct pipeline *pl, const struct peer_id *id)
     pl->bad[at].until_ms = until;
 }
 
-/* Plans a route over mesh (mu held, mesh held). 0, MESH_EAGAIN (the content hash is not
- * known yet), MESH_ENOTFOUND (no cover), MESH_ENOMEM. */
-static int route_plan(struct pipeline *pl, struct mesh *mesh)
+/* The old hop that new hop h is (the same peer and range) and whose stream is not taken
+ * yet, or -1. */
+static int old_hop_find(const struct pipeline *pl, const struct pipeline_hop *h,
+                        const bool *taken)
 {
+    for (int j = 0; j < pl->n_hops; j++) {
+        const struct pipeline_hop *o = &pl->hops[j];
+        if (!taken[j] && !o->is_local && o->layer_begin == h->layer_begin &&
+            o->layer_end == h->layer_end && peer_id_equal(&o->id, &h->id))
+            return j;
+    }
+    return -1;
+}
+
+/* Plans a route over mesh (mu held, mesh held) and opens its streams. With a route already
+ * there (a recovery), the hops the new one shares with it keep their streams, so their
+ * sessions and KV, and the others' streams close (their stages forget our sessions);
+ * *last_new is the last hop that is new (-1: none). A first route gets fresh session ids.
+ * 0, MESH_EAGAIN (the content hash is not known yet), MESH_ENOTFOUND (no cover),
+ * MESH_ENOMEM; the old route stays as it was on an error. */
+static int route_build(struct pipeline *pl, struct mesh *mesh, int *last_new)
+{
+    *last_new = -1;
     if (!mesh) return MESH_ENOTFOUND;
     const char *digest = registry_digest(pl->reg, pl->reg_index);
     if (!digest) return MESH_EAGAIN;
@@ -208,40 +236,104 @@ static int route_plan(struct pipeline *pl, struct mesh *mesh)
                            PIPELINE_MAX_HOPS);
     free(cands);
     if (nh < 0) return nh == MESH_ERANGE ? MESH_ENOTFOUND : nh;
+    struct stage_conn *conns[PIPELINE_MAX_HOPS] = {0};
+    bool taken[PIPELINE_MAX_HOPS] = {0}, fresh[PIPELINE_MAX_HOPS] = {0};
     for (int i = 0; i < nh; i++) {
-        pl->conns[i] = NULL;
         if (hops[i].is_local) continue;
-        int rc = stage_conn_new(mesh_p2pnode(mesh), &hops[i].id, &hops[i].addr, &pl->conns[i]);
+        int j = old_hop_find(pl, &hops[i], taken);
+        if (j >= 0) {
+            taken[j] = true;
+            conns[i] = pl->conns[j];
+            continue;
+        }
+        int rc = stage_conn_new(mesh_p2pnode(mesh), &hops[i].id, &hops[i].addr, &conns[i]);
         if (rc) {
-            for (int k = 0; k < i; k++) stage_conn_free(pl->conns[k], true);
+            for (int k = 0; k < i; k++)
+                if (fresh[k]) stage_conn_free(conns[k], true);
+            *last_new = -1;
             return rc;
         }
+        fresh[i] = true;
+        *last_new = i;
+    }
+    bool is_first = pl->n_hops == 0;
+    for (int j = 0; j < pl->n_hops; j++) {
+        if (taken[j] || !pl->conns[j]) continue;
+        uint64_t sent = 0, recv = 0; /* the counters outlive a replaced hop's stream */
+        stage_conn_bytes(pl->conns[j], &sent, &recv);
+        pl->st.bytes_sent += sent;
+        pl->st.bytes_recv += recv;
+        stage_conn_free(pl->conns[j], true);
     }
     memcpy(pl->hops, hops, (size_t)nh * sizeof *hops);
+    memcpy(pl->conns, conns, (size_t)nh * sizeof *conns);
     pl->n_hops = nh;
-    randombytes_buf(pl->sess, (size_t)pl->n_seq * STAGE_SESSION_LEN);
-    for (int i = 0; i < pl->n_seq; i++) pl->valid[i] = 0;
+    if (is_first) {
+        randombytes_buf(pl->sess, (size_t)pl->n_seq * STAGE_SESSION_LEN);
+        for (int i = 0; i < pl->n_seq; i++) pl->valid[i] = 0;
+    }
     pl->st.n_plans++;
     route_text_update(pl);
-    pthread_mutex_lock(&pl->text_mu);
-    log_info("pipeline: %s runs as %s", model_hparams(pl->m)->name[0] ? model_hparams(pl->m)->name
-                                                                       : "the model",
-             pl->text);
-    pthread_mutex_unlock(&pl->text_mu);
+    if (is_first) {
+        pthread_mutex_lock(&pl->text_mu);
+        log_info("pipeline: %s runs as %s",
+                 model_hparams(pl->m)->name[0] ? model_hparams(pl->m)->name : "the model",
+                 pl->text);
+        pthread_mutex_unlock(&pl->text_mu);
+    }
     return 0;
 }
 
-static int scratch_init(struct pipeline *pl, int n_batch)
+static int route_plan(struct pipeline *pl, struct mesh *mesh)
 {
-    if (pl->x) return 0;
-    size_t nb = (size_t)n_batch;
+    int last_new;
+    return route_build(pl, mesh, &last_new);
+}
+
+static void scratch_free(struct pipeline *pl)
+{
+    free(pl->x);
+    free(pl->runs);
+    free(pl->msgs);
+    free(pl->lens);
+    free(pl->replies);
+    free(pl->hist);
+    free(pl->rb_tok);
+    free(pl->rb_pos);
+    free(pl->rb_seq);
+    free(pl->rb_want);
+    pl->x = NULL;
+    pl->runs = NULL;
+    pl->msgs = NULL;
+    pl->lens = NULL;
+    pl->replies = NULL;
+    pl->hist = NULL;
+    pl->rb_tok = pl->rb_pos = pl->rb_seq = NULL;
+    pl->rb_want = NULL;
+    pl->n_batch = pl->hist_cap = 0;
+}
+
+/* Scratch for the context's batches and the slots' histories (first pass; mu held). */
+static int scratch_init(struct pipeline *pl, const struct model_ctx *c)
+{
+    if (pl->n_batch) return 0;
+    size_t nb = (size_t)model_ctx_n_batch(c), n_ctx = (size_t)model_ctx_n_ctx(c);
+    scratch_free(pl);
     pl->x = malloc(nb * (size_t)pl->n_embd * sizeof *pl->x);
     pl->runs = malloc(nb * sizeof *pl->runs);
     pl->msgs = calloc(nb, sizeof *pl->msgs);
     pl->lens = calloc(nb, sizeof *pl->lens);
     pl->replies = calloc(nb, sizeof *pl->replies);
-    if (!pl->x || !pl->runs || !pl->msgs || !pl->lens || !pl->replies) return MESH_ENOMEM;
-    pl->n_batch = n_batch;
+    pl->hist = calloc((size_t)pl->n_seq * n_ctx, sizeof *pl->hist);
+    pl->rb_tok = malloc(nb * sizeof *pl->rb_tok);
+    pl->rb_pos = malloc(nb * sizeof *pl->rb_pos);
+    pl->rb_seq = malloc(nb * sizeof *pl->rb_seq);
+    pl->rb_want = calloc(nb, sizeof *pl->rb_want);
+    if (!pl->x || !pl->runs || !pl->msgs || !pl->lens || !pl->replies || !pl->hist ||
+        !pl->rb_tok || !pl->rb_pos || !pl->rb_seq || !pl->rb_want)
+        return MESH_ENOMEM; /* the next pass tries again */
+    pl->hist_cap = (int)n_ctx;
+    pl->n_batch = (int)nb;
     return 0;
 }
 
@@ -339,26 +431,22 @@ static int hop_remote(struct pipeline *pl, int h, const struct model_batch *b, b
     return rc;
 }
 
-/* The forward pass of a batch (pipeline.h; the scheduler's worker). */
-static int pl_decode(void *arg, struct model_ctx *c, const struct model_batch *b, float *logits)
+/* A remote hop's error that means the stage failed (lost, reset, broke the protocol, busy,
+ * closing, refused, timed out), rather than this node or its mesh stopping. */
+static bool stage_failed(int rc)
 {
-    struct pipeline *pl = arg;
+    return rc == MESH_EIO || rc == MESH_EPROTO || rc == MESH_EFULL || rc == MESH_ETIMEOUT;
+}
+
+/* Runs batch b through the route (mu held): embedding -> hops -> head. On a remote hop's
+ * error, *bad is that hop (else -1). */
+static int pass_run(struct pipeline *pl, struct model_ctx *c, const struct model_batch *b,
+                    float *logits, int *bad)
+{
     size_t E = (size_t)pl->n_embd;
-    if (b->n <= 0 || !b->tokens) return MESH_EINVAL;
-    struct mesh *mesh = registry_mesh_hold(pl->reg);
-    pthread_mutex_lock(&pl->mu);
-    int rc = scratch_init(pl, model_ctx_n_batch(c));
-    if (rc == 0 && b->n > pl->n_batch) rc = MESH_EINVAL;
-    if (rc == 0 && pl->n_hops == 0) rc = route_plan(pl, mesh);
-    if (rc) {
-        if (rc == MESH_ENOTFOUND || rc == MESH_EAGAIN)
-            log_warn("pipeline: no route covers the model's %d layers (%s)", pl->n_layer,
-                     rc == MESH_EAGAIN ? "its content hash is not computed yet"
-                                       : "no member announces the missing layers");
-        goto out;
-    }
+    *bad = -1;
     /* x[n][n_embd] = token embeddings */
-    rc = model_embed(c, b->tokens, b->n, pl->x);
+    int rc = model_embed(c, b->tokens, b->n, pl->x);
     /* this node's layers on its own context; with none, the call only books positions */
     if (rc == 0 && pl->layer_begin == pl->layer_end) rc = model_layers(c, b, pl->x);
     int last_remote = -1;
@@ -371,30 +459,171 @@ static int pl_decode(void *arg, struct model_ctx *c, const struct model_batch *b
         }
         /* the head needs only some states back, unless a local hop follows */
         rc = hop_remote(pl, h, b, h == last_remote && h == pl->n_hops - 1);
-        if (rc) {
-            pl->st.n_failures++;
-            if (rc != MESH_ECLOSED) bad_add(pl, &pl->hops[h].id);
-            route_drop(pl, mesh != NULL);
-            goto out;
-        }
+        if (rc) *bad = h;
     }
-    if (rc) goto out;
+    if (rc) return rc;
     /* logits of the rows that want them: final norm + output head */
     int n_out = 0;
     for (int t = 0; t < b->n; t++) {
         if (!row_wants(b, t)) continue;
-        if (n_out != t) memmove(pl->x + (size_t)n_out * E, pl->x + (size_t)t * E, E * sizeof *pl->x);
+        if (n_out != t)
+            memmove(pl->x + (size_t)n_out * E, pl->x + (size_t)t * E, E * sizeof *pl->x);
         n_out++;
     }
-    if (n_out) rc = model_head(c, pl->x, n_out, logits);
+    return n_out ? model_head(c, pl->x, n_out, logits) : 0;
+}
+
+/* After a pass: the route holds b's tokens at their positions, and each slot in b holds
+ * positions up to its last row (a batch that starts below what a slot held rewound it). */
+static void hist_record(struct pipeline *pl, const struct model_batch *b)
+{
+    for (int t = 0; t < b->n; t++) {
+        int seq = b->seq ? b->seq[t] : 0, pos = b->pos[t];
+        if (seq < 0 || seq >= pl->n_seq || pos < 0 || pos >= pl->hist_cap) continue;
+        pl->hist[(size_t)seq * (size_t)pl->hist_cap + (size_t)pos] = b->tokens[t];
+        pl->valid[seq] = pos + 1;
+    }
+}
+
+/* What a recovery replays per slot (mu held): what both the route and the context held
+ * before batch b, whose positions the context gives back first (b runs again afterwards). */
+static void targets_set(struct pipeline *pl, struct model_ctx *c, const struct model_batch *b)
+{
+    for (int t = 0; t < b->n; t++) model_kv_seq_truncate(c, b->seq ? b->seq[t] : 0, b->pos[t]);
+    for (int s = 0; s < pl->n_seq; s++) {
+        int n = model_kv_seq_len(c, s);
+        pl->target[s] = n < pl->valid[s] ? n : pl->valid[s];
+        if (pl->target[s] > pl->hist_cap) pl->target[s] = pl->hist_cap;
+    }
+}
+
+/* Rebuilds the sessions on a re-planned route (mu held): each slot's first target[s]
+ * positions run again as prefill through hops 0..last_new. The new hops build their KV
+ * from it; the hops before them held theirs, and recompute it (a position below a
+ * session's end rewinds it: same tokens, same states) because that is how the new hops get
+ * their input states; the hops after last_new still hold theirs and are skipped. This
+ * node's own layers run again too when they come first. On a remote hop's error, *bad is
+ * that hop. *n_tok: positions replayed. */
+static int replay(struct pipeline *pl, struct model_ctx *c, int last_new, int *bad, int *n_tok)
+{
+    *bad = -1;
+    *n_tok = 0;
+    bool local_runs = false;
+    for (int h = 0; h <= last_new; h++) local_runs |= pl->hops[h].is_local;
+    for (int s = 0; local_runs && s < pl->n_seq; s++) model_kv_seq_truncate(c, s, 0);
+    int rc = 0;
+    for (int seq = 0, at = 0; rc == 0 && last_new >= 0;) {
+        /* the next n_batch positions, slot after slot: rb[n] */
+        int n = 0;
+        while (n < pl->n_batch && seq < pl->n_seq) {
+            if (at >= pl->target[seq]) {
+                seq++;
+                at = 0;
+                continue;
+            }
+            pl->rb_tok[n] = pl->hist[(size_t)seq * (size_t)pl->hist_cap + (size_t)at];
+            pl->rb_pos[n] = at++;
+            pl->rb_seq[n] = seq;
+            n++;
+        }
+        if (n == 0) break;
+        struct model_batch rb = {.n = n, .tokens = pl->rb_tok, .pos = pl->rb_pos,
+                                 .seq = pl->rb_seq, .want_logits = pl->rb_want};
+        rc = model_embed(c, rb.tokens, n, pl->x);
+        for (int h = 0; rc == 0 && h <= last_new; h++) {
+            if (pl->hops[h].is_local) {
+                rc = model_layers(c, &rb, pl->x);
+                continue;
+            }
+            rc = hop_remote(pl, h, &rb, h == last_new); /* the last one returns nothing */
+            if (rc) *bad = h;
+        }
+        if (rc == 0) *n_tok += n;
+    }
+    if (rc) return rc;
+    for (int s = 0; s < pl->n_seq; s++) {
+        pl->valid[s] = pl->target[s];
+        model_kv_seq_truncate(c, s, pl->target[s]);
+    }
+    return 0;
+}
+
+/* Hop bad of the route failed with rc while batch b ran: avoids that stage, plans the route
+ * again without it and replays the sessions onto it (mu held), so that the caller can run b
+ * again. At most PIPELINE_RECOVER_MAX tries per pass (*n_tries). Returns 0, or the error
+ * that ends the pass (the route is dropped: the next pass plans a new one). */
+static int recover(struct pipeline *pl, struct mesh *mesh, struct model_ctx *c,
+                   const struct model_batch *b, int bad, int rc, int *n_tries)
+{
+    uint64_t t0 = mesh_now_ms();
+    struct pipeline_hop lost = pl->hops[bad];
+    targets_set(pl, c, b);
+    for (;;) {
+        pl->st.n_failures++;
+        bool failed = stage_failed(rc);
+        if (failed) bad_add(pl, &pl->hops[bad].id);
+        if (!failed || !mesh || atomic_load(&pl->interrupt)) break; /* nothing to replace */
+        if (++*n_tries > PIPELINE_RECOVER_MAX) {
+            log_warn("pipeline: gave up after %d replacements in one pass", PIPELINE_RECOVER_MAX);
+            break;
+        }
+        int last_new = -1;
+        int prc = route_build(pl, mesh, &last_new);
+        if (prc) {
+            log_warn("pipeline: stage %s (layers %d-%d) failed and %s: the requests of this "
+                     "pass end with an error", pl->hops[bad].id_text, pl->hops[bad].layer_begin,
+                     pl->hops[bad].layer_end - 1,
+                     prc == MESH_ENOTFOUND ? "no other member covers its layers now"
+                                           : err_str(prc));
+            break;
+        }
+        int n_tok = 0;
+        rc = replay(pl, c, last_new, &bad, &n_tok);
+        pl->st.n_replayed += (uint64_t)n_tok;
+        if (rc == 0) {
+            pl->st.n_recoveries++;
+            pthread_mutex_lock(&pl->text_mu);
+            log_info("pipeline: stage %s (layers %d-%d) replaced; %d positions replayed in %llu "
+                     "ms; now %s", lost.id_text, lost.layer_begin, lost.layer_end - 1, n_tok,
+                     (unsigned long long)(mesh_now_ms() - t0), pl->text);
+            pthread_mutex_unlock(&pl->text_mu);
+            return 0;
+        }
+        if (bad < 0) break; /* this node failed */
+    }
+    route_drop(pl, mesh != NULL);
+    return rc;
+}
+
+/* The forward pass of a batch (pipeline.h; the scheduler's worker). */
+static int pl_decode(void *arg, struct model_ctx *c, const struct model_batch *b, float *logits)
+{
+    struct pipeline *pl = arg;
+    if (b->n <= 0 || !b->tokens) return MESH_EINVAL;
+    struct mesh *mesh = registry_mesh_hold(pl->reg);
+    pthread_mutex_lock(&pl->mu);
+    int rc = scratch_init(pl, c);
+    if (rc == 0 && b->n > pl->n_batch) rc = MESH_EINVAL;
+    if (rc == 0 && pl->n_hops == 0) rc = route_plan(pl, mesh);
+    if (rc) {
+        if (rc == MESH_ENOTFOUND || rc == MESH_EAGAIN)
+            log_warn("pipeline: no route covers the model's %d layers (%s)", pl->n_layer,
+                     rc == MESH_EAGAIN ? "its content hash is not computed yet"
+                                       : "no member announces the missing layers");
+        goto out;
+    }
+    /* a stage that fails is replaced and the batch runs again */
+    for (int n_tries = 0;;) {
+        int bad = -1;
+        rc = pass_run(pl, c, b, logits, &bad);
+        if (rc == 0 || bad < 0) break;
+        rc = recover(pl, mesh, c, b, bad, rc, &n_tries);
+        if (rc) break;
+    }
     if (rc == 0) {
         pl->st.n_passes++;
         pl->st.n_tokens += (uint64_t)b->n;
-        for (int t = 0; t < b->n; t++) {
-            int seq = b->seq ? b->seq[t] : 0;
-            if (seq >= 0 && seq < pl->n_seq && b->pos[t] + 1 > pl->valid[seq])
-                pl->valid[seq] = b->pos[t] + 1;
-        }
+        hist_record(pl, b);
     }
 out:
     pthread_mutex_unlock(&pl->mu);
@@ -456,9 +685,11 @@ int pipeline_new(const struct pipeline_config *cfg, struct pipeline **out)
     pl->n_seq = cfg->n_seq;
     pl->sess = calloc((size_t)pl->n_seq, sizeof *pl->sess);
     pl->valid = calloc((size_t)pl->n_seq, sizeof *pl->valid);
-    if (!pl->sess || !pl->valid) {
+    pl->target = calloc((size_t)pl->n_seq, sizeof *pl->target);
+    if (!pl->sess || !pl->valid || !pl->target) {
         free(pl->sess);
         free(pl->valid);
+        free(pl->target);
         free(pl);
         return MESH_ENOMEM;
     }
@@ -512,13 +743,10 @@ void pipeline_free(struct pipeline *pl)
     route_drop(pl, mesh != NULL);
     pthread_mutex_unlock(&pl->mu);
     registry_mesh_release(pl->reg);
-    free(pl->x);
-    free(pl->runs);
-    free(pl->msgs);
-    free(pl->lens);
-    free(pl->replies);
+    scratch_free(pl);
     free(pl->sess);
     free(pl->valid);
+    free(pl->target);
     pthread_mutex_destroy(&pl->text_mu);
     pthread_mutex_destroy(&pl->mu);
     free(pl);

@@ -7,9 +7,13 @@
  * node's own range on its context, other ranges on peers over /meshllm/stage/1) -> head.
  * The route is planned from the peers table (members announcing the model's content hash
  * with a layer range; node/peers.h peers_stages), kept while it works, and planned again
- * (without the peer that failed) after a failure. Each scheduler slot is one session on
- * each remote stage. Docs: docs/SPLIT.md. Not here: replaying a session on a replacement
- * stage (a failure ends the requests of that pass), speculative decoding.
+ * without the peer that failed when a stage fails. Each scheduler slot is one session on
+ * each remote stage. Recovery: a stage that fails mid-pass (stream lost, reset, busy,
+ * closing, timeout) is replaced within the same pass by the members that now cover its
+ * layers; the pipeline keeps every slot's token history and replays it as prefill through
+ * the new stages (the earlier hops recompute their inputs), then runs the batch again, so
+ * the scheduler sees one slow pass instead of an error. Docs: docs/SPLIT.md. Not here:
+ * speculative decoding, a stage serving part of its range.
  * Thread rule: the forward's functions run on the scheduler's worker; pipeline_interrupt,
  * pipeline_detach and the describe function from any thread.
  */
@@ -29,6 +33,8 @@
 #define PIPELINE_HOP_COST_MS 5.0
 /* A stage that failed is not planned again for this long. */
 #define PIPELINE_RETRY_MS 10000
+/* Replacements tried within one pass before its requests end with an error. */
+#define PIPELINE_RECOVER_MAX 3
 
 struct pipeline_hop {
     bool is_local;                /* this node's own range */
@@ -75,8 +81,10 @@ int pipeline_route(struct pipeline *pl, struct pipeline_hop *out, int cap);
 struct pipeline_stats {
     uint64_t n_passes;            /* batches run through the route */
     uint64_t n_plans;             /* routes planned */
-    uint64_t n_failures;          /* passes that failed on a stage */
-    uint64_t n_tokens;            /* batch rows (tokens) those passes carried */
+    uint64_t n_failures;          /* stage failures seen (recovered ones included) */
+    uint64_t n_recoveries;        /* failed stages replaced within their pass */
+    uint64_t n_replayed;          /* positions replayed to rebuild the replacements' KV */
+    uint64_t n_tokens;            /* batch rows (tokens) the passes carried */
     uint64_t bytes_sent, bytes_recv; /* on every route's stage streams so far */
 };
 void pipeline_stats(struct pipeline *pl, struct pipeline_stats *out);

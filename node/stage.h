@@ -9,7 +9,7 @@
  * and range) and writes the replies back in request order. The client connection is the
  * requester's side (node/pipeline.c): one stream to one stage, blocking calls from the
  * caller's thread (a scheduler worker), answers in order.
- * Not here: which stages to use (pipeline.c), recovery of a lost stage (docs/SPLIT.md).
+ * Not here: which stages to use and recovery of a lost one (pipeline.c, docs/SPLIT.md).
  */
 #ifndef MESH_NODE_STAGE_H
 #define MESH_NODE_STAGE_H

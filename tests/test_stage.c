@@ -7,8 +7,10 @@
  * and X-Meshllm-Ran-On names the stages. RS, a second requester with n-gram speculative
  * decoding, verifies its proposals through the three stages (rejected positions rewind the
  * stages' sessions) and still equals the single node. A stage answers garbage with errors and goes on
- * serving; a full stage says busy; a node without a certificate is refused. Also the wire
- * format and the planner alone. */
+ * serving; a full stage says busy; a node without a certificate is refused. Recovery: the
+ * middle stage stopped mid-generation is replaced by a spare of the same range and the
+ * output still equals a single node's; with no spare left the request ends with an error
+ * and R serves again once a new stage joins. Also the wire format and the planner alone. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -50,6 +52,11 @@ static struct mesh *g_r, *g_s[3], *g_rs;
 static enum spec_mode g_spec; /* what the next reg_make's schedulers speculate with */
 static struct p2pnode *g_x;
 static struct multiaddr g_s_addr[3];
+static struct mesh *g_spare;          /* S2b: a spare for the middle range */
+static struct registry *g_reg_spare;
+/* gen stops *g_kill (and clears it) once it holds g_kill_after tokens */
+static struct mesh **g_kill;
+static int g_kill_after;
 
 static const char *node_dir(const char *name)
 {
@@ -149,6 +156,8 @@ static int n_stages_heard(int model)
 static int group_setup(void **state)
 {
     (void)state;
+    /* every step of a scheduler waits a little, so a test can stop a stage mid-stream */
+    setenv("MESHLLM_SCHED_STEP_DELAY_MS", "10", 1);
     g_models[0] = test_model_path("stories260K.gguf");
     snprintf(g_rand_path, sizeof g_rand_path, "%s/rand-small.gguf", node_dir("models"));
     struct model_gen_opts o;
@@ -217,6 +226,8 @@ static int group_teardown(void **state)
     (void)state;
     p2pnode_stop(g_x);
     mesh_stop(g_rs);
+    mesh_stop(g_spare);
+    registry_free(g_reg_spare);
     mesh_stop(g_r);
     for (int k = 2; k >= 0; k--) mesh_stop(g_s[k]);
     registry_free(g_reg_rs);
@@ -377,6 +388,12 @@ static void gen(struct registry *reg, struct mesh *mesh, const char *model, int 
         }
         bool done = ch.done;
         if (done) res->finish = ch.finish_reason;
+        if (g_kill && *g_kill && !done && res->n_ids >= g_kill_after) {
+            print_message("stopping %s after %d tokens\n", mesh_self_text(*g_kill), res->n_ids);
+            mesh_stop(*g_kill);
+            *g_kill = NULL;
+            g_kill = NULL;
+        }
         node_chunk_free(&ch);
         if (done) break;
         usleep(200);
@@ -590,6 +607,123 @@ static void test_stage_garbage_and_busy_keep_serving(void **state)
     pipeline_equals_single(0, 8);
 }
 
+/* ---- recovery ---------------------------------------------------------------------------- */
+
+/* Whether R's peers table has the stage peer id announcing model's middle range. */
+static bool heard(int model, const char *id_text)
+{
+    const char *dg = registry_digest(g_reg_r, model);
+    struct peers_stage *c = calloc(PEERS_MAX, sizeof *c);
+    int n = dg ? peers_stages(mesh_peers(g_r), dg, g_n_layer[model], NULL, 0, mesh_now_ms(), c,
+                              PEERS_MAX)
+               : 0;
+    bool found = false;
+    for (int i = 0; i < n; i++) found |= strcmp(c[i].pick.id_text, id_text) == 0;
+    free(c);
+    return found;
+}
+
+/* A node holding the middle third of both models joins (S2b, S2c...). */
+static struct mesh *spare_start(const char *name, struct registry **reg)
+{
+    *reg = reg_make(1, 4);
+    char *tok = invite_from(node_dir("S1"));
+    struct mesh *m = start(name, *reg, tok, &g_s_addr[0]);
+    free(tok);
+    for (int i = 0; i < 600 && !(heard(0, mesh_self_text(m)) && heard(1, mesh_self_text(m)));
+         i++)
+        usleep(50000);
+    if (!heard(0, mesh_self_text(m))) fail_msg("R never heard %s", name);
+    return m;
+}
+
+static void pl_stats(struct pipeline_stats *st)
+{
+    enum registry_state rs;
+    pipeline_stats(registry_at(g_reg_r, 0, &rs)->pipe, st);
+}
+
+/* The middle stage of R's route stops after 6 tokens of a 60-token answer; a spare holding
+ * the same layers takes over, its KV rebuilt by replay: every token equals a single node's,
+ * and the answer says it ran on the spare. */
+static void test_stage_recovery_replaces_stopped_stage(void **state)
+{
+    (void)state;
+    g_spare = spare_start("S2b", &g_reg_spare);
+    struct result *want = calloc(1, sizeof *want), *got = calloc(1, sizeof *got);
+    gen(g_full, NULL, g_names[0], 60, want);
+    /* the route was planned through S2 before the spare came; stop whichever it uses */
+    gen(g_reg_r, g_r, g_names[0], 4, got);
+    struct mesh **victim = strstr(got->ran_on, mesh_self_text(g_s[1])) ? &g_s[1] : &g_spare;
+    struct mesh *other = victim == &g_s[1] ? g_spare : g_s[1];
+    char victim_id[128], other_id[128];
+    snprintf(victim_id, sizeof victim_id, "%s", mesh_self_text(*victim));
+    snprintf(other_id, sizeof other_id, "%s", mesh_self_text(other));
+    struct pipeline_stats st0, st1;
+    pl_stats(&st0);
+    g_kill = victim;
+    g_kill_after = 6;
+    gen(g_reg_r, g_r, g_names[0], 60, got);
+    assert_null(*victim); /* it was stopped mid-stream */
+    pl_stats(&st1);
+    print_message("recoveries %llu, replayed %llu positions, %d tokens, ran on %s\n",
+                  (unsigned long long)(st1.n_recoveries - st0.n_recoveries),
+                  (unsigned long long)(st1.n_replayed - st0.n_replayed), got->n_ids,
+                  got->ran_on);
+    assert_true(st1.n_recoveries > st0.n_recoveries);
+    assert_true(st1.n_replayed > st0.n_replayed);
+    assert_string_equal(got->finish, want->finish);
+    assert_int_equal(got->n_ids, want->n_ids);
+    assert_true(want->n_ids > g_kill_after);
+    assert_memory_equal(got->ids, want->ids, (size_t)want->n_ids * sizeof want->ids[0]);
+    assert_non_null(strstr(got->ran_on, other_id));
+    assert_null(strstr(got->ran_on, victim_id));
+    /* stopped mid-stream from here on: the stopped one is always g_s[1]'s slot or the spare */
+    if (victim == &g_spare) {
+        registry_free(g_reg_spare);
+        g_reg_spare = NULL;
+    }
+    free(want);
+    free(got);
+}
+
+/* The last middle stage stops mid-stream with no replacement: the request ends with an
+ * error (and quickly); a new stage for the range joins and R answers right again. */
+static void test_stage_recovery_without_spare_fails_then_serves(void **state)
+{
+    (void)state;
+    struct mesh **last = g_s[1] ? &g_s[1] : &g_spare;
+    assert_non_null(*last);
+    struct result *got = calloc(1, sizeof *got);
+    struct pipeline_stats st0, st1;
+    pl_stats(&st0);
+    g_kill = last;
+    g_kill_after = 4;
+    gen(g_reg_r, g_r, g_names[0], 60, got);
+    assert_null(*last);
+    pl_stats(&st1);
+    print_message("finish %s after %d tokens; failures %llu\n", got->finish, got->n_ids,
+                  (unsigned long long)(st1.n_failures - st0.n_failures));
+    assert_string_equal(got->finish, "error");
+    assert_true(got->n_ids < 60);
+    assert_true(st1.n_failures > st0.n_failures);
+    assert_int_equal(st1.n_recoveries, st0.n_recoveries);
+    /* the node keeps serving: a new stage for the range, and the output is right again */
+    struct registry *reg = NULL;
+    struct mesh *m = spare_start("S2c", &reg);
+    struct result *want = calloc(1, sizeof *want);
+    gen(g_full, NULL, g_names[0], 24, want);
+    gen(g_reg_r, g_r, g_names[0], 24, got);
+    assert_string_equal(got->finish, want->finish);
+    assert_int_equal(got->n_ids, want->n_ids);
+    assert_memory_equal(got->ids, want->ids, (size_t)want->n_ids * sizeof want->ids[0]);
+    assert_non_null(strstr(got->ran_on, mesh_self_text(m)));
+    mesh_stop(m);
+    registry_free(reg);
+    free(want);
+    free(got);
+}
+
 static void test_stage_non_member_refused(void **state)
 {
     (void)state;
@@ -617,6 +751,8 @@ int main(void)
         cmocka_unit_test(test_stage_loads_only_its_range),
         cmocka_unit_test(test_stage_garbage_and_busy_keep_serving),
         cmocka_unit_test(test_stage_non_member_refused),
+        cmocka_unit_test(test_stage_recovery_replaces_stopped_stage),
+        cmocka_unit_test(test_stage_recovery_without_spare_fails_then_serves),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
