@@ -149,11 +149,13 @@ char *api_route_metrics_text(struct http_server *s)
         {"meshllm_pipeline_passes_total", "Batches run through a split model's route."},
         {"meshllm_pipeline_tokens_total", "Tokens (batch rows) those passes carried."},
         {"meshllm_pipeline_routes_planned_total", "Routes planned (at start and after a failure)."},
-        {"meshllm_pipeline_stage_failures_total", "Passes that failed on a stage."},
+        {"meshllm_pipeline_stage_failures_total", "Stage failures seen (recovered ones included)."},
         {"meshllm_pipeline_sent_bytes_total", "Bytes sent to the stages."},
         {"meshllm_pipeline_received_bytes_total", "Bytes received from the stages."},
+        {"meshllm_pipeline_recoveries_total", "Failed stages replaced within their pass."},
+        {"meshllm_pipeline_replayed_positions_total", "Positions replayed to rebuild a replacement's KV."},
     };
-    size_t cap = 4096 + (size_t)n * 6 * 200, len = 0;
+    size_t cap = 4096 + (size_t)n * 8 * 200, len = 0;
     char *t = n ? malloc(cap) : strdup("");
     for (size_t m = 0; t && n && m < sizeof names / sizeof names[0]; m++) {
         len += (size_t)snprintf(t + len, cap - len, "# HELP %s %s\n# TYPE %s counter\n",
@@ -161,7 +163,8 @@ char *api_route_metrics_text(struct http_server *s)
         for (int i = 0; i < n; i++) {
             const struct router_split *e = &sp[i];
             uint64_t v[] = {e->n_passes,   e->n_tokens,   e->n_plans,
-                            e->n_failures, e->bytes_sent, e->bytes_recv};
+                            e->n_failures, e->bytes_sent, e->bytes_recv,
+                            e->n_recoveries, e->n_replayed};
             len += (size_t)snprintf(t + len, cap - len, "%s{model=\"%.128s\"} %llu\n",
                                     names[m][0], e->model, (unsigned long long)v[m]);
         }

@@ -990,6 +990,8 @@ int router_splits(struct router *rt, struct router_split *out, int cap)
         o->n_tokens = ps.n_tokens;
         o->n_plans = ps.n_plans;
         o->n_failures = ps.n_failures;
+        o->n_recoveries = ps.n_recoveries;
+        o->n_replayed = ps.n_replayed;
         o->bytes_sent = ps.bytes_sent;
         o->bytes_recv = ps.bytes_recv;
     }

@@ -114,6 +114,7 @@ struct router_split {
     char model[128];
     int layer_begin, layer_end;   /* this node's */
     uint64_t n_passes, n_tokens, n_plans, n_failures, bytes_sent, bytes_recv;
+    uint64_t n_recoveries, n_replayed;
 };
 /* The READY split models of this node into out[cap]; returns how many. Plans nothing. */
 int router_splits(struct router *rt, struct router_split *out, int cap);

@@ -134,6 +134,8 @@ got=$(sse "$work/s1.sse" text) ran=$(sse "$work/s1.sse" ran_on) err=$(sse "$work
 [ "$got" = "$want_long" ] || fail "text after recovery differs: '$got' vs '$want_long'"
 [[ $ran == *"$id_E:2-3"* && $ran != *"$id_C"* ]] || fail "ran_on '$ran' does not name E instead of C"
 grep -q "replaced" "$work/R.log" || fail "R did not log the recovery"
+rec=$(curl -s "$url_R/metrics" | awk '/^meshllm_pipeline_recoveries_total/ {s += $2} END {print s + 0}')
+[ "$rec" -ge 1 ] || fail "/metrics counts no recovery ($rec)"
 ok
 # no spare left: the stream ends with an error, R goes on and serves once F joins
 stream_kill "$work/s2.sse" "$pid_E"
