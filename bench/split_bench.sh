@@ -91,7 +91,7 @@ X hub sysctl -qw net.ipv4.ip_forward=0
 # 4001; sets via_FROM_TO (the address FROM dials to reach TO)
 proxy() {
     local from=$1 to=$2 ms=$3 log="$W/proxy-$1-$2.log" p="" k
-    X hub "$PROXY" "10.79.${NET[$from]}.1:0" "10.79.${NET[$to]}.2:4001" --delay-ms "$ms" >"$log" 2>&1 &
+    ( exec ip netns exec "$tag-hub" "$PROXY" "10.79.${NET[$from]}.1:0" "10.79.${NET[$to]}.2:4001" --delay-ms "$ms" >"$log" 2>&1 ) &
     PIDS+=("$!")
     for k in $(seq 100); do
         p=$(sed -n 's/^netproxy: listening on [0-9.]*://p' "$log")
@@ -106,10 +106,10 @@ proxy() {
 node() {
     local n=$1 k
     shift
-    MESHLLM_HOME="$W/home-$n" X "$n" "$BIN" serve --model "$MODEL" --host 127.0.0.1 --port 9337 \
-        --threads 1 --slots 4 --p2p --p2p-listen /ip4/0.0.0.0/tcp/4001 --no-mdns "$@" \
-        >"$W/$n.log" 2>&1 &
-    local pid=$!
+    ( MESHLLM_HOME="$W/home-$n" exec ip netns exec "$tag-$n" "$BIN" serve --model "$MODEL" --host 127.0.0.1 --port 9337 \
+        --threads 1 --slots 4 --p2p --p2p-listen "/ip4/10.79.${NET[$n]}.2/tcp/${P2P_PORT:-4001}" --no-mdns "$@" \
+        >"$W/$n.log" 2>&1 ) &
+    local pid=$! # the subshell execs ip, which execs meshllm: one pid
     PIDS+=("$pid")
     for k in $(seq 600); do
         grep -q "web console at" "$W/$n.log" && break
@@ -158,14 +158,14 @@ for rtt in $RTTS; do
     [ -n "$ok" ] || die "no route at RTT $rtt"
     # compute: the whole model on one node in R's namespace, 1 thread, interleaved
     one=() single=() spec=() four=() acc=""
-    b0=$(api R http://127.0.0.1:9337/metrics | awk '/^meshllm_pipeline_bytes_(sent|received)_total/ {s += $2} END {print s + 0}')
+    b0=$(api R http://127.0.0.1:9337/metrics | awk '/^meshllm_pipeline_(sent|received)_bytes_total/ {s += $2} END {print s + 0}')
     t0=$(api R http://127.0.0.1:9337/metrics | awk '/^meshllm_generated_tokens_total/ {s += $2} END {print s + 0}')
     for r in $(seq "$ROUNDS"); do
         single+=("$(X R "$BIN" bench "$MODEL" -t 1 -p 0 -n "$NTOK" -r 1 2>/dev/null |
             awk -F'|' '/ tg[0-9]/ {split($7, a, " "); v = a[1]} END {print v + 0}')")
         one+=("$(stream R "$PROMPT_STORY" "$NTOK")")
     done
-    b1=$(api R http://127.0.0.1:9337/metrics | awk '/^meshllm_pipeline_bytes_(sent|received)_total/ {s += $2} END {print s + 0}')
+    b1=$(api R http://127.0.0.1:9337/metrics | awk '/^meshllm_pipeline_(sent|received)_bytes_total/ {s += $2} END {print s + 0}')
     t1=$(api R http://127.0.0.1:9337/metrics | awk '/^meshllm_generated_tokens_total/ {s += $2} END {print s + 0}')
     for r in $(seq "$ROUNDS"); do four+=("$(stream R "$PROMPT_STORY" "$NTOK" 4)"); done
     # speculative: R again with --spec ngram
