@@ -134,7 +134,8 @@ echo
 echo "| RTT | single node tok/s | bound tok/s | one session tok/s | vs bound | spec ngram tok/s (repeats) | vs bound | accepted | 4 sessions tok/s | vs 4 x one | bytes/token/hop |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for rtt in $RTTS; do
-    one_way=$(awk -v r="$rtt" 'BEGIN {printf "%d", r / 2}')
+    one_way=$((rtt / 2))          # netproxy takes whole milliseconds: an odd RTT rounds down
+    rtt=$((2 * one_way))          # the RTT the links really add, used for the bound
     # the mesh: B owns it; C, D, R join through proxies
     MESHLLM_HOME="$W/home-B" X B "$BIN" mesh create >/dev/null || die "mesh create"
     for a in C D R; do proxy "$a" B "$one_way"; done
