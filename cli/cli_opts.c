@@ -7,6 +7,7 @@
 
 #include "cli/cli.h"
 #include "core/err.h"
+#include "node/registry.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -161,7 +162,13 @@ int cli_load_model(const char *path, const struct cli_gen_opts *o, int n_seq, st
     *m = NULL;
     *c = NULL;
     struct model_load_opts lo = {.use_mlock = o->mlock};
-    int rc = model_load(path, &lo, m, err, sizeof err);
+    /* a path, a NAME.gguf in the models folder, or a store name (node/registry.h) */
+    char resolved[4096], name[256];
+    if (registry_resolve(path, resolved, sizeof resolved, name, sizeof name, err, sizeof err)) {
+        cli_fail("%s", err);
+        return MESH_ENOTFOUND;
+    }
+    int rc = model_load(resolved, &lo, m, err, sizeof err);
     if (rc < 0) {
         cli_fail("%s", err);
         return rc;

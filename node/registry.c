@@ -1,6 +1,7 @@
 /* registry.c - model registry and background loader (see registry.h). */
 #include "node/registry.h"
 
+#include "node/modelstore.h"
 #include "node/pipeline.h"
 #include "node/stage.h"
 
@@ -180,8 +181,20 @@ int registry_resolve(const char *spec, char *path, size_t path_cap, char *name, 
                 return 0;
             }
         }
+        /* the model store (node/modelstore.h): NAME[:TAG] -> blobs/<content id> */
+        struct modelstore_manifest mf;
+        char blob[4096];
+        if (modelstore_get(dir, spec, &mf, blob, sizeof blob, NULL, 0) == 0 &&
+            is_file(blob, &st) && strlen(blob) < path_cap) {
+            snprintf(path, path_cap, "%s", blob);
+            if (!strcmp(mf.tag, "latest")) snprintf(name, name_cap, "%s", mf.name);
+            else snprintf(name, name_cap, "%s:%s", mf.name, mf.tag);
+            return 0;
+        }
         return err_set(err, err_cap, MESH_ENOTFOUND,
-                       "model '%s' not found: no such file, nor %s/%s(.gguf)", spec, dir, spec);
+                       "model '%s' not found: no such file, nor %s/%s(.gguf), nor a model of "
+                       "that name in the store (meshllm list; meshllm pull URL)",
+                       spec, dir, spec);
     }
     return err_set(err, err_cap, MESH_ENOTFOUND, "model file '%s' not found", spec);
 }
