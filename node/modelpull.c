@@ -376,6 +376,10 @@ int modelpull_run(const char *dir, const struct modelpull_opts *o,
     if (rc == MESH_ECANCELED)
         return err_set(err, err_cap, rc, "pull %s: interrupted at %" PRIu64
                        " bytes; run the same pull again to resume", o->url, have);
+    if (rc && have == 0) {
+        unlink(part);
+        return err_set(err, err_cap, rc, "pull %s: %s", o->url, x.err);
+    }
     if (rc)
         return err_set(err, err_cap, rc, "pull %s: %s; run the same pull again to resume "
                        "(%" PRIu64 " bytes kept)", o->url, x.err, have);
