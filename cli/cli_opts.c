@@ -165,8 +165,11 @@ int cli_load_model(const char *path, const struct cli_gen_opts *o, int n_seq, st
     /* a path, a NAME.gguf in the models folder, or a store name (node/registry.h) */
     char resolved[4096], name[256];
     if (registry_resolve(path, resolved, sizeof resolved, name, sizeof name, err, sizeof err)) {
-        cli_fail("%s", err);
-        return MESH_ENOTFOUND;
+        if (!strchr(path, '/')) {
+            cli_fail("%s", err);
+            return MESH_ENOTFOUND;
+        }
+        snprintf(resolved, sizeof resolved, "%s", path); /* a path: the loader says why */
     }
     int rc = model_load(resolved, &lo, m, err, sizeof err);
     if (rc < 0) {
