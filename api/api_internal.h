@@ -126,6 +126,7 @@ struct http_server {
 };
 
 struct api_gen;
+struct api_pull;
 
 struct api_conn {
     struct http_server *srv;
@@ -139,6 +140,7 @@ struct api_conn {
     pthread_mutex_t mu;
     bool suspended;             /* guarded by mu */
     struct api_gen *gen;        /* generation in flight, or NULL */
+    struct api_pull *pull;      /* /api/pull or /api/create in flight, or NULL */
     bool is_cors;               /* the request's Origin is an allowed other origin */
     bool deferred;              /* the complete request was returned to MHD once */
     bool must_close;            /* reply with Connection: close (ambiguous body length) */
@@ -200,6 +202,17 @@ char *api_ollama_version_json(void);
 char *api_ollama_chunk(enum api_kind kind, const char *model, const char *text, size_t len,
                        bool done, const char *done_reason, int n_prompt, int n_gen,
                        double elapsed_s);
+
+/* Model store routes (api/ollama_store.c): /api/pull, /api/create, /api/copy, /api/delete,
+ * /api/show. *handled false: not one of them. */
+enum MHD_Result api_store_route(struct api_conn *c, const char *method, const char *url,
+                                bool *handled);
+/* A suspended pull or create without streaming was woken: its final object, or wait more. */
+enum MHD_Result api_store_resume(struct api_conn *c);
+/* The connection of a pull or create is done (the job is cancelled if still running). */
+void api_store_release(struct api_pull *p);
+/* Appends the store's models not already in ms[n] to an /api/tags array. */
+void api_store_tags_add(struct cJSON *arr, const struct router_model *ms, int n);
 
 /* Per-client rate limit (api/ratelimit.c): a token bucket per client key (its address) of
  * per_min tokens refilled at per_min a minute, in a table of n_clients keys (the key seen

@@ -7,6 +7,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "node/modelserve.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -40,7 +41,7 @@ void api_cors_headers(struct api_conn *c, struct MHD_Response *r)
     if (!origin) return;
     MHD_add_response_header(r, "Access-Control-Allow-Origin", origin);
     MHD_add_response_header(r, "Vary", "Origin");
-    MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
     MHD_add_response_header(r, "Access-Control-Allow-Headers",
                             "Authorization, Content-Type, X-Api-Key, X-Meshllm-Route");
     MHD_add_response_header(r, "Access-Control-Expose-Headers", "X-Meshllm-Ran-On, Retry-After");
@@ -249,6 +250,7 @@ static enum MHD_Result route_gen(struct api_conn *c, enum api_proto proto, enum 
                  ? api_openai_parse(kind, c->body ? c->body : "", c->body_len, &req, &e)
                  : api_ollama_parse(kind, c->body ? c->body : "", c->body_len, &req, &e);
     if (rc) return api_reply_error(c, &e);
+    modelserve_autoload(c->srv->rt, req.model); /* a store model: load on first request */
     const char *route = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "X-Meshllm-Route");
     if (api_route_header(route, &req, &e)) {
         api_gen_req_free(&req);
@@ -341,7 +343,7 @@ static bool guard_request(struct api_conn *c, const char *method, const char *ur
     }
     /* A form or a text/plain fetch needs no preflight: only a JSON body proves a script
      * that the CORS rules above already vetted, or a client that is not a browser. */
-    if (!strcmp(method, "POST") && (!strncmp(url, "/v1/", 4) || !strncmp(url, "/api/", 5)) &&
+    if ((!strcmp(method, "POST") || !strcmp(method, "DELETE")) && (!strncmp(url, "/v1/", 4) || !strncmp(url, "/api/", 5)) &&
         !api_guard_json_type(MHD_lookup_connection_value(mc, MHD_HEADER_KIND,
                                                          MHD_HTTP_HEADER_CONTENT_TYPE))) {
         *ret = refuse(c, API_REFUSED_CONTENT_TYPE, 415, "unsupported_media_type",
@@ -413,6 +415,9 @@ static enum MHD_Result dispatch(struct api_conn *c, const char *method, const ch
     if (post && !strcmp(url, "/api/chat")) return route_gen(c, API_PROTO_OLLAMA, API_KIND_CHAT);
     if (post && !strcmp(url, "/api/generate"))
         return route_gen(c, API_PROTO_OLLAMA, API_KIND_COMPLETION);
+    bool handled;
+    enum MHD_Result sr = api_store_route(c, method, url, &handled);
+    if (handled) return sr;
     bool known = !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/completions") ||
                  !strcmp(url, "/v1/embeddings") || !strcmp(url, "/v1/models") ||
                  !strcmp(url, "/metrics") || !strcmp(url, "/api/chat") ||
@@ -497,13 +502,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         return MHD_YES;
     }
     if (c->gen) return api_gen_resume(c); /* resumed after waiting for the scheduler */
+    if (c->pull) return api_store_resume(c); /* a pull or create without streaming */
     sock_deadline(s, mc, 0); /* the whole request is in */
     /* MHD 0.9.75 keeps the event state of the last read while a connection is suspended
      * and reads once on resume: a client that half-closed (nc -N, socat) then reads as
      * gone and gets no answer. Returning once without a response lets MHD mark the
      * connection as not reading; it calls again right away, and a generation suspends
      * from there. */
-    if (!strcmp(method, "POST") && !c->deferred) {
+    if ((!strcmp(method, "POST") || !strcmp(method, "DELETE")) && !c->deferred) {
         c->deferred = true;
         return MHD_YES;
     }
@@ -527,6 +533,7 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
     if (c->next) c->next->prev = c->prev;
     pthread_mutex_unlock(&s->conns_mu);
     api_gen_free(c->gen); /* cancels a generation whose client went away */
+    api_store_release(c->pull);
     sock_deadline(s, mc, s->request_deadline_ms); /* a kept-alive connection's next request */
     pthread_mutex_destroy(&c->mu);
     free(c->body);

@@ -1,7 +1,8 @@
 /* ollama.c - the Ollama API subset its clients need: /api/chat, /api/generate (NDJSON
  * streaming by default), /api/tags, /api/version. Field names and defaults follow Ollama's
  * docs/api.md (options.temperature 0.8, top_k 40, top_p 0.9, repeat_penalty 1.1,
- * num_predict -1; "stream" defaults to true). Not here: pulling, creating or copying models.
+ * num_predict -1; "stream" defaults to true). Pulling, creating, copying, deleting and
+ * showing models: api/ollama_store.c.
  */
 #include "api/api_internal.h"
 
@@ -234,7 +235,7 @@ static cJSON *tag_obj(const struct router_model *e)
 {
     cJSON *m = cJSON_CreateObject();
     char name[160];
-    snprintf(name, sizeof name, "%s:latest", e->name);
+    snprintf(name, sizeof name, "%s%s", e->name, strchr(e->name, ':') ? "" : ":latest");
     cJSON_AddStringToObject(m, "name", name);
     cJSON_AddStringToObject(m, "model", name);
     if (e->is_local || e->created > 0) {
@@ -261,6 +262,7 @@ char *api_ollama_tags_json(const struct router_model *ms, int n)
     for (int i = 0; arr && i < n; i++)
         if (!ms[i].is_local || ms[i].state == ROUTER_READY)
             cJSON_AddItemToArray(arr, tag_obj(&ms[i]));
+    if (arr) api_store_tags_add(arr, ms, n); /* the store's models not loaded yet */
     char *s = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     return s;

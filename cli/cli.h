@@ -43,5 +43,9 @@ int cmd_revoke(int argc, char **argv);
 int cmd_join(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_route(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
+int cmd_list(int argc, char **argv);
+int cmd_show(int argc, char **argv);
+int cmd_rm(int argc, char **argv);
 
 #endif

@@ -7,6 +7,7 @@
 
 #include "cli/cli.h"
 #include "core/err.h"
+#include "node/registry.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -236,7 +237,16 @@ int cli_load_model(const char *path, const struct cli_gen_opts *o, int n_seq, st
     *m = NULL;
     *c = NULL;
     struct model_load_opts lo = {.use_mlock = o->mlock};
-    int rc = model_load(path, &lo, m, err, sizeof err);
+    /* a path, a NAME.gguf in the models folder, or a store name (node/registry.h) */
+    char resolved[4096], name[256];
+    if (registry_resolve(path, resolved, sizeof resolved, name, sizeof name, err, sizeof err)) {
+        if (!strchr(path, '/')) {
+            cli_fail("%s", err);
+            return MESH_ENOTFOUND;
+        }
+        snprintf(resolved, sizeof resolved, "%s", path); /* a path: the loader says why */
+    }
+    int rc = model_load(resolved, &lo, m, err, sizeof err);
     if (rc < 0) {
         cli_fail("%s", err);
         return rc;

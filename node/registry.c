@@ -1,6 +1,7 @@
 /* registry.c - model registry and background loader (see registry.h). */
 #include "node/registry.h"
 
+#include "node/modelstore.h"
 #include "node/pipeline.h"
 #include "node/stage.h"
 
@@ -28,7 +29,13 @@ struct registry {
     char digest[REGISTRY_MAX][65];  /* 64 hex, valid once has_digest */
     atomic_bool has_digest[REGISTRY_MAX];
     atomic_bool stopping;           /* registry_free: the hashing stops */
-    int n;
+    atomic_int n;                   /* entries are filled before n grows */
+    /* registry_add_load: serialises dynamic adds; is_dyn entries load on their own thread */
+    pthread_mutex_t add_mu;
+    bool is_dyn[REGISTRY_MAX];
+    pthread_t dyn_loader[REGISTRY_MAX];
+    bool dyn_started[REGISTRY_MAX];  /* guarded by add_mu */
+    bool no_more_adds;               /* guarded by add_mu */
     /* read-held by whoever uses a scheduler (registry_pin); write-held by registry_stop,
      * which frees them: a submit never races the shutdown */
     pthread_rwlock_t stop_lock;
@@ -48,6 +55,7 @@ int registry_new(const struct sched_params *sp, struct registry **out)
     r->sp = *sp;
     pthread_rwlock_init(&r->stop_lock, NULL);
     pthread_rwlock_init(&r->mesh_lock, NULL);
+    pthread_mutex_init(&r->add_mu, NULL);
     for (int i = 0; i < REGISTRY_MAX; i++) atomic_init(&r->state[i], REGISTRY_LOADING);
     *out = r;
     return 0;
@@ -90,9 +98,22 @@ struct mesh *registry_mesh_hold(struct registry *r)
 
 void registry_mesh_release(struct registry *r) { pthread_rwlock_unlock(&r->mesh_lock); }
 
+static void dyn_join(struct registry *r)
+{
+    pthread_mutex_lock(&r->add_mu);
+    r->no_more_adds = true;
+    pthread_mutex_unlock(&r->add_mu);
+    for (int i = 0; i < REGISTRY_MAX; i++)
+        if (r->dyn_started[i]) {
+            pthread_join(r->dyn_loader[i], NULL);
+            r->dyn_started[i] = false;
+        }
+}
+
 void registry_stop(struct registry *r)
 {
     if (!r) return;
+    dyn_join(r);
     if (r->loader_started) {
         pthread_join(r->loader, NULL);
         r->loader_started = false;
@@ -120,6 +141,7 @@ void registry_free(struct registry *r)
 {
     if (!r) return;
     atomic_store(&r->stopping, true);
+    dyn_join(r);
     if (r->loader_started) pthread_join(r->loader, NULL);
     for (int i = 0; i < r->n; i++) {
         entry_stop(&r->e[i]);
@@ -127,6 +149,7 @@ void registry_free(struct registry *r)
     }
     pthread_rwlock_destroy(&r->stop_lock);
     pthread_rwlock_destroy(&r->mesh_lock);
+    pthread_mutex_destroy(&r->add_mu);
     free(r);
 }
 
@@ -180,8 +203,20 @@ int registry_resolve(const char *spec, char *path, size_t path_cap, char *name, 
                 return 0;
             }
         }
+        /* the model store (node/modelstore.h): NAME[:TAG] -> blobs/<content id> */
+        struct modelstore_manifest mf;
+        char blob[4096];
+        if (modelstore_get(dir, spec, &mf, blob, sizeof blob, NULL, 0) == 0 &&
+            is_file(blob, &st) && strlen(blob) < path_cap) {
+            snprintf(path, path_cap, "%s", blob);
+            if (!strcmp(mf.tag, "latest")) snprintf(name, name_cap, "%s", mf.name);
+            else snprintf(name, name_cap, "%s:%s", mf.name, mf.tag);
+            return 0;
+        }
         return err_set(err, err_cap, MESH_ENOTFOUND,
-                       "model '%s' not found: no such file, nor %s/%s(.gguf)", spec, dir, spec);
+                       "model '%s' not found: no such file, nor %s/%s(.gguf), nor a model of "
+                       "that name in the store (meshllm list; meshllm pull URL)",
+                       spec, dir, spec);
     }
     return err_set(err, err_cap, MESH_ENOTFOUND, "model file '%s' not found", spec);
 }
@@ -283,7 +318,7 @@ int registry_load_wait(struct registry *r)
 {
     int first = 0;
     for (int i = 0; i < r->n; i++) {
-        if (atomic_load(&r->state[i]) != REGISTRY_LOADING) continue;
+        if (atomic_load(&r->state[i]) != REGISTRY_LOADING || r->is_dyn[i]) continue;
         int rc = load_one(r, i);
         if (rc && !first) first = rc;
     }
@@ -359,6 +394,55 @@ const char *registry_digest(struct registry *r, int i)
 {
     if (i < 0 || i >= r->n || !atomic_load(&r->has_digest[i])) return NULL;
     return r->digest[i];
+}
+
+struct dyn_arg {
+    struct registry *r;
+    int i;
+};
+
+static void *dyn_main(void *arg)
+{
+    struct dyn_arg a = *(struct dyn_arg *)arg;
+    free(arg);
+    if (load_one(a.r, a.i) == 0 && !atomic_load(&a.r->stopping)) hash_one(a.r, a.i);
+    return NULL;
+}
+
+int registry_add_load(struct registry *r, const char *spec, char *err, size_t err_cap)
+{
+    pthread_mutex_lock(&r->add_mu);
+    int rc = 0;
+    enum registry_state st;
+    if (r->no_more_adds) {
+        rc = err_set(err, err_cap, MESH_ECLOSED, "the node is stopping");
+        goto out;
+    }
+    if (registry_find(r, spec, &st)) goto out; /* someone asked first */
+    int i = r->n;
+    if (i >= REGISTRY_MAX) {
+        rc = err_set(err, err_cap, MESH_EFULL, "too many models");
+        goto out;
+    }
+    r->is_dyn[i] = true;
+    if ((rc = registry_add(r, spec, err, err_cap))) {
+        r->is_dyn[i] = false;
+        goto out;
+    }
+    struct dyn_arg *a = malloc(sizeof *a);
+    if (a) *a = (struct dyn_arg){r, i};
+    if (!a || pthread_create(&r->dyn_loader[i], NULL, dyn_main, a) != 0) {
+        free(a);
+        snprintf(r->e[i].err, sizeof r->e[i].err, "cannot start a loader thread");
+        atomic_store(&r->state[i], REGISTRY_FAILED);
+        rc = err_set(err, err_cap, MESH_ENOMEM, "cannot start a loader thread");
+        goto out;
+    }
+    r->dyn_started[i] = true;
+    log_info("model %s: loading on first request", r->e[i].name);
+out:
+    pthread_mutex_unlock(&r->add_mu);
+    return rc;
 }
 
 int registry_load_start(struct registry *r)

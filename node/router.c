@@ -91,6 +91,8 @@ void router_free(struct router *rt)
 
 struct mesh *router_mesh(const struct router *rt) { return rt->cfg.mesh; }
 
+struct registry *router_registry(const struct router *rt) { return rt->cfg.reg; }
+
 enum node_route router_default_route(const struct router *rt)
 {
     return rt->cfg.default_route == NODE_ROUTE_DEFAULT ? NODE_ROUTE_LOCAL : rt->cfg.default_route;

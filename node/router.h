@@ -28,6 +28,8 @@ struct router;
 int router_new(const struct router_config *cfg, struct router **out);
 void router_free(struct router *rt);
 enum node_route router_default_route(const struct router *rt);
+/* This node's registry (the store's load-on-first-request adds to it: node/modelserve.h). */
+struct registry *router_registry(const struct router *rt);
 /* The mesh the router delegates to (node/mesh.h), NULL when p2p is off. */
 struct mesh *router_mesh(const struct router *rt);
 

@@ -1,0 +1,16 @@
+/* modelserve.h - the model store as the serve API sees it (api/ollama_store.c): load a
+ * store model on its first request, and describe one for /api/show. No engine types. */
+#ifndef MESH_NODE_MODELSERVE_H
+#define MESH_NODE_MODELSERVE_H
+
+#include "node/router.h"
+
+/* When name is neither loaded here nor announced by the mesh but is in the store, adds it
+ * to the router's registry and starts loading it (registry_add_load): the request that
+ * follows is answered 503 with Retry-After until it is READY. Any thread. */
+void modelserve_autoload(struct router *rt, const char *name);
+/* Ollama's /api/show object for a store or loaded model (malloc'd JSON), or NULL with
+ * *status 404 (unknown) or 500. */
+char *modelserve_show_json(struct router *rt, const char *name, int *status);
+
+#endif
