@@ -130,7 +130,8 @@ static int gate(void *ctx, const struct peer_id *peer, const char *protocol)
     if (!strncmp(protocol, "/ipfs/", 6) || !strcmp(protocol, MEMBER_PROTOCOL))
         return HOST_GATE_ALLOW;
     if (!m->in_mesh)
-        return strncmp(protocol, "/meshllm/infer/", 15) && strncmp(protocol, "/meshllm/stage/", 15)
+        return strncmp(protocol, "/meshllm/infer/", 15) && strncmp(protocol, "/meshllm/stage/", 15) &&
+                       strncmp(protocol, "/meshllm/blob/", 14)
                    ? HOST_GATE_ALLOW
                    : HOST_GATE_REFUSE;
     if (is_admitted(m, peer)) return HOST_GATE_ALLOW;
