@@ -47,9 +47,12 @@ static void serve_usage(FILE *f)
             "                       http://localhost:3000, http://localhost:*, or * for any;\n"
             "                       default $MESHLLM_CORS, else $OLLAMA_ORIGINS). Other pages\n"
             "                       get 403; the console is same-origin and always works\n"
-            "      --slots N        concurrent sequences per model (default 8)\n"
-            "      --ctx N          context positions per sequence (default: the model's, max 4096)\n"
+            "      --slots N        concurrent sequences per model (default 8; -np, --parallel)\n"
+            "      --ctx N          context positions per sequence (default: the model's, max 4096;\n"
+            "                       -c, --ctx-size)\n"
             "      --batch N        tokens per decode step (default 512)\n"
+            "      -ngl, -fa, -ts, -mg N  llama-server's GPU flags: accepted and ignored with\n"
+            "                       one line (this build runs on the CPU)\n"
             "      --queue N        requests waiting for a slot before 429 (default 64)\n"
             "      --idle-timeout S close connections idle for S seconds (default 15)\n"
             "      --rate-limit N   generation requests a minute per client address, then 429\n"
@@ -235,9 +238,13 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
             }
             if (!bad) (*cnt)++;
         }
-        else if (!strcmp(o, "--slots"))
+        else if (!strcmp(o, "--slots") || !strcmp(o, "-np") || !strcmp(o, "--parallel"))
             bad = parse_int(v, 1, 256, &a->sp.n_slots);
-        else if (!strcmp(o, "--ctx"))
+        else if (!strcmp(o, "-ngl") || !strcmp(o, "--n-gpu-layers") || !strcmp(o, "--gpu-layers") ||
+                 !strcmp(o, "-fa") || !strcmp(o, "--flash-attn") || !strcmp(o, "-ts") ||
+                 !strcmp(o, "--tensor-split") || !strcmp(o, "-mg") || !strcmp(o, "--main-gpu"))
+            fprintf(stderr, "meshllm: serve: %s %s ignored: this build runs on the CPU\n", o, v);
+        else if (!strcmp(o, "--ctx") || !strcmp(o, "-c") || !strcmp(o, "--ctx-size"))
             bad = parse_int(v, 16, 1 << 20, &a->sp.n_ctx);
         else if (!strcmp(o, "--batch"))
             bad = parse_int(v, 1, 65536, &a->sp.n_batch);
