@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # cli_serve_flags.test.sh - `meshllm serve` takes llama-server's spellings: -np/--parallel for
 # --slots, -c/--ctx-size for --ctx, and the GPU-only flags (-ngl, -fa, -ts, -mg) accepted with
-# one "this build runs on the CPU" line each; --api-key-file; an unknown flag is still refused (exit 2).
+# one "this build runs on the CPU" line each; --api-key-file (first line = key, bad files exit
+# 2); an unknown flag is still refused (exit 2).
 set -euo pipefail
 source "$(dirname "$0")/e2e/server.sh"
 m=$MESHLLM_TEST_MODELS/stories260K.gguf
