@@ -34,7 +34,7 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 # Debian package libraries (installed by scripts/setup.sh).
-PKGS := libsodium libuv libmicrohttpd libcjson libcurl sqlite3 libzstd libprotobuf-c
+PKGS := libsodium libuv libmicrohttpd libcjson libcurl sqlite3 libprotobuf-c
 ifeq ($(CROSS),)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)

@@ -10,6 +10,7 @@
 #include "node/modelserve.h"
 
 #include <arpa/inet.h>
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -364,14 +365,36 @@ static enum MHD_Result dispatch(struct api_conn *c, const char *method, const ch
                 !strcmp(url, "/style.css") || !strcmp(url, "/favicon.ico")))
         return serve_static(c, url);
     if (get && !strcmp(url, "/health")) {
-        bool loading = false;
+        /* llama-server's shapes: 503 while loading, 503 with the reason when no local
+         * model could load; a lite node (no local model) is healthy */
+        bool loading = false, ready = false;
+        const struct router_model *failed = NULL;
         struct router_model *ms = calloc(API_MAX_MODELS, sizeof *ms);
         int n = ms ? router_models(s->rt, ms, API_MAX_MODELS) : 0;
-        for (int i = 0; i < n; i++)
-            if (ms[i].is_local && ms[i].state == ROUTER_LOADING) loading = true;
+        for (int i = 0; i < n; i++) {
+            if (!ms[i].is_local) continue;
+            if (ms[i].state == ROUTER_LOADING) loading = true;
+            if (ms[i].state == ROUTER_READY) ready = true;
+            if (ms[i].state == ROUTER_FAILED && !failed) failed = &ms[i];
+        }
+        cJSON *o = cJSON_CreateObject();
+        unsigned code = 200;
+        if (loading) {
+            cJSON_AddStringToObject(o, "status", "loading model");
+            code = 503;
+        } else if (failed && !ready) {
+            char why[sizeof failed->err + sizeof failed->name + 4];
+            snprintf(why, sizeof why, "%s: %s", failed->name, failed->err);
+            cJSON_AddStringToObject(o, "status", "error");
+            cJSON_AddStringToObject(o, "error", why);
+            code = 503;
+        } else {
+            cJSON_AddStringToObject(o, "status", "ok");
+        }
         free(ms);
-        char *j = strdup(loading ? "{\"status\":\"loading\"}" : "{\"status\":\"ok\"}");
-        return api_reply_json(c, loading ? 503 : 200, j);
+        char *j = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        return api_reply_json(c, code, j);
     }
     if (!key_ok(s, c->mc))
         return reply_err(c, 401, "invalid_request_error", "invalid_api_key",

@@ -18,6 +18,7 @@
 #include "node/router.h"
 #include "node/sched.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -39,6 +40,7 @@ static void serve_usage(FILE *f)
             "      --ollama-port N  also listen on N (Ollama's default is 11434)\n"
             "      --api-key KEY    require 'Authorization: Bearer KEY' (default: $MESHLLM_API_KEY);\n"
             "                       serving off loopback without one prints a warning\n"
+            "      --api-key-file F the key is the first line of file F (keeps it out of ps)\n"
             "      --allowed-host NAME  also answer requests whose Host is NAME (repeatable;\n"
             "                       '*.example.com', '*' = any; default $MESHLLM_ALLOWED_HOSTS,\n"
             "                       comma-separated). Loopback names and the --host address\n"
@@ -47,9 +49,12 @@ static void serve_usage(FILE *f)
             "                       http://localhost:3000, http://localhost:*, or * for any;\n"
             "                       default $MESHLLM_CORS, else $OLLAMA_ORIGINS). Other pages\n"
             "                       get 403; the console is same-origin and always works\n"
-            "      --slots N        concurrent sequences per model (default 8)\n"
-            "      --ctx N          context positions per sequence (default: the model's, max 4096)\n"
+            "      --slots N        concurrent sequences per model (default 8; -np, --parallel)\n"
+            "      --ctx N          context positions per sequence (default: the model's, max 4096;\n"
+            "                       -c, --ctx-size)\n"
             "      --batch N        tokens per decode step (default 512)\n"
+            "      -ngl, -fa, -ts, -mg N  llama-server's GPU flags: accepted and ignored with\n"
+            "                       one line (this build runs on the CPU)\n"
             "      --queue N        requests waiting for a slot before 429 (default 64)\n"
             "      --idle-timeout S close connections idle for S seconds (default 15)\n"
             "      --rate-limit N   generation requests a minute per client address, then 429\n"
@@ -109,7 +114,30 @@ struct serve_args {
     const char *join;
     bool has_layers;            /* --layers: every --model is split (docs/SPLIT.md) */
     int layer_begin, layer_end; /* [begin, end); equal: none */
+    char api_key_buf[1024];     /* --api-key-file: the key read from the file */
 };
+
+/* --api-key-file: the file's first line, without its line end, is the key; 2 (printed) when
+ * the file cannot be read or that line is empty or too long. */
+static int key_from_file(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        cli_fail("serve: --api-key-file %s: %s", path, strerror(errno));
+        return 2;
+    }
+    bool got = fgets(buf, (int)cap, f) != NULL;
+    fclose(f);
+    size_t n = got ? strlen(buf) : 0;
+    bool whole = n > 0 && (buf[n - 1] == '\n' || n + 1 < cap);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) buf[--n] = 0;
+    if (!whole || n == 0) {
+        cli_fail("serve: --api-key-file %s: the first line must hold the key (1 to %zu bytes)",
+                 path, cap - 2);
+        return 2;
+    }
+    return 0;
+}
 
 /* Adds value to list (count *n, capacity SERVE_MAX_NAMES); 2 (printed) when full. */
 static int name_add(const char **list, int *n, const char *value, const char *opt)
@@ -202,6 +230,10 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
             bad = parse_int(v, 0, 65535, &a->http.ollama_port);
         else if (!strcmp(o, "--api-key"))
             a->http.api_key = v;
+        else if (!strcmp(o, "--api-key-file")) {
+            if (key_from_file(v, a->api_key_buf, sizeof a->api_key_buf)) return 2;
+            a->http.api_key = a->api_key_buf;
+        }
         else if (!strcmp(o, "--data-dir"))
             a->data_dir = v;
         else if (!strcmp(o, "--route")) {
@@ -235,9 +267,13 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
             }
             if (!bad) (*cnt)++;
         }
-        else if (!strcmp(o, "--slots"))
+        else if (!strcmp(o, "--slots") || !strcmp(o, "-np") || !strcmp(o, "--parallel"))
             bad = parse_int(v, 1, 256, &a->sp.n_slots);
-        else if (!strcmp(o, "--ctx"))
+        else if (!strcmp(o, "-ngl") || !strcmp(o, "--n-gpu-layers") || !strcmp(o, "--gpu-layers") ||
+                 !strcmp(o, "-fa") || !strcmp(o, "--flash-attn") || !strcmp(o, "-ts") ||
+                 !strcmp(o, "--tensor-split") || !strcmp(o, "-mg") || !strcmp(o, "--main-gpu"))
+            fprintf(stderr, "meshllm: serve: %s %s ignored: this build runs on the CPU\n", o, v);
+        else if (!strcmp(o, "--ctx") || !strcmp(o, "-c") || !strcmp(o, "--ctx-size"))
             bad = parse_int(v, 16, 1 << 20, &a->sp.n_ctx);
         else if (!strcmp(o, "--batch"))
             bad = parse_int(v, 1, 65536, &a->sp.n_batch);
