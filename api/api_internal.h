@@ -98,6 +98,7 @@ struct http_server {
     int port, ollama_port;
     int64_t started_s;
     char *(*peers_json)(void *ctx); /* http_opts.peers_json */
+    struct api_sampling_defaults defaults; /* http_opts.defaults (all unset if NULL) */
     void *peers_ctx;
     pthread_rwlock_t stop_lock; /* read-held while submitting; write-held to set stopping */
     bool stopping;              /* guarded by stop_lock */

@@ -251,6 +251,19 @@ static enum MHD_Result route_gen(struct api_conn *c, enum api_proto proto, enum 
                  ? api_openai_parse(kind, c->body ? c->body : "", c->body_len, &req, &e)
                  : api_ollama_parse(kind, c->body ? c->body : "", c->body_len, &req, &e);
     if (rc) return api_reply_error(c, &e);
+    if (proto == API_PROTO_OPENAI) {
+        api_sampling_defaults_apply(&c->srv->defaults, &req);
+        if (!req.model[0]) { /* no "model": the first model this node lists (llama-server) */
+            struct router_model m;
+            if (router_models(c->srv->rt, &m, 1) < 1) {
+                api_gen_req_free(&req);
+                api_error_set(&e, 400, "invalid_request_error", NULL, "model",
+                              "you must provide a model parameter (this node serves none)");
+                return api_reply_error(c, &e);
+            }
+            snprintf(req.model, sizeof req.model, "%s", m.name);
+        }
+    }
     modelserve_autoload(c->srv->rt, req.model); /* a store model: load on first request */
     const char *route = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "X-Meshllm-Route");
     if (api_route_header(route, &req, &e)) {
@@ -826,6 +839,8 @@ int http_server_start(struct router *rt, const struct http_opts *o, struct http_
         }
     }
     s->peers_json = o->peers_json;
+    api_sampling_defaults_init(&s->defaults);
+    if (o->defaults) s->defaults = *o->defaults;
     s->peers_ctx = o->peers_ctx;
     s->d = listen_on(s, o, o->port, &s->port, err, err_cap);
     if (!s->d) goto fail;

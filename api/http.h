@@ -37,6 +37,8 @@
 
 struct router;
 
+struct api_sampling_defaults; /* api/openai.h */
+
 struct http_opts {
     const char *host;    /* bind address (IPv4/IPv6 literal or "localhost"); default 127.0.0.1 */
     int port;            /* 0 = any free port (see http_server_port) */
@@ -59,6 +61,8 @@ struct http_opts {
      * {"enabled":false,"peers":[]} (no peer-to-peer host). */
     char *(*peers_json)(void *ctx);
     void *peers_ctx;
+    /* serve --temp, --top-p, ...: defaults for the OpenAI routes (NULL = the API's own) */
+    const struct api_sampling_defaults *defaults;
 };
 
 struct http_server;

@@ -221,7 +221,7 @@ static int parse_stop(const cJSON *root, struct api_gen_req *r, struct api_error
 static int parse_model(const cJSON *root, struct api_gen_req *r, struct api_error *e)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "model");
-    if (is_absent(v)) return bad(e, "model", "you must provide a model parameter");
+    if (is_absent(v)) return 0; /* "" = the server's default model (as llama-server) */
     if (!cJSON_IsString(v) || !v->valuestring[0]) return bad(e, "model", "'model' must be a string");
     if (strlen(v->valuestring) >= sizeof r->model) return bad(e, "model", "'model' is too long");
     snprintf(r->model, sizeof r->model, "%s", v->valuestring);
@@ -235,12 +235,26 @@ static int parse_sampling(const cJSON *root, struct api_gen_req *r, struct api_e
     long long ll;
     bool has;
     int rc;
-    d = 1.0;
+    d = -1;
     if ((rc = get_number(root, "temperature", 0, 2, &d, e))) return rc;
-    r->temperature = (float)d;
-    d = 1.0;
+    if (d >= 0) r->given |= API_GIVEN_TEMPERATURE;
+    r->temperature = d >= 0 ? (float)d : 1.0f;
+    d = -1;
     if ((rc = get_number(root, "top_p", 0, 1, &d, e))) return rc;
-    r->top_p = (float)d;
+    if (d >= 0) r->given |= API_GIVEN_TOP_P;
+    r->top_p = d >= 0 ? (float)d : 1.0f;
+    /* llama-server's extensions */
+    d = -1;
+    if ((rc = get_number(root, "min_p", 0, 1, &d, e))) return rc;
+    if (d >= 0) r->given |= API_GIVEN_MIN_P;
+    r->min_p = d >= 0 ? (float)d : 0.0f;
+    d = -1;
+    if ((rc = get_number(root, "repeat_penalty", 0, 100, &d, e))) return rc;
+    if (d >= 0) r->given |= API_GIVEN_REPEAT_PENALTY;
+    r->repeat_penalty = d >= 0 ? (float)d : 1.0f;
+    if ((rc = get_int(root, "top_k", 0, 1e6, &ll, &has, e))) return rc;
+    if (has) r->given |= API_GIVEN_TOP_K;
+    r->top_k = has ? (int)ll : 0;
     d = 0;
     if ((rc = get_number(root, "presence_penalty", -2, 2, &d, e))) return rc;
     r->presence_penalty = (float)d;
@@ -257,6 +271,7 @@ static int parse_sampling(const cJSON *root, struct api_gen_req *r, struct api_e
     if (has) r->max_tokens = (int)ll;
     if ((rc = get_int(root, "max_completion_tokens", 1, 1e9, &ll, &has, e))) return rc;
     if (has) r->max_tokens = (int)ll;
+    if (r->max_tokens > 0) r->given |= API_GIVEN_MAX_TOKENS;
     if ((rc = get_int(root, "n", 1, 128, &ll, &has, e))) return rc;
     if (has && ll != 1) return bad(e, "n", "only n = 1 is supported");
     if ((rc = get_bool(root, "stream", &r->stream, e))) return rc;
@@ -379,6 +394,23 @@ int api_meshllm_parse(const cJSON *root, enum node_route *route, struct api_erro
         return bad(e, "meshllm.route", "unknown route '%.40s' in 'meshllm.route': use " ROUTES_ALLOWED,
                    r->valuestring);
     return 0;
+}
+
+void api_sampling_defaults_init(struct api_sampling_defaults *d)
+{
+    d->temperature = d->top_p = d->min_p = d->repeat_penalty = -1;
+    d->top_k = d->max_tokens = -1;
+}
+
+void api_sampling_defaults_apply(const struct api_sampling_defaults *d, struct api_gen_req *r)
+{
+    if (d->temperature >= 0 && !(r->given & API_GIVEN_TEMPERATURE)) r->temperature = d->temperature;
+    if (d->top_p >= 0 && !(r->given & API_GIVEN_TOP_P)) r->top_p = d->top_p;
+    if (d->min_p >= 0 && !(r->given & API_GIVEN_MIN_P)) r->min_p = d->min_p;
+    if (d->repeat_penalty >= 0 && !(r->given & API_GIVEN_REPEAT_PENALTY))
+        r->repeat_penalty = d->repeat_penalty;
+    if (d->top_k >= 0 && !(r->given & API_GIVEN_TOP_K)) r->top_k = d->top_k;
+    if (d->max_tokens > 0 && !(r->given & API_GIVEN_MAX_TOKENS)) r->max_tokens = d->max_tokens;
 }
 
 int api_route_header(const char *value, struct api_gen_req *r, struct api_error *e)

@@ -70,7 +70,26 @@ struct api_gen_req {
     bool raw;             /* ollama generate: do not apply the template */
     char *system;         /* ollama generate: system prompt, or NULL */
     enum node_route route; /* "meshllm":{"route":...} or X-Meshllm-Route; DEFAULT if neither */
+    unsigned given;       /* API_GIVEN_* bits: sampling fields the request set itself */
 };
+
+/* Sampling fields a request may leave to the server's defaults (api_gen_req.given). */
+#define API_GIVEN_TEMPERATURE (1u << 0)
+#define API_GIVEN_TOP_P (1u << 1)
+#define API_GIVEN_TOP_K (1u << 2)
+#define API_GIVEN_MIN_P (1u << 3)
+#define API_GIVEN_REPEAT_PENALTY (1u << 4)
+#define API_GIVEN_MAX_TOKENS (1u << 5)
+
+/* The server's sampling defaults (serve --temp, --top-p, --top-k, --min-p, --repeat-penalty,
+ * -n: llama-server's flags), applied to the OpenAI routes' requests that leave the field
+ * out. A negative value = not set (the API's own default stays). */
+struct api_sampling_defaults {
+    float temperature, top_p, min_p, repeat_penalty;
+    int top_k, max_tokens;
+};
+void api_sampling_defaults_init(struct api_sampling_defaults *d); /* all unset */
+void api_sampling_defaults_apply(const struct api_sampling_defaults *d, struct api_gen_req *r);
 
 /* Parses and validates a request body of len bytes (not NUL-terminated) for kind.
  * On success fills *out (zeroed first; free with api_gen_req_free) and returns 0.

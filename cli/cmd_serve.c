@@ -6,6 +6,7 @@
  * Signals are blocked in every thread and taken with sigwait() by the main thread.
  */
 #include "api/http.h"
+#include "api/openai.h"
 #include "cli/cli.h"
 #include "cli/cli_opts.h"
 #include "core/err.h"
@@ -60,6 +61,9 @@ static void serve_usage(FILE *f)
             "      --rate-limit N   generation requests a minute per client address, then 429\n"
             "                       (default 0 = no limit)\n"
             "  -t, --threads N      threads per model (default: all cores)\n"
+            "      --temp T, --top-p P, --top-k K, --min-p P, --repeat-penalty R, -n N\n"
+            "                       sampling defaults for OpenAI-route requests that leave the\n"
+            "                       field out (as llama-server; Ollama routes keep Ollama's)\n"
             "      --spec MODE      speculative decoding: ngram (prompt lookup), draft (a draft\n"
             "                       model), off (default; draft when --draft is given)\n"
             "      --draft MODEL    draft model sharing the model's vocabulary (-md,\n"
@@ -85,6 +89,15 @@ static void serve_usage(FILE *f)
             "      --public         also bootstrap from public peers (none are configured yet)\n"
             "      --data-dir DIR   node key directory (default $MESHLLM_HOME, else ~/.meshllm)\n"
             "\nexample: meshllm serve --model stories260K.gguf --port 9337\n");
+}
+
+static int parse_float(const char *s, float lo, float hi, float *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end || !(v >= lo && v <= hi)) return MESH_EINVAL;
+    *out = (float)v;
+    return 0;
 }
 
 static int parse_int(const char *s, int lo, int hi, int *out)
@@ -115,6 +128,7 @@ struct serve_args {
     bool has_layers;            /* --layers: every --model is split (docs/SPLIT.md) */
     int layer_begin, layer_end; /* [begin, end); equal: none */
     char api_key_buf[1024];     /* --api-key-file: the key read from the file */
+    struct api_sampling_defaults defaults; /* --temp, --top-p, ...: http.defaults */
 };
 
 /* --api-key-file: the file's first line, without its line end, is the key; 2 (printed) when
@@ -190,6 +204,8 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
     a->http.host = "127.0.0.1";
     a->http.port = 9337;
     a->http.ollama_port = -1;
+    api_sampling_defaults_init(&a->defaults);
+    a->http.defaults = &a->defaults;
     a->http.api_key = getenv("MESHLLM_API_KEY");
     sched_params_default(&a->sp);
     cli_spec_opts_default(&a->spec);
@@ -285,6 +301,18 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
             bad = parse_int(v, 0, 1000000, &a->http.rate_limit_per_min);
         else if (!strcmp(o, "-t") || !strcmp(o, "--threads"))
             bad = parse_int(v, 0, 1024, &a->sp.n_threads);
+        else if (!strcmp(o, "--temp") || !strcmp(o, "--temperature"))
+            bad = parse_float(v, 0, 2, &a->defaults.temperature);
+        else if (!strcmp(o, "--top-p"))
+            bad = parse_float(v, 0, 1, &a->defaults.top_p);
+        else if (!strcmp(o, "--min-p"))
+            bad = parse_float(v, 0, 1, &a->defaults.min_p);
+        else if (!strcmp(o, "--repeat-penalty"))
+            bad = parse_float(v, 0, 100, &a->defaults.repeat_penalty);
+        else if (!strcmp(o, "--top-k"))
+            bad = parse_int(v, 0, 1000000, &a->defaults.top_k);
+        else if (!strcmp(o, "-n") || !strcmp(o, "--n-predict") || !strcmp(o, "--predict"))
+            bad = parse_int(v, -1, 1000000000, &a->defaults.max_tokens);
         else {
             cli_fail("serve: unknown option %s (see 'meshllm serve --help')", o);
             return 2;

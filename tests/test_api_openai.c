@@ -107,6 +107,44 @@ static void test_api_openai_chat_fields(void **state)
     api_gen_req_free(&r);
 }
 
+#define MSG_ONE "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]"
+/* serve --temp/--top-k/...: the server's defaults fill only what the request left out, and
+ * a request without "model" goes to the server's default model (model ""). */
+static void test_api_openai_server_defaults(void **state)
+{
+    (void)state;
+    struct api_gen_req r;
+    struct api_error e;
+    struct api_sampling_defaults d;
+    api_sampling_defaults_init(&d);
+    assert_int_equal(parse(API_KIND_CHAT, "{" MSG_ONE ",\"temperature\":0.5,\"top_k\":7}", &r, &e), 0);
+    assert_string_equal(r.model, "");
+    assert_int_equal(r.given, API_GIVEN_TEMPERATURE | API_GIVEN_TOP_K);
+    api_sampling_defaults_apply(&d, &r); /* nothing set: nothing changes */
+    assert_true(r.temperature == 0.5f && r.top_k == 7 && r.top_p == 1.0f && r.max_tokens == -1);
+    d.temperature = 0.2f;
+    d.top_k = 40;
+    d.top_p = 0.9f;
+    d.min_p = 0.05f;
+    d.repeat_penalty = 1.1f;
+    d.max_tokens = 16;
+    api_sampling_defaults_apply(&d, &r);
+    assert_true(r.temperature == 0.5f && r.top_k == 7);      /* the request's own */
+    assert_true(r.top_p == 0.9f && r.min_p == 0.05f && r.repeat_penalty == 1.1f);
+    assert_int_equal(r.max_tokens, 16);
+    api_gen_req_free(&r);
+    assert_int_equal(parse(API_KIND_COMPLETION,
+                           "{\"model\":\"m\",\"prompt\":\"x\",\"max_tokens\":3,\"top_p\":1,"
+                           "\"min_p\":0,\"repeat_penalty\":1}",
+                           &r, &e),
+                     0);
+    api_sampling_defaults_apply(&d, &r);
+    assert_true(r.temperature == 0.2f && r.top_k == 40); /* left out: the server's */
+    assert_true(r.top_p == 1.0f && r.min_p == 0.0f && r.repeat_penalty == 1.0f);
+    assert_int_equal(r.max_tokens, 3);
+    api_gen_req_free(&r);
+}
+
 static void test_api_openai_rejects_bad_fields(void **state)
 {
     (void)state;
@@ -115,7 +153,9 @@ static void test_api_openai_rejects_bad_fields(void **state)
     expect_bad(C, "", "");
     expect_bad(C, "{", "");
     expect_bad(C, "[1,2]", "");
-    expect_bad(C, "{\"messages\":[]}", "model");
+    expect_bad(C, "{\"messages\":[]}", "messages"); /* model may be left out */
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"top_k\":-1}", "top_k");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"min_p\":2}", "min_p");
     expect_bad(C, "{\"model\":7," MSG "}", "model");
     expect_bad(C, "{\"model\":\"m\"}", "messages");
     expect_bad(C, "{\"model\":\"m\",\"messages\":[]}", "messages");
@@ -497,6 +537,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_api_openai_chat_defaults),
         cmocka_unit_test(test_api_openai_chat_fields),
+        cmocka_unit_test(test_api_openai_server_defaults),
         cmocka_unit_test(test_api_openai_rejects_bad_fields),
         cmocka_unit_test(test_api_openai_completion_and_embedding),
         cmocka_unit_test(test_api_openai_error_json_shape),
