@@ -143,6 +143,7 @@ struct api_conn {
     struct api_gen *gen;        /* generation in flight, or NULL */
     struct api_pull *pull;      /* /api/pull or /api/create in flight, or NULL */
     bool is_cors;               /* the request's Origin is an allowed other origin */
+    bool is_ollama;             /* an Ollama route (/api/...): errors are {"error":"message"} */
     bool deferred;              /* the complete request was returned to MHD once */
     bool must_close;            /* reply with Connection: close (ambiguous body length) */
     struct api_conn *prev, *next; /* server's list, guarded by srv->conns_mu */

@@ -115,9 +115,19 @@ enum MHD_Result api_reply_json(struct api_conn *c, unsigned status, char *json)
     return reply_json_full(c, status, json, NULL, 0);
 }
 
+/* The Ollama routes answer errors as Ollama does, {"error":"message"} (its clients show
+ * that string); the others as OpenAI does, {"error":{"message","type","param","code"}}. */
 enum MHD_Result api_reply_error(struct api_conn *c, const struct api_error *e)
 {
-    return reply_json_full(c, (unsigned)(e->status ? e->status : 400), api_error_json(e), NULL,
+    char *body = NULL;
+    if (c->is_ollama) {
+        cJSON *o = cJSON_CreateObject();
+        if (o && cJSON_AddStringToObject(o, "error", e->message)) body = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+    } else {
+        body = api_error_json(e);
+    }
+    return reply_json_full(c, (unsigned)(e->status ? e->status : 400), body, NULL,
                            e->retry_after_s);
 }
 
@@ -374,6 +384,7 @@ static enum MHD_Result dispatch(struct api_conn *c, const char *method, const ch
     struct http_server *s = c->srv;
     bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
     bool post = !strcmp(method, "POST");
+    c->is_ollama = !strncmp(url, "/api/", 5);
     if (get && (!strcmp(url, "/") || !strncmp(url, "/index.html", 11) || !strcmp(url, "/app.js") ||
                 !strcmp(url, "/style.css") || !strcmp(url, "/favicon.ico")))
         return serve_static(c, url);

@@ -8,8 +8,9 @@ e2e_npm
 printf 'not a gguf file' >"$E2E_TMP/broken.gguf"
 key=test-key-$RANDOM
 # the command line: --help, misuse, a model that does not exist
-"$MESHLLM_BIN" serve --help | grep -q -- '--ollama-port'
-"$MESHLLM_BIN" serve --help | grep -q -- '--rate-limit N'
+"$MESHLLM_BIN" serve --help >"$E2E_TMP/help" # to a file: grep -q on a pipe may exit first (SIGPIPE)
+grep -q -- '--ollama-port' "$E2E_TMP/help"
+grep -q -- '--rate-limit N' "$E2E_TMP/help"
 rc=0; "$MESHLLM_BIN" serve --model x --rate-limit -1 2>/dev/null || rc=$?; [ "$rc" = 2 ]
 rc=0; "$MESHLLM_BIN" serve --route anywhere 2>"$E2E_TMP/err" || rc=$?; [ "$rc" = 2 ] && grep -q "local, own or mesh" "$E2E_TMP/err"
 rc=0; "$MESHLLM_BIN" serve --model no-such-model-xyz --port 0 2>"$E2E_TMP/err" || rc=$?

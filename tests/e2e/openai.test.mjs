@@ -240,7 +240,11 @@ test('route: meshllm.route in the body or X-Meshllm-Route; unknown values 400', 
   assert.equal(res.headers.get('x-meshllm-ran-on'), 'local');
   res = await post('/api/chat', { model: MODEL, messages: story, stream: false, meshllm: { route: 'nope' } });
   assert.equal(res.status, 400);
-  assert.equal((await res.json()).error.param, 'meshllm.route');
+  // Ollama's error shape: {"error": "message"} (its clients show the string)
+  assert.match((await res.json()).error, /unknown route 'nope'/);
+  res = await post('/api/chat', { model: 'no-such-model', messages: story, stream: false });
+  assert.equal(res.status, 404);
+  assert.equal(typeof (await res.json()).error, 'string');
   res = await post('/api/generate', gen, 'nope');
   assert.equal(res.status, 400);
   res = await post('/api/generate', gen, 'mesh');
