@@ -384,7 +384,6 @@ static enum MHD_Result dispatch(struct api_conn *c, const char *method, const ch
     struct http_server *s = c->srv;
     bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
     bool post = !strcmp(method, "POST");
-    c->is_ollama = !strncmp(url, "/api/", 5);
     if (get && (!strcmp(url, "/") || !strncmp(url, "/index.html", 11) || !strcmp(url, "/app.js") ||
                 !strcmp(url, "/style.css") || !strcmp(url, "/favicon.ico")))
         return serve_static(c, url);
@@ -507,6 +506,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         c->srv = s;
         c->mc = mc;
         c->is_http11 = version && !strcmp(version, MHD_HTTP_VERSION_1_1);
+        c->is_ollama = url && !strncmp(url, "/api/", 5);
         pthread_mutex_init(&c->mu, NULL);
         *con_cls = c;
         pthread_mutex_lock(&s->conns_mu);
