@@ -114,11 +114,21 @@ ISA_AVX512 := $(ISA_AVX2) -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnn
 $(BUILD)/%_avx2.o: CFLAGS += $(ISA_AVX2)
 $(BUILD)/%_avx512.o: CFLAGS += $(ISA_AVX512)
 
-$(BUILD)/%.o: %.c
+# Objects remember what built them: changing CC, OPT or SAN for the same BUILD folder
+# rebuilds it rather than mixing objects (make BUILD=build-asan without SAN=1, then with it,
+# used to link unsanitised objects into the ASan build). Warnings do not count (CI's -Werror).
+FLAGS_STAMP := $(BUILD)/.build-flags
+FLAGS_NOW := $(CC) $(OPT) SAN=$(SAN) $(CFLAGS_EXTRA)
+ifneq ($(FLAGS_NOW),$(shell cat $(FLAGS_STAMP) 2>/dev/null))
+$(shell mkdir -p $(BUILD) && echo '$(FLAGS_NOW)' > $(FLAGS_STAMP))
+endif
+$(FLAGS_STAMP): ;
+
+$(BUILD)/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
+$(BUILD)/gen/%.o: $(BUILD)/gen/%.c $(FLAGS_STAMP)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: net/proto/%.proto
