@@ -108,7 +108,7 @@ int main(int argc, char **argv)
             v[i] = quant_f32_to_f16(rand_uniform());
         }
         for (int i = 0; i < n_q * hd; i++) q[i] = rand_uniform();
-        struct attn_group_args a = {.head_dim = hd, .n_q = n_q, .n_kv = n_kv, .kv_f16 = true,
+        struct attn_group_args a = {.head_dim = hd, .n_q = n_q, .n_kv = n_kv, .k_type = ATTN_KV_F16, .v_type = ATTN_KV_F16,
                                     .q = q, .k = k, .v = v, .kv_stride = stride,
                                     .scale = 1.0f / sqrtf((float)hd), .out = out, .scratch = scratch};
         printf("| %d | %d | %d | %.1f", hd, n_q, n_kv, best_call_us(per_position, &a, cell_s));

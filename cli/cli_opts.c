@@ -18,7 +18,8 @@ void cli_gen_opts_default(struct cli_gen_opts *o)
     memset(o, 0, sizeof *o);
     sampler_params_default(&o->sp);
     o->n_predict = -1;
-    o->kv_type = MODEL_KV_F16;
+    o->k_type = MODEL_KV_F16;
+    o->v_type = MODEL_KV_F16;
     cli_spec_opts_default(&o->spec);
 }
 
@@ -137,7 +138,8 @@ int cli_gen_opts_parse(struct cli_gen_opts *o, int argc, char **argv, int *i)
                  is(a, "--repeat-last-n", NULL) || is(a, "--presence-penalty", NULL) ||
                  is(a, "--frequency-penalty", NULL) || is(a, "-s", "--seed") ||
                  is(a, "--stop", "-r") || is(a, "--reverse-prompt", NULL) ||
-                 is(a, "--kv-type", NULL);
+                 is(a, "--kv-type", NULL) || is(a, "-ctk", "--cache-type-k") ||
+                 is(a, "-ctv", "--cache-type-v");
     if (is(a, "--mlock", NULL)) {
         o->mlock = true;
         return 1;
@@ -198,12 +200,15 @@ int cli_gen_opts_parse(struct cli_gen_opts *o, int argc, char **argv, int *i)
         } else {
             o->stops[o->n_stops++] = v;
         }
-    } else if (is(a, "--kv-type", NULL)) {
-        if (!strcmp(v, "f16")) o->kv_type = MODEL_KV_F16;
-        else if (!strcmp(v, "f32")) o->kv_type = MODEL_KV_F32;
-        else {
-            cli_fail("--kv-type: '%s' is not f16 or f32", v);
+    } else if (is(a, "--kv-type", NULL) || is(a, "-ctk", "--cache-type-k") ||
+               is(a, "-ctv", "--cache-type-v")) {
+        int t = model_kv_type_parse(v);
+        if (t < 0) {
+            cli_fail("%s: '%s' is not f16, f32, q8_0 or q4_0", a, v);
             rc = 2;
+        } else {
+            if (!is(a, "-ctv", "--cache-type-v")) o->k_type = (enum model_kv_type)t;
+            if (!is(a, "-ctk", "--cache-type-k")) o->v_type = (enum model_kv_type)t;
         }
     }
     return rc ? rc : 1;
@@ -225,7 +230,9 @@ void cli_gen_opts_help(FILE *f)
             "      --presence-penalty P, --frequency-penalty F   OpenAI-style penalties (0)\n"
             "  -s, --seed S           random seed (default: random)\n"
             "  -r, --stop STR         stop when STR is generated (repeatable)\n"
-            "      --kv-type f16|f32  KV cache precision (default f16)\n"
+            "  -ctk, --cache-type-k T K cache type: f16 (default), f32, q8_0, q4_0\n"
+            "  -ctv, --cache-type-v T V cache type: f16 (default), f32, q8_0, q4_0\n"
+            "      --kv-type T        both at once\n"
             "      --mlock            keep the model in RAM\n"
             "  -v, --verbose          print timings and model facts to stderr\n");
 }
@@ -257,7 +264,8 @@ int cli_load_model(const char *path, const struct cli_gen_opts *o, int n_seq, st
     p.n_threads = o->n_threads;
     p.n_batch = o->n_batch;
     p.n_seq = n_seq;
-    p.kv_type = o->kv_type;
+    p.k_type = o->k_type;
+    p.v_type = o->v_type;
     rc = model_ctx_new(*m, &p, c, err, sizeof err);
     if (rc < 0) {
         cli_fail("%s: %s", path, err[0] ? err : err_str(rc));

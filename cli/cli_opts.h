@@ -35,7 +35,8 @@ struct cli_gen_opts {
     int n_ctx;                     /* --ctx; 0 = model default (capped at 4096) */
     int n_threads;                 /* -t; 0 = all cores */
     int n_batch;                   /* -b; 0 = 512 */
-    enum model_kv_type kv_type;    /* --kv-type f16|f32 */
+    enum model_kv_type k_type;     /* -ctk / --kv-type: f16 f32 q8_0 q4_0 */
+    enum model_kv_type v_type;     /* -ctv / --kv-type */
     bool mlock;                    /* --mlock */
     bool verbose;                  /* -v: timings and model info on stderr */
     const char *stops[CLI_MAX_STOPS];

@@ -36,7 +36,8 @@ static void bench_usage(FILE *f)
                "  -t N          threads (default: all cores)\n"
                "  -r N          repetitions (default 5)\n"
                "  -b LIST       batched decode: sequences per step, e.g. 1,4,8 (default 1)\n"
-               "  --kv-type f16|f32  KV cache precision (default f16)\n"
+               "  -ctk, -ctv T       K / V cache type: f16 (default), f32, q8_0, q4_0\n"
+               "  --kv-type T        both at once\n"
                "  --profile     also print where the time goes, step by step (ms per token)\n");
 }
 
@@ -83,7 +84,7 @@ int cmd_bench(int argc, char **argv)
 {
     const char *path = NULL;
     int n_prompt = 64, n_gen = 32, n_threads = 0, reps = 5, batches[16] = {1}, n_batches = 1;
-    enum model_kv_type kv = MODEL_KV_F16;
+    enum model_kv_type kt = MODEL_KV_F16, vt = MODEL_KV_F16;
     bool profile = false;
     double prof[8][MODEL_PROF_COUNT], prof_wall[8];
     char prof_name[8][32];
@@ -120,8 +121,12 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "-t") && num_ok && x >= 0 && x <= 1024) n_threads = (int)x;
         else if (!strcmp(a, "-r") && num_ok && x >= 1 && x <= 1000) reps = (int)x;
         else if (!strcmp(a, "-b") && (n_batches = parse_list(v, batches, 16)) > 0) {
-        } else if (!strcmp(a, "--kv-type") && (!strcmp(v, "f16") || !strcmp(v, "f32"))) {
-            kv = v[1] == '1' ? MODEL_KV_F16 : MODEL_KV_F32;
+        } else if ((!strcmp(a, "--kv-type") || !strcmp(a, "-ctk") || !strcmp(a, "--cache-type-k") ||
+                    !strcmp(a, "-ctv") || !strcmp(a, "--cache-type-v")) && model_kv_type_parse(v) >= 0) {
+            bool is_v = !strcmp(a, "-ctv") || !strcmp(a, "--cache-type-v");
+            bool is_k = !strcmp(a, "-ctk") || !strcmp(a, "--cache-type-k");
+            if (!is_v) kt = (enum model_kv_type)model_kv_type_parse(v);
+            if (!is_k) vt = (enum model_kv_type)model_kv_type_parse(v);
         } else {
             cli_fail("bench: bad option '%s %s' (see 'meshllm bench --help')", a, v);
             return 2;
@@ -149,7 +154,8 @@ int cmd_bench(int argc, char **argv)
     p.n_batch = n_prompt > max_b ? n_prompt : max_b;
     p.n_seq = max_b;
     p.n_threads = n_threads;
-    p.kv_type = kv;
+    p.k_type = kt;
+    p.v_type = vt;
     if (model_ctx_new(m, &p, &c, err, sizeof err) < 0) {
         cli_fail("bench: %s", err);
         goto done;

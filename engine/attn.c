@@ -3,13 +3,15 @@
  * The reference runs head by head in position order, as the forward pass did before
  * the SIMD kernels: F16 query, float dot products (8 partial sums, which compilers may
  * vectorise without reassociating), libm expf, the softmax sum in double, F16
- * probabilities against F16 V rows, float V accumulation. Cache rows are converted with
+ * probabilities against F16 V rows, float V accumulation; Q8_0 / Q4_0 rows dequantized
+ * element by element (d * q), with a float query and float probabilities. Cache rows are converted with
  * quant's bulk F16 conversion, so the path other CPUs take (NEON) stays reasonable. It is the judge the
  * AVX2 / AVX-512 kernels are tested against and the path of MESHLLM_ISA=scalar.
  */
 #include "engine/attn.h"
 
 #include "engine/quant.h"
+#include "engine/quant_blocks.h"
 
 #include <float.h>
 #include <math.h>
@@ -28,15 +30,35 @@ size_t attn_scratch_bytes(int head_dim, int n_q, int n_ctx)
     return ((size_t)n_q * row + hd16) * sizeof(float) + 64;
 }
 
-/* Position p's key or value row as floats: in place for an F32 cache, else converted
- * into buf (quant's bulk F16 conversion, exact). */
-static inline const float *row_at(const struct attn_group_args *a, const void *base, int p,
-                                  float *buf)
+/* n elements of a cache, starting at element index i, as floats into buf (exact: F16 and
+ * d * q are representable in float); an F32 cache is returned in place. */
+static const float *elems_at(enum attn_kv_type t, const void *base, size_t i, int n, float *buf)
 {
-    size_t at = (size_t)p * a->kv_stride;
-    if (!a->kv_f16) return (const float *)base + at;
-    quant_f16_to_f32_row((const uint16_t *)base + at, buf, a->head_dim);
+    switch (t) {
+    case ATTN_KV_F32: return (const float *)base + i;
+    case ATTN_KV_F16: quant_f16_to_f32_row((const uint16_t *)base + i, buf, n); return buf;
+    case ATTN_KV_Q8_0:
+        for (int e = 0; e < n; e++) {
+            const struct block_q8_0 *b = (const struct block_q8_0 *)base + (i + (size_t)e) / QK8_0;
+            buf[e] = quant_f16_to_f32(b->d) * (float)b->qs[(i + (size_t)e) % QK8_0];
+        }
+        return buf;
+    case ATTN_KV_Q4_0:
+        for (int e = 0; e < n; e++) {
+            const struct block_q4_0 *b = (const struct block_q4_0 *)base + (i + (size_t)e) / QK4_0;
+            size_t j = (i + (size_t)e) % QK4_0; /* elements 0..15: low nibbles, 16..31: high */
+            int q = j < QK4_0 / 2 ? (b->qs[j] & 15) : (b->qs[j - QK4_0 / 2] >> 4);
+            buf[e] = quant_f16_to_f32(b->d) * (float)(q - 8);
+        }
+        return buf;
+    }
     return buf;
+}
+
+static inline const float *row_at(const struct attn_group_args *a, enum attn_kv_type t,
+                                  const void *base, int p, float *buf)
+{
+    return elems_at(t, base, (size_t)p * a->kv_stride + a->kv_off, a->head_dim, buf);
 }
 
 /* x . y in float, 8 partial sums (lane j takes the elements d = j mod 8), then in order. */
@@ -61,11 +83,11 @@ void attn_ref_group(const struct attn_group_args *a)
     for (int i = 0; i < a->n_q; i++) {
         const float *q = a->q + (size_t)i * hd;
         for (int d = 0; d < hd; d++)
-            qr[d] = a->kv_f16 ? quant_f16_to_f32(quant_f32_to_f16(q[d])) : q[d];
+            qr[d] = a->k_type == ATTN_KV_F16 ? quant_f16_to_f32(quant_f32_to_f16(q[d])) : q[d];
         /* scores[p] = scale * (q . k_p), products summed in float */
         float max = -FLT_MAX;
         for (int p = 0; p < n_kv; p++) {
-            scores[p] = dot_f32(qr, row_at(a, a->k, p, buf), hd) * a->scale;
+            scores[p] = dot_f32(qr, row_at(a, a->k_type, a->k, p, buf), hd) * a->scale;
             if (scores[p] > max) max = scores[p];
         }
         /* softmax, summed in double as ggml's soft_max */
@@ -78,13 +100,13 @@ void attn_ref_group(const struct attn_group_args *a)
         for (int p = 0; p < n_kv; p++) {
             scores[p] *= inv;
             /* ggml multiplies F16 V by the probabilities converted to F16 */
-            if (a->kv_f16) scores[p] = quant_f16_to_f32(quant_f32_to_f16(scores[p]));
+            if (a->v_type == ATTN_KV_F16) scores[p] = quant_f16_to_f32(quant_f32_to_f16(scores[p]));
         }
         /* out = sum_p prob_p * v_p */
         float *o = a->out + (size_t)i * hd;
         memset(o, 0, (size_t)hd * sizeof(float));
         for (int p = 0; p < n_kv; p++) {
-            const float *v = row_at(a, a->v, p, buf);
+            const float *v = row_at(a, a->v_type, a->v, p, buf);
             for (int d = 0; d < hd; d++) o[d] += scores[p] * v[d];
         }
     }

@@ -6,8 +6,12 @@
  * cache the query is rounded to F16 and each score is the dot of F16 values with products
  * summed in float; the softmax sum is taken in double; the probabilities are rounded to F16
  * before they multiply the F16 V rows; V is accumulated in float. With an F32 cache
- * nothing is rounded to F16. Doing a whole group per call lets the SIMD kernels load
- * each K and V row once for all its query heads.
+ * nothing is rounded to F16. A Q8_0 or Q4_0 cache (rows of whole 32-element blocks, as
+ * GGUF lays them out) is read in place: each 8 or 16 elements are dequantized in registers
+ * as they are used (d * q, exact in float), the query stays float against a quantized K
+ * and the probabilities stay float against a quantized V. K and V may have different
+ * types. Doing a whole group per call lets the SIMD kernels load each K and V row once
+ * for all its query heads.
  * Not here: masks other than "the first n_kv positions", ALiBi, soft-capping, flash
  * attention's running softmax (the scores of all n_kv positions are kept in scratch).
  */
@@ -19,16 +23,22 @@
 
 enum { ATTN_MAX_GROUP = 64 }; /* largest n_q per call */
 
+/* Element type of a cache row. Quantized rows are whole blocks of 32 elements. */
+enum attn_kv_type { ATTN_KV_F32 = 0, ATTN_KV_F16 = 1, ATTN_KV_Q8_0 = 2, ATTN_KV_Q4_0 = 3 };
+
 /* One call's operands; nothing is owned. */
 struct attn_group_args {
     int head_dim;      /* elements per head, >= 1 */
     int n_q;           /* query heads sharing the K/V head, 1..ATTN_MAX_GROUP */
     int n_kv;          /* cached positions attended (0..n_kv-1), >= 1 */
-    bool kv_f16;       /* cache elements are F16 (uint16_t), else float */
+    enum attn_kv_type k_type, v_type; /* element types of the K and V rows */
     const float *q;    /* [n_q][head_dim] query rows, contiguous */
-    const void *k;     /* position p's key at k + p * kv_stride elements */
-    const void *v;     /* position p's value at v + p * kv_stride elements */
-    size_t kv_stride;  /* elements between consecutive positions, >= head_dim */
+    const void *k;     /* element e of position p's key: element p * kv_stride + kv_off + e */
+    const void *v;     /* of the cache at k (v), counted in elements of k_type (v_type) */
+    size_t kv_stride;  /* elements between consecutive positions, >= head_dim; a multiple
+                        * of 32 for a quantized type */
+    size_t kv_off;     /* element offset of this head in a row; a multiple of 8 (16 for
+                        * the AVX-512 path) for quantized types, else any */
     float scale;       /* multiplies q . k (1 / sqrt(head_dim) for Llama) */
     float *out;        /* [n_q][head_dim] results; must not overlap q */
     void *scratch;     /* attn_scratch_bytes(head_dim, n_q, >= n_kv) bytes, 64-byte aligned */

@@ -84,14 +84,22 @@ const char *model_ftype_name(int file_type);
 /* tokenizer.chat_template text, or NULL. */
 const char *model_chat_template(const struct model *m);
 
-enum model_kv_type { MODEL_KV_F16 = 0, MODEL_KV_F32 = 1 };
+/* KV cache element types (llama.cpp's --cache-type-k/-v names: f16, f32, q8_0, q4_0).
+ * Q8_0 takes 34 bytes and Q4_0 18 bytes per 32 elements (F16: 64); they need
+ * n_head_kv * head_dim to be a multiple of 32. */
+enum model_kv_type { MODEL_KV_F16 = 0, MODEL_KV_F32 = 1, MODEL_KV_Q8_0 = 2, MODEL_KV_Q4_0 = 3 };
+/* "f16", "f32", "q8_0", "q4_0"; NULL for an unknown value. */
+const char *model_kv_type_name(enum model_kv_type t);
+/* The type named s (as above), or -1. */
+int model_kv_type_parse(const char *s);
 
 struct model_ctx_params {
     int n_ctx;          /* positions per sequence; 0 = min(n_ctx_train, 4096) */
     int n_batch;        /* max tokens per call; 0 = 512 */
     int n_seq;          /* sequences (KV slots); 0 = 1 */
     int n_threads;      /* 0 = all cores */
-    enum model_kv_type kv_type;
+    enum model_kv_type k_type; /* K cache elements (default f16) */
+    enum model_kv_type v_type; /* V cache elements (default f16) */
     int layer_begin;    /* layers this context runs: [layer_begin, layer_end); */
     int layer_end;      /* 0/0 = all layers */
 };
@@ -104,6 +112,8 @@ void model_ctx_free(struct model_ctx *c);
 int model_ctx_n_ctx(const struct model_ctx *c);
 int model_ctx_n_batch(const struct model_ctx *c);
 int model_ctx_n_threads(const struct model_ctx *c);
+/* Bytes of the K and V caches together (all layers, sequences and positions). */
+size_t model_ctx_kv_bytes(const struct model_ctx *c);
 const struct model *model_ctx_model(const struct model_ctx *c);
 
 /* Where a context's forward passes spend their wall time, step by step (the caller's

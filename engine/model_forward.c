@@ -33,10 +33,10 @@ struct model_ctx {
     struct pool *pool;
     int n_ctx, n_batch, n_seq, n_threads;
     int layer_begin, layer_end;
-    enum model_kv_type kv_type;
-    size_t kv_elem;          /* bytes per cached element: 2 (F16) or 4 (F32) */
+    enum model_kv_type k_type, v_type;
     int q_dim, kv_dim;       /* n_head * head_dim, n_head_kv * head_dim */
-    /* KV cache: [layer - layer_begin][seq][pos][kv_dim] elements of kv_type. */
+    /* KV cache: [layer - layer_begin][seq][pos][kv_dim] elements of k_type / v_type (a
+     * quantized row is kv_dim / 32 blocks); kv_bytes() turns an element index into bytes. */
     void *k_cache, *v_cache;
     int *seq_len;            /* [n_seq] positions cached per sequence */
     int *seq_next;           /* [n_seq] scratch for batch validation */
@@ -104,7 +104,69 @@ static inline void prof_mark(struct model_ctx *c, enum model_prof_step step)
 void model_ctx_params_default(struct model_ctx_params *p)
 {
     memset(p, 0, sizeof *p);
-    p->kv_type = MODEL_KV_F16;
+    p->k_type = MODEL_KV_F16;
+    p->v_type = MODEL_KV_F16;
+}
+
+const char *model_kv_type_name(enum model_kv_type t)
+{
+    switch (t) {
+    case MODEL_KV_F16: return "f16";
+    case MODEL_KV_F32: return "f32";
+    case MODEL_KV_Q8_0: return "q8_0";
+    case MODEL_KV_Q4_0: return "q4_0";
+    }
+    return NULL;
+}
+
+int model_kv_type_parse(const char *s)
+{
+    for (int t = MODEL_KV_F16; t <= MODEL_KV_Q4_0; t++)
+        if (s && strcmp(s, model_kv_type_name((enum model_kv_type)t)) == 0) return t;
+    return -1;
+}
+
+/* Bytes of n_elem cached elements of type t; n_elem is a multiple of 32 for quantized
+ * types (whole rows, or the start of one). */
+static inline size_t kv_bytes(enum model_kv_type t, size_t n_elem)
+{
+    switch (t) {
+    case MODEL_KV_F16: return n_elem * 2;
+    case MODEL_KV_F32: return n_elem * 4;
+    case MODEL_KV_Q8_0: return n_elem / 32 * sizeof(struct block_q8_0);
+    case MODEL_KV_Q4_0: return n_elem / 32 * sizeof(struct block_q4_0);
+    }
+    return 0;
+}
+
+static enum attn_kv_type kv_attn_type(enum model_kv_type t)
+{
+    switch (t) {
+    case MODEL_KV_F16: return ATTN_KV_F16;
+    case MODEL_KV_F32: return ATTN_KV_F32;
+    case MODEL_KV_Q8_0: return ATTN_KV_Q8_0;
+    case MODEL_KV_Q4_0: return ATTN_KV_Q4_0;
+    }
+    return ATTN_KV_F32;
+}
+
+/* Row src[kv_dim] into the cache at element index at (a row start), as type t. */
+static void kv_store(enum model_kv_type t, void *cache, size_t at, const float *src, int n)
+{
+    uint8_t *dst = (uint8_t *)cache + kv_bytes(t, at);
+    switch (t) {
+    case MODEL_KV_F16: quant_f32_to_f16_row(src, (uint16_t *)dst, n); break;
+    case MODEL_KV_F32: memcpy(dst, src, (size_t)n * sizeof(float)); break;
+    case MODEL_KV_Q8_0: quant_traits(QT_Q8_0)->from_float(src, dst, n); break;
+    case MODEL_KV_Q4_0: quant_traits(QT_Q4_0)->from_float(src, dst, n); break;
+    }
+}
+
+size_t model_ctx_kv_bytes(const struct model_ctx *c)
+{
+    size_t n = (size_t)(c->layer_end - c->layer_begin) * (size_t)c->n_seq * (size_t)c->n_ctx *
+               (size_t)c->kv_dim;
+    return kv_bytes(c->k_type, n) + kv_bytes(c->v_type, n);
 }
 
 int model_ctx_n_ctx(const struct model_ctx *c) { return c->n_ctx; }
@@ -195,8 +257,14 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p_in,
     if (p.layer_begin < 0 || p.layer_end > hp->n_layer || p.layer_begin > p.layer_end)
         return err_set(err, err_cap, MESH_EINVAL, "layer range [%d, %d) outside the model's %d layers",
                        p.layer_begin, p.layer_end, hp->n_layer);
-    if (p.kv_type != MODEL_KV_F16 && p.kv_type != MODEL_KV_F32)
-        return err_set(err, err_cap, MESH_EINVAL, "unknown KV cache type %d", (int)p.kv_type);
+    if (!model_kv_type_name(p.k_type) || !model_kv_type_name(p.v_type))
+        return err_set(err, err_cap, MESH_EINVAL, "unknown KV cache type %d",
+                       !model_kv_type_name(p.k_type) ? (int)p.k_type : (int)p.v_type);
+    int kv_dim = hp->n_head_kv * hp->head_dim;
+    if ((p.k_type >= MODEL_KV_Q8_0 || p.v_type >= MODEL_KV_Q8_0) && kv_dim % 32 != 0)
+        return err_set(err, err_cap, MESH_EUNSUPPORTED,
+                       "a %s KV cache needs n_head_kv * head_dim (%d) to be a multiple of 32",
+                       model_kv_type_name(p.k_type >= MODEL_KV_Q8_0 ? p.k_type : p.v_type), kv_dim);
 
     struct model_ctx *c = calloc(1, sizeof *c);
     if (!c) return MESH_ENOMEM;
@@ -206,8 +274,8 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p_in,
     c->n_seq = p.n_seq;
     c->layer_begin = p.layer_begin;
     c->layer_end = p.layer_end;
-    c->kv_type = p.kv_type;
-    c->kv_elem = p.kv_type == MODEL_KV_F16 ? 2 : 4;
+    c->k_type = p.k_type;
+    c->v_type = p.v_type;
     c->swiglu = act_swiglu_select();
     c->q_dim = hp->n_head * hp->head_dim;
     c->kv_dim = hp->n_head_kv * hp->head_dim;
@@ -219,8 +287,8 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p_in,
     size_t kv_elems_per_layer = (size_t)c->n_seq * (size_t)c->n_ctx * (size_t)c->kv_dim;
     size_t nb = (size_t)c->n_batch;
     int wide = hp->n_embd > c->q_dim ? hp->n_embd : c->q_dim;
-    c->k_cache = calloc3(n_layers, kv_elems_per_layer, c->kv_elem);
-    c->v_cache = calloc3(n_layers, kv_elems_per_layer, c->kv_elem);
+    c->k_cache = calloc3(n_layers, kv_bytes(c->k_type, kv_elems_per_layer), 1);
+    c->v_cache = calloc3(n_layers, kv_bytes(c->v_type, kv_elems_per_layer), 1);
     c->seq_len = calloc((size_t)c->n_seq, sizeof(int));
     c->seq_next = calloc((size_t)c->n_seq, sizeof(int));
     c->rope_freq = calloc((size_t)hp->rope_dim / 2, sizeof(float));
@@ -546,7 +614,8 @@ static void attn_worker(void *arg, int ith, int nth)
     int per_kv = (group + chunk - 1) / chunk; /* units per (token, K/V head) */
     struct attn_group_args a = {
         .head_dim = hd,
-        .kv_f16 = c->kv_type == MODEL_KV_F16,
+        .k_type = kv_attn_type(c->k_type),
+        .v_type = kv_attn_type(c->v_type),
         .kv_stride = (size_t)c->kv_dim,
         .scale = 1.0f / sqrtf((float)hd),
         .scratch = (uint8_t *)c->att_scratch + (size_t)ith * c->att_scratch_bytes,
@@ -556,13 +625,14 @@ static void attn_worker(void *arg, int ith, int nth)
         int t = u / (hp->n_head_kv * per_kv), r = u % (hp->n_head_kv * per_kv);
         int kvh = r / per_kv, h0 = kvh * group + (r % per_kv) * chunk;
         int seq = j->b->seq ? j->b->seq[t] : 0;
-        size_t base = (kv_index(c, j->il, seq, 0) + (size_t)kvh * hd) * c->kv_elem;
+        size_t row0 = kv_index(c, j->il, seq, 0); /* element index of position 0's row */
+        a.kv_off = (size_t)kvh * hd;
         a.n_q = kvh * group + group - h0 < chunk ? kvh * group + group - h0 : chunk;
         a.n_kv = j->b->pos[t] + 1;
         a.q = c->q + (size_t)t * c->q_dim + (size_t)h0 * hd;
         a.out = c->att_out + (size_t)t * c->q_dim + (size_t)h0 * hd;
-        a.k = (const uint8_t *)c->k_cache + base;
-        a.v = (const uint8_t *)c->v_cache + base;
+        a.k = (const uint8_t *)c->k_cache + kv_bytes(c->k_type, row0);
+        a.v = (const uint8_t *)c->v_cache + kv_bytes(c->v_type, row0);
         /* att_out[t][h0..h0+n_q) = softmax(q k^T / sqrt(hd), positions <= pos) v */
         attn_group(&a);
     }
@@ -636,13 +706,8 @@ int model_layers(struct model_ctx *c, const struct model_batch *b, float *x)
             rope(c, c->q + (size_t)t * c->q_dim, hp->n_head, b->pos[t]);
             rope(c, c->k + (size_t)t * c->kv_dim, hp->n_head_kv, b->pos[t]);
             size_t at = kv_index(c, il, seq, b->pos[t]);
-            if (c->kv_type == MODEL_KV_F16) {
-                quant_f32_to_f16_row(c->k + (size_t)t * c->kv_dim, (uint16_t *)c->k_cache + at, c->kv_dim);
-                quant_f32_to_f16_row(c->v + (size_t)t * c->kv_dim, (uint16_t *)c->v_cache + at, c->kv_dim);
-            } else {
-                memcpy((float *)c->k_cache + at, c->k + (size_t)t * c->kv_dim, (size_t)c->kv_dim * 4);
-                memcpy((float *)c->v_cache + at, c->v + (size_t)t * c->kv_dim, (size_t)c->kv_dim * 4);
-            }
+            kv_store(c->k_type, c->k_cache, at, c->k + (size_t)t * c->kv_dim, c->kv_dim);
+            kv_store(c->v_type, c->v_cache, at, c->v + (size_t)t * c->kv_dim, c->kv_dim);
         }
         prof_mark(c, MODEL_PROF_ROPE_KV);
         /* att_out[n][q_dim] = softmax(q k^T / sqrt(hd), causal) v */

@@ -27,6 +27,7 @@
 
 #include "engine/attn.h"
 #include "engine/quant.h"
+#include "engine/quant_blocks.h"
 #include "tests/util/test_util.h"
 
 typedef void (*attn_fn)(const struct attn_group_args *a);
@@ -93,7 +94,8 @@ static void prob_make(struct prob *p, int hd, int n_q, int n_kv, bool kv_f16, fl
     }
     size_t off = (size_t)OUR_HEAD * (size_t)hd * elem;
     p->a = (struct attn_group_args){
-        .head_dim = hd, .n_q = n_q, .n_kv = n_kv, .kv_f16 = kv_f16, .q = p->q,
+        .head_dim = hd, .n_q = n_q, .n_kv = n_kv, .k_type = kv_f16 ? ATTN_KV_F16 : ATTN_KV_F32,
+        .v_type = kv_f16 ? ATTN_KV_F16 : ATTN_KV_F32, .q = p->q,
         .k = (const uint8_t *)p->k + off, .v = (const uint8_t *)p->v + off, .kv_stride = stride,
         .scale = 1.0f / sqrtf((float)hd), .out = p->out, .scratch = p->scratch};
 }
@@ -139,7 +141,7 @@ static void exact_and_bound(const struct prob *p, int i, double *want, double *t
     for (int pos = 0; pos < n_kv; pos++) {
         double dot = 0, absdot = 0;
         for (int d = 0; d < hd; d++) {
-            double qd = a->kv_f16 ? h2f(f16(a->q[i * hd + d])) : a->q[i * hd + d];
+            double qd = (a->k_type == ATTN_KV_F16) ? h2f(f16(a->q[i * hd + d])) : a->q[i * hd + d];
             dot += qd * p->kd[(size_t)pos * hd + d];
             absdot += fabs(qd * p->kd[(size_t)pos * hd + d]);
         }
@@ -163,7 +165,7 @@ static void exact_and_bound(const struct prob *p, int i, double *want, double *t
         /* x1.5 covers the second-order terms of the first-order sum of relative errors */
         double w = 1.5 * (e[pos] + e_max + u * fabs(s[pos] - max) + 8 * u + w_sum + 4 * u);
         double lo = pr * (1 - w), hi = pr * (1 + w), pw = pr, span = hi - lo;
-        if (a->kv_f16) {
+        if ((a->k_type == ATTN_KV_F16)) {
             pw = h2f(f16((float)pr));
             lo = h2f(f16((float)lo));
             hi = h2f(f16((float)hi));
@@ -196,7 +198,7 @@ static void check_close(const struct prob *p, const char *what, const float *got
             if (!(err <= tol[d])) {
                 print_error("%s: hd %d n_q %d n_kv %d %s: head %d dim %d got %.9g want %.9g "
                             "(err %.3g > tol %.3g)\n",
-                            what, hd, p->a.n_q, p->a.n_kv, p->a.kv_f16 ? "f16" : "f32", i, d,
+                            what, hd, p->a.n_q, p->a.n_kv, (p->a.k_type == ATTN_KV_F16) ? "f16" : "f32", i, d,
                             got[i * hd + d], w, err, tol[d]);
                 fail();
             }
@@ -330,6 +332,128 @@ static void test_attn_softmax_within_8_ulps(void **state)
 }
 
 /* attn_group runs the path quant_isa_name() reports: bit for bit the same result. */
+/* Quantized caches (Q8_0 / Q4_0, and mixed with F16 / F32): rows of 4 heads quantized as
+ * whole 32-element blocks, a head at every offset a block allows. Every SIMD path must
+ * agree with the scalar reference (which dequantizes element by element) within float
+ * summation error, and the reference must agree with attention over the dequantized
+ * rows in double. */
+static void quant_rows(enum attn_kv_type t, const float *src, void *dst, int n)
+{
+    switch (t) {
+    case ATTN_KV_F32: memcpy(dst, src, (size_t)n * sizeof(float)); break;
+    case ATTN_KV_F16: quant_f32_to_f16_row(src, dst, n); break;
+    case ATTN_KV_Q8_0: quant_traits_ref(QT_Q8_0)->from_float(src, dst, n); break;
+    case ATTN_KV_Q4_0: quant_traits_ref(QT_Q4_0)->from_float(src, dst, n); break;
+    }
+}
+
+static size_t row_bytes(enum attn_kv_type t, int n)
+{
+    return t == ATTN_KV_F32 ? (size_t)n * 4 : t == ATTN_KV_F16 ? (size_t)n * 2
+           : t == ATTN_KV_Q8_0 ? (size_t)n / 32 * 34 : (size_t)n / 32 * 18;
+}
+
+static void test_attn_quantized_cache_paths_match_reference(void **state)
+{
+    (void)state;
+    uint64_t rng = 99;
+    const int head_sizes[] = {8, 16, 32, 64, 128};
+    const enum attn_kv_type kts[][2] = {{ATTN_KV_Q8_0, ATTN_KV_Q8_0}, {ATTN_KV_Q4_0, ATTN_KV_Q4_0},
+                                        {ATTN_KV_Q8_0, ATTN_KV_F16}, {ATTN_KV_F16, ATTN_KV_Q4_0},
+                                        {ATTN_KV_F32, ATTN_KV_Q8_0}};
+    for (size_t ih = 0; ih < sizeof head_sizes / sizeof head_sizes[0]; ih++) {
+        const int hd = head_sizes[ih], stride = 4 * hd < 32 ? 32 : 4 * hd, n_q = 1 + (int)ih % 4;
+        const int n_kv = 38 + 50 * (int)ih;
+        for (size_t it = 0; it < sizeof kts / sizeof kts[0]; it++) {
+            enum attn_kv_type kt = kts[it][0], vt = kts[it][1];
+            float *src = malloc((size_t)stride * sizeof(float));
+            float *kf = malloc((size_t)n_kv * (size_t)stride * sizeof(float));
+            float *vf = malloc((size_t)n_kv * (size_t)stride * sizeof(float));
+            uint8_t *k = malloc((size_t)n_kv * row_bytes(kt, stride));
+            uint8_t *v = malloc((size_t)n_kv * row_bytes(vt, stride));
+            float *q = malloc((size_t)n_q * (size_t)hd * sizeof(float));
+            float *ref = malloc((size_t)n_q * (size_t)hd * sizeof(float));
+            float *out = malloc((size_t)n_q * (size_t)hd * sizeof(float));
+            size_t sb = attn_scratch_bytes(hd, n_q, n_kv);
+            void *scratch = aligned_alloc(64, (sb + 63) / 64 * 64);
+            assert_non_null(scratch);
+            for (int i = 0; i < n_q * hd; i++) q[i] = 2.0f * test_rand_uniform(&rng);
+            for (int p = 0; p < n_kv; p++) {
+                for (int e = 0; e < stride; e++) src[e] = 2.0f * test_rand_uniform(&rng);
+                quant_rows(kt, src, k + (size_t)p * row_bytes(kt, stride), stride);
+                for (int e = 0; e < stride; e++) src[e] = test_rand_uniform(&rng);
+                quant_rows(vt, src, v + (size_t)p * row_bytes(vt, stride), stride);
+            }
+            for (int p = 0; p < n_kv; p++) { /* the values the cache holds */
+                const struct quant_traits *tk = kt == ATTN_KV_F32 ? quant_traits_ref(QT_F32)
+                    : kt == ATTN_KV_F16 ? quant_traits_ref(QT_F16) : kt == ATTN_KV_Q8_0
+                    ? quant_traits_ref(QT_Q8_0) : quant_traits_ref(QT_Q4_0);
+                const struct quant_traits *tv = vt == ATTN_KV_F32 ? quant_traits_ref(QT_F32)
+                    : vt == ATTN_KV_F16 ? quant_traits_ref(QT_F16) : vt == ATTN_KV_Q8_0
+                    ? quant_traits_ref(QT_Q8_0) : quant_traits_ref(QT_Q4_0);
+                tk->to_float(k + (size_t)p * row_bytes(kt, stride), kf + (size_t)p * stride, stride);
+                tv->to_float(v + (size_t)p * row_bytes(vt, stride), vf + (size_t)p * stride, stride);
+            }
+            for (int off = 0; off + hd <= stride; off += hd) {
+                struct attn_group_args a = {.head_dim = hd, .n_q = n_q, .n_kv = n_kv,
+                                            .k_type = kt, .v_type = vt, .q = q, .k = k, .v = v,
+                                            .kv_stride = (size_t)stride, .kv_off = (size_t)off,
+                                            .scale = 1.0f / sqrtf((float)hd), .out = ref,
+                                            .scratch = scratch};
+                attn_ref_group(&a);
+                /* the reference against double attention over the dequantized rows */
+                for (int i = 0; i < n_q; i++) {
+                    double sc[1024], mx = -INFINITY, sum = 0;
+                    for (int p = 0; p < n_kv; p++) {
+                        double d = 0;
+                        for (int e = 0; e < hd; e++) {
+                            double qe = q[i * hd + e];
+                            if (kt == ATTN_KV_F16) qe = h2f(f16(q[i * hd + e]));
+                            d += qe * kf[(size_t)p * stride + (size_t)off + (size_t)e];
+                        }
+                        sc[p] = d * a.scale;
+                        if (sc[p] > mx) mx = sc[p];
+                    }
+                    for (int p = 0; p < n_kv; p++) sum += (sc[p] = exp(sc[p] - mx));
+                    for (int e = 0; e < hd; e++) {
+                        double o = 0;
+                        for (int p = 0; p < n_kv; p++)
+                            o += sc[p] / sum * vf[(size_t)p * stride + (size_t)off + (size_t)e];
+                        /* F16 probabilities (F16 V) round by 2^-11 relative */
+                        double tol = vt == ATTN_KV_F16 ? 2e-3 : 1e-4;
+                        if (!(fabs(ref[i * hd + e] - o) <= tol)) {
+                            print_error("ref hd %d types %d/%d off %d head %d d %d: %.7g vs %.7g\n",
+                                        hd, kt, vt, off, i, e, ref[i * hd + e], o);
+                            fail();
+                        }
+                    }
+                }
+                static const struct { const char *isa; attn_fn fn; } paths[] = {
+#if defined(__x86_64__)
+                    {"avx2", attn_avx2_group}, {"avx512", attn_avx512_group},
+#endif
+                    {"scalar", attn_ref_group}};
+                for (size_t ip = 0; ip < sizeof paths / sizeof paths[0]; ip++) {
+                    if (strcmp(paths[ip].isa, "scalar") && !quant_isa_supported(paths[ip].isa)) continue;
+                    for (int i = 0; i < n_q * hd; i++) out[i] = NAN;
+                    a.out = out;
+                    paths[ip].fn(&a);
+                    a.out = ref;
+                    for (int i = 0; i < n_q * hd; i++) {
+                        if (!(fabsf(out[i] - ref[i]) <= 2e-5f + 1e-5f * fabsf(ref[i]))) {
+                            print_error("%s hd %d types %d/%d off %d elem %d: %.9g vs ref %.9g\n",
+                                        paths[ip].isa, hd, kt, vt, off, i, out[i], ref[i]);
+                            fail();
+                        }
+                    }
+                }
+            }
+            free(src); free(kf); free(vf); free(k); free(v); free(q); free(ref); free(out);
+            free(scratch);
+        }
+    }
+}
+
 static void test_attn_dispatch_follows_selected_isa(void **state)
 {
     (void)state;
@@ -386,6 +510,7 @@ int main(void)
         cmocka_unit_test(test_attn_kernels_match_scalar_on_every_path),
         cmocka_unit_test(test_attn_kernels_match_scalar_on_peaked_scores),
         cmocka_unit_test(test_attn_softmax_within_8_ulps),
+        cmocka_unit_test(test_attn_quantized_cache_paths_match_reference),
         cmocka_unit_test(test_attn_dispatch_follows_selected_isa),
         cmocka_unit_test(test_attn_single_position_returns_its_value),
         cmocka_unit_test(test_attn_scratch_bytes_rejects_bad_sizes),

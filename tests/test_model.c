@@ -39,7 +39,7 @@ static struct model_ctx *ctx_new(const struct model *m, enum model_kv_type kv, i
     p.n_ctx = 512;
     p.n_batch = 64;
     p.n_threads = 2;
-    p.kv_type = kv;
+    p.k_type = p.v_type = kv;
     p.layer_begin = lb;
     p.layer_end = le;
     p.n_seq = n_seq;

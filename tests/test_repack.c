@@ -296,7 +296,7 @@ static float *run_model(const char *path, const struct model_load_opts *lo, int 
     model_ctx_params_default(&p);
     p.n_ctx = 32;
     p.n_batch = N_PROMPT;
-    p.kv_type = MODEL_KV_F32; /* an F16 cache's roundings make random models chaotic */
+    p.k_type = p.v_type = MODEL_KV_F32; /* an F16 cache's roundings make random models chaotic */
     p.n_threads = 2;
     struct model_ctx *c = NULL;
     assert_int_equal(model_ctx_new(m, &p, &c, err, sizeof err), 0);
