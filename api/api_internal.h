@@ -146,6 +146,8 @@ struct api_conn {
     bool is_ollama;             /* an Ollama route (/api/...): errors are {"error":"message"} */
     bool deferred;              /* the complete request was returned to MHD once */
     bool must_close;            /* reply with Connection: close (ambiguous body length) */
+    bool awaiting_load;         /* suspended until its model loads (guarded by mu) */
+    int64_t load_wait_since_ms; /* when it began waiting (mono clock), 0 = not waiting */
     struct api_conn *prev, *next; /* server's list, guarded by srv->conns_mu */
 };
 
@@ -199,6 +201,15 @@ int api_ollama_parse(enum api_kind kind, const char *body, size_t len, struct ap
 /* {"models":[...]} of ms[n] (router_models order): ready local models, and mesh models with
  * what is known of them (size, digest, quantization only when known), each with "meshllm". */
 char *api_ollama_tags_json(const struct router_model *ms, int n);
+/* api_ollama_parse for /api/embeddings (embed_legacy true: "prompt", one vector back). */
+int api_ollama_parse_ex(enum api_kind kind, bool embed_legacy, const char *body, size_t len,
+                        struct api_gen_req *out, struct api_error *err);
+/* The /api/embed answer {"model","embeddings":[[...]],...} of vecs[n_vecs * n_embd], or with
+ * legacy /api/embeddings' {"embedding":[...]} (the first vector). malloc'd JSON or NULL. */
+char *api_ollama_embed_json(const char *model, bool legacy, const float *vecs, int n_vecs,
+                            int n_embd, int n_prompt, double elapsed_s);
+/* GET /api/ps: the models loaded and ready here, as Ollama lists running models. */
+char *api_ollama_ps_json(const struct router_model *ms, int n);
 char *api_ollama_version_json(void);
 /* One NDJSON line (with '\n') for a chat or generate stream; done adds the final fields. */
 char *api_ollama_chunk(enum api_kind kind, const char *model, const char *text, size_t len,

@@ -453,7 +453,11 @@ static enum MHD_Result embed_resume(struct api_conn *c, struct api_gen *g)
     }
     pthread_mutex_unlock(&c->mu);
     enum MHD_Result ret;
-    if (ch.embd && ch.n_vecs == g->req.n_inputs) {
+    if (ch.embd && ch.n_vecs == g->req.n_inputs && g->proto == API_PROTO_OLLAMA) {
+        char *j = api_ollama_embed_json(g->model, g->req.embed_legacy, ch.embd, ch.n_vecs,
+                                        ch.n_embd, ch.n_prompt, now_s() - g->t0);
+        ret = j ? api_reply_json(c, 200, j) : MHD_NO;
+    } else if (ch.embd && ch.n_vecs == g->req.n_inputs) {
         ret = reply_embeddings(c, g, &ch);
     } else {
         struct api_error err;
