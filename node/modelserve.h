@@ -11,7 +11,7 @@
  * thread. */
 void modelserve_autoload(struct router *rt, const char *name);
 /* Ollama's /api/show object for a store or loaded model (malloc'd JSON), or NULL with
- * *status 404 (unknown) or 500. */
-char *modelserve_show_json(struct router *rt, const char *name, int *status);
+ * *status 404 (unknown) or 500. verbose: model_info's arrays (vocabulary...) in full, not null. */
+char *modelserve_show_json(struct router *rt, const char *name, bool verbose, int *status);
 
 #endif

@@ -405,11 +405,14 @@ static void *dyn_main(void *arg)
 {
     struct dyn_arg a = *(struct dyn_arg *)arg;
     free(arg);
-    if (load_one(a.r, a.i) == 0 && !atomic_load(&a.r->stopping)) hash_one(a.r, a.i);
+    if (load_one(a.r, a.i) == 0 && !atomic_load(&a.r->stopping) &&
+        !atomic_load(&a.r->has_digest[a.i]))
+        hash_one(a.r, a.i);
     return NULL;
 }
 
-int registry_add_load(struct registry *r, const char *spec, char *err, size_t err_cap)
+int registry_add_load(struct registry *r, const char *spec, const char *sha256_hex, char *err,
+                      size_t err_cap)
 {
     pthread_mutex_lock(&r->add_mu);
     int rc = 0;
@@ -428,6 +431,10 @@ int registry_add_load(struct registry *r, const char *spec, char *err, size_t er
     if ((rc = registry_add(r, spec, err, err_cap))) {
         r->is_dyn[i] = false;
         goto out;
+    }
+    if (sha256_hex && strlen(sha256_hex) == 64) { /* verified when it entered the store */
+        memcpy(r->digest[i], sha256_hex, 65);
+        atomic_store(&r->has_digest[i], true);
     }
     struct dyn_arg *a = malloc(sizeof *a);
     if (a) *a = (struct dyn_arg){r, i};

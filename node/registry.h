@@ -87,9 +87,12 @@ void registry_mesh_release(struct registry *r);
 struct stage_job;
 int registry_stage_submit(void *reg, struct stage_job *j);
 /* Adds spec (any thread, also while serving) and loads it on a thread of its own: the
- * model store's load on first request. 0 also when a model of that name is already there.
- * MESH_EFULL, MESH_ENOTFOUND, MESH_ECLOSED (registry_stop has begun). */
-int registry_add_load(struct registry *r, const char *spec, char *err, size_t err_cap);
+ * model store's load on first request. sha256_hex: the file's SHA-256 when already known
+ * (the store verified it; 64 hex digits), else NULL and the loader hashes the file.
+ * 0 also when a model of that name is already there. MESH_EFULL, MESH_ENOTFOUND,
+ * MESH_ECLOSED (registry_stop has begun). */
+int registry_add_load(struct registry *r, const char *spec, const char *sha256_hex, char *err,
+                      size_t err_cap);
 /* Loads every added model on a background thread (in order). */
 int registry_load_start(struct registry *r);
 /* Loads synchronously; returns 0 if all loaded (failures are logged and kept in entries). */

@@ -28,6 +28,13 @@ test('show describes it', async () => {
   const s = await ollama.show({ model: 'e2e' });
   assert.equal(s.details.format, 'gguf');
   assert.equal(s.details.family, 'llama');
+  assert.equal(s.model_info['general.architecture'], 'llama');
+  assert.equal(s.model_info['llama.block_count'], 5);
+  assert.equal(s.model_info['llama.embedding_length'], 64);
+  assert.equal(s.model_info['tokenizer.ggml.tokens'], null); // arrays only when verbose
+  const v = await ollama.show({ model: 'e2e', verbose: true });
+  assert.equal(v.model_info['tokenizer.ggml.tokens'].length, 512);
+  assert.equal(v.model_info['tokenizer.ggml.tokens'][1], '<s>');
 });
 
 test('embed (both routes; the first request waits for the load), ps, a readable 404', async () => {
