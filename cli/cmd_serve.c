@@ -36,6 +36,8 @@ static void serve_usage(FILE *f)
             "Serves the OpenAI-compatible API, the Ollama API and the web console.\n"
             "Without --model it is a lite node: console and API, every answer from a peer.\n\n"
             "  -m, --model M        model file, or a name in $MESHLLM_MODELS or ~/.meshllm/models\n"
+            "  -a, --alias NAME     the API's name for the model given last (default: its file\n"
+            "                       name without .gguf), as llama-server's --alias\n"
             "      --host ADDR      address to bind (default 127.0.0.1)\n"
             "      --port N         API and console port (default 9337; 0 = any free port)\n"
             "      --ollama-port N  also listen on N (Ollama's default is 11434)\n"
@@ -111,6 +113,7 @@ static int parse_int(const char *s, int lo, int hi, int *out)
 
 struct serve_args {
     const char *models[SERVE_MAX_MODELS];
+    const char *aliases[SERVE_MAX_MODELS]; /* --alias: the API name of models[i], or NULL */
     int n_models;
     bool p2p, no_mdns, public_peers;
     const char *data_dir;
@@ -233,6 +236,14 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
                 return 2;
             }
             a->models[a->n_models++] = v;
+        } else if (!strcmp(o, "-a") || !strcmp(o, "--alias")) {
+            /* names the model given last (or the first one, when it comes before any) */
+            int k = a->n_models ? a->n_models - 1 : 0;
+            if (!*v || strlen(v) >= 128 || strchr(v, '/')) {
+                cli_fail("serve: --alias '%s': give a name of 1-127 characters without '/'", v);
+                return 2;
+            }
+            a->aliases[k] = v;
         } else if (!strcmp(o, "--host"))
             a->http.host = v;
         else if (!strcmp(o, "--allowed-host")) {
@@ -451,7 +462,9 @@ int cmd_serve(int argc, char **argv)
     for (int i = 0; i < a.n_models; i++)
         if (a.has_layers ? registry_add_split(reg, a.models[i], a.layer_begin, a.layer_end, err,
                                               sizeof err)
-                         : registry_add(reg, a.models[i], err, sizeof err)) {
+                         : registry_add(reg, a.models[i], err, sizeof err) ||
+            (a.aliases[i] &&
+             registry_rename(reg, registry_count(reg) - 1, a.aliases[i], err, sizeof err))) {
             cli_fail("serve: %s", err);
             goto out;
         }

@@ -241,6 +241,18 @@ int registry_add(struct registry *r, const char *spec, char *err, size_t err_cap
     return 0;
 }
 
+int registry_rename(struct registry *r, int i, const char *name, char *err, size_t err_cap)
+{
+    if (i < 0 || i >= r->n || !name || !*name || strlen(name) >= sizeof r->e[i].name)
+        return err_set(err, err_cap, MESH_EINVAL, "model name '%s' is empty or too long",
+                       name ? name : "");
+    for (int k = 0; k < r->n; k++)
+        if (k != i && !strcmp(r->e[k].name, name))
+            return err_set(err, err_cap, MESH_EINVAL, "model '%s' given twice", name);
+    snprintf(r->e[i].name, sizeof r->e[i].name, "%s", name);
+    return 0;
+}
+
 int registry_add_split(struct registry *r, const char *spec, int layer_begin, int layer_end,
                        char *err, size_t err_cap)
 {

@@ -66,6 +66,9 @@ int registry_resolve(const char *spec, char *path, size_t path_cap, char *name, 
                      char *err, size_t err_cap);
 /* Adds a model (state LOADING). MESH_EINVAL for a duplicate name, MESH_EFULL past 32 models. */
 int registry_add(struct registry *r, const char *spec, char *err, size_t err_cap);
+/* Gives entry i the API name name (serve --alias), before loading starts (one thread).
+ * MESH_EINVAL for an empty, too long or duplicate name. */
+int registry_rename(struct registry *r, int i, const char *name, char *err, size_t err_cap);
 /* Adds a model of which this node holds only layers [layer_begin, layer_end) (equal: none;
  * checked against the model at load). MESH_EINVAL also for a negative or reversed range. */
 int registry_add_split(struct registry *r, const char *spec, int layer_begin, int layer_end,
