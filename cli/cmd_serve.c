@@ -200,6 +200,31 @@ static int parse_layers(const char *v, int *begin, int *end)
     return 0;
 }
 
+/* Load display (registry_load_hook): a bar on a terminal's stderr while a model packs, then
+ * one "ready" line on stdout. Loads may overlap (a store model's own thread): one lock. */
+static pthread_mutex_t serve_load_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct cli_load_bar serve_bar; /* guarded by serve_load_mu */
+
+static void serve_load_progress(void *arg, const char *name, int n_done, int n_total,
+                                uint64_t bytes_done, uint64_t bytes_total)
+{
+    (void)arg;
+    pthread_mutex_lock(&serve_load_mu);
+    if (serve_bar.name != name) cli_load_bar_init(&serve_bar, name);
+    cli_load_bar_update(&serve_bar, n_done, n_total, bytes_done, bytes_total);
+    if (n_done >= n_total) serve_bar.name = NULL;
+    pthread_mutex_unlock(&serve_load_mu);
+}
+
+static void serve_load_ready(void *arg, const char *name, const struct model *m, double load_s)
+{
+    (void)arg;
+    pthread_mutex_lock(&serve_load_mu);
+    cli_load_ready_line(stdout, name, m, load_s);
+    fflush(stdout);
+    pthread_mutex_unlock(&serve_load_mu);
+}
+
 /* Returns 0, 2 (misuse, message printed) or -1 for --help. */
 static int parse_args(int argc, char **argv, struct serve_args *a)
 {
@@ -512,6 +537,8 @@ int cmd_serve(int argc, char **argv)
                    e->layer_begin, e->layer_end - 1);
     }
     fflush(stdout);
+    registry_set_load_hook(reg, &(struct registry_load_hook){serve_load_progress,
+                                                            serve_load_ready, NULL});
     if (registry_load_start(reg)) {
         cli_fail("serve: cannot start the model loader");
         goto out;

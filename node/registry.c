@@ -18,12 +18,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define REGISTRY_MAX 32
 
 struct registry {
     struct sched_params sp;
+    struct registry_load_hook hook; /* set before loading; read by the loader threads */
     struct registry_entry e[REGISTRY_MAX];
     atomic_int state[REGISTRY_MAX];
     char digest[REGISTRY_MAX][65];  /* 64 hex, valid once has_digest */
@@ -295,10 +297,40 @@ static int load_split(struct registry *r, int i)
     return stage_engine_new(e->model, &ep, &e->stage, e->err, sizeof e->err);
 }
 
+void registry_set_load_hook(struct registry *r, const struct registry_load_hook *h)
+{
+    r->hook = *h;
+}
+
+struct load_progress {
+    struct registry *r;
+    const char *name;
+};
+
+static void on_load_progress(void *arg, int n_done, int n_total, uint64_t bytes_done,
+                             uint64_t bytes_total)
+{
+    struct load_progress *p = arg;
+    p->r->hook.progress(p->r->hook.arg, p->name, n_done, n_total, bytes_done, bytes_total);
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static int load_one(struct registry *r, int i)
 {
     struct registry_entry *e = &r->e[i];
     struct model_load_opts lo = {0};
+    struct load_progress lp = {r, e->name};
+    if (r->hook.progress) {
+        lo.progress = on_load_progress;
+        lo.progress_arg = &lp;
+    }
+    double t0 = mono_s();
     if (e->is_split) { /* pack only this node's share */
         lo.layer_begin = e->layer_begin;
         lo.layer_end = e->layer_end;
@@ -322,6 +354,7 @@ static int load_one(struct registry *r, int i)
     snprintf(e->quant, sizeof e->quant, "%s", ft >= 0 ? model_ftype_name(ft) : "");
     if (!strcmp(e->quant, "unknown")) e->quant[0] = 0;
     log_info("model %s loaded from %s", e->name, e->path);
+    if (r->hook.ready) r->hook.ready(r->hook.arg, e->name, e->model, mono_s() - t0);
     atomic_store(&r->state[i], REGISTRY_READY);
     return 0;
 }

@@ -66,6 +66,17 @@ int registry_resolve(const char *spec, char *path, size_t path_cap, char *name, 
                      char *err, size_t err_cap);
 /* Adds a model (state LOADING). MESH_EINVAL for a duplicate name, MESH_EFULL past 32 models. */
 int registry_add(struct registry *r, const char *spec, char *err, size_t err_cap);
+/* Load events for serve's display: progress while entry `name` packs its weights (the
+ * figures of engine/model.h model_progress_fn), then ready with the load time in seconds.
+ * Called from the loader threads (a store model's own thread too): may run concurrently
+ * for two models. Set before registry_load_start. */
+struct registry_load_hook {
+    void (*progress)(void *arg, const char *name, int n_done, int n_total, uint64_t bytes_done,
+                     uint64_t bytes_total);
+    void (*ready)(void *arg, const char *name, const struct model *m, double load_s);
+    void *arg;
+};
+void registry_set_load_hook(struct registry *r, const struct registry_load_hook *h);
 /* Gives entry i the API name name (serve --alias), before loading starts (one thread).
  * MESH_EINVAL for an empty, too long or duplicate name. */
 int registry_rename(struct registry *r, int i, const char *name, char *err, size_t err_cap);

@@ -14,6 +14,7 @@ d = json.load(sys.stdin)
 ms = [x for x in d['models'] if x.get('state') == 'ready']
 assert ms and ms[0]['slots'] == 3 and ms[0]['n_ctx'] == 128, d"
 grep -q '^meshllm: serve: -ngl 99 ignored: this build runs on the CPU$' "$A_LOG"
+grep -Eq '^meshllm: model stories260K ready in [0-9]+\.[0-9]{2} s \(5 layers, 1 MiB of weights\)$' "$A_LOG"
 grep -q '^meshllm: serve: -fa on ignored: this build runs on the CPU$' "$A_LOG"
 grep -q '^meshllm: serve: --tensor-split 1,0 ignored: this build runs on the CPU$' "$A_LOG"
 e2e_start B --model "$m" --parallel 2 --ctx-size 64
