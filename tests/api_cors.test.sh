@@ -17,5 +17,10 @@ e2e_start PAGE --model "$m" --threads 1 --allowed-host page.test
 origin=http://page.test:${PAGE##*:}
 e2e_start API --model "$m" --threads 1 --cors "$origin" # lets pages of that origin call it
 e2e_start PLAIN --model "$m" --threads 1                # no --cors
+# the preflight Chromium sends before a JSON POST, as curl sends it
+pre() { curl -s -o /dev/null -D - -X OPTIONS -H "Origin: $origin" -H 'Access-Control-Request-Method: POST' \
+    -H 'Access-Control-Request-Headers: content-type' "$1/v1/chat/completions" | tr -d '\r'; }
+pre "$API" | grep -qi "^access-control-allow-origin: $origin$" || { echo "no preflight answer"; exit 1; }
+pre "$PLAIN" | grep -qi '^access-control-allow-origin' && { echo "PLAIN allowed the origin"; exit 1; }
 MESHLLM_ORIGIN=$origin MESHLLM_API=$API MESHLLM_PLAIN=$PLAIN \
     node --test --test-concurrency=1 "$E2E_DIR/cors.test.mjs"
