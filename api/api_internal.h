@@ -16,7 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-enum api_proto { API_PROTO_OPENAI = 1, API_PROTO_OLLAMA = 2 };
+enum api_proto { API_PROTO_OPENAI = 1, API_PROTO_OLLAMA = 2, API_PROTO_RESPONSES = 3 };
 
 #define API_MAX_MODELS 64 /* models listed per response (the registry holds 32) */
 
@@ -215,6 +215,31 @@ char *api_ollama_version_json(void);
 char *api_ollama_chunk(enum api_kind kind, const char *model, const char *text, size_t len,
                        bool done, const char *done_reason, int n_prompt, int n_gen,
                        double elapsed_s);
+
+/* OpenAI's Responses API (api/responses.c): POST /v1/responses. */
+/* Parses a body into a chat request (instructions + input -> messages; max_output_tokens,
+ * temperature, top_p, stream, text.format). 0, or MESH_EINVAL / MESH_ENOMEM with *err. */
+int api_responses_parse(const char *body, size_t len, struct api_gen_req *out,
+                        struct api_error *err);
+struct api_resp_out {
+    const char *id;          /* "resp_..." */
+    int64_t created;         /* unix seconds */
+    const char *model;
+    const char *text;        /* the delta, or the whole text at the end (len bytes) */
+    size_t len;
+    int n_prompt, n_completion, n_cached;
+    bool is_incomplete;      /* ended by max_output_tokens */
+    bool is_failed;
+    const char *ran_on;      /* or NULL */
+};
+/* The whole "response" object (non-streaming), malloc'd JSON. */
+char *api_responses_json(const struct api_resp_out *o);
+enum api_resp_stage { API_RESP_BEGIN, API_RESP_DELTA, API_RESP_END };
+/* The SSE events of one stage ("event: T\ndata: {...}\n\n" each; *seq numbers them):
+ * BEGIN response.created, .in_progress, .output_item.added, .content_part.added; DELTA one
+ * response.output_text.delta; END .output_text.done, .content_part.done, .output_item.done,
+ * then response.completed (or .incomplete; .failed alone when is_failed). malloc'd. */
+char *api_responses_events(const struct api_resp_out *o, enum api_resp_stage stage, int *seq);
 
 /* Model store routes (api/ollama_store.c): /api/pull, /api/create, /api/copy, /api/delete,
  * /api/show. *handled false: not one of them. */

@@ -277,12 +277,13 @@ static enum MHD_Result route_gen_ex(struct api_conn *c, enum api_proto proto, en
     struct api_gen_req req;
     struct api_error e;
     if (!rate_ok(c, &e)) return api_reply_error(c, &e);
-    int rc = proto == API_PROTO_OPENAI
-                 ? api_openai_parse(kind, c->body ? c->body : "", c->body_len, &req, &e)
-                 : api_ollama_parse_ex(kind, embed_legacy, c->body ? c->body : "", c->body_len,
-                                       &req, &e);
+    const char *body = c->body ? c->body : "";
+    int rc = proto == API_PROTO_OPENAI      ? api_openai_parse(kind, body, c->body_len, &req, &e)
+             : proto == API_PROTO_RESPONSES ? api_responses_parse(body, c->body_len, &req, &e)
+                                            : api_ollama_parse_ex(kind, embed_legacy, body,
+                                                                  c->body_len, &req, &e);
     if (rc) return api_reply_error(c, &e);
-    if (proto == API_PROTO_OPENAI) {
+    if (proto != API_PROTO_OLLAMA) {
         api_sampling_defaults_apply(&c->srv->defaults, &req);
         if (!req.model[0]) { /* no "model": the first model this node lists (llama-server) */
             struct router_model m;
@@ -493,6 +494,8 @@ static enum MHD_Result dispatch(struct api_conn *c, const char *method, const ch
         return route_gen(c, API_PROTO_OPENAI, API_KIND_CHAT);
     if (post && !strcmp(url, "/v1/completions"))
         return route_gen(c, API_PROTO_OPENAI, API_KIND_COMPLETION);
+    if (post && !strcmp(url, "/v1/responses"))
+        return route_gen(c, API_PROTO_RESPONSES, API_KIND_CHAT);
     if (post && !strcmp(url, "/v1/embeddings"))
         return route_gen(c, API_PROTO_OPENAI, API_KIND_EMBEDDING);
     if (post && !strcmp(url, "/api/chat")) return route_gen(c, API_PROTO_OLLAMA, API_KIND_CHAT);
@@ -506,6 +509,7 @@ static enum MHD_Result dispatch(struct api_conn *c, const char *method, const ch
     enum MHD_Result sr = api_store_route(c, method, url, &handled);
     if (handled) return sr;
     bool known = !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/completions") ||
+                 !strcmp(url, "/v1/responses") ||
                  !strcmp(url, "/v1/embeddings") || !strcmp(url, "/v1/models") ||
                  !strcmp(url, "/metrics") || !strcmp(url, "/api/chat") ||
                  !strcmp(url, "/api/generate") || !strcmp(url, "/api/tags") ||
