@@ -208,6 +208,9 @@ int api_ollama_parse_ex(enum api_kind kind, bool embed_legacy, const char *body,
  * legacy /api/embeddings' {"embedding":[...]} (the first vector). malloc'd JSON or NULL. */
 char *api_ollama_embed_json(const char *model, bool legacy, const float *vecs, int n_vecs,
                             int n_embd, int n_prompt, double elapsed_s);
+/* The answer to a request without prompt or messages (Ollama's preload idiom, once the
+ * model is ready): {"model","created_at","response":"" | "message",...,"done_reason":"load"}. */
+char *api_ollama_load_json(enum api_kind kind, const char *model);
 /* GET /api/ps: the models loaded and ready here, as Ollama lists running models. */
 char *api_ollama_ps_json(const struct router_model *ms, int n);
 char *api_ollama_version_json(void);

@@ -252,6 +252,14 @@ static bool rate_ok(struct api_conn *c, struct api_error *e)
     return false;
 }
 
+static enum MHD_Result ollama_not_found(struct api_conn *c, const char *model)
+{
+    struct api_error e;
+    api_error_set(&e, 404, "invalid_request_error", "model_not_found", "model",
+                  "model '%.200s' not found", model);
+    return api_reply_error(c, &e);
+}
+
 /* A model loading here: suspends c (true) until the watchdog's next look, which resumes it to
  * be dispatched again; after HTTP_LOAD_WAIT_MS, or when the model is ready, failed or not
  * local, false (the request goes on and the router answers). */
@@ -300,6 +308,21 @@ static enum MHD_Result route_gen_ex(struct api_conn *c, enum api_proto proto, en
     if (await_load(c, req.model)) {
         api_gen_req_free(&req);
         return MHD_YES;
+    }
+    if (req.load_only) { /* Ollama's preload: the model is ready (or known to the mesh) */
+        struct router_model m;
+        enum api_kind k = req.kind;
+        char name[sizeof req.model];
+        snprintf(name, sizeof name, "%s", req.model);
+        bool known = router_model_get(c->srv->rt, name, &m) == 0;
+        api_gen_req_free(&req);
+        if (!known) return ollama_not_found(c, name);
+        if (m.is_local && m.state == ROUTER_FAILED) {
+            api_error_set(&e, 503, "server_error", "model_unavailable", "model",
+                          "The model '%.200s' failed to load: %.200s", m.name, m.err);
+            return api_reply_error(c, &e);
+        }
+        return api_reply_json(c, 200, api_ollama_load_json(k, m.name));
     }
     const char *route = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "X-Meshllm-Route");
     if (api_route_header(route, &req, &e)) {

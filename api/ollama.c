@@ -152,12 +152,15 @@ static int parse_body(enum api_kind kind, const cJSON *root, struct api_gen_req 
         if (cJSON_IsString(sys) && (rc = dup_str(sys, &r->system))) return rc;
         const cJSON *raw = cJSON_GetObjectItemCaseSensitive(root, "raw");
         r->raw = cJSON_IsTrue(raw);
-        if (!r->prompt[0]) return bad(e, "prompt", "'prompt' must not be empty");
+        r->load_only = !r->prompt[0]; /* Ollama's preload idiom */
         return 0;
     }
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
-    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0)
-        return bad(e, "messages", "'messages' must be a non-empty array");
+    if (!msgs || cJSON_IsNull(msgs) || (cJSON_IsArray(msgs) && cJSON_GetArraySize(msgs) == 0)) {
+        r->load_only = true; /* Ollama's preload idiom */
+        return 0;
+    }
+    if (!cJSON_IsArray(msgs)) return bad(e, "messages", "'messages' must be an array");
     int n = cJSON_GetArraySize(msgs);
     if (n > 100000) return bad(e, "messages", "too many messages");
     r->msgs = calloc((size_t)n, sizeof *r->msgs);
@@ -295,6 +298,27 @@ char *api_ollama_tags_json(const struct router_model *ms, int n)
         if (!ms[i].is_local || ms[i].state == ROUTER_READY)
             cJSON_AddItemToArray(arr, tag_obj(&ms[i]));
     if (arr) api_store_tags_add(arr, ms, n); /* the store's models not loaded yet */
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return s;
+}
+
+char *api_ollama_load_json(enum api_kind kind, const char *model)
+{
+    char when[64];
+    rfc3339_now(when, sizeof when);
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "model", model);
+    cJSON_AddStringToObject(root, "created_at", when);
+    if (kind == API_KIND_CHAT) {
+        cJSON *m = cJSON_AddObjectToObject(root, "message");
+        cJSON_AddStringToObject(m, "role", "assistant");
+        cJSON_AddStringToObject(m, "content", "");
+    } else {
+        cJSON_AddStringToObject(root, "response", "");
+    }
+    cJSON_AddBoolToObject(root, "done", true);
+    cJSON_AddStringToObject(root, "done_reason", "load");
     char *s = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     return s;

@@ -338,8 +338,20 @@ static void test_api_ollama_parse_and_chunks(void **state)
     body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"options\":{\"top_p\":2}}";
     assert_int_equal(api_ollama_parse(API_KIND_CHAT, body, strlen(body), &r, &e), MESH_EINVAL);
     assert_int_equal(e.status, 400);
-    body = "{\"model\":\"m\"}";
+    body = "{\"model\":\"m\"}"; /* Ollama's preload idiom: load, generate nothing */
+    assert_int_equal(api_ollama_parse(API_KIND_CHAT, body, strlen(body), &r, &e), 0);
+    assert_true(r.load_only);
+    api_gen_req_free(&r);
+    assert_int_equal(api_ollama_parse(API_KIND_COMPLETION, body, strlen(body), &r, &e), 0);
+    assert_true(r.load_only);
+    api_gen_req_free(&r);
+    body = "{\"messages\":[]}";
     assert_int_equal(api_ollama_parse(API_KIND_CHAT, body, strlen(body), &r, &e), MESH_EINVAL);
+    body = "{\"model\":\"m\",\"messages\":{}}";
+    assert_int_equal(api_ollama_parse(API_KIND_CHAT, body, strlen(body), &r, &e), MESH_EINVAL);
+    char *ld = api_ollama_load_json(API_KIND_COMPLETION, "m");
+    assert_non_null(strstr(ld, "\"response\":\"\",\"done\":true,\"done_reason\":\"load\""));
+    free(ld);
 
     char *line = api_ollama_chunk(API_KIND_CHAT, "m", "abc", 3, true, "stop", 2, 3, 0.5);
     size_t n = strlen(line);

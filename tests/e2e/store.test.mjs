@@ -37,9 +37,15 @@ test('show describes it', async () => {
   assert.equal(v.model_info['tokenizer.ggml.tokens'][1], '<s>');
 });
 
-test('embed (both routes; the first request waits for the load), ps, a readable 404', async () => {
+test('preload, embed (both routes), ps, a readable 404', async () => {
   // a copy, so that the model deleted below is not the one this test loads
   await ollama.copy({ source: 'e2e', destination: 'e2e-embed' });
+  // Ollama's preload idiom: no prompt loads the model and answers done_reason "load"
+  const pre = await ollama.generate({ model: 'e2e-embed', prompt: '' });
+  assert.equal(pre.done, true);
+  assert.equal(pre.done_reason, 'load');
+  assert.equal(pre.response, '');
+  assert.ok((await ollama.ps()).models.find((x) => x.name === 'e2e-embed:latest'));
   const r = await ollama.embed({ model: 'e2e-embed', input: ['hello', 'world'] });
   assert.equal(r.embeddings.length, 2);
   assert.equal(r.embeddings[0].length, 64); // stories260K's n_embd
