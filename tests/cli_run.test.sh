@@ -68,7 +68,8 @@ a=$("$bin" run "Once upon a time" -m "$m" -n 60 --temp 0 2>/dev/null)
 # bench: the llama-bench-like table, and with --profile the time per step, whose shares
 # add up to the whole
 "$bin" bench "$m" -p 16 -n 8 -t 2 -r 2 -b 1,2 --profile >"$tmp/bench" 2>"$tmp/err"; rc=$?
-[ $rc = 0 ] && grep -q "| pp16 |" "$tmp/bench" && grep -q "| tg8 |" "$tmp/bench" && grep -q "| tg8x2 |" "$tmp/bench"
+[ $rc = 0 ] && grep -q "| pp16 |" "$tmp/bench" && grep -q "| tg8 |" "$tmp/bench" && grep -q "| tg8x2 |" "$tmp/bench" &&
+    grep -Eq '^cpu .*: .*; kernels (scalar|avx2|avx512|neon) ' "$tmp/bench"
 check "bench table" $?
 # every step's time adds up to the runs' measured time per token (the last column)
 awk -F'|' '/^\| (pp16|tg8|tg8x2) \| [0-9]/ { n++; got = $(NF - 2) + 0; want = $(NF - 1) + 0
