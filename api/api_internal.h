@@ -214,6 +214,12 @@ char *api_ollama_load_json(enum api_kind kind, const char *model);
 /* GET /api/ps: the models loaded and ready here, as Ollama lists running models. */
 char *api_ollama_ps_json(const struct router_model *ms, int n);
 char *api_ollama_version_json(void);
+/* api_ollama_chunk with the reply's tool calls in message.tool_calls (chat). */
+char *api_ollama_chunk_calls(enum api_kind kind, const char *model, const char *text, size_t len,
+                             const struct api_tool_call *calls, int n_calls, bool done,
+                             const char *done_reason, int n_prompt, int n_gen, double elapsed_s);
+/* A streamed chat line carrying only tool calls. */
+char *api_ollama_calls_chunk(const char *model, const struct api_tool_call *calls, int n_calls);
 /* One NDJSON line (with '\n') for a chat or generate stream; done adds the final fields. */
 char *api_ollama_chunk(enum api_kind kind, const char *model, const char *text, size_t len,
                        bool done, const char *done_reason, int n_prompt, int n_gen,

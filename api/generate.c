@@ -12,6 +12,8 @@
 #include "core/log.h"
 #include "node/router.h"
 
+#include "engine/toolcall.h"
+
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +39,11 @@ struct api_gen {
     /* streaming */
     bool sent_first, ended;
     int resp_seq;       /* Responses API: the events' sequence_number */
+    /* tool calls (a chat with tools): the model's syntax; streamed text is held back from
+     * where a call may begin (toolcall_stream_safe), g->text keeps the whole turn */
+    bool has_tools;
+    int tool_syntax;
+    size_t sent_len;    /* bytes of g->text already sent as content */
     double last_read_s; /* when MHD last asked for stream bytes (now_s) */
     bool cut_slow;      /* cancelled: the client stopped reading (api_gen_stream_stalled) */
     char *sbuf;
@@ -97,7 +104,10 @@ static int node_req_from(const struct api_gen *g, struct node_gen_req *n, struct
     if (r->n_msgs > 0) {
         *msgs = calloc((size_t)r->n_msgs, sizeof **msgs);
         if (!*msgs) return MESH_ENOMEM;
-        for (int i = 0; i < r->n_msgs; i++) (*msgs)[i] = (struct node_msg){r->msgs[i].role, r->msgs[i].content};
+        for (int i = 0; i < r->n_msgs; i++)
+            (*msgs)[i] = (struct node_msg){r->msgs[i].role, r->msgs[i].content,
+                                           r->msgs[i].tool_calls_json, r->msgs[i].tool_call_id,
+                                           r->msgs[i].name};
         n->msgs = *msgs;
         n->n_msgs = r->n_msgs;
     }
@@ -106,6 +116,7 @@ static int node_req_from(const struct api_gen *g, struct node_gen_req *n, struct
     /* OpenAI completions continue the prompt verbatim; Ollama's generate templates it */
     n->raw = r->kind == API_KIND_COMPLETION && (r->raw || g->proto == API_PROTO_OPENAI);
     n->json_mode = r->json_mode;
+    n->tools_json = r->tools_json;
     n->inputs = r->inputs;
     n->n_inputs = r->n_inputs;
     n->temperature = r->temperature;
@@ -191,6 +202,72 @@ static int line_add(struct api_gen *g, char *line)
     return rc;
 }
 
+/* The calls in g's whole text (g->has_tools): *res holds them (free with
+ * toolcall_result_free), calls[] points into it with ids "call_<id>_<i>" in ids. Returns
+ * how many (one at most without parallel_tool_calls). */
+#define GEN_MAX_CALLS 16
+static int gen_calls(struct api_gen *g, struct toolcall_result *res,
+                     struct api_tool_call calls[GEN_MAX_CALLS], char ids[GEN_MAX_CALLS][64])
+{
+    if (toolcall_parse((enum toolcall_syntax)g->tool_syntax, g->text ? g->text : "", g->len, res))
+        return 0;
+    int n = res->n_calls < GEN_MAX_CALLS ? res->n_calls : GEN_MAX_CALLS;
+    if (n > 1 && !g->req.parallel_tool_calls) n = 1;
+    for (int i = 0; i < n; i++) {
+        const char *tail = strchr(g->id, '-');
+        snprintf(ids[i], sizeof ids[i], "call_%s_%d", tail ? tail + 1 : g->id, i);
+        calls[i] = (struct api_tool_call){ids[i], res->calls[i].name, res->calls[i].arguments};
+    }
+    return n;
+}
+
+/* A chat with tools, streamed: content up to where a call may begin as it comes; at the end
+ * the calls as tool_calls deltas (or the held-back text, when it was no call). */
+static void stream_format_tools(struct api_gen *g, struct node_chunk *ch)
+{
+    enum api_kind k = g->req.kind;
+    if (ch->len) buf_add(&g->text, &g->len, &g->cap, ch->text, ch->len);
+    size_t safe = ch->done ? g->sent_len
+                           : toolcall_stream_safe((enum toolcall_syntax)g->tool_syntax,
+                                                  g->text ? g->text : "", g->len);
+    struct toolcall_result res = {0};
+    struct api_tool_call calls[GEN_MAX_CALLS];
+    char ids[GEN_MAX_CALLS][64];
+    int n_calls = ch->done ? gen_calls(g, &res, calls, ids) : 0;
+    if (ch->done && !n_calls) safe = g->len; /* no call after all: the rest is content */
+    if (safe > g->sent_len || (!g->sent_first && g->proto == API_PROTO_OPENAI)) {
+        if (g->proto == API_PROTO_OLLAMA) {
+            line_add(g, api_ollama_chunk(k, g->model, g->text + g->sent_len, safe - g->sent_len,
+                                         false, NULL, 0, 0, 0));
+        } else {
+            struct api_gen_out o;
+            out_init(g, &o);
+            o.text = g->text ? g->text + g->sent_len : "";
+            o.len = safe - g->sent_len;
+            sse_add(g, api_openai_chunk_json(k, &o, !g->sent_first, false));
+        }
+        g->sent_first = true;
+        g->sent_len = safe;
+    }
+    if (n_calls && g->proto == API_PROTO_OLLAMA) {
+        line_add(g, api_ollama_calls_chunk(g->model, calls, n_calls));
+    } else if (n_calls) {
+        for (int i = 0; i < n_calls; i++) { /* one delta per call, as OpenAI streams them */
+            struct api_gen_out o;
+            out_init(g, &o);
+            o.text = "";
+            o.calls = &calls[i];
+            o.n_calls = 1;
+            o.call_index0 = i;
+            sse_add(g, api_openai_chunk_json(k, &o, false, false));
+        }
+    }
+    toolcall_result_free(&res);
+    if (ch->done && n_calls && g->proto == API_PROTO_OPENAI && ch->finish_reason &&
+        strcmp(ch->finish_reason, "error"))
+        ch->finish_reason = "tool_calls"; /* static strings only: see finish_name */
+}
+
 static void resp_out_init(struct api_gen *g, struct api_resp_out *o, const char *finish)
 {
     memset(o, 0, sizeof *o);
@@ -255,6 +332,11 @@ static void stream_format(struct api_gen *g, struct node_chunk *ch)
         stream_format_responses(g, ch);
         return;
     }
+    if (g->has_tools) {
+        stream_format_tools(g, ch);
+        if (!ch->done) return;
+        goto end;
+    }
     int n_pieces = ch->n_cuts > 0 ? ch->n_cuts : 1;
     size_t off = 0;
     for (int i = 0; i < n_pieces; i++) {
@@ -281,6 +363,7 @@ static void stream_format(struct api_gen *g, struct node_chunk *ch)
         free(lps);
     }
     if (!ch->done) return;
+end:
     g->ended = true;
     if (g->proto == API_PROTO_OLLAMA) {
         line_add(g, api_ollama_chunk(k, g->model, "", 0, true, finish_name(ch->finish_reason),
@@ -390,7 +473,11 @@ static int gen_submit(struct api_gen *g, struct api_error *err)
     /* responses name the model as the node does ("x" for "x:latest") */
     struct router_model m;
     snprintf(g->model, sizeof g->model, "%s", g->req.model);
-    if (router_model_get(s->rt, g->req.model, &m) == 0) snprintf(g->model, sizeof g->model, "%s", m.name);
+    if (router_model_get(s->rt, g->req.model, &m) == 0) {
+        snprintf(g->model, sizeof g->model, "%s", m.name);
+        g->tool_syntax = m.tool_syntax;
+    }
+    g->has_tools = g->req.tools_json && g->req.kind == API_KIND_CHAT && g->proto != API_PROTO_RESPONSES;
     struct node_client cl = {api_conn_wake, api_conn_still_wanted, g->c};
     struct node_error ne;
     int rc = router_submit(s->rt, &nq, &cl, &g->nr, &ne);
@@ -551,9 +638,15 @@ static enum MHD_Result reply_whole(struct api_conn *c, struct api_gen *g, const 
         return reply_gen_json(c, g, api_responses_json(&ro));
     }
     if (g->proto == API_PROTO_OLLAMA) {
-        char *line = api_ollama_chunk(g->req.kind, g->model, g->text ? g->text : "", g->len,
-                                      true, finish_name(finish), g->n_prompt, g->n_gen,
-                                      now_s() - g->t0);
+        struct toolcall_result tr = {0};
+        struct api_tool_call tc[GEN_MAX_CALLS];
+        char tid[GEN_MAX_CALLS][64];
+        int n_tc = g->has_tools ? gen_calls(g, &tr, tc, tid) : 0;
+        const char *text = n_tc ? tr.content : g->text ? g->text : "";
+        char *line = api_ollama_chunk_calls(g->req.kind, g->model, text, n_tc ? strlen(text) : g->len,
+                                            tc, n_tc, true, finish_name(finish), g->n_prompt,
+                                            g->n_gen, now_s() - g->t0);
+        toolcall_result_free(&tr);
         return reply_gen_json(c, g, line);
     }
     struct api_gen_out o;
@@ -561,6 +654,15 @@ static enum MHD_Result reply_whole(struct api_conn *c, struct api_gen *g, const 
     char *full = NULL;
     o.text = g->text ? g->text : "";
     o.len = g->len;
+    struct toolcall_result res = {0};
+    struct api_tool_call calls[GEN_MAX_CALLS];
+    char ids[GEN_MAX_CALLS][64];
+    if (g->has_tools && (o.n_calls = gen_calls(g, &res, calls, ids)) > 0) {
+        o.calls = calls;
+        o.text = res.content;
+        o.len = strlen(res.content);
+        finish = "tool_calls";
+    }
     if (g->req.echo && g->req.kind == API_KIND_COMPLETION) { /* completions echo */
         size_t pl = strlen(g->req.prompt);
         full = malloc(pl + g->len + 1);
@@ -582,6 +684,7 @@ static enum MHD_Result reply_whole(struct api_conn *c, struct api_gen *g, const 
         o.n_lps = lps ? g->n_lps : 0;
     }
     char *json = api_openai_response_json(g->req.kind, &o);
+    toolcall_result_free(&res);
     free(lps);
     free(full);
     return reply_gen_json(c, g, json);

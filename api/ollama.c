@@ -155,6 +155,7 @@ static int parse_body(enum api_kind kind, const cJSON *root, struct api_gen_req 
         r->load_only = !r->prompt[0]; /* Ollama's preload idiom */
         return 0;
     }
+    if ((rc = api_tools_parse(root, r, e))) return rc;
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
     if (!msgs || cJSON_IsNull(msgs) || (cJSON_IsArray(msgs) && cJSON_GetArraySize(msgs) == 0)) {
         r->load_only = true; /* Ollama's preload idiom */
@@ -177,9 +178,23 @@ static int parse_body(enum api_kind kind, const cJSON *root, struct api_gen_req 
         if (content && !cJSON_IsNull(content) && !cJSON_IsString(content))
             return bad(e, "messages", "message 'content' must be a string");
         struct api_msg *am = &r->msgs[r->n_msgs];
-        am->role = strdup(strcmp(role->valuestring, "tool") ? role->valuestring : "user");
+        am->role = strdup(role->valuestring);
         r->n_msgs++;
         if (!am->role || dup_str(content, &am->content)) return MESH_ENOMEM;
+        const cJSON *calls = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
+        if (cJSON_IsArray(calls) && cJSON_GetArraySize(calls) > 0) {
+            /* Ollama's arguments are objects; the templates see them as OpenAI's shape */
+            const cJSON *c;
+            cJSON_ArrayForEach(c, calls)
+            {
+                const cJSON *f = cJSON_GetObjectItemCaseSensitive(c, "function");
+                if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(f, "name")))
+                    return bad(e, "messages", "each tool call needs function.name");
+            }
+            if (!(am->tool_calls_json = cJSON_PrintUnformatted(calls))) return MESH_ENOMEM;
+        }
+        const cJSON *tn = cJSON_GetObjectItemCaseSensitive(m, "tool_name");
+        if (cJSON_IsString(tn) && !(am->name = strdup(tn->valuestring))) return MESH_ENOMEM;
     }
     return 0;
 }
@@ -224,6 +239,33 @@ char *api_ollama_chunk(enum api_kind kind, const char *model, const char *text, 
                        bool done, const char *done_reason, int n_prompt, int n_gen,
                        double elapsed_s)
 {
+    return api_ollama_chunk_calls(kind, model, text, len, NULL, 0, done, done_reason, n_prompt,
+                                  n_gen, elapsed_s);
+}
+
+char *api_ollama_calls_chunk(const char *model, const struct api_tool_call *calls, int n_calls)
+{
+    return api_ollama_chunk_calls(API_KIND_CHAT, model, "", 0, calls, n_calls, false, NULL, 0, 0, 0);
+}
+
+/* Ollama's message.tool_calls: [{"function":{"name","arguments":{...}}}] (arguments an object). */
+static void add_calls(cJSON *msg, const struct api_tool_call *calls, int n_calls)
+{
+    cJSON *arr = cJSON_AddArrayToObject(msg, "tool_calls");
+    for (int i = 0; arr && i < n_calls; i++) {
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddItemToArray(arr, c);
+        cJSON *f = cJSON_AddObjectToObject(c, "function");
+        cJSON_AddStringToObject(f, "name", calls[i].name);
+        cJSON *args = cJSON_Parse(calls[i].arguments);
+        cJSON_AddItemToObject(f, "arguments", args ? args : cJSON_CreateObject());
+    }
+}
+
+char *api_ollama_chunk_calls(enum api_kind kind, const char *model, const char *text, size_t len,
+                             const struct api_tool_call *calls, int n_calls, bool done,
+                             const char *done_reason, int n_prompt, int n_gen, double elapsed_s)
+{
     char when[64];
     rfc3339_now(when, sizeof when);
     char *t = malloc(len + 1);
@@ -237,6 +279,7 @@ char *api_ollama_chunk(enum api_kind kind, const char *model, const char *text, 
         cJSON *m = cJSON_AddObjectToObject(root, "message");
         cJSON_AddStringToObject(m, "role", "assistant");
         cJSON_AddStringToObject(m, "content", t);
+        if (n_calls) add_calls(m, calls, n_calls);
     } else {
         cJSON_AddStringToObject(root, "response", t);
     }

@@ -182,7 +182,18 @@ static void test_api_openai_rejects_bad_fields(void **state)
     expect_bad(C, "{\"model\":\"m\"," MSG ",\"top_logprobs\":2}", "top_logprobs");
     expect_bad(C, "{\"model\":\"m\"," MSG ",\"logprobs\":true,\"top_logprobs\":21}", "top_logprobs");
     expect_bad(C, "{\"model\":\"m\"," MSG ",\"response_format\":{\"type\":\"xml\"}}", "response_format.type");
-    expect_bad(C, "{\"model\":\"m\"," MSG ",\"tools\":[{\"type\":\"function\"}]}", "tools");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"tools\":[{\"type\":\"function\"}]}", "tools[0]");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"tools\":{}}", "tools");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"tools\":[{\"type\":\"function\",\"function\":"
+                  "{\"name\":\"a b\"}}]}", "tools[0]");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"tools\":[{\"function\":{\"name\":\"f\"}},"
+                  "{\"function\":{\"name\":\"f\"}}]}", "tools[1]");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"tools\":[{\"function\":{\"name\":\"f\","
+                  "\"parameters\":[]}}]}", "tools[0]");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"tool_choice\":\"required\"}", "tool_choice");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"tools\":[{\"function\":{\"name\":\"f\"}}],"
+                  "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}}}", "tool_choice");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"tool_choice\":\"always\"}", "tool_choice");
     expect_bad(API_KIND_COMPLETION, "{\"model\":\"m\"}", "prompt");
     expect_bad(API_KIND_COMPLETION, "{\"model\":\"m\",\"prompt\":[\"a\",\"b\"]}", "prompt");
     expect_bad(API_KIND_COMPLETION, "{\"model\":\"m\",\"prompt\":[1,2]}", "prompt");
@@ -638,6 +649,65 @@ static void test_api_responses_events(void **state)
     free(j);
 }
 
+/* tools, tool_choice and the messages of a tool round trip. */
+static void test_api_openai_tools(void **state)
+{
+    (void)state;
+    struct api_gen_req r;
+    struct api_error e;
+    const char *body =
+        "{\"model\":\"m\",\"messages\":["
+        "{\"role\":\"user\",\"content\":\"Weather in Paris?\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_1\",\"type\":"
+        "\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"call_1\",\"content\":\"18C\"}],"
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+        "\"description\":\"Now\",\"parameters\":{\"type\":\"object\",\"properties\":"
+        "{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}}},"
+        "{\"function\":{\"name\":\"get-time\"}}],"
+        "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}},"
+        "\"parallel_tool_calls\":false}";
+    assert_int_equal(api_openai_parse(API_KIND_CHAT, body, strlen(body), &r, &e), 0);
+    assert_int_equal(r.n_tools, 2);
+    assert_int_equal(r.tool_choice, API_TOOLS_NAMED);
+    assert_string_equal(r.tool_choice_name, "get_weather");
+    assert_false(r.parallel_tool_calls);
+    assert_non_null(strstr(r.tools_json, "\"name\":\"get-time\""));
+    assert_non_null(strstr(r.tools_json, "{\"function\":{\"name\":\"get-time\"},\"type\":\"function\"}"));
+    assert_string_equal(r.msgs[1].role, "assistant");
+    assert_string_equal(r.msgs[1].content, "");
+    assert_non_null(strstr(r.msgs[1].tool_calls_json, "\"name\":\"get_weather\""));
+    assert_string_equal(r.msgs[2].role, "tool");
+    assert_string_equal(r.msgs[2].tool_call_id, "call_1");
+    api_gen_req_free(&r);
+    /* none: the tools stay away from the model */
+    body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+           "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"none\"}";
+    assert_int_equal(api_openai_parse(API_KIND_CHAT, body, strlen(body), &r, &e), 0);
+    assert_null(r.tools_json);
+    assert_int_equal(r.tool_choice, API_TOOLS_NONE);
+    api_gen_req_free(&r);
+    /* the reply's calls: content null, tool_calls, finish_reason tool_calls; chunk indices */
+    struct api_tool_call calls[] = {{"call_a", "get_weather", "{\"city\":\"Paris\"}"},
+                                    {"call_b", "get-time", "{}"}};
+    struct api_gen_out o = {.id = "chatcmpl-1", .created = 1, .model = "m", .text = "", .len = 0,
+                            .finish_reason = "tool_calls", .calls = calls, .n_calls = 2};
+    char *j = api_openai_response_json(API_KIND_CHAT, &o);
+    assert_non_null(strstr(j, "\"content\":null"));
+    assert_non_null(strstr(j, "\"tool_calls\":[{\"id\":\"call_a\",\"type\":\"function\",\"function\":"
+                              "{\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}}"));
+    assert_non_null(strstr(j, "\"finish_reason\":\"tool_calls\""));
+    free(j);
+    o.finish_reason = NULL;
+    o.n_calls = 1;
+    o.calls = &calls[1];
+    o.call_index0 = 1;
+    j = api_openai_chunk_json(API_KIND_CHAT, &o, false, false);
+    assert_non_null(strstr(j, "\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"call_b\""));
+    assert_null(strstr(j, "\"content\""));
+    free(j);
+}
+
 static void test_api_openai_key_check(void **state)
 {
     (void)state;
@@ -666,6 +736,7 @@ int main(void)
         cmocka_unit_test(test_api_ollama_parse_and_chunks),
         cmocka_unit_test(test_api_openai_key_check),
         cmocka_unit_test(test_api_responses_parse),
+        cmocka_unit_test(test_api_openai_tools),
         cmocka_unit_test(test_api_responses_events),
         cmocka_unit_test(test_api_openai_meshllm_route),
         cmocka_unit_test(test_api_openai_models_local_and_mesh),
