@@ -44,6 +44,12 @@ struct api_gen {
     bool has_tools;
     int tool_syntax;
     size_t sent_len;    /* bytes of g->text already sent as content */
+    /* n > 1 (not streamed): choice i+1 is another generation of the same request, a sibling
+     * api_gen borrowing the first one's req (its own req stays empty); finish when done */
+    struct api_gen *sib;
+    const struct api_gen *owner; /* a sibling: the first choice, whose req it uses */
+    bool is_done;
+    const char *finish;
     double last_read_s; /* when MHD last asked for stream bytes (now_s) */
     bool cut_slow;      /* cancelled: the client stopped reading (api_gen_stream_stalled) */
     char *sbuf;
@@ -59,14 +65,15 @@ static double now_s(void)
 
 void api_gen_cancel(struct api_gen *g)
 {
-    if (g) node_req_cancel(g->nr);
+    for (; g; g = g->sib) node_req_cancel(g->nr);
 }
 
 void api_gen_free(struct api_gen *g)
 {
     if (!g) return;
+    api_gen_free(g->sib);
     node_req_release(g->nr); /* cancels if still running; no notify after this */
-    api_gen_req_free(&g->req);
+    if (!g->owner) api_gen_req_free(&g->req); /* a sibling's req is the owner's, borrowed */
     free(g->text);
     free(g->lps);
     free(g->sbuf);
@@ -487,6 +494,37 @@ static int gen_submit(struct api_gen *g, struct api_error *err)
     return 0;
 }
 
+/* n > 1: choice i as a sibling generation of g's request (a seed given: seed + i, so the
+ * choices differ yet repeat). Appended to g's list; c->mu held. */
+static int sib_submit(struct api_gen *g, int i, struct api_error *err)
+{
+    struct api_gen *x = calloc(1, sizeof *x);
+    if (!x) return api_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+    x->c = g->c;
+    x->proto = g->proto;
+    x->req = g->req; /* borrowed: freed with g */
+    x->owner = g;
+    x->created = g->created;
+    x->t0 = g->t0;
+    memcpy(x->id, g->id, sizeof x->id);
+    struct api_gen **tail = &g->sib;
+    while (*tail) tail = &(*tail)->sib;
+    *tail = x; /* freed with g from here on */
+    struct node_gen_req nq;
+    struct node_msg *msgs = NULL;
+    if (node_req_from(x, &nq, &msgs))
+        return api_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+    if (nq.has_seed) nq.seed += (uint64_t)i;
+    snprintf(x->model, sizeof x->model, "%s", g->model);
+    x->tool_syntax = g->tool_syntax;
+    x->has_tools = g->has_tools;
+    struct node_client cl = {api_conn_wake, api_conn_still_wanted, g->c};
+    struct node_error ne;
+    int rc = router_submit(g->c->srv->rt, &nq, &cl, &x->nr, &ne);
+    free(msgs);
+    return rc ? api_error_from(&ne, err) : 0;
+}
+
 int api_gen_start(struct api_conn *c, enum api_proto proto, struct api_gen_req *req,
                   struct api_error *err)
 {
@@ -513,6 +551,12 @@ int api_gen_start(struct api_conn *c, enum api_proto proto, struct api_gen_req *
     pthread_mutex_lock(&c->mu);
     rc = gen_submit(g, err);
     if (rc) {
+        pthread_mutex_unlock(&c->mu);
+        goto out;
+    }
+    for (int i = 1; i < g->req.n_choices && rc == 0; i++) rc = sib_submit(g, i, err);
+    if (rc) {
+        api_gen_cancel(g);
         pthread_mutex_unlock(&c->mu);
         goto out;
     }
@@ -623,32 +667,9 @@ static enum MHD_Result reply_gen_json(struct api_conn *c, struct api_gen *g, cha
     return api_reply_json_ran_on(c, 200, json, g->ran_on);
 }
 
-static enum MHD_Result reply_whole(struct api_conn *c, struct api_gen *g, const char *finish)
+/* The OpenAI response object of g's whole text (chat or completion), malloc'd JSON. */
+static char *openai_whole_json(struct api_gen *g, const char *finish)
 {
-    if (finish && !strcmp(finish, "error")) {
-        struct api_error err;
-        api_error_set(&err, 500, "server_error", NULL, NULL, "generation failed");
-        return api_reply_error(c, &err);
-    }
-    if (g->proto == API_PROTO_RESPONSES) {
-        struct api_resp_out ro;
-        resp_out_init(g, &ro, finish);
-        node_req_ran_on(g->nr, g->ran_on, sizeof g->ran_on);
-        ro.ran_on = g->ran_on;
-        return reply_gen_json(c, g, api_responses_json(&ro));
-    }
-    if (g->proto == API_PROTO_OLLAMA) {
-        struct toolcall_result tr = {0};
-        struct api_tool_call tc[GEN_MAX_CALLS];
-        char tid[GEN_MAX_CALLS][64];
-        int n_tc = g->has_tools ? gen_calls(g, &tr, tc, tid) : 0;
-        const char *text = n_tc ? tr.content : g->text ? g->text : "";
-        char *line = api_ollama_chunk_calls(g->req.kind, g->model, text, n_tc ? strlen(text) : g->len,
-                                            tc, n_tc, true, finish_name(finish), g->n_prompt,
-                                            g->n_gen, now_s() - g->t0);
-        toolcall_result_free(&tr);
-        return reply_gen_json(c, g, line);
-    }
     struct api_gen_out o;
     out_init(g, &o);
     char *full = NULL;
@@ -675,7 +696,7 @@ static enum MHD_Result reply_whole(struct api_conn *c, struct api_gen *g, const 
         }
     }
     o.finish_reason = finish_name(finish);
-    node_req_ran_on(g->nr, g->ran_on, sizeof g->ran_on); /* every node that served a part */
+    if (g->nr) node_req_ran_on(g->nr, g->ran_on, sizeof g->ran_on); /* every node that served a part */
     o.ran_on = g->ran_on;
     struct api_lp_token *lps = g->req.logprobs ? lps_convert(g->lps, g->n_lps) : NULL;
     if (g->req.logprobs) {
@@ -687,6 +708,67 @@ static enum MHD_Result reply_whole(struct api_conn *c, struct api_gen *g, const 
     toolcall_result_free(&res);
     free(lps);
     free(full);
+    return json;
+}
+
+/* n > 1: the choices of g's siblings (each its own generation) appended to json's, with
+ * their index, and their completion tokens added to the usage. Takes json. */
+static char *merge_choices(struct api_gen *g, char *json)
+{
+    cJSON *root = cJSON_Parse(json);
+    free(json);
+    cJSON *choices = cJSON_GetObjectItemCaseSensitive(root, "choices");
+    cJSON *usage = cJSON_GetObjectItemCaseSensitive(root, "usage");
+    int index = 1, n_completion = g->n_gen;
+    for (struct api_gen *x = g->sib; root && choices && x; x = x->sib, index++) {
+        char *j = openai_whole_json(x, x->finish);
+        cJSON *o = j ? cJSON_Parse(j) : NULL;
+        free(j);
+        cJSON *c = cJSON_DetachItemFromArray(cJSON_GetObjectItemCaseSensitive(o, "choices"), 0);
+        cJSON_Delete(o);
+        if (!c) continue;
+        cJSON_ReplaceItemInObjectCaseSensitive(c, "index", cJSON_CreateNumber(index));
+        cJSON_AddItemToArray(choices, c);
+        n_completion += x->n_gen;
+    }
+    if (usage) {
+        cJSON_ReplaceItemInObjectCaseSensitive(usage, "completion_tokens", cJSON_CreateNumber(n_completion));
+        cJSON_ReplaceItemInObjectCaseSensitive(usage, "total_tokens",
+                                               cJSON_CreateNumber(n_completion + g->n_prompt));
+    }
+    char *out = root ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    return out;
+}
+
+static enum MHD_Result reply_whole(struct api_conn *c, struct api_gen *g, const char *finish)
+{
+    if (finish && !strcmp(finish, "error")) {
+        struct api_error err;
+        api_error_set(&err, 500, "server_error", NULL, NULL, "generation failed");
+        return api_reply_error(c, &err);
+    }
+    if (g->proto == API_PROTO_RESPONSES) {
+        struct api_resp_out ro;
+        resp_out_init(g, &ro, finish);
+        node_req_ran_on(g->nr, g->ran_on, sizeof g->ran_on);
+        ro.ran_on = g->ran_on;
+        return reply_gen_json(c, g, api_responses_json(&ro));
+    }
+    if (g->proto == API_PROTO_OLLAMA) {
+        struct toolcall_result tr = {0};
+        struct api_tool_call tc[GEN_MAX_CALLS];
+        char tid[GEN_MAX_CALLS][64];
+        int n_tc = g->has_tools ? gen_calls(g, &tr, tc, tid) : 0;
+        const char *text = n_tc ? tr.content : g->text ? g->text : "";
+        char *line = api_ollama_chunk_calls(g->req.kind, g->model, text, n_tc ? strlen(text) : g->len,
+                                            tc, n_tc, true, finish_name(finish), g->n_prompt,
+                                            g->n_gen, now_s() - g->t0);
+        toolcall_result_free(&tr);
+        return reply_gen_json(c, g, line);
+    }
+    char *json = openai_whole_json(g, finish);
+    if (json && g->sib) json = merge_choices(g, json);
     return reply_gen_json(c, g, json);
 }
 
@@ -704,27 +786,39 @@ static void lps_keep(struct api_gen *g, const struct node_chunk *ch)
     g->n_lps += ch->n_lps;
 }
 
-enum MHD_Result api_gen_resume(struct api_conn *c)
+/* Takes what g's generation has produced so far into g; true once it is done. */
+static bool gen_take_whole(struct api_gen *g)
 {
-    struct api_gen *g = c->gen;
-    if (c->responded) return MHD_YES;
-    if (g->req.kind == API_KIND_EMBEDDING) return embed_resume(c, g);
+    if (g->is_done) return true;
     struct node_chunk ch;
-    pthread_mutex_lock(&c->mu);
     node_req_take(g->nr, &ch);
     if (ch.len) buf_add(&g->text, &g->len, &g->cap, ch.text, ch.len);
     if (ch.n_lps) lps_keep(g, &ch);
     g->n_prompt = ch.n_prompt;
     g->n_gen = ch.n_gen;
     g->n_cached = ch.n_cached;
-    bool done = ch.done;
-    const char *finish = ch.finish_reason;
+    g->is_done = ch.done;
+    g->finish = ch.finish_reason;
     node_chunk_free(&ch);
+    return g->is_done;
+}
+
+enum MHD_Result api_gen_resume(struct api_conn *c)
+{
+    struct api_gen *g = c->gen;
+    if (c->responded) return MHD_YES;
+    if (g->req.kind == API_KIND_EMBEDDING) return embed_resume(c, g);
+    pthread_mutex_lock(&c->mu);
+    bool done = true;
+    for (struct api_gen *x = g; x; x = x->sib) done &= gen_take_whole(x);
     if (!done) {
         api_conn_suspend_locked(c);
         pthread_mutex_unlock(&c->mu);
         return MHD_YES;
     }
     pthread_mutex_unlock(&c->mu);
+    const char *finish = g->finish;
+    for (struct api_gen *x = g->sib; x; x = x->sib) /* one failed choice fails the request */
+        if (x->finish && !strcmp(x->finish, "error")) finish = "error";
     return reply_whole(c, g, finish);
 }

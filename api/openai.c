@@ -391,9 +391,11 @@ static int parse_sampling(const cJSON *root, struct api_gen_req *r, struct api_e
     if ((rc = get_int(root, "max_completion_tokens", 1, 1e9, &ll, &has, e))) return rc;
     if (has) r->max_tokens = (int)ll;
     if (r->max_tokens > 0) r->given |= API_GIVEN_MAX_TOKENS;
-    if ((rc = get_int(root, "n", 1, 128, &ll, &has, e))) return rc;
-    if (has && ll != 1) return bad(e, "n", "only n = 1 is supported");
+    if ((rc = get_int(root, "n", 1, API_MAX_CHOICES, &ll, &has, e))) return rc;
+    r->n_choices = has ? (int)ll : 1;
     if ((rc = get_bool(root, "stream", &r->stream, e))) return rc;
+    if (r->n_choices > 1 && r->stream)
+        return bad(e, "n", "'n' > 1 is supported without 'stream' only");
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
     if (!is_absent(so)) {
         if (!r->stream)

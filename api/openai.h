@@ -60,6 +60,7 @@ struct api_tool_call {
 };
 
 /* A generation request after validation. Strings are malloc'd and owned by the struct. */
+#define API_MAX_CHOICES 16
 struct api_gen_req {
     enum api_kind kind;
     char model[API_MODEL_NAME_CAP];
@@ -69,6 +70,7 @@ struct api_gen_req {
     char **inputs;        /* embedding: [n_inputs] texts */
     int n_inputs;
     bool stream;
+    int n_choices;        /* n: completions to generate (1..API_MAX_CHOICES; 0 = 1) */
     bool include_usage;   /* stream_options.include_usage */
     int max_tokens;       /* -1 = until end of generation or context */
     float temperature;    /* 0..2, default 1 */

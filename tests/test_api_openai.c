@@ -173,7 +173,9 @@ static void test_api_openai_rejects_bad_fields(void **state)
     expect_bad(C, "{\"model\":\"m\"," MSG ",\"max_tokens\":0}", "max_tokens");
     expect_bad(C, "{\"model\":\"m\"," MSG ",\"max_tokens\":1.5}", "max_tokens");
     expect_bad(C, "{\"model\":\"m\"," MSG ",\"max_completion_tokens\":-1}", "max_completion_tokens");
-    expect_bad(C, "{\"model\":\"m\"," MSG ",\"n\":2}", "n");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"n\":17}", "n");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"n\":0}", "n");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"n\":2,\"stream\":true}", "n");
     expect_bad(C, "{\"model\":\"m\"," MSG ",\"seed\":0.5}", "seed");
     expect_bad(C, "{\"model\":\"m\"," MSG ",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", "stop");
     expect_bad(C, "{\"model\":\"m\"," MSG ",\"stop\":[1]}", "stop");

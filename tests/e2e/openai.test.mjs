@@ -168,7 +168,7 @@ test('errors: status and OpenAI error shape', async () => {
   assert.equal(e.param, 'temperature');
   e = await rejects(client.chat.completions.create({ model: MODEL, messages: [] }), 400);
   assert.equal(e.param, 'messages');
-  e = await rejects(client.chat.completions.create({ model: MODEL, messages: story, n: 2 }), 400);
+  e = await rejects(client.chat.completions.create({ model: MODEL, messages: story, n: 17 }), 400);
   assert.equal(e.param, 'n');
   e = await rejects(client.chat.completions.create({ model: MODEL, messages: [{ role: 'wizard', content: 'x' }] }), 400);
   await rejects(client.chat.completions.create({ model: MODEL, messages: story, stop: ['a', 'b', 'c', 'd', 'e'] }), 400);
@@ -249,6 +249,21 @@ test('route: meshllm.route in the body or X-Meshllm-Route; unknown values 400', 
   assert.equal(res.status, 400);
   res = await post('/api/generate', gen, 'mesh');
   assert.equal(res.status, 200);
+});
+
+test('n > 1: several choices, each its own generation; seeded choices repeat', async () => {
+  const params = { model: MODEL, messages: [{ role: 'user', content: 'Tell me a story' }], max_tokens: 10, n: 3, seed: 11 };
+  const a = await client.chat.completions.create(params);
+  assert.deepEqual(a.choices.map((c) => c.index), [0, 1, 2]);
+  assert.equal(a.usage.completion_tokens, 30);
+  const texts = a.choices.map((c) => c.message.content);
+  assert.ok(new Set(texts).size >= 2, 'the choices differ: ' + JSON.stringify(texts));
+  const b = await client.chat.completions.create(params);
+  assert.deepEqual(b.choices.map((c) => c.message.content), texts);
+  const greedy = await client.completions.create({ model: MODEL, prompt: 'Once upon a time', max_tokens: 6, temperature: 0, n: 2 });
+  assert.equal(greedy.choices.length, 2);
+  assert.equal(greedy.choices[0].text, greedy.choices[1].text);
+  await assert.rejects(client.chat.completions.create({ ...params, stream: true }), (e) => { expectApiError(e, 400); return e.param === 'n'; });
 });
 
 test('responses API: create, streamed events, the same greedy text as chat', async () => {
