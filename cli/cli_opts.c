@@ -271,6 +271,10 @@ int cli_load_model(const char *path, const struct cli_gen_opts *o, int n_seq, st
         cli_fail("%s: %s", path, err[0] ? err : err_str(rc));
         model_free(*m);
         *m = NULL;
+        return rc;
     }
+    char line[256];
+    model_ctx_kv_describe(*c, line, sizeof line);
+    fprintf(stderr, "meshllm: %s\n", line);
     return rc;
 }

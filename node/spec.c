@@ -12,6 +12,7 @@
 #include "node/spec.h"
 
 #include "core/err.h"
+#include "core/log.h"
 #include "engine/model.h"
 #include "engine/tok.h"
 
@@ -99,7 +100,8 @@ static int vocab_check(const struct tok *a, const struct tok *b, char *err, size
 }
 
 int spec_draft_new(const struct model *target, const char *path, int n_seq, int n_ctx,
-                   int n_threads, struct spec_draft **out, char *err, size_t err_cap)
+                   int n_threads, enum model_kv_type k_type, enum model_kv_type v_type,
+                   struct spec_draft **out, char *err, size_t err_cap)
 {
     *out = NULL;
     if (!target || !path || n_seq <= 0 || n_ctx <= 0)
@@ -122,7 +124,15 @@ int spec_draft_new(const struct model *target, const char *path, int n_seq, int 
     cp.n_ctx = n_ctx;
     cp.n_seq = n_seq;
     cp.n_threads = n_threads;
+    cp.k_type = k_type;
+    cp.v_type = v_type;
     rc = model_ctx_new(d->m, &cp, &d->ctx, why, sizeof why);
+    if (rc == MESH_EUNSUPPORTED && (k_type != MODEL_KV_F16 || v_type != MODEL_KV_F16)) {
+        /* a draft whose K/V rows are not whole 32-element blocks: keep its small cache f16 */
+        log_warn("draft model %s: %s; its KV cache stays f16", path, why);
+        cp.k_type = cp.v_type = MODEL_KV_F16;
+        rc = model_ctx_new(d->m, &cp, &d->ctx, why, sizeof why);
+    }
     if (rc) {
         err_set(err, err_cap, rc, "draft model %s: %s", path, why);
         goto fail;

@@ -413,6 +413,8 @@ int stage_engine_new(const struct model *m, const struct stage_engine_params *p,
     cp.n_batch = p->n_batch;
     cp.n_seq = p->n_slots;
     cp.n_threads = p->n_threads;
+    cp.k_type = p->k_type;
+    cp.v_type = p->v_type;
     cp.layer_begin = p->layer_begin;
     cp.layer_end = p->layer_end;
     int rc = model_ctx_new(m, &cp, &e->ctx, err, err_cap);

@@ -14,6 +14,7 @@
 #ifndef MESH_NODE_STAGE_H
 #define MESH_NODE_STAGE_H
 
+#include "engine/model.h"
 #include "net/multiaddr.h"
 #include "net/p2pnode.h"
 #include "net/peer_id.h"
@@ -43,6 +44,7 @@ struct stage_engine_params {
     int n_ctx;                  /* positions per session; 0 = model_ctx default */
     int n_batch;                /* tokens per pass; 0 = 512 */
     int n_threads;              /* 0 = all cores */
+    enum model_kv_type k_type, v_type; /* KV cache elements; 0 = f16 */
 };
 
 /* One request handed to an engine. done runs exactly once, on the engine's worker (or in
