@@ -4,10 +4,11 @@
 # - our final estimate within 0.5 % of the figures llama-perplexity printed (committed below,
 #   llama.cpp c392e5094deaf2d1a7c18683214f007fad3fe42b, CPU, -c 128 -t 2), for the F32 file
 #   and the llama.cpp-made F16 / Q6_K (= Q8_0) / Q4_K_M (= Q5_0) variants;
-# - the same against a live llama-perplexity when $LLAMA_PERPLEXITY or
+# - the same (F32, and the head-64 model below) against a live llama-perplexity when $LLAMA_PERPLEXITY or
 #   /work/ref/llama.cpp/build/bin/llama-perplexity exists (skipped otherwise);
 # - a q8_0 KV cache within 0.5 % of the f16 cache (llama.cpp cannot quantize this model's
-#   cache: its head size 8 is smaller than a block, so the bound is against our f16);
+#   cache: its head size 8 is smaller than a block, so the bound is against our f16), and
+#   f16/q8_0/q4_0 caches within 0.05 % of llama.cpp's on a generated head-64 model;
 # - --kl-base of a `meshllm quantize` Q8_0 against the F32 original: llama-perplexity's
 #   --kl-divergence gave mean KLD 0.000677 and 98.341 % same top; the model against itself
 #   gives 0 and 100 %;
@@ -54,7 +55,7 @@ done
 
 lp=${LLAMA_PERPLEXITY:-/work/ref/llama.cpp/build/bin/llama-perplexity}
 if [ -x "$lp" ]; then
-    for f in stories260K.gguf stories260K-Q4_K_M.gguf; do
+    for f in stories260K.gguf; do
         "$lp" -m "$models/$f" -f "$text" -c 128 -t 2 >"$tmp/lp.out" 2>&1
         want=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\) .*/\1/p' "$tmp/lp.out")
         ppl "$models/$f" "$tmp/ours"
@@ -75,6 +76,27 @@ k16=$(final "$tmp/kvf16")
 within "$k8" "$k16" 0.005; check "q8_0 cache $k8 within 0.5 % of f16's $k16" $?
 [ "$k8" != "$k16" ]; check "the q8_0 cache is really used (figure differs)" $?
 grep -q "KV cache: q8_0/q8_0, 128 ctx x 1 slot" "$tmp/kv8.err"; check "memory line names the cache type" $?
+
+# KV cache types against llama.cpp on a model whose heads are 64 wide (llama.cpp refuses a
+# quantized cache for stories260K's 8): a random F16 model from bench/mkmodel (fixed seed)
+# with the Llama 2 vocabulary, --ctx 256 (6 chunks). Committed: llama-perplexity c392e50
+# -fa -ctk T -ctv T. Tolerance 0.05 %: the q4_0 cache moves the figure by 0.13 %.
+mk=$(dirname "$bin")/bench/mkmodel
+"$mk" --arch llama --dim 128 --layers 2 --heads 2 --kv-heads 1 --ff 256 --seed 7 --type F16 \
+    --vocab "$models/llamacpp-vocab/ggml-vocab-llama-spm.gguf" -o "$tmp/h64.gguf" >/dev/null 2>&1
+check "bench/mkmodel makes the head-64 model" $?
+for v in "f16 32616.3545" "q8_0 32614.7267" "q4_0 32575.4927"; do
+    set -- $v
+    "$bin" perplexity "$tmp/h64.gguf" "$text" --ctx 256 -t 2 --kv-type "$1" >"$tmp/h64-$1" 2>/dev/null
+    g=$(final "$tmp/h64-$1")
+    within "$g" "$2" 0.0005; check "head-64 model, $1 cache: $g within 0.05 % of llama.cpp's $2" $?
+    if [ -x "$lp" ]; then
+        want=$("$lp" -m "$tmp/h64.gguf" -f "$text" -c 256 -t 2 -fa -ctk "$1" -ctv "$1" 2>&1 |
+            sed -n 's/.*Final estimate: PPL = \([0-9.]*\) .*/\1/p')
+        [ -n "$want" ] && within "$g" "$want" 0.0005
+        check "head-64 model, $1 cache: $g within 0.05 % of live llama-perplexity's $want" $?
+    fi
+done
 
 # KL divergence of a Q8_0 quantization against the F32 original
 "$bin" quantize "$models/stories260K.gguf" "$tmp/q8.gguf" Q8_0 >/dev/null 2>&1
