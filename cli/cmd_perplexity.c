@@ -152,6 +152,7 @@ static int ppl_parse_args(int argc, char **argv, struct ppl_args *a)
 /* The whole file, NUL-terminated (not counted in *len). NULL with a message on failure. */
 static char *ppl_read_file(const char *path, size_t *len)
 {
+    errno = 0;
     FILE *f = fopen(path, "rb");
     if (!f) {
         cli_fail("perplexity: %s: %s", path, strerror(errno));
@@ -175,7 +176,7 @@ static char *ppl_read_file(const char *path, size_t *len)
         n += r;
         if (r == 0) {
             if (ferror(f)) {
-                cli_fail("perplexity: %s: read failed", path);
+                cli_fail("perplexity: %s: %s", path, strerror(errno ? errno : EIO));
                 free(buf);
                 buf = NULL;
             }
@@ -367,6 +368,9 @@ static int ppl_run(const struct ppl_args *a)
     if (!text) goto out;
     if (ppl_load(a->model, a, a->k_type, a->v_type, &m, &j.c)) goto out;
     if (a->kl_base && ppl_load(a->kl_base, a, MODEL_KV_F16, MODEL_KV_F16, &mb, &j.cb)) goto out;
+    if (a->n_ctx > model_hparams(m)->n_ctx_train)
+        fprintf(stderr, "meshllm: perplexity: warning: %s was trained on only %d context tokens (%d asked)\n",
+                a->model, model_hparams(m)->n_ctx_train, a->n_ctx);
     const struct tok *t = model_tok(m);
     j.n_vocab = model_hparams(m)->n_vocab;
     if (mb && (model_hparams(mb)->n_vocab != j.n_vocab || tok_n_vocab(model_tok(mb)) != tok_n_vocab(t))) {

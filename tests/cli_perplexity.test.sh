@@ -126,6 +126,8 @@ ppl "$models/stories260K.gguf" "$tmp/c3" --chunks 3
 check "a text too short for the context: exit 1 with the counts" $?
 "$bin" perplexity "$models/stories260K.gguf" "$tmp/none.txt" >/dev/null 2>"$tmp/e"; rc=$?
 [ $rc = 1 ] && grep -q "none.txt: No such file" "$tmp/e"; check "missing text: exit 1" $?
+"$bin" perplexity "$models/stories260K.gguf" "$tmp" >/dev/null 2>"$tmp/e"; rc=$?
+[ $rc = 1 ] && grep -q "Is a directory" "$tmp/e"; check "a directory as the text: exit 1" $?
 "$bin" perplexity "$models/stories260K.gguf" "$text" --kl-base "$tmp/none.gguf" >/dev/null 2>&1
 [ $? = 1 ]; check "missing base model: exit 1" $?
 "$bin" perplexity "$models/stories260K.gguf" >/dev/null 2>&1; [ $? = 2 ]; check "no text: exit 2" $?
