@@ -111,6 +111,11 @@ void stage_engine_submit(struct stage_engine *e, struct stage_job *j)
     pthread_mutex_unlock(&e->mu);
 }
 
+int stage_engine_kv_describe(const struct stage_engine *e, char *buf, size_t cap)
+{
+    return model_ctx_kv_describe(e->ctx, buf, cap);
+}
+
 void stage_engine_range(const struct stage_engine *e, int *layer_begin, int *layer_end)
 {
     *layer_begin = e->layer_begin;

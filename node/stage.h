@@ -76,6 +76,8 @@ void stage_engine_free(struct stage_engine *e);
 /* Queues j (any thread). Always consumes j: done is called, now or later. */
 void stage_engine_submit(struct stage_engine *e, struct stage_job *j);
 void stage_engine_range(const struct stage_engine *e, int *layer_begin, int *layer_end);
+/* The stage context's KV cache memory line (model_ctx_kv_describe) into buf[cap]. */
+int stage_engine_kv_describe(const struct stage_engine *e, char *buf, size_t cap);
 
 struct stage_engine_stats {
     int n_slots, n_sessions;
