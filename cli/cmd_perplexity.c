@@ -373,9 +373,15 @@ static int ppl_run(const struct ppl_args *a)
                 a->model, model_hparams(m)->n_ctx_train, a->n_ctx);
     const struct tok *t = model_tok(m);
     j.n_vocab = model_hparams(m)->n_vocab;
-    if (mb && (model_hparams(mb)->n_vocab != j.n_vocab || tok_n_vocab(model_tok(mb)) != tok_n_vocab(t))) {
-        cli_fail("perplexity: %s and %s have different vocabularies (%d and %d tokens)", a->model,
-                 a->kl_base, j.n_vocab, model_hparams(mb)->n_vocab);
+    int32_t diff_id;
+    if (mb && (model_hparams(mb)->n_vocab != j.n_vocab ||
+               tok_vocab_compare(t, model_tok(mb), &diff_id))) {
+        if (diff_id >= 0)
+            cli_fail("perplexity: %s and %s have different vocabularies (token %d differs)",
+                     a->model, a->kl_base, (int)diff_id);
+        else
+            cli_fail("perplexity: %s and %s have different vocabularies (%d and %d tokens, or "
+                     "other BOS/EOS)", a->model, a->kl_base, j.n_vocab, model_hparams(mb)->n_vocab);
         goto out;
     }
     int n_tokens = 0;

@@ -83,19 +83,12 @@ static int vocab_check(const struct tok *a, const struct tok *b, char *err, size
         return err_set(err, err_cap, MESH_EBADMODEL,
                        "the draft model's BOS/EOS tokens (%d/%d) differ from the model's (%d/%d)",
                        (int)tok_bos(b), (int)tok_eos(b), (int)tok_bos(a), (int)tok_eos(a));
-    size_t cap = tok_max_piece_len(a) + 1;
-    if (tok_max_piece_len(b) + 1 > cap) cap = tok_max_piece_len(b) + 1;
-    char *pa = malloc(cap), *pb = malloc(cap);
-    int rc = pa && pb ? 0 : MESH_ENOMEM;
-    for (int32_t id = 0; rc == 0 && id < n; id++) {
-        int la = tok_piece(a, id, true, pa, cap), lb = tok_piece(b, id, true, pb, cap);
-        if (la != lb || (la > 0 && memcmp(pa, pb, (size_t)la) != 0))
-            rc = err_set(err, err_cap, MESH_EBADMODEL,
-                         "the draft model's token %d differs from the model's: a draft model "
-                         "must share the model's tokenizer", (int)id);
-    }
-    free(pa);
-    free(pb);
+    int32_t id;
+    int rc = tok_vocab_compare(a, b, &id);
+    if (rc == MESH_EBADMODEL)
+        return err_set(err, err_cap, MESH_EBADMODEL,
+                       "the draft model's token %d differs from the model's: a draft model "
+                       "must share the model's tokenizer", (int)id);
     return rc;
 }
 

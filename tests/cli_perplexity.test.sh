@@ -130,6 +130,9 @@ check "a text too short for the context: exit 1 with the counts" $?
 [ $rc = 1 ] && grep -q "Is a directory" "$tmp/e"; check "a directory as the text: exit 1" $?
 "$bin" perplexity "$models/stories260K.gguf" "$text" --kl-base "$tmp/none.gguf" >/dev/null 2>&1
 [ $? = 1 ]; check "missing base model: exit 1" $?
+"$bin" perplexity "$models/stories260K.gguf" "$text" --ctx 128 --kl-base "$tmp/h64.gguf" >/dev/null 2>"$tmp/e"
+rc=$?
+[ $rc = 1 ] && grep -q "have different vocabularies" "$tmp/e"; check "a base with another vocabulary: exit 1" $?
 "$bin" perplexity "$models/stories260K.gguf" >/dev/null 2>&1; [ $? = 2 ]; check "no text: exit 2" $?
 "$bin" perplexity "$models/stories260K.gguf" "$text" --frob >/dev/null 2>&1; [ $? = 2 ]
 check "unknown option: exit 2" $?
