@@ -645,9 +645,34 @@ static void test_tok_load_rejects_broken_vocab(void **state)
     tok_free(t);
 }
 
+/* tok_vocab_compare: the same vocabulary from two files (GGUF F32 and F16 of stories260K)
+ * matches; another vocabulary (Llama 2's 32000) differs in size, and so does Phi-3's, which
+ * extends Llama 2's by 64 tokens (so a draft of one for the other is refused). */
+static void test_tok_vocab_compare(void **state)
+{
+    (void)state;
+    struct tok *a = load_vocab("stories260K.gguf"), *b = load_vocab("stories260K-F16.gguf");
+    struct tok *l2 = load_vocab("llamacpp-vocab/ggml-vocab-llama-spm.gguf");
+    struct tok *p3 = load_vocab("llamacpp-vocab/ggml-vocab-phi-3.gguf");
+    int32_t id = 123;
+    assert_int_equal(tok_vocab_compare(a, b, &id), 0);
+    assert_int_equal(id, -1);
+    assert_int_equal(tok_vocab_compare(a, l2, &id), MESH_EBADMODEL);
+    assert_int_equal(id, -1); /* sizes differ */
+    assert_int_equal(tok_vocab_compare(l2, l2, &id), 0);
+    id = 7;
+    assert_int_equal(tok_vocab_compare(l2, p3, &id), MESH_EBADMODEL);
+    assert_int_equal(id, -1);
+    tok_free(p3);
+    tok_free(l2);
+    tok_free(b);
+    tok_free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tok_vocab_compare),
         cmocka_unit_test(test_tok_unicode_categories),
         cmocka_unit_test(test_tok_unicode_utf8_helpers),
         cmocka_unit_test(test_tok_pre_split_patterns),
