@@ -36,6 +36,7 @@ struct api_gen {
     int n_prompt, n_gen, n_cached;
     /* streaming */
     bool sent_first, ended;
+    int resp_seq;       /* Responses API: the events' sequence_number */
     double last_read_s; /* when MHD last asked for stream bytes (now_s) */
     bool cut_slow;      /* cancelled: the client stopped reading (api_gen_stream_stalled) */
     char *sbuf;
@@ -190,6 +191,58 @@ static int line_add(struct api_gen *g, char *line)
     return rc;
 }
 
+static void resp_out_init(struct api_gen *g, struct api_resp_out *o, const char *finish)
+{
+    memset(o, 0, sizeof *o);
+    o->id = g->id;
+    o->created = g->created;
+    o->model = g->model;
+    o->text = g->text ? g->text : "";
+    o->len = g->len;
+    o->n_prompt = g->n_prompt;
+    o->n_completion = g->n_gen;
+    o->n_cached = g->n_cached;
+    o->is_incomplete = finish && !strcmp(finish, "length");
+    o->is_failed = finish && !strcmp(finish, "error");
+}
+
+static int text_add(struct api_gen *g, char *events)
+{
+    if (!events) return MESH_ENOMEM;
+    int rc = buf_add(&g->sbuf, &g->slen, &g->scap, events, strlen(events));
+    free(events);
+    return rc;
+}
+
+/* The Responses API's events for a chunk (the text is kept whole for the closing events). */
+static void stream_format_responses(struct api_gen *g, struct node_chunk *ch)
+{
+    struct api_resp_out o;
+    if (!g->sent_first) {
+        resp_out_init(g, &o, NULL);
+        text_add(g, api_responses_events(&o, API_RESP_BEGIN, &g->resp_seq));
+        g->sent_first = true;
+    }
+    int n_pieces = ch->n_cuts > 0 ? ch->n_cuts : 1;
+    size_t off = 0;
+    for (int i = 0; i < n_pieces; i++) {
+        size_t end = ch->n_cuts > 0 ? ch->cuts[i] : ch->len;
+        if (end == off) continue;
+        resp_out_init(g, &o, NULL);
+        o.text = ch->text + off;
+        o.len = end - off;
+        text_add(g, api_responses_events(&o, API_RESP_DELTA, &g->resp_seq));
+        off = end;
+    }
+    if (ch->len) buf_add(&g->text, &g->len, &g->cap, ch->text, ch->len);
+    if (!ch->done) return;
+    g->ended = true;
+    resp_out_init(g, &o, ch->finish_reason);
+    node_req_ran_on(g->nr, g->ran_on, sizeof g->ran_on);
+    o.ran_on = g->ran_on;
+    text_add(g, api_responses_events(&o, API_RESP_END, &g->resp_seq));
+}
+
 /* Formats a taken chunk into the stream buffer: one event per generated piece (as servers
  * that stream token by token do), logprobs with the last piece. */
 static void stream_format(struct api_gen *g, struct node_chunk *ch)
@@ -198,6 +251,10 @@ static void stream_format(struct api_gen *g, struct node_chunk *ch)
     g->n_prompt = ch->n_prompt;
     g->n_gen = ch->n_gen;
     g->n_cached = ch->n_cached;
+    if (g->proto == API_PROTO_RESPONSES) {
+        stream_format_responses(g, ch);
+        return;
+    }
     int n_pieces = ch->n_cuts > 0 ? ch->n_cuts : 1;
     size_t off = 0;
     for (int i = 0; i < n_pieces; i++) {
@@ -317,7 +374,8 @@ static void make_id(struct api_gen *g)
 {
     static atomic_uint counter;
     unsigned n = atomic_fetch_add(&counter, 1);
-    const char *pre = g->req.kind == API_KIND_CHAT ? "chatcmpl-" : "cmpl-";
+    const char *pre = g->proto == API_PROTO_RESPONSES ? "resp_"
+                      : g->req.kind == API_KIND_CHAT ? "chatcmpl-" : "cmpl-";
     snprintf(g->id, sizeof g->id, "%s%08llx%08x", pre, (unsigned long long)g->created, n);
 }
 
@@ -453,7 +511,11 @@ static enum MHD_Result embed_resume(struct api_conn *c, struct api_gen *g)
     }
     pthread_mutex_unlock(&c->mu);
     enum MHD_Result ret;
-    if (ch.embd && ch.n_vecs == g->req.n_inputs) {
+    if (ch.embd && ch.n_vecs == g->req.n_inputs && g->proto == API_PROTO_OLLAMA) {
+        char *j = api_ollama_embed_json(g->model, g->req.embed_legacy, ch.embd, ch.n_vecs,
+                                        ch.n_embd, ch.n_prompt, now_s() - g->t0);
+        ret = j ? api_reply_json(c, 200, j) : MHD_NO;
+    } else if (ch.embd && ch.n_vecs == g->req.n_inputs) {
         ret = reply_embeddings(c, g, &ch);
     } else {
         struct api_error err;
@@ -480,6 +542,13 @@ static enum MHD_Result reply_whole(struct api_conn *c, struct api_gen *g, const 
         struct api_error err;
         api_error_set(&err, 500, "server_error", NULL, NULL, "generation failed");
         return api_reply_error(c, &err);
+    }
+    if (g->proto == API_PROTO_RESPONSES) {
+        struct api_resp_out ro;
+        resp_out_init(g, &ro, finish);
+        node_req_ran_on(g->nr, g->ran_on, sizeof g->ran_on);
+        ro.ran_on = g->ran_on;
+        return reply_gen_json(c, g, api_responses_json(&ro));
     }
     if (g->proto == API_PROTO_OLLAMA) {
         char *line = api_ollama_chunk(g->req.kind, g->model, g->text ? g->text : "", g->len,

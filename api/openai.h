@@ -68,6 +68,7 @@ struct api_gen_req {
     bool json_mode;       /* response_format {"type":"json_object"} */
     bool echo;            /* completions: echo the prompt (refused if true with stream) */
     bool raw;             /* ollama generate: do not apply the template */
+    bool embed_legacy;    /* ollama /api/embeddings ("prompt" in, {"embedding":[...]} out) */
     char *system;         /* ollama generate: system prompt, or NULL */
     enum node_route route; /* "meshllm":{"route":...} or X-Meshllm-Route; DEFAULT if neither */
     unsigned given;       /* API_GIVEN_* bits: sampling fields the request set itself */

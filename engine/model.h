@@ -52,7 +52,15 @@ struct model_hparams {
     int file_type;           /* general.file_type or -1 */
 };
 
+/* Load progress (model_load_opts.progress): n_done of n_total matrices packed for the fast
+ * kernels, bytes_done of bytes_total read from the file for them. Called from one loading
+ * thread at a time, last with n_done == n_total (also when nothing needed packing: 0 of 0). */
+typedef void (*model_progress_fn)(void *arg, int n_done, int n_total, uint64_t bytes_done,
+                                  uint64_t bytes_total);
+
 struct model_load_opts {
+    model_progress_fn progress; /* or NULL */
+    void *progress_arg;
     bool use_mlock;          /* lock the weights this process runs in RAM (best effort,
                               * warns on failure): packed copies, the other tensors of
                               * the layer range, embedding and head as the range needs */

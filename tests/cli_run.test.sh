@@ -87,6 +87,10 @@ head -c 1000 "$m" >"$tmp/trunc.gguf"
 long=$(printf 'Lily %.0s' $(seq 1 300))
 "$bin" run "$m" "$long" --ctx 64 >/dev/null 2>"$tmp/err"; rc=$?
 [ $rc = 1 ] && grep -q "does not fit the context" "$tmp/err"; check "prompt too long" $?
+"$bin" run "$m" "Once" -n 1 -v 2>"$tmp/err" >/dev/null
+grep -Eq '^meshllm: model stories260K ready in [0-9.]+ s' "$tmp/err"; check "run -v: the ready line" $?
+"$bin" run "$m" "Once" -n 1 2>"$tmp/err" >/dev/null
+! grep -q 'ready in' "$tmp/err"; check "run without -v off a terminal: no ready line" $?
 # chat: two turns from a pipe, replies streamed to stdout, cache reused on turn 2
 printf 'Hello\nTell me a story\n' | "$bin" chat "$m" -n 20 --temp 0 -v >"$tmp/chat" 2>"$tmp/err"
 rc=$?

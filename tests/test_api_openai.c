@@ -517,6 +517,115 @@ static void test_api_ollama_tags_local_and_mesh(void **state)
     free(s);
 }
 
+static int parse_responses(const char *body, struct api_gen_req *r, struct api_error *e)
+{
+    return api_responses_parse(body, strlen(body), r, e);
+}
+
+static void test_api_responses_parse(void **state)
+{
+    (void)state;
+    struct api_gen_req r;
+    struct api_error e;
+    assert_int_equal(parse_responses("{\"model\":\"m\",\"instructions\":\"Be brief\",\"input\":["
+                                     "{\"role\":\"developer\",\"content\":\"d\"},"
+                                     "{\"type\":\"message\",\"role\":\"user\",\"content\":["
+                                     "{\"type\":\"input_text\",\"text\":\"a\"},"
+                                     "{\"type\":\"input_text\",\"text\":\"b\"}]},"
+                                     "{\"role\":\"assistant\",\"content\":[{\"type\":"
+                                     "\"output_text\",\"text\":\"c\"}]}],"
+                                     "\"max_output_tokens\":7,\"temperature\":0.5,\"stream\":true}",
+                                     &r, &e),
+                     0);
+    assert_int_equal(r.kind, API_KIND_CHAT);
+    assert_string_equal(r.model, "m");
+    assert_int_equal(r.n_msgs, 4);
+    assert_string_equal(r.msgs[0].role, "system");
+    assert_string_equal(r.msgs[0].content, "Be brief");
+    assert_string_equal(r.msgs[1].role, "system");
+    assert_string_equal(r.msgs[2].content, "ab");
+    assert_string_equal(r.msgs[3].role, "assistant");
+    assert_int_equal(r.max_tokens, 7);
+    assert_true(r.stream);
+    assert_true(r.given & API_GIVEN_TEMPERATURE);
+    api_gen_req_free(&r);
+    assert_int_equal(parse_responses("{\"input\":\"hi\"}", &r, &e), 0);
+    assert_int_equal(r.n_msgs, 1);
+    assert_string_equal(r.msgs[0].role, "user");
+    assert_int_equal(r.max_tokens, -1);
+    api_gen_req_free(&r);
+    static const char *const refused[] = {
+        "{}", "{\"input\":[]}", "{\"input\":5}", "{\"input\":\"x\",\"previous_response_id\":\"r\"}",
+        "{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"}]}",
+        "{\"input\":[{\"type\":\"function_call_output\"}]}",
+        "{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\"}]}]}",
+        "{\"input\":\"x\",\"max_output_tokens\":0}", "{\"input\":\"x\",\"temperature\":3}",
+        "{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"yaml\"}}}", "[1]"};
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        assert_int_not_equal(parse_responses(refused[i], &r, &e), 0);
+        assert_int_equal(e.status, 400);
+    }
+}
+
+/* The event stream of a response that ends by itself: every type in order, numbered. */
+static void test_api_responses_events(void **state)
+{
+    (void)state;
+    struct api_resp_out o = {.id = "resp_abc", .created = 5, .model = "m", .text = "", .n_prompt = 3};
+    int seq = 0;
+    char *begin = api_responses_events(&o, API_RESP_BEGIN, &seq);
+    o.text = "Hel";
+    o.len = 3;
+    char *delta = api_responses_events(&o, API_RESP_DELTA, &seq);
+    o.text = "Hello";
+    o.len = 5;
+    o.n_completion = 2;
+    char *end = api_responses_events(&o, API_RESP_END, &seq);
+    assert_non_null(begin);
+    assert_non_null(delta);
+    assert_non_null(end);
+    assert_int_equal(seq, 9);
+    char all[8192];
+    snprintf(all, sizeof all, "%s%s%s", begin, delta, end);
+    static const char *const want[] = {"response.created", "response.in_progress",
+                                       "response.output_item.added", "response.content_part.added",
+                                       "response.output_text.delta", "response.output_text.done",
+                                       "response.content_part.done", "response.output_item.done",
+                                       "response.completed"};
+    const char *p = all;
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        char line[96];
+        snprintf(line, sizeof line, "event: %s\ndata: {\"type\":\"%s\",\"sequence_number\":%zu",
+                 want[i], want[i], i);
+        const char *q = strstr(p, line);
+        assert_non_null(q);
+        p = q + strlen(line);
+    }
+    assert_non_null(strstr(end, "\"status\":\"completed\""));
+    assert_non_null(strstr(end, "\"text\":\"Hello\""));
+    assert_non_null(strstr(end, "\"id\":\"msg_abc\""));
+    assert_non_null(strstr(end, "\"output_tokens\":2"));
+    assert_non_null(strstr(delta, "\"delta\":\"Hel\""));
+    free(begin);
+    free(delta);
+    free(end);
+    o.is_failed = true;
+    end = api_responses_events(&o, API_RESP_END, &seq);
+    assert_non_null(strstr(end, "event: response.failed\n"));
+    assert_null(strstr(end, "response.completed"));
+    free(end);
+    o.is_failed = false;
+    o.is_incomplete = true;
+    char *j = api_responses_json(&o);
+    cJSON *root = cJSON_Parse(j);
+    assert_string_equal(cJSON_GetObjectItem(root, "status")->valuestring, "incomplete");
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(root, "incomplete_details"), "reason")->valuestring,
+        "max_output_tokens");
+    cJSON_Delete(root);
+    free(j);
+}
+
 static void test_api_openai_key_check(void **state)
 {
     (void)state;
@@ -544,6 +653,8 @@ int main(void)
         cmocka_unit_test(test_api_openai_response_objects),
         cmocka_unit_test(test_api_ollama_parse_and_chunks),
         cmocka_unit_test(test_api_openai_key_check),
+        cmocka_unit_test(test_api_responses_parse),
+        cmocka_unit_test(test_api_responses_events),
         cmocka_unit_test(test_api_openai_meshllm_route),
         cmocka_unit_test(test_api_openai_models_local_and_mesh),
         cmocka_unit_test(test_api_ollama_tags_local_and_mesh),

@@ -251,6 +251,42 @@ test('route: meshllm.route in the body or X-Meshllm-Route; unknown values 400', 
   assert.equal(res.status, 200);
 });
 
+test('responses API: create, streamed events, the same greedy text as chat', async () => {
+  const input = [{ role: 'user', content: [{ type: 'input_text', text: 'Tell me a story' }] }];
+  const r = await client.responses.create({ model: MODEL, instructions: 'You tell stories.', input, max_output_tokens: 12, temperature: 0 });
+  assert.equal(r.object, 'response');
+  assert.match(r.id, /^resp_/);
+  assert.equal(r.status, 'incomplete');
+  assert.equal(r.incomplete_details.reason, 'max_output_tokens');
+  assert.equal(r.usage.output_tokens, 12);
+  assert.ok(r.output_text.length > 0, 'output_text (the SDK joins the output items)');
+  const chat = await client.chat.completions.create({ model: MODEL, max_tokens: 12, temperature: 0,
+    messages: [{ role: 'system', content: 'You tell stories.' }, { role: 'user', content: 'Tell me a story' }] });
+  assert.equal(r.output_text, chat.choices[0].message.content);
+
+  const stream = await client.responses.create({ model: MODEL, input: 'Tell me a story', max_output_tokens: 12, temperature: 0, stream: true });
+  const types = [];
+  let deltas = '', final = null, last = -1;
+  for await (const ev of stream) {
+    types.push(ev.type);
+    assert.equal(ev.sequence_number, last + 1);
+    last = ev.sequence_number;
+    if (ev.type === 'response.output_text.delta') deltas += ev.delta;
+    if (ev.type === 'response.incomplete' || ev.type === 'response.completed') final = ev.response;
+  }
+  assert.deepEqual(types.slice(0, 4), ['response.created', 'response.in_progress', 'response.output_item.added', 'response.content_part.added']);
+  assert.deepEqual(types.slice(-4), ['response.output_text.done', 'response.content_part.done', 'response.output_item.done', 'response.incomplete']);
+  assert.ok(types.filter((t) => t === 'response.output_text.delta').length >= 2);
+  assert.equal(final.output[0].content[0].text, deltas);
+  const plain = await client.responses.create({ model: MODEL, input: 'Tell me a story', max_output_tokens: 12, temperature: 0 });
+  assert.equal(plain.output_text, deltas);
+
+  await assert.rejects(client.responses.create({ model: MODEL, input: 'Hi', previous_response_id: r.id }),
+    (e) => { expectApiError(e, 400); return /whole conversation/.test(e.error.message); });
+  await assert.rejects(client.responses.create({ model: MODEL, input: [{ type: 'input_image', role: 'user' }] }),
+    (e) => { expectApiError(e, 400); return true; });
+});
+
 test('Ollama: /api/chat NDJSON stream, /api/generate, /api/tags, /api/version', async () => {
   const h = { Authorization: 'Bearer ' + KEY, 'Content-Type': 'application/json' };
   const req = { model: MODEL + ':latest', messages: story, options: { temperature: 0, num_predict: 12 } };
