@@ -29,7 +29,8 @@ trap 'rm -rf "$tmp"' EXIT
 
 final() { sed -n 's/^Final estimate: PPL = \([0-9.]*\) +\/- .*/\1/p' "$1"; }
 within() { # a b rel -> 0 if |a-b| <= rel*b
-    python3 -c "import sys; a,b,r=map(float,sys.argv[1:]); sys.exit(0 if abs(a-b) <= r*b else 1)" "$1" "$2" "$3"
+    [ -n "$1" ] && [ -n "$2" ] &&
+        awk -v a="$1" -v b="$2" -v r="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= r * b) }'
 }
 ppl() { # model out [args...]
     local f=$1 o=$2
@@ -56,7 +57,7 @@ done
 lp=${LLAMA_PERPLEXITY:-/work/ref/llama.cpp/build/bin/llama-perplexity}
 if [ -x "$lp" ]; then
     for f in stories260K.gguf; do
-        "$lp" -m "$models/$f" -f "$text" -c 128 -t 2 >"$tmp/lp.out" 2>&1
+        "$lp" -m "$models/$f" -f "$text" -c 128 -b 128 -t 1 >"$tmp/lp.out" 2>&1
         want=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\) .*/\1/p' "$tmp/lp.out")
         ppl "$models/$f" "$tmp/ours"
         g=$(final "$tmp/ours")
@@ -91,7 +92,7 @@ for v in "f16 32616.3545" "q8_0 32614.7267" "q4_0 32575.4927"; do
     g=$(final "$tmp/h64-$1")
     within "$g" "$2" 0.0005; check "head-64 model, $1 cache: $g within 0.05 % of llama.cpp's $2" $?
     if [ -x "$lp" ]; then
-        want=$("$lp" -m "$tmp/h64.gguf" -f "$text" -c 256 -t 2 -fa -ctk "$1" -ctv "$1" 2>&1 |
+        want=$("$lp" -m "$tmp/h64.gguf" -f "$text" -c 256 -b 256 -t 1 -fa -ctk "$1" -ctv "$1" 2>&1 |
             sed -n 's/.*Final estimate: PPL = \([0-9.]*\) .*/\1/p')
         [ -n "$want" ] && within "$g" "$want" 0.0005
         check "head-64 model, $1 cache: $g within 0.05 % of live llama-perplexity's $want" $?
