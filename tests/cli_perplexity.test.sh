@@ -9,6 +9,7 @@
 # - a q8_0 KV cache within 0.5 % of the f16 cache (llama.cpp cannot quantize this model's
 #   cache: its head size 8 is smaller than a block, so the bound is against our f16), and
 #   f16/q8_0/q4_0 caches within 0.05 % of llama.cpp's on a generated head-64 model;
+# - a generated qwen2 model with GPT-2's vocabulary (no BOS added) against llama.cpp;
 # - --kl-base of a `meshllm quantize` Q8_0 against the F32 original: llama-perplexity's
 #   --kl-divergence gave mean KLD 0.000677 and 98.341 % same top; the model against itself
 #   gives 0 and 100 %;
@@ -98,6 +99,20 @@ for v in "f16 32616.3545" "q8_0 32614.7267" "q4_0 32575.4927"; do
         check "head-64 model, $1 cache: $g within 0.05 % of live llama-perplexity's $want" $?
     fi
 done
+
+# a model that adds no BOS (qwen2 layout, GPT-2 byte-level BPE vocabulary): chunks keep their
+# first token. Committed: llama-perplexity c392e50 -c 128 -b 128.
+"$mk" --arch qwen2 --dim 128 --layers 2 --heads 2 --kv-heads 1 --ff 256 --seed 3 --type F16 \
+    --vocab "$models/llamacpp-vocab/ggml-vocab-gpt-2.gguf" -o "$tmp/q2.gguf" >/dev/null 2>&1
+"$bin" perplexity "$tmp/q2.gguf" "$text" --ctx 128 -t 2 >"$tmp/q2" 2>"$tmp/q2.err"
+g=$(final "$tmp/q2")
+within "$g" 52611.6847 0.0005 && grep -q "^perplexity: 1552 tokens" "$tmp/q2.err"
+check "no-BOS BPE model: 1552 tokens, $g within 0.05 % of llama.cpp's 52611.6847" $?
+if [ -x "$lp" ]; then
+    want=$("$lp" -m "$tmp/q2.gguf" -f "$text" -c 128 -b 128 -t 1 2>&1 |
+        sed -n 's/.*Final estimate: PPL = \([0-9.]*\) .*/\1/p')
+    within "$g" "$want" 0.0005; check "no-BOS BPE model: within 0.05 % of live llama-perplexity's $want" $?
+fi
 
 # KL divergence of a Q8_0 quantization against the F32 original
 "$bin" quantize "$models/stories260K.gguf" "$tmp/q8.gguf" Q8_0 >/dev/null 2>&1
