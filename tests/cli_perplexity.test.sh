@@ -133,6 +133,11 @@ PY
 ppl "$models/stories260K.gguf" "$tmp/self" --kl-base "$models/stories260K.gguf" --chunks 3
 grep -q '^Mean    KLD:   0.000000 ±   0.000000$' "$tmp/self" && grep -q '^Same top p: 100.000 ± 0.000 %$' "$tmp/self"
 check "a model against itself: KL 0, top-1 100 %" $?
+# a cache type against the same model on an f16 cache (the base always runs f16)
+ppl "$models/stories260K.gguf" "$tmp/klkv" -ctk q8_0 -ctv q8_0 --kl-base "$models/stories260K.gguf"
+kld=$(sed -n 's/^Mean    KLD: *\([0-9.]*\) .*/\1/p' "$tmp/klkv")
+awk -v k="$kld" 'BEGIN { exit !(k > 0.001 && k < 0.005) }' && grep -q "^Same top p: 9[0-9]\." "$tmp/klkv"
+check "q8_0 cache against f16: mean KLD $kld (0.0024 measured), 90-99 % top-1" $?
 ppl "$models/stories260K.gguf" "$tmp/c3" --chunks 3
 [ "$(grep -o '\[[0-9]*\]' "$tmp/c3" | tr -d '\n')" = "[1][2][3]" ]; check "--chunks 3 evaluates 3 chunks" $?
 
