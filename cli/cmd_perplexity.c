@@ -386,6 +386,12 @@ static int ppl_run(const struct ppl_args *a)
     }
     int n_tokens = 0;
     if (ppl_tokenize(t, text, len, &tokens, &n_tokens)) goto out;
+    for (int i = 0; i < n_tokens; i++)
+        if (tokens[i] < 0 || tokens[i] >= j.n_vocab) { /* a vocabulary larger than the head */
+            cli_fail("perplexity: token %d of the text is outside the model's %d logits",
+                     (int)tokens[i], j.n_vocab);
+            goto out;
+        }
     j.tokens = tokens;
     j.bos = tok_adds_bos(t) ? tok_bos(t) : -1;
     j.n_chunk = ppl_n_chunks(n_tokens, a->n_ctx, a->n_chunks);
