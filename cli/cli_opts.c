@@ -319,6 +319,9 @@ int cli_load_model(const char *path, const struct cli_gen_opts *o, int n_seq, st
         return rc;
     }
     if (o->verbose || bar.tty) cli_load_ready_line(stderr, bar.name, *m, cli_load_bar_seconds(&bar));
+    char line[256];
+    model_ctx_kv_describe(*c, line, sizeof line);
+    fprintf(stderr, "meshllm: %s\n", line);
     return rc;
 }
 

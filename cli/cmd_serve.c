@@ -56,6 +56,9 @@ static void serve_usage(FILE *f)
             "      --ctx N          context positions per sequence (default: the model's, max 4096;\n"
             "                       -c, --ctx-size)\n"
             "      --batch N        tokens per decode step (default 512)\n"
+            "  -ctk, --cache-type-k T  K cache type: f16 (default), f32, q8_0, q4_0\n"
+            "  -ctv, --cache-type-v T  V cache type (q8_0 halves the cache; see 'perplexity')\n"
+            "      --kv-type T      both at once\n"
             "      -ngl, -fa, -ts, -mg N  llama-server's GPU flags: accepted and ignored with\n"
             "                       one line (this build runs on the CPU)\n"
             "      --queue N        requests waiting for a slot before 429 (default 64)\n"
@@ -325,6 +328,18 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
                  !strcmp(o, "-fa") || !strcmp(o, "--flash-attn") || !strcmp(o, "-ts") ||
                  !strcmp(o, "--tensor-split") || !strcmp(o, "-mg") || !strcmp(o, "--main-gpu"))
             fprintf(stderr, "meshllm: serve: %s %s ignored: this build runs on the CPU\n", o, v);
+        else if (!strcmp(o, "-ctk") || !strcmp(o, "--cache-type-k") || !strcmp(o, "-ctv") ||
+                 !strcmp(o, "--cache-type-v") || !strcmp(o, "--kv-type")) {
+            int t = model_kv_type_parse(v);
+            if (t < 0) {
+                cli_fail("serve: %s %s: say f16, f32, q8_0 or q4_0", o, v);
+                return 2;
+            }
+            bool only_v = !strcmp(o, "-ctv") || !strcmp(o, "--cache-type-v");
+            bool only_k = !strcmp(o, "-ctk") || !strcmp(o, "--cache-type-k");
+            if (!only_v) a->sp.k_type = (enum model_kv_type)t;
+            if (!only_k) a->sp.v_type = (enum model_kv_type)t;
+        }
         else if (!strcmp(o, "--ctx") || !strcmp(o, "-c") || !strcmp(o, "--ctx-size"))
             bad = parse_int(v, 16, 1 << 20, &a->sp.n_ctx);
         else if (!strcmp(o, "--batch"))

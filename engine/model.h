@@ -123,6 +123,12 @@ int model_ctx_n_threads(const struct model_ctx *c);
 /* Bytes of the K and V caches together (all layers, sequences and positions). */
 size_t model_ctx_kv_bytes(const struct model_ctx *c);
 const struct model *model_ctx_model(const struct model_ctx *c);
+/* What the same cache would take with f16 K and V (for the memory line). */
+size_t model_ctx_kv_f16_bytes(const struct model_ctx *c);
+/* The one-line memory summary every command prints at load, into buf[cap] (snprintf's
+ * return): "KV cache: q8_0/q8_0, 4096 ctx x 4 slots = 17.00 MiB (f16 would be 32.00 MiB)". */
+int model_ctx_kv_describe(const struct model_ctx *c, char *buf, size_t cap);
+int model_ctx_n_seq(const struct model_ctx *c);
 
 /* Where a context's forward passes spend their wall time, step by step (the caller's
  * thread times each step between pool barriers; `meshllm bench --profile` prints it).

@@ -293,7 +293,8 @@ static int load_split(struct registry *r, int i)
     if (rc || none) return rc;
     struct stage_engine_params ep = {.layer_begin = e->layer_begin, .layer_end = e->layer_end,
                                      .n_slots = r->sp.n_slots, .n_ctx = r->sp.n_ctx,
-                                     .n_batch = r->sp.n_batch, .n_threads = r->sp.n_threads};
+                                     .n_batch = r->sp.n_batch, .n_threads = r->sp.n_threads,
+                                     .k_type = r->sp.k_type, .v_type = r->sp.v_type};
     return stage_engine_new(e->model, &ep, &e->stage, e->err, sizeof e->err);
 }
 
@@ -354,6 +355,11 @@ static int load_one(struct registry *r, int i)
     snprintf(e->quant, sizeof e->quant, "%s", ft >= 0 ? model_ftype_name(ft) : "");
     if (!strcmp(e->quant, "unknown")) e->quant[0] = 0;
     log_info("model %s loaded from %s", e->name, e->path);
+    if (e->sched) { /* the memory line every command prints at load */
+        char kv[256];
+        sched_kv_describe(e->sched, kv, sizeof kv);
+        fprintf(stderr, "meshllm: model %s: %s\n", e->name, kv);
+    }
     if (r->hook.ready) r->hook.ready(r->hook.arg, e->name, e->model, mono_s() - t0);
     atomic_store(&r->state[i], REGISTRY_READY);
     return 0;
