@@ -478,9 +478,27 @@ static int32_t set_advance(struct grammar_state *s, size_t in_lo, int32_t n_in, 
     return s->err ? -1 : (int32_t)(s->ar_n - out_lo);
 }
 
+/* A pending UTF-8 character is val = (sequence length << 24) | bits so far, with rem bytes
+ * still due. Its possible code points: the bits followed by any rem continuation bytes,
+ * clamped to what a well-formed sequence of that length encodes (no overlong forms, no
+ * surrogates, nothing above U+10FFFF). False if none is left. */
+static bool partial_range(uint32_t val, int rem, uint32_t *lo, uint32_t *hi)
+{
+    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+    uint32_t len = val >> 24, bits = val & 0xFFFFFF;
+    uint32_t a = bits << (6 * rem), b = a | ((1u << (6 * rem)) - 1);
+    if (len < 2 || len > 4) return false;
+    if (a < min_cp[len]) a = min_cp[len];
+    if (b > 0x10FFFF) b = 0x10FFFF;
+    if (a >= 0xD800 && b <= 0xDFFF) return false;
+    *lo = a, *hi = b;
+    return a <= b;
+}
+
 static bool set_partial_ok(const struct grammar_state *s, size_t lo, int32_t n, uint32_t val, int rem)
 {
-    uint32_t clo = val << (6 * rem), chi = clo | ((1u << (6 * rem)) - 1);
+    uint32_t clo, chi;
+    if (!partial_range(val, rem, &clo, &chi)) return false;
     for (int32_t i = 0; i < n; i++) {
         int32_t t = s->ar[lo + (size_t)i];
         if (t >= 0 && match_range(&s->g->elems[s->pool.f[t].pos], clo, chi)) return true;
@@ -496,15 +514,20 @@ static bool step_byte(struct grammar_state *s, size_t *lo, int32_t *n, uint32_t 
     uint32_t cp;
     if (*rem > 0) {
         if ((b & 0xC0) != 0x80) return false;
-        *val = (*val << 6) | (b & 0x3F);
+        uint32_t len = *val >> 24;
+        *val = (len << 24) | (((*val << 6) | (b & 0x3F)) & 0xFFFFFF);
         if (--*rem > 0) return set_partial_ok(s, *lo, *n, *val, *rem);
-        cp = *val;
+        uint32_t clo, chi;
+        if (!partial_range(*val, 0, &clo, &chi)) return false; /* overlong, surrogate */
+        cp = *val & 0xFFFFFF;
+        if (cp >= 0xD800 && cp <= 0xDFFF) return false;
+        *val = 0;
     } else if (b < 0x80) {
         cp = b;
     } else {
-        if (b >= 0xC2 && b <= 0xDF) *val = b & 0x1F, *rem = 1;
-        else if ((b & 0xF0) == 0xE0) *val = b & 0x0F, *rem = 2;
-        else if (b >= 0xF0 && b <= 0xF4) *val = b & 0x07, *rem = 3;
+        if (b >= 0xC2 && b <= 0xDF) *val = (2u << 24) | (b & 0x1F), *rem = 1;
+        else if ((b & 0xF0) == 0xE0) *val = (3u << 24) | (b & 0x0F), *rem = 2;
+        else if (b >= 0xF0 && b <= 0xF4) *val = (4u << 24) | (b & 0x07), *rem = 3;
         else return false;
         return set_partial_ok(s, *lo, *n, *val, *rem);
     }

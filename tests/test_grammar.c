@@ -179,6 +179,17 @@ static void test_grammar_utf8_split_across_tokens(void **st)
     assert_int_equal(grammar_state_accept_bytes(s, "\xbb", 1), 0);
     assert_false(grammar_state_is_accepting(s));
     grammar_state_free(s);
+    /* overlong forms and surrogates never pass for the character they would encode */
+    grammar_free(g);
+    g = parse_ok("root ::= [\\]\\x00-\\x7f] | [\\uD000-\\uD7FF]\n");
+    assert_int_equal(grammar_state_new(g, NULL, false, &s), 0);
+    assert_false(grammar_state_allows_bytes(s, "\xf0\x80\x81\x9d", 4)); /* overlong ']' */
+    assert_false(grammar_state_allows_bytes(s, "\xf0\x80", 2));
+    assert_false(grammar_state_allows_bytes(s, "\xc1\x9d", 2));
+    assert_false(grammar_state_allows_bytes(s, "\xed\xa0\x80", 3));     /* U+D800 */
+    assert_true(grammar_state_allows_bytes(s, "\xed\x9f\xbf", 3));      /* U+D7FF */
+    assert_true(grammar_state_allows_bytes(s, "]", 1));
+    grammar_state_free(s);
     /* a negated class and a partial character: only a code point outside it may follow */
     grammar_free(g);
     g = parse_ok("root ::= [^\\u0100-\\u07ff]\n");
