@@ -105,6 +105,7 @@ static int node_req_from(const struct api_gen *g, struct node_gen_req *n, struct
     /* OpenAI completions continue the prompt verbatim; Ollama's generate templates it */
     n->raw = r->kind == API_KIND_COMPLETION && (r->raw || g->proto == API_PROTO_OPENAI);
     n->json_mode = r->json_mode;
+    n->grammar = r->grammar;
     n->inputs = r->inputs;
     n->n_inputs = r->n_inputs;
     n->temperature = r->temperature;
