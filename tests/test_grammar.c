@@ -8,7 +8,12 @@
 #include <cmocka.h>
 
 #include "core/err.h"
+#include "engine/gen.h"
 #include "engine/grammar.h"
+#include "engine/json_schema.h"
+#include "engine/model.h"
+#include "engine/sampler.h"
+#include "engine/tok.h"
 #include "tests/util/test_util.h"
 
 #include <dirent.h>
@@ -403,6 +408,99 @@ static void test_grammar_long_text_compacts(void **st)
     grammar_free(g);
 }
 
+struct text_sink {
+    char buf[8192];
+    size_t len;
+};
+
+static int sink_emit(void *user, const char *text, int len)
+{
+    struct text_sink *k = user;
+    assert_true(k->len + (size_t)len < sizeof k->buf);
+    memcpy(k->buf + k->len, text, (size_t)len);
+    k->len += (size_t)len;
+    return 0;
+}
+
+/* The real path on stories260K's tokenizer (byte tokens, SPM leading space): the trie mask
+ * equals the per-token check, and gen_step on random logits at temperature 1 produces text
+ * the grammar accepts, ends by itself (EOG once nothing may follow) and never shows bytes
+ * the grammar did not allow. */
+static void test_grammar_gen_step_on_real_vocab(void **st)
+{
+    (void)st;
+    struct model *m = NULL;
+    struct model_load_opts lo = {0};
+    char err[256];
+    assert_int_equal(model_load(test_model_path("stories260K.gguf"), &lo, &m, err, sizeof err), 0);
+    const struct tok *t = model_tok(m);
+    int32_t n_vocab = tok_n_vocab(t);
+    struct grammar_vocab *v;
+    assert_int_equal(grammar_vocab_new(t, &v), 0);
+    const char *schema = "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\","
+                         "\"maxLength\":8},\"n\":{\"type\":\"integer\"},\"ok\":{\"type\":\"boolean\"}},"
+                         "\"required\":[\"name\",\"n\"]}";
+    char *gbnf = NULL;
+    assert_int_equal(json_schema_to_gbnf(schema, strlen(schema), &gbnf, err, sizeof err), 0);
+    struct grammar *g = parse_ok(gbnf);
+    float *logits = malloc((size_t)n_vocab * sizeof *logits);
+    uint8_t *mask = malloc((size_t)n_vocab);
+    uint64_t rs = 99;
+    for (int run = 0; run < 6; run++) {
+        struct sampler_params sp;
+        sampler_params_default(&sp);
+        sp.temp = 1.0f;
+        sp.top_k = 0, sp.top_p = 1.0f, sp.min_p = 0;
+        sp.seed = (uint64_t)run + 1;
+        struct sampler *smp;
+        assert_int_equal(sampler_new(&sp, n_vocab, &smp), 0);
+        struct gen_seq gs;
+        struct gen_seq_opts so = {.n_logprobs = -1, .grammar = gbnf, .gvocab = run & 1 ? v : NULL,
+                                  .strip_leading_space = run < 3};
+        assert_int_equal(gen_seq_init(&gs, t, smp, &so), 0);
+        struct text_sink k = {.len = 0};
+        bool ended = false;
+        for (int step = 0; step < 400 && !ended; step++) {
+            if (step % 7 == 0) { /* the trie mask against the per-token check */
+                int32_t n_ok;
+                assert_int_equal(grammar_state_mask(gs.gst, mask, &n_ok), 0);
+                for (int32_t id = 0; id < n_vocab; id++)
+                    if ((mask[id] != 0) != grammar_state_allows_token(gs.gst, id))
+                        fail_msg("run %d step %d: token %d mask %d", run, step, id, mask[id]);
+            }
+            for (int32_t i = 0; i < n_vocab; i++) logits[i] = 3.0f * test_rand_uniform(&rs);
+            struct gen_tok tk;
+            assert_int_equal(gen_step(&gs, logits, &tk), 0);
+            if (tk.is_eog) ended = true;
+            else if (tk.len) sink_emit(&k, tk.text, (int)tk.len);
+        }
+        assert_true(ended);
+        assert_int_equal(gen_seq_finish(&gs, sink_emit, &k), 0);
+        k.buf[k.len] = 0;
+        if (!matches(g, k.buf)) fail_msg("run %d: output outside the grammar: %s", run, k.buf);
+        assert_true(k.buf[0] == '{');
+        gen_seq_free(&gs);
+        sampler_free(smp);
+    }
+    /* a grammar that does not parse is refused at init with the reason */
+    struct sampler_params sp;
+    sampler_params_default(&sp);
+    struct sampler *smp;
+    assert_int_equal(sampler_new(&sp, n_vocab, &smp), 0);
+    struct gen_seq gs;
+    struct gen_seq_opts bad = {.n_logprobs = -1, .grammar = "root ::= nope"};
+    assert_int_equal(gen_seq_init_err(&gs, t, smp, &bad, err, sizeof err), MESH_EINVAL);
+    assert_non_null(strstr(err, "nope"));
+    gen_seq_free(&gs);
+    sampler_free(smp);
+    free(mask);
+    free(logits);
+    free(gbnf);
+    grammar_free(g);
+    grammar_vocab_free(v);
+    model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -415,6 +513,7 @@ int main(void)
         cmocka_unit_test(test_grammar_mask_equals_bruteforce),
         cmocka_unit_test(test_grammar_data_grammars_parse),
         cmocka_unit_test(test_grammar_long_text_compacts),
+        cmocka_unit_test(test_grammar_gen_step_on_real_vocab),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
