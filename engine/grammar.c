@@ -295,6 +295,8 @@ static void pool_free(struct gpool *p)
 /* ---- the state ----------------------------------------------------------------------------- */
 
 #define GSET_ACCEPT (-1) /* the empty stack: a whole sentence parsed */
+struct gwalk;
+static void gwalk_free(struct gwalk *w);
 #define GRAMMAR_MAX_DEPTH 3000 /* nested expansions in one step (C recursion) */
 
 struct grammar_state {
@@ -319,6 +321,7 @@ struct grammar_state {
     int32_t n_live_after_gc;
     uint8_t *mask;          /* [n_vocab] */
     int err;                /* first error inside a walk (MESH_EFULL, MESH_ENOMEM) */
+    struct gwalk *w;        /* the mask walk's memo (grammar_state_mask) */
 };
 
 static void ar_push(struct grammar_state *s, int32_t x)
@@ -591,6 +594,7 @@ void grammar_state_free(struct grammar_state *s)
     free(s->seen);
     free(s->remap);
     free(s->mask);
+    gwalk_free(s->w);
     free(s);
 }
 
@@ -717,31 +721,180 @@ bool grammar_state_is_done(const struct grammar_state *s)
 
 /* ---- the vocabulary mask ---------------------------------------------------------------- */
 
+/* The walk memoizes: a walk state is (stack set, partial character), interned to an id, and
+ * each (state, byte) transition is computed once. Trie nodes at the same depth usually share
+ * their state (inside a string every letter leads to the same set), so most of the trie costs
+ * one table lookup per node. Both tables live for one walk: frame ids above the pool's mark
+ * are dropped after it. */
+struct gwalk {
+    int32_t *mem;            /* members of every state, end to end */
+    size_t n_mem, cap_mem;
+    struct gwstate {
+        uint32_t lo, val;
+        int32_t n;
+        int rem;
+        uint64_t hash;
+    } *st;
+    int32_t n_st, cap_st;
+    int32_t *st_tab;         /* state intern table: state id or -1 */
+    uint32_t st_tab_cap;
+    struct gwtrans {
+        int32_t from, to;    /* to: state id, -1 dead, -2 empty slot */
+        uint8_t byte;
+    } *tr;
+    uint32_t tr_cap, n_tr;
+};
+
+static uint64_t mix64(uint64_t h, uint64_t x)
+{
+    h ^= x + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+    return h * 0xBF58476D1CE4E5B9ull;
+}
+
+static void gwalk_free(struct gwalk *w)
+{
+    if (!w) return;
+    free(w->mem);
+    free(w->st);
+    free(w->st_tab);
+    free(w->tr);
+    free(w);
+}
+
+static int gwalk_reset(struct gwalk *w)
+{
+    w->n_mem = 0, w->n_st = 0, w->n_tr = 0;
+    if (!w->st_tab) {
+        w->st_tab_cap = 1024, w->tr_cap = 4096;
+        w->st_tab = malloc(w->st_tab_cap * sizeof *w->st_tab);
+        w->tr = malloc(w->tr_cap * sizeof *w->tr);
+        if (!w->st_tab || !w->tr) return MESH_ENOMEM;
+    }
+    memset(w->st_tab, 0xff, w->st_tab_cap * sizeof *w->st_tab);
+    for (uint32_t i = 0; i < w->tr_cap; i++) w->tr[i].to = -2;
+    return 0;
+}
+
+static bool state_equal(const struct gwalk *w, int32_t id, const int32_t *m, int32_t n, uint32_t val, int rem)
+{
+    const struct gwstate *x = &w->st[id];
+    return x->n == n && x->val == val && x->rem == rem &&
+           memcmp(w->mem + x->lo, m, (size_t)n * sizeof *m) == 0;
+}
+
+static int st_tab_grow(struct gwalk *w)
+{
+    uint32_t cap = w->st_tab_cap * 2;
+    int32_t *t = malloc(cap * sizeof *t);
+    if (!t) return MESH_ENOMEM;
+    memset(t, 0xff, cap * sizeof *t);
+    for (int32_t i = 0; i < w->n_st; i++) {
+        uint32_t h = (uint32_t)w->st[i].hash & (cap - 1);
+        while (t[h] >= 0) h = (h + 1) & (cap - 1);
+        t[h] = i;
+    }
+    free(w->st_tab);
+    w->st_tab = t, w->st_tab_cap = cap;
+    return 0;
+}
+
+/* The id of state (m[n], val, rem), interned. -1 on out of memory. */
+static int32_t state_intern(struct gwalk *w, const int32_t *m, int32_t n, uint32_t val, int rem)
+{
+    uint64_t h = mix64(mix64(0x1234, val), (uint64_t)rem);
+    for (int32_t i = 0; i < n; i++) h = mix64(h, (uint32_t)m[i]);
+    uint32_t slot = (uint32_t)h & (w->st_tab_cap - 1);
+    for (int32_t id; (id = w->st_tab[slot]) >= 0; slot = (slot + 1) & (w->st_tab_cap - 1))
+        if (w->st[id].hash == h && state_equal(w, id, m, n, val, rem)) return id;
+    if (w->n_st == w->cap_st) {
+        int32_t cap = w->cap_st ? w->cap_st * 2 : 256;
+        struct gwstate *st = realloc(w->st, (size_t)cap * sizeof *st);
+        if (!st) return -1;
+        w->st = st, w->cap_st = cap;
+    }
+    if (w->n_mem + (size_t)n > w->cap_mem) {
+        size_t cap = w->cap_mem ? w->cap_mem * 2 : 4096;
+        while (cap < w->n_mem + (size_t)n) cap *= 2;
+        int32_t *mem = realloc(w->mem, cap * sizeof *mem);
+        if (!mem) return -1;
+        w->mem = mem, w->cap_mem = cap;
+    }
+    int32_t id = w->n_st++;
+    w->st[id] = (struct gwstate){.lo = (uint32_t)w->n_mem, .val = val, .n = n, .rem = rem, .hash = h};
+    memcpy(w->mem + w->n_mem, m, (size_t)n * sizeof *m);
+    w->n_mem += (size_t)n;
+    w->st_tab[slot] = id;
+    if ((uint32_t)w->n_st * 2 > w->st_tab_cap && st_tab_grow(w)) return -1;
+    return id;
+}
+
+static int tr_grow(struct gwalk *w)
+{
+    uint32_t cap = w->tr_cap * 2;
+    struct gwtrans *t = malloc(cap * sizeof *t);
+    if (!t) return MESH_ENOMEM;
+    for (uint32_t i = 0; i < cap; i++) t[i].to = -2;
+    for (uint32_t i = 0; i < w->tr_cap; i++) {
+        if (w->tr[i].to == -2) continue;
+        uint32_t h = (uint32_t)mix64((uint64_t)w->tr[i].from, w->tr[i].byte) & (cap - 1);
+        while (t[h].to != -2) h = (h + 1) & (cap - 1);
+        t[h] = w->tr[i];
+    }
+    free(w->tr);
+    w->tr = t, w->tr_cap = cap;
+    return 0;
+}
+
+/* The state after byte b from state id: its id, or -1 when no stack survives (-3 on error). */
+static int32_t walk_step(struct grammar_state *s, int32_t id, uint8_t b)
+{
+    struct gwalk *w = s->w;
+    uint32_t h = (uint32_t)mix64((uint64_t)id, b) & (w->tr_cap - 1);
+    for (; w->tr[h].to != -2; h = (h + 1) & (w->tr_cap - 1))
+        if (w->tr[h].from == id && w->tr[h].byte == b) return w->tr[h].to;
+    /* compute: the state's set into the scratch arena, one byte */
+    s->ar_n = 0;
+    struct gwstate x = w->st[id];
+    for (int32_t i = 0; i < x.n; i++) ar_push(s, w->mem[x.lo + (uint32_t)i]);
+    size_t lo = 0;
+    int32_t n = x.n;
+    uint32_t val = x.val;
+    int rem = x.rem;
+    bool ok = !s->err && step_byte(s, &lo, &n, &val, &rem, b) && (n > 0 || rem > 0);
+    if (s->err) return -3;
+    int32_t to = ok ? state_intern(w, s->ar + lo, n, val, rem) : -1;
+    if (ok && to < 0) {
+        s->err = MESH_ENOMEM;
+        return -3;
+    }
+    h = (uint32_t)mix64((uint64_t)id, b) & (w->tr_cap - 1);
+    while (w->tr[h].to != -2) h = (h + 1) & (w->tr_cap - 1);
+    w->tr[h] = (struct gwtrans){.from = id, .to = to, .byte = b};
+    if (++w->n_tr * 2 > w->tr_cap && tr_grow(w)) {
+        s->err = MESH_ENOMEM;
+        return -3;
+    }
+    return to;
+}
+
 static void mask_node_tokens(struct grammar_state *s, const struct gtrie_node *nd, int32_t *n_allowed)
 {
     for (uint32_t k = 0; k < nd->n_tok; k++) s->mask[s->v->sorted[nd->tok_lo + k]] = 1;
     *n_allowed += (int32_t)nd->n_tok;
 }
 
-/* Depth-first over the children of node ni with the stack set ar[lo..lo+n) and partial
- * character (val, rem). skip: this is the root and a leading space is not text. */
-static void mask_walk(struct grammar_state *s, uint32_t ni, size_t lo, int32_t n, uint32_t val,
-                      int rem, bool skip, int32_t *n_allowed)
+/* Depth-first over the children of trie node ni from walk state id. skip: this is the root
+ * and a leading space is not text (the state stays). */
+static void mask_walk(struct grammar_state *s, uint32_t ni, int32_t id, bool skip, int32_t *n_allowed)
 {
     const struct grammar_vocab *v = s->v;
     const struct gtrie_node nd = v->nodes[ni];
     for (uint32_t c = nd.child_lo; c < nd.child_lo + nd.n_child && !s->err; c++) {
         const struct gtrie_node *ch = &v->nodes[c];
-        size_t ar_mark = s->ar_n, clo = lo;
-        int32_t cn = n;
-        uint32_t cval = val;
-        int crem = rem;
-        bool ok = skip && ch->byte == ' ' ? true : step_byte(s, &clo, &cn, &cval, &crem, ch->byte);
-        if (ok && (cn > 0 || crem > 0)) {
-            mask_node_tokens(s, ch, n_allowed);
-            if (ch->n_child) mask_walk(s, c, clo, cn, cval, crem, false, n_allowed);
-        }
-        s->ar_n = ar_mark;
+        int32_t to = skip && ch->byte == ' ' ? id : walk_step(s, id, ch->byte);
+        if (to < 0) continue;
+        mask_node_tokens(s, ch, n_allowed);
+        if (ch->n_child) mask_walk(s, c, to, false, n_allowed);
     }
 }
 
@@ -749,12 +902,13 @@ int grammar_state_mask(struct grammar_state *s, uint8_t *allowed, int32_t *n_all
 {
     const struct grammar_vocab *v = s->v;
     if (!v) return MESH_EINVAL;
+    if (!s->w && !(s->w = calloc(1, sizeof *s->w))) return MESH_ENOMEM;
     int32_t mark = s->pool.n, n = 0;
     memset(s->mask, 0, (size_t)v->n_vocab);
-    s->ar_n = 0;
-    s->err = 0;
-    for (int32_t i = 0; i < s->n_cur; i++) ar_push(s, s->cur[i]);
-    if (!s->err) mask_walk(s, 0, 0, s->n_cur, s->part_val, s->part_rem, s->skip_space, &n);
+    s->err = gwalk_reset(s->w);
+    int32_t root = s->err ? -1 : state_intern(s->w, s->cur, s->n_cur, s->part_val, s->part_rem);
+    if (!s->err && root < 0) s->err = MESH_ENOMEM;
+    if (!s->err) mask_walk(s, 0, root, s->skip_space, &n);
     pool_truncate(&s->pool, mark);
     if (s->err) return s->err;
     if (grammar_state_is_accepting(s))

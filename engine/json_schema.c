@@ -395,6 +395,86 @@ done:
     free(reqd);
 }
 
+/* Bytes of the UTF-8 character starting with byte c (1 for anything malformed). */
+static size_t utf8_len(unsigned char c)
+{
+    return c < 0xC0 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+}
+
+struct lit {
+    char *s;
+    size_t len;
+};
+
+static int cmp_lit(const void *a, const void *b)
+{
+    const struct lit *x = a, *y = b;
+    int c = memcmp(x->s, y->s, x->len < y->len ? x->len : y->len);
+    return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* lits[lo, hi) (sorted, distinct, sharing their first depth bytes) as one GBNF expression with
+ * common prefixes factored out: "value-" ( "1" ( "0" | "" ) | "2" ). A 500-value enum then
+ * keeps a handful of stacks alive instead of 500. Splits only between whole characters. */
+static void put_lit_trie(struct sbuf *b, const struct lit *l, int lo, int hi, size_t depth)
+{
+    size_t d = depth;
+    for (;;) { /* the longest common run of whole characters */
+        if (l[lo].len <= d) break;
+        size_t k = utf8_len((unsigned char)l[lo].s[d]);
+        bool same = d + k <= l[lo].len;
+        for (int i = lo + 1; same && i < hi; i++)
+            same = l[i].len >= d + k && memcmp(l[i].s + d, l[lo].s + d, k) == 0;
+        if (!same) break;
+        d += k;
+    }
+    if (d > depth) sb_gbnf_lit(b, l[lo].s + depth, d - depth);
+    if (hi - lo == 1 && l[lo].len == d) return;
+    sb_puts(b, d > depth ? " ( " : "( ");
+    int i = lo, n_alt = 0;
+    if (l[i].len == d) i++; /* a literal ends here: the empty alternative, last */
+    while (i < hi) {
+        size_t k = utf8_len((unsigned char)l[i].s[d]);
+        int j = i + 1;
+        while (j < hi && l[j].len >= d + k && memcmp(l[j].s + d, l[i].s + d, k) == 0) j++;
+        if (n_alt++) sb_puts(b, " | ");
+        put_lit_trie(b, l, i, j, d);
+        i = j;
+    }
+    if (l[lo].len == d) sb_puts(b, " | \"\"");
+    sb_puts(b, " )");
+}
+
+/* enum: the members' JSON texts, deduplicated, as one factored expression. */
+static void put_enum(struct js *j, const cJSON *list)
+{
+    int n = cJSON_GetArraySize(list), k = 0;
+    struct lit *l = calloc((size_t)n, sizeof *l);
+    if (!l) {
+        j->out.oom = true;
+        return;
+    }
+    for (const cJSON *v = list->child; v; v = v->next) {
+        char *t = cJSON_PrintUnformatted(v);
+        if (!t) {
+            j->out.oom = true;
+            break;
+        }
+        l[k].s = t, l[k].len = strlen(t), k++;
+    }
+    if (!j->out.oom) {
+        qsort(l, (size_t)k, sizeof *l, cmp_lit);
+        int m = 0;
+        for (int i = 0; i < k; i++)
+            if (m == 0 || cmp_lit(&l[m - 1], &l[i])) l[m++] = l[i];
+            else free(l[i].s);
+        k = m;
+        put_lit_trie(&j->out, l, 0, k, 0);
+    }
+    for (int i = 0; i < k; i++) free(l[i].s);
+    free(l);
+}
+
 /* The alternatives of a list (enum, anyOf, type list) as one rule. */
 static void gen_alts(struct js *j, const cJSON *list, const char *name, int depth, bool literal)
 {
@@ -407,10 +487,7 @@ static void gen_alts(struct js *j, const cJSON *list, const char *name, int dept
     int k = 0;
     if (literal) {
         j->out = body;
-        for (const cJSON *v = list->child; v; v = v->next, k++) {
-            if (k) sb_puts(&j->out, " | ");
-            put_json_literal(j, v);
-        }
+        put_enum(j, list);
         body = j->out;
         j->out = saved;
     } else {

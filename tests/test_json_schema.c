@@ -69,6 +69,9 @@ static void test_json_schema_primitives(void **st)
         {"{\"type\":[\"string\",\"null\"]}", {"\"x\"", "null"}, {"1"}},
         {"{\"enum\":[\"red\",\"green\",1,null,{\"a\":[1]}]}", {"\"red\"", "\"green\"", "1", "null", "{\"a\":[1]}"}, {"\"blue\"", "2", "\"Red\""}},
         {"{\"const\":\"fixed\"}", {"\"fixed\""}, {"\"other\""}},
+        /* an enum whose members share prefixes (factored into a trie), also mid-character */
+        {"{\"enum\":[\"a\",\"ab\",\"abc\",\"é\",\"éa\",\"日本\",\"日x\",\"a\"]}",
+         {"\"a\"", "\"abc\"", "\"éa\"", "\"日本\"", "\"日x\"", "\"é\""}, {"\"ac\"", "\"日\"", "\"abcd\"", "\"\"", "\"è\""}},
         {"{\"type\":\"string\",\"format\":\"date\"}", {"\"2024-02-29\""}, {"\"2024-13-01\"", "\"24-01-01\""}},
         {"{\"type\":\"string\",\"format\":\"time\"}", {"\"23:59:01Z\"", "\"08:00:00.5+02:00\""}, {"\"24:00:00Z\""}},
         {"{\"type\":\"string\",\"format\":\"date-time\"}", {"\"2024-01-02T03:04:05Z\""}, {"\"2024-01-02 03:04:05Z\""}},
