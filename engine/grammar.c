@@ -295,6 +295,7 @@ static void pool_free(struct gpool *p)
 /* ---- the state ----------------------------------------------------------------------------- */
 
 #define GSET_ACCEPT (-1) /* the empty stack: a whole sentence parsed */
+#define GRAMMAR_MASK_CACHE 4
 struct gwalk;
 static void gwalk_free(struct gwalk *w);
 #define GRAMMAR_MAX_DEPTH 3000 /* nested expansions in one step (C recursion) */
@@ -322,6 +323,20 @@ struct grammar_state {
     uint8_t *mask;          /* [n_vocab] */
     int err;                /* first error inside a walk (MESH_EFULL, MESH_ENOMEM) */
     struct gwalk *w;        /* the mask walk's memo (grammar_state_mask) */
+    /* Masks of recent states: a loop such as a JSON string's characters comes back to the
+     * same stack set token after token (frames are hash-consed, so the ids are equal), and
+     * then the mask is a copy. Frame ids change at compaction: epoch invalidates. */
+    struct gmask_cache {
+        int32_t *set;
+        int32_t n_set, cap_set;
+        uint32_t val, epoch;
+        int rem;
+        bool skip, used;
+        int32_t n_allowed;
+        uint8_t *mask;      /* [n_vocab] */
+    } mc[GRAMMAR_MASK_CACHE];
+    int mc_next;
+    uint32_t epoch;
 };
 
 static void ar_push(struct grammar_state *s, int32_t x)
@@ -561,6 +576,7 @@ static int state_start(struct grammar_state *s)
     s->part_val = 0, s->part_rem = 0;
     s->skip_space = s->skip_space0;
     s->n_live_after_gc = s->pool.n;
+    s->epoch++;
     return 0;
 }
 
@@ -595,6 +611,10 @@ void grammar_state_free(struct grammar_state *s)
     free(s->remap);
     free(s->mask);
     gwalk_free(s->w);
+    for (int i = 0; i < GRAMMAR_MASK_CACHE; i++) {
+        free(s->mc[i].set);
+        free(s->mc[i].mask);
+    }
     free(s);
 }
 
@@ -658,6 +678,7 @@ static int state_compact(struct grammar_state *s)
     pool_free(&s->pool);
     s->pool = np;
     s->n_live_after_gc = np.n;
+    s->epoch++;
     return 0;
 }
 
@@ -736,13 +757,14 @@ struct gwalk {
         uint64_t hash;
     } *st;
     int32_t n_st, cap_st;
-    int32_t *st_tab;         /* state intern table: state id or -1 */
+    struct gwslot {
+        int32_t id;          /* state id */
+        uint32_t gen;        /* valid when equal to gwalk.gen: no clearing between walks */
+    } *st_tab;
     uint32_t st_tab_cap;
-    struct gwtrans {
-        int32_t from, to;    /* to: state id, -1 dead, -2 empty slot */
-        uint8_t byte;
-    } *tr;
-    uint32_t tr_cap, n_tr;
+    int32_t *next;           /* [cap_st * 256]: state after (state, byte); -2 not yet computed,
+                                -1 dead */
+    uint32_t gen;
 };
 
 static uint64_t mix64(uint64_t h, uint64_t x)
@@ -757,21 +779,22 @@ static void gwalk_free(struct gwalk *w)
     free(w->mem);
     free(w->st);
     free(w->st_tab);
-    free(w->tr);
+    free(w->next);
     free(w);
 }
 
 static int gwalk_reset(struct gwalk *w)
 {
-    w->n_mem = 0, w->n_st = 0, w->n_tr = 0;
+    w->n_mem = 0, w->n_st = 0;
     if (!w->st_tab) {
-        w->st_tab_cap = 1024, w->tr_cap = 4096;
-        w->st_tab = malloc(w->st_tab_cap * sizeof *w->st_tab);
-        w->tr = malloc(w->tr_cap * sizeof *w->tr);
-        if (!w->st_tab || !w->tr) return MESH_ENOMEM;
+        w->st_tab_cap = 1024;
+        w->st_tab = calloc(w->st_tab_cap, sizeof *w->st_tab);
+        if (!w->st_tab) return MESH_ENOMEM;
     }
-    memset(w->st_tab, 0xff, w->st_tab_cap * sizeof *w->st_tab);
-    for (uint32_t i = 0; i < w->tr_cap; i++) w->tr[i].to = -2;
+    if (++w->gen == 0) { /* wrapped: clear once, then start at 1 */
+        memset(w->st_tab, 0, w->st_tab_cap * sizeof *w->st_tab);
+        w->gen = 1;
+    }
     return 0;
 }
 
@@ -785,13 +808,12 @@ static bool state_equal(const struct gwalk *w, int32_t id, const int32_t *m, int
 static int st_tab_grow(struct gwalk *w)
 {
     uint32_t cap = w->st_tab_cap * 2;
-    int32_t *t = malloc(cap * sizeof *t);
+    struct gwslot *t = calloc(cap, sizeof *t);
     if (!t) return MESH_ENOMEM;
-    memset(t, 0xff, cap * sizeof *t);
     for (int32_t i = 0; i < w->n_st; i++) {
         uint32_t h = (uint32_t)w->st[i].hash & (cap - 1);
-        while (t[h] >= 0) h = (h + 1) & (cap - 1);
-        t[h] = i;
+        while (t[h].gen == w->gen) h = (h + 1) & (cap - 1);
+        t[h] = (struct gwslot){.id = i, .gen = w->gen};
     }
     free(w->st_tab);
     w->st_tab = t, w->st_tab_cap = cap;
@@ -804,13 +826,17 @@ static int32_t state_intern(struct gwalk *w, const int32_t *m, int32_t n, uint32
     uint64_t h = mix64(mix64(0x1234, val), (uint64_t)rem);
     for (int32_t i = 0; i < n; i++) h = mix64(h, (uint32_t)m[i]);
     uint32_t slot = (uint32_t)h & (w->st_tab_cap - 1);
-    for (int32_t id; (id = w->st_tab[slot]) >= 0; slot = (slot + 1) & (w->st_tab_cap - 1))
+    for (; w->st_tab[slot].gen == w->gen; slot = (slot + 1) & (w->st_tab_cap - 1)) {
+        int32_t id = w->st_tab[slot].id;
         if (w->st[id].hash == h && state_equal(w, id, m, n, val, rem)) return id;
+    }
     if (w->n_st == w->cap_st) {
         int32_t cap = w->cap_st ? w->cap_st * 2 : 256;
         struct gwstate *st = realloc(w->st, (size_t)cap * sizeof *st);
-        if (!st) return -1;
-        w->st = st, w->cap_st = cap;
+        if (st) w->st = st;
+        int32_t *nx = st ? realloc(w->next, (size_t)cap * 256 * sizeof *nx) : NULL;
+        if (!nx) return -1;
+        w->next = nx, w->cap_st = cap;
     }
     if (w->n_mem + (size_t)n > w->cap_mem) {
         size_t cap = w->cap_mem ? w->cap_mem * 2 : 4096;
@@ -823,35 +849,18 @@ static int32_t state_intern(struct gwalk *w, const int32_t *m, int32_t n, uint32
     w->st[id] = (struct gwstate){.lo = (uint32_t)w->n_mem, .val = val, .n = n, .rem = rem, .hash = h};
     memcpy(w->mem + w->n_mem, m, (size_t)n * sizeof *m);
     w->n_mem += (size_t)n;
-    w->st_tab[slot] = id;
+    for (int b = 0; b < 256; b++) w->next[(size_t)id * 256 + (size_t)b] = -2;
+    w->st_tab[slot] = (struct gwslot){.id = id, .gen = w->gen};
     if ((uint32_t)w->n_st * 2 > w->st_tab_cap && st_tab_grow(w)) return -1;
     return id;
-}
-
-static int tr_grow(struct gwalk *w)
-{
-    uint32_t cap = w->tr_cap * 2;
-    struct gwtrans *t = malloc(cap * sizeof *t);
-    if (!t) return MESH_ENOMEM;
-    for (uint32_t i = 0; i < cap; i++) t[i].to = -2;
-    for (uint32_t i = 0; i < w->tr_cap; i++) {
-        if (w->tr[i].to == -2) continue;
-        uint32_t h = (uint32_t)mix64((uint64_t)w->tr[i].from, w->tr[i].byte) & (cap - 1);
-        while (t[h].to != -2) h = (h + 1) & (cap - 1);
-        t[h] = w->tr[i];
-    }
-    free(w->tr);
-    w->tr = t, w->tr_cap = cap;
-    return 0;
 }
 
 /* The state after byte b from state id: its id, or -1 when no stack survives (-3 on error). */
 static int32_t walk_step(struct grammar_state *s, int32_t id, uint8_t b)
 {
     struct gwalk *w = s->w;
-    uint32_t h = (uint32_t)mix64((uint64_t)id, b) & (w->tr_cap - 1);
-    for (; w->tr[h].to != -2; h = (h + 1) & (w->tr_cap - 1))
-        if (w->tr[h].from == id && w->tr[h].byte == b) return w->tr[h].to;
+    int32_t known = w->next[(size_t)id * 256 + b];
+    if (known != -2) return known;
     /* compute: the state's set into the scratch arena, one byte */
     s->ar_n = 0;
     struct gwstate x = w->st[id];
@@ -867,13 +876,7 @@ static int32_t walk_step(struct grammar_state *s, int32_t id, uint8_t b)
         s->err = MESH_ENOMEM;
         return -3;
     }
-    h = (uint32_t)mix64((uint64_t)id, b) & (w->tr_cap - 1);
-    while (w->tr[h].to != -2) h = (h + 1) & (w->tr_cap - 1);
-    w->tr[h] = (struct gwtrans){.from = id, .to = to, .byte = b};
-    if (++w->n_tr * 2 > w->tr_cap && tr_grow(w)) {
-        s->err = MESH_ENOMEM;
-        return -3;
-    }
+    w->next[(size_t)id * 256 + b] = to;
     return to;
 }
 
@@ -898,10 +901,48 @@ static void mask_walk(struct grammar_state *s, uint32_t ni, int32_t id, bool ski
     }
 }
 
+static struct gmask_cache *mask_cache_find(struct grammar_state *s)
+{
+    for (int i = 0; i < GRAMMAR_MASK_CACHE; i++) {
+        struct gmask_cache *c = &s->mc[i];
+        if (c->used && c->epoch == s->epoch && c->n_set == s->n_cur && c->val == s->part_val &&
+            c->rem == s->part_rem && c->skip == s->skip_space &&
+            memcmp(c->set, s->cur, (size_t)s->n_cur * sizeof *s->cur) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+/* Remembers s->mask for the current state (best effort: no memory, no entry). */
+static void mask_cache_put(struct grammar_state *s, int32_t n_allowed)
+{
+    struct gmask_cache *c = &s->mc[s->mc_next];
+    s->mc_next = (s->mc_next + 1) % GRAMMAR_MASK_CACHE;
+    c->used = false;
+    if (!c->mask && !(c->mask = malloc((size_t)s->v->n_vocab))) return;
+    if (c->cap_set < s->n_cur) {
+        int32_t *set = realloc(c->set, (size_t)s->n_cur * sizeof *set);
+        if (!set) return;
+        c->set = set, c->cap_set = s->n_cur;
+    }
+    memcpy(c->set, s->cur, (size_t)s->n_cur * sizeof *s->cur);
+    memcpy(c->mask, s->mask, (size_t)s->v->n_vocab);
+    c->n_set = s->n_cur, c->val = s->part_val, c->rem = s->part_rem;
+    c->skip = s->skip_space, c->epoch = s->epoch, c->n_allowed = n_allowed;
+    c->used = true;
+}
+
 int grammar_state_mask(struct grammar_state *s, uint8_t *allowed, int32_t *n_allowed)
 {
     const struct grammar_vocab *v = s->v;
     if (!v) return MESH_EINVAL;
+    struct gmask_cache *hit = mask_cache_find(s);
+    if (hit) {
+        memcpy(s->mask, hit->mask, (size_t)v->n_vocab);
+        if (allowed) memcpy(allowed, s->mask, (size_t)v->n_vocab);
+        if (n_allowed) *n_allowed = hit->n_allowed;
+        return 0;
+    }
     if (!s->w && !(s->w = calloc(1, sizeof *s->w))) return MESH_ENOMEM;
     int32_t mark = s->pool.n, n = 0;
     memset(s->mask, 0, (size_t)v->n_vocab);
@@ -914,6 +955,7 @@ int grammar_state_mask(struct grammar_state *s, uint8_t *allowed, int32_t *n_all
     if (grammar_state_is_accepting(s))
         for (int32_t i = 0; i < v->n_vocab; i++)
             if (v->is_eog[i]) s->mask[i] = 1, n++;
+    mask_cache_put(s, n);
     if (allowed) memcpy(allowed, s->mask, (size_t)v->n_vocab);
     if (n_allowed) *n_allowed = n;
     return 0;
