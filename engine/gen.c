@@ -117,11 +117,22 @@ int gen_seq_push(struct gen_seq *g, int32_t id, struct gen_tok *out)
 }
 
 /* Sampling within the grammar: the draw from the raw logits stands if the grammar allows it;
- * otherwise the disallowed logits go to -inf and the sampler draws again. */
+ * otherwise the disallowed logits go to -inf and the sampler draws again. Both paths give the
+ * masked distribution (P(x) = p(x) + (1 - A) p(x) / A = p(x) / A for an allowed x of total
+ * allowed mass A), so when draws keep being refused (a model that does not "want" the
+ * grammar) the step masks first for a while and skips the wasted draw and check. */
 static int32_t sample_constrained(struct gen_seq *g, const float *logits)
 {
-    int32_t id = sampler_sample(g->smp, logits);
-    if (id >= 0 && grammar_state_allows_token(g->gst, id)) return id;
+    if (g->n_mask_first > 0) {
+        g->n_mask_first--;
+    } else {
+        int32_t id = sampler_sample(g->smp, logits);
+        if (id >= 0 && grammar_state_allows_token(g->gst, id)) {
+            g->n_refused_run = 0;
+            return id;
+        }
+        if (++g->n_refused_run >= 2) g->n_mask_first = 8; /* then try the cheap path again */
+    }
     int32_t n_vocab = tok_n_vocab(g->tok);
     memcpy(g->masked, logits, (size_t)n_vocab * sizeof *g->masked);
     int32_t n_ok = grammar_state_apply(g->gst, g->masked);

@@ -76,6 +76,8 @@ struct gen_seq {
     struct grammar_state *gst;
     float *masked;               /* [n_vocab] logits with the grammar's mask applied */
     int n_masked;                /* steps that needed the full mask (stats) */
+    int n_refused_run;           /* consecutive steps whose first draw the grammar refused */
+    int n_mask_first;            /* steps left that mask before drawing (see gen.c) */
 };
 
 /* What one step produced. text points into the gen_seq (valid until its next call). */
