@@ -514,6 +514,27 @@ static void gen_type(struct js *j, const cJSON *sch, const char *type, const cha
     else js_fail(j, MESH_EINVAL, "unknown type \"%.40s\"", type);
 }
 
+/* "type": ["string", "null"]: one rule per type, as alternatives. */
+static void gen_type_list(struct js *j, const cJSON *sch, const cJSON *type, const char *name, int depth)
+{
+    struct sbuf body = {0};
+    char r[128];
+    int k = 0;
+    for (const cJSON *t = type->child; t && !j->rc; t = t->next, k++) {
+        if (!cJSON_IsString(t)) {
+            js_fail(j, MESH_EINVAL, "type list must hold strings");
+            break;
+        }
+        new_name(j, name, t->valuestring, r, sizeof r);
+        gen_type(j, sch, t->valuestring, r, depth);
+        sb_printf(&body, "%s%s", k ? " | " : "", r);
+    }
+    if (!j->rc && k == 0) js_fail(j, MESH_EINVAL, "empty type list");
+    if (!j->rc) sb_printf(&j->out, "%s ::= %s\n", name, body.p ? body.p : "\"\"");
+    if (body.oom) j->out.oom = true;
+    free(body.p);
+}
+
 /* Writes rule `name` for schema sch. */
 static void gen_rule(struct js *j, const cJSON *sch, const char *name, int depth)
 {
@@ -575,20 +596,7 @@ static void gen_rule(struct js *j, const cJSON *sch, const char *name, int depth
     } else if (cJSON_IsString(type)) {
         gen_type(j, sch, type->valuestring, name, depth);
     } else if (cJSON_IsArray(type)) {
-        struct sbuf body = {0};
-        int k = 0;
-        for (const cJSON *t = type->child; t && !j->rc; t = t->next, k++) {
-            if (!cJSON_IsString(t)) {
-                js_fail(j, MESH_EINVAL, "type list must hold strings");
-                break;
-            }
-            new_name(j, name, t->valuestring, r, sizeof r);
-            gen_type(j, sch, t->valuestring, r, depth);
-            sb_printf(&body, "%s%s", k ? " | " : "", r);
-        }
-        if (!j->rc && k == 0) js_fail(j, MESH_EINVAL, "empty type list");
-        if (!j->rc) sb_printf(&j->out, "%s ::= %s\n", name, body.p);
-        free(body.p);
+        gen_type_list(j, sch, type, name, depth);
     } else if (type) {
         js_fail(j, MESH_EINVAL, "\"type\" must be a string or an array of strings");
     } else if (cJSON_GetObjectItemCaseSensitive(sch, "properties") ||
