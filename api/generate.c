@@ -124,6 +124,7 @@ static int node_req_from(const struct api_gen *g, struct node_gen_req *n, struct
     n->raw = r->kind == API_KIND_COMPLETION && (r->raw || g->proto == API_PROTO_OPENAI);
     n->json_mode = r->json_mode;
     n->tools_json = r->tools_json;
+    n->grammar = r->grammar;
     n->inputs = r->inputs;
     n->n_inputs = r->n_inputs;
     n->temperature = r->temperature;
@@ -213,8 +214,9 @@ static int line_add(struct api_gen *g, char *line)
  * toolcall_result_free), calls[] points into it with ids "call_<id>_<i>" in ids. Returns
  * how many (one at most without parallel_tool_calls). */
 #define GEN_MAX_CALLS 16
+#define GEN_CALL_ID_CAP 80 /* "call_" + an id (48) + "_" + index */
 static int gen_calls(struct api_gen *g, struct toolcall_result *res,
-                     struct api_tool_call calls[GEN_MAX_CALLS], char ids[GEN_MAX_CALLS][64])
+                     struct api_tool_call calls[GEN_MAX_CALLS], char ids[GEN_MAX_CALLS][GEN_CALL_ID_CAP])
 {
     if (toolcall_parse((enum toolcall_syntax)g->tool_syntax, g->text ? g->text : "", g->len, res))
         return 0;
@@ -239,7 +241,7 @@ static void stream_format_tools(struct api_gen *g, struct node_chunk *ch)
                                                   g->text ? g->text : "", g->len);
     struct toolcall_result res = {0};
     struct api_tool_call calls[GEN_MAX_CALLS];
-    char ids[GEN_MAX_CALLS][64];
+    char ids[GEN_MAX_CALLS][GEN_CALL_ID_CAP];
     int n_calls = ch->done ? gen_calls(g, &res, calls, ids) : 0;
     if (ch->done && !n_calls) safe = g->len; /* no call after all: the rest is content */
     if (safe > g->sent_len || (!g->sent_first && g->proto == API_PROTO_OPENAI)) {
@@ -677,7 +679,7 @@ static char *openai_whole_json(struct api_gen *g, const char *finish)
     o.len = g->len;
     struct toolcall_result res = {0};
     struct api_tool_call calls[GEN_MAX_CALLS];
-    char ids[GEN_MAX_CALLS][64];
+    char ids[GEN_MAX_CALLS][GEN_CALL_ID_CAP];
     if (g->has_tools && (o.n_calls = gen_calls(g, &res, calls, ids)) > 0) {
         o.calls = calls;
         o.text = res.content;
@@ -758,7 +760,7 @@ static enum MHD_Result reply_whole(struct api_conn *c, struct api_gen *g, const 
     if (g->proto == API_PROTO_OLLAMA) {
         struct toolcall_result tr = {0};
         struct api_tool_call tc[GEN_MAX_CALLS];
-        char tid[GEN_MAX_CALLS][64];
+        char tid[GEN_MAX_CALLS][GEN_CALL_ID_CAP];
         int n_tc = g->has_tools ? gen_calls(g, &tr, tc, tid) : 0;
         const char *text = n_tc ? tr.content : g->text ? g->text : "";
         char *line = api_ollama_chunk_calls(g->req.kind, g->model, text, n_tc ? strlen(text) : g->len,

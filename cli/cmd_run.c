@@ -12,6 +12,8 @@
 #include "cli/cli_opts.h"
 #include "core/err.h"
 #include "engine/gen.h"
+#include "engine/grammar.h"
+#include "engine/json_schema.h"
 #include "engine/model.h"
 #include "engine/quant.h"
 #include "engine/sampler.h"
@@ -32,7 +34,11 @@ static void run_usage(FILE *f)
                "  -m, --model PATH       the model (or give it as the first argument)\n"
                "  -p, --prompt TEXT      the prompt (or give it as the second argument)\n"
                "  -f, --file PATH        read the prompt from a file ('-' = stdin)\n"
-               "      --ids              print generated token ids instead of text\n");
+               "      --ids              print generated token ids instead of text\n"
+               "      --grammar GBNF     constrain the output to a GBNF grammar (llama.cpp's format)\n"
+               "      --grammar-file F   the same, read from file F\n"
+               "  -j, --json-schema JSON constrain the output to JSON matching a JSON Schema\n"
+               "      --json-schema-file F  the same, the schema read from file F\n");
     cli_gen_opts_help(f);
     cli_spec_opts_help(f);
     fprintf(f, "\nexample: meshllm run model.gguf \"Once upon a time\" -n 128 --temp 0\n");
@@ -70,6 +76,66 @@ static int read_all(FILE *in, char **out, size_t *len)
     return 0;
 }
 
+/* Reads a whole file for --grammar-file / --json-schema-file; prints the failure. */
+static char *read_text_file(const char *path, size_t *len)
+{
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f) {
+        cli_fail("run: %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = NULL;
+    int rc = read_all(f, &buf, len);
+    int read_errno = errno;
+    if (f != stdin) fclose(f);
+    if (rc < 0) cli_fail("run: %s: %s", path, rc == MESH_EIO ? strerror(read_errno) : "out of memory");
+    return rc < 0 ? NULL : buf;
+}
+
+/* The grammar of --grammar, --grammar-file, --json-schema or --json-schema-file, checked
+ * (*out malloc'd, NULL when none was given). 0, or the exit status on failure. */
+static int run_grammar(const char *gbnf, const char *gbnf_file, const char *schema,
+                       const char *schema_file, char **out)
+{
+    *out = NULL;
+    if ((gbnf || gbnf_file) && (schema || schema_file)) {
+        cli_fail("run: give either a grammar or a JSON schema, not both");
+        return 2;
+    }
+    size_t len = 0;
+    char *text = NULL, err[512] = "";
+    if (gbnf_file || schema_file) {
+        text = read_text_file(gbnf_file ? gbnf_file : schema_file, &len);
+        if (!text) return 1;
+    } else if (gbnf || schema) {
+        text = strdup(gbnf ? gbnf : schema);
+        if (!text) return 1;
+        len = strlen(text);
+    } else {
+        return 0;
+    }
+    if (schema || schema_file) {
+        char *g = NULL;
+        int rc = json_schema_to_gbnf(text, len, &g, err, sizeof err);
+        free(text);
+        if (rc) {
+            cli_fail("run: %s", err);
+            return 2;
+        }
+        text = g;
+        len = strlen(g);
+    }
+    struct grammar *g = NULL;
+    if (grammar_parse(text, len, &g, err, sizeof err)) {
+        cli_fail("run: %s", err);
+        free(text);
+        return 2;
+    }
+    grammar_free(g);
+    *out = text;
+    return 0;
+}
+
 static int emit_stdout(void *user, const char *text, int len)
 {
     (void)user;
@@ -104,7 +170,7 @@ static double run_now_ms(void)
 /* Generation with speculative decoding: one request on a one-slot scheduler; streams the
  * text (or collects the ids) as chunks come. Returns the exit status. */
 static int run_spec(const struct model *m, struct cli_gen_opts *o, struct sched_params *sp,
-                    const int32_t *ids, int n_ids, bool strip, bool print_ids)
+                    const int32_t *ids, int n_ids, bool strip, bool print_ids, const char *grammar)
 {
     char err[1024] = "";
     struct sched *s = NULL;
@@ -125,6 +191,7 @@ static int run_spec(const struct model *m, struct cli_gen_opts *o, struct sched_
     gp.max_tokens = o->n_predict;
     for (int i = 0; i < o->n_stops && i < SCHED_MAX_STOP; i++) gp.stop[gp.n_stop++] = o->stops[i];
     gp.strip_leading_space = strip;
+    gp.grammar = grammar;
     t0 = run_now_ms();
     rc = sched_submit_gen(s, ids, n_ids, &gp, run_wake, &w, &r);
     if (rc) {
@@ -193,6 +260,7 @@ int cmd_run(int argc, char **argv)
     const char *bare[3] = {NULL, NULL, NULL};
     int n_bare = 0;
     bool print_ids = false;
+    const char *gbnf = NULL, *gbnf_file = NULL, *schema = NULL, *schema_file = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int r = cli_gen_opts_parse(&o, argc, argv, &i);
@@ -211,6 +279,17 @@ int cmd_run(int argc, char **argv)
             else prompt_file = argv[++i];
         } else if (!strcmp(a, "--ids")) {
             print_ids = true;
+        } else if (!strcmp(a, "--grammar") || !strcmp(a, "--grammar-file") || !strcmp(a, "-j") ||
+                   !strcmp(a, "--json-schema") || !strcmp(a, "--json-schema-file")) {
+            if (i + 1 >= argc) {
+                cli_fail("run: %s needs a value", a);
+                return 2;
+            }
+            const char *v = argv[++i];
+            if (!strcmp(a, "--grammar")) gbnf = v;
+            else if (!strcmp(a, "--grammar-file")) gbnf_file = v;
+            else if (!strcmp(a, "--json-schema-file")) schema_file = v;
+            else schema = v;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
             if (i + 1 >= argc || model_opt) {
                 cli_fail("run: %s", model_opt ? "give one model" : "-m needs a value");
@@ -239,6 +318,9 @@ int cmd_run(int argc, char **argv)
     struct sched_params spp;
     sched_params_default(&spp);
     if (cli_spec_opts_apply(&o.spec, "run", &spp)) return 2;
+    char *grammar = NULL;
+    int grc = run_grammar(gbnf, gbnf_file, schema, schema_file, &grammar);
+    if (grc) return grc;
     char *prompt_buf = NULL;
     size_t prompt_len = 0;
     if (prompt_file) {
@@ -253,6 +335,7 @@ int cmd_run(int argc, char **argv)
         if (rrc < 0) {
             cli_fail("run: %s: %s", prompt_file,
                      rrc == MESH_EIO ? strerror(read_errno) : "out of memory");
+            free(grammar);
             return 1;
         }
         prompt = prompt_buf;
@@ -308,7 +391,8 @@ int cmd_run(int argc, char **argv)
             status = 0;
             goto done;
         }
-        status = run_spec(m, &o, &spp, ids, n_ids, n_ids == 1 && ids[0] == tok_bos(t), print_ids);
+        status = run_spec(m, &o, &spp, ids, n_ids, n_ids == 1 && ids[0] == tok_bos(t), print_ids,
+                          grammar);
         goto done;
     }
     for (int i = 0; i < n_ids; i++) sampler_accept(s, ids[i]);
@@ -316,7 +400,8 @@ int cmd_run(int argc, char **argv)
     out_ids = malloc((size_t)out_cap * sizeof *out_ids);
     if (!out_ids) goto oom;
     struct gen_opts go = {.n_predict = o.n_predict, .stops = o.stops, .n_stops = o.n_stops,
-                          .strip_leading_space = n_ids == 1 && ids[0] == tok_bos(t)};
+                          .strip_leading_space = n_ids == 1 && ids[0] == tok_bos(t),
+                          .grammar = grammar};
     struct gen_result res;
     rc = gen_run(c, s, t, ids, n_ids, &go, print_ids ? NULL : emit_stdout, NULL, out_ids,
                  out_cap, &res);
@@ -353,5 +438,6 @@ done:
     model_ctx_free(c);
     model_free(m);
     free(prompt_buf);
+    free(grammar);
     return status;
 }

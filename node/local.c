@@ -118,6 +118,7 @@ static void fill_params(const struct node_gen_req *r, enum chat_tmpl tmpl,
     }
     p->n_logprobs = r->n_logprobs > NODE_MAX_TOP_LOGPROBS ? NODE_MAX_TOP_LOGPROBS : r->n_logprobs;
     p->strip_leading_space = r->strip_leading_space;
+    p->grammar = r->grammar;
     p->n_cont = r->n_cont > 0 && r->cont_ids ? r->n_cont : 0;
 }
 
@@ -455,6 +456,13 @@ int node_local_submit(struct registry *reg, const struct node_gen_req *req,
     *out = NULL;
     memset(err, 0, sizeof *err);
     struct registry_entry *e;
+    if (req->grammar) { /* checked here too: a peer's request has not passed our API */
+        char gerr[256] = "";
+        int grc = node_grammar_check(req->grammar, strlen(req->grammar), gerr, sizeof gerr);
+        if (grc == MESH_EINVAL)
+            return node_error_set(err, 400, "invalid_request_error", NULL, "grammar", "%s", gerr);
+        if (grc) return node_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+    }
     int rc = find_model(reg, req->model, &e, err);
     if (rc) return rc;
     if (!registry_pin(reg))
