@@ -459,7 +459,7 @@ static void progress(struct bp_run *w, enum modelpull_phase ph, bool force)
     if (!force && now - w->last_progress_ms < 100) return;
     w->last_progress_ms = now;
     struct bp *bp = w->bp;
-    struct modelpull_progress p = {.phase = ph, .total = w->f.size};
+    struct modelpull_progress p = {.phase = ph, .total = w->f.size, .content_id = bp->cid};
     pthread_mutex_lock(&bp->mu);
     if (bp->is_ready) {
         uint64_t n_done = bp->sched.n_done;

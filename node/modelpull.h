@@ -34,6 +34,7 @@ struct modelpull_progress {
     const char *sha256;         /* the expected digest (hex) when known, else NULL */
     double rate_bps;            /* a mesh pull (node/blobpull.h): bytes/s this run, else 0 */
     int n_peers;                /* ... providers still in use, else 0 */
+    const char *content_id;     /* ... the file's content ID (hex), else NULL */
 };
 
 struct modelpull_opts {
