@@ -80,7 +80,7 @@ struct bp_file {
     size_t n_layer;
     uint32_t n_pieces;
     uint8_t root[MERKLE_HASH];
-    crypto_hash_sha256_state sha;  /* over pieces [0, sha_next) */
+    struct sha256 sha;             /* over pieces [0, sha_next) */
     uint32_t sha_next;
     uint8_t *buf;                  /* piece_len bytes */
 };
@@ -365,7 +365,7 @@ static int sha_advance(struct bp *bp, struct bp_file *f, uint32_t just, const ui
             if (read_full(f->fd, f->buf, len, (uint64_t)f->sha_next * f->piece_len)) return MESH_EIO;
             p = f->buf;
         }
-        crypto_hash_sha256_update(&f->sha, p, len);
+        sha256_update(&f->sha, p, len);
         f->sha_next++;
     }
 }
@@ -410,7 +410,7 @@ static int file_start(struct bp *bp, struct bp_file *f, const struct blob_reply 
     }
     if ((uint64_t)sb.st_size > f->size && ftruncate(f->fd, (off_t)f->size))
         return err_set(err, err_cap, MESH_EIO, "cannot truncate %s", f->path);
-    crypto_hash_sha256_init(&f->sha);
+    sha256_init(&f->sha);
     pthread_mutex_lock(&bp->mu);
     bp->sched = s;
     for (int i = 0; i < bp->n_peers; i++) {
@@ -703,7 +703,7 @@ static int finish_file(struct bp_run *w, struct modelstore_manifest *m, const ch
     if (f->sha_next != f->n_pieces)
         return err_set(err, err_cap, MESH_EIO, "internal: the SHA-256 stopped at piece %u",
                        f->sha_next);
-    crypto_hash_sha256_final(&f->sha, sha);
+    sha256_final(&f->sha, sha);
     if (fsync(f->fd))
         return err_set(err, err_cap, MESH_EIO, "fsync %s: %s", f->path, strerror(errno));
     close(f->fd);
