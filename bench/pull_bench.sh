@@ -4,7 +4,8 @@
 # ceiling) and the Merkle check alone (bench/bench_merkle). Every file is in the page cache
 # (the file was just written), so this measures the protocol, crypto and hashing, not a disk.
 #
-#   bench/pull_bench.sh [RUNS]      (default 3 runs of each; BUILD=build)
+#   bench/pull_bench.sh [RUNS]      (default 3 runs of each; BUILD=build; LAYERS=22: the
+#                                    file size, 22 layers = 598 MiB)
 #
 # Real `meshllm serve --p2p` processes on 127.0.0.1: P1 creates a mesh, P2, P3 and the puller
 # A join it; the providers get the file in their stores one at a time (1, then 2, then 3
@@ -33,7 +34,7 @@ median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 mibs() { awk -v b="$1" -v t="$2" 'BEGIN {printf "%.0f", b / 1048576 / t}'; }
 
 F=$W/big.gguf
-"$ROOT/$BUILD/bench/mkmodel" --arch llama --dim 1024 --layers 22 --heads 16 --kv-heads 4 \
+"$ROOT/$BUILD/bench/mkmodel" --arch llama --dim 1024 --layers "${LAYERS:-22}" --heads 16 --kv-heads 4 \
     --ff 2816 --vocab "$MODELS/llamacpp-vocab/ggml-vocab-llama-spm.gguf" --type F16 -o "$F" \
     >/dev/null 2>&1 || die "mkmodel failed"
 SIZE=$(stat -c %s "$F")
@@ -57,6 +58,7 @@ node() {
         --host 127.0.0.1 --port 0 --threads 1 --p2p --p2p-listen /ip4/127.0.0.1/tcp/0 \
         --no-mdns "$@" >"$W/$name.log" 2>&1 &
     PIDS+=($!)
+    printf -v "pid_$name" '%s' "$!"
     local port="" i
     for i in $(seq 200); do
         port=$(grep -oE 'API at http://127\.0\.0\.1:[0-9]+' "$W/$name.log" | grep -oE '[0-9]+$' | head -1)
@@ -87,10 +89,14 @@ for k in 1 2 3; do
     for i in $(seq 150); do [ "$(n_providers)" = "$k" ] && break; sleep 0.2; done
     [ "$(n_providers)" = "$k" ] || die "A does not see $k providers"
     rates=()
+    fetch=()
     for r in $(seq "$RUNS"); do
+        [ -n "${PERF:-}" ] && { perf record -g -o "$PERF.$k" -p "$pid_A" >/dev/null 2>&1 & perf_pid=$!; sleep 0.5; }
         t0=$(date +%s.%N)
         "$BIN" pull big --url "$url_A" -q >/dev/null || die "pull from $k failed"
         t1=$(date +%s.%N)
+        [ -n "${PERF:-}" ] && { kill -INT "$perf_pid"; wait "$perf_pid"; }
+        fetch+=("$(grep -oE 'fetched and verified in [0-9.]+ s, [0-9]+ MiB/s' "$W/A.log" | tail -1 | grep -oE '[0-9]+ MiB/s' | grep -oE '[0-9]+')")
         cid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["content_id"])' \
             "$W/A/models/manifests/big:latest.json")
         cmp -s "$F" "$W/A/models/blobs/$cid" || die "the pulled file differs"
@@ -98,5 +104,5 @@ for k in 1 2 3; do
         curl -s -X DELETE -H 'Content-Type: application/json' "$url_A/api/delete" \
             -d '{"model":"big"}' >/dev/null
     done
-    echo "pull from $k provider(s): $(printf '%s\n' "${rates[@]}" | median) MiB/s (runs: ${rates[*]})"
+    echo "pull from $k provider(s): $(printf '%s\n' "${rates[@]}" | median) MiB/s (runs: ${rates[*]}); fetched and verified before fsync: $(printf '%s\n' "${fetch[@]}" | median) MiB/s (runs: ${fetch[*]})"
 done

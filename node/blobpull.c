@@ -752,13 +752,17 @@ int blobpull_run(struct mesh *m, const char *dir, const struct blobpull_opts *o,
     progress(&w, MODELPULL_CONNECTING, true);
     kick(bp);
     rc = run_items(&w, err, err_cap);
+    uint64_t t_fetched = now_ms();
     if (!rc) rc = finish_file(&w, &man, dir, err, err_cap);
     if (!rc) {
         progress(&w, MODELPULL_DONE, true);
         *out = man;
         double dt = (double)(now_ms() - w.t0_ms) / 1000.0;
-        log_info("blobpull: %s:%s complete: %llu bytes in %.2f s from %d provider%s", man.name,
-                 man.tag, (unsigned long long)man.size, dt, n, n == 1 ? "" : "s");
+        double df = (double)(t_fetched - w.t0_ms) / 1000.0;
+        log_info("blobpull: %s:%s complete: %llu bytes in %.2f s from %d provider%s (fetched "
+                 "and verified in %.2f s, %.0f MiB/s; fsync and install %.2f s)", man.name,
+                 man.tag, (unsigned long long)man.size, dt, n, n == 1 ? "" : "s", df,
+                 df > 0 ? (double)w.bytes_this_run / 1048576.0 / df : 0, dt - df);
     }
 out:
     if (w.f.fd >= 0) close(w.f.fd);
