@@ -596,7 +596,14 @@ static int run_items(struct bp_run *w, char *err, size_t err_cap)
             if (!bp->head) bp->tail = NULL;
         }
         pthread_mutex_unlock(&bp->mu);
-        if (whole) return 0;
+        if (whole) {
+            if (it) {
+                blob_reply_free(&it->r);
+                free(it);
+            }
+            progress(w, MODELPULL_DOWNLOADING, true); /* the last line says done == total */
+            return 0;
+        }
         if (w->o->cancel && atomic_load(w->o->cancel)) {
             if (it) blob_reply_free(&it->r);
             free(it);

@@ -5,12 +5,13 @@
 # stores and announce it; L runs with MESHLLM_TEST_CORRUPT_BLOB=1 (test-only: it flips a
 # byte of every piece it sends). A (a fourth member, lite) pulls it by name with
 # `meshllm pull NAME --url A`: the file arrives bit-exact (cmp), L is dropped and scored as a
-# liar (log, /node/peers, /metrics). Then a partial file as an interrupted pull leaves it
+# liar (log, /node/peers, /metrics). The ollama npm client pulls it too. Then a partial file as an interrupted pull leaves it
 # (half the pieces, one of them damaged) is resumed through /api/pull's NDJSON: the valid
 # pieces are kept, the rest fetched. X, a member of another mesh, is refused by P1.
 # Prints "N passed, N failed".
 set -u
 source "$(dirname "$0")/e2e/server.sh"
+e2e_npm || { echo "npm ci failed"; exit 1; }
 bin=$MESHLLM_BIN
 build=$(dirname "$bin")
 work=$E2E_TMP
@@ -141,6 +142,13 @@ check "the NDJSON carries completed/total" grep -q '"completed":' "$work/pull2.n
 check "five valid pieces were resumed" test $(($(blob_stat A pieces_resumed) - before)) -eq 5
 check "the resumed file is bit-exact" cmp -s "$model" "$work/A/models/blobs/$cid"
 check "the partial file is gone" test ! -e "$part"
+
+# The official ollama npm client pulls it from the mesh (tests/e2e/share.test.mjs).
+curl -s -X DELETE -H 'Content-Type: application/json' "$url_A/api/delete" -d '{"model":"share"}' >/dev/null
+check "the ollama client pulls from the mesh" env MESHLLM_URL="$url_A" MESHLLM_SHARE_SIZE="$(stat -c %s "$model")" \
+    MESHLLM_SHARE_SHA="$(sha256sum "$model" | cut -c1-64)" \
+    node --test --test-concurrency=1 "$E2E_DIR/share.test.mjs"
+check "... bit-exact" cmp -s "$model" "$work/A/models/blobs/$cid"
 
 # X, a member of another mesh, asks P1 directly by content ID: refused.
 refused_before=$(blob_stat P1 streams)
