@@ -7,7 +7,8 @@
 # `meshllm pull NAME --url A`: the file arrives bit-exact (cmp), L is dropped and scored as a
 # liar (log, /node/peers, /metrics). The ollama npm client pulls it too. Then a partial file as an interrupted pull leaves it
 # (half the pieces, one of them damaged) is resumed through /api/pull's NDJSON: the valid
-# pieces are kept, the rest fetched. X, a member of another mesh, is refused by P1.
+# pieces are kept, the rest fetched; and a pull cut by a SIGKILL of A resumes after A's
+# restart. X, a member of another mesh, is refused by P1.
 # Prints "N passed, N failed".
 set -u
 source "$(dirname "$0")/e2e/server.sh"
@@ -46,6 +47,7 @@ start_node() {
         --p2p-listen /ip4/127.0.0.1/tcp/0 --no-mdns "$@" >"$work/$name.log" 2>&1 &
     local pid=$! port="" i
     E2E_PIDS+=("$pid")
+    printf -v "pid_$name" '%s' "$pid"
     for i in $(seq 200); do
         port=$(grep -oE 'API at http://127\.0\.0\.1:[0-9]+' "$work/$name.log" | grep -oE '[0-9]+$' | head -1)
         [ -n "$port" ] && break
@@ -67,16 +69,16 @@ peers_json() { local u="url_$1"; curl -s "${!u}/node/peers"; }
 blob_stat() { # NAME FIELD: a counter of mesh.stats.blob on NAME
     peers_json "$1" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["mesh"]["stats"]["blob"][sys.argv[1]]))' "$2"
 }
-add_model() { # NAME: puts share.gguf into NAME's store as share:latest
+add_model() { # NODE [NAME FILE]: puts FILE (share.gguf) into NODE's store as NAME (share)
     local u="url_$1"
     curl -s -H 'Content-Type: application/json' "${!u}/api/create" \
-        -d "{\"model\":\"share\",\"from\":\"$model\",\"stream\":false}" | grep -q success
+        -d "{\"model\":\"${2:-share}\",\"from\":\"${3:-$model}\",\"stream\":false}" | grep -q success
 }
-n_providers() { # how many members A's table shows announcing share:latest
+n_providers() { # [NAME]: how many members A's table shows announcing NAME:latest (share)
     peers_json A | python3 -c '
 import json, sys
 j = json.load(sys.stdin)
-print(sum(1 for p in j["mesh"]["peers"] if p["member"] and any(b["name"] == "share:latest" for b in p.get("blobs", []))))'
+print(sum(1 for p in j["mesh"]["peers"] if p["member"] and p["announced"] and any(b["name"] == sys.argv[1] + ":latest" for b in p.get("blobs", []))))' "${1:-share}"
 }
 
 MESHLLM_HOME="$work/P1" "$bin" mesh create >/dev/null 2>&1 || die "mesh create"
@@ -149,6 +151,32 @@ check "the ollama client pulls from the mesh" env MESHLLM_URL="$url_A" MESHLLM_S
     MESHLLM_SHARE_SHA="$(sha256sum "$model" | cut -c1-64)" \
     node --test --test-concurrency=1 "$E2E_DIR/share.test.mjs"
 check "... bit-exact" cmp -s "$model" "$work/A/models/blobs/$cid"
+
+# A real interruption: A is killed (SIGKILL) in the middle of a pull of a bigger file, then
+# restarted; the same pull keeps what had arrived and verifies.
+big=$work/big.gguf
+"$build/bench/mkmodel" --arch llama --dim 512 --layers 1 --heads 8 --kv-heads 4 --ff 1408 \
+    --vocab "$MESHLLM_TEST_MODELS/llamacpp-vocab/ggml-vocab-llama-spm.gguf" --type F16 \
+    -o "$big" >/dev/null 2>&1 || die "mkmodel big failed"
+for n in P1 P2; do add_model $n big "$big" || die "/api/create big on $n"; done
+two_big() { [ "$(n_providers big)" = 2 ]; }
+wait_for 30 two_big || die "A never heard of big from P1 and P2"
+curl -s -N -H 'Content-Type: application/json' "$url_A/api/pull" -d '{"model":"big"}' >"$work/big1.ndjson" 2>/dev/null &
+cpid=$!
+midway() { grep -qE '"completed":[1-9]' "$work/big1.ndjson"; }
+for i in $(seq 1500); do midway && break; sleep 0.02; done
+midway || die "no progress line with completed > 0: $(head -c 300 "$work/big1.ndjson")"
+kill -KILL "$pid_A"
+wait "$cpid" 2>/dev/null
+check "the kill came mid-pull (no manifest yet)" test ! -e "$work/A/models/manifests/big:latest.json"
+big_cid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["content_id"])' "$work/P1/models/manifests/big:latest.json")
+check "the partial file stayed" test -s "$work/A/models/partial/$big_cid.blobpart"
+start_node A --bootstrap "$addr_P1"
+wait_for 30 two_big || die "the restarted A never heard of big again"
+"$bin" pull big --url "$url_A" >"$work/pull3.out" 2>"$work/pull3.err" || die "pull after restart: $(cat "$work/pull3.err")"
+check "the pull after the restart resumed pieces" test "$(blob_stat A pieces_resumed)" -ge 1
+check "... and fetched only the rest" test "$(blob_stat A pieces_fetched)" -lt $((($(stat -c %s "$big") + (1 << 20) - 1) >> 20))
+check "... bit-exact" cmp -s "$big" "$work/A/models/blobs/$big_cid"
 
 # X, a member of another mesh, asks P1 directly by content ID: refused.
 refused_before=$(blob_stat P1 streams)
