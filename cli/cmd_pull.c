@@ -233,7 +233,11 @@ static size_t ndjson_body(char *data, size_t size, size_t nmemb, void *ud)
 
 static int ndjson_cancel(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
 {
-    (void)ud, (void)a, (void)b, (void)c, (void)d;
+    (void)ud;
+    (void)a;
+    (void)b;
+    (void)c;
+    (void)d;
     return atomic_load(&g_cancel) ? 1 : 0; /* the node keeps the partial file */
 }
 

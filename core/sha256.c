@@ -67,8 +67,14 @@ void sha256_compress_scalar(uint32_t h[8], const uint8_t *data, size_t n_blocks)
             b = a;
             a = t1 + t2;
         }
-        h[0] += a, h[1] += b, h[2] += c, h[3] += d;
-        h[4] += e, h[5] += f, h[6] += g, h[7] += k;
+        h[0] += a;
+        h[1] += b;
+        h[2] += c;
+        h[3] += d;
+        h[4] += e;
+        h[5] += f;
+        h[6] += g;
+        h[7] += k;
     }
 }
 
