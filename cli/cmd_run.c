@@ -298,6 +298,8 @@ int cmd_run(int argc, char **argv)
         spp.n_slots = 1;
         spp.queue_cap = 1;
         spp.n_ctx = n_ctx;
+        spp.k_type = o.k_type;
+        spp.v_type = o.v_type;
         spp.n_threads = o.n_threads;
         if (o.n_batch) spp.n_batch = o.n_batch;
         model_ctx_free(c); /* the scheduler makes its own context */
