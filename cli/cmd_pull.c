@@ -320,8 +320,15 @@ int cmd_pull(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    char url_chk[4096], uerr[256];
-    if (modelpull_url(a.url, url_chk, sizeof url_chk, uerr, sizeof uerr)) { /* from the mesh */
+    char nm[MODELSTORE_NAME_CAP], tg[MODELSTORE_TAG_CAP];
+    bool is_url = strstr(a.url, "://") || !strncmp(a.url, "hf:", 3);
+    if (!is_url && modelstore_name_parse(a.url, nm, tg)) {
+        cli_fail("pull: '%s' is neither a URL (https://HOST/PATH/FILE.gguf or "
+                 "hf:OWNER/REPO/FILE.gguf) nor a model name or content ID to fetch from the mesh",
+                 a.url);
+        return 1;
+    }
+    if (!is_url) { /* from the mesh */
         char model[200];
         if (mesh_pull(&a, &b, model, sizeof model)) return 1;
         if (!a.quiet) {
