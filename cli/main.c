@@ -31,6 +31,7 @@ static const struct cli_cmd g_cmds[] = {
     {"rm", "remove models from the model store", cmd_rm},
     {"info", "show a model file's metadata and tensors", cmd_info},
     {"quantize", "convert a model to another weight type (Q4_K_M, Q8_0, ...)", cmd_quantize},
+    {"template", "render a chat template (.jinja or a model's) with a JSON conversation", cmd_template},
     {"tokenize", "print the token ids of standard input", cmd_tokenize},
     {"detokenize", "print the text of token ids from standard input", cmd_detokenize},
 };

@@ -488,6 +488,7 @@ struct jv jb_call_method(struct jrender *R, const struct jnode *at, struct jmeth
             else if (name[0] == 'i') {
                 x = jv_list_new(&R->arena, 2);
                 if (x.kind != JV_LIST) break;
+                x.is_tuple = true;
                 jv_list_push(&R->arena, x.u.list, d->keys[i]);
                 jv_list_push(&R->arena, x.u.list, d->vals[i]);
             }
@@ -793,6 +794,7 @@ struct sort_ctx {
 
 static int cmp_ci(struct jv a, struct jv b, bool cs, bool *ok)
 {
+    *ok = true;
     if (!cs && a.kind == JV_STR && b.kind == JV_STR) {
         size_t n = a.u.s.len < b.u.s.len ? a.u.s.len : b.u.s.len;
         for (size_t i = 0; i < n; i++) {
@@ -1099,10 +1101,17 @@ struct jv jb_filter(struct jrender *R, const struct jnode *at, const char *name,
         if (!jv_is_number(in)) return fail_v(R, at, "round needs a number, not %s", jv_type_name(in));
         double m = pow(10, pr && pr->kind == JV_INT ? (double)pr->u.i : 0), x = jv_num(in) * m;
         char mode = me && me->kind == JV_STR && me->u.s.len ? me->u.s.p[0] : 'c';
-        x = mode == 'f' ? floor(x) : mode == 'c' && me ? (me->u.s.len > 1 && me->u.s.p[1] == 'e' ? ceil(x) : round(x)) : round(x);
+        bool is_ceil = me && me->u.s.len > 1 && me->u.s.p[0] == 'c' && me->u.s.p[1] == 'e';
+        if (mode == 'c' && !is_ceil && in.kind != JV_FLOAT) return in; /* Python's round(int) */
+        x = mode == 'f' ? floor(x) : is_ceil ? ceil(x) : nearbyint(x); /* half to even */
         return jv_float(x / m);
     }
-    if (!strcmp(name, "attr")) return a0 ? attr_path(R, at, in, *a0) : fail_v(R, at, "attr needs a name%s", "");
+    if (!strcmp(name, "attr")) { /* getattr only: a dict's keys are not attributes */
+        if (!a0 || a0->kind != JV_STR) return fail_v(R, at, "attr needs a name%s", "");
+        char *an = jarena_strdup(&R->arena, a0->u.s.p, a0->u.s.len);
+        if (in.kind == JV_DICT && !in.is_ns && !(an && name_in(an, g_dict_methods))) return jv_undef(an);
+        return jb_getattr(R, at, in, an);
+    }
     if (!strcmp(name, "map")) return map_filter(R, at, in, args, n_args, kw_names, kw_vals, n_kw);
     if (!strcmp(name, "select") || !strcmp(name, "reject"))
         return select_filter(R, at, in, false, name[0] == 's', args, n_args);

@@ -440,6 +440,7 @@ static struct jv eval_literal(struct jrender *R, const struct jnode *n)
         return d;
     }
     struct jv l = jv_list_new(&R->arena, (size_t)n->args.n);
+    l.is_tuple = n->kind == JN_TUPLE;
     for (int i = 0; i < n->args.n && !R->rc && l.kind == JV_LIST; i++)
         jv_list_push(&R->arena, l.u.list, jr_eval(R, n->args.v[i]));
     return l;
@@ -585,6 +586,7 @@ static void run_for_items(struct jrender *R, const struct jnode *n, struct jlist
     lv.u.loop = lp;
     for (size_t i = 0; i < items->n && step(R, n); i++) {
         lp->index0 = i;
+        f->n = 0; /* each iteration starts a fresh scope, as jinja2's compiled loops do */
         jr_set(R, f, "loop", lv);
         assign(R, n->a, items->v[i]);
         run_body(R, &n->body);

@@ -47,7 +47,8 @@ struct jloop;
 
 struct jv {
     uint8_t kind;
-    bool is_ns; /* dict made by namespace(): attributes may be assigned */
+    bool is_ns;    /* dict made by namespace(): attributes may be assigned */
+    bool is_tuple; /* list that prints as a Python tuple: (1, 2) */
     union {
         bool b;
         int64_t i;

@@ -361,12 +361,13 @@ void jv_write_repr(struct jbuf *b, struct jv v)
     switch (v.kind) {
     case JV_STR: write_repr_str(b, v.u.s.p, v.u.s.len); return;
     case JV_LIST:
-        jbuf_addc(b, '[');
+        jbuf_addc(b, v.is_tuple ? '(' : '[');
         for (size_t i = 0; i < v.u.list->n; i++) {
             if (i) jbuf_add(b, ", ", 2);
             jv_write_repr(b, v.u.list->v[i]);
         }
-        jbuf_addc(b, ']');
+        if (v.is_tuple && v.u.list->n == 1) jbuf_addc(b, ',');
+        jbuf_addc(b, v.is_tuple ? ')' : ']');
         return;
     case JV_DICT:
         if (v.is_ns) {
