@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# jinja_templates.test.sh - meshllm's Jinja interpreter against Python's jinja2 (Debian's
+# python3-jinja2, set up as transformers renders chat templates: tests/jinja_ref.py).
+# Every template in tests/data/templates/ (the chat templates of 10 model families, as the
+# model cards publish them) is rendered with each of the 20 conversations of
+# tests/data/chat_conversations.json by both, through `meshllm template`; the outputs must
+# be byte-identical, and where jinja2 raises (a template refusing a conversation, such as
+# Gemma's "System role not supported") meshllm must fail too.
+set -u
+bin=${MESHLLM_BIN:-build/meshllm}
+root=$(cd "$(dirname "$0")/.." && pwd)
+data=$root/tests/data
+pass=0
+fails=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export TZ=UTC
+now=1721990400 # 26 Jul 2024, for strftime_now
+
+if ! python3 -c 'import jinja2' 2>/dev/null; then
+    echo "python3-jinja2 is missing (scripts/setup.sh installs it)"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+# One context file per (template, conversation): the conversation plus the family's tokens.
+python3 - "$data" "$tmp" <<'EOF'
+import json, os, sys
+data, tmp = sys.argv[1], sys.argv[2]
+convs = json.load(open(os.path.join(data, "chat_conversations.json"), encoding="utf-8"))
+tokens = json.load(open(os.path.join(data, "templates", "tokens.json"), encoding="utf-8"))
+with open(os.path.join(tmp, "list"), "w") as lst:
+    for fam in sorted(tokens):
+        tmpl = os.path.join(data, "templates", fam + ".jinja")
+        for c in convs:
+            ctx = {k: v for k, v in c.items() if k != "name"}
+            ctx.update(tokens[fam])
+            base = os.path.join(tmp, "%s__%s" % (fam, c["name"]))
+            json.dump(ctx, open(base + ".json", "w", encoding="utf-8"), ensure_ascii=False)
+            lst.write("%s %s %s\n" % (tmpl, base + ".json", base + ".expected"))
+EOF
+python3 "$root/tests/jinja_ref.py" --batch "$tmp/list" --now $now || { echo "0 passed, 1 failed"; exit 1; }
+
+n_rendered=0
+while read -r tmpl ctx expected; do
+    name=$(basename "$expected" .expected)
+    if "$bin" template "$tmpl" "$ctx" --now $now >"$tmp/got" 2>"$tmp/err"; then
+        if [ -f "$expected" ] && cmp -s "$expected" "$tmp/got"; then
+            pass=$((pass + 1))
+            n_rendered=$((n_rendered + 1))
+        else
+            fails=$((fails + 1))
+            echo "FAILED: $name differs from jinja2"
+            if [ -f "$expected" ]; then
+                diff <(od -c "$expected") <(od -c "$tmp/got") | head -10
+            else
+                echo "  jinja2: $(cat "$expected.err")"
+            fi
+        fi
+    else
+        if [ -f "$expected.err" ]; then
+            pass=$((pass + 1))
+        else
+            fails=$((fails + 1))
+            echo "FAILED: $name: jinja2 renders it, meshllm fails: $(head -c 300 "$tmp/err")"
+        fi
+    fi
+done <"$tmp/list"
+
+# Most pairs must really render (not only fail alike), or the comparison proves little.
+total=$(wc -l <"$tmp/list")
+if [ "$n_rendered" -ge $((total * 2 / 3)) ]; then
+    pass=$((pass + 1))
+else
+    fails=$((fails + 1))
+    echo "FAILED: only $n_rendered of $total pairs rendered"
+fi
+echo "rendered byte-identical: $n_rendered of $total (the rest fail in both)"
+echo "$pass passed, $fails failed"
+[ "$fails" -eq 0 ]
