@@ -13,6 +13,7 @@
 #ifndef MESH_ENGINE_JINJA_H
 #define MESH_ENGINE_JINJA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,6 +35,9 @@ void jinja_free(struct jinja_tmpl *t);
 struct jinja_render_opts {
     int64_t now;          /* seconds since the epoch for strftime_now; 0 = time(NULL) */
     size_t max_output;    /* bytes; 0 = 16 MiB */
+    bool tool_args_objects; /* messages[*].tool_calls[*].function.arguments that are JSON
+                             * text of an object become that object (OpenAI clients send
+                             * text; most templates tojson an object) */
 };
 
 /* Renders t with the variables of ctx_json (a JSON object: {"messages": [...], ...}; JSON

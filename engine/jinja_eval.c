@@ -811,6 +811,29 @@ struct jv jr_call_value(struct jrender *R, const struct jnode *at, struct jv fn,
 
 /* ---- entry ---------------------------------------------------------------------------- */
 
+/* messages[*].tool_calls[*].function.arguments: JSON text of an object -> the object. */
+static void tool_args_to_objects(struct jrender *R, struct jv ctx)
+{
+    struct jv *msgs = jv_dict_get(ctx.u.dict, "messages", 8);
+    if (!msgs || msgs->kind != JV_LIST) return;
+    for (size_t i = 0; i < msgs->u.list->n; i++) {
+        struct jv m = msgs->u.list->v[i];
+        struct jv *calls = m.kind == JV_DICT ? jv_dict_get(m.u.dict, "tool_calls", 10) : NULL;
+        if (!calls || calls->kind != JV_LIST) continue;
+        for (size_t k = 0; k < calls->u.list->n; k++) {
+            struct jv c = calls->u.list->v[k];
+            struct jv *fn = c.kind == JV_DICT ? jv_dict_get(c.u.dict, "function", 8) : NULL;
+            struct jv *args = fn && fn->kind == JV_DICT ? jv_dict_get(fn->u.dict, "arguments", 9) : NULL;
+            if (!args || args->kind != JV_STR) continue;
+            struct jv obj;
+            char e[8];
+            if (jv_parse_json(&R->arena, args->u.s.p, args->u.s.len, &obj, e, sizeof e) == 0 &&
+                obj.kind == JV_DICT)
+                *args = obj;
+        }
+    }
+}
+
 int jinja_render(const struct jinja_tmpl *t, const char *ctx_json, size_t ctx_len,
                  const struct jinja_render_opts *o, char **out, size_t *out_len,
                  struct jinja_error *err)
@@ -834,6 +857,7 @@ int jinja_render(const struct jinja_tmpl *t, const char *ctx_json, size_t ctx_le
         goto out;
     }
     if (ctx.kind == JV_DICT) {
+        if (o && o->tool_args_objects) tool_args_to_objects(&R, ctx);
         for (size_t i = 0; i < ctx.u.dict->n; i++) {
             struct jv k = ctx.u.dict->keys[i];
             if (k.kind == JV_STR) jr_set(&R, R.globals, k.u.s.p, ctx.u.dict->vals[i]);

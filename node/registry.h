@@ -66,6 +66,10 @@ int registry_resolve(const char *spec, char *path, size_t path_cap, char *name, 
                      char *err, size_t err_cap);
 /* Adds a model (state LOADING). MESH_EINVAL for a duplicate name, MESH_EFULL past 32 models. */
 int registry_add(struct registry *r, const char *spec, char *err, size_t err_cap);
+/* --chat-template for the models loaded from now on: a C family, a built-in Jinja template
+ * or a .jinja file (engine/chat.h); NULL or "" = each model's own template. Call before
+ * loading; a template that cannot be used fails the model's load with that reason. */
+void registry_set_chat_template(struct registry *r, const char *name);
 /* Adds a model of which this node holds only layers [layer_begin, layer_end) (equal: none;
  * checked against the model at load). MESH_EINVAL also for a negative or reversed range. */
 int registry_add_split(struct registry *r, const char *spec, int layer_begin, int layer_end,
