@@ -778,6 +778,7 @@ static struct jv call_macro(struct jrender *R, const struct jnode *at, struct jm
         jr_set(R, f, def->args.v[i]->name,
                def->args.v[i]->a ? jr_eval(R, def->args.v[i]->a) : jv_undef(def->args.v[i]->name));
     }
+    varargs.is_tuple = true;
     jr_set(R, f, "varargs", varargs);
     jr_set(R, f, "kwargs", kwargs);
     if (caller.kind == JV_MACRO) jr_set(R, f, "caller", caller);

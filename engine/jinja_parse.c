@@ -580,7 +580,8 @@ static void parse_call_args(struct jparser *P, struct jnode *n)
 
 static struct jnode *parse_filter(struct jparser *P, struct jnode *in, const struct jtok *at)
 {
-    struct jnode *f = node(P, JN_FILTER, at);
+    (void)at;
+    struct jnode *f = node(P, JN_FILTER, cur(P)); /* errors point at the filter's name */
     if (!f) return NULL;
     f->a = in;
     f->name = expect_name(P);
