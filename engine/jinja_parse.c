@@ -205,13 +205,13 @@ static void lex_string(struct jparser *P, int line, int col)
             add_utf8(&b, cp);
             continue;
         }
-        const char *map = "n\nt\tr\r\\\\''\"\"0\0a\ab\bf\fv\v\n";
-        const char *m = NULL;
-        for (const char *p = map; p[0] || p[1]; p += 2)
-            if (p[0] == e) m = p;
         if (e == '\n') continue; /* line continuation */
-        if (m && e != 0) jbuf_addc(&b, m[1]);
-        else {
+        char m = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e == '\\' ? '\\'
+               : e == '\'' ? '\'' : e == '"' ? '"' : e == '0' ? '\0' : e == 'a' ? '\a'
+               : e == 'b' ? '\b' : e == 'f' ? '\f' : e == 'v' ? '\v' : 1;
+        if (m != 1) {
+            jbuf_addc(&b, m);
+        } else {
             jbuf_addc(&b, '\\');
             jbuf_addc(&b, e);
         }
