@@ -20,7 +20,8 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: meshllm template TEMPLATE [CONTEXT.json] [--now EPOCH]\n\n"
+    fprintf(f, "usage: meshllm template TEMPLATE [CONTEXT.json] [--now EPOCH]\n"
+               "       meshllm template --batch LIST [--now EPOCH]\n\n"
                "Renders a chat template with the variables of a JSON object and writes the text\n"
                "to stdout exactly (no newline added).\n\n"
                "  TEMPLATE      a .jinja file, or a .gguf model (its tokenizer.chat_template,\n"
@@ -29,6 +30,8 @@ static void usage(FILE *f)
                "                (default: stdin)\n"
                "options:\n"
                "  --now EPOCH   the time strftime_now formats (seconds; default: now)\n"
+               "  --batch LIST  render many: each line of LIST is 'TEMPLATE CONTEXT OUT'; writes\n"
+               "                OUT, or OUT.err with the error\n"
                "  -h, --help    this help\n");
 }
 
@@ -128,9 +131,56 @@ out:
     return rc;
 }
 
+/* Renders one template file with one context file into out_path (or out_path.err with
+ * the message). Returns 0 if rendered. */
+static int render_to(const char *tpath, const char *cpath, const char *out_path, long long now)
+{
+    size_t sl = 0, cl = 0, ol = 0;
+    char *src = read_path(tpath, &sl), *ctx = src ? read_path(cpath, &cl) : NULL, *out = NULL;
+    struct jinja_tmpl *t = NULL;
+    struct jinja_error je = {0};
+    int rc = src && ctx ? jinja_parse(src, sl, &t, &je) : MESH_EIO;
+    struct jinja_render_opts o = {.now = now};
+    if (!rc) rc = jinja_render(t, ctx, cl, &o, &out, &ol, &je);
+    char path[4096];
+    snprintf(path, sizeof path, "%s%s", out_path, rc ? ".err" : "");
+    FILE *f = fopen(path, "wb");
+    if (f) {
+        if (rc) fprintf(f, "%d:%d: %s\n", je.line, je.col, je.msg[0] ? je.msg : err_str(rc));
+        else fwrite(out, 1, ol, f);
+        fclose(f);
+    }
+    jinja_free(t);
+    free(src);
+    free(ctx);
+    free(out);
+    return rc;
+}
+
+/* --batch LIST: lines "TEMPLATE CONTEXT OUT"; as tests/jinja_ref.py --batch. */
+static int run_batch(const char *list, long long now)
+{
+    FILE *f = fopen(list, "r");
+    if (!f) {
+        cli_fail("%s: %s", list, strerror(errno));
+        return 1;
+    }
+    char line[3 * 1400];
+    int n = 0, n_err = 0;
+    while (fgets(line, sizeof line, f)) {
+        char a[1400], b[1400], c[1400];
+        if (sscanf(line, "%1399s %1399s %1399s", a, b, c) != 3) continue;
+        n++;
+        if (render_to(a, b, c, now)) n_err++;
+    }
+    fclose(f);
+    fprintf(stderr, "meshllm: template: %d rendered, %d failed (see their .err files)\n", n - n_err, n_err);
+    return 0;
+}
+
 int cmd_template(int argc, char **argv)
 {
-    const char *tpath = NULL, *cpath = NULL;
+    const char *tpath = NULL, *cpath = NULL, *batch = NULL;
     long long now = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -144,6 +194,8 @@ int cmd_template(int argc, char **argv)
                 cli_fail("--now: '%s' is not a positive number of seconds", argv[i]);
                 return 2;
             }
+        } else if (!strcmp(a, "--batch") && i + 1 < argc) {
+            batch = argv[++i];
         } else if (a[0] == '-' && a[1]) {
             cli_fail("template: unknown option '%s' (try --help)", a);
             return 2;
@@ -156,6 +208,7 @@ int cmd_template(int argc, char **argv)
             return 2;
         }
     }
+    if (batch) return tpath ? (usage(stderr), 2) : run_batch(batch, now);
     if (!tpath) {
         usage(stderr);
         return 2;

@@ -41,31 +41,57 @@ with open(os.path.join(tmp, "list"), "w") as lst:
 EOF
 python3 "$root/tests/jinja_ref.py" --batch "$tmp/list" --now $now || { echo "0 passed, 1 failed"; exit 1; }
 
+# meshllm renders the same list (one process), each pair written beside jinja2's
+sed 's/\.expected$/.got/' "$tmp/list" >"$tmp/list.got"
+"$bin" template --batch "$tmp/list.got" --now $now 2>"$tmp/batch.log" || { cat "$tmp/batch.log"; echo "0 passed, 1 failed"; exit 1; }
 n_rendered=0
 while read -r tmpl ctx expected; do
     name=$(basename "$expected" .expected)
-    if "$bin" template "$tmpl" "$ctx" --now $now >"$tmp/got" 2>"$tmp/err"; then
-        if [ -f "$expected" ] && cmp -s "$expected" "$tmp/got"; then
+    got=${expected%.expected}.got
+    if [ -f "$expected" ] && [ -f "$got" ]; then
+        if cmp -s "$expected" "$got"; then
             pass=$((pass + 1))
             n_rendered=$((n_rendered + 1))
         else
             fails=$((fails + 1))
             echo "FAILED: $name differs from jinja2"
-            if [ -f "$expected" ]; then
-                diff <(od -c "$expected") <(od -c "$tmp/got") | head -10
-            else
-                echo "  jinja2: $(cat "$expected.err")"
-            fi
+            diff <(od -c "$expected") <(od -c "$got") | head -10
         fi
+    elif [ -f "$expected.err" ] && [ -f "$got.err" ]; then
+        pass=$((pass + 1)) # both refuse (the template's raise_exception or a type error)
+    elif [ -f "$expected.err" ]; then
+        fails=$((fails + 1))
+        echo "FAILED: $name: jinja2 fails ($(cat "$expected.err")), meshllm renders it"
     else
-        if [ -f "$expected.err" ]; then
-            pass=$((pass + 1))
-        else
-            fails=$((fails + 1))
-            echo "FAILED: $name: jinja2 renders it, meshllm fails: $(head -c 300 "$tmp/err")"
-        fi
+        fails=$((fails + 1))
+        echo "FAILED: $name: jinja2 renders it, meshllm fails: $(head -c 300 "$got.err" 2>/dev/null)"
     fi
 done <"$tmp/list"
+
+# The single-file form users run gives the same bytes as the batch.
+first=$(head -1 "$tmp/list")
+set -- $first
+if "$bin" template "$1" "$2" --now $now >"$tmp/one" && cmp -s "$tmp/one" "${3%.expected}.got"; then
+    pass=$((pass + 1))
+else
+    fails=$((fails + 1))
+    echo "FAILED: meshllm template FILE CONTEXT differs from --batch"
+fi
+# A model file: its own template, bos_token/eos_token from its vocabulary (Phi-3's).
+models=${MESHLLM_TEST_MODELS:-$root/../shared/models}
+phi=$models/llamacpp-vocab/ggml-vocab-phi-3.gguf
+printf '{"messages": [{"role": "user", "content": "Hi"}], "add_generation_prompt": true}' >"$tmp/phi.json"
+if [ -f "$phi" ]; then
+    got=$("$bin" template "$phi" "$tmp/phi.json" | od -c | tr -s ' ' | tr -d '\n')
+    want=$(printf '<s><|user|>\nHi<|end|>\n<|assistant|>\n' | od -c | tr -s ' ' | tr -d '\n')
+    [ "$got" = "$want" ] && pass=$((pass + 1)) || { fails=$((fails + 1)); echo "FAILED: phi-3 GGUF template: $got"; }
+fi
+"$bin" template "$root/tests/data/templates/chatml.jinja" "$tmp/phi.json" --bad 2>/dev/null
+[ $? -eq 2 ] && pass=$((pass + 1)) || { fails=$((fails + 1)); echo "FAILED: misuse must exit 2"; }
+printf '{%% if %%}' >"$tmp/bad.jinja"
+err=$("$bin" template "$tmp/bad.jinja" "$tmp/phi.json" 2>&1 >/dev/null)
+[ $? -eq 1 ] && case $err in *bad.jinja:1:*) true ;; *) false ;; esac && pass=$((pass + 1)) ||
+    { fails=$((fails + 1)); echo "FAILED: a broken template must fail with FILE:LINE:COL: $err"; }
 
 # Most pairs must really render (not only fail alike), or the comparison proves little.
 total=$(wc -l <"$tmp/list")
