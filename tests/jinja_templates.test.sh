@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # jinja_templates.test.sh - meshllm's Jinja interpreter against Python's jinja2 (Debian's
 # python3-jinja2, set up as transformers renders chat templates: tests/jinja_ref.py).
-# Every template in tests/data/templates/ (the chat templates of 10 model families, as the
-# model cards publish them) is rendered with each of the 20 conversations of
-# tests/data/chat_conversations.json by both, through `meshllm template`; the outputs must
+# Every template in tests/data/templates/ (15 chat templates of Llama 2, Llama 3.1 and 3.2
+# with tools, Qwen 2.5 with tools, Mistral v3 with tools, Mistral Small 3, Phi-3, Phi-4,
+# Gemma, Gemma 3, ChatML, SmolLM2, DeepSeek, DeepSeek R1 and Hermes 2 Pro, as the model
+# cards publish them) is rendered with each of the 21 conversations of
+# tests/data/chat_conversations.json (system, multi-turn, tool calls and results, unicode,
+# generation prompt on and off, content parts) by both, through `meshllm template`; the outputs must
 # be byte-identical, and where jinja2 raises (a template refusing a conversation, such as
 # Gemma's "System role not supported") meshllm must fail too.
 set -u
