@@ -630,7 +630,7 @@ int jb_test(struct jrender *R, const struct jnode *at, const char *name, struct 
     if (!strcmp(name, "string")) return k == JV_STR;
     if (!strcmp(name, "mapping")) return k == JV_DICT && !in.is_ns;
     if (!strcmp(name, "iterable")) return k == JV_LIST || k == JV_DICT || k == JV_STR || k == JV_UNDEF;
-    if (!strcmp(name, "sequence")) return k == JV_LIST || k == JV_DICT || k == JV_STR;
+    if (!strcmp(name, "sequence")) return (k == JV_LIST && !in.is_gen) || k == JV_DICT || k == JV_STR;
     if (!strcmp(name, "callable")) return k == JV_MACRO || k == JV_METHOD || k == JV_FUNC;
     if (!strcmp(name, "escaped")) return 0;
     if (!strcmp(name, "lower") || !strcmp(name, "upper")) {
@@ -640,8 +640,10 @@ int jb_test(struct jrender *R, const struct jnode *at, const char *name, struct 
         return r.kind == JV_BOOL && r.u.b;
     }
     if (!strcmp(name, "odd") || !strcmp(name, "even")) {
-        if (k != JV_INT) {
-            jr_fail(R, at, MESH_EINVAL, "test '%s' needs an integer, not %s", name, jv_type_name(in));
+        if (k == JV_BOOL) in = jv_int(in.u.b); /* a Python bool is an int */
+        if (in.kind == JV_FLOAT) return fmod(in.u.f, 2) == (name[0] == 'o' ? 1 : 0);
+        if (in.kind != JV_INT) {
+            jr_fail(R, at, MESH_EINVAL, "test '%s' needs a number, not %s", name, jv_type_name(in));
             return -1;
         }
         return (int)((in.u.i & 1) == (name[0] == 'o'));
@@ -657,11 +659,15 @@ int jb_test(struct jrender *R, const struct jnode *at, const char *name, struct 
     struct jv b = args[0];
     if (!strcmp(name, "sameas")) return k == b.kind && (k == JV_NONE || k == JV_UNDEF || (k == JV_BOOL && in.u.b == b.u.b) || jv_equal(in, b));
     if (!strcmp(name, "divisibleby")) {
-        if (k != JV_INT || b.kind != JV_INT || b.u.i == 0) {
-            jr_fail(R, at, MESH_EINVAL, "test 'divisibleby' needs nonzero integers");
+        if (!jv_is_number(in) || !jv_is_number(b) || jv_num(b) == 0) {
+            jr_fail(R, at, MESH_EINVAL, "test 'divisibleby' needs numbers and a nonzero divisor");
             return -1;
         }
-        return in.u.i % b.u.i == 0;
+        if (k != JV_FLOAT && b.kind != JV_FLOAT) {
+            int64_t x = k == JV_INT ? in.u.i : in.u.b, y = b.kind == JV_INT ? b.u.i : b.u.b;
+            return y == -1 || x % y == 0;
+        }
+        return fmod(jv_num(in), jv_num(b)) == 0;
     }
     if (!strcmp(name, "in")) {
         if (b.kind == JV_STR) return in.kind == JV_STR && (in.u.s.len == 0 || memmem(b.u.s.p, b.u.s.len, in.u.s.p, in.u.s.len));
@@ -1001,9 +1007,27 @@ static struct jv num_filter(struct jrender *R, struct jv in, bool to_int, const 
     }
 }
 
+static struct jv filter_value(struct jrender *R, const struct jnode *at, const char *name, struct jv in,
+                              const struct jv *args, int n_args, const char *const *kw_names,
+                              const struct jv *kw_vals, int n_kw);
+
+/* jinja2's filters that return generators (filters.py: map, select, reject, selectattr,
+ * rejectattr, unique, items, batch) */
+static const char *const g_gen_filters[] = {"map", "select", "reject", "selectattr",
+                                            "rejectattr", "unique", "items", "batch", NULL};
+
 struct jv jb_filter(struct jrender *R, const struct jnode *at, const char *name, struct jv in,
                     const struct jv *args, int n_args, const char *const *kw_names,
                     const struct jv *kw_vals, int n_kw)
+{
+    struct jv v = filter_value(R, at, name, in, args, n_args, kw_names, kw_vals, n_kw);
+    if (v.kind == JV_LIST && name_in(name, g_gen_filters)) v.is_gen = true;
+    return v;
+}
+
+static struct jv filter_value(struct jrender *R, const struct jnode *at, const char *name, struct jv in,
+                              const struct jv *args, int n_args, const char *const *kw_names,
+                              const struct jv *kw_vals, int n_kw)
 {
     if (R->rc) return jv_none();
     const struct jv *a0 = n_args > 0 ? &args[0] : NULL;
@@ -1019,7 +1043,9 @@ struct jv jb_filter(struct jrender *R, const struct jnode *at, const char *name,
     if (!strcmp(name, "length") || !strcmp(name, "count")) {
         switch (in.kind) {
         case JV_STR: return jv_int((int64_t)cp_count(in.u.s.p, in.u.s.len));
-        case JV_LIST: return jv_int((int64_t)in.u.list->n);
+        case JV_LIST:
+            if (in.is_gen) return fail_v(R, at, "object of type 'generator' has no len()%s", "");
+            return jv_int((int64_t)in.u.list->n);
         case JV_DICT: return jv_int((int64_t)in.u.dict->n);
         case JV_UNDEF: return jv_int(0);
         default: return fail_v(R, at, "object of type '%s' has no len()", jv_type_name(in));
@@ -1089,9 +1115,12 @@ struct jv jb_filter(struct jrender *R, const struct jnode *at, const char *name,
         const struct jv *c = ARG(2, "count");
         return replace(R, in, args[0], args[1], c && c->kind == JV_INT ? c->u.i : -1);
     }
+    if ((!strcmp(name, "int") || !strcmp(name, "float")) && in.kind == JV_UNDEF)
+        return fail_v(R, at, "filter '%s' got an undefined value", name);
     if (!strcmp(name, "int")) return num_filter(R, in, true, ARG(0, "default"), ARG(1, "base"));
     if (!strcmp(name, "float")) return num_filter(R, in, false, ARG(0, "default"), NULL);
     if (!strcmp(name, "abs")) {
+        if (in.kind == JV_BOOL) return jv_int(in.u.b);
         if (in.kind == JV_INT) return in.u.i == INT64_MIN ? jv_float(-(double)in.u.i) : jv_int(in.u.i < 0 ? -in.u.i : in.u.i);
         if (in.kind == JV_FLOAT) return jv_float(fabs(in.u.f));
         return fail_v(R, at, "bad operand type for abs(): '%s'", jv_type_name(in));
@@ -1102,7 +1131,8 @@ struct jv jb_filter(struct jrender *R, const struct jnode *at, const char *name,
         double m = pow(10, pr && pr->kind == JV_INT ? (double)pr->u.i : 0), x = jv_num(in) * m;
         char mode = me && me->kind == JV_STR && me->u.s.len ? me->u.s.p[0] : 'c';
         bool is_ceil = me && me->u.s.len > 1 && me->u.s.p[0] == 'c' && me->u.s.p[1] == 'e';
-        if (mode == 'c' && !is_ceil && in.kind != JV_FLOAT) return in; /* Python's round(int) */
+        if (mode == 'c' && !is_ceil && in.kind != JV_FLOAT) /* Python's round(int) is an int */
+            return in.kind == JV_BOOL ? jv_int(in.u.b) : in;
         x = mode == 'f' ? floor(x) : is_ceil ? ceil(x) : nearbyint(x); /* half to even */
         return jv_float(x / m);
     }
@@ -1149,10 +1179,20 @@ struct jv jb_filter(struct jrender *R, const struct jnode *at, const char *name,
         }
         return acc;
     }
-    if (!strcmp(name, "wordcount")) {
-        struct jv l = split(R, jb_str(R, in), NULL, -1);
-        return jv_int(l.kind == JV_LIST ? (int64_t)l.u.list->n : 0);
+    if (!strcmp(name, "wordcount")) { /* runs of \w (letters, digits, _; non-ASCII counts) */
+        struct jv t = jb_str(R, in);
+        int64_t words = 0;
+        bool inword = false;
+        for (size_t i = 0; i < t.u.s.len; i++) {
+            unsigned char c = (unsigned char)t.u.s.p[i];
+            bool w = is_alpha(c) || (c >= '0' && c <= '9') || c == '_';
+            if (w && !inword) words++;
+            inword = w;
+        }
+        return jv_int(words);
     }
+    if (!strcmp(name, "indent") && in.kind != JV_STR && in.kind != JV_UNDEF)
+        return fail_v(R, at, "filter 'indent' needs a string, not %s", jv_type_name(in));
     if (!strcmp(name, "indent"))
         return indent_filter(R, in, ARG(0, "width"), ARG(1, "first"), ARG(2, "blank"));
     if (!strcmp(name, "format")) return percent_format(R, at, in, args, n_args);

@@ -149,6 +149,7 @@ static struct jv get_item(struct jrender *R, const struct jnode *at, struct jv o
     }
     case JV_LIST:
     case JV_STR: {
+        if (obj.kind == JV_LIST && obj.is_gen) return jv_undef(NULL); /* not subscriptable */
         if (key.kind == JV_STR && obj.kind == JV_LIST)
             return jb_getattr(R, at, obj, jarena_strdup(&R->arena, key.u.s.p, key.u.s.len));
         if (key.kind != JV_INT && key.kind != JV_BOOL) return jv_undef(NULL);
@@ -289,6 +290,8 @@ static struct jv arith(struct jrender *R, const struct jnode *at, int op, struct
         for (size_t i = 0; l.kind == JV_LIST && i < b.u.list->n; i++) jv_list_push(&R->arena, l.u.list, b.u.list->v[i]);
         return l;
     }
+    if (a.kind == JV_BOOL && op == JOP_MUL && (b.kind == JV_STR || b.kind == JV_LIST)) a = jv_int(a.u.b);
+    if (b.kind == JV_BOOL && op == JOP_MUL && (a.kind == JV_STR || a.kind == JV_LIST)) b = jv_int(b.u.b);
     if (op == JOP_MUL && (a.kind == JV_STR || a.kind == JV_LIST) && b.kind == JV_INT) return repeat(R, at, a, b.u.i);
     if (op == JOP_MUL && (b.kind == JV_STR || b.kind == JV_LIST) && a.kind == JV_INT) return repeat(R, at, b, a.u.i);
     if (!jv_is_number(a) || !jv_is_number(b)) return type_error(R, at, name, a, b);
@@ -362,7 +365,7 @@ static bool contains(struct jrender *R, const struct jnode *at, struct jv item, 
             if (jv_equal(seq.u.list->v[i], item)) return true;
         return false;
     case JV_DICT: return jv_dict_find(seq.u.dict, item) != NULL;
-    case JV_UNDEF: undefined_error(R, at, seq, "'in'"); return false;
+    case JV_UNDEF: return false; /* jinja2's Undefined iterates as empty */
     default:
         jr_fail(R, at, MESH_EINVAL, "argument of type '%s' is not iterable", jv_type_name(seq));
         return false;

@@ -49,6 +49,8 @@ struct jv {
     uint8_t kind;
     bool is_ns;    /* dict made by namespace(): attributes may be assigned */
     bool is_tuple; /* list that prints as a Python tuple: (1, 2) */
+    bool is_gen;   /* list standing for a Python generator (map, select, ...): always true,
+                    * no len(), prints as "<generator object>"; | list makes it a list */
     union {
         bool b;
         int64_t i;

@@ -174,7 +174,7 @@ bool jv_truthy(struct jv v)
     case JV_INT: return v.u.i != 0;
     case JV_FLOAT: return v.u.f != 0;
     case JV_STR: return v.u.s.len > 0;
-    case JV_LIST: return v.u.list->n > 0;
+    case JV_LIST: return v.is_gen || v.u.list->n > 0;
     case JV_DICT: return v.is_ns || v.u.dict->n > 0;
     case JV_UNDEF:
     case JV_NONE: return false;
@@ -361,6 +361,10 @@ void jv_write_repr(struct jbuf *b, struct jv v)
     switch (v.kind) {
     case JV_STR: write_repr_str(b, v.u.s.p, v.u.s.len); return;
     case JV_LIST:
+        if (v.is_gen) {
+            jbuf_add(b, "<generator object>", 18);
+            return;
+        }
         jbuf_addc(b, v.is_tuple ? '(' : '[');
         for (size_t i = 0; i < v.u.list->n; i++) {
             if (i) jbuf_add(b, ", ", 2);
@@ -453,6 +457,7 @@ int jv_write_json(struct jbuf *b, struct jv v, int indent, int depth)
         return 0;
     case JV_STR: write_json_str(b, v.u.s.p, v.u.s.len); return 0;
     case JV_LIST: {
+        if (v.is_gen) return MESH_EINVAL; /* json.dumps cannot take a generator */
         if (v.u.list->n == 0) {
             jbuf_add(b, "[]", 2);
             return 0;
