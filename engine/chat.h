@@ -111,6 +111,7 @@ struct chat_setup {
     char source[160];           /* where the Jinja template came from, for messages */
     bool strip_bos;             /* drop a leading bos_text: the tokenizer adds BOS itself */
     bool args_as_object;        /* tool-call arguments given as JSON text become objects */
+    _Atomic bool warned;        /* a render fell back (warned once) */
 };
 /* Fills s for a model with Jinja template jinja (may be NULL) and tokenizer t (may be NULL).
  * Returns 0, MESH_EINVAL if override names no family, built-in or readable file (logged;
@@ -118,7 +119,11 @@ struct chat_setup {
 int chat_setup_init(struct chat_setup *s, const char *jinja, const struct tok *t,
                     const char *override);
 void chat_setup_free(struct chat_setup *s);
-/* Renders msgs with the setup (Jinja or the C family) into *out (malloc'd). */
+/* Renders msgs with the setup (Jinja or the C family) into *out (malloc'd). When the Jinja
+ * template refuses the conversation (its raise_exception, e.g. Gemma's "System role not
+ * supported"), the render is retried with the system message merged into the first user
+ * message (as llama.cpp does), then with the C family renderer when the conversation has
+ * no tool parts; the first such fallback is logged with the template's message. */
 int chat_setup_render(const struct chat_setup *s, const struct chat_msg *msgs, size_t n_msgs,
                       bool add_generation_prompt, char **out);
 /* Same with tools: mt[i] (mt may be NULL) holds msgs[i]'s tool fields (an assistant

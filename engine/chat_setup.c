@@ -18,6 +18,7 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,7 +122,9 @@ static int render_jinja(const struct chat_setup *s, const struct chat_msg *msgs,
                         bool add_gen, char **out, struct jinja_error *je)
 {
     struct cbuf ctx = {0};
+    memset(je, 0, sizeof *je);
     int rc = build_context(s, msgs, mt, n, tools_json, add_gen, &ctx);
+    if (rc == MESH_EINVAL) snprintf(je->msg, sizeof je->msg, "a message without a role or content");
     if (!rc) {
         struct jinja_render_opts o = {.now = 0, .tool_args_objects = s->args_as_object};
         size_t len = 0;
@@ -287,6 +290,61 @@ void chat_setup_free(struct chat_setup *s)
     s->jinja = NULL;
 }
 
+static bool has_tool_parts(const struct chat_msg *msgs, const struct chat_msg_tools *mt,
+                           size_t n, const char *tools_json)
+{
+    if (tools_json) return true;
+    for (size_t i = 0; i < n; i++)
+        if ((mt && (mt[i].tool_calls_json || mt[i].tool_call_id)) ||
+            (msgs[i].role && !strcmp(msgs[i].role, "tool")))
+            return true;
+    return false;
+}
+
+/* The Jinja template refused msgs (je says why): retry with the system message merged into
+ * the first user message, then the C family when the conversation has no tool parts. */
+static int render_fallback(const struct chat_setup *s, const struct chat_msg *msgs,
+                           const struct chat_msg_tools *mt, size_t n, const char *tools_json,
+                           bool add_gen, char **out, const struct jinja_error *je)
+{
+    int rc = MESH_EINVAL;
+    const char *how = NULL;
+    if (n >= 2 && msgs[0].role && !strcmp(msgs[0].role, "system") && msgs[0].content &&
+        msgs[1].role && !strcmp(msgs[1].role, "user") && msgs[1].content) {
+        size_t len = strlen(msgs[0].content) + strlen(msgs[1].content) + 3;
+        char *merged = malloc(len);
+        struct chat_msg *m2 = malloc(n * sizeof *m2);
+        if (merged && m2) {
+            snprintf(merged, len, "%s\n\n%s", msgs[0].content, msgs[1].content);
+            memcpy(m2, msgs + 1, (n - 1) * sizeof *m2);
+            m2[0].content = merged;
+            struct jinja_error je2;
+            rc = render_jinja(s, m2, mt ? mt + 1 : NULL, n - 1, tools_json, add_gen, out, &je2);
+            how = "the system message merged into the first user message";
+        }
+        free(merged);
+        free(m2);
+    }
+    if (rc && !has_tool_parts(msgs, mt, n, tools_json)) {
+        struct chat_opts o = {
+            .add_generation_prompt = add_gen,
+            .eos_text = s->eos_text[0] ? s->eos_text : NULL,
+            .default_system = s->default_system[0] ? s->default_system : NULL,
+        };
+        rc = chat_tmpl_render(s->tmpl, msgs, n, &o, out);
+        how = chat_tmpl_name(s->tmpl);
+    }
+    struct chat_setup *ms = (struct chat_setup *)s; /* only the atomic flag changes */
+    if (rc) {
+        log_warn("chat template (%s): line %d:%d: %s", s->source, je->line, je->col, je->msg);
+        return rc == MESH_ENOMEM ? rc : MESH_EINVAL;
+    }
+    if (!atomic_exchange(&ms->warned, true))
+        log_warn("chat template (%s) refused a conversation (line %d:%d: %s); rendered it with %s "
+                 "(said once)", s->source, je->line, je->col, je->msg, how);
+    return 0;
+}
+
 int chat_setup_render_tools(const struct chat_setup *s, const struct chat_msg *msgs,
                             const struct chat_msg_tools *mt, size_t n_msgs,
                             const char *tools_json, bool add_generation_prompt, char **out)
@@ -295,14 +353,8 @@ int chat_setup_render_tools(const struct chat_setup *s, const struct chat_msg *m
     if (s->jinja) {
         struct jinja_error je;
         int rc = render_jinja(s, msgs, mt, n_msgs, tools_json, add_generation_prompt, out, &je);
-        if (rc && rc != MESH_ENOMEM) {
-            if (je.line)
-                log_warn("chat template (%s): line %d:%d: %s", s->source, je.line, je.col, je.msg);
-            else
-                log_warn("chat template (%s): %s", s->source, je.msg[0] ? je.msg : err_str(rc));
-            rc = rc == MESH_ERANGE ? rc : MESH_EINVAL;
-        }
-        return rc;
+        if (rc == 0 || rc == MESH_ENOMEM || rc == MESH_ERANGE) return rc;
+        return render_fallback(s, msgs, mt, n_msgs, tools_json, add_generation_prompt, out, &je);
     }
     struct chat_opts o = {
         .add_generation_prompt = add_generation_prompt,

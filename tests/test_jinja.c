@@ -443,6 +443,36 @@ static void test_jinja_override_file_builtin_family(void **state)
     chat_setup_free(&s);
 }
 
+/* A template that refuses a system message (Gemma's) gets it merged into the first user
+ * message; one that refuses the roles entirely falls back to the C family; with tools, the
+ * refusal stands. */
+static void test_jinja_refused_conversation_falls_back(void **state)
+{
+    (void)state;
+    static const char no_system[] =
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% endif %}{% for m in messages %}<start_of_turn>{{ m.role }}\n{{ m.content }}<end_of_turn>\n"
+        "{% endfor %}{% if tools %}{{ raise_exception('no tools') }}{% endif %}";
+    struct chat_setup s;
+    assert_int_equal(chat_setup_init(&s, no_system, NULL, NULL), 0);
+    assert_non_null(s.jinja);
+    const struct chat_msg msgs[] = {{"system", "Be brief."}, {"user", "Hi"}};
+    char *out = NULL;
+    assert_int_equal(chat_setup_render(&s, msgs, 2, false, &out), 0);
+    assert_string_equal(out, "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n");
+    free(out);
+    assert_int_equal(chat_setup_render_tools(&s, msgs, NULL, 2, "[{\"type\": \"function\"}]", false, &out), MESH_EINVAL);
+    assert_null(out);
+    chat_setup_free(&s);
+
+    static const char only_user[] =
+        "{% for m in messages %}{% if m.role != 'user' %}{{ raise_exception('users only') }}{% endif %}"
+        "[{{ m.content }}]{% endfor %}<|im_start|>";
+    assert_int_equal(chat_setup_init(&s, only_user, NULL, NULL), 0);
+    assert_null(s.jinja); /* the trial conversation has an assistant turn: refused at init */
+    chat_setup_free(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -463,6 +493,7 @@ int main(void)
         cmocka_unit_test(test_jinja_gguf_template_renders),
         cmocka_unit_test(test_jinja_broken_template_falls_back),
         cmocka_unit_test(test_jinja_override_file_builtin_family),
+        cmocka_unit_test(test_jinja_refused_conversation_falls_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
