@@ -1058,9 +1058,38 @@ static struct jv filter_value(struct jrender *R, const struct jnode *at, const c
     if (!strcmp(name, "title")) return case_map(R, in, 'j');
     if (!strcmp(name, "escape") || !strcmp(name, "e") || !strcmp(name, "forceescape")) return escape_filter(R, in);
     if (!strcmp(name, "tojson")) {
-        const struct jv *ind = ARG(0, "indent");
+        /* HF: tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False) */
+        const struct jv *ind = ARG(1, "indent"), *asc = ARG(0, "ensure_ascii");
+        const struct jv *sep = ARG(2, "separators"), *sk = ARG(3, "sort_keys");
+        if (n_args == 1 && args[0].kind == JV_INT) { /* tojson(4): the positional indent */
+            ind = &args[0];
+            asc = NULL;
+        }
+        struct jjson_opts jo;
+        jjson_opts_init(&jo);
+        char spaces[65];
+        if (ind && ind->kind == JV_INT) {
+            int w = ind->u.i < 0 ? 0 : ind->u.i > 64 ? 64 : (int)ind->u.i;
+            memset(spaces, ' ', (size_t)w);
+            spaces[w] = 0;
+            jo.indent_str = spaces;
+            jo.indent_len = (size_t)w;
+            jo.item_sep = ",";
+        } else if (ind && ind->kind == JV_STR) {
+            jo.indent_str = ind->u.s.p;
+            jo.indent_len = ind->u.s.len;
+            jo.item_sep = ",";
+        }
+        if (sep && sep->kind == JV_LIST && sep->u.list->n == 2 && sep->u.list->v[0].kind == JV_STR &&
+            sep->u.list->v[1].kind == JV_STR) {
+            jo.item_sep = jarena_strdup(&R->arena, sep->u.list->v[0].u.s.p, sep->u.list->v[0].u.s.len);
+            jo.key_sep = jarena_strdup(&R->arena, sep->u.list->v[1].u.s.p, sep->u.list->v[1].u.s.len);
+            if (!jo.item_sep || !jo.key_sep) return jv_none();
+        }
+        jo.ensure_ascii = asc && jv_truthy(*asc);
+        jo.sort_keys = sk && jv_truthy(*sk);
         struct jbuf b = {0};
-        int rc = jv_write_json(&b, in, ind && ind->kind == JV_INT ? (int)(ind->u.i > 64 ? 64 : ind->u.i) : -1, 0);
+        int rc = jv_write_json(&b, in, &jo, 0);
         if (rc) {
             free(b.p);
             return fail_v(R, at, "tojson: a %s value cannot be JSON", jv_type_name(in));

@@ -138,9 +138,17 @@ void jbuf_addf(struct jbuf *b, const char *fmt, ...) __attribute__((format(print
 /* Python's str(v) (print form) and repr(v) appended to b. */
 void jv_write_str(struct jbuf *b, struct jv v);
 void jv_write_repr(struct jbuf *b, struct jv v);
-/* json.dumps(v, ensure_ascii=False, indent=indent (< 0: None), sort_keys=False).
- * Returns 0 or MESH_EINVAL for a value JSON cannot hold (undefined, macro). */
-int jv_write_json(struct jbuf *b, struct jv v, int indent, int depth);
+/* json.dumps's options: indent_str NULL = indent None; separators (item, key). */
+struct jjson_opts {
+    const char *indent_str;
+    size_t indent_len;
+    const char *item_sep, *key_sep;
+    bool ensure_ascii, sort_keys;
+};
+void jjson_opts_init(struct jjson_opts *o); /* HF's tojson defaults: compact, no sorting */
+/* json.dumps(v, **o). Returns 0 or MESH_EINVAL for a value JSON cannot hold (undefined,
+ * macro, generator). */
+int jv_write_json(struct jbuf *b, struct jv v, const struct jjson_opts *o, int depth);
 /* Python float repr ("1.0", "1e-05", "inf"). */
 void jv_write_float(struct jbuf *b, double f);
 /* JSON text -> value (objects to ordered dicts, ints stay ints). 0 or MESH_EINVAL with a

@@ -413,15 +413,50 @@ void jv_write_str(struct jbuf *b, struct jv v)
 
 /* ---- JSON ----------------------------------------------------------------------------- */
 
-static void write_json_str(struct jbuf *b, const char *s, size_t n)
+/* Next code point of UTF-8 s[*i..n) (a bad byte stands for itself). */
+static uint32_t utf8_next(const char *s, size_t n, size_t *i)
+{
+    unsigned char c = (unsigned char)s[*i];
+    int len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+    if (*i + (size_t)len > n) len = 1;
+    uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1F : len == 3 ? c & 0x0F : c & 0x07;
+    for (int k = 1; k < len; k++) {
+        unsigned char cc = (unsigned char)s[*i + (size_t)k];
+        if ((cc & 0xC0) != 0x80) {
+            len = 1;
+            cp = c;
+            break;
+        }
+        cp = cp << 6 | (cc & 0x3F);
+    }
+    *i += (size_t)len;
+    return cp;
+}
+
+static void write_json_str(struct jbuf *b, const char *s, size_t n, bool ascii)
 {
     jbuf_addc(b, '"');
     size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n;) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        if (c >= 0x20 && c != '"' && c != '\\' && (c < 0x80 || !ascii)) {
+            i++;
+            continue;
+        }
         jbuf_add(b, s + run, i - run);
-        run = i + 1;
+        if (c >= 0x80) { /* ensure_ascii: \uXXXX, surrogate pairs above the BMP */
+            uint32_t cp = utf8_next(s, n, &i);
+            if (cp >= 0x10000) {
+                cp -= 0x10000;
+                jbuf_addf(b, "\\u%04x\\u%04x", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF));
+            } else {
+                jbuf_addf(b, "\\u%04x", cp);
+            }
+            run = i;
+            continue;
+        }
+        i++;
+        run = i;
         switch (c) {
         case '"': jbuf_add(b, "\\\"", 2); break;
         case '\\': jbuf_add(b, "\\\\", 2); break;
@@ -437,15 +472,31 @@ static void write_json_str(struct jbuf *b, const char *s, size_t n)
     jbuf_addc(b, '"');
 }
 
-static void json_newline(struct jbuf *b, int indent, int depth)
+static void json_newline(struct jbuf *b, const struct jjson_opts *o, int depth)
 {
     jbuf_addc(b, '\n');
-    for (int i = 0; i < indent * depth; i++) jbuf_addc(b, ' ');
+    for (int i = 0; i < depth; i++) jbuf_add(b, o->indent_str, o->indent_len);
 }
 
-int jv_write_json(struct jbuf *b, struct jv v, int indent, int depth)
+void jjson_opts_init(struct jjson_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->item_sep = ", ";
+    o->key_sep = ": ";
+}
+
+/* Key order for sort_keys: string keys by code point (UTF-8 bytes). */
+static int key_cmp(struct jv a, struct jv b)
+{
+    bool ok;
+    int c = jv_compare(a, b, &ok);
+    return ok ? c : (int)a.kind - (int)b.kind;
+}
+
+int jv_write_json(struct jbuf *b, struct jv v, const struct jjson_opts *o, int depth)
 {
     if (depth > 200) return MESH_EINVAL;
+    bool ind = o->indent_str != NULL;
     switch (v.kind) {
     case JV_NONE: jbuf_add(b, "null", 4); return 0;
     case JV_BOOL: jbuf_add(b, v.u.b ? "true" : "false", v.u.b ? 4 : 5); return 0;
@@ -455,7 +506,7 @@ int jv_write_json(struct jbuf *b, struct jv v, int indent, int depth)
         else if (isinf(v.u.f)) jbuf_add(b, v.u.f < 0 ? "-Infinity" : "Infinity", v.u.f < 0 ? 9 : 8);
         else jv_write_float(b, v.u.f);
         return 0;
-    case JV_STR: write_json_str(b, v.u.s.p, v.u.s.len); return 0;
+    case JV_STR: write_json_str(b, v.u.s.p, v.u.s.len, o->ensure_ascii); return 0;
     case JV_LIST: {
         if (v.is_gen) return MESH_EINVAL; /* json.dumps cannot take a generator */
         if (v.u.list->n == 0) {
@@ -464,39 +515,53 @@ int jv_write_json(struct jbuf *b, struct jv v, int indent, int depth)
         }
         jbuf_addc(b, '[');
         for (size_t i = 0; i < v.u.list->n; i++) {
-            if (i) jbuf_add(b, indent >= 0 ? "," : ", ", indent >= 0 ? 1 : 2);
-            if (indent >= 0) json_newline(b, indent, depth + 1);
-            int rc = jv_write_json(b, v.u.list->v[i], indent, depth + 1);
+            if (i) jbuf_add(b, o->item_sep, strlen(o->item_sep));
+            if (ind) json_newline(b, o, depth + 1);
+            int rc = jv_write_json(b, v.u.list->v[i], o, depth + 1);
             if (rc) return rc;
         }
-        if (indent >= 0) json_newline(b, indent, depth);
+        if (ind) json_newline(b, o, depth);
         jbuf_addc(b, ']');
         return 0;
     }
     case JV_DICT: {
-        if (v.u.dict->n == 0) {
+        size_t n = v.u.dict->n;
+        if (n == 0) {
             jbuf_add(b, "{}", 2);
             return 0;
         }
+        size_t order_small[64], *order = n <= 64 ? order_small : malloc(n * sizeof *order);
+        if (!order) return MESH_ENOMEM;
+        for (size_t i = 0; i < n; i++) order[i] = i;
+        for (size_t i = 1; o->sort_keys && i < n; i++) { /* stable insertion sort */
+            size_t x = order[i], j = i;
+            while (j > 0 && key_cmp(v.u.dict->keys[order[j - 1]], v.u.dict->keys[x]) > 0) {
+                order[j] = order[j - 1];
+                j--;
+            }
+            order[j] = x;
+        }
+        int rc = 0;
         jbuf_addc(b, '{');
-        for (size_t i = 0; i < v.u.dict->n; i++) {
-            if (i) jbuf_add(b, indent >= 0 ? "," : ", ", indent >= 0 ? 1 : 2);
-            if (indent >= 0) json_newline(b, indent, depth + 1);
-            struct jv k = v.u.dict->keys[i];
+        for (size_t i = 0; i < n && !rc; i++) {
+            if (i) jbuf_add(b, o->item_sep, strlen(o->item_sep));
+            if (ind) json_newline(b, o, depth + 1);
+            struct jv k = v.u.dict->keys[order[i]];
             if (k.kind == JV_STR) {
-                write_json_str(b, k.u.s.p, k.u.s.len);
+                write_json_str(b, k.u.s.p, k.u.s.len, o->ensure_ascii);
             } else { /* json.dumps turns int/float/bool/None keys into strings */
                 struct jbuf kb = {0};
-                if (k.kind == JV_BOOL || k.kind == JV_NONE) jv_write_json(&kb, k, -1, 0);
+                if (k.kind == JV_BOOL || k.kind == JV_NONE) jv_write_json(&kb, k, o, 0);
                 else jv_write_str(&kb, k);
-                write_json_str(b, kb.p ? kb.p : "", kb.len);
+                write_json_str(b, kb.p ? kb.p : "", kb.len, o->ensure_ascii);
                 free(kb.p);
             }
-            jbuf_add(b, ": ", 2);
-            int rc = jv_write_json(b, v.u.dict->vals[i], indent, depth + 1);
-            if (rc) return rc;
+            jbuf_add(b, o->key_sep, strlen(o->key_sep));
+            rc = jv_write_json(b, v.u.dict->vals[order[i]], o, depth + 1);
         }
-        if (indent >= 0) json_newline(b, indent, depth);
+        if (order != order_small) free(order);
+        if (rc) return rc;
+        if (ind) json_newline(b, o, depth);
         jbuf_addc(b, '}');
         return 0;
     }
