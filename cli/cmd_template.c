@@ -178,41 +178,56 @@ static int run_batch(const char *list, long long now)
     return 0;
 }
 
-int cmd_template(int argc, char **argv)
+struct template_args {
+    const char *tpath, *cpath, *batch;
+    long long now;
+};
+
+/* 0 to run, 1 after --help (exit 0), 2 on misuse (printed). */
+static int parse_args(int argc, char **argv, struct template_args *a)
 {
-    const char *tpath = NULL, *cpath = NULL, *batch = NULL;
-    long long now = 0;
+    memset(a, 0, sizeof *a);
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+        const char *o = argv[i];
+        if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
             usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--now") && i + 1 < argc) {
+            return 1;
+        } else if (!strcmp(o, "--now") && i + 1 < argc) {
             char *e;
-            now = strtoll(argv[++i], &e, 10);
-            if (*e || now <= 0) {
+            a->now = strtoll(argv[++i], &e, 10);
+            if (*e || a->now <= 0) {
                 cli_fail("--now: '%s' is not a positive number of seconds", argv[i]);
                 return 2;
             }
-        } else if (!strcmp(a, "--batch") && i + 1 < argc) {
-            batch = argv[++i];
-        } else if (a[0] == '-' && a[1]) {
-            cli_fail("template: unknown option '%s' (try --help)", a);
+        } else if (!strcmp(o, "--batch") && i + 1 < argc) {
+            a->batch = argv[++i];
+        } else if (o[0] == '-' && o[1]) {
+            cli_fail("template: unknown option or missing value '%s' (try --help)", o);
             return 2;
-        } else if (!tpath) {
-            tpath = a;
-        } else if (!cpath) {
-            cpath = a;
+        } else if (!a->tpath) {
+            a->tpath = o;
+        } else if (!a->cpath) {
+            a->cpath = o;
         } else {
             usage(stderr);
             return 2;
         }
     }
-    if (batch) return tpath ? (usage(stderr), 2) : run_batch(batch, now);
-    if (!tpath) {
+    if (a->batch ? a->tpath != NULL : a->tpath == NULL) {
         usage(stderr);
         return 2;
     }
+    return 0;
+}
+
+int cmd_template(int argc, char **argv)
+{
+    struct template_args ta;
+    int pr = parse_args(argc, argv, &ta);
+    if (pr) return pr == 1 ? 0 : 2;
+    if (ta.batch) return run_batch(ta.batch, ta.now);
+    const char *tpath = ta.tpath, *cpath = ta.cpath;
+    long long now = ta.now;
     int status = 1;
     char *src = NULL, *extra = NULL, *ctx = NULL, *out = NULL, *merged = NULL;
     size_t src_len = 0, ctx_len = 0, out_len = 0;

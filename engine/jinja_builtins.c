@@ -1025,38 +1025,24 @@ struct jv jb_filter(struct jrender *R, const struct jnode *at, const char *name,
     return v;
 }
 
-static struct jv filter_value(struct jrender *R, const struct jnode *at, const char *name, struct jv in,
+/* The helpers below each handle some filters and return not_mine() for the others. */
+static struct jv not_mine(void)
+{
+    struct jv v = {.kind = JV_FUNC};
+    v.u.func = -1;
+    return v;
+}
+
+static bool is_mine(struct jv v)
+{
+    return !(v.kind == JV_FUNC && v.u.func == -1);
+}
+
+/* tojson, as HF defines it */
+static struct jv tojson_filter(struct jrender *R, const struct jnode *at, const char *name, struct jv in,
                               const struct jv *args, int n_args, const char *const *kw_names,
                               const struct jv *kw_vals, int n_kw)
 {
-    if (R->rc) return jv_none();
-    const struct jv *a0 = n_args > 0 ? &args[0] : NULL;
-    if (!strcmp(name, "default") || !strcmp(name, "d")) {
-        const struct jv *dv = ARG(0, "default_value"), *bo = ARG(1, "boolean");
-        bool use = in.kind == JV_UNDEF || (bo && jv_truthy(*bo) && !jv_truthy(in));
-        return use ? (dv ? *dv : jv_strn("", 0)) : in;
-    }
-    if (in.kind == JV_UNDEF && (!strcmp(name, "tojson") || !strcmp(name, "items") ||
-                                !strcmp(name, "dictsort")))
-        return fail_v(R, at, "filter '%s' got an undefined value", name);
-    if (!strcmp(name, "safe") || !strcmp(name, "string")) return in.kind == JV_UNDEF ? jv_strn("", 0) : jb_str(R, in);
-    if (!strcmp(name, "length") || !strcmp(name, "count")) {
-        switch (in.kind) {
-        case JV_STR: return jv_int((int64_t)cp_count(in.u.s.p, in.u.s.len));
-        case JV_LIST:
-            if (in.is_gen) return fail_v(R, at, "object of type 'generator' has no len()%s", "");
-            return jv_int((int64_t)in.u.list->n);
-        case JV_DICT: return jv_int((int64_t)in.u.dict->n);
-        case JV_UNDEF: return jv_int(0);
-        default: return fail_v(R, at, "object of type '%s' has no len()", jv_type_name(in));
-        }
-    }
-    if (!strcmp(name, "trim")) return strip(R, in.kind == JV_UNDEF ? jv_strn("", 0) : in, ARG(0, "chars"), true, true);
-    if (!strcmp(name, "upper")) return case_map(R, in, 'u');
-    if (!strcmp(name, "lower")) return case_map(R, in, 'l');
-    if (!strcmp(name, "capitalize")) return case_map(R, in, 'c');
-    if (!strcmp(name, "title")) return case_map(R, in, 'j');
-    if (!strcmp(name, "escape") || !strcmp(name, "e") || !strcmp(name, "forceescape")) return escape_filter(R, in);
     if (!strcmp(name, "tojson")) {
         /* HF: tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False) */
         const struct jv *ind = ARG(1, "indent"), *asc = ARG(0, "ensure_ascii");
@@ -1096,6 +1082,14 @@ static struct jv filter_value(struct jrender *R, const struct jnode *at, const c
         }
         return buf_to_str(R, &b);
     }
+    return not_mine();
+}
+
+/* items list join first last reverse replace */
+static struct jv collection_filters(struct jrender *R, const struct jnode *at, const char *name, struct jv in,
+                              const struct jv *args, int n_args, const char *const *kw_names,
+                              const struct jv *kw_vals, int n_kw)
+{
     if (!strcmp(name, "items")) {
         if (in.kind != JV_DICT) return fail_v(R, at, "filter 'items' needs a mapping%s", "");
         struct jmethod m = {.self = in, .name = "items"};
@@ -1144,6 +1138,14 @@ static struct jv filter_value(struct jrender *R, const struct jnode *at, const c
         const struct jv *c = ARG(2, "count");
         return replace(R, in, args[0], args[1], c && c->kind == JV_INT ? c->u.i : -1);
     }
+    return not_mine();
+}
+
+/* int float abs round */
+static struct jv number_filters(struct jrender *R, const struct jnode *at, const char *name, struct jv in,
+                              const struct jv *args, int n_args, const char *const *kw_names,
+                              const struct jv *kw_vals, int n_kw)
+{
     if ((!strcmp(name, "int") || !strcmp(name, "float")) && in.kind == JV_UNDEF)
         return fail_v(R, at, "filter '%s' got an undefined value", name);
     if (!strcmp(name, "int")) return num_filter(R, in, true, ARG(0, "default"), ARG(1, "base"));
@@ -1165,6 +1167,15 @@ static struct jv filter_value(struct jrender *R, const struct jnode *at, const c
         x = mode == 'f' ? floor(x) : is_ceil ? ceil(x) : nearbyint(x); /* half to even */
         return jv_float(x / m);
     }
+    return not_mine();
+}
+
+/* attr map select reject selectattr rejectattr sort dictsort */
+static struct jv select_filters(struct jrender *R, const struct jnode *at, const char *name, struct jv in,
+                              const struct jv *args, int n_args, const char *const *kw_names,
+                              const struct jv *kw_vals, int n_kw)
+{
+    const struct jv *a0 = n_args > 0 ? &args[0] : NULL;
     if (!strcmp(name, "attr")) { /* getattr only: a dict's keys are not attributes */
         if (!a0 || a0->kind != JV_STR) return fail_v(R, at, "attr needs a name%s", "");
         char *an = jarena_strdup(&R->arena, a0->u.s.p, a0->u.s.len);
@@ -1178,6 +1189,15 @@ static struct jv filter_value(struct jrender *R, const struct jnode *at, const c
         return select_filter(R, at, in, true, name[0] == 's', args, n_args);
     if (!strcmp(name, "sort")) return sort_filter(R, at, in, false, args, n_args, kw_names, kw_vals, n_kw);
     if (!strcmp(name, "dictsort")) return sort_filter(R, at, in, true, args, n_args, kw_names, kw_vals, n_kw);
+    return not_mine();
+}
+
+/* unique max min sum wordcount indent format center truncate batch */
+static struct jv misc_filters(struct jrender *R, const struct jnode *at, const char *name, struct jv in,
+                              const struct jv *args, int n_args, const char *const *kw_names,
+                              const struct jv *kw_vals, int n_kw)
+{
+    const struct jv *a0 = n_args > 0 ? &args[0] : NULL;
     if (!strcmp(name, "unique")) {
         struct jlist *l = jb_to_list(R, at, in);
         if (!l) return jv_none();
@@ -1270,6 +1290,49 @@ static struct jv filter_value(struct jrender *R, const struct jnode *at, const c
             if (cur.kind == JV_LIST) jv_list_push(&R->arena, cur.u.list, l->v[i]);
         }
         return out;
+    }
+    return not_mine();
+}
+
+static struct jv filter_value(struct jrender *R, const struct jnode *at, const char *name, struct jv in,
+                              const struct jv *args, int n_args, const char *const *kw_names,
+                              const struct jv *kw_vals, int n_kw)
+{
+    if (R->rc) return jv_none();
+    if (!strcmp(name, "default") || !strcmp(name, "d")) {
+        const struct jv *dv = ARG(0, "default_value"), *bo = ARG(1, "boolean");
+        bool use = in.kind == JV_UNDEF || (bo && jv_truthy(*bo) && !jv_truthy(in));
+        return use ? (dv ? *dv : jv_strn("", 0)) : in;
+    }
+    if (in.kind == JV_UNDEF && (!strcmp(name, "tojson") || !strcmp(name, "items") ||
+                                !strcmp(name, "dictsort")))
+        return fail_v(R, at, "filter '%s' got an undefined value", name);
+    if (!strcmp(name, "safe") || !strcmp(name, "string")) return in.kind == JV_UNDEF ? jv_strn("", 0) : jb_str(R, in);
+    if (!strcmp(name, "length") || !strcmp(name, "count")) {
+        switch (in.kind) {
+        case JV_STR: return jv_int((int64_t)cp_count(in.u.s.p, in.u.s.len));
+        case JV_LIST:
+            if (in.is_gen) return fail_v(R, at, "object of type 'generator' has no len()%s", "");
+            return jv_int((int64_t)in.u.list->n);
+        case JV_DICT: return jv_int((int64_t)in.u.dict->n);
+        case JV_UNDEF: return jv_int(0);
+        default: return fail_v(R, at, "object of type '%s' has no len()", jv_type_name(in));
+        }
+    }
+    if (!strcmp(name, "trim")) return strip(R, in.kind == JV_UNDEF ? jv_strn("", 0) : in, ARG(0, "chars"), true, true);
+    if (!strcmp(name, "upper")) return case_map(R, in, 'u');
+    if (!strcmp(name, "lower")) return case_map(R, in, 'l');
+    if (!strcmp(name, "capitalize")) return case_map(R, in, 'c');
+    if (!strcmp(name, "title")) return case_map(R, in, 'j');
+    if (!strcmp(name, "escape") || !strcmp(name, "e") || !strcmp(name, "forceescape")) return escape_filter(R, in);
+    typedef struct jv (*filter_group)(struct jrender *, const struct jnode *, const char *,
+                                      struct jv, const struct jv *, int, const char *const *,
+                                      const struct jv *, int);
+    static const filter_group groups[] = {tojson_filter, collection_filters, number_filters,
+                                          select_filters, misc_filters};
+    for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
+        struct jv v = groups[g](R, at, name, in, args, n_args, kw_names, kw_vals, n_kw);
+        if (is_mine(v) || R->rc) return v;
     }
     return fail_v(R, at, "unknown filter '%s'", name);
 }
