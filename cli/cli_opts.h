@@ -51,6 +51,10 @@ int cli_gen_opts_parse(struct cli_gen_opts *o, int argc, char **argv, int *i);
 /* Help lines for the options above. */
 void cli_gen_opts_help(FILE *f);
 
+/* --chat-template's value is usable: a C family, a built-in Jinja template or a readable
+ * file. Prints "meshllm: --chat-template ...: ..." and returns false if not. */
+bool chat_template_name_ok(const char *v);
+
 /* Loads the model and creates a context for it, printing "meshllm: ..." on failure. */
 int cli_load_model(const char *path, const struct cli_gen_opts *o, int n_seq,
                    struct model **m, struct model_ctx **c);

@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "cli/cli_opts.h"
 #include "core/err.h"
+#include "engine/chat.h"
 #include "engine/gen.h"
 #include "engine/grammar.h"
 #include "engine/json_schema.h"
@@ -38,7 +39,10 @@ static void run_usage(FILE *f)
                "      --grammar GBNF     constrain the output to a GBNF grammar (llama.cpp's format)\n"
                "      --grammar-file F   the same, read from file F\n"
                "  -j, --json-schema JSON constrain the output to JSON matching a JSON Schema\n"
-               "      --json-schema-file F  the same, the schema read from file F\n");
+               "      --json-schema-file F  the same, the schema read from file F\n"
+               "      --chat-template T  send PROMPT as one user message rendered with T: 'auto'\n"
+               "                         (the model's own template), a .jinja file, a built-in\n"
+               "                         Jinja template or a family (see 'meshllm chat --help')\n");
     cli_gen_opts_help(f);
     cli_spec_opts_help(f);
     fprintf(f, "\nexample: meshllm run model.gguf \"Once upon a time\" -n 128 --temp 0\n");
@@ -261,6 +265,7 @@ int cmd_run(int argc, char **argv)
     int n_bare = 0;
     bool print_ids = false;
     const char *gbnf = NULL, *gbnf_file = NULL, *schema = NULL, *schema_file = NULL;
+    const char *chat_tmpl = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int r = cli_gen_opts_parse(&o, argc, argv, &i);
@@ -290,6 +295,13 @@ int cmd_run(int argc, char **argv)
             else if (!strcmp(a, "--grammar-file")) gbnf_file = v;
             else if (!strcmp(a, "--json-schema-file")) schema_file = v;
             else schema = v;
+        } else if (!strcmp(a, "--chat-template")) {
+            if (i + 1 >= argc) {
+                cli_fail("%s needs a value", a);
+                return 2;
+            }
+            chat_tmpl = argv[++i];
+            if (strcmp(chat_tmpl, "auto") && !chat_template_name_ok(chat_tmpl)) return 2;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
             if (i + 1 >= argc || model_opt) {
                 cli_fail("run: %s", model_opt ? "give one model" : "-m needs a value");
@@ -349,12 +361,26 @@ int cmd_run(int argc, char **argv)
     struct model_ctx *c = NULL;
     struct sampler *s = NULL;
     int32_t *ids = NULL, *out_ids = NULL;
+    char *chat_text = NULL; /* --chat-template: the rendered prompt */
     quant_init();
     if (cli_load_model(model_path, &o, 1, &m, &c) < 0) goto done;
     const struct tok *t = model_tok(m);
     const struct model_hparams *hp = model_hparams(m);
     int n_ctx = model_ctx_n_ctx(c);
     int n_ids = 0;
+    if (chat_tmpl) { /* the prompt as one user turn of the chosen template */
+        struct chat_setup cs;
+        int crc = chat_setup_init(&cs, model_chat_template(m), t, strcmp(chat_tmpl, "auto") ? chat_tmpl : NULL);
+        const struct chat_msg user = {"user", prompt};
+        if (crc == 0) crc = chat_setup_render(&cs, &user, 1, true, &chat_text);
+        chat_setup_free(&cs);
+        if (crc) {
+            cli_fail("run: --chat-template %s: %s (see the log above)", chat_tmpl, err_str(crc));
+            goto done;
+        }
+        prompt = chat_text;
+        prompt_len = strlen(chat_text);
+    }
     ids = malloc((size_t)n_ctx * sizeof *ids);
     if (!ids) goto oom;
     int rc = tok_encode(t, prompt, prompt_len, true, true, ids, n_ctx, &n_ids);
@@ -439,5 +465,6 @@ done:
     model_free(m);
     free(prompt_buf);
     free(grammar);
+    free(chat_text);
     return status;
 }

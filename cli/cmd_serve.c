@@ -82,6 +82,10 @@ static void serve_usage(FILE *f)
             "                       'meshllm.route' body field or X-Meshllm-Route header\n"
             "                       (default $MESHLLM_ROUTE; a lite node's default is mesh)\n"
             "      --join TOKEN     join the mesh of an invite first (see 'meshllm join')\n"
+            "      --chat-template T  render chats with T instead of each model's own template:\n"
+            "                       a family (chatml, llama3, ...), a built-in Jinja template\n"
+            "                       (qwen2.5-tools, llama3.1-tools, mistral-v3-tools,\n"
+            "                       hermes2pro-tools) or a .jinja file\n"
             "      --layers A-B     hold only layers A..B of the model (from 0), or 'none' (its\n"
             "                       embedding and head only); the other layers run on members\n"
             "                       serving them (docs/SPLIT.md); turns on p2p\n"
@@ -135,6 +139,7 @@ struct serve_args {
     int layer_begin, layer_end; /* [begin, end); equal: none */
     char api_key_buf[1024];     /* --api-key-file: the key read from the file */
     struct api_sampling_defaults defaults; /* --temp, --top-p, ...: http.defaults */
+    const char *chat_template;  /* --chat-template: a family, a built-in or a .jinja file */
 };
 
 /* --api-key-file: the file's first line, without its line end, is the key; 2 (printed) when
@@ -298,6 +303,10 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
             }
         } else if (!strcmp(o, "--join"))
             a->join = v;
+        else if (!strcmp(o, "--chat-template")) {
+            if (!chat_template_name_ok(v)) return 2;
+            a->chat_template = v;
+        }
         else if (!strcmp(o, "--layers")) {
             if (parse_layers(v, &a->layer_begin, &a->layer_end)) {
                 cli_fail("serve: --layers %s: say A-B (first and last layer, from 0) or none", v);
@@ -499,6 +508,7 @@ int cmd_serve(int argc, char **argv)
         cli_fail("serve: out of memory");
         goto out;
     }
+    registry_set_chat_template(reg, a.chat_template);
     for (int i = 0; i < a.n_models; i++)
         if (a.has_layers ? registry_add_split(reg, a.models[i], a.layer_begin, a.layer_end, err,
                                               sizeof err)
