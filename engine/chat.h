@@ -111,6 +111,8 @@ struct chat_setup {
     char source[160];           /* where the Jinja template came from, for messages */
     bool strip_bos;             /* drop a leading bos_text: the tokenizer adds BOS itself */
     bool args_as_object;        /* tool-call arguments given as JSON text become objects */
+    int tool_syntax;            /* enum toolcall_syntax the rendering template teaches (the C
+                                 * renderers: HERMES, which local.c describes tools in) */
     _Atomic bool warned;        /* a render fell back (warned once) */
 };
 /* Fills s for a model with Jinja template jinja (may be NULL) and tokenizer t (may be NULL).

@@ -10,6 +10,7 @@
  * template as objects unless it concatenates them as strings (DeepSeek's).
  */
 #include "engine/chat.h"
+#include "engine/toolcall.h"
 
 #include "engine/jinja.h"
 #include "engine/tok.h"
@@ -177,6 +178,7 @@ static int try_jinja(struct chat_setup *s, const char *src, const char *source, 
     int rc = jinja_parse(src, strlen(src), &t, je);
     if (rc) return rc;
     s->jinja = t;
+    s->tool_syntax = (int)toolcall_syntax_detect(src);
     s->args_as_object = strstr(src, "tojson") && !strstr(src, "arguments'] +") &&
                         !strstr(src, "arguments\"] +") && !strstr(src, "arguments +");
     static const struct chat_msg trial[] = {{"user", "Hi"}, {"assistant", "Hello."}, {"user", "Bye"}};
@@ -186,6 +188,7 @@ static int try_jinja(struct chat_setup *s, const char *src, const char *source, 
     if (rc) {
         jinja_free(t);
         s->jinja = NULL;
+        s->tool_syntax = TOOLCALL_HERMES;
         return rc;
     }
     snprintf(s->source, sizeof s->source, "%s", source);

@@ -94,6 +94,10 @@ if e2e_npm; then
     rc=$?
     [ $rc = 0 ] || tail -40 "$E2E_TMP/node.log"
     check "openai zodResponseFormat + parse, ollama format (node)" $rc
+    MESHLLM_URL=$URL MESHLLM_OLLAMA_URL=$OLL node --test --test-concurrency=1 "$E2E_DIR/tools.test.mjs" >"$E2E_TMP/tools.log" 2>&1
+    rc=$?
+    [ $rc = 0 ] || tail -40 "$E2E_TMP/tools.log"
+    check "tool calls: openai (forced, required, streamed, round trip), ollama (node)" $rc
 else
     check "npm packages install" 1
 fi
