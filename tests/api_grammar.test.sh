@@ -3,7 +3,8 @@
 # response_format json_schema / json_object, llama.cpp's grammar and json_schema fields on chat
 # and completions, Ollama format "json" and a schema on /api/chat and /api/generate, a streamed
 # constrained reply, 400s that name the problem; then the openai SDK's zodResponseFormat +
-# beta.chat.completions.parse and the ollama client (tests/e2e/grammar.test.mjs).
+# beta.chat.completions.parse and the ollama client (tests/e2e/grammar.test.mjs), tool calls
+# (tests/e2e/tools.test.mjs) and the Vercel AI SDK (tests/e2e/aisdk.test.mjs).
 set -uo pipefail
 source "$(dirname "$0")/e2e/server.sh"
 fails=0
@@ -98,6 +99,10 @@ if e2e_npm; then
     rc=$?
     [ $rc = 0 ] || tail -40 "$E2E_TMP/tools.log"
     check "tool calls: openai (forced, required, streamed, round trip), ollama (node)" $rc
+    MESHLLM_URL=$URL node --test --test-concurrency=1 "$E2E_DIR/aisdk.test.mjs" >"$E2E_TMP/aisdk.log" 2>&1
+    rc=$?
+    [ $rc = 0 ] || tail -40 "$E2E_TMP/aisdk.log"
+    check "Vercel AI SDK: generateText, streamText, generateObject (tool and json modes), embed" $rc
 else
     check "npm packages install" 1
 fi
