@@ -240,6 +240,9 @@ struct api_resp_out {
     bool is_incomplete;      /* ended by max_output_tokens */
     bool is_failed;
     const char *ran_on;      /* or NULL */
+    const struct api_tool_call *calls; /* the turn's function calls (function_call items) */
+    int n_calls;
+    bool has_message;        /* an assistant message item comes first (always when streamed) */
 };
 /* The whole "response" object (non-streaming), malloc'd JSON. */
 char *api_responses_json(const struct api_resp_out *o);

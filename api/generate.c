@@ -309,6 +309,37 @@ static void stream_format_responses(struct api_gen *g, struct node_chunk *ch)
         text_add(g, api_responses_events(&o, API_RESP_BEGIN, &g->resp_seq));
         g->sent_first = true;
     }
+    if (g->has_tools) { /* held back from where a call may begin, as for chat */
+        if (ch->len) buf_add(&g->text, &g->len, &g->cap, ch->text, ch->len);
+        size_t safe = toolcall_stream_safe((enum toolcall_syntax)g->tool_syntax,
+                                           g->text ? g->text : "", g->len);
+        struct toolcall_result res = {0};
+        struct api_tool_call calls[GEN_MAX_CALLS];
+        char ids[GEN_MAX_CALLS][GEN_CALL_ID_CAP];
+        int n_calls = ch->done ? gen_calls(g, &res, calls, ids) : 0;
+        if (ch->done) safe = n_calls ? g->sent_len : g->len;
+        if (safe > g->sent_len) {
+            resp_out_init(g, &o, NULL);
+            o.text = g->text + g->sent_len;
+            o.len = safe - g->sent_len;
+            text_add(g, api_responses_events(&o, API_RESP_DELTA, &g->resp_seq));
+            g->sent_len = safe;
+        }
+        if (ch->done) {
+            g->ended = true;
+            resp_out_init(g, &o, ch->finish_reason);
+            o.text = g->text ? g->text : "";
+            o.len = g->sent_len; /* the message holds what was sent as text */
+            o.calls = calls;
+            o.n_calls = n_calls;
+            o.has_message = true;
+            node_req_ran_on(g->nr, g->ran_on, sizeof g->ran_on);
+            o.ran_on = g->ran_on;
+            text_add(g, api_responses_events(&o, API_RESP_END, &g->resp_seq));
+        }
+        toolcall_result_free(&res);
+        return;
+    }
     int n_pieces = ch->n_cuts > 0 ? ch->n_cuts : 1;
     size_t off = 0;
     for (int i = 0; i < n_pieces; i++) {
@@ -324,6 +355,7 @@ static void stream_format_responses(struct api_gen *g, struct node_chunk *ch)
     if (!ch->done) return;
     g->ended = true;
     resp_out_init(g, &o, ch->finish_reason);
+    o.has_message = true;
     node_req_ran_on(g->nr, g->ran_on, sizeof g->ran_on);
     o.ran_on = g->ran_on;
     text_add(g, api_responses_events(&o, API_RESP_END, &g->resp_seq));
@@ -563,7 +595,7 @@ static int gen_submit(struct api_gen *g, struct api_error *err)
         snprintf(g->model, sizeof g->model, "%s", m.name);
         g->tool_syntax = m.tool_syntax;
     }
-    g->has_tools = g->req.tools_json && g->req.kind == API_KIND_CHAT && g->proto != API_PROTO_RESPONSES;
+    g->has_tools = g->req.tools_json && g->req.kind == API_KIND_CHAT;
     if (g->has_tools && (g->req.tool_choice == API_TOOLS_REQUIRED ||
                          g->req.tool_choice == API_TOOLS_NAMED)) {
         int rc = tools_force_grammar(g, err);
@@ -839,9 +871,20 @@ static enum MHD_Result reply_whole(struct api_conn *c, struct api_gen *g, const 
     if (g->proto == API_PROTO_RESPONSES) {
         struct api_resp_out ro;
         resp_out_init(g, &ro, finish);
+        struct toolcall_result tr = {0};
+        struct api_tool_call tc[GEN_MAX_CALLS];
+        char tid[GEN_MAX_CALLS][GEN_CALL_ID_CAP];
+        if (g->has_tools && (ro.n_calls = gen_calls(g, &tr, tc, tid)) > 0) {
+            ro.calls = tc;
+            ro.text = tr.content;
+            ro.len = strlen(tr.content);
+        }
+        ro.has_message = ro.len > 0 || ro.n_calls == 0;
         node_req_ran_on(g->nr, g->ran_on, sizeof g->ran_on);
         ro.ran_on = g->ran_on;
-        return reply_gen_json(c, g, api_responses_json(&ro));
+        enum MHD_Result ret = reply_gen_json(c, g, api_responses_json(&ro));
+        toolcall_result_free(&tr);
+        return ret;
     }
     if (g->proto == API_PROTO_OLLAMA) {
         struct toolcall_result tr = {0};

@@ -3,12 +3,15 @@
  * message, input as the conversation), the answer a "response" object with one assistant
  * message item, or, streamed, the typed events response.created ... response.completed.
  * Follows the API reference of platform.openai.com (Responses: create, streaming events).
- * Not done: tools and function_call items, previous_response_id and stored responses
- * (refused with a clear message), reasoning items, include[].
+ * Tools: function tools and tool_choice map to the chat API's (api_tools_parse), input
+ * function_call / function_call_output items to assistant tool_calls / tool messages, and
+ * the reply's calls to function_call output items. Not done: previous_response_id and stored
+ * responses (refused with a clear message), built-in tools, reasoning items, include[].
  */
 #include "api/api_internal.h"
 
 #include "core/err.h"
+#include "node/req.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -89,6 +92,85 @@ static int msg_add(struct api_gen_req *r, const char *role, char *content)
     return r->msgs[r->n_msgs - 1].role ? 0 : MESH_ENOMEM;
 }
 
+/* A function_call input item: appended to the assistant turn before it (consecutive calls
+ * are one turn), as OpenAI's chat tool_calls [{id, type, function: {name, arguments}}]. */
+static int input_call(const cJSON *it, const char *param, struct api_gen_req *r,
+                      struct api_error *e)
+{
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "call_id");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "name");
+    const cJSON *args = cJSON_GetObjectItemCaseSensitive(it, "arguments");
+    if (!cJSON_IsString(id) || !cJSON_IsString(name) || !cJSON_IsString(args))
+        return bad(e, param, "a function_call needs string 'call_id', 'name' and 'arguments'");
+    struct api_msg *last = r->n_msgs ? &r->msgs[r->n_msgs - 1] : NULL;
+    cJSON *calls = last && !strcmp(last->role, "assistant") && last->tool_calls_json
+                       ? cJSON_Parse(last->tool_calls_json)
+                       : cJSON_CreateArray();
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "id", id->valuestring);
+    cJSON_AddStringToObject(c, "type", "function");
+    cJSON *f = cJSON_AddObjectToObject(c, "function");
+    cJSON_AddStringToObject(f, "name", name->valuestring);
+    cJSON_AddStringToObject(f, "arguments", args->valuestring);
+    cJSON_AddItemToArray(calls, c);
+    char *text = cJSON_PrintUnformatted(calls);
+    cJSON_Delete(calls);
+    if (!text) return MESH_ENOMEM;
+    if (!last || strcmp(last->role, "assistant") || (last->content[0] && !last->tool_calls_json)) {
+        char *empty = strdup("");
+        if (!empty || msg_add(r, "assistant", empty)) {
+            free(text);
+            return MESH_ENOMEM;
+        }
+        last = &r->msgs[r->n_msgs - 1];
+    }
+    free(last->tool_calls_json);
+    last->tool_calls_json = text;
+    return 0;
+}
+
+/* The Responses API's flat tools ({type, name, description, parameters}) and tool_choice
+ * ({type: "function", name}) as the chat API's, through api_tools_parse. */
+static int parse_tools(const cJSON *root, struct api_gen_req *r, struct api_error *e)
+{
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
+    const cJSON *choice = cJSON_GetObjectItemCaseSensitive(root, "tool_choice");
+    if (!absent(tools) && !cJSON_IsArray(tools)) return bad(e, "tools", "'tools' must be an array");
+    cJSON *conv = cJSON_CreateObject();
+    cJSON *list = cJSON_AddArrayToObject(conv, "tools");
+    const cJSON *t, *src = absent(tools) ? NULL : tools;
+    cJSON_ArrayForEach(t, src)
+    {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(t, "type");
+        if (!cJSON_IsString(type) || strcmp(type->valuestring, "function")) {
+            cJSON_Delete(conv);
+            return bad(e, "tools", "only tools of type 'function' are supported");
+        }
+        cJSON *fn = cJSON_CreateObject();
+        for (const cJSON *k = t->child; k; k = k->next)
+            if (strcmp(k->string, "type") && strcmp(k->string, "strict"))
+                cJSON_AddItemToObject(fn, k->string, cJSON_Duplicate(k, 1));
+        cJSON *w = cJSON_CreateObject();
+        cJSON_AddStringToObject(w, "type", "function");
+        cJSON_AddItemToObject(w, "function", fn);
+        cJSON_AddItemToArray(list, w);
+    }
+    if (cJSON_IsObject(choice)) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(choice, "name");
+        cJSON *c = cJSON_AddObjectToObject(conv, "tool_choice");
+        cJSON_AddStringToObject(c, "type", "function");
+        cJSON *f = cJSON_AddObjectToObject(c, "function");
+        if (cJSON_IsString(name)) cJSON_AddStringToObject(f, "name", name->valuestring);
+    } else if (choice) {
+        cJSON_AddItemToObject(conv, "tool_choice", cJSON_Duplicate(choice, 1));
+    }
+    const cJSON *par = cJSON_GetObjectItemCaseSensitive(root, "parallel_tool_calls");
+    if (par) cJSON_AddItemToObject(conv, "parallel_tool_calls", cJSON_Duplicate(par, 1));
+    int rc = api_tools_parse(conv, r, e);
+    cJSON_Delete(conv);
+    return rc;
+}
+
 /* instructions (the system message) and input (a string: one user message; or message
  * items {role, content} with or without "type":"message"). */
 static int parse_input(const cJSON *root, struct api_gen_req *r, struct api_error *e)
@@ -119,8 +201,22 @@ static int parse_input(const cJSON *root, struct api_gen_req *r, struct api_erro
         char param[48];
         snprintf(param, sizeof param, "input[%d]", i++);
         const cJSON *type = cJSON_GetObjectItemCaseSensitive(it, "type");
+        if (cJSON_IsString(type) && !strcmp(type->valuestring, "function_call")) {
+            if ((rc = input_call(it, param, r, e))) return rc;
+            continue;
+        }
+        if (cJSON_IsString(type) && !strcmp(type->valuestring, "function_call_output")) {
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(it, "call_id");
+            const cJSON *out = cJSON_GetObjectItemCaseSensitive(it, "output");
+            if (!cJSON_IsString(id) || !cJSON_IsString(out))
+                return bad(e, param, "a function_call_output needs string 'call_id' and 'output'");
+            if (!(s = strdup(out->valuestring)) || (rc = msg_add(r, "tool", s))) return MESH_ENOMEM;
+            if (!(r->msgs[r->n_msgs - 1].tool_call_id = strdup(id->valuestring))) return MESH_ENOMEM;
+            continue;
+        }
         if (!absent(type) && (!cJSON_IsString(type) || strcmp(type->valuestring, "message")))
-            return bad(e, param, "input items of type '%.40s' are not supported (messages only)",
+            return bad(e, param, "input items of type '%.40s' are not supported (messages, "
+                                 "function_call, function_call_output)",
                        cJSON_IsString(type) ? type->valuestring : "?");
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(it, "role");
         if (!cJSON_IsString(role)) return bad(e, param, "an input message needs a string 'role'");
@@ -149,9 +245,7 @@ static int parse_body(const cJSON *root, struct api_gen_req *r, struct api_error
     if (!absent(cJSON_GetObjectItemCaseSensitive(root, "previous_response_id")))
         return bad(e, "previous_response_id",
                    "this server keeps no responses: send the whole conversation in 'input'");
-    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
-    if (cJSON_IsArray(tools) && cJSON_GetArraySize(tools) > 0)
-        return bad(e, "tools", "tools are not supported on /v1/responses yet");
+    if ((rc = parse_tools(root, r, e))) return rc;
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(root, "stream");
     if (!absent(st) && !cJSON_IsBool(st)) return bad(e, "stream", "'stream' must be a boolean");
     r->stream = cJSON_IsTrue(st);
@@ -170,9 +264,17 @@ static int parse_body(const cJSON *root, struct api_gen_req *r, struct api_error
     const cJSON *fmt = cJSON_IsObject(text) ? cJSON_GetObjectItemCaseSensitive(text, "format") : NULL;
     const cJSON *ft = cJSON_IsObject(fmt) ? cJSON_GetObjectItemCaseSensitive(fmt, "type") : NULL;
     if (cJSON_IsString(ft) && strcmp(ft->valuestring, "text")) {
-        if (!strcmp(ft->valuestring, "json_object") || !strcmp(ft->valuestring, "json_schema"))
+        if (!strcmp(ft->valuestring, "json_object") || !strcmp(ft->valuestring, "json_schema")) {
             r->json_mode = true;
-        else
+            const cJSON *sch = cJSON_GetObjectItemCaseSensitive(fmt, "schema");
+            char why[256] = "";
+            char *stext = cJSON_IsObject(sch) ? cJSON_PrintUnformatted(sch) : NULL;
+            rc = stext ? node_grammar_from_schema(stext, strlen(stext), &r->grammar, why, sizeof why)
+                       : node_grammar_json_object(&r->grammar);
+            free(stext);
+            if (rc == MESH_EINVAL) return bad(e, "text.format.schema", "%s", why);
+            if (rc) return rc;
+        } else
             return bad(e, "text.format.type", "'text.format.type' must be text, json_object or "
                                               "json_schema");
     }
@@ -226,6 +328,21 @@ static cJSON *message_item(const struct api_resp_out *o, bool done)
     return m;
 }
 
+/* A function_call output item ("fc_" + the call's id after "call_"). */
+static cJSON *call_item(const struct api_tool_call *c, bool done)
+{
+    cJSON *m = cJSON_CreateObject();
+    char id[96];
+    snprintf(id, sizeof id, "fc_%s", strncmp(c->id, "call_", 5) ? c->id : c->id + 5);
+    cJSON_AddStringToObject(m, "id", id);
+    cJSON_AddStringToObject(m, "type", "function_call");
+    cJSON_AddStringToObject(m, "status", done ? "completed" : "in_progress");
+    cJSON_AddStringToObject(m, "arguments", done ? c->arguments : "");
+    cJSON_AddStringToObject(m, "call_id", c->id);
+    cJSON_AddStringToObject(m, "name", c->name);
+    return m;
+}
+
 /* status: "in_progress" (output empty), "completed", "incomplete" or "failed". */
 static cJSON *response_obj(const struct api_resp_out *o, const char *status)
 {
@@ -250,7 +367,10 @@ static cJSON *response_obj(const struct api_resp_out *o, const char *status)
         cJSON_AddNullToObject(r, "error");
     }
     cJSON *out = cJSON_AddArrayToObject(r, "output");
-    if (done && strcmp(status, "failed")) cJSON_AddItemToArray(out, message_item(o, true));
+    if (done && strcmp(status, "failed")) {
+        if (o->has_message || !o->n_calls) cJSON_AddItemToArray(out, message_item(o, true));
+        for (int i = 0; i < o->n_calls; i++) cJSON_AddItemToArray(out, call_item(&o->calls[i], true));
+    }
     cJSON_AddBoolToObject(r, "parallel_tool_calls", true);
     cJSON_AddArrayToObject(r, "tools");
     cJSON_AddStringToObject(r, "tool_choice", "auto");
@@ -371,6 +491,28 @@ char *api_responses_events(const struct api_resp_out *o, enum api_resp_stage sta
         cJSON_AddNumberToObject(x, "output_index", 0);
         cJSON_AddItemToObject(x, "item", message_item(o, true));
         if (!rc) rc = event_add(&out, "response.output_item.done", x, seq);
+        for (int i = 0; !rc && i < o->n_calls; i++) { /* each call: added, arguments, done */
+            char id[96];
+            const char *cid = o->calls[i].id;
+            snprintf(id, sizeof id, "fc_%s", strncmp(cid, "call_", 5) ? cid : cid + 5);
+            x = cJSON_CreateObject();
+            cJSON_AddNumberToObject(x, "output_index", 1 + i);
+            cJSON_AddItemToObject(x, "item", call_item(&o->calls[i], false));
+            rc = event_add(&out, "response.output_item.added", x, seq);
+            static const char *const kinds[2] = {"response.function_call_arguments.delta",
+                                                 "response.function_call_arguments.done"};
+            for (int k = 0; k < 2 && !rc; k++) {
+                x = cJSON_CreateObject();
+                cJSON_AddStringToObject(x, "item_id", id);
+                cJSON_AddNumberToObject(x, "output_index", 1 + i);
+                cJSON_AddStringToObject(x, k ? "arguments" : "delta", o->calls[i].arguments);
+                rc = event_add(&out, kinds[k], x, seq);
+            }
+            x = cJSON_CreateObject();
+            cJSON_AddNumberToObject(x, "output_index", 1 + i);
+            cJSON_AddItemToObject(x, "item", call_item(&o->calls[i], true));
+            if (!rc) rc = event_add(&out, "response.output_item.done", x, seq);
+        }
         x = cJSON_CreateObject();
         cJSON_AddItemToObject(x, "response", response_obj(o, final_status(o)));
         if (!rc) rc = event_add(&out, o->is_incomplete ? "response.incomplete" : "response.completed",

@@ -574,6 +574,23 @@ static void test_api_responses_parse(void **state)
     assert_true(r.stream);
     assert_true(r.given & API_GIVEN_TEMPERATURE);
     api_gen_req_free(&r);
+    /* function tools and a tool round trip: calls join one assistant turn, outputs are tool turns */
+    assert_int_equal(parse_responses("{\"input\":[{\"role\":\"user\",\"content\":\"w?\"},"
+                                     "{\"type\":\"function_call\",\"call_id\":\"c1\",\"name\":\"f\",\"arguments\":\"{}\"},"
+                                     "{\"type\":\"function_call\",\"call_id\":\"c2\",\"name\":\"f\",\"arguments\":\"{\\\"a\\\":1}\"},"
+                                     "{\"type\":\"function_call_output\",\"call_id\":\"c1\",\"output\":\"ok\"}],"
+                                     "\"tools\":[{\"type\":\"function\",\"name\":\"f\",\"strict\":true,"
+                                     "\"parameters\":{\"type\":\"object\"}}],\"tool_choice\":{\"type\":\"function\",\"name\":\"f\"}}",
+                                     &r, &e),
+                     0);
+    assert_int_equal(r.n_msgs, 3);
+    assert_string_equal(r.msgs[1].role, "assistant");
+    assert_non_null(strstr(r.msgs[1].tool_calls_json, "\"id\":\"c2\""));
+    assert_string_equal(r.msgs[2].role, "tool");
+    assert_string_equal(r.msgs[2].tool_call_id, "c1");
+    assert_int_equal(r.tool_choice, API_TOOLS_NAMED);
+    assert_non_null(strstr(r.tools_json, "\"function\":{\"name\":\"f\",\"parameters\""));
+    api_gen_req_free(&r);
     assert_int_equal(parse_responses("{\"input\":\"hi\"}", &r, &e), 0);
     assert_int_equal(r.n_msgs, 1);
     assert_string_equal(r.msgs[0].role, "user");
@@ -581,8 +598,11 @@ static void test_api_responses_parse(void **state)
     api_gen_req_free(&r);
     static const char *const refused[] = {
         "{}", "{\"input\":[]}", "{\"input\":5}", "{\"input\":\"x\",\"previous_response_id\":\"r\"}",
-        "{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"}]}",
+        "{\"input\":\"x\",\"tools\":[{\"type\":\"web_search\"}]}",
+        "{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"a b\"}]}",
         "{\"input\":[{\"type\":\"function_call_output\"}]}",
+        "{\"input\":[{\"type\":\"function_call\",\"name\":\"f\"}]}",
+        "{\"input\":[{\"type\":\"reasoning\"}]}",
         "{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\"}]}]}",
         "{\"input\":\"x\",\"max_output_tokens\":0}", "{\"input\":\"x\",\"temperature\":3}",
         "{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"yaml\"}}}", "[1]"};

@@ -88,3 +88,27 @@ test('ollama: chat with tools returns message.tool_calls with object arguments',
     ...messages, r.message, { role: 'tool', content: '18 C' }] });
   assert.equal(typeof back.message.content, 'string');
 });
+
+test('responses API: function tools, function_call items back, streamed argument events', async () => {
+  const rtools = [{ type: 'function', name: 'get_weather', parameters: tools[0].function.parameters, strict: true }];
+  const r = await client.responses.create({ model: MODEL, input: 'What is the weather in Paris?', tools: rtools,
+    tool_choice: { type: 'function', name: 'get_weather' }, max_output_tokens: 160, seed: 2 });
+  assert.equal(r.status, 'completed');
+  const fc = r.output.find((x) => x.type === 'function_call');
+  assert.ok(fc, JSON.stringify(r.output));
+  checkWeather({ type: 'function', id: fc.call_id, function: { name: fc.name, arguments: fc.arguments } });
+  const back = await client.responses.create({ model: MODEL, tools: rtools, tool_choice: 'none', max_output_tokens: 6, input: [
+    { role: 'user', content: 'What is the weather in Paris?' }, fc,
+    { type: 'function_call_output', call_id: fc.call_id, output: '18 C' }] });
+  assert.equal(back.output[0].type, 'message');
+  const stream = await client.responses.create({ model: MODEL, input: 'Weather in Paris?', tools: rtools, stream: true,
+    tool_choice: 'required', max_output_tokens: 160, seed: 3 });
+  let args = null, done = null;
+  for await (const ev of stream) {
+    if (ev.type === 'response.function_call_arguments.done') args = ev.arguments;
+    if (ev.type === 'response.completed') done = ev.response;
+  }
+  assert.ok(args, 'no function_call_arguments.done event');
+  assert.equal(done.output.at(-1).type, 'function_call');
+  assert.equal(done.output.at(-1).arguments, args);
+});
