@@ -413,6 +413,14 @@ static int cmp_lit(const void *a, const void *b)
     return c ? c : (x->len > y->len) - (x->len < y->len);
 }
 
+/* Bytes of the character at offset d of x, never past its end (malformed UTF-8 from a
+ * client must not stall the factoring: every step consumes at least one byte). */
+static size_t char_len(const struct lit *x, size_t d)
+{
+    size_t k = utf8_len((unsigned char)x->s[d]);
+    return k > x->len - d ? x->len - d : k;
+}
+
 /* lits[lo, hi) (sorted, distinct, sharing their first depth bytes) as one GBNF expression with
  * common prefixes factored out: "value-" ( "1" ( "0" | "" ) | "2" ). A 500-value enum then
  * keeps a handful of stacks alive instead of 500. Splits only between whole characters. */
@@ -421,8 +429,8 @@ static void put_lit_trie(struct sbuf *b, const struct lit *l, int lo, int hi, si
     size_t d = depth;
     for (;;) { /* the longest common run of whole characters */
         if (l[lo].len <= d) break;
-        size_t k = utf8_len((unsigned char)l[lo].s[d]);
-        bool same = d + k <= l[lo].len;
+        size_t k = char_len(&l[lo], d);
+        bool same = true;
         for (int i = lo + 1; same && i < hi; i++)
             same = l[i].len >= d + k && memcmp(l[i].s + d, l[lo].s + d, k) == 0;
         if (!same) break;
@@ -434,7 +442,7 @@ static void put_lit_trie(struct sbuf *b, const struct lit *l, int lo, int hi, si
     int i = lo, n_alt = 0;
     if (l[i].len == d) i++; /* a literal ends here: the empty alternative, last */
     while (i < hi) {
-        size_t k = utf8_len((unsigned char)l[i].s[d]);
+        size_t k = char_len(&l[i], d);
         int j = i + 1;
         while (j < hi && l[j].len >= d + k && memcmp(l[j].s + d, l[i].s + d, k) == 0) j++;
         if (n_alt++) sb_puts(b, " | ");
