@@ -22,8 +22,14 @@ for v in llama-spm gpt-2; do
         --vocab "$models/llamacpp-vocab/ggml-vocab-$v.gguf" -o "$tmp/$v.gguf" --type F32 2>/dev/null
     check "random model with the $v vocabulary" $?
 done
+# 50 schemas; under the sanitizers (MESHLLM_SAN=1, 3x slower) the first 15 of the same set
+n_schemas=50
+[ -n "${MESHLLM_SAN:-}" ] && n_schemas=15
 python3 tests/util/gen_schemas.py "$tmp/schemas" 50 14
 check "50 schemas generated" $?
+if [ "$n_schemas" -lt 50 ]; then
+    ls "$tmp"/schemas/schema*.json | sort | tail -n +$((n_schemas + 1)) | xargs rm -f
+fi
 
 n_valid=0
 for f in "$tmp"/schemas/schema*.json; do
@@ -39,8 +45,8 @@ for f in "$tmp"/schemas/schema*.json; do
     fi
     python3 tests/util/validate_json.py "$f" "$out" && n_valid=$((n_valid + 1))
 done
-echo "valid outputs: $n_valid of 50"
-[ "$n_valid" = 50 ]; check "every sampled output validates against its schema" $?
+echo "valid outputs: $n_valid of $n_schemas"
+[ "$n_valid" = "$n_schemas" ]; check "every sampled output validates against its schema" $?
 
 # GBNF from a file and inline; -j
 g=tests/data/grammars/chess.gbnf
