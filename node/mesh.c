@@ -7,6 +7,7 @@
 #include "node/mesh.h"
 
 #include "core/err.h"
+#include "core/sysmem.h"
 #include "core/log.h"
 #include "engine/model.h"
 #include "net/dht.h"
@@ -331,12 +332,6 @@ static int local_models(struct mesh *m, struct peers_model *out, int cap)
     return n;
 }
 
-static uint64_t mem_free_bytes(void)
-{
-    long pages = sysconf(_SC_AVPHYS_PAGES), size = sysconf(_SC_PAGESIZE);
-    return pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size : 0;
-}
-
 static void announce(struct mesh *m, bool force)
 {
     struct gossip_host *gh = p2pnode_gossip(m->pn);
@@ -364,7 +359,7 @@ static void announce(struct mesh *m, bool force)
     uint8_t *rec = NULL;
     size_t len = 0;
     if (peers_announce_encode(m->ann_seq, MESH_ANNOUNCE_TTL_S, models, n_models, addrs, n_addrs,
-                              mem_free_bytes(), m->recent, m->n_recent, &rec, &len) != 0)
+                              sysmem_free_bytes(), m->recent, m->n_recent, &rec, &len) != 0)
         return;
     if (gossip_publish(gossip_host_core(gh), p2pnode_now_ms(m->pn), m->topic, rec, len, NULL,
                        NULL) == 0) {
