@@ -55,6 +55,8 @@ struct peers_entry {
     struct peers_model models[PEERS_MAX_MODELS];
     int n_models;
     uint64_t mem_free;
+    float speed_gbps;          /* its memory read speed (0 unknown) */
+    bool accept_stages;        /* loads layer ranges on /meshllm/stageload/1 */
     uint64_t prefixes[PEERS_MAX_PREFIXES];
     int n_prefixes;
     uint32_t n_ok, n_fail, n_busy, n_lies;
@@ -129,7 +131,18 @@ int peers_snapshot(struct peers *t, struct peers_entry *out, int cap);
  * not connected. */
 void peers_restore(struct peers *t, const struct peers_entry *e);
 
+/* What a node says of itself beside its models. */
+struct peers_self {
+    uint64_t mem_free;
+    float speed_gbps;
+    bool accept_stages;
+};
 /* The announce record of this node (protobuf, malloc'd into *out). */
+int peers_announce_encode_self(uint64_t seq, uint32_t ttl_s, const struct peers_model *models,
+                               int n_models, const struct multiaddr *addrs, int n_addrs,
+                               const struct peers_self *self, const uint64_t *prefixes,
+                               int n_prefixes, uint8_t **out, size_t *out_len);
+/* The same with only mem_free of peers_self. */
 int peers_announce_encode(uint64_t seq, uint32_t ttl_s, const struct peers_model *models,
                           int n_models, const struct multiaddr *addrs, int n_addrs,
                           uint64_t mem_free, const uint64_t *prefixes, int n_prefixes,

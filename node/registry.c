@@ -221,13 +221,25 @@ int registry_resolve(const char *spec, char *path, size_t path_cap, char *name, 
     return err_set(err, err_cap, MESH_ENOTFOUND, "model file '%s' not found", spec);
 }
 
-int registry_add(struct registry *r, const char *spec, char *err, size_t err_cap)
+/* Entry n from spec (named name, or after its file), split when begin >= 0; published by
+ * the increment of n once every field is set. */
+static int add_entry(struct registry *r, const char *spec, const char *name, int begin, int end,
+                     const char *digest, char *err, size_t err_cap)
 {
     if (r->n >= REGISTRY_MAX) return err_set(err, err_cap, MESH_EFULL, "too many models");
+    if (begin >= 0 && begin > end)
+        return err_set(err, err_cap, MESH_EINVAL, "layer range %d-%d is reversed", begin,
+                       end - 1);
     struct registry_entry *e = &r->e[r->n];
     memset(e, 0, sizeof *e);
     int rc = registry_resolve(spec, e->path, sizeof e->path, e->name, sizeof e->name, err, err_cap);
     if (rc) return rc;
+    if (name) snprintf(e->name, sizeof e->name, "%s", name);
+    if (begin >= 0) {
+        e->is_split = true;
+        e->layer_begin = begin;
+        e->layer_end = end;
+    }
     for (int i = 0; i < r->n; i++)
         if (!strcmp(r->e[i].name, e->name))
             return err_set(err, err_cap, MESH_EINVAL, "model '%s' given twice", e->name);
@@ -236,9 +248,18 @@ int registry_add(struct registry *r, const char *spec, char *err, size_t err_cap
         e->created = (int64_t)st.st_mtime;
         e->file_bytes = (uint64_t)st.st_size;
     }
+    if (digest) {
+        snprintf(r->digest[r->n], sizeof r->digest[r->n], "%s", digest);
+        atomic_store(&r->has_digest[r->n], true);
+    }
     atomic_store(&r->state[r->n], REGISTRY_LOADING);
     r->n++;
     return 0;
+}
+
+int registry_add(struct registry *r, const char *spec, char *err, size_t err_cap)
+{
+    return add_entry(r, spec, NULL, -1, -1, NULL, err, err_cap);
 }
 
 int registry_add_split(struct registry *r, const char *spec, int layer_begin, int layer_end,
@@ -247,13 +268,7 @@ int registry_add_split(struct registry *r, const char *spec, int layer_begin, in
     if (layer_begin < 0 || layer_begin > layer_end)
         return err_set(err, err_cap, MESH_EINVAL, "layer range %d-%d is reversed", layer_begin,
                        layer_end - 1);
-    int rc = registry_add(r, spec, err, err_cap);
-    if (rc) return rc;
-    struct registry_entry *e = &r->e[r->n - 1];
-    e->is_split = true;
-    e->layer_begin = layer_begin;
-    e->layer_end = layer_end;
-    return 0;
+    return add_entry(r, spec, NULL, layer_begin, layer_end, NULL, err, err_cap);
 }
 
 /* A split entry's pipeline, scheduler over it and stage engine (loader thread). */
@@ -325,30 +340,41 @@ int registry_load_wait(struct registry *r)
     return first;
 }
 
-/* SHA-256 of entry i's file into r->digest[i] (loader thread, after loading). */
-static void hash_one(struct registry *r, int i)
+int registry_file_sha256(const char *path, char hex[65], const atomic_bool *stop)
 {
-    int fd = open(r->e[i].path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return;
+    hex[0] = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return MESH_EIO;
     crypto_hash_sha256_state st;
     crypto_hash_sha256_init(&st);
     enum { CHUNK = 1 << 20 };
     uint8_t *buf = malloc(CHUNK);
-    bool ok = buf != NULL;
-    while (ok && !atomic_load(&r->stopping)) {
+    int rc = buf ? 0 : MESH_ENOMEM;
+    while (rc == 0) {
+        if (stop && atomic_load(stop)) {
+            rc = MESH_ECANCELED;
+            break;
+        }
         ssize_t n = read(fd, buf, CHUNK);
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) ok = false;
+        if (n < 0) rc = MESH_EIO;
         if (n <= 0) break;
         crypto_hash_sha256_update(&st, buf, (unsigned long long)n);
     }
     close(fd);
     free(buf);
-    if (!ok || atomic_load(&r->stopping)) return;
+    if (rc) return rc;
     uint8_t h[crypto_hash_sha256_BYTES];
     crypto_hash_sha256_final(&st, h);
-    sodium_bin2hex(r->digest[i], sizeof r->digest[i], h, sizeof h);
-    atomic_store(&r->has_digest[i], true);
+    sodium_bin2hex(hex, 65, h, sizeof h);
+    return 0;
+}
+
+/* SHA-256 of entry i's file into r->digest[i] (loader thread, after loading). */
+static void hash_one(struct registry *r, int i)
+{
+    if (registry_file_sha256(r->e[i].path, r->digest[i], &r->stopping) == 0)
+        atomic_store(&r->has_digest[i], true);
 }
 
 int registry_stage_submit(void *reg, struct stage_job *j)
@@ -405,11 +431,22 @@ static void *dyn_main(void *arg)
 {
     struct dyn_arg a = *(struct dyn_arg *)arg;
     free(arg);
-    if (load_one(a.r, a.i) == 0 && !atomic_load(&a.r->stopping)) hash_one(a.r, a.i);
+    if (load_one(a.r, a.i) == 0 && !atomic_load(&a.r->stopping) &&
+        !atomic_load(&a.r->has_digest[a.i]))
+        hash_one(a.r, a.i);
     return NULL;
 }
 
-int registry_add_load(struct registry *r, const char *spec, char *err, size_t err_cap)
+/* Where a dynamic add differs: a split range, a name and a digest known beforehand. */
+struct dyn_spec {
+    bool is_split;
+    int layer_begin, layer_end;
+    const char *name;    /* NULL: from the file name */
+    const char *digest;  /* NULL: hashed after loading */
+};
+
+static int add_load(struct registry *r, const char *spec, const struct dyn_spec *ds, char *err,
+                    size_t err_cap)
 {
     pthread_mutex_lock(&r->add_mu);
     int rc = 0;
@@ -418,14 +455,20 @@ int registry_add_load(struct registry *r, const char *spec, char *err, size_t er
         rc = err_set(err, err_cap, MESH_ECLOSED, "the node is stopping");
         goto out;
     }
-    if (registry_find(r, spec, &st)) goto out; /* someone asked first */
+    if (!ds->is_split && registry_find(r, spec, &st)) goto out; /* someone asked first */
     int i = r->n;
     if (i >= REGISTRY_MAX) {
         rc = err_set(err, err_cap, MESH_EFULL, "too many models");
         goto out;
     }
+    if (ds->name && registry_find(r, ds->name, &st)) {
+        rc = err_set(err, err_cap, MESH_EINVAL, "a model named %s is already here", ds->name);
+        goto out;
+    }
     r->is_dyn[i] = true;
-    if ((rc = registry_add(r, spec, err, err_cap))) {
+    rc = add_entry(r, spec, ds->name, ds->is_split ? ds->layer_begin : -1,
+                   ds->is_split ? ds->layer_end : -1, ds->digest, err, err_cap);
+    if (rc) {
         r->is_dyn[i] = false;
         goto out;
     }
@@ -439,10 +482,29 @@ int registry_add_load(struct registry *r, const char *spec, char *err, size_t er
         goto out;
     }
     r->dyn_started[i] = true;
-    log_info("model %s: loading on first request", r->e[i].name);
+    if (ds->is_split)
+        log_info("model %s: loading layers %d-%d for a member", r->e[i].name, ds->layer_begin,
+                 ds->layer_end - 1);
+    else
+        log_info("model %s: loading on first request", r->e[i].name);
 out:
     pthread_mutex_unlock(&r->add_mu);
     return rc;
+}
+
+int registry_add_load(struct registry *r, const char *spec, char *err, size_t err_cap)
+{
+    struct dyn_spec ds = {.is_split = false};
+    return add_load(r, spec, &ds, err, err_cap);
+}
+
+int registry_add_split_load(struct registry *r, const char *path, const char *name,
+                            const char *digest, int layer_begin, int layer_end, char *err,
+                            size_t err_cap)
+{
+    struct dyn_spec ds = {.is_split = true, .layer_begin = layer_begin, .layer_end = layer_end,
+                          .name = name, .digest = digest};
+    return add_load(r, path, &ds, err, err_cap);
 }
 
 int registry_load_start(struct registry *r)

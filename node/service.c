@@ -8,6 +8,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "engine/model.h"
+#include "node/autosplit.h"
 #include "node/pipeline.h"
 
 #include <stdio.h>
@@ -18,6 +19,7 @@
 struct service {
     struct registry *reg;
     struct mesh *mesh;
+    struct autosplit *as; /* auto_split: asks members to load missing layers */
 };
 
 int service_open(const struct service_config *cfg, struct service **out, char *err,
@@ -36,12 +38,23 @@ int service_open(const struct service_config *cfg, struct service **out, char *e
                                                   cfg->layer_end, err, err_cap)
                              : registry_add(s->reg, cfg->models[i], err, err_cap);
         if (rc) goto fail;
+        enum registry_state st;
+        registry_at(s->reg, i, &st)->auto_split = cfg->has_layers && cfg->auto_split;
     }
     if (cfg->p2p) {
         struct mesh_config mc = cfg->mesh;
         mc.reg = s->reg;
+        mc.accept_stages = cfg->accept_stages;
         rc = mesh_start(&mc, &s->mesh, err, err_cap);
         if (rc) goto fail;
+        if (cfg->auto_split) {
+            struct autosplit_config ac = {.reg = s->reg, .mesh = s->mesh};
+            rc = autosplit_start(&ac, &s->as);
+            if (rc) {
+                err_set(err, err_cap, rc, "cannot start the auto-split thread");
+                goto fail;
+            }
+        }
     }
     *out = s;
     return 0;
@@ -141,6 +154,7 @@ int service_route_wait(struct service *s, int i, int timeout_ms, const char *cmd
 void service_close(struct service *s)
 {
     if (!s) return;
+    autosplit_free(s->as); /* before the mesh: it calls members through it */
     mesh_stop(s->mesh);
     registry_free(s->reg);
     free(s);
