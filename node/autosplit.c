@@ -158,9 +158,11 @@ struct autosplit {
     bool started;
     atomic_bool stop;
     pthread_mutex_t mu;            /* guards st and the sleep */
+    pthread_mutex_t work_mu;       /* one decision at a time: the driver's or a recovery's;
+                                      guards everything below */
     pthread_cond_t cv;
     struct autosplit_stats st;
-    /* worker thread only: */
+
     struct {
         struct peer_id id;
         uint64_t until_ms;
@@ -209,7 +211,15 @@ static int cand_cmp(const void *x, const void *y)
     return wa < wb ? 1 : wa > wb ? -1 : strcmp(a->id_text, b->id_text);
 }
 
-static int candidates(struct autosplit *a, struct cand_peer *out, int cap)
+static bool excluded(const struct peer_id *id, const struct peer_id *ex, int n_ex)
+{
+    for (int i = 0; i < n_ex; i++)
+        if (peer_id_equal(&ex[i], id)) return true;
+    return false;
+}
+
+static int candidates(struct autosplit *a, const struct peer_id *ex, int n_ex,
+                      struct cand_peer *out, int cap)
 {
     struct peers_entry *es = malloc(PEERS_MAX * sizeof *es);
     if (!es) return 0;
@@ -220,7 +230,7 @@ static int candidates(struct autosplit *a, struct cand_peer *out, int cap)
         const struct peers_entry *e = &es[i];
         bool live = e->ann_seq && e->ann_expires_ms > now;
         if (!live || !e->is_member || !e->accept_stages || e->n_addrs == 0 ||
-            peer_id_equal(&e->id, self) || skipped(a, &e->id, now))
+            peer_id_equal(&e->id, self) || skipped(a, &e->id, now) || excluded(&e->id, ex, n_ex))
             continue;
         struct cand_peer *c = &out[k++];
         c->id = e->id;
@@ -317,33 +327,39 @@ static int ask_all(struct autosplit *a, struct registry_entry *e, const char *di
     return n_ok;
 }
 
-/* One model: its gaps, split over the candidates and asked for. */
-static void tick_model(struct autosplit *a, int i, struct registry_entry *e, const char *digest,
-                       struct pipeline_view *v)
+/* Entry i's layer sizes, read once (work_mu held). false when the file cannot be read. */
+static bool sizes_get(struct autosplit *a, int i, struct registry_entry *e)
 {
-    if (!a->lb[i]) {
-        uint64_t shared;
-        char err[256];
-        if (autosplit_sizes_read(e->path, &a->lb[i], &a->n_layer[i], &shared, err, sizeof err)) {
-            log_warn("auto-split: %s", err);
-            a->wait_until_ms[i] = mesh_now_ms() + AUTOSPLIT_RETRY_MS;
-            return;
-        }
+    if (a->lb[i]) return true;
+    uint64_t shared;
+    char err[256];
+    if (autosplit_sizes_read(e->path, &a->lb[i], &a->n_layer[i], &shared, err, sizeof err)) {
+        log_warn("auto-split: %s", err);
+        return false;
     }
+    return true;
+}
+
+/* The gaps of entry i split over the candidates (none in ex) and asked for (work_mu
+ * held). Returns how many members loaded a range. */
+static int load_gaps(struct autosplit *a, int i, struct registry_entry *e, const char *digest,
+                     const struct pipeline_gap *gaps, int n_gaps, const struct peer_id *ex,
+                     int n_ex)
+{
     struct cand_peer *cands = calloc(AUTOSPLIT_MAX_PEERS, sizeof *cands);
     struct autosplit_cand *cc = calloc(AUTOSPLIT_MAX_PEERS, sizeof *cc);
     struct autosplit_range *rs = calloc(AUTOSPLIT_MAX_PEERS, sizeof *rs);
-    int n = cands && cc && rs ? candidates(a, cands, AUTOSPLIT_MAX_PEERS) : 0;
+    int n = cands && cc && rs ? candidates(a, ex, n_ex, cands, AUTOSPLIT_MAX_PEERS) : 0;
     int n_rs = 0, used = 0; /* candidates [0, used) went to earlier gaps */
-    for (int g = 0; g < v->n_gaps && used < n; g++) {
+    for (int g = 0; g < n_gaps && used < n; g++) {
         for (int c = used; c < n; c++) cc[c - used] = cands[c].c;
-        int r = autosplit_assign(a->lb[i], v->gaps[g].layer_begin, v->gaps[g].layer_end, cc,
-                                 n - used, rs + n_rs, AUTOSPLIT_MAX_PEERS - n_rs);
+        int r = autosplit_assign(a->lb[i], gaps[g].layer_begin, gaps[g].layer_end, cc, n - used,
+                                 rs + n_rs, AUTOSPLIT_MAX_PEERS - n_rs);
         if (r < 0) {
             if (!a->said_full[i])
                 log_warn("auto-split: the %d members that accept stages have too little free "
-                         "memory for layers %d-%d of %s", n - used, v->gaps[g].layer_begin,
-                         v->gaps[g].layer_end - 1, e->name);
+                         "memory for layers %d-%d of %s", n - used, gaps[g].layer_begin,
+                         gaps[g].layer_end - 1, e->name);
             a->said_full[i] = true;
             continue;
         }
@@ -357,10 +373,72 @@ static void tick_model(struct autosplit *a, int i, struct registry_entry *e, con
     }
     int n_ok = n_rs ? ask_all(a, e, digest, a->n_layer[i], a->lb[i], cands, rs, n_rs) : 0;
     if (n_ok) a->said_full[i] = false;
-    a->wait_until_ms[i] = mesh_now_ms() + (n_ok ? AUTOSPLIT_ANNOUNCE_WAIT_MS : 0);
     free(cands);
     free(cc);
     free(rs);
+    return n_ok;
+}
+
+/* One model: its gaps, split over the candidates and asked for (work_mu held). */
+static void tick_model(struct autosplit *a, int i, struct registry_entry *e, const char *digest,
+                       struct pipeline_view *v)
+{
+    if (!sizes_get(a, i, e)) {
+        a->wait_until_ms[i] = mesh_now_ms() + AUTOSPLIT_RETRY_MS;
+        return;
+    }
+    int n_ok = load_gaps(a, i, e, digest, v->gaps, v->n_gaps, NULL, 0);
+    a->wait_until_ms[i] = mesh_now_ms() + (n_ok ? AUTOSPLIT_ANNOUNCE_WAIT_MS : 0);
+}
+
+/* The layers of entry e that no live member outside ex announces (pipeline_missing). */
+static int gaps_now(struct autosplit *a, struct registry_entry *e, const char *digest, int n_layer,
+                    const struct peer_id *ex, int n_ex, struct pipeline_gap *out, int cap)
+{
+    struct peers_stage *st = malloc(PEERS_MAX * sizeof *st);
+    if (!st) return -1;
+    int n = peers_stages(mesh_peers(a->mesh), digest, n_layer, ex, n_ex, mesh_now_ms(), st,
+                         PEERS_MAX);
+    int n_g = pipeline_missing(st, n, n_layer, e->layer_begin, e->layer_end, out, cap);
+    free(st);
+    return n_g;
+}
+
+int autosplit_fill(struct autosplit *a, int reg_index, const struct peer_id *exclude,
+                   int n_exclude, int timeout_ms)
+{
+    if (!a || reg_index < 0 || reg_index >= AUTOSPLIT_MAX_MODELS) return MESH_ENOTFOUND;
+    uint64_t deadline = mesh_now_ms() + (uint64_t)timeout_ms;
+    enum registry_state st;
+    struct registry_entry *e = registry_at(a->reg, reg_index, &st);
+    const char *dg = registry_digest(a->reg, reg_index);
+    if (!e || st != REGISTRY_READY || !e->auto_split || !dg) return MESH_ENOTFOUND;
+    pthread_mutex_lock(&a->work_mu);
+    int rc = MESH_ENOTFOUND;
+    struct pipeline_gap gaps[PIPELINE_MAX_GAPS];
+    int n_g = sizes_get(a, reg_index, e)
+                  ? gaps_now(a, e, dg, a->n_layer[reg_index], exclude, n_exclude, gaps,
+                             PIPELINE_MAX_GAPS)
+                  : -1;
+    if (n_g > 0) {
+        log_info("auto-split: a stage of %s left; asking members to load its layers", e->name);
+        if (load_gaps(a, reg_index, e, dg, gaps, n_g, exclude, n_exclude) > 0) rc = MESH_ETIMEOUT;
+    }
+    while (rc == MESH_ETIMEOUT && mesh_now_ms() < deadline) { /* their announcements */
+        if (atomic_load(&a->stop)) {
+            rc = MESH_ECLOSED;
+            break;
+        }
+        if (gaps_now(a, e, dg, a->n_layer[reg_index], exclude, n_exclude, gaps,
+                     PIPELINE_MAX_GAPS) == 0)
+            rc = 0;
+        else {
+            struct timespec ts = {0, 50 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    pthread_mutex_unlock(&a->work_mu);
+    return rc;
 }
 
 static void tick(struct autosplit *a, struct pipeline_view *v)
@@ -376,7 +454,9 @@ static void tick(struct autosplit *a, struct pipeline_view *v)
         if (st != REGISTRY_READY || !e->auto_split || !e->pipe || !dg) continue;
         if (mesh_now_ms() < a->wait_until_ms[i]) continue;
         if (pipeline_view(e->pipe, v) != MESH_ENOTFOUND || v->n_gaps == 0) continue;
+        pthread_mutex_lock(&a->work_mu);
         tick_model(a, i, e, dg, v);
+        pthread_mutex_unlock(&a->work_mu);
     }
     registry_unpin(a->reg);
 }
@@ -410,6 +490,7 @@ int autosplit_start(const struct autosplit_config *cfg, struct autosplit **out)
     a->mesh = cfg->mesh;
     atomic_init(&a->stop, false);
     pthread_mutex_init(&a->mu, NULL);
+    pthread_mutex_init(&a->work_mu, NULL);
     pthread_cond_init(&a->cv, NULL);
     if (pthread_create(&a->thread, NULL, driver_main, a) != 0) {
         autosplit_free(a);
@@ -420,16 +501,23 @@ int autosplit_start(const struct autosplit_config *cfg, struct autosplit **out)
     return 0;
 }
 
-void autosplit_free(struct autosplit *a)
+void autosplit_interrupt(struct autosplit *a)
 {
     if (!a) return;
     pthread_mutex_lock(&a->mu);
     atomic_store(&a->stop, true);
     pthread_cond_broadcast(&a->cv);
     pthread_mutex_unlock(&a->mu);
+}
+
+void autosplit_free(struct autosplit *a)
+{
+    if (!a) return;
+    autosplit_interrupt(a);
     if (a->started) pthread_join(a->thread, NULL);
     for (int i = 0; i < AUTOSPLIT_MAX_MODELS; i++) free(a->lb[i]);
     pthread_cond_destroy(&a->cv);
+    pthread_mutex_destroy(&a->work_mu);
     pthread_mutex_destroy(&a->mu);
     free(a);
 }

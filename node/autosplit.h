@@ -10,7 +10,9 @@
  * /meshllm/stageload/1 to load its range (node/stageload.h); a peer that refuses (no such
  * file, not enough memory) is not asked again for AUTOSPLIT_RETRY_MS and the rest are
  * reassigned at the next tick. The same loop replaces a stage that left (its layers are a
- * gap again). docs/SPLIT.md, "Auto-split".
+ * gap again), and a pass whose stage fails with no replacement asks it to load that
+ * range at once (autosplit_fill), so the pass recovers instead of failing. docs/SPLIT.md,
+ * "Auto-split".
  * Thread rule: the pure functions anywhere; start/stop/free from the service's thread.
  */
 #ifndef MESH_NODE_AUTOSPLIT_H
@@ -65,6 +67,17 @@ struct autosplit;
 int autosplit_start(const struct autosplit_config *cfg, struct autosplit **out);
 /* Stops the thread (a request in flight is given up). NULL is fine. */
 void autosplit_free(struct autosplit *a);
+/* Makes calls in flight give up soon (autosplit_free follows). NULL is fine. */
+void autosplit_interrupt(struct autosplit *a);
+/* Recovery (pipeline.c, on the scheduler's worker during a pass): the layers of registry
+ * entry reg_index that no live member outside exclude[n_exclude] announces are assigned to
+ * members that accept stages (exclude left out) and loaded now, on the caller's thread;
+ * then it waits until their announcements cover them. At most timeout_ms in all. 0 (the
+ * layers are announced: plan again), MESH_ENOTFOUND (nobody could take them), MESH_ECLOSED
+ * (interrupted), MESH_ETIMEOUT. */
+struct peer_id;
+int autosplit_fill(struct autosplit *a, int reg_index, const struct peer_id *exclude,
+                   int n_exclude, int timeout_ms);
 
 struct autosplit_stats {
     uint64_t n_asked;      /* stageload requests sent */

@@ -45,6 +45,7 @@ struct registry {
     /* read-held by a pipeline pass (registry_mesh_hold), write-held to change mesh */
     pthread_rwlock_t mesh_lock;
     struct mesh *mesh;
+    struct autosplit *autosplit;     /* mesh_lock, like mesh */
 };
 
 int registry_new(const struct sched_params *sp, struct registry **out)
@@ -97,6 +98,15 @@ struct mesh *registry_mesh_hold(struct registry *r)
 }
 
 void registry_mesh_release(struct registry *r) { pthread_rwlock_unlock(&r->mesh_lock); }
+
+void registry_set_autosplit(struct registry *r, struct autosplit *a)
+{
+    pthread_rwlock_wrlock(&r->mesh_lock);
+    r->autosplit = a;
+    pthread_rwlock_unlock(&r->mesh_lock);
+}
+
+struct autosplit *registry_autosplit_held(struct registry *r) { return r->autosplit; }
 
 static void dyn_join(struct registry *r)
 {

@@ -86,6 +86,13 @@ void registry_set_mesh(struct registry *r, struct mesh *m);
 /* The mesh, or NULL, held (read lock) until registry_mesh_release; always release. */
 struct mesh *registry_mesh_hold(struct registry *r);
 void registry_mesh_release(struct registry *r);
+/* The auto-split driver (node/autosplit.h) that a pass may ask to load a lost stage's
+ * layers elsewhere (recovery): set by the service after autosplit_start, cleared (NULL)
+ * before autosplit_free, which waits for passes in flight. _held reads it while the caller
+ * holds registry_mesh_hold. */
+struct autosplit;
+void registry_set_autosplit(struct registry *r, struct autosplit *a);
+struct autosplit *registry_autosplit_held(struct registry *r);
 /* The stage server's submit function (node/stage.h stage_submit_fn; ctx is the registry):
  * hands j to the stage engine of the READY split entry whose content hash and range j
  * names. STAGE_OK, or STAGE_ERR_MODEL / _RANGE / _CLOSING (j not consumed). */

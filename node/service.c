@@ -54,6 +54,7 @@ int service_open(const struct service_config *cfg, struct service **out, char *e
                 err_set(err, err_cap, rc, "cannot start the auto-split thread");
                 goto fail;
             }
+            registry_set_autosplit(s->reg, s->as); /* passes may ask it to recover */
         }
     }
     *out = s;
@@ -154,6 +155,8 @@ int service_route_wait(struct service *s, int i, int timeout_ms, const char *cmd
 void service_close(struct service *s)
 {
     if (!s) return;
+    autosplit_interrupt(s->as);              /* a recovery waiting on a load gives up */
+    if (s->as) registry_set_autosplit(s->reg, NULL); /* waits for passes in flight */
     autosplit_free(s->as); /* before the mesh: it calls members through it */
     mesh_stop(s->mesh);
     registry_free(s->reg);

@@ -82,6 +82,24 @@ grep -q "asking" "$work/R2.err" && fail "the second run asked for loads again"
 loaded=$(curl -s "$url_B/node/peers" | node -e 'const j=JSON.parse(require("fs").readFileSync(0,"utf8"));process.stdout.write(String(j.mesh.stats.stageload_loaded))')
 [ "$loaded" = 1 ] || fail "B counts $loaded loads, not 1"
 ok
+# recovery: C is killed in the middle of a run; the pass asks B to load layer 4 as well,
+# replays the session onto it, and the text goes on exactly as a whole-model run's
+want_long=$("$bin" run "$model" "$prompt" --temp 0 -n 100 --threads 1) || fail "whole-model run (long)"
+MESHLLM_LOG=info MESHLLM_SCHED_STEP_DELAY_MS=30 MESHLLM_HOME="$work/R" "$bin" run "$model" "$prompt"     --temp 0 -n 100 --threads 1 --layers none --auto-split --p2p-listen /ip4/127.0.0.1/tcp/0     --no-mdns --route-wait 30 >"$work/R3.out" 2>"$work/R3.err" &
+rpid=$!
+for i in $(seq 400); do
+    [ "$(wc -c <"$work/R3.out")" -ge 40 ] && break
+    kill -0 "$rpid" 2>/dev/null || break
+    sleep 0.02
+done
+[ "$(wc -c <"$work/R3.out")" -ge 40 ] || fail "the run printed nothing to interrupt"
+kill -KILL "$pid_C"
+wait "$rpid" || fail "the run failed after C was killed"
+[ "$(cat "$work/R3.out")" = "$want_long" ] || fail "text after recovery differs: '$(cat "$work/R3.out")' vs '$want_long'"
+grep -q "a stage of stories260K left" "$work/R3.err" || fail "R did not ask for the lost range"
+grep -q "replaced" "$work/R3.err" || fail "R did not log the recovery"
+grep -q "loading layers 4-4" "$work/B.log" || fail "B did not load layer 4"
+ok
 
 # ---- mesh 2: serve --auto-split; F has no file, E has it in its store ----
 mkdir -p "$work/copy" "$work/storeE/blobs" "$work/storeE/manifests"
