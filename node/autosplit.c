@@ -408,6 +408,7 @@ int autosplit_fill(struct autosplit *a, int reg_index, const struct peer_id *exc
                    int n_exclude, int timeout_ms)
 {
     if (!a || reg_index < 0 || reg_index >= AUTOSPLIT_MAX_MODELS) return MESH_ENOTFOUND;
+    if (atomic_load(&a->stop)) return MESH_ECLOSED;
     uint64_t deadline = mesh_now_ms() + (uint64_t)timeout_ms;
     enum registry_state st;
     struct registry_entry *e = registry_at(a->reg, reg_index, &st);
@@ -501,20 +502,21 @@ int autosplit_start(const struct autosplit_config *cfg, struct autosplit **out)
     return 0;
 }
 
-void autosplit_interrupt(struct autosplit *a)
+void autosplit_stop(struct autosplit *a)
 {
     if (!a) return;
     pthread_mutex_lock(&a->mu);
     atomic_store(&a->stop, true);
     pthread_cond_broadcast(&a->cv);
     pthread_mutex_unlock(&a->mu);
+    if (a->started) pthread_join(a->thread, NULL);
+    a->started = false;
 }
 
 void autosplit_free(struct autosplit *a)
 {
     if (!a) return;
-    autosplit_interrupt(a);
-    if (a->started) pthread_join(a->thread, NULL);
+    autosplit_stop(a);
     for (int i = 0; i < AUTOSPLIT_MAX_MODELS; i++) free(a->lb[i]);
     pthread_cond_destroy(&a->cv);
     pthread_mutex_destroy(&a->work_mu);

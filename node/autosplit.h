@@ -13,7 +13,8 @@
  * gap again), and a pass whose stage fails with no replacement asks it to load that
  * range at once (autosplit_fill), so the pass recovers instead of failing. docs/SPLIT.md,
  * "Auto-split".
- * Thread rule: the pure functions anywhere; start/stop/free from the service's thread.
+ * Thread rule: the pure functions anywhere; start/stop/free from the service's thread;
+ * autosplit_fill from a scheduler's worker.
  */
 #ifndef MESH_NODE_AUTOSPLIT_H
 #define MESH_NODE_AUTOSPLIT_H
@@ -65,10 +66,12 @@ struct autosplit_config {
 };
 struct autosplit;
 int autosplit_start(const struct autosplit_config *cfg, struct autosplit **out);
-/* Stops the thread (a request in flight is given up). NULL is fine. */
+/* Stops the thread; requests in flight, and an autosplit_fill, give up soon (the struct
+ * stays usable: autosplit_fill returns at once). NULL is fine. */
+void autosplit_stop(struct autosplit *a);
+/* autosplit_stop, then frees it (no pass may be using it: registry_set_autosplit(NULL)
+ * first). NULL is fine. */
 void autosplit_free(struct autosplit *a);
-/* Makes calls in flight give up soon (autosplit_free follows). NULL is fine. */
-void autosplit_interrupt(struct autosplit *a);
 /* Recovery (pipeline.c, on the scheduler's worker during a pass): the layers of registry
  * entry reg_index that no live member outside exclude[n_exclude] announces are assigned to
  * members that accept stages (exclude left out) and loaded now, on the caller's thread;

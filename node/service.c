@@ -155,10 +155,10 @@ int service_route_wait(struct service *s, int i, int timeout_ms, const char *cmd
 void service_close(struct service *s)
 {
     if (!s) return;
-    autosplit_interrupt(s->as);              /* a recovery waiting on a load gives up */
-    if (s->as) registry_set_autosplit(s->reg, NULL); /* waits for passes in flight */
-    autosplit_free(s->as); /* before the mesh: it calls members through it */
-    mesh_stop(s->mesh);
+    autosplit_stop(s->as); /* before the mesh: it calls members through it */
+    mesh_stop(s->mesh);    /* interrupts passes (a recovery gives up: the driver stopped) */
+    if (s->as) registry_set_autosplit(s->reg, NULL); /* no pass can reach it any more */
+    autosplit_free(s->as);
     registry_free(s->reg);
     free(s);
 }

@@ -121,9 +121,12 @@ static int find_file(struct stageload_server *srv, const struct stageload_req *q
         }
         free(all);
     }
+    /* the requester's path: only a .gguf file of the announced size (a member must not use
+     * this node to hash, or probe for, arbitrary files) */
     struct stat sb;
-    if (!q->path[0] || stat(q->path, &sb) != 0 || !S_ISREG(sb.st_mode) ||
-        (q->file_bytes && (uint64_t)sb.st_size != q->file_bytes))
+    size_t n_path = strlen(q->path);
+    if (n_path < 6 || strcmp(q->path + n_path - 5, ".gguf") || stat(q->path, &sb) != 0 ||
+        !S_ISREG(sb.st_mode) || !q->file_bytes || (uint64_t)sb.st_size != q->file_bytes)
         return MESH_ENOTFOUND;
     char hex[65];
     int rc = registry_file_sha256(q->path, hex, &srv->stop);
@@ -278,8 +281,9 @@ static void srv_on_data(void *ctx, struct host_stream *s, const uint8_t *data, s
 
 static void srv_on_eof(void *ctx, struct host_stream *s)
 {
-    (void)ctx;
-    (void)s; /* the requester has sent its request: the reply closes our side */
+    struct ljob *j = ctx;
+    if (!j->has_req) host_stream_close(s); /* nothing asked: nothing to answer */
+    /* else the reply closes our side */
 }
 
 static void srv_on_close(void *ctx, struct host_stream *s, int status)
