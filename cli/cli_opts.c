@@ -262,12 +262,6 @@ void cli_mesh_opts_default(struct cli_mesh_opts *o)
     o->route_wait_s = 30;
 }
 
-bool cli_mesh_opts_want_p2p(const struct cli_mesh_opts *o)
-{
-    return o->has_layers || o->join || o->n_listen || o->n_boot || o->auto_split ||
-           o->accept_stages || o->mesh_fit;
-}
-
 int cli_mesh_opts_parse(struct cli_mesh_opts *o, const char *cmd, int argc, char **argv, int *i)
 {
     const char *a = argv[*i];

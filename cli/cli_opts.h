@@ -74,8 +74,6 @@ struct cli_mesh_opts {
 void cli_mesh_opts_default(struct cli_mesh_opts *o);
 /* Like cli_gen_opts_parse (1 consumed, 0 not a mesh option, 2 misuse, printed with cmd). */
 int cli_mesh_opts_parse(struct cli_mesh_opts *o, const char *cmd, int argc, char **argv, int *i);
-/* Whether any option asks for the mesh (then p2p is on). */
-bool cli_mesh_opts_want_p2p(const struct cli_mesh_opts *o);
 /* The help lines of the options run and chat take. */
 void cli_mesh_opts_help(FILE *f);
 /* The mesh_config of these options (reg left NULL; the data directory is written into

@@ -150,6 +150,7 @@ int autosplit_assign(const uint64_t *layer_bytes, int begin, int end,
 #define AUTOSPLIT_MAX_MODELS 32
 #define AUTOSPLIT_ANNOUNCE_WAIT_MS 10000 /* after a load: time for its announcement */
 #define AUTOSPLIT_SETTLE_MS 3000         /* after start: time to hear the members */
+#define AUTOSPLIT_REASK_MS 2000          /* some loads refused: the rest again after this */
 
 struct autosplit {
     struct registry *reg;
@@ -344,7 +345,7 @@ static bool sizes_get(struct autosplit *a, int i, struct registry_entry *e)
  * held). Returns how many members loaded a range. */
 static int load_gaps(struct autosplit *a, int i, struct registry_entry *e, const char *digest,
                      const struct pipeline_gap *gaps, int n_gaps, const struct peer_id *ex,
-                     int n_ex)
+                     int n_ex, int *n_asked)
 {
     struct cand_peer *cands = calloc(AUTOSPLIT_MAX_PEERS, sizeof *cands);
     struct autosplit_cand *cc = calloc(AUTOSPLIT_MAX_PEERS, sizeof *cc);
@@ -373,6 +374,7 @@ static int load_gaps(struct autosplit *a, int i, struct registry_entry *e, const
     }
     int n_ok = n_rs ? ask_all(a, e, digest, a->n_layer[i], a->lb[i], cands, rs, n_rs) : 0;
     if (n_ok) a->said_full[i] = false;
+    *n_asked = n_rs;
     free(cands);
     free(cc);
     free(rs);
@@ -387,8 +389,14 @@ static void tick_model(struct autosplit *a, int i, struct registry_entry *e, con
         a->wait_until_ms[i] = mesh_now_ms() + AUTOSPLIT_RETRY_MS;
         return;
     }
-    int n_ok = load_gaps(a, i, e, digest, v->gaps, v->n_gaps, NULL, 0);
-    a->wait_until_ms[i] = mesh_now_ms() + (n_ok ? AUTOSPLIT_ANNOUNCE_WAIT_MS : 0);
+    int n_asked = 0;
+    int n_ok = load_gaps(a, i, e, digest, v->gaps, v->n_gaps, NULL, 0, &n_asked);
+    /* the new stages announce within a second of loading; while some range is still
+     * missing, look again soon (asking a member again for a range it serves is answered at
+     * once), else give the announcements their time */
+    a->wait_until_ms[i] = mesh_now_ms() + (n_ok == 0           ? 0
+                                           : n_ok < n_asked    ? AUTOSPLIT_REASK_MS
+                                                               : AUTOSPLIT_ANNOUNCE_WAIT_MS);
 }
 
 /* The layers of entry e that no live member outside ex announces (pipeline_missing). */
@@ -415,28 +423,36 @@ int autosplit_fill(struct autosplit *a, int reg_index, const struct peer_id *exc
     const char *dg = registry_digest(a->reg, reg_index);
     if (!e || st != REGISTRY_READY || !e->auto_split || !dg) return MESH_ENOTFOUND;
     pthread_mutex_lock(&a->work_mu);
-    int rc = MESH_ENOTFOUND;
+    int rc = sizes_get(a, reg_index, e) ? MESH_ETIMEOUT : MESH_ENOTFOUND;
     struct pipeline_gap gaps[PIPELINE_MAX_GAPS];
-    int n_g = sizes_get(a, reg_index, e)
-                  ? gaps_now(a, e, dg, a->n_layer[reg_index], exclude, n_exclude, gaps,
-                             PIPELINE_MAX_GAPS)
-                  : -1;
-    if (n_g > 0) {
-        log_info("auto-split: a stage of %s left; asking members to load its layers", e->name);
-        if (load_gaps(a, reg_index, e, dg, gaps, n_g, exclude, n_exclude) > 0) rc = MESH_ETIMEOUT;
-    }
-    while (rc == MESH_ETIMEOUT && mesh_now_ms() < deadline) { /* their announcements */
+    uint64_t next_ask = 0;
+    bool said = false;
+    while (rc == MESH_ETIMEOUT && mesh_now_ms() < deadline) {
         if (atomic_load(&a->stop)) {
             rc = MESH_ECLOSED;
             break;
         }
-        if (gaps_now(a, e, dg, a->n_layer[reg_index], exclude, n_exclude, gaps,
-                     PIPELINE_MAX_GAPS) == 0)
-            rc = 0;
-        else {
-            struct timespec ts = {0, 50 * 1000000L};
-            nanosleep(&ts, NULL);
+        int n_g = gaps_now(a, e, dg, a->n_layer[reg_index], exclude, n_exclude, gaps,
+                           PIPELINE_MAX_GAPS);
+        if (n_g == 0) {
+            rc = 0; /* announced: the caller plans again */
+            break;
         }
+        if (n_g > 0 && mesh_now_ms() >= next_ask) {
+            if (!said)
+                log_info("auto-split: a stage of %s left; asking members to load its layers",
+                         e->name);
+            said = true;
+            int n_asked = 0;
+            load_gaps(a, reg_index, e, dg, gaps, n_g, exclude, n_exclude, &n_asked);
+            if (n_asked == 0) { /* nobody (left) to ask: refusals are skipped for 30 s */
+                rc = MESH_ENOTFOUND;
+                break;
+            }
+            next_ask = mesh_now_ms() + AUTOSPLIT_REASK_MS;
+        }
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
     }
     pthread_mutex_unlock(&a->work_mu);
     return rc;
