@@ -1140,6 +1140,51 @@ static int conn_post(struct stage_conn *c, struct cmsg *msgs, bool is_close)
     return rc;
 }
 
+/* The next message from the stream into *out (the caller frees it), waiting until deadline
+ * (mono_ms) or *interrupt, waking every 100 ms to look at it. 0, MESH_EIO (the stream is
+ * dead), MESH_ECLOSED, MESH_ETIMEOUT; after the last two the conn is dead too (a late
+ * reply would be taken for the next call's). */
+static int conn_take(struct stage_conn *c, uint64_t deadline, const atomic_bool *interrupt,
+                     struct cmsg **out)
+{
+    *out = NULL;
+    int rc = 0;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        if (c->in_head) {
+            struct cmsg *m = c->in_head;
+            c->in_head = m->next;
+            if (!c->in_head) c->in_tail = NULL;
+            c->n_in--;
+            *out = m;
+            break;
+        }
+        if (c->dead) {
+            rc = MESH_EIO;
+            break;
+        }
+        if (interrupt && atomic_load(interrupt)) {
+            rc = MESH_ECLOSED;
+            break;
+        }
+        uint64_t now = mono_ms();
+        if (now >= deadline) {
+            rc = MESH_ETIMEOUT;
+            break;
+        }
+        uint64_t wait_ms = deadline - now < 100 ? deadline - now : 100;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)(wait_ms * 1000000);
+        ts.tv_sec += ts.tv_nsec / 1000000000;
+        ts.tv_nsec %= 1000000000;
+        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+    }
+    if (rc) c->dead = true;
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
 int stage_conn_call(struct stage_conn *c, uint8_t **msgs, const size_t *lens, int n, int n_embd,
                     struct stage_reply *replies, int timeout_ms, const atomic_bool *interrupt)
 {
@@ -1173,51 +1218,21 @@ int stage_conn_call(struct stage_conn *c, uint8_t **msgs, const size_t *lens, in
     if (rc) return rc == MESH_ENOMEM ? rc : MESH_ECLOSED;
     uint64_t deadline = mono_ms() + (uint64_t)timeout_ms;
     int got = 0;
-    pthread_mutex_lock(&c->mu);
     while (got < n && rc == 0) {
-        if (c->in_head) {
-            struct cmsg *m = c->in_head;
-            c->in_head = m->next;
-            if (!c->in_head) c->in_tail = NULL;
-            c->n_in--;
-            pthread_mutex_unlock(&c->mu);
-            int drc = stage_reply_decode(m->buf, m->len, n_embd, &replies[got]);
-            free(m->buf);
-            free(m);
+        struct cmsg *m = NULL;
+        if ((rc = conn_take(c, deadline, interrupt, &m))) break;
+        int drc = stage_reply_decode(m->buf, m->len, n_embd, &replies[got]);
+        free(m->buf);
+        free(m);
+        if (drc) {
+            rc = drc == MESH_ENOMEM ? drc : MESH_EIO;
             pthread_mutex_lock(&c->mu);
-            if (drc) {
-                rc = drc == MESH_ENOMEM ? drc : MESH_EIO;
-                c->dead = true; /* the order is lost: nothing more can be matched */
-                break;
-            }
-            got++;
-            continue;
-        }
-        if (c->dead) {
-            rc = MESH_EIO;
+            c->dead = true; /* the order is lost: nothing more can be matched */
+            pthread_mutex_unlock(&c->mu);
             break;
         }
-        if (interrupt && atomic_load(interrupt)) {
-            rc = MESH_ECLOSED;
-            break;
-        }
-        uint64_t now = mono_ms();
-        if (now >= deadline) {
-            rc = MESH_ETIMEOUT;
-            c->dead = true; /* late replies would be taken for the next call's */
-            break;
-        }
-        /* wake at least every 100 ms to look at interrupt */
-        uint64_t wait_ms = deadline - now < 100 ? deadline - now : 100;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += (long)(wait_ms * 1000000);
-        ts.tv_sec += ts.tv_nsec / 1000000000;
-        ts.tv_nsec %= 1000000000;
-        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+        got++;
     }
-    if (rc == MESH_ECLOSED) c->dead = true;
-    pthread_mutex_unlock(&c->mu);
     if (rc)
         for (int i = 0; i < got; i++) stage_reply_free(&replies[i]);
     return rc;
@@ -1244,43 +1259,13 @@ int stage_conn_call_raw(struct stage_conn *c, uint8_t *msg, size_t len, uint8_t 
     }
     int rc = conn_post(c, m, false);
     if (rc) return rc == MESH_ENOMEM ? rc : MESH_ECLOSED;
-    uint64_t deadline = mono_ms() + (uint64_t)timeout_ms;
-    pthread_mutex_lock(&c->mu);
-    for (;;) {
-        if (c->in_head) {
-            struct cmsg *in = c->in_head;
-            c->in_head = in->next;
-            if (!c->in_head) c->in_tail = NULL;
-            c->n_in--;
-            *reply = in->buf;
-            *reply_len = in->len;
-            free(in);
-            break;
-        }
-        if (c->dead) {
-            rc = MESH_EIO;
-            break;
-        }
-        if (interrupt && atomic_load(interrupt)) {
-            rc = MESH_ECLOSED;
-            break;
-        }
-        uint64_t now = mono_ms();
-        if (now >= deadline) {
-            rc = MESH_ETIMEOUT;
-            break;
-        }
-        uint64_t wait_ms = deadline - now < 100 ? deadline - now : 100;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += (long)(wait_ms * 1000000);
-        ts.tv_sec += ts.tv_nsec / 1000000000;
-        ts.tv_nsec %= 1000000000;
-        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
-    }
-    if (rc) c->dead = true;
-    pthread_mutex_unlock(&c->mu);
-    return rc;
+    struct cmsg *in = NULL;
+    rc = conn_take(c, mono_ms() + (uint64_t)timeout_ms, interrupt, &in);
+    if (rc) return rc;
+    *reply = in->buf;
+    *reply_len = in->len;
+    free(in);
+    return 0;
 }
 
 void stage_conn_bytes(struct stage_conn *c, uint64_t *sent, uint64_t *recv)
