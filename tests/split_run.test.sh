@@ -66,9 +66,12 @@ ok
 MESHLLM_HOME="$work/B" "$bin" mesh create >/dev/null 2>&1 || fail "mesh create"
 start_node B --model "$model" --layers 0-1
 # before C exists, layers 2-4 have no stage: run gives up after --route-wait, naming them
-rrun R0 --layers none --join "$(invite)" --route-wait 3 >"$work/R0.out"
+rrun R0 --layers none --join "$(invite)" --route-wait 4 >"$work/R0.out"
 [ $? -eq 1 ] || fail "run without a stage for 2-4 did not fail (exit 1)"
-grep -q "layers 2-4" "$work/R0.err" || fail "the failure does not name layers 2-4: $(cat "$work/R0.err")"
+# (0-4 when B's announcement had not reached it yet: also the truth)
+grep -qE "no mesh member announces layers (2-4|0-4)" "$work/R0.err" ||
+    fail "the failure does not name the missing layers: $(cat "$work/R0.err")"
+grep -q "meshllm serve --model .* --layers" "$work/R0.err" || fail "no hint to start a stage"
 ok
 start_node C --model "$model" --layers 2-4 --join "$(invite)"
 
