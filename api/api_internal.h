@@ -16,7 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-enum api_proto { API_PROTO_OPENAI = 1, API_PROTO_OLLAMA = 2 };
+enum api_proto { API_PROTO_OPENAI = 1, API_PROTO_OLLAMA = 2, API_PROTO_RESPONSES = 3 };
 
 #define API_MAX_MODELS 64 /* models listed per response (the registry holds 32) */
 
@@ -146,6 +146,8 @@ struct api_conn {
     bool is_ollama;             /* an Ollama route (/api/...): errors are {"error":"message"} */
     bool deferred;              /* the complete request was returned to MHD once */
     bool must_close;            /* reply with Connection: close (ambiguous body length) */
+    bool awaiting_load;         /* suspended until its model loads (guarded by mu) */
+    int64_t load_wait_since_ms; /* when it began waiting (mono clock), 0 = not waiting */
     struct api_conn *prev, *next; /* server's list, guarded by srv->conns_mu */
 };
 
@@ -199,11 +201,54 @@ int api_ollama_parse(enum api_kind kind, const char *body, size_t len, struct ap
 /* {"models":[...]} of ms[n] (router_models order): ready local models, and mesh models with
  * what is known of them (size, digest, quantization only when known), each with "meshllm". */
 char *api_ollama_tags_json(const struct router_model *ms, int n);
+/* api_ollama_parse for /api/embeddings (embed_legacy true: "prompt", one vector back). */
+int api_ollama_parse_ex(enum api_kind kind, bool embed_legacy, const char *body, size_t len,
+                        struct api_gen_req *out, struct api_error *err);
+/* The /api/embed answer {"model","embeddings":[[...]],...} of vecs[n_vecs * n_embd], or with
+ * legacy /api/embeddings' {"embedding":[...]} (the first vector). malloc'd JSON or NULL. */
+char *api_ollama_embed_json(const char *model, bool legacy, const float *vecs, int n_vecs,
+                            int n_embd, int n_prompt, double elapsed_s);
+/* The answer to a request without prompt or messages (Ollama's preload idiom, once the
+ * model is ready): {"model","created_at","response":"" | "message",...,"done_reason":"load"}. */
+char *api_ollama_load_json(enum api_kind kind, const char *model);
+/* GET /api/ps: the models loaded and ready here, as Ollama lists running models. */
+char *api_ollama_ps_json(const struct router_model *ms, int n);
 char *api_ollama_version_json(void);
+/* api_ollama_chunk with the reply's tool calls in message.tool_calls (chat). */
+char *api_ollama_chunk_calls(enum api_kind kind, const char *model, const char *text, size_t len,
+                             const struct api_tool_call *calls, int n_calls, bool done,
+                             const char *done_reason, int n_prompt, int n_gen, double elapsed_s);
+/* A streamed chat line carrying only tool calls. */
+char *api_ollama_calls_chunk(const char *model, const struct api_tool_call *calls, int n_calls);
 /* One NDJSON line (with '\n') for a chat or generate stream; done adds the final fields. */
 char *api_ollama_chunk(enum api_kind kind, const char *model, const char *text, size_t len,
                        bool done, const char *done_reason, int n_prompt, int n_gen,
                        double elapsed_s);
+
+/* OpenAI's Responses API (api/responses.c): POST /v1/responses. */
+/* Parses a body into a chat request (instructions + input -> messages; max_output_tokens,
+ * temperature, top_p, stream, text.format). 0, or MESH_EINVAL / MESH_ENOMEM with *err. */
+int api_responses_parse(const char *body, size_t len, struct api_gen_req *out,
+                        struct api_error *err);
+struct api_resp_out {
+    const char *id;          /* "resp_..." */
+    int64_t created;         /* unix seconds */
+    const char *model;
+    const char *text;        /* the delta, or the whole text at the end (len bytes) */
+    size_t len;
+    int n_prompt, n_completion, n_cached;
+    bool is_incomplete;      /* ended by max_output_tokens */
+    bool is_failed;
+    const char *ran_on;      /* or NULL */
+};
+/* The whole "response" object (non-streaming), malloc'd JSON. */
+char *api_responses_json(const struct api_resp_out *o);
+enum api_resp_stage { API_RESP_BEGIN, API_RESP_DELTA, API_RESP_END };
+/* The SSE events of one stage ("event: T\ndata: {...}\n\n" each; *seq numbers them):
+ * BEGIN response.created, .in_progress, .output_item.added, .content_part.added; DELTA one
+ * response.output_text.delta; END .output_text.done, .content_part.done, .output_item.done,
+ * then response.completed (or .incomplete; .failed alone when is_failed). malloc'd. */
+char *api_responses_events(const struct api_resp_out *o, enum api_resp_stage stage, int *seq);
 
 /* Model store routes (api/ollama_store.c): /api/pull, /api/create, /api/copy, /api/delete,
  * /api/show. *handled false: not one of them. */

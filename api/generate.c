@@ -12,6 +12,8 @@
 #include "core/log.h"
 #include "node/router.h"
 
+#include "engine/toolcall.h"
+
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +38,18 @@ struct api_gen {
     int n_prompt, n_gen, n_cached;
     /* streaming */
     bool sent_first, ended;
+    int resp_seq;       /* Responses API: the events' sequence_number */
+    /* tool calls (a chat with tools): the model's syntax; streamed text is held back from
+     * where a call may begin (toolcall_stream_safe), g->text keeps the whole turn */
+    bool has_tools;
+    int tool_syntax;
+    size_t sent_len;    /* bytes of g->text already sent as content */
+    /* n > 1 (not streamed): choice i+1 is another generation of the same request, a sibling
+     * api_gen borrowing the first one's req (its own req stays empty); finish when done */
+    struct api_gen *sib;
+    const struct api_gen *owner; /* a sibling: the first choice, whose req it uses */
+    bool is_done;
+    const char *finish;
     double last_read_s; /* when MHD last asked for stream bytes (now_s) */
     bool cut_slow;      /* cancelled: the client stopped reading (api_gen_stream_stalled) */
     char *sbuf;
@@ -51,14 +65,15 @@ static double now_s(void)
 
 void api_gen_cancel(struct api_gen *g)
 {
-    if (g) node_req_cancel(g->nr);
+    for (; g; g = g->sib) node_req_cancel(g->nr);
 }
 
 void api_gen_free(struct api_gen *g)
 {
     if (!g) return;
+    api_gen_free(g->sib);
     node_req_release(g->nr); /* cancels if still running; no notify after this */
-    api_gen_req_free(&g->req);
+    if (!g->owner) api_gen_req_free(&g->req); /* a sibling's req is the owner's, borrowed */
     free(g->text);
     free(g->lps);
     free(g->sbuf);
@@ -96,7 +111,10 @@ static int node_req_from(const struct api_gen *g, struct node_gen_req *n, struct
     if (r->n_msgs > 0) {
         *msgs = calloc((size_t)r->n_msgs, sizeof **msgs);
         if (!*msgs) return MESH_ENOMEM;
-        for (int i = 0; i < r->n_msgs; i++) (*msgs)[i] = (struct node_msg){r->msgs[i].role, r->msgs[i].content};
+        for (int i = 0; i < r->n_msgs; i++)
+            (*msgs)[i] = (struct node_msg){r->msgs[i].role, r->msgs[i].content,
+                                           r->msgs[i].tool_calls_json, r->msgs[i].tool_call_id,
+                                           r->msgs[i].name};
         n->msgs = *msgs;
         n->n_msgs = r->n_msgs;
     }
@@ -105,6 +123,7 @@ static int node_req_from(const struct api_gen *g, struct node_gen_req *n, struct
     /* OpenAI completions continue the prompt verbatim; Ollama's generate templates it */
     n->raw = r->kind == API_KIND_COMPLETION && (r->raw || g->proto == API_PROTO_OPENAI);
     n->json_mode = r->json_mode;
+    n->tools_json = r->tools_json;
     n->inputs = r->inputs;
     n->n_inputs = r->n_inputs;
     n->temperature = r->temperature;
@@ -190,6 +209,124 @@ static int line_add(struct api_gen *g, char *line)
     return rc;
 }
 
+/* The calls in g's whole text (g->has_tools): *res holds them (free with
+ * toolcall_result_free), calls[] points into it with ids "call_<id>_<i>" in ids. Returns
+ * how many (one at most without parallel_tool_calls). */
+#define GEN_MAX_CALLS 16
+static int gen_calls(struct api_gen *g, struct toolcall_result *res,
+                     struct api_tool_call calls[GEN_MAX_CALLS], char ids[GEN_MAX_CALLS][64])
+{
+    if (toolcall_parse((enum toolcall_syntax)g->tool_syntax, g->text ? g->text : "", g->len, res))
+        return 0;
+    int n = res->n_calls < GEN_MAX_CALLS ? res->n_calls : GEN_MAX_CALLS;
+    if (n > 1 && !g->req.parallel_tool_calls) n = 1;
+    for (int i = 0; i < n; i++) {
+        const char *tail = strchr(g->id, '-');
+        snprintf(ids[i], sizeof ids[i], "call_%s_%d", tail ? tail + 1 : g->id, i);
+        calls[i] = (struct api_tool_call){ids[i], res->calls[i].name, res->calls[i].arguments};
+    }
+    return n;
+}
+
+/* A chat with tools, streamed: content up to where a call may begin as it comes; at the end
+ * the calls as tool_calls deltas (or the held-back text, when it was no call). */
+static void stream_format_tools(struct api_gen *g, struct node_chunk *ch)
+{
+    enum api_kind k = g->req.kind;
+    if (ch->len) buf_add(&g->text, &g->len, &g->cap, ch->text, ch->len);
+    size_t safe = ch->done ? g->sent_len
+                           : toolcall_stream_safe((enum toolcall_syntax)g->tool_syntax,
+                                                  g->text ? g->text : "", g->len);
+    struct toolcall_result res = {0};
+    struct api_tool_call calls[GEN_MAX_CALLS];
+    char ids[GEN_MAX_CALLS][64];
+    int n_calls = ch->done ? gen_calls(g, &res, calls, ids) : 0;
+    if (ch->done && !n_calls) safe = g->len; /* no call after all: the rest is content */
+    if (safe > g->sent_len || (!g->sent_first && g->proto == API_PROTO_OPENAI)) {
+        if (g->proto == API_PROTO_OLLAMA) {
+            line_add(g, api_ollama_chunk(k, g->model, g->text + g->sent_len, safe - g->sent_len,
+                                         false, NULL, 0, 0, 0));
+        } else {
+            struct api_gen_out o;
+            out_init(g, &o);
+            o.text = g->text ? g->text + g->sent_len : "";
+            o.len = safe - g->sent_len;
+            sse_add(g, api_openai_chunk_json(k, &o, !g->sent_first, false));
+        }
+        g->sent_first = true;
+        g->sent_len = safe;
+    }
+    if (n_calls && g->proto == API_PROTO_OLLAMA) {
+        line_add(g, api_ollama_calls_chunk(g->model, calls, n_calls));
+    } else if (n_calls) {
+        for (int i = 0; i < n_calls; i++) { /* one delta per call, as OpenAI streams them */
+            struct api_gen_out o;
+            out_init(g, &o);
+            o.text = "";
+            o.calls = &calls[i];
+            o.n_calls = 1;
+            o.call_index0 = i;
+            sse_add(g, api_openai_chunk_json(k, &o, false, false));
+        }
+    }
+    toolcall_result_free(&res);
+    if (ch->done && n_calls && g->proto == API_PROTO_OPENAI && ch->finish_reason &&
+        strcmp(ch->finish_reason, "error"))
+        ch->finish_reason = "tool_calls"; /* static strings only: see finish_name */
+}
+
+static void resp_out_init(struct api_gen *g, struct api_resp_out *o, const char *finish)
+{
+    memset(o, 0, sizeof *o);
+    o->id = g->id;
+    o->created = g->created;
+    o->model = g->model;
+    o->text = g->text ? g->text : "";
+    o->len = g->len;
+    o->n_prompt = g->n_prompt;
+    o->n_completion = g->n_gen;
+    o->n_cached = g->n_cached;
+    o->is_incomplete = finish && !strcmp(finish, "length");
+    o->is_failed = finish && !strcmp(finish, "error");
+}
+
+static int text_add(struct api_gen *g, char *events)
+{
+    if (!events) return MESH_ENOMEM;
+    int rc = buf_add(&g->sbuf, &g->slen, &g->scap, events, strlen(events));
+    free(events);
+    return rc;
+}
+
+/* The Responses API's events for a chunk (the text is kept whole for the closing events). */
+static void stream_format_responses(struct api_gen *g, struct node_chunk *ch)
+{
+    struct api_resp_out o;
+    if (!g->sent_first) {
+        resp_out_init(g, &o, NULL);
+        text_add(g, api_responses_events(&o, API_RESP_BEGIN, &g->resp_seq));
+        g->sent_first = true;
+    }
+    int n_pieces = ch->n_cuts > 0 ? ch->n_cuts : 1;
+    size_t off = 0;
+    for (int i = 0; i < n_pieces; i++) {
+        size_t end = ch->n_cuts > 0 ? ch->cuts[i] : ch->len;
+        if (end == off) continue;
+        resp_out_init(g, &o, NULL);
+        o.text = ch->text + off;
+        o.len = end - off;
+        text_add(g, api_responses_events(&o, API_RESP_DELTA, &g->resp_seq));
+        off = end;
+    }
+    if (ch->len) buf_add(&g->text, &g->len, &g->cap, ch->text, ch->len);
+    if (!ch->done) return;
+    g->ended = true;
+    resp_out_init(g, &o, ch->finish_reason);
+    node_req_ran_on(g->nr, g->ran_on, sizeof g->ran_on);
+    o.ran_on = g->ran_on;
+    text_add(g, api_responses_events(&o, API_RESP_END, &g->resp_seq));
+}
+
 /* Formats a taken chunk into the stream buffer: one event per generated piece (as servers
  * that stream token by token do), logprobs with the last piece. */
 static void stream_format(struct api_gen *g, struct node_chunk *ch)
@@ -198,6 +335,15 @@ static void stream_format(struct api_gen *g, struct node_chunk *ch)
     g->n_prompt = ch->n_prompt;
     g->n_gen = ch->n_gen;
     g->n_cached = ch->n_cached;
+    if (g->proto == API_PROTO_RESPONSES) {
+        stream_format_responses(g, ch);
+        return;
+    }
+    if (g->has_tools) {
+        stream_format_tools(g, ch);
+        if (!ch->done) return;
+        goto end;
+    }
     int n_pieces = ch->n_cuts > 0 ? ch->n_cuts : 1;
     size_t off = 0;
     for (int i = 0; i < n_pieces; i++) {
@@ -224,6 +370,7 @@ static void stream_format(struct api_gen *g, struct node_chunk *ch)
         free(lps);
     }
     if (!ch->done) return;
+end:
     g->ended = true;
     if (g->proto == API_PROTO_OLLAMA) {
         line_add(g, api_ollama_chunk(k, g->model, "", 0, true, finish_name(ch->finish_reason),
@@ -317,7 +464,8 @@ static void make_id(struct api_gen *g)
 {
     static atomic_uint counter;
     unsigned n = atomic_fetch_add(&counter, 1);
-    const char *pre = g->req.kind == API_KIND_CHAT ? "chatcmpl-" : "cmpl-";
+    const char *pre = g->proto == API_PROTO_RESPONSES ? "resp_"
+                      : g->req.kind == API_KIND_CHAT ? "chatcmpl-" : "cmpl-";
     snprintf(g->id, sizeof g->id, "%s%08llx%08x", pre, (unsigned long long)g->created, n);
 }
 
@@ -332,7 +480,11 @@ static int gen_submit(struct api_gen *g, struct api_error *err)
     /* responses name the model as the node does ("x" for "x:latest") */
     struct router_model m;
     snprintf(g->model, sizeof g->model, "%s", g->req.model);
-    if (router_model_get(s->rt, g->req.model, &m) == 0) snprintf(g->model, sizeof g->model, "%s", m.name);
+    if (router_model_get(s->rt, g->req.model, &m) == 0) {
+        snprintf(g->model, sizeof g->model, "%s", m.name);
+        g->tool_syntax = m.tool_syntax;
+    }
+    g->has_tools = g->req.tools_json && g->req.kind == API_KIND_CHAT && g->proto != API_PROTO_RESPONSES;
     struct node_client cl = {api_conn_wake, api_conn_still_wanted, g->c};
     struct node_error ne;
     int rc = router_submit(s->rt, &nq, &cl, &g->nr, &ne);
@@ -340,6 +492,37 @@ static int gen_submit(struct api_gen *g, struct api_error *err)
     if (rc) return api_error_from(&ne, err);
     node_req_ran_on(g->nr, g->ran_on, sizeof g->ran_on);
     return 0;
+}
+
+/* n > 1: choice i as a sibling generation of g's request (a seed given: seed + i, so the
+ * choices differ yet repeat). Appended to g's list; c->mu held. */
+static int sib_submit(struct api_gen *g, int i, struct api_error *err)
+{
+    struct api_gen *x = calloc(1, sizeof *x);
+    if (!x) return api_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+    x->c = g->c;
+    x->proto = g->proto;
+    x->req = g->req; /* borrowed: freed with g */
+    x->owner = g;
+    x->created = g->created;
+    x->t0 = g->t0;
+    memcpy(x->id, g->id, sizeof x->id);
+    struct api_gen **tail = &g->sib;
+    while (*tail) tail = &(*tail)->sib;
+    *tail = x; /* freed with g from here on */
+    struct node_gen_req nq;
+    struct node_msg *msgs = NULL;
+    if (node_req_from(x, &nq, &msgs))
+        return api_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+    if (nq.has_seed) nq.seed += (uint64_t)i;
+    snprintf(x->model, sizeof x->model, "%s", g->model);
+    x->tool_syntax = g->tool_syntax;
+    x->has_tools = g->has_tools;
+    struct node_client cl = {api_conn_wake, api_conn_still_wanted, g->c};
+    struct node_error ne;
+    int rc = router_submit(g->c->srv->rt, &nq, &cl, &x->nr, &ne);
+    free(msgs);
+    return rc ? api_error_from(&ne, err) : 0;
 }
 
 int api_gen_start(struct api_conn *c, enum api_proto proto, struct api_gen_req *req,
@@ -368,6 +551,12 @@ int api_gen_start(struct api_conn *c, enum api_proto proto, struct api_gen_req *
     pthread_mutex_lock(&c->mu);
     rc = gen_submit(g, err);
     if (rc) {
+        pthread_mutex_unlock(&c->mu);
+        goto out;
+    }
+    for (int i = 1; i < g->req.n_choices && rc == 0; i++) rc = sib_submit(g, i, err);
+    if (rc) {
+        api_gen_cancel(g);
         pthread_mutex_unlock(&c->mu);
         goto out;
     }
@@ -453,7 +642,11 @@ static enum MHD_Result embed_resume(struct api_conn *c, struct api_gen *g)
     }
     pthread_mutex_unlock(&c->mu);
     enum MHD_Result ret;
-    if (ch.embd && ch.n_vecs == g->req.n_inputs) {
+    if (ch.embd && ch.n_vecs == g->req.n_inputs && g->proto == API_PROTO_OLLAMA) {
+        char *j = api_ollama_embed_json(g->model, g->req.embed_legacy, ch.embd, ch.n_vecs,
+                                        ch.n_embd, ch.n_prompt, now_s() - g->t0);
+        ret = j ? api_reply_json(c, 200, j) : MHD_NO;
+    } else if (ch.embd && ch.n_vecs == g->req.n_inputs) {
         ret = reply_embeddings(c, g, &ch);
     } else {
         struct api_error err;
@@ -474,24 +667,23 @@ static enum MHD_Result reply_gen_json(struct api_conn *c, struct api_gen *g, cha
     return api_reply_json_ran_on(c, 200, json, g->ran_on);
 }
 
-static enum MHD_Result reply_whole(struct api_conn *c, struct api_gen *g, const char *finish)
+/* The OpenAI response object of g's whole text (chat or completion), malloc'd JSON. */
+static char *openai_whole_json(struct api_gen *g, const char *finish)
 {
-    if (finish && !strcmp(finish, "error")) {
-        struct api_error err;
-        api_error_set(&err, 500, "server_error", NULL, NULL, "generation failed");
-        return api_reply_error(c, &err);
-    }
-    if (g->proto == API_PROTO_OLLAMA) {
-        char *line = api_ollama_chunk(g->req.kind, g->model, g->text ? g->text : "", g->len,
-                                      true, finish_name(finish), g->n_prompt, g->n_gen,
-                                      now_s() - g->t0);
-        return reply_gen_json(c, g, line);
-    }
     struct api_gen_out o;
     out_init(g, &o);
     char *full = NULL;
     o.text = g->text ? g->text : "";
     o.len = g->len;
+    struct toolcall_result res = {0};
+    struct api_tool_call calls[GEN_MAX_CALLS];
+    char ids[GEN_MAX_CALLS][64];
+    if (g->has_tools && (o.n_calls = gen_calls(g, &res, calls, ids)) > 0) {
+        o.calls = calls;
+        o.text = res.content;
+        o.len = strlen(res.content);
+        finish = "tool_calls";
+    }
     if (g->req.echo && g->req.kind == API_KIND_COMPLETION) { /* completions echo */
         size_t pl = strlen(g->req.prompt);
         full = malloc(pl + g->len + 1);
@@ -504,7 +696,7 @@ static enum MHD_Result reply_whole(struct api_conn *c, struct api_gen *g, const 
         }
     }
     o.finish_reason = finish_name(finish);
-    node_req_ran_on(g->nr, g->ran_on, sizeof g->ran_on); /* every node that served a part */
+    if (g->nr) node_req_ran_on(g->nr, g->ran_on, sizeof g->ran_on); /* every node that served a part */
     o.ran_on = g->ran_on;
     struct api_lp_token *lps = g->req.logprobs ? lps_convert(g->lps, g->n_lps) : NULL;
     if (g->req.logprobs) {
@@ -513,8 +705,70 @@ static enum MHD_Result reply_whole(struct api_conn *c, struct api_gen *g, const 
         o.n_lps = lps ? g->n_lps : 0;
     }
     char *json = api_openai_response_json(g->req.kind, &o);
+    toolcall_result_free(&res);
     free(lps);
     free(full);
+    return json;
+}
+
+/* n > 1: the choices of g's siblings (each its own generation) appended to json's, with
+ * their index, and their completion tokens added to the usage. Takes json. */
+static char *merge_choices(struct api_gen *g, char *json)
+{
+    cJSON *root = cJSON_Parse(json);
+    free(json);
+    cJSON *choices = cJSON_GetObjectItemCaseSensitive(root, "choices");
+    cJSON *usage = cJSON_GetObjectItemCaseSensitive(root, "usage");
+    int index = 1, n_completion = g->n_gen;
+    for (struct api_gen *x = g->sib; root && choices && x; x = x->sib, index++) {
+        char *j = openai_whole_json(x, x->finish);
+        cJSON *o = j ? cJSON_Parse(j) : NULL;
+        free(j);
+        cJSON *c = cJSON_DetachItemFromArray(cJSON_GetObjectItemCaseSensitive(o, "choices"), 0);
+        cJSON_Delete(o);
+        if (!c) continue;
+        cJSON_ReplaceItemInObjectCaseSensitive(c, "index", cJSON_CreateNumber(index));
+        cJSON_AddItemToArray(choices, c);
+        n_completion += x->n_gen;
+    }
+    if (usage) {
+        cJSON_ReplaceItemInObjectCaseSensitive(usage, "completion_tokens", cJSON_CreateNumber(n_completion));
+        cJSON_ReplaceItemInObjectCaseSensitive(usage, "total_tokens",
+                                               cJSON_CreateNumber(n_completion + g->n_prompt));
+    }
+    char *out = root ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    return out;
+}
+
+static enum MHD_Result reply_whole(struct api_conn *c, struct api_gen *g, const char *finish)
+{
+    if (finish && !strcmp(finish, "error")) {
+        struct api_error err;
+        api_error_set(&err, 500, "server_error", NULL, NULL, "generation failed");
+        return api_reply_error(c, &err);
+    }
+    if (g->proto == API_PROTO_RESPONSES) {
+        struct api_resp_out ro;
+        resp_out_init(g, &ro, finish);
+        node_req_ran_on(g->nr, g->ran_on, sizeof g->ran_on);
+        ro.ran_on = g->ran_on;
+        return reply_gen_json(c, g, api_responses_json(&ro));
+    }
+    if (g->proto == API_PROTO_OLLAMA) {
+        struct toolcall_result tr = {0};
+        struct api_tool_call tc[GEN_MAX_CALLS];
+        char tid[GEN_MAX_CALLS][64];
+        int n_tc = g->has_tools ? gen_calls(g, &tr, tc, tid) : 0;
+        const char *text = n_tc ? tr.content : g->text ? g->text : "";
+        char *line = api_ollama_chunk_calls(g->req.kind, g->model, text, n_tc ? strlen(text) : g->len,
+                                            tc, n_tc, true, finish_name(finish), g->n_prompt,
+                                            g->n_gen, now_s() - g->t0);
+        toolcall_result_free(&tr);
+        return reply_gen_json(c, g, line);
+    }
+    char *json = openai_whole_json(g, finish);
+    if (json && g->sib) json = merge_choices(g, json);
     return reply_gen_json(c, g, json);
 }
 
@@ -532,27 +786,39 @@ static void lps_keep(struct api_gen *g, const struct node_chunk *ch)
     g->n_lps += ch->n_lps;
 }
 
-enum MHD_Result api_gen_resume(struct api_conn *c)
+/* Takes what g's generation has produced so far into g; true once it is done. */
+static bool gen_take_whole(struct api_gen *g)
 {
-    struct api_gen *g = c->gen;
-    if (c->responded) return MHD_YES;
-    if (g->req.kind == API_KIND_EMBEDDING) return embed_resume(c, g);
+    if (g->is_done) return true;
     struct node_chunk ch;
-    pthread_mutex_lock(&c->mu);
     node_req_take(g->nr, &ch);
     if (ch.len) buf_add(&g->text, &g->len, &g->cap, ch.text, ch.len);
     if (ch.n_lps) lps_keep(g, &ch);
     g->n_prompt = ch.n_prompt;
     g->n_gen = ch.n_gen;
     g->n_cached = ch.n_cached;
-    bool done = ch.done;
-    const char *finish = ch.finish_reason;
+    g->is_done = ch.done;
+    g->finish = ch.finish_reason;
     node_chunk_free(&ch);
+    return g->is_done;
+}
+
+enum MHD_Result api_gen_resume(struct api_conn *c)
+{
+    struct api_gen *g = c->gen;
+    if (c->responded) return MHD_YES;
+    if (g->req.kind == API_KIND_EMBEDDING) return embed_resume(c, g);
+    pthread_mutex_lock(&c->mu);
+    bool done = true;
+    for (struct api_gen *x = g; x; x = x->sib) done &= gen_take_whole(x);
     if (!done) {
         api_conn_suspend_locked(c);
         pthread_mutex_unlock(&c->mu);
         return MHD_YES;
     }
     pthread_mutex_unlock(&c->mu);
+    const char *finish = g->finish;
+    for (struct api_gen *x = g->sib; x; x = x->sib) /* one failed choice fails the request */
+        if (x->finish && !strcmp(x->finish, "error")) finish = "error";
     return reply_whole(c, g, finish);
 }

@@ -252,16 +252,46 @@ static bool rate_ok(struct api_conn *c, struct api_error *e)
     return false;
 }
 
-static enum MHD_Result route_gen(struct api_conn *c, enum api_proto proto, enum api_kind kind)
+static enum MHD_Result ollama_not_found(struct api_conn *c, const char *model)
+{
+    struct api_error e;
+    api_error_set(&e, 404, "invalid_request_error", "model_not_found", "model",
+                  "model '%.200s' not found", model);
+    return api_reply_error(c, &e);
+}
+
+/* A model loading here: suspends c (true) until the watchdog's next look, which resumes it to
+ * be dispatched again; after HTTP_LOAD_WAIT_MS, or when the model is ready, failed or not
+ * local, false (the request goes on and the router answers). */
+static bool await_load(struct api_conn *c, const char *model)
+{
+    struct router_model m;
+    bool loading = !router_model_get(c->srv->rt, model, &m) && m.is_local &&
+                   m.state == ROUTER_LOADING;
+    int64_t now = mono_ms();
+    if (loading && !c->load_wait_since_ms) c->load_wait_since_ms = now;
+    bool wait = loading && now - c->load_wait_since_ms < HTTP_LOAD_WAIT_MS;
+    pthread_mutex_lock(&c->mu);
+    c->awaiting_load = wait;
+    if (wait) api_conn_suspend_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    return wait;
+}
+
+/* embed_legacy: Ollama's older /api/embeddings. */
+static enum MHD_Result route_gen_ex(struct api_conn *c, enum api_proto proto, enum api_kind kind,
+                                    bool embed_legacy)
 {
     struct api_gen_req req;
     struct api_error e;
     if (!rate_ok(c, &e)) return api_reply_error(c, &e);
-    int rc = proto == API_PROTO_OPENAI
-                 ? api_openai_parse(kind, c->body ? c->body : "", c->body_len, &req, &e)
-                 : api_ollama_parse(kind, c->body ? c->body : "", c->body_len, &req, &e);
+    const char *body = c->body ? c->body : "";
+    int rc = proto == API_PROTO_OPENAI      ? api_openai_parse(kind, body, c->body_len, &req, &e)
+             : proto == API_PROTO_RESPONSES ? api_responses_parse(body, c->body_len, &req, &e)
+                                            : api_ollama_parse_ex(kind, embed_legacy, body,
+                                                                  c->body_len, &req, &e);
     if (rc) return api_reply_error(c, &e);
-    if (proto == API_PROTO_OPENAI) {
+    if (proto != API_PROTO_OLLAMA) {
         api_sampling_defaults_apply(&c->srv->defaults, &req);
         if (!req.model[0]) { /* no "model": the first model this node lists (llama-server) */
             struct router_model m;
@@ -275,6 +305,25 @@ static enum MHD_Result route_gen(struct api_conn *c, enum api_proto proto, enum 
         }
     }
     modelserve_autoload(c->srv->rt, req.model); /* a store model: load on first request */
+    if (await_load(c, req.model)) {
+        api_gen_req_free(&req);
+        return MHD_YES;
+    }
+    if (req.load_only) { /* Ollama's preload: the model is ready (or known to the mesh) */
+        struct router_model m;
+        enum api_kind k = req.kind;
+        char name[sizeof req.model];
+        snprintf(name, sizeof name, "%s", req.model);
+        bool known = router_model_get(c->srv->rt, name, &m) == 0;
+        api_gen_req_free(&req);
+        if (!known) return ollama_not_found(c, name);
+        if (m.is_local && m.state == ROUTER_FAILED) {
+            api_error_set(&e, 503, "server_error", "model_unavailable", "model",
+                          "The model '%.200s' failed to load: %.200s", m.name, m.err);
+            return api_reply_error(c, &e);
+        }
+        return api_reply_json(c, 200, api_ollama_load_json(k, m.name));
+    }
     const char *route = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "X-Meshllm-Route");
     if (api_route_header(route, &req, &e)) {
         api_gen_req_free(&req);
@@ -283,6 +332,11 @@ static enum MHD_Result route_gen(struct api_conn *c, enum api_proto proto, enum 
     rc = api_gen_start(c, proto, &req, &e); /* takes req */
     if (rc) return api_reply_error(c, &e);
     return MHD_YES;
+}
+
+static enum MHD_Result route_gen(struct api_conn *c, enum api_proto proto, enum api_kind kind)
+{
+    return route_gen_ex(c, proto, kind, false);
 }
 
 /* ---- the boundary: checks on a request's headers, before its body is read ------------------ */
@@ -452,22 +506,38 @@ static enum MHD_Result dispatch(struct api_conn *c, const char *method, const ch
         return api_reply_json(c, (unsigned)status, j);
     }
     if (get && !strcmp(url, "/api/version")) return api_reply_json(c, 200, api_ollama_version_json());
+    if (get && !strcmp(url, "/api/ps")) {
+        struct router_model *ms = calloc(API_MAX_MODELS, sizeof *ms);
+        int n = ms ? router_models(s->rt, ms, API_MAX_MODELS) : 0;
+        char *j = api_ollama_ps_json(ms, n);
+        free(ms);
+        return api_reply_json(c, 200, j);
+    }
     if (post && !strcmp(url, "/v1/chat/completions"))
         return route_gen(c, API_PROTO_OPENAI, API_KIND_CHAT);
     if (post && !strcmp(url, "/v1/completions"))
         return route_gen(c, API_PROTO_OPENAI, API_KIND_COMPLETION);
+    if (post && !strcmp(url, "/v1/responses"))
+        return route_gen(c, API_PROTO_RESPONSES, API_KIND_CHAT);
     if (post && !strcmp(url, "/v1/embeddings"))
         return route_gen(c, API_PROTO_OPENAI, API_KIND_EMBEDDING);
     if (post && !strcmp(url, "/api/chat")) return route_gen(c, API_PROTO_OLLAMA, API_KIND_CHAT);
+    if (post && !strcmp(url, "/api/embed"))
+        return route_gen(c, API_PROTO_OLLAMA, API_KIND_EMBEDDING);
+    if (post && !strcmp(url, "/api/embeddings"))
+        return route_gen_ex(c, API_PROTO_OLLAMA, API_KIND_EMBEDDING, true);
     if (post && !strcmp(url, "/api/generate"))
         return route_gen(c, API_PROTO_OLLAMA, API_KIND_COMPLETION);
     bool handled;
     enum MHD_Result sr = api_store_route(c, method, url, &handled);
     if (handled) return sr;
     bool known = !strcmp(url, "/v1/chat/completions") || !strcmp(url, "/v1/completions") ||
+                 !strcmp(url, "/v1/responses") ||
                  !strcmp(url, "/v1/embeddings") || !strcmp(url, "/v1/models") ||
                  !strcmp(url, "/metrics") || !strcmp(url, "/api/chat") ||
                  !strcmp(url, "/api/generate") || !strcmp(url, "/api/tags") ||
+                 !strcmp(url, "/api/embed") || !strcmp(url, "/api/embeddings") ||
+                 !strcmp(url, "/api/ps") ||
                  !strcmp(url, "/node/peers") || !strcmp(url, "/node/route");
     if (known)
         return reply_err(c, 405, "invalid_request_error", "method_not_allowed",
@@ -738,6 +808,11 @@ static void *watchdog_main(void *arg)
         for (struct api_conn *c = s->conns; c && !s->wd_stop; c = c->next) {
             pthread_mutex_lock(&c->mu);
             if (c->suspended && c->gen && conn_gone_locked(c, 0)) api_gen_cancel(c->gen);
+            if (c->suspended && c->awaiting_load) { /* dispatched again: loaded yet? */
+                c->awaiting_load = false;
+                c->suspended = false;
+                MHD_resume_connection(c->mc);
+            }
             /* a stream MHD cannot write (the client does not read): count what waits */
             if (!c->suspended && c->gen && api_gen_stream_stalled(c->gen, s->stream_stall_ms)) {
                 api_refused(s, API_REFUSED_SLOW_READER);

@@ -18,6 +18,10 @@
 #include <stddef.h>
 
 #define HTTP_MAX_BODY (8u << 20)
+/* A generation request for a model that is still loading (a store model's first request,
+ * or serve still starting) waits up to this long for it, as Ollama's clients expect, then
+ * is answered 503 with Retry-After. */
+#define HTTP_LOAD_WAIT_MS (10 * 60 * 1000)
 /* All connections of a listener: MHD keeps one pool each, and 512 sockets stay well under
  * the usual 1024 file descriptors with the model files and the p2p host beside them. */
 #define HTTP_MAX_CONN 512

@@ -1,7 +1,7 @@
 /* ollama.c - the Ollama API subset its clients need: /api/chat, /api/generate (NDJSON
  * streaming by default), /api/tags, /api/version. Field names and defaults follow Ollama's
  * docs/api.md (options.temperature 0.8, top_k 40, top_p 0.9, repeat_penalty 1.1,
- * num_predict -1; "stream" defaults to true). Pulling, creating, copying, deleting and
+ * num_predict -1; "stream" defaults to true), /api/embed and /api/embeddings, /api/ps. Pulling, creating, copying, deleting and
  * showing models: api/ollama_store.c.
  */
 #include "api/api_internal.h"
@@ -99,6 +99,30 @@ static int dup_str(const cJSON *v, char **out)
     return *out ? 0 : MESH_ENOMEM;
 }
 
+/* /api/embed: "input" a string or an array of strings; /api/embeddings (the older route):
+ * "prompt" one string. "truncate", "keep_alive" and "options" change nothing here: an input
+ * longer than the context is refused by the node either way. */
+static int parse_embed(const cJSON *root, struct api_gen_req *r, struct api_error *e)
+{
+    const char *param = r->embed_legacy ? "prompt" : "input";
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(root, param);
+    int n = cJSON_IsString(in) ? 1 : (!r->embed_legacy && cJSON_IsArray(in)) ? cJSON_GetArraySize(in) : -1;
+    if (n <= 0 || n > 2048)
+        return bad(e, param, r->embed_legacy ? "'prompt' must be a non-empty string"
+                                             : "'input' must be a string or a non-empty array of strings");
+    r->inputs = calloc((size_t)n, sizeof *r->inputs);
+    if (!r->inputs) return MESH_ENOMEM;
+    const cJSON *s = cJSON_IsString(in) ? in : in->child;
+    for (; s && r->n_inputs < n; s = cJSON_IsString(in) ? NULL : s->next) {
+        if (!cJSON_IsString(s) || !s->valuestring[0])
+            return bad(e, param, "each input must be a non-empty string");
+        r->inputs[r->n_inputs] = strdup(s->valuestring);
+        if (!r->inputs[r->n_inputs]) return MESH_ENOMEM;
+        r->n_inputs++;
+    }
+    return 0;
+}
+
 static int parse_body(enum api_kind kind, const cJSON *root, struct api_gen_req *r,
                       struct api_error *e)
 {
@@ -109,6 +133,7 @@ static int parse_body(enum api_kind kind, const cJSON *root, struct api_gen_req 
     snprintf(r->model, sizeof r->model, "%s", model->valuestring);
     int rc = api_meshllm_parse(root, &r->route, e);
     if (rc) return rc;
+    if (kind == API_KIND_EMBEDDING) return parse_embed(root, r, e);
     r->stream = true;
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(root, "stream");
     if (cJSON_IsBool(st)) r->stream = cJSON_IsTrue(st);
@@ -127,12 +152,16 @@ static int parse_body(enum api_kind kind, const cJSON *root, struct api_gen_req 
         if (cJSON_IsString(sys) && (rc = dup_str(sys, &r->system))) return rc;
         const cJSON *raw = cJSON_GetObjectItemCaseSensitive(root, "raw");
         r->raw = cJSON_IsTrue(raw);
-        if (!r->prompt[0]) return bad(e, "prompt", "'prompt' must not be empty");
+        r->load_only = !r->prompt[0]; /* Ollama's preload idiom */
         return 0;
     }
+    if ((rc = api_tools_parse(root, r, e))) return rc;
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
-    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0)
-        return bad(e, "messages", "'messages' must be a non-empty array");
+    if (!msgs || cJSON_IsNull(msgs) || (cJSON_IsArray(msgs) && cJSON_GetArraySize(msgs) == 0)) {
+        r->load_only = true; /* Ollama's preload idiom */
+        return 0;
+    }
+    if (!cJSON_IsArray(msgs)) return bad(e, "messages", "'messages' must be an array");
     int n = cJSON_GetArraySize(msgs);
     if (n > 100000) return bad(e, "messages", "too many messages");
     r->msgs = calloc((size_t)n, sizeof *r->msgs);
@@ -149,9 +178,23 @@ static int parse_body(enum api_kind kind, const cJSON *root, struct api_gen_req 
         if (content && !cJSON_IsNull(content) && !cJSON_IsString(content))
             return bad(e, "messages", "message 'content' must be a string");
         struct api_msg *am = &r->msgs[r->n_msgs];
-        am->role = strdup(strcmp(role->valuestring, "tool") ? role->valuestring : "user");
+        am->role = strdup(role->valuestring);
         r->n_msgs++;
         if (!am->role || dup_str(content, &am->content)) return MESH_ENOMEM;
+        const cJSON *calls = cJSON_GetObjectItemCaseSensitive(m, "tool_calls");
+        if (cJSON_IsArray(calls) && cJSON_GetArraySize(calls) > 0) {
+            /* Ollama's arguments are objects; the templates see them as OpenAI's shape */
+            const cJSON *c;
+            cJSON_ArrayForEach(c, calls)
+            {
+                const cJSON *f = cJSON_GetObjectItemCaseSensitive(c, "function");
+                if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(f, "name")))
+                    return bad(e, "messages", "each tool call needs function.name");
+            }
+            if (!(am->tool_calls_json = cJSON_PrintUnformatted(calls))) return MESH_ENOMEM;
+        }
+        const cJSON *tn = cJSON_GetObjectItemCaseSensitive(m, "tool_name");
+        if (cJSON_IsString(tn) && !(am->name = strdup(tn->valuestring))) return MESH_ENOMEM;
     }
     return 0;
 }
@@ -159,9 +202,16 @@ static int parse_body(enum api_kind kind, const cJSON *root, struct api_gen_req 
 int api_ollama_parse(enum api_kind kind, const char *body, size_t len, struct api_gen_req *out,
                      struct api_error *err)
 {
+    return api_ollama_parse_ex(kind, false, body, len, out, err);
+}
+
+int api_ollama_parse_ex(enum api_kind kind, bool embed_legacy, const char *body, size_t len,
+                        struct api_gen_req *out, struct api_error *err)
+{
     memset(out, 0, sizeof *out);
     memset(err, 0, sizeof *err);
     out->kind = kind;
+    out->embed_legacy = embed_legacy;
     int rc;
     cJSON *root = cJSON_ParseWithLength(body, len);
     if (!root || !cJSON_IsObject(root))
@@ -189,6 +239,33 @@ char *api_ollama_chunk(enum api_kind kind, const char *model, const char *text, 
                        bool done, const char *done_reason, int n_prompt, int n_gen,
                        double elapsed_s)
 {
+    return api_ollama_chunk_calls(kind, model, text, len, NULL, 0, done, done_reason, n_prompt,
+                                  n_gen, elapsed_s);
+}
+
+char *api_ollama_calls_chunk(const char *model, const struct api_tool_call *calls, int n_calls)
+{
+    return api_ollama_chunk_calls(API_KIND_CHAT, model, "", 0, calls, n_calls, false, NULL, 0, 0, 0);
+}
+
+/* Ollama's message.tool_calls: [{"function":{"name","arguments":{...}}}] (arguments an object). */
+static void add_calls(cJSON *msg, const struct api_tool_call *calls, int n_calls)
+{
+    cJSON *arr = cJSON_AddArrayToObject(msg, "tool_calls");
+    for (int i = 0; arr && i < n_calls; i++) {
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddItemToArray(arr, c);
+        cJSON *f = cJSON_AddObjectToObject(c, "function");
+        cJSON_AddStringToObject(f, "name", calls[i].name);
+        cJSON *args = cJSON_Parse(calls[i].arguments);
+        cJSON_AddItemToObject(f, "arguments", args ? args : cJSON_CreateObject());
+    }
+}
+
+char *api_ollama_chunk_calls(enum api_kind kind, const char *model, const char *text, size_t len,
+                             const struct api_tool_call *calls, int n_calls, bool done,
+                             const char *done_reason, int n_prompt, int n_gen, double elapsed_s)
+{
     char when[64];
     rfc3339_now(when, sizeof when);
     char *t = malloc(len + 1);
@@ -202,6 +279,7 @@ char *api_ollama_chunk(enum api_kind kind, const char *model, const char *text, 
         cJSON *m = cJSON_AddObjectToObject(root, "message");
         cJSON_AddStringToObject(m, "role", "assistant");
         cJSON_AddStringToObject(m, "content", t);
+        if (n_calls) add_calls(m, calls, n_calls);
     } else {
         cJSON_AddStringToObject(root, "response", t);
     }
@@ -263,6 +341,88 @@ char *api_ollama_tags_json(const struct router_model *ms, int n)
         if (!ms[i].is_local || ms[i].state == ROUTER_READY)
             cJSON_AddItemToArray(arr, tag_obj(&ms[i]));
     if (arr) api_store_tags_add(arr, ms, n); /* the store's models not loaded yet */
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return s;
+}
+
+char *api_ollama_load_json(enum api_kind kind, const char *model)
+{
+    char when[64];
+    rfc3339_now(when, sizeof when);
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "model", model);
+    cJSON_AddStringToObject(root, "created_at", when);
+    if (kind == API_KIND_CHAT) {
+        cJSON *m = cJSON_AddObjectToObject(root, "message");
+        cJSON_AddStringToObject(m, "role", "assistant");
+        cJSON_AddStringToObject(m, "content", "");
+    } else {
+        cJSON_AddStringToObject(root, "response", "");
+    }
+    cJSON_AddBoolToObject(root, "done", true);
+    cJSON_AddStringToObject(root, "done_reason", "load");
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return s;
+}
+
+char *api_ollama_embed_json(const char *model, bool legacy, const float *vecs, int n_vecs,
+                            int n_embd, int n_prompt, double elapsed_s)
+{
+    cJSON *root = cJSON_CreateObject();
+    if (!root) return NULL;
+    if (legacy) { /* /api/embeddings: {"embedding":[...]} */
+        cJSON *arr = cJSON_AddArrayToObject(root, "embedding");
+        for (int k = 0; arr && n_vecs > 0 && k < n_embd; k++)
+            cJSON_AddItemToArray(arr, cJSON_CreateNumber(vecs[k]));
+    } else {
+        cJSON_AddStringToObject(root, "model", model);
+        cJSON *all = cJSON_AddArrayToObject(root, "embeddings");
+        for (int i = 0; all && i < n_vecs; i++) {
+            cJSON *arr = cJSON_CreateArray();
+            cJSON_AddItemToArray(all, arr);
+            const float *v = vecs + (size_t)i * (size_t)n_embd;
+            for (int k = 0; arr && k < n_embd; k++)
+                cJSON_AddItemToArray(arr, cJSON_CreateNumber(v[k]));
+        }
+        double ns = floor(elapsed_s * 1e9);
+        cJSON_AddNumberToObject(root, "total_duration", ns);
+        cJSON_AddNumberToObject(root, "load_duration", 0);
+        cJSON_AddNumberToObject(root, "prompt_eval_count", n_prompt);
+    }
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return s;
+}
+
+/* Ollama's "expires_at" for a model that stays loaded: serve never unloads one, so the time
+ * is as far off as Ollama shows for keep_alive -1. */
+#define OLLAMA_NEVER_EXPIRES "2318-01-01T00:00:00Z"
+
+char *api_ollama_ps_json(const struct router_model *ms, int n)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(root, "models");
+    for (int i = 0; arr && i < n; i++) {
+        const struct router_model *e = &ms[i];
+        if (!e->is_local || e->state != ROUTER_READY) continue;
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddItemToArray(arr, m);
+        char name[160];
+        snprintf(name, sizeof name, "%s%s", e->name, strchr(e->name, ':') ? "" : ":latest");
+        cJSON_AddStringToObject(m, "name", name);
+        cJSON_AddStringToObject(m, "model", name);
+        cJSON_AddNumberToObject(m, "size", (double)e->file_bytes);
+        cJSON_AddStringToObject(m, "digest", e->digest);
+        cJSON *d = cJSON_AddObjectToObject(m, "details");
+        cJSON_AddStringToObject(d, "format", "gguf");
+        if (e->arch[0]) cJSON_AddStringToObject(d, "family", e->arch);
+        if (e->quant[0]) cJSON_AddStringToObject(d, "quantization_level", e->quant);
+        cJSON_AddStringToObject(m, "expires_at", OLLAMA_NEVER_EXPIRES);
+        cJSON_AddNumberToObject(m, "size_vram", 0);
+        if (e->n_ctx > 0) cJSON_AddNumberToObject(m, "context_length", e->n_ctx);
+    }
     char *s = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     return s;

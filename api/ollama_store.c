@@ -415,7 +415,8 @@ enum MHD_Result api_store_route(struct api_conn *c, const char *method, const ch
         else ret = api_reply_json(c, 200, strdup(""));
     } else {
         int status;
-        char *j = model ? modelserve_show_json(c->srv->rt, model, &status) : NULL;
+        bool verbose = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "verbose"));
+        char *j = model ? modelserve_show_json(c->srv->rt, model, verbose, &status) : NULL;
         if (!model) ret = ollama_err(c, 400, "'model' is required");
         else if (!j) ret = ollama_err(c, (unsigned)status, status == 404 ? "model not found"
                                                                          : "cannot read the model");

@@ -155,6 +155,116 @@ static int get_content(const cJSON *c, const char *param, char **out, struct api
     return 0;
 }
 
+/* A function name as OpenAI allows it: 1-64 of [A-Za-z0-9_-]. */
+static bool tool_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    return n >= 1 && n <= 64 && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                          "0123456789_-") == n;
+}
+
+int api_tools_parse(const cJSON *root, struct api_gen_req *r, struct api_error *e)
+{
+    r->parallel_tool_calls = true;
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
+    const cJSON *choice = cJSON_GetObjectItemCaseSensitive(root, "tool_choice");
+    int rc;
+    if ((rc = get_bool(root, "parallel_tool_calls", &r->parallel_tool_calls, e))) return rc;
+    if (!is_absent(tools) && !cJSON_IsArray(tools)) return bad(e, "tools", "'tools' must be an array");
+    int n = is_absent(tools) ? 0 : cJSON_GetArraySize(tools);
+    if (n > 128) return bad(e, "tools", "at most 128 tools");
+    const cJSON *t;
+    int i = 0;
+    cJSON *list = n ? cJSON_CreateArray() : NULL;
+    if (n && !list) return oom(e);
+    const cJSON *src = n ? tools : NULL;
+    cJSON_ArrayForEach(t, src)
+    {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(t, "type");
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
+        const cJSON *desc = cJSON_GetObjectItemCaseSensitive(fn, "description");
+        char param[32];
+        snprintf(param, sizeof param, "tools[%d]", i++);
+        rc = 0;
+        if (!cJSON_IsObject(t) || (!is_absent(type) && (!cJSON_IsString(type) ||
+                                                        strcmp(type->valuestring, "function"))))
+            rc = bad(e, param, "each tool must be {\"type\": \"function\", \"function\": {...}}");
+        else if (!cJSON_IsObject(fn) || !cJSON_IsString(name) || !tool_name_ok(name->valuestring))
+            rc = bad(e, param, "a tool's function needs a 'name' of 1-64 letters, digits, '_' or '-'");
+        else if (!is_absent(params) && !cJSON_IsObject(params))
+            rc = bad(e, param, "a function's 'parameters' must be a JSON Schema object");
+        else if (!is_absent(desc) && !cJSON_IsString(desc))
+            rc = bad(e, param, "a function's 'description' must be a string");
+        for (const cJSON *u = list ? list->child : NULL; !rc && u; u = u->next)
+            if (!strcmp(cJSON_GetObjectItem(cJSON_GetObjectItem(u, "function"), "name")->valuestring,
+                        name->valuestring))
+                rc = bad(e, param, "two tools are named '%.64s'", name->valuestring);
+        cJSON *copy = rc ? NULL : cJSON_Duplicate(t, 1);
+        if (!rc && !copy) rc = oom(e);
+        if (rc) {
+            cJSON_Delete(list);
+            return rc;
+        }
+        if (is_absent(type)) cJSON_AddStringToObject(copy, "type", "function");
+        cJSON_AddItemToArray(list, copy);
+    }
+    r->tool_choice = API_TOOLS_AUTO;
+    if (cJSON_IsString(choice)) {
+        if (!strcmp(choice->valuestring, "none")) r->tool_choice = API_TOOLS_NONE;
+        else if (!strcmp(choice->valuestring, "required")) r->tool_choice = API_TOOLS_REQUIRED;
+        else if (strcmp(choice->valuestring, "auto"))
+            rc = bad(e, "tool_choice", "'tool_choice' must be none, auto, required or "
+                                       "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+    } else if (cJSON_IsObject(choice)) {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(choice, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        bool found = false;
+        for (const cJSON *u = list ? list->child : NULL; cJSON_IsString(name) && u; u = u->next)
+            found |= !strcmp(cJSON_GetObjectItem(cJSON_GetObjectItem(u, "function"), "name")->valuestring,
+                             name->valuestring);
+        if (!found)
+            rc = bad(e, "tool_choice", "'tool_choice' names a function that is not in 'tools'");
+        else {
+            r->tool_choice = API_TOOLS_NAMED;
+            snprintf(r->tool_choice_name, sizeof r->tool_choice_name, "%s", name->valuestring);
+        }
+    } else if (!is_absent(choice)) {
+        rc = bad(e, "tool_choice", "'tool_choice' must be a string or an object");
+    }
+    if (!rc && n == 0 && (r->tool_choice == API_TOOLS_REQUIRED))
+        rc = bad(e, "tool_choice", "'tool_choice' is 'required' but there are no 'tools'");
+    if (!rc && list && r->tool_choice != API_TOOLS_NONE) {
+        r->tools_json = cJSON_PrintUnformatted(list);
+        r->n_tools = n;
+        if (!r->tools_json) rc = oom(e);
+    }
+    cJSON_Delete(list);
+    return rc;
+}
+
+/* An assistant message's "tool_calls" (OpenAI shape, arguments a JSON text) as a compact
+ * JSON array into m->tool_calls_json; MESH_EINVAL with *e for a malformed one. */
+static int msg_tool_calls(const cJSON *calls, const char *param, struct api_msg *m,
+                          struct api_error *e)
+{
+    if (is_absent(calls)) return 0;
+    if (!cJSON_IsArray(calls)) return bad(e, param, "'tool_calls' must be an array");
+    const cJSON *c;
+    cJSON_ArrayForEach(c, calls)
+    {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(c, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        const cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
+        if (!cJSON_IsObject(c) || !cJSON_IsString(name) ||
+            (!is_absent(args) && !cJSON_IsString(args) && !cJSON_IsObject(args)))
+            return bad(e, param, "each tool call needs function.name and function.arguments");
+    }
+    m->tool_calls_json = cJSON_PrintUnformatted(calls);
+    return m->tool_calls_json ? 0 : oom(e);
+}
+
 static int parse_messages(const cJSON *root, struct api_gen_req *r, struct api_error *e)
 {
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
@@ -179,7 +289,6 @@ static int parse_messages(const cJSON *root, struct api_gen_req *r, struct api_e
         if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant") && strcmp(rs, "tool"))
             return bad(e, param, "invalid role '%.40s' (expected system, developer, user, "
                                  "assistant or tool)", role->valuestring);
-        if (!strcmp(rs, "tool")) rs = "user";
         r->msgs[i].role = strdup(rs);
         if (!r->msgs[i].role) return oom(e);
         r->n_msgs = i + 1;
@@ -187,6 +296,16 @@ static int parse_messages(const cJSON *root, struct api_gen_req *r, struct api_e
         int rc = get_content(cJSON_GetObjectItemCaseSensitive(m, "content"), param,
                              &r->msgs[i].content, e);
         if (rc) return rc;
+        snprintf(param, sizeof param, "messages[%d].tool_calls", i);
+        if (!strcmp(rs, "assistant") &&
+            (rc = msg_tool_calls(cJSON_GetObjectItemCaseSensitive(m, "tool_calls"), param,
+                                 &r->msgs[i], e)))
+            return rc;
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "tool_call_id");
+        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(m, "name");
+        if ((cJSON_IsString(id) && !(r->msgs[i].tool_call_id = strdup(id->valuestring))) ||
+            (cJSON_IsString(nm) && !(r->msgs[i].name = strdup(nm->valuestring))))
+            return oom(e);
         i++;
     }
     return 0;
@@ -272,9 +391,11 @@ static int parse_sampling(const cJSON *root, struct api_gen_req *r, struct api_e
     if ((rc = get_int(root, "max_completion_tokens", 1, 1e9, &ll, &has, e))) return rc;
     if (has) r->max_tokens = (int)ll;
     if (r->max_tokens > 0) r->given |= API_GIVEN_MAX_TOKENS;
-    if ((rc = get_int(root, "n", 1, 128, &ll, &has, e))) return rc;
-    if (has && ll != 1) return bad(e, "n", "only n = 1 is supported");
+    if ((rc = get_int(root, "n", 1, API_MAX_CHOICES, &ll, &has, e))) return rc;
+    r->n_choices = has ? (int)ll : 1;
     if ((rc = get_bool(root, "stream", &r->stream, e))) return rc;
+    if (r->n_choices > 1 && r->stream)
+        return bad(e, "n", "'n' > 1 is supported without 'stream' only");
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
     if (!is_absent(so)) {
         if (!r->stream)
@@ -310,10 +431,7 @@ static int parse_chat(const cJSON *root, struct api_gen_req *r, struct api_error
             return bad(e, "response_format.type", "unknown response_format type '%.40s'",
                        t->valuestring);
     }
-    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
-    if (cJSON_IsArray(tools) && cJSON_GetArraySize(tools) > 0)
-        return bad(e, "tools", "tools (function calling) are not supported by this server");
-    return 0;
+    return api_tools_parse(root, r, e);
 }
 
 static int parse_completion(const cJSON *root, struct api_gen_req *r, struct api_error *e)
@@ -458,7 +576,11 @@ void api_gen_req_free(struct api_gen_req *r)
     for (int i = 0; i < r->n_msgs; i++) {
         free(r->msgs[i].role);
         free(r->msgs[i].content);
+        free(r->msgs[i].tool_calls_json);
+        free(r->msgs[i].tool_call_id);
+        free(r->msgs[i].name);
     }
+    free(r->tools_json);
     free(r->msgs);
     free(r->prompt);
     for (int i = 0; i < r->n_inputs; i++) free(r->inputs[i]);
@@ -628,6 +750,23 @@ static char *finish_print(cJSON *root)
     return s;
 }
 
+/* [{"id","type":"function","function":{"name","arguments"}}] ("index" first in chunks). */
+static cJSON *tool_calls_json(const struct api_gen_out *o, bool chunk)
+{
+    cJSON *arr = cJSON_CreateArray();
+    for (int i = 0; arr && i < o->n_calls; i++) {
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddItemToArray(arr, c);
+        if (chunk) cJSON_AddNumberToObject(c, "index", o->call_index0 + i);
+        cJSON_AddStringToObject(c, "id", o->calls[i].id);
+        cJSON_AddStringToObject(c, "type", "function");
+        cJSON *f = cJSON_AddObjectToObject(c, "function");
+        cJSON_AddStringToObject(f, "name", o->calls[i].name);
+        cJSON_AddStringToObject(f, "arguments", o->calls[i].arguments);
+    }
+    return arr;
+}
+
 char *api_openai_response_json(enum api_kind kind, const struct api_gen_out *o)
 {
     bool chat = kind == API_KIND_CHAT;
@@ -639,8 +778,10 @@ char *api_openai_response_json(enum api_kind kind, const struct api_gen_out *o)
     if (chat) {
         cJSON *m = cJSON_AddObjectToObject(c, "message");
         cJSON_AddStringToObject(m, "role", "assistant");
-        add_clean_string(m, "content", o->text, o->len);
+        if (o->n_calls && !o->len) cJSON_AddNullToObject(m, "content");
+        else add_clean_string(m, "content", o->text, o->len);
         cJSON_AddNullToObject(m, "refusal");
+        if (o->n_calls) cJSON_AddItemToObject(m, "tool_calls", tool_calls_json(o, false));
     } else {
         add_clean_string(c, "text", o->text, o->len);
     }
@@ -670,7 +811,9 @@ char *api_openai_chunk_json(enum api_kind kind, const struct api_gen_out *o, boo
     if (chat) {
         cJSON *d = cJSON_AddObjectToObject(c, "delta");
         if (is_first) cJSON_AddStringToObject(d, "role", "assistant");
-        if (o->len || is_first || !o->finish_reason) add_clean_string(d, "content", o->text, o->len);
+        if (o->n_calls) cJSON_AddItemToObject(d, "tool_calls", tool_calls_json(o, true));
+        else if (o->len || is_first || !o->finish_reason)
+            add_clean_string(d, "content", o->text, o->len);
     } else {
         add_clean_string(c, "text", o->text, o->len);
     }

@@ -37,11 +37,30 @@ struct api_error {
 };
 
 struct api_msg {
-    char *role;    /* "system", "user", "assistant" ("developer" is mapped to "system") */
-    char *content; /* text; array-of-parts content is joined */
+    char *role;    /* "system", "user", "assistant", "tool" ("developer" -> "system") */
+    char *content; /* text; array-of-parts content is joined ("" for a call-only turn) */
+    char *tool_calls_json; /* assistant: its tool calls as an OpenAI JSON array, or NULL */
+    char *tool_call_id;    /* tool: the call this result answers, or NULL */
+    char *name;            /* tool: the function's name, or NULL */
+};
+
+/* tool_choice (OpenAI): what the model may do with the request's tools. */
+enum api_tool_choice {
+    API_TOOLS_AUTO = 0, /* call or answer, as the model decides (the default with tools) */
+    API_TOOLS_NONE,     /* answer only (tools are not given to the model) */
+    API_TOOLS_REQUIRED, /* at least one call */
+    API_TOOLS_NAMED,    /* a call of tool_choice_name */
+};
+
+/* One tool call of a reply (api_gen_out.calls). */
+struct api_tool_call {
+    const char *id;        /* "call_..." */
+    const char *name;
+    const char *arguments; /* a JSON object as text */
 };
 
 /* A generation request after validation. Strings are malloc'd and owned by the struct. */
+#define API_MAX_CHOICES 16
 struct api_gen_req {
     enum api_kind kind;
     char model[API_MODEL_NAME_CAP];
@@ -51,6 +70,7 @@ struct api_gen_req {
     char **inputs;        /* embedding: [n_inputs] texts */
     int n_inputs;
     bool stream;
+    int n_choices;        /* n: completions to generate (1..API_MAX_CHOICES; 0 = 1) */
     bool include_usage;   /* stream_options.include_usage */
     int max_tokens;       /* -1 = until end of generation or context */
     float temperature;    /* 0..2, default 1 */
@@ -68,6 +88,13 @@ struct api_gen_req {
     bool json_mode;       /* response_format {"type":"json_object"} */
     bool echo;            /* completions: echo the prompt (refused if true with stream) */
     bool raw;             /* ollama generate: do not apply the template */
+    bool embed_legacy;    /* ollama /api/embeddings ("prompt" in, {"embedding":[...]} out) */
+    char *tools_json;     /* the tools as a compact JSON array of {"type":"function",...}, or NULL */
+    int n_tools;
+    enum api_tool_choice tool_choice;
+    char tool_choice_name[65];
+    bool parallel_tool_calls; /* several calls in one turn (default true) */
+    bool load_only;       /* ollama: no prompt / no messages: load the model, generate nothing */
     char *system;         /* ollama generate: system prompt, or NULL */
     enum node_route route; /* "meshllm":{"route":...} or X-Meshllm-Route; DEFAULT if neither */
     unsigned given;       /* API_GIVEN_* bits: sampling fields the request set itself */
@@ -97,6 +124,11 @@ void api_sampling_defaults_apply(const struct api_sampling_defaults *d, struct a
 int api_openai_parse(enum api_kind kind, const char *body, size_t len, struct api_gen_req *out,
                      struct api_error *err);
 void api_gen_req_free(struct api_gen_req *r);
+/* The body's tools, tool_choice and parallel_tool_calls (OpenAI's shapes; Ollama's tools
+ * are the same objects) into r: tools_json keeps the validated tools (not with
+ * tool_choice none). 0, or MESH_EINVAL / MESH_ENOMEM with *err (400 naming the field). */
+struct cJSON;
+int api_tools_parse(const struct cJSON *root, struct api_gen_req *r, struct api_error *err);
 
 /* Reads the body's "meshllm" extension object, {"route":"local"|"own"|"mesh"} (OpenAI and
  * Ollama bodies alike), into *route; an absent or null object or route leaves *route as it
@@ -138,6 +170,9 @@ struct api_gen_out {
     int n_cached; /* prompt tokens reused from a slot's cache (usage.prompt_tokens_details) */
     const struct api_lp_token *lps; /* [n_lps] or NULL when logprobs were not asked for */
     int n_lps;
+    const struct api_tool_call *calls; /* [n_calls]: the reply's tool calls (chat) */
+    int n_calls;
+    int call_index0; /* chunks: index of calls[0] among the turn's calls */
     /* optional: where the request ran ("local" or peer IDs); adds "meshllm":{"ran_on":...}
      * to the whole response and to the chunk carrying finish_reason; NULL adds nothing */
     const char *ran_on;

@@ -11,7 +11,9 @@
 # -t T -r 1`. Prints the median over rounds of each number, the ratio ours / llama.cpp,
 # and decode as a fraction of the bandwidth ceiling (median 2-thread GB/s / bytes per
 # token, bytes per token = the weights meshllm reports minus the token embedding, which
-# decode reads one row of). The llama-bench binary is built by you outside the repo.
+# decode reads one row of), and each program's kernel path (meshllm: the CPU flags and the
+# path it chose; llama.cpp: its CSV's backends and cpu_info). The llama-bench binary is
+# built by you outside the repo.
 set -eu
 
 BUILD=build
@@ -63,12 +65,12 @@ while [ "$r" -le "$ROUNDS" ]; do
         "$BUILD/bench/bandwidth" 256 3 2>/dev/null |
             awk -v m="$m" '/threads=2/ { sub("median=", "", $4); print m, "bw2", "machine", $4 }' >> "$S"
         "$BUILD/meshllm" bench "$f" -p 64 -n 32 -t "$THREADS" -r 1 -b "$BATCHES" 2>/dev/null |
-            awk -F'|' -v m="$m" '$6 ~ /(pp|tg)[0-9]/ {
+            tee "$OUT/ours.txt" | awk -F'|' -v m="$m" '$6 ~ /(pp|tg)[0-9]/ {
                 gsub(/ /, "", $6); split($7, v, " "); print m, $6, "ours", v[1]
                 if (!size) { split($3, z, " "); size = z[1]; print m, "size", "ours", size } }' >> "$S"
         if [ -n "$LLAMA" ]; then
             "$LLAMA" -m "$f" -p 64 -n 32 -t "$THREADS" -r 1 -o csv 2>/dev/null |
-                awk -F'","' -v m="$m" 'NR > 1 { np = $(NF-6); ng = $(NF-5); ts = $(NF-1)
+                tee "$OUT/llama.csv" | awk -F'","' -v m="$m" 'NR > 1 { np = $(NF-6); ng = $(NF-5); ts = $(NF-1)
                     if (np + 0 > 0) print m, "pp" np, "llama", ts; else print m, "tg" ng, "llama", ts }' >> "$S"
         fi
     done
@@ -90,6 +92,12 @@ get() { awk -v m="$1" -v t="$2" -v w="$3" '$1 == m && $2 == t && $3 == w { print
 
 echo
 echo "rounds: $ROUNDS, threads: $THREADS, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "meshllm: $(grep -m1 '^cpu ' "$OUT/ours.txt" || echo '?')"
+if [ -n "$LLAMA" ] && [ -s "$OUT/llama.csv" ]; then
+    # llama-bench's own account of its path: the backends and CPU columns of its CSV
+    echo "llama.cpp: $(awk -F'","' 'NR == 1 { for (i = 1; i <= NF; i++) { gsub(/"/, "", $i); k[$i] = i } }
+        NR == 2 { gsub(/"/, ""); printf "backends %s, cpu %s", $k["backends"], $k["cpu_info"] }' "$OUT/llama.csv")"
+fi
 echo
 echo "| model | test | meshllm t/s | llama.cpp t/s | ours / llama.cpp | bw GB/s (2 thr, median) | decode / ceiling (ours, llama.cpp) |"
 echo "|---|---|---:|---:|---:|---:|---|"

@@ -14,6 +14,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 void cli_gen_opts_default(struct cli_gen_opts *o)
 {
@@ -375,6 +377,45 @@ void cli_mesh_opts_help(FILE *f)
             "      --no-mdns          do not look for peers on the LAN with mDNS\n");
 }
 
+static int64_t load_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void cli_load_bar_init(struct cli_load_bar *b, const char *name)
+{
+    b->name = name;
+    b->tty = isatty(2) == 1;
+    b->t0_ms = b->last_ms = load_now_ms();
+}
+
+double cli_load_bar_seconds(const struct cli_load_bar *b)
+{
+    return (double)(load_now_ms() - b->t0_ms) / 1000.0;
+}
+
+void cli_load_bar_update(void *arg, int n_done, int n_total, uint64_t bytes_done,
+                         uint64_t bytes_total)
+{
+    struct cli_load_bar *b = arg;
+    if (!b->tty) return;
+    if (n_done >= n_total) { /* the end: clear the bar, the caller prints its ready line */
+        fprintf(stderr, "\r\033[K");
+        return;
+    }
+    int64_t now = load_now_ms();
+    if (now - b->last_ms < 100) return;
+    b->last_ms = now;
+    int pct = bytes_total ? (int)(100.0 * (double)bytes_done / (double)bytes_total) : 0;
+    char bar[31];
+    for (int i = 0; i < 30; i++) bar[i] = i < pct * 30 / 100 ? '#' : '.';
+    bar[30] = 0;
+    fprintf(stderr, "\r\033[Kloading %s [%s] %3d%% %d/%d tensors %.2f/%.2f GiB", b->name, bar,
+            pct, n_done, n_total, (double)bytes_done / (1 << 30), (double)bytes_total / (1 << 30));
+}
+
 int cli_load_model(const char *path, const struct cli_gen_opts *o, int n_seq, struct model **m,
                    struct model_ctx **c)
 {
@@ -383,7 +424,7 @@ int cli_load_model(const char *path, const struct cli_gen_opts *o, int n_seq, st
     *c = NULL;
     struct model_load_opts lo = {.use_mlock = o->mlock};
     /* a path, a NAME.gguf in the models folder, or a store name (node/registry.h) */
-    char resolved[4096], name[256];
+    char resolved[4096], name[256] = "";
     if (registry_resolve(path, resolved, sizeof resolved, name, sizeof name, err, sizeof err)) {
         if (!strchr(path, '/')) {
             cli_fail("%s", err);
@@ -391,6 +432,10 @@ int cli_load_model(const char *path, const struct cli_gen_opts *o, int n_seq, st
         }
         snprintf(resolved, sizeof resolved, "%s", path); /* a path: the loader says why */
     }
+    struct cli_load_bar bar;
+    cli_load_bar_init(&bar, name[0] ? name : path);
+    lo.progress = cli_load_bar_update;
+    lo.progress_arg = &bar;
     int rc = model_load(resolved, &lo, m, err, sizeof err);
     if (rc < 0) {
         cli_fail("%s", err);
@@ -409,6 +454,20 @@ int cli_load_model(const char *path, const struct cli_gen_opts *o, int n_seq, st
         cli_fail("%s: %s", path, err[0] ? err : err_str(rc));
         model_free(*m);
         *m = NULL;
+        return rc;
     }
+    if (o->verbose || bar.tty) cli_load_ready_line(stderr, bar.name, *m, cli_load_bar_seconds(&bar));
+    char line[256];
+    model_ctx_kv_describe(*c, line, sizeof line);
+    fprintf(stderr, "meshllm: %s\n", line);
     return rc;
+}
+
+void cli_load_ready_line(FILE *f, const char *name, const struct model *m, double load_s)
+{
+    const struct model_hparams *hp = model_hparams(m);
+    const char *ft = hp->file_type >= 0 ? model_ftype_name(hp->file_type) : "unknown";
+    fprintf(f, "meshllm: model %s ready in %.2f s (%s%s%d layers, %.0f MiB of weights)\n", name,
+            load_s, strcmp(ft, "unknown") ? ft : "", strcmp(ft, "unknown") ? ", " : "",
+            hp->n_layer, (double)model_weight_bytes(m) / (1 << 20));
 }

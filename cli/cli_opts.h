@@ -92,4 +92,21 @@ int cli_parse_layers(const char *v, int *begin, int *end);
 int cli_load_model(const char *path, const struct cli_gen_opts *o, int n_seq,
                    struct model **m, struct model_ctx **c);
 
+/* A load's progress bar on stderr when it is a terminal ("loading NAME [###...] 45%
+ * 90/201 tensors 1.2/2.6 GiB", redrawn at most every 100 ms), cleared at the end. Fill
+ * name (and zero the rest) before the first call; one load per struct; not thread-safe. */
+struct cli_load_bar {
+    const char *name;
+    bool tty;
+    int64_t t0_ms, last_ms;
+};
+void cli_load_bar_init(struct cli_load_bar *b, const char *name);
+/* model_progress_fn for model_load_opts (arg: struct cli_load_bar *). */
+void cli_load_bar_update(void *arg, int n_done, int n_total, uint64_t bytes_done,
+                         uint64_t bytes_total);
+/* Seconds since cli_load_bar_init. */
+double cli_load_bar_seconds(const struct cli_load_bar *b);
+/* "meshllm: model NAME ready in 0.42 s (Q4_0, 22 layers, 606 MiB of weights)" on f. */
+void cli_load_ready_line(FILE *f, const char *name, const struct model *m, double load_s);
+
 #endif

@@ -171,6 +171,9 @@ int cmd_bench(int argc, char **argv)
     }
     const char *type_name = model_ftype_name(hp->file_type);
     double size_mib = (double)model_weight_bytes(m) / (1024.0 * 1024.0);
+    char cpu[512];
+    printf("cpu %s; kernels %s (MESHLLM_ISA=scalar|avx2|avx512|neon forces a path)\n\n",
+           quant_cpu_describe(cpu, sizeof cpu), quant_isa_name());
     printf("| model | size | isa | threads | test | t/s |\n|---|---:|---|---:|---|---:|\n");
     uint64_t rng = 42;
     for (int test = 0; test < 1 + n_batches; test++) {

@@ -351,6 +351,8 @@ int cmd_chat(int argc, char **argv)
     spp.queue_cap = 1;
     spp.n_ctx = o.n_ctx;
     spp.n_threads = o.n_threads;
+    spp.k_type = o.k_type;
+    spp.v_type = o.v_type;
     if (o.n_batch) spp.n_batch = o.n_batch;
     if ((status = cli_split_open(&cs, "chat", model_path, &mo, &spp, o.verbose, &is_split)))
         return status;

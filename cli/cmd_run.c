@@ -288,6 +288,8 @@ int cmd_run(int argc, char **argv)
     spp.queue_cap = 1;
     spp.n_ctx = o.n_ctx;
     spp.n_threads = o.n_threads;
+    spp.k_type = o.k_type;
+    spp.v_type = o.v_type;
     if (o.n_batch) spp.n_batch = o.n_batch;
     struct cli_split cs;
     bool is_split = false;

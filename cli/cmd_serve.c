@@ -37,6 +37,8 @@ static void serve_usage(FILE *f)
             "Serves the OpenAI-compatible API, the Ollama API and the web console.\n"
             "Without --model it is a lite node: console and API, every answer from a peer.\n\n"
             "  -m, --model M        model file, or a name in $MESHLLM_MODELS or ~/.meshllm/models\n"
+            "  -a, --alias NAME     the API's name for the model given last (default: its file\n"
+            "                       name without .gguf), as llama-server's --alias\n"
             "      --host ADDR      address to bind (default 127.0.0.1)\n"
             "      --port N         API and console port (default 9337; 0 = any free port)\n"
             "      --ollama-port N  also listen on N (Ollama's default is 11434)\n"
@@ -55,6 +57,9 @@ static void serve_usage(FILE *f)
             "      --ctx N          context positions per sequence (default: the model's, max 4096;\n"
             "                       -c, --ctx-size)\n"
             "      --batch N        tokens per decode step (default 512)\n"
+            "  -ctk, --cache-type-k T  K cache type: f16 (default), f32, q8_0, q4_0\n"
+            "  -ctv, --cache-type-v T  V cache type (q8_0 halves the cache; see 'perplexity')\n"
+            "      --kv-type T      both at once\n"
             "      -ngl, -fa, -ts, -mg N  llama-server's GPU flags: accepted and ignored with\n"
             "                       one line (this build runs on the CPU)\n"
             "      --queue N        requests waiting for a slot before 429 (default 64)\n"
@@ -116,6 +121,7 @@ static int parse_int(const char *s, int lo, int hi, int *out)
 
 struct serve_args {
     const char *models[SERVE_MAX_MODELS];
+    const char *aliases[SERVE_MAX_MODELS]; /* --alias: the API name of models[i], or NULL */
     int n_models;
     bool p2p, public_peers;
     struct cli_mesh_opts mo;    /* --layers, --join, --p2p-listen, --auto-split, ... */
@@ -177,6 +183,31 @@ static int names_from_env(const char *var, char *buf, size_t cap, const char **l
     return 0;
 }
 
+/* Load display (registry_load_hook): a bar on a terminal's stderr while a model packs, then
+ * one "ready" line on stdout. Loads may overlap (a store model's own thread): one lock. */
+static pthread_mutex_t serve_load_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct cli_load_bar serve_bar; /* guarded by serve_load_mu */
+
+static void serve_load_progress(void *arg, const char *name, int n_done, int n_total,
+                                uint64_t bytes_done, uint64_t bytes_total)
+{
+    (void)arg;
+    pthread_mutex_lock(&serve_load_mu);
+    if (serve_bar.name != name) cli_load_bar_init(&serve_bar, name);
+    cli_load_bar_update(&serve_bar, n_done, n_total, bytes_done, bytes_total);
+    if (n_done >= n_total) serve_bar.name = NULL;
+    pthread_mutex_unlock(&serve_load_mu);
+}
+
+static void serve_load_ready(void *arg, const char *name, const struct model *m, double load_s)
+{
+    (void)arg;
+    pthread_mutex_lock(&serve_load_mu);
+    cli_load_ready_line(stdout, name, m, load_s);
+    fflush(stdout);
+    pthread_mutex_unlock(&serve_load_mu);
+}
+
 /* Returns 0, 2 (misuse, message printed) or -1 for --help. */
 static int parse_args(int argc, char **argv, struct serve_args *a)
 {
@@ -218,6 +249,14 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
                 return 2;
             }
             a->models[a->n_models++] = v;
+        } else if (!strcmp(o, "-a") || !strcmp(o, "--alias")) {
+            /* names the model given last (or the first one, when it comes before any) */
+            int k = a->n_models ? a->n_models - 1 : 0;
+            if (!*v || strlen(v) >= 128 || strchr(v, '/')) {
+                cli_fail("serve: --alias '%s': give a name of 1-127 characters without '/'", v);
+                return 2;
+            }
+            a->aliases[k] = v;
         } else if (!strcmp(o, "--host"))
             a->http.host = v;
         else if (!strcmp(o, "--allowed-host")) {
@@ -247,6 +286,18 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
                  !strcmp(o, "-fa") || !strcmp(o, "--flash-attn") || !strcmp(o, "-ts") ||
                  !strcmp(o, "--tensor-split") || !strcmp(o, "-mg") || !strcmp(o, "--main-gpu"))
             fprintf(stderr, "meshllm: serve: %s %s ignored: this build runs on the CPU\n", o, v);
+        else if (!strcmp(o, "-ctk") || !strcmp(o, "--cache-type-k") || !strcmp(o, "-ctv") ||
+                 !strcmp(o, "--cache-type-v") || !strcmp(o, "--kv-type")) {
+            int t = model_kv_type_parse(v);
+            if (t < 0) {
+                cli_fail("serve: %s %s: say f16, f32, q8_0 or q4_0", o, v);
+                return 2;
+            }
+            bool only_v = !strcmp(o, "-ctv") || !strcmp(o, "--cache-type-v");
+            bool only_k = !strcmp(o, "-ctk") || !strcmp(o, "--cache-type-k");
+            if (!only_v) a->sp.k_type = (enum model_kv_type)t;
+            if (!only_k) a->sp.v_type = (enum model_kv_type)t;
+        }
         else if (!strcmp(o, "--ctx") || !strcmp(o, "-c") || !strcmp(o, "--ctx-size"))
             bad = parse_int(v, 16, 1 << 20, &a->sp.n_ctx);
         else if (!strcmp(o, "--batch"))
@@ -365,6 +416,7 @@ int cmd_serve(int argc, char **argv)
     char err[512] = "", dir_buf[4096];
     int status = 1;
     struct service_config sc = {.sp = &a.sp, .models = a.models, .n_models = a.n_models,
+                                .aliases = a.aliases,
                                 .has_layers = a.mo.has_layers, .layer_begin = a.mo.layer_begin,
                                 .layer_end = a.mo.layer_end, .p2p = a.p2p,
                                 .auto_split = a.mo.auto_split,
@@ -424,6 +476,8 @@ int cmd_serve(int argc, char **argv)
                    e->layer_begin, e->layer_end - 1);
     }
     fflush(stdout);
+    registry_set_load_hook(reg, &(struct registry_load_hook){serve_load_progress,
+                                                            serve_load_ready, NULL});
     if (service_load_start(svc)) {
         cli_fail("serve: cannot start the model loader");
         goto out;

@@ -320,11 +320,15 @@ struct pack_job {
     int n;
     size_t page;
     atomic_int next;
+    atomic_int n_done;                /* tensors finished (progress) */
+    atomic_uint_least64_t bytes_done; /* their bytes in the file */
+    uint64_t bytes_total;
+    int n_pack;                       /* tensors that get packed */
+    const struct model_load_opts *opts;
 };
 
 static void pack_worker(void *arg, int ith, int nth)
 {
-    (void)ith;
     (void)nth;
     struct pack_job *j = arg;
     int i;
@@ -348,6 +352,12 @@ static void pack_worker(void *arg, int ith, int nth)
         uintptr_t lo = ((uintptr_t)t->data + j->page - 1) & ~(uintptr_t)(j->page - 1);
         uintptr_t hi = ((uintptr_t)t->data + (size_t)t->ne1 * t->row_bytes) & ~(uintptr_t)(j->page - 1);
         if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+        int done = atomic_fetch_add(&j->n_done, 1) + 1;
+        uint64_t b = atomic_fetch_add(&j->bytes_done, (uint64_t)t->ne1 * t->row_bytes) +
+                     (uint64_t)t->ne1 * t->row_bytes;
+        /* worker 0 alone reports while packing; the loader reports the end */
+        if (ith == 0 && j->opts && j->opts->progress && done < j->n_pack)
+            j->opts->progress(j->opts->progress_arg, done, j->n_pack, b, j->bytes_total);
     }
 }
 
@@ -357,9 +367,11 @@ static void pack_worker(void *arg, int ith, int nth)
  * about the file's size, never twice it. The forward pass then reads only the copies.
  * All cores pack, a tensor each. Failure to map only logs: the rows are then
  * multiplied in place. */
-static int repack_weights(struct model *m, int lb, int le)
+static int repack_weights(struct model *m, int lb, int le, const struct model_load_opts *opts)
 {
     int cap = 1 + 7 * m->hp.n_layer, rc = 0;
+    int n_pack = 0;          /* matrices to pack */
+    uint64_t file_bytes = 0; /* their bytes in the file */
     struct model_tensor **ts = calloc((size_t)cap, sizeof *ts);
     size_t *off = calloc((size_t)cap, sizeof *off);
     struct pool *pool = NULL;
@@ -379,6 +391,8 @@ static int repack_weights(struct model *m, int lb, int le)
         if (total > SIZE_MAX - b) goto done;
         off[i] = total;
         total += b;
+        n_pack++;
+        file_bytes += (uint64_t)ts[i]->ne1 * ts[i]->row_bytes;
     }
     if (total == 0) goto done;
     void *buf = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -392,13 +406,18 @@ static int repack_weights(struct model *m, int lb, int le)
     m->repack_buf = buf;
     m->repack_bytes = total;
     struct pack_job pj = {.ts = ts, .off = off, .buf = buf, .n = nt,
-                          .page = (size_t)sysconf(_SC_PAGESIZE)};
+                          .page = (size_t)sysconf(_SC_PAGESIZE), .bytes_total = file_bytes,
+                          .n_pack = n_pack, .opts = opts};
     atomic_init(&pj.next, 0);
+    atomic_init(&pj.n_done, 0);
+    atomic_init(&pj.bytes_done, 0);
     if (pool_new(0, &pool) == 0) pool_run(pool, pack_worker, &pj);
     else pack_worker(&pj, 0, 1);
     (void)mprotect(buf, total, PROT_READ);
     log_debug("model: packed %zu bytes of weights into %d-row groups", total, (int)REPACK_GROUP);
 done:
+    if (rc == 0 && opts && opts->progress)
+        opts->progress(opts->progress_arg, n_pack, n_pack, file_bytes, file_bytes);
     pool_free(pool);
     free(off);
     free(ts);
@@ -498,7 +517,7 @@ int model_load(const char *path, const struct model_load_opts *opts, struct mode
         lb = opts->layer_begin, le = opts->layer_end;
     }
     if (opts && opts->no_layers) lb = le = hp->n_layer; /* the head only */
-    if ((rc = repack_weights(m, lb, le)) < 0) goto fail;
+    if ((rc = repack_weights(m, lb, le, opts)) < 0) goto fail;
     m->chat_template = gguf_get_str_dup(m->gguf, "tokenizer.chat_template");
 
     if (opts && opts->use_mlock) lock_weights(m, lb, le);

@@ -52,7 +52,15 @@ struct model_hparams {
     int file_type;           /* general.file_type or -1 */
 };
 
+/* Load progress (model_load_opts.progress): n_done of n_total matrices packed for the fast
+ * kernels, bytes_done of bytes_total read from the file for them. Called from one loading
+ * thread at a time, last with n_done == n_total (also when nothing needed packing: 0 of 0). */
+typedef void (*model_progress_fn)(void *arg, int n_done, int n_total, uint64_t bytes_done,
+                                  uint64_t bytes_total);
+
 struct model_load_opts {
+    model_progress_fn progress; /* or NULL */
+    void *progress_arg;
     bool use_mlock;          /* lock the weights this process runs in RAM (best effort,
                               * warns on failure): packed copies, the other tensors of
                               * the layer range, embedding and head as the range needs */
@@ -115,6 +123,12 @@ int model_ctx_n_threads(const struct model_ctx *c);
 /* Bytes of the K and V caches together (all layers, sequences and positions). */
 size_t model_ctx_kv_bytes(const struct model_ctx *c);
 const struct model *model_ctx_model(const struct model_ctx *c);
+/* What the same cache would take with f16 K and V (for the memory line). */
+size_t model_ctx_kv_f16_bytes(const struct model_ctx *c);
+/* The one-line memory summary every command prints at load, into buf[cap] (snprintf's
+ * return): "KV cache: q8_0/q8_0, 4096 ctx x 4 slots = 17.00 MiB (f16 would be 32.00 MiB)". */
+int model_ctx_kv_describe(const struct model_ctx *c, char *buf, size_t cap);
+int model_ctx_n_seq(const struct model_ctx *c);
 
 /* Where a context's forward passes spend their wall time, step by step (the caller's
  * thread times each step between pool barriers; `meshllm bench --profile` prints it).

@@ -24,6 +24,7 @@
 
 #include <stdatomic.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -169,6 +170,23 @@ size_t model_ctx_kv_bytes(const struct model_ctx *c)
     return kv_bytes(c->k_type, n) + kv_bytes(c->v_type, n);
 }
 
+size_t model_ctx_kv_f16_bytes(const struct model_ctx *c)
+{
+    size_t n = (size_t)(c->layer_end - c->layer_begin) * (size_t)c->n_seq * (size_t)c->n_ctx *
+               (size_t)c->kv_dim;
+    return 2 * kv_bytes(MODEL_KV_F16, n);
+}
+
+int model_ctx_kv_describe(const struct model_ctx *c, char *buf, size_t cap)
+{
+    const double mib = 1024.0 * 1024.0;
+    return snprintf(buf, cap, "KV cache: %s/%s, %d ctx x %d slot%s = %.2f MiB (f16 would be %.2f MiB)",
+                    model_kv_type_name(c->k_type), model_kv_type_name(c->v_type), c->n_ctx,
+                    c->n_seq, c->n_seq == 1 ? "" : "s", (double)model_ctx_kv_bytes(c) / mib,
+                    (double)model_ctx_kv_f16_bytes(c) / mib);
+}
+
+int model_ctx_n_seq(const struct model_ctx *c) { return c->n_seq; }
 int model_ctx_n_ctx(const struct model_ctx *c) { return c->n_ctx; }
 int model_ctx_n_batch(const struct model_ctx *c) { return c->n_batch; }
 int model_ctx_n_threads(const struct model_ctx *c) { return c->n_threads; }

@@ -11,10 +11,14 @@
 #include "engine/quant.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
 #if defined(__x86_64__)
 #include <cpuid.h>
+#endif
+#if defined(__aarch64__)
+#include <sys/auxv.h>
 #endif
 
 #include "core/log.h"
@@ -105,6 +109,68 @@ static bool x86_has(int isa)
     return f && dq && bw && vl && vnni && bf16 && (xlo & 0xE0) == 0xE0;
 }
 #endif
+
+/* Appends " name" to buf when have. */
+static void flag_add(char *buf, size_t cap, bool have, const char *name)
+{
+    size_t n = strlen(buf);
+    if (have && n + strlen(name) + 2 < cap) snprintf(buf + n, cap - n, " %s", name);
+}
+
+const char *quant_cpu_describe(char *buf, size_t cap)
+{
+    if (!cap) return buf;
+    buf[0] = 0;
+    char model[128] = "";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) {
+        const char *c = strchr(line, ':');
+        if (c && (!strncmp(line, "model name", 10) || !strncmp(line, "Model", 5))) {
+            snprintf(model, sizeof model, "%s", c + 2);
+            model[strcspn(model, "\n")] = 0;
+            break;
+        }
+    }
+    if (f) fclose(f);
+#if defined(__x86_64__)
+    snprintf(buf, cap, "%s:", model[0] ? model : "x86-64");
+    unsigned a, b, c, d;
+    if (__get_cpuid(1, &a, &b, &c, &d)) {
+        flag_add(buf, cap, (c >> 12) & 1, "fma");
+        flag_add(buf, cap, (c >> 29) & 1, "f16c");
+    }
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+        flag_add(buf, cap, (b >> 5) & 1, "avx2");
+        flag_add(buf, cap, (b >> 8) & 1, "bmi2");
+        flag_add(buf, cap, (b >> 16) & 1, "avx512f");
+        flag_add(buf, cap, (b >> 17) & 1, "avx512dq");
+        flag_add(buf, cap, (b >> 30) & 1, "avx512bw");
+        flag_add(buf, cap, (b >> 31) & 1, "avx512vl");
+        flag_add(buf, cap, (c >> 11) & 1, "avx512vnni");
+        unsigned a1 = 0, b1, c1, d1;
+        if (__get_cpuid_count(7, 1, &a1, &b1, &c1, &d1)) {
+            flag_add(buf, cap, (a1 >> 4) & 1, "avxvnni");
+            flag_add(buf, cap, (a1 >> 5) & 1, "avx512bf16");
+        }
+    }
+#elif defined(__aarch64__)
+    snprintf(buf, cap, "%s:", model[0] ? model : "aarch64");
+    flag_add(buf, cap, true, "asimd");
+    unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+#ifdef HWCAP_ASIMDDP
+    flag_add(buf, cap, (hw & HWCAP_ASIMDDP) != 0, "dotprod");
+#endif
+#ifdef HWCAP2_I8MM
+    flag_add(buf, cap, (hw2 & HWCAP2_I8MM) != 0, "i8mm");
+#endif
+    (void)hw;
+    (void)hw2;
+#else
+    snprintf(buf, cap, "%s:", model[0] ? model : "cpu");
+#endif
+    return buf;
+}
 
 static bool cpu_has(int isa)
 {

@@ -85,6 +85,11 @@ void quant_init(void);
 /* Name of the selected kernel path: "scalar", "avx2", "avx512", "neon". */
 const char *quant_isa_name(void);
 
+/* The CPU's name and the instruction-set features the kernels look at, into buf ("AMD EPYC:
+ * avx2 fma f16c bmi2 avx512f avx512dq avx512bw avx512vl avx512vnni avx512bf16" on x86-64;
+ * "aarch64: asimd dotprod i8mm" on ARM), for benchmark tables. Returns buf. */
+const char *quant_cpu_describe(char *buf, size_t cap);
+
 /* Traits of type t with the selected (fastest) kernels; NULL for an unknown number.
  * Entries for types we cannot compute with have NULL function pointers. */
 const struct quant_traits *quant_traits(int t);

@@ -488,6 +488,28 @@ size_t tok_max_piece_len(const struct tok *t)
     return t->max_piece_len;
 }
 
+int tok_vocab_compare(const struct tok *a, const struct tok *b, int32_t *id_out)
+{
+    *id_out = -1;
+    int32_t n = tok_n_vocab(a);
+    if (tok_n_vocab(b) != n || tok_bos(a) != tok_bos(b) || tok_eos(a) != tok_eos(b))
+        return MESH_EBADMODEL;
+    size_t cap = tok_max_piece_len(a) + 1;
+    if (tok_max_piece_len(b) + 1 > cap) cap = tok_max_piece_len(b) + 1;
+    char *pa = malloc(cap), *pb = malloc(cap);
+    int rc = pa && pb ? 0 : MESH_ENOMEM;
+    for (int32_t id = 0; rc == 0 && id < n; id++) {
+        int la = tok_piece(a, id, true, pa, cap), lb = tok_piece(b, id, true, pb, cap);
+        if (la != lb || (la > 0 && memcmp(pa, pb, (size_t)la) != 0)) {
+            *id_out = id;
+            rc = MESH_EBADMODEL;
+        }
+    }
+    free(pa);
+    free(pb);
+    return rc;
+}
+
 /* ---- encoding ------------------------------------------------------------------------- */
 
 /* A fragment of the input: raw text (id < 0) or an already recognised special token. */

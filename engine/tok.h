@@ -72,6 +72,10 @@ int tok_decode(const struct tok *t, const int32_t *ids, int n, bool remove_leadi
 
 /* Longest piece of any token in bytes (size stream buffers with it). */
 size_t tok_max_piece_len(const struct tok *t);
+/* 0 when a and b have the same size, BOS, EOS and text of every token; MESH_EBADMODEL with
+ * *id_out = the first token whose text differs (-1: the size, BOS or EOS differ);
+ * MESH_ENOMEM. (Two models may then share token ids: a draft model, a KL base.) */
+int tok_vocab_compare(const struct tok *a, const struct tok *b, int32_t *id_out);
 
 /* Streaming detokenizer for generated text: never emits a partial UTF-8 character.
  * Caller owns the struct; tok_stream_init before use. */

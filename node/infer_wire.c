@@ -119,6 +119,12 @@ int infer_request_encode(const struct node_gen_req *r, uint8_t **out, size_t *ou
             msgs[i].role = bin_of(r->msgs[i].role);
             msgs[i].has_content = r->msgs[i].content != NULL;
             msgs[i].content = bin_of(r->msgs[i].content);
+            msgs[i].has_tool_calls_json = r->msgs[i].tool_calls_json != NULL;
+            msgs[i].tool_calls_json = bin_of(r->msgs[i].tool_calls_json);
+            msgs[i].has_tool_call_id = r->msgs[i].tool_call_id != NULL;
+            msgs[i].tool_call_id = bin_of(r->msgs[i].tool_call_id);
+            msgs[i].has_name = r->msgs[i].name != NULL;
+            msgs[i].name = bin_of(r->msgs[i].name);
             pmsgs[i] = &msgs[i];
         }
         m.n_messages = (size_t)r->n_msgs;
@@ -128,6 +134,8 @@ int infer_request_encode(const struct node_gen_req *r, uint8_t **out, size_t *ou
     m.prompt = bin_of(r->prompt);
     m.has_system = r->system != NULL;
     m.system = bin_of(r->system);
+    m.has_tools_json = r->tools_json != NULL;
+    m.tools_json = bin_of(r->tools_json);
     m.has_raw = m.has_json_mode = m.has_max_tokens_must_fit = m.has_strip_leading_space = true;
     m.raw = r->raw;
     m.json_mode = r->json_mode;
@@ -203,7 +211,8 @@ static int request_texts(const Meshinfer__InferRequest *m, struct node_gen_req *
     if (!m->has_model || m->model.len == 0) return MESH_EPROTO;
     if ((rc = str_from_bin(&m->model, true, INFER_MAX_NAME, &r->model)) ||
         (rc = str_from_bin(&m->prompt, m->has_prompt, INFER_MAX_REQUEST, &r->prompt)) ||
-        (rc = str_from_bin(&m->system, m->has_system, INFER_MAX_REQUEST, &r->system)))
+        (rc = str_from_bin(&m->system, m->has_system, INFER_MAX_REQUEST, &r->system)) ||
+        (rc = str_from_bin(&m->tools_json, m->has_tools_json, INFER_MAX_REQUEST, &r->tools_json)))
         return rc;
     if (m->n_messages > INFER_MAX_MSGS || m->n_stop > NODE_MAX_STOP) return MESH_EPROTO;
     if (m->n_messages) {
@@ -214,7 +223,12 @@ static int request_texts(const Meshinfer__InferRequest *m, struct node_gen_req *
             const Meshinfer__Msg *g = m->messages[i];
             if (!g->has_role || !g->role.len) return MESH_EPROTO;
             if ((rc = str_from_bin(&g->role, true, INFER_MAX_NAME, &r->msgs[i].role)) ||
-                (rc = str_from_bin(&g->content, true, INFER_MAX_REQUEST, &r->msgs[i].content)))
+                (rc = str_from_bin(&g->content, true, INFER_MAX_REQUEST, &r->msgs[i].content)) ||
+                (rc = str_from_bin(&g->tool_calls_json, g->has_tool_calls_json, INFER_MAX_REQUEST,
+                                   &r->msgs[i].tool_calls_json)) ||
+                (rc = str_from_bin(&g->tool_call_id, g->has_tool_call_id, INFER_MAX_NAME,
+                                   &r->msgs[i].tool_call_id)) ||
+                (rc = str_from_bin(&g->name, g->has_name, INFER_MAX_NAME, &r->msgs[i].name)))
                 return rc;
         }
     }

@@ -61,8 +61,10 @@ static int render_prompt(struct registry_entry *e, const struct node_gen_req *r,
     if (r->json_mode) /* best effort JSON mode: ask for it in a system message */
         msgs[k++] = (struct chat_msg){"system", "Reply with one valid JSON object and nothing else."};
     if (r->kind == NODE_KIND_CHAT) {
-        for (int i = 0; i < r->n_msgs; i++)
-            msgs[k++] = (struct chat_msg){r->msgs[i].role, r->msgs[i].content};
+        for (int i = 0; i < r->n_msgs; i++) /* the C renderers know no role "tool" */
+            msgs[k++] = (struct chat_msg){strcmp(r->msgs[i].role, "tool") ? r->msgs[i].role
+                                                                           : "user",
+                                          r->msgs[i].content};
     } else {
         if (r->system) msgs[k++] = (struct chat_msg){"system", r->system};
         msgs[k++] = (struct chat_msg){"user", r->prompt ? r->prompt : ""};

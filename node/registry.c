@@ -18,12 +18,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define REGISTRY_MAX 32
 
 struct registry {
     struct sched_params sp;
+    struct registry_load_hook hook; /* set before loading; read by the loader threads */
     struct registry_entry e[REGISTRY_MAX];
     atomic_int state[REGISTRY_MAX];
     char digest[REGISTRY_MAX][65];  /* 64 hex, valid once has_digest */
@@ -272,6 +274,18 @@ int registry_add(struct registry *r, const char *spec, char *err, size_t err_cap
     return add_entry(r, spec, NULL, -1, -1, NULL, err, err_cap);
 }
 
+int registry_rename(struct registry *r, int i, const char *name, char *err, size_t err_cap)
+{
+    if (i < 0 || i >= r->n || !name || !*name || strlen(name) >= sizeof r->e[i].name)
+        return err_set(err, err_cap, MESH_EINVAL, "model name '%s' is empty or too long",
+                       name ? name : "");
+    for (int k = 0; k < r->n; k++)
+        if (k != i && !strcmp(r->e[k].name, name))
+            return err_set(err, err_cap, MESH_EINVAL, "model '%s' given twice", name);
+    snprintf(r->e[i].name, sizeof r->e[i].name, "%s", name);
+    return 0;
+}
+
 int registry_add_split(struct registry *r, const char *spec, int layer_begin, int layer_end,
                        char *err, size_t err_cap)
 {
@@ -304,14 +318,45 @@ static int load_split(struct registry *r, int i)
     if (rc || none) return rc;
     struct stage_engine_params ep = {.layer_begin = e->layer_begin, .layer_end = e->layer_end,
                                      .n_slots = r->sp.n_slots, .n_ctx = r->sp.n_ctx,
-                                     .n_batch = r->sp.n_batch, .n_threads = r->sp.n_threads};
+                                     .n_batch = r->sp.n_batch, .n_threads = r->sp.n_threads,
+                                     .k_type = r->sp.k_type, .v_type = r->sp.v_type};
     return stage_engine_new(e->model, &ep, &e->stage, e->err, sizeof e->err);
+}
+
+void registry_set_load_hook(struct registry *r, const struct registry_load_hook *h)
+{
+    r->hook = *h;
+}
+
+struct load_progress {
+    struct registry *r;
+    const char *name;
+};
+
+static void on_load_progress(void *arg, int n_done, int n_total, uint64_t bytes_done,
+                             uint64_t bytes_total)
+{
+    struct load_progress *p = arg;
+    p->r->hook.progress(p->r->hook.arg, p->name, n_done, n_total, bytes_done, bytes_total);
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static int load_one(struct registry *r, int i)
 {
     struct registry_entry *e = &r->e[i];
     struct model_load_opts lo = {0};
+    struct load_progress lp = {r, e->name};
+    if (r->hook.progress) {
+        lo.progress = on_load_progress;
+        lo.progress_arg = &lp;
+    }
+    double t0 = mono_s();
     if (e->is_split) { /* pack only this node's share */
         lo.layer_begin = e->layer_begin;
         lo.layer_end = e->layer_end;
@@ -335,6 +380,12 @@ static int load_one(struct registry *r, int i)
     snprintf(e->quant, sizeof e->quant, "%s", ft >= 0 ? model_ftype_name(ft) : "");
     if (!strcmp(e->quant, "unknown")) e->quant[0] = 0;
     log_info("model %s loaded from %s", e->name, e->path);
+    if (e->sched) { /* the memory line every command prints at load */
+        char kv[256];
+        sched_kv_describe(e->sched, kv, sizeof kv);
+        fprintf(stderr, "meshllm: model %s: %s\n", e->name, kv);
+    }
+    if (r->hook.ready) r->hook.ready(r->hook.arg, e->name, e->model, mono_s() - t0);
     atomic_store(&r->state[i], REGISTRY_READY);
     return 0;
 }
@@ -502,9 +553,12 @@ out:
     return rc;
 }
 
-int registry_add_load(struct registry *r, const char *spec, char *err, size_t err_cap)
+int registry_add_load(struct registry *r, const char *spec, const char *sha256_hex, char *err,
+                      size_t err_cap)
 {
-    struct dyn_spec ds = {.is_split = false};
+    /* a digest verified when the file entered the store spares the loader a hash */
+    struct dyn_spec ds = {.is_split = false,
+                          .digest = sha256_hex && strlen(sha256_hex) == 64 ? sha256_hex : NULL};
     return add_load(r, spec, &ds, err, err_cap);
 }
 

@@ -71,6 +71,20 @@ int registry_resolve(const char *spec, char *path, size_t path_cap, char *name, 
                      char *err, size_t err_cap);
 /* Adds a model (state LOADING). MESH_EINVAL for a duplicate name, MESH_EFULL past 32 models. */
 int registry_add(struct registry *r, const char *spec, char *err, size_t err_cap);
+/* Load events for serve's display: progress while entry `name` packs its weights (the
+ * figures of engine/model.h model_progress_fn), then ready with the load time in seconds.
+ * Called from the loader threads (a store model's own thread too): may run concurrently
+ * for two models. Set before registry_load_start. */
+struct registry_load_hook {
+    void (*progress)(void *arg, const char *name, int n_done, int n_total, uint64_t bytes_done,
+                     uint64_t bytes_total);
+    void (*ready)(void *arg, const char *name, const struct model *m, double load_s);
+    void *arg;
+};
+void registry_set_load_hook(struct registry *r, const struct registry_load_hook *h);
+/* Gives entry i the API name name (serve --alias), before loading starts (one thread).
+ * MESH_EINVAL for an empty, too long or duplicate name. */
+int registry_rename(struct registry *r, int i, const char *name, char *err, size_t err_cap);
 /* Adds a model of which this node holds only layers [layer_begin, layer_end) (equal: none;
  * checked against the model at load). MESH_EINVAL also for a negative or reversed range. */
 int registry_add_split(struct registry *r, const char *spec, int layer_begin, int layer_end,
@@ -99,9 +113,12 @@ struct autosplit *registry_autosplit_held(struct registry *r);
 struct stage_job;
 int registry_stage_submit(void *reg, struct stage_job *j);
 /* Adds spec (any thread, also while serving) and loads it on a thread of its own: the
- * model store's load on first request. 0 also when a model of that name is already there.
- * MESH_EFULL, MESH_ENOTFOUND, MESH_ECLOSED (registry_stop has begun). */
-int registry_add_load(struct registry *r, const char *spec, char *err, size_t err_cap);
+ * model store's load on first request. sha256_hex: the file's SHA-256 when already known
+ * (the store verified it; 64 hex digits), else NULL and the loader hashes the file.
+ * 0 also when a model of that name is already there. MESH_EFULL, MESH_ENOTFOUND,
+ * MESH_ECLOSED (registry_stop has begun). */
+int registry_add_load(struct registry *r, const char *spec, const char *sha256_hex, char *err,
+                      size_t err_cap);
 /* Like registry_add_load for a split entry holding layers [layer_begin, layer_end) of the
  * file at path, named name, whose SHA-256 (64 hex) is digest, known already (the caller
  * checked it): what /meshllm/stageload/1 loads for a member (node/stageload.h). Also

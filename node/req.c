@@ -27,8 +27,12 @@ void node_gen_req_free(struct node_gen_req *r)
     for (int i = 0; r->msgs && i < r->n_msgs; i++) {
         free(r->msgs[i].role);
         free(r->msgs[i].content);
+        free(r->msgs[i].tool_calls_json);
+        free(r->msgs[i].tool_call_id);
+        free(r->msgs[i].name);
     }
     free(r->msgs);
+    free(r->tools_json);
     free(r->prompt);
     free(r->system);
     for (int i = 0; r->inputs && i < r->n_inputs; i++) free(r->inputs[i]);
@@ -49,7 +53,7 @@ int node_gen_req_copy(struct node_gen_req *dst, const struct node_gen_req *src)
 {
     *dst = *src;
     /* no pointer of src may survive in dst: a partial copy is freed safely */
-    dst->model = dst->prompt = dst->system = NULL;
+    dst->model = dst->prompt = dst->system = dst->tools_json = NULL;
     dst->msgs = NULL;
     dst->inputs = NULL;
     dst->cont_ids = NULL;
@@ -57,14 +61,17 @@ int node_gen_req_copy(struct node_gen_req *dst, const struct node_gen_req *src)
     int n_msgs = dst->n_msgs, n_inputs = dst->n_inputs;
     dst->n_msgs = dst->n_inputs = 0;
     bool ok = dup_str(&dst->model, src->model) && dup_str(&dst->prompt, src->prompt) &&
-              dup_str(&dst->system, src->system);
+              dup_str(&dst->system, src->system) && dup_str(&dst->tools_json, src->tools_json);
     if (ok && src->msgs && n_msgs > 0) {
         dst->msgs = calloc((size_t)n_msgs, sizeof *dst->msgs);
         ok = dst->msgs != NULL;
         for (int i = 0; ok && i < n_msgs; i++) {
             dst->n_msgs = i + 1;
             ok = dup_str(&dst->msgs[i].role, src->msgs[i].role) &&
-                 dup_str(&dst->msgs[i].content, src->msgs[i].content);
+                 dup_str(&dst->msgs[i].content, src->msgs[i].content) &&
+                 dup_str(&dst->msgs[i].tool_calls_json, src->msgs[i].tool_calls_json) &&
+                 dup_str(&dst->msgs[i].tool_call_id, src->msgs[i].tool_call_id) &&
+                 dup_str(&dst->msgs[i].name, src->msgs[i].name);
         }
     }
     if (ok && src->inputs && n_inputs > 0) {

@@ -38,8 +38,11 @@ int node_route_parse(const char *s, enum node_route *out);
 const char *node_route_name(enum node_route r);
 
 struct node_msg {
-    char *role;    /* "system", "user", "assistant" */
+    char *role;    /* "system", "user", "assistant", "tool" */
     char *content;
+    char *tool_calls_json; /* assistant: its tool calls (OpenAI JSON array), or NULL */
+    char *tool_call_id;    /* tool: the call it answers, or NULL */
+    char *name;            /* tool: the function's name, or NULL */
 };
 
 /* A request. Strings and arrays are malloc'd and owned by the struct (node_gen_req_free). */
@@ -52,6 +55,7 @@ struct node_gen_req {
     char *system;              /* completion with a template: system prompt, or NULL */
     bool raw;                  /* completion: prompt used verbatim (no chat template) */
     bool json_mode;            /* best-effort JSON: a system message asks for it */
+    char *tools_json;          /* chat: the tools for the template (OpenAI JSON array), or NULL */
     char **inputs;             /* embedding: [n_inputs] */
     int n_inputs;
     /* sampling (engine/sampler.h semantics) */

@@ -12,6 +12,9 @@
  */
 #include "node/router.h"
 
+#include "engine/model.h"
+#include "engine/toolcall.h"
+
 #include "core/err.h"
 #include "core/log.h"
 #include "node/infer.h"
@@ -681,6 +684,8 @@ static void model_fill(struct router *rt, struct registry_entry *e, enum registr
     m->created = e->created;
     m->file_bytes = e->file_bytes;
     snprintf(m->quant, sizeof m->quant, "%s", e->quant);
+    if (st == REGISTRY_READY && e->model)
+        m->tool_syntax = (int)toolcall_syntax_detect(model_chat_template(e->model));
     for (int i = 0; i < registry_count(rt->cfg.reg); i++) {
         enum registry_state s2;
         if (registry_at(rt->cfg.reg, i, &s2) != e) continue;

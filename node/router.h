@@ -58,6 +58,7 @@ struct router_model {
     char quant[16];            /* "Q4_0", ... ("" unknown) */
     int n_ctx;
     char digest[65];           /* hex content hash ("" unknown) */
+    int tool_syntax;           /* enum toolcall_syntax its template teaches (HERMES unknown) */
     int n_where;               /* peers that serve it */
     char where[ROUTER_MAX_WHERE][64]; /* their peer IDs */
     /* local and READY (not stopped): the scheduler's numbers and the model's shape */

@@ -134,6 +134,11 @@ void sched_gen_params_default(struct sched_gen_params *p)
 
 int sched_n_ctx(const struct sched *s) { return s->n_ctx; }
 
+int sched_kv_describe(const struct sched *s, char *buf, size_t cap)
+{
+    return model_ctx_kv_describe(s->ctx, buf, cap);
+}
+
 void sched_describe(const struct sched *s, char *buf, size_t cap)
 {
     if (s->fwd && s->fwd->describe) s->fwd->describe(s->fwd->arg, buf, cap);
@@ -952,6 +957,8 @@ int sched_new(const struct model *m, const struct sched_params *p, struct sched 
     cp.n_batch = p->n_batch;
     cp.n_seq = p->n_slots;
     cp.n_threads = p->n_threads;
+    cp.k_type = p->k_type;
+    cp.v_type = p->v_type;
     cp.layer_begin = p->layer_begin;
     cp.layer_end = p->layer_end;
     s->fwd = p->fwd;
@@ -976,7 +983,8 @@ int sched_new(const struct model *m, const struct sched_params *p, struct sched 
             rc = err_set(err, err_cap, MESH_EINVAL, "scheduler: draft decoding needs a draft model");
             goto fail;
         }
-        rc = spec_draft_new(m, p->draft_path, s->n_slots, s->n_ctx, p->n_threads, &s->draft, err,
+        rc = spec_draft_new(m, p->draft_path, s->n_slots, s->n_ctx, p->n_threads, p->k_type,
+                            p->v_type, &s->draft, err,
                             err_cap);
         if (rc) goto fail;
     }

@@ -70,10 +70,15 @@ struct sched_params {
     const char *draft_path;
     int n_draft_max;               /* default SPEC_DRAFT_MAX_DEFAULT, at most SPEC_DRAFT_MAX_CAP */
     int n_draft_min;               /* default 1 */
+    /* KV cache elements (engine/model.h; llama.cpp's -ctk / -ctv): default f16. The draft
+     * model's cache takes the same types, or f16 when its rows cannot be quantized. */
+    enum model_kv_type k_type, v_type;
 };
 void sched_params_default(struct sched_params *p);
 
 struct sched;
+/* The context's KV cache memory line (model_ctx_kv_describe) into buf[cap]. */
+int sched_kv_describe(const struct sched *s, char *buf, size_t cap);
 /* Creates the context and starts the worker. m must outlive the scheduler. */
 int sched_new(const struct model *m, const struct sched_params *p, struct sched **out,
               char *err, size_t err_cap);

@@ -37,6 +37,9 @@ int service_open(const struct service_config *cfg, struct service **out, char *e
         rc = cfg->has_layers ? registry_add_split(s->reg, cfg->models[i], cfg->layer_begin,
                                                   cfg->layer_end, err, err_cap)
                              : registry_add(s->reg, cfg->models[i], err, err_cap);
+        if (!rc && cfg->aliases && cfg->aliases[i])
+            rc = registry_rename(s->reg, registry_count(s->reg) - 1, cfg->aliases[i], err,
+                                 err_cap);
         if (rc) goto fail;
         enum registry_state st;
         registry_at(s->reg, i, &st)->auto_split = cfg->has_layers && cfg->auto_split;

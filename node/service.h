@@ -27,6 +27,8 @@ struct service_config {
     const struct sched_params *sp;  /* every model's scheduler (and stage engine) */
     const char *const *models;      /* paths or names (registry_resolve) */
     int n_models;
+    const char *const *aliases;     /* NULL, or [n_models]: the API name of each (NULL: its
+                                       file's name) */
     bool has_layers;                /* every model is split: this node holds [begin, end) */
     int layer_begin, layer_end;     /* begin == end: none (embedding and head only) */
     bool p2p;                       /* start the node in its mesh */

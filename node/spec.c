@@ -12,6 +12,7 @@
 #include "node/spec.h"
 
 #include "core/err.h"
+#include "core/log.h"
 #include "engine/model.h"
 #include "engine/tok.h"
 
@@ -82,24 +83,18 @@ static int vocab_check(const struct tok *a, const struct tok *b, char *err, size
         return err_set(err, err_cap, MESH_EBADMODEL,
                        "the draft model's BOS/EOS tokens (%d/%d) differ from the model's (%d/%d)",
                        (int)tok_bos(b), (int)tok_eos(b), (int)tok_bos(a), (int)tok_eos(a));
-    size_t cap = tok_max_piece_len(a) + 1;
-    if (tok_max_piece_len(b) + 1 > cap) cap = tok_max_piece_len(b) + 1;
-    char *pa = malloc(cap), *pb = malloc(cap);
-    int rc = pa && pb ? 0 : MESH_ENOMEM;
-    for (int32_t id = 0; rc == 0 && id < n; id++) {
-        int la = tok_piece(a, id, true, pa, cap), lb = tok_piece(b, id, true, pb, cap);
-        if (la != lb || (la > 0 && memcmp(pa, pb, (size_t)la) != 0))
-            rc = err_set(err, err_cap, MESH_EBADMODEL,
-                         "the draft model's token %d differs from the model's: a draft model "
-                         "must share the model's tokenizer", (int)id);
-    }
-    free(pa);
-    free(pb);
+    int32_t id;
+    int rc = tok_vocab_compare(a, b, &id);
+    if (rc == MESH_EBADMODEL)
+        return err_set(err, err_cap, MESH_EBADMODEL,
+                       "the draft model's token %d differs from the model's: a draft model "
+                       "must share the model's tokenizer", (int)id);
     return rc;
 }
 
 int spec_draft_new(const struct model *target, const char *path, int n_seq, int n_ctx,
-                   int n_threads, struct spec_draft **out, char *err, size_t err_cap)
+                   int n_threads, enum model_kv_type k_type, enum model_kv_type v_type,
+                   struct spec_draft **out, char *err, size_t err_cap)
 {
     *out = NULL;
     if (!target || !path || n_seq <= 0 || n_ctx <= 0)
@@ -122,7 +117,15 @@ int spec_draft_new(const struct model *target, const char *path, int n_seq, int 
     cp.n_ctx = n_ctx;
     cp.n_seq = n_seq;
     cp.n_threads = n_threads;
+    cp.k_type = k_type;
+    cp.v_type = v_type;
     rc = model_ctx_new(d->m, &cp, &d->ctx, why, sizeof why);
+    if (rc == MESH_EUNSUPPORTED && (k_type != MODEL_KV_F16 || v_type != MODEL_KV_F16)) {
+        /* a draft whose K/V rows are not whole 32-element blocks: keep its small cache f16 */
+        log_warn("draft model %s: %s; its KV cache stays f16", path, why);
+        cp.k_type = cp.v_type = MODEL_KV_F16;
+        rc = model_ctx_new(d->m, &cp, &d->ctx, why, sizeof why);
+    }
     if (rc) {
         err_set(err, err_cap, rc, "draft model %s: %s", path, why);
         goto fail;

@@ -20,6 +20,8 @@
 #ifndef MESH_NODE_SPEC_H
 #define MESH_NODE_SPEC_H
 
+#include "engine/model.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -47,7 +49,8 @@ struct spec_draft;
  * whose vocabulary differs from target's in size, in any token's text or in BOS/EOS.
  * 0, MESH_EBADMODEL, an error of model_load / model_ctx_new, MESH_ENOMEM. */
 int spec_draft_new(const struct model *target, const char *path, int n_seq, int n_ctx,
-                   int n_threads, struct spec_draft **out, char *err, size_t err_cap);
+                   int n_threads, enum model_kv_type k_type, enum model_kv_type v_type,
+                   struct spec_draft **out, char *err, size_t err_cap);
 void spec_draft_free(struct spec_draft *d);
 /* Proposes up to n_max tokens continuing hist[n_hist] (n_hist >= 1) in sequence seq: the
  * draft context keeps what it computed for seq and recomputes only past the common prefix

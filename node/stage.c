@@ -111,6 +111,11 @@ void stage_engine_submit(struct stage_engine *e, struct stage_job *j)
     pthread_mutex_unlock(&e->mu);
 }
 
+int stage_engine_kv_describe(const struct stage_engine *e, char *buf, size_t cap)
+{
+    return model_ctx_kv_describe(e->ctx, buf, cap);
+}
+
 void stage_engine_range(const struct stage_engine *e, int *layer_begin, int *layer_end)
 {
     *layer_begin = e->layer_begin;
@@ -413,6 +418,8 @@ int stage_engine_new(const struct model *m, const struct stage_engine_params *p,
     cp.n_batch = p->n_batch;
     cp.n_seq = p->n_slots;
     cp.n_threads = p->n_threads;
+    cp.k_type = p->k_type;
+    cp.v_type = p->v_type;
     cp.layer_begin = p->layer_begin;
     cp.layer_end = p->layer_end;
     int rc = model_ctx_new(m, &cp, &e->ctx, err, err_cap);

@@ -14,6 +14,7 @@
 #ifndef MESH_NODE_STAGE_H
 #define MESH_NODE_STAGE_H
 
+#include "engine/model.h"
 #include "net/multiaddr.h"
 #include "net/p2pnode.h"
 #include "net/peer_id.h"
@@ -43,6 +44,7 @@ struct stage_engine_params {
     int n_ctx;                  /* positions per session; 0 = model_ctx default */
     int n_batch;                /* tokens per pass; 0 = 512 */
     int n_threads;              /* 0 = all cores */
+    enum model_kv_type k_type, v_type; /* KV cache elements; 0 = f16 */
 };
 
 /* One request handed to an engine. done runs exactly once, on the engine's worker (or in
@@ -74,6 +76,8 @@ void stage_engine_free(struct stage_engine *e);
 /* Queues j (any thread). Always consumes j: done is called, now or later. */
 void stage_engine_submit(struct stage_engine *e, struct stage_job *j);
 void stage_engine_range(const struct stage_engine *e, int *layer_begin, int *layer_end);
+/* The stage context's KV cache memory line (model_ctx_kv_describe) into buf[cap]. */
+int stage_engine_kv_describe(const struct stage_engine *e, char *buf, size_t cap);
 
 struct stage_engine_stats {
     int n_slots, n_sessions;

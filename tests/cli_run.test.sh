@@ -68,7 +68,8 @@ a=$("$bin" run "Once upon a time" -m "$m" -n 60 --temp 0 2>/dev/null)
 # bench: the llama-bench-like table, and with --profile the time per step, whose shares
 # add up to the whole
 "$bin" bench "$m" -p 16 -n 8 -t 2 -r 2 -b 1,2 --profile >"$tmp/bench" 2>"$tmp/err"; rc=$?
-[ $rc = 0 ] && grep -q "| pp16 |" "$tmp/bench" && grep -q "| tg8 |" "$tmp/bench" && grep -q "| tg8x2 |" "$tmp/bench"
+[ $rc = 0 ] && grep -q "| pp16 |" "$tmp/bench" && grep -q "| tg8 |" "$tmp/bench" && grep -q "| tg8x2 |" "$tmp/bench" &&
+    grep -Eq '^cpu .*: .*; kernels (scalar|avx2|avx512|neon) ' "$tmp/bench"
 check "bench table" $?
 # every step's time adds up to the runs' measured time per token (the last column)
 awk -F'|' '/^\| (pp16|tg8|tg8x2) \| [0-9]/ { n++; got = $(NF - 2) + 0; want = $(NF - 1) + 0
@@ -87,6 +88,10 @@ head -c 1000 "$m" >"$tmp/trunc.gguf"
 long=$(printf 'Lily %.0s' $(seq 1 300))
 "$bin" run "$m" "$long" --ctx 64 >/dev/null 2>"$tmp/err"; rc=$?
 [ $rc = 1 ] && grep -q "does not fit the context" "$tmp/err"; check "prompt too long" $?
+"$bin" run "$m" "Once" -n 1 -v 2>"$tmp/err" >/dev/null
+grep -Eq '^meshllm: model stories260K ready in [0-9.]+ s' "$tmp/err"; check "run -v: the ready line" $?
+"$bin" run "$m" "Once" -n 1 2>"$tmp/err" >/dev/null
+! grep -q 'ready in' "$tmp/err"; check "run without -v off a terminal: no ready line" $?
 # chat: two turns from a pipe, replies streamed to stdout, cache reused on turn 2
 printf 'Hello\nTell me a story\n' | "$bin" chat "$m" -n 20 --temp 0 -v >"$tmp/chat" 2>"$tmp/err"
 rc=$?

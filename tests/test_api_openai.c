@@ -173,7 +173,9 @@ static void test_api_openai_rejects_bad_fields(void **state)
     expect_bad(C, "{\"model\":\"m\"," MSG ",\"max_tokens\":0}", "max_tokens");
     expect_bad(C, "{\"model\":\"m\"," MSG ",\"max_tokens\":1.5}", "max_tokens");
     expect_bad(C, "{\"model\":\"m\"," MSG ",\"max_completion_tokens\":-1}", "max_completion_tokens");
-    expect_bad(C, "{\"model\":\"m\"," MSG ",\"n\":2}", "n");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"n\":17}", "n");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"n\":0}", "n");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"n\":2,\"stream\":true}", "n");
     expect_bad(C, "{\"model\":\"m\"," MSG ",\"seed\":0.5}", "seed");
     expect_bad(C, "{\"model\":\"m\"," MSG ",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", "stop");
     expect_bad(C, "{\"model\":\"m\"," MSG ",\"stop\":[1]}", "stop");
@@ -182,7 +184,18 @@ static void test_api_openai_rejects_bad_fields(void **state)
     expect_bad(C, "{\"model\":\"m\"," MSG ",\"top_logprobs\":2}", "top_logprobs");
     expect_bad(C, "{\"model\":\"m\"," MSG ",\"logprobs\":true,\"top_logprobs\":21}", "top_logprobs");
     expect_bad(C, "{\"model\":\"m\"," MSG ",\"response_format\":{\"type\":\"xml\"}}", "response_format.type");
-    expect_bad(C, "{\"model\":\"m\"," MSG ",\"tools\":[{\"type\":\"function\"}]}", "tools");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"tools\":[{\"type\":\"function\"}]}", "tools[0]");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"tools\":{}}", "tools");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"tools\":[{\"type\":\"function\",\"function\":"
+                  "{\"name\":\"a b\"}}]}", "tools[0]");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"tools\":[{\"function\":{\"name\":\"f\"}},"
+                  "{\"function\":{\"name\":\"f\"}}]}", "tools[1]");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"tools\":[{\"function\":{\"name\":\"f\","
+                  "\"parameters\":[]}}]}", "tools[0]");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"tool_choice\":\"required\"}", "tool_choice");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"tools\":[{\"function\":{\"name\":\"f\"}}],"
+                  "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}}}", "tool_choice");
+    expect_bad(C, "{\"model\":\"m\"," MSG ",\"tool_choice\":\"always\"}", "tool_choice");
     expect_bad(API_KIND_COMPLETION, "{\"model\":\"m\"}", "prompt");
     expect_bad(API_KIND_COMPLETION, "{\"model\":\"m\",\"prompt\":[\"a\",\"b\"]}", "prompt");
     expect_bad(API_KIND_COMPLETION, "{\"model\":\"m\",\"prompt\":[1,2]}", "prompt");
@@ -338,8 +351,20 @@ static void test_api_ollama_parse_and_chunks(void **state)
     body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"options\":{\"top_p\":2}}";
     assert_int_equal(api_ollama_parse(API_KIND_CHAT, body, strlen(body), &r, &e), MESH_EINVAL);
     assert_int_equal(e.status, 400);
-    body = "{\"model\":\"m\"}";
+    body = "{\"model\":\"m\"}"; /* Ollama's preload idiom: load, generate nothing */
+    assert_int_equal(api_ollama_parse(API_KIND_CHAT, body, strlen(body), &r, &e), 0);
+    assert_true(r.load_only);
+    api_gen_req_free(&r);
+    assert_int_equal(api_ollama_parse(API_KIND_COMPLETION, body, strlen(body), &r, &e), 0);
+    assert_true(r.load_only);
+    api_gen_req_free(&r);
+    body = "{\"messages\":[]}";
     assert_int_equal(api_ollama_parse(API_KIND_CHAT, body, strlen(body), &r, &e), MESH_EINVAL);
+    body = "{\"model\":\"m\",\"messages\":{}}";
+    assert_int_equal(api_ollama_parse(API_KIND_CHAT, body, strlen(body), &r, &e), MESH_EINVAL);
+    char *ld = api_ollama_load_json(API_KIND_COMPLETION, "m");
+    assert_non_null(strstr(ld, "\"response\":\"\",\"done\":true,\"done_reason\":\"load\""));
+    free(ld);
 
     char *line = api_ollama_chunk(API_KIND_CHAT, "m", "abc", 3, true, "stop", 2, 3, 0.5);
     size_t n = strlen(line);
@@ -517,6 +542,174 @@ static void test_api_ollama_tags_local_and_mesh(void **state)
     free(s);
 }
 
+static int parse_responses(const char *body, struct api_gen_req *r, struct api_error *e)
+{
+    return api_responses_parse(body, strlen(body), r, e);
+}
+
+static void test_api_responses_parse(void **state)
+{
+    (void)state;
+    struct api_gen_req r;
+    struct api_error e;
+    assert_int_equal(parse_responses("{\"model\":\"m\",\"instructions\":\"Be brief\",\"input\":["
+                                     "{\"role\":\"developer\",\"content\":\"d\"},"
+                                     "{\"type\":\"message\",\"role\":\"user\",\"content\":["
+                                     "{\"type\":\"input_text\",\"text\":\"a\"},"
+                                     "{\"type\":\"input_text\",\"text\":\"b\"}]},"
+                                     "{\"role\":\"assistant\",\"content\":[{\"type\":"
+                                     "\"output_text\",\"text\":\"c\"}]}],"
+                                     "\"max_output_tokens\":7,\"temperature\":0.5,\"stream\":true}",
+                                     &r, &e),
+                     0);
+    assert_int_equal(r.kind, API_KIND_CHAT);
+    assert_string_equal(r.model, "m");
+    assert_int_equal(r.n_msgs, 4);
+    assert_string_equal(r.msgs[0].role, "system");
+    assert_string_equal(r.msgs[0].content, "Be brief");
+    assert_string_equal(r.msgs[1].role, "system");
+    assert_string_equal(r.msgs[2].content, "ab");
+    assert_string_equal(r.msgs[3].role, "assistant");
+    assert_int_equal(r.max_tokens, 7);
+    assert_true(r.stream);
+    assert_true(r.given & API_GIVEN_TEMPERATURE);
+    api_gen_req_free(&r);
+    assert_int_equal(parse_responses("{\"input\":\"hi\"}", &r, &e), 0);
+    assert_int_equal(r.n_msgs, 1);
+    assert_string_equal(r.msgs[0].role, "user");
+    assert_int_equal(r.max_tokens, -1);
+    api_gen_req_free(&r);
+    static const char *const refused[] = {
+        "{}", "{\"input\":[]}", "{\"input\":5}", "{\"input\":\"x\",\"previous_response_id\":\"r\"}",
+        "{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"}]}",
+        "{\"input\":[{\"type\":\"function_call_output\"}]}",
+        "{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\"}]}]}",
+        "{\"input\":\"x\",\"max_output_tokens\":0}", "{\"input\":\"x\",\"temperature\":3}",
+        "{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"yaml\"}}}", "[1]"};
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        assert_int_not_equal(parse_responses(refused[i], &r, &e), 0);
+        assert_int_equal(e.status, 400);
+    }
+}
+
+/* The event stream of a response that ends by itself: every type in order, numbered. */
+static void test_api_responses_events(void **state)
+{
+    (void)state;
+    struct api_resp_out o = {.id = "resp_abc", .created = 5, .model = "m", .text = "", .n_prompt = 3};
+    int seq = 0;
+    char *begin = api_responses_events(&o, API_RESP_BEGIN, &seq);
+    o.text = "Hel";
+    o.len = 3;
+    char *delta = api_responses_events(&o, API_RESP_DELTA, &seq);
+    o.text = "Hello";
+    o.len = 5;
+    o.n_completion = 2;
+    char *end = api_responses_events(&o, API_RESP_END, &seq);
+    assert_non_null(begin);
+    assert_non_null(delta);
+    assert_non_null(end);
+    assert_int_equal(seq, 9);
+    char all[8192];
+    snprintf(all, sizeof all, "%s%s%s", begin, delta, end);
+    static const char *const want[] = {"response.created", "response.in_progress",
+                                       "response.output_item.added", "response.content_part.added",
+                                       "response.output_text.delta", "response.output_text.done",
+                                       "response.content_part.done", "response.output_item.done",
+                                       "response.completed"};
+    const char *p = all;
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        char line[96];
+        snprintf(line, sizeof line, "event: %s\ndata: {\"type\":\"%s\",\"sequence_number\":%zu",
+                 want[i], want[i], i);
+        const char *q = strstr(p, line);
+        assert_non_null(q);
+        p = q + strlen(line);
+    }
+    assert_non_null(strstr(end, "\"status\":\"completed\""));
+    assert_non_null(strstr(end, "\"text\":\"Hello\""));
+    assert_non_null(strstr(end, "\"id\":\"msg_abc\""));
+    assert_non_null(strstr(end, "\"output_tokens\":2"));
+    assert_non_null(strstr(delta, "\"delta\":\"Hel\""));
+    free(begin);
+    free(delta);
+    free(end);
+    o.is_failed = true;
+    end = api_responses_events(&o, API_RESP_END, &seq);
+    assert_non_null(strstr(end, "event: response.failed\n"));
+    assert_null(strstr(end, "response.completed"));
+    free(end);
+    o.is_failed = false;
+    o.is_incomplete = true;
+    char *j = api_responses_json(&o);
+    cJSON *root = cJSON_Parse(j);
+    assert_string_equal(cJSON_GetObjectItem(root, "status")->valuestring, "incomplete");
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(root, "incomplete_details"), "reason")->valuestring,
+        "max_output_tokens");
+    cJSON_Delete(root);
+    free(j);
+}
+
+/* tools, tool_choice and the messages of a tool round trip. */
+static void test_api_openai_tools(void **state)
+{
+    (void)state;
+    struct api_gen_req r;
+    struct api_error e;
+    const char *body =
+        "{\"model\":\"m\",\"messages\":["
+        "{\"role\":\"user\",\"content\":\"Weather in Paris?\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_1\",\"type\":"
+        "\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"call_1\",\"content\":\"18C\"}],"
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+        "\"description\":\"Now\",\"parameters\":{\"type\":\"object\",\"properties\":"
+        "{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}}},"
+        "{\"function\":{\"name\":\"get-time\"}}],"
+        "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}},"
+        "\"parallel_tool_calls\":false}";
+    assert_int_equal(api_openai_parse(API_KIND_CHAT, body, strlen(body), &r, &e), 0);
+    assert_int_equal(r.n_tools, 2);
+    assert_int_equal(r.tool_choice, API_TOOLS_NAMED);
+    assert_string_equal(r.tool_choice_name, "get_weather");
+    assert_false(r.parallel_tool_calls);
+    assert_non_null(strstr(r.tools_json, "\"name\":\"get-time\""));
+    assert_non_null(strstr(r.tools_json, "{\"function\":{\"name\":\"get-time\"},\"type\":\"function\"}"));
+    assert_string_equal(r.msgs[1].role, "assistant");
+    assert_string_equal(r.msgs[1].content, "");
+    assert_non_null(strstr(r.msgs[1].tool_calls_json, "\"name\":\"get_weather\""));
+    assert_string_equal(r.msgs[2].role, "tool");
+    assert_string_equal(r.msgs[2].tool_call_id, "call_1");
+    api_gen_req_free(&r);
+    /* none: the tools stay away from the model */
+    body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+           "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"none\"}";
+    assert_int_equal(api_openai_parse(API_KIND_CHAT, body, strlen(body), &r, &e), 0);
+    assert_null(r.tools_json);
+    assert_int_equal(r.tool_choice, API_TOOLS_NONE);
+    api_gen_req_free(&r);
+    /* the reply's calls: content null, tool_calls, finish_reason tool_calls; chunk indices */
+    struct api_tool_call calls[] = {{"call_a", "get_weather", "{\"city\":\"Paris\"}"},
+                                    {"call_b", "get-time", "{}"}};
+    struct api_gen_out o = {.id = "chatcmpl-1", .created = 1, .model = "m", .text = "", .len = 0,
+                            .finish_reason = "tool_calls", .calls = calls, .n_calls = 2};
+    char *j = api_openai_response_json(API_KIND_CHAT, &o);
+    assert_non_null(strstr(j, "\"content\":null"));
+    assert_non_null(strstr(j, "\"tool_calls\":[{\"id\":\"call_a\",\"type\":\"function\",\"function\":"
+                              "{\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}}"));
+    assert_non_null(strstr(j, "\"finish_reason\":\"tool_calls\""));
+    free(j);
+    o.finish_reason = NULL;
+    o.n_calls = 1;
+    o.calls = &calls[1];
+    o.call_index0 = 1;
+    j = api_openai_chunk_json(API_KIND_CHAT, &o, false, false);
+    assert_non_null(strstr(j, "\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"call_b\""));
+    assert_null(strstr(j, "\"content\""));
+    free(j);
+}
+
 static void test_api_openai_key_check(void **state)
 {
     (void)state;
@@ -544,6 +737,9 @@ int main(void)
         cmocka_unit_test(test_api_openai_response_objects),
         cmocka_unit_test(test_api_ollama_parse_and_chunks),
         cmocka_unit_test(test_api_openai_key_check),
+        cmocka_unit_test(test_api_responses_parse),
+        cmocka_unit_test(test_api_openai_tools),
+        cmocka_unit_test(test_api_responses_events),
         cmocka_unit_test(test_api_openai_meshllm_route),
         cmocka_unit_test(test_api_openai_models_local_and_mesh),
         cmocka_unit_test(test_api_ollama_tags_local_and_mesh),

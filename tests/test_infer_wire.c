@@ -92,10 +92,14 @@ static void frame_round_trip(const struct node_chunk *in, size_t cut_base, struc
 static void test_infer_wire_chat_round_trip(void **state)
 {
     (void)state;
-    struct node_msg msgs[] = {{"system", "Answer in one line."},
-                              {"user", "Who wrote \"Kademlia\"?"},
-                              {"assistant", ""},
-                              {"user", "caf\xc3\xa9 \xe2\x98\x95"}};
+    struct node_msg msgs[] = {
+        {.role = "system", .content = "Answer in one line."},
+        {.role = "user", .content = "Who wrote \"Kademlia\"?"},
+        {.role = "assistant", .content = "",
+         .tool_calls_json = "[{\"id\":\"call_1\",\"type\":\"function\",\"function\":"
+                            "{\"name\":\"search\",\"arguments\":\"{}\"}}]"},
+        {.role = "tool", .content = "caf\xc3\xa9 \xe2\x98\x95", .tool_call_id = "call_1",
+         .name = "search"}};
     char *stop[] = {"\n", "User:", ""};
     int32_t cont[] = {0, 1, 31999, 2147483647};
     struct node_gen_req r, d;
@@ -105,6 +109,7 @@ static void test_infer_wire_chat_round_trip(void **state)
     r.msgs = msgs;
     r.n_msgs = 4;
     r.json_mode = true;
+    r.tools_json = "[{\"type\":\"function\",\"function\":{\"name\":\"search\"}}]";
     r.temperature = 0.3f;
     r.top_p = 0.95f;
     r.min_p = 0.05f;
@@ -132,6 +137,12 @@ static void test_infer_wire_chat_round_trip(void **state)
         assert_string_equal(d.msgs[i].role, msgs[i].role);
         assert_string_equal(d.msgs[i].content, msgs[i].content);
     }
+    assert_null(d.msgs[1].tool_calls_json);
+    assert_string_equal(d.msgs[2].tool_calls_json, msgs[2].tool_calls_json);
+    assert_string_equal(d.msgs[3].tool_call_id, "call_1");
+    assert_string_equal(d.msgs[3].name, "search");
+    assert_null(d.msgs[2].tool_call_id);
+    assert_string_equal(d.tools_json, r.tools_json);
     assert_null(d.prompt);
     assert_null(d.system);
     assert_false(d.raw);
@@ -201,7 +212,7 @@ static void test_infer_wire_request_encode_limits(void **state)
     uint8_t *b = (uint8_t *)"not touched";
     size_t len = 1;
     struct node_gen_req r;
-    struct node_msg one = {"user", "hi"};
+    struct node_msg one = {.role = "user", .content = "hi"};
     node_gen_req_init(&r);
     r.kind = NODE_KIND_CHAT;
     r.model = "m";
@@ -765,7 +776,7 @@ static void test_infer_wire_chunk_part_piece_too_big(void **state)
 static void test_infer_wire_truncated(void **state)
 {
     (void)state;
-    struct node_msg msgs[] = {{"user", "Hello there"}};
+    struct node_msg msgs[] = {{.role = "user", .content = "Hello there"}};
     int32_t cont[] = {300, 301, 302};
     struct node_gen_req r, d;
     node_gen_req_init(&r);

@@ -497,6 +497,35 @@ static void test_stage_loads_only_its_range(void **state)
     assert_true(none < whole / 4);
 }
 
+/* -ctk/-ctv reach every context a split entry makes: its scheduler (over the pipeline) and
+ * its stage engine; the mesh's registries above keep the f16 default. */
+static void test_stage_kv_types_reach_stage_and_sched(void **state)
+{
+    (void)state;
+    struct sched_params sp;
+    sched_small(&sp, 2);
+    sp.k_type = MODEL_KV_Q8_0;
+    sp.v_type = MODEL_KV_Q4_0;
+    struct registry *reg = NULL;
+    char err[512] = "", line[256];
+    assert_int_equal(registry_new(&sp, &reg), 0);
+    assert_int_equal(registry_add_split(reg, g_models[0], 0, 2, err, sizeof err), 0);
+    assert_int_equal(registry_load_wait(reg), 0);
+    enum registry_state st;
+    struct registry_entry *e = registry_at(reg, 0, &st);
+    assert_non_null(e->stage);
+    stage_engine_kv_describe(e->stage, line, sizeof line);
+    print_message("stage: %s\n", line);
+    /* 2 of stories260K's layers x 2 slots x 256 positions x 32 elements: 64 KiB of f16 K, as
+     * much V; q8_0 K is 34/64 of it, q4_0 V 18/64: 52 KiB */
+    assert_string_equal(line, "KV cache: q8_0/q4_0, 256 ctx x 2 slots = 0.05 MiB (f16 would be 0.12 MiB)");
+    sched_kv_describe(e->sched, line, sizeof line);
+    assert_non_null(strstr(line, "KV cache: q8_0/q4_0, 256 ctx x 2 slots"));
+    registry_free(reg);
+    stage_engine_kv_describe(registry_at(g_reg_s[0], 0, &st)->stage, line, sizeof line);
+    assert_non_null(strstr(line, "KV cache: f16/f16, "));
+}
+
 /* ---- a stage under fire ----------------------------------------------------------------- */
 
 struct probe {
@@ -745,6 +774,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stage_wire_roundtrip_and_garbage),
         cmocka_unit_test(test_stage_plan_covers_layers),
+        cmocka_unit_test(test_stage_kv_types_reach_stage_and_sched),
         cmocka_unit_test(test_stage_pipeline_stories_equals_single),
         cmocka_unit_test(test_stage_pipeline_random_equals_single),
         cmocka_unit_test(test_stage_pipeline_spec_equals_single),

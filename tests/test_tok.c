@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- helpers --------------------------------------------------------------------------- */
 
@@ -645,9 +646,75 @@ static void test_tok_load_rejects_broken_vocab(void **state)
     tok_free(t);
 }
 
+/* tok_vocab_compare: the same vocabulary from two files (GGUF F32 and F16 of stories260K)
+ * matches; another vocabulary (Llama 2's 32000) differs in size, and so does Phi-3's, which
+ * extends Llama 2's by 64 tokens; a copy of stories260K's vocabulary with one token's text
+ * changed is caught at that token. */
+static void test_tok_vocab_compare(void **state)
+{
+    (void)state;
+    struct tok *a = load_vocab("stories260K.gguf"), *b = load_vocab("stories260K-F16.gguf");
+    struct tok *l2 = load_vocab("llamacpp-vocab/ggml-vocab-llama-spm.gguf");
+    struct tok *p3 = load_vocab("llamacpp-vocab/ggml-vocab-phi-3.gguf");
+    int32_t id = 123;
+    assert_int_equal(tok_vocab_compare(a, b, &id), 0);
+    assert_int_equal(id, -1);
+    assert_int_equal(tok_vocab_compare(a, l2, &id), MESH_EBADMODEL);
+    assert_int_equal(id, -1); /* sizes differ */
+    assert_int_equal(tok_vocab_compare(l2, l2, &id), 0);
+    id = 7;
+    assert_int_equal(tok_vocab_compare(l2, p3, &id), MESH_EBADMODEL);
+    assert_int_equal(id, -1);
+    /* a copy of stories260K's vocabulary with token 300's text changed: same size, BOS, EOS */
+    struct gguf *g = NULL;
+    struct gguf_writer *w = NULL;
+    char err[256] = "", path[] = "/tmp/meshllm-test-vocab-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(gguf_open(test_model_path("stories260K.gguf"), &g, err, sizeof err), 0);
+    assert_int_equal(gguf_writer_new(&w), 0);
+    uint64_t n_tok = 0;
+    struct gguf_str *pieces = NULL;
+    for (int64_t i = 0; i < gguf_kv_count(g); i++) {
+        struct gguf_str k = gguf_kv_key(g, i);
+        if (k.len == strlen("tokenizer.ggml.tokens") && !memcmp(k.ptr, "tokenizer.ggml.tokens", k.len)) {
+            enum gguf_vtype et;
+            const void *data;
+            assert_int_equal(gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n_tok, &data), 0);
+            pieces = calloc(n_tok, sizeof *pieces);
+            for (uint64_t j = 0; j < n_tok; j++)
+                assert_int_equal(gguf_get_arr_str(g, "tokenizer.ggml.tokens", j, &pieces[j]), 0);
+            pieces[300].ptr = "qzqzq";
+            pieces[300].len = 5;
+            assert_int_equal(gguf_writer_set_arr_gstr(w, "tokenizer.ggml.tokens", pieces, n_tok), 0);
+        } else {
+            assert_int_equal(gguf_writer_copy_kv(w, g, i), 0);
+        }
+    }
+    assert_int_equal(n_tok, 512);
+    assert_int_equal(gguf_writer_write(w, path, NULL, NULL, err, sizeof err), 0);
+    gguf_writer_free(w);
+    gguf_close(g);
+    free(pieces);
+    assert_int_equal(gguf_open(path, &g, err, sizeof err), 0);
+    struct tok *c = NULL;
+    assert_int_equal(tok_load(g, &c, err, sizeof err), 0);
+    gguf_close(g);
+    unlink(path);
+    assert_int_equal(tok_vocab_compare(a, c, &id), MESH_EBADMODEL);
+    assert_int_equal(id, 300);
+    tok_free(c);
+    tok_free(p3);
+    tok_free(l2);
+    tok_free(b);
+    tok_free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tok_vocab_compare),
         cmocka_unit_test(test_tok_unicode_categories),
         cmocka_unit_test(test_tok_unicode_utf8_helpers),
         cmocka_unit_test(test_tok_pre_split_patterns),

@@ -168,7 +168,7 @@ test('errors: status and OpenAI error shape', async () => {
   assert.equal(e.param, 'temperature');
   e = await rejects(client.chat.completions.create({ model: MODEL, messages: [] }), 400);
   assert.equal(e.param, 'messages');
-  e = await rejects(client.chat.completions.create({ model: MODEL, messages: story, n: 2 }), 400);
+  e = await rejects(client.chat.completions.create({ model: MODEL, messages: story, n: 17 }), 400);
   assert.equal(e.param, 'n');
   e = await rejects(client.chat.completions.create({ model: MODEL, messages: [{ role: 'wizard', content: 'x' }] }), 400);
   await rejects(client.chat.completions.create({ model: MODEL, messages: story, stop: ['a', 'b', 'c', 'd', 'e'] }), 400);
@@ -249,6 +249,57 @@ test('route: meshllm.route in the body or X-Meshllm-Route; unknown values 400', 
   assert.equal(res.status, 400);
   res = await post('/api/generate', gen, 'mesh');
   assert.equal(res.status, 200);
+});
+
+test('n > 1: several choices, each its own generation; seeded choices repeat', async () => {
+  const params = { model: MODEL, messages: [{ role: 'user', content: 'Tell me a story' }], max_tokens: 10, n: 3, seed: 11 };
+  const a = await client.chat.completions.create(params);
+  assert.deepEqual(a.choices.map((c) => c.index), [0, 1, 2]);
+  assert.equal(a.usage.completion_tokens, 30);
+  const texts = a.choices.map((c) => c.message.content);
+  assert.ok(new Set(texts).size >= 2, 'the choices differ: ' + JSON.stringify(texts));
+  const b = await client.chat.completions.create(params);
+  assert.deepEqual(b.choices.map((c) => c.message.content), texts);
+  const greedy = await client.completions.create({ model: MODEL, prompt: 'Once upon a time', max_tokens: 6, temperature: 0, n: 2 });
+  assert.equal(greedy.choices.length, 2);
+  assert.equal(greedy.choices[0].text, greedy.choices[1].text);
+  await assert.rejects(client.chat.completions.create({ ...params, stream: true }), (e) => { expectApiError(e, 400); return e.param === 'n'; });
+});
+
+test('responses API: create, streamed events, the same greedy text as chat', async () => {
+  const input = [{ role: 'user', content: [{ type: 'input_text', text: 'Tell me a story' }] }];
+  const r = await client.responses.create({ model: MODEL, instructions: 'You tell stories.', input, max_output_tokens: 12, temperature: 0 });
+  assert.equal(r.object, 'response');
+  assert.match(r.id, /^resp_/);
+  assert.equal(r.status, 'incomplete');
+  assert.equal(r.incomplete_details.reason, 'max_output_tokens');
+  assert.equal(r.usage.output_tokens, 12);
+  assert.ok(r.output_text.length > 0, 'output_text (the SDK joins the output items)');
+  const chat = await client.chat.completions.create({ model: MODEL, max_tokens: 12, temperature: 0,
+    messages: [{ role: 'system', content: 'You tell stories.' }, { role: 'user', content: 'Tell me a story' }] });
+  assert.equal(r.output_text, chat.choices[0].message.content);
+
+  const stream = await client.responses.create({ model: MODEL, input: 'Tell me a story', max_output_tokens: 12, temperature: 0, stream: true });
+  const types = [];
+  let deltas = '', final = null, last = -1;
+  for await (const ev of stream) {
+    types.push(ev.type);
+    assert.equal(ev.sequence_number, last + 1);
+    last = ev.sequence_number;
+    if (ev.type === 'response.output_text.delta') deltas += ev.delta;
+    if (ev.type === 'response.incomplete' || ev.type === 'response.completed') final = ev.response;
+  }
+  assert.deepEqual(types.slice(0, 4), ['response.created', 'response.in_progress', 'response.output_item.added', 'response.content_part.added']);
+  assert.deepEqual(types.slice(-4), ['response.output_text.done', 'response.content_part.done', 'response.output_item.done', 'response.incomplete']);
+  assert.ok(types.filter((t) => t === 'response.output_text.delta').length >= 2);
+  assert.equal(final.output[0].content[0].text, deltas);
+  const plain = await client.responses.create({ model: MODEL, input: 'Tell me a story', max_output_tokens: 12, temperature: 0 });
+  assert.equal(plain.output_text, deltas);
+
+  await assert.rejects(client.responses.create({ model: MODEL, input: 'Hi', previous_response_id: r.id }),
+    (e) => { expectApiError(e, 400); return /whole conversation/.test(e.error.message); });
+  await assert.rejects(client.responses.create({ model: MODEL, input: [{ type: 'input_image', role: 'user' }] }),
+    (e) => { expectApiError(e, 400); return true; });
 });
 
 test('Ollama: /api/chat NDJSON stream, /api/generate, /api/tags, /api/version', async () => {

@@ -51,10 +51,13 @@ e2e_start() {
         cat "$log" >&2
         return 1
     fi
-    local code=""
+    local code="" body
     for _ in $(seq 400); do
-        code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health" || true)
+        body=$(curl -s -w '\n%{http_code}' "http://127.0.0.1:$port/health" || true)
+        code=${body##*$'\n'}
         [ "$code" = 200 ] && break
+        # 503 "error": no model could load; "loading model": keep waiting
+        [ "$code" = 503 ] && [[ "$body" == *'"status":"error"'* ]] && break
         sleep 0.05
     done
     printf -v "$var" 'http://127.0.0.1:%s' "$port"

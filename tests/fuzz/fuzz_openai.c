@@ -1,5 +1,6 @@
 /* fuzz_openai.c - request-body parsing of the API: every input is parsed as an OpenAI chat,
- * completion and embedding request and as an Ollama chat and generate request; accepted
+ * completion and embedding request, as an Ollama chat, generate, embed and embeddings
+ * request and as a Responses API request; accepted
  * requests are turned into response objects and rejected ones into error JSON, so the
  * builders and the UTF-8 cleaning see the same hostile bytes. The input also serves as the
  * Authorization / x-api-key header values checked against an API key. */
@@ -37,9 +38,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static const enum api_kind kinds[3] = {API_KIND_CHAT, API_KIND_COMPLETION, API_KIND_EMBEDDING};
     struct api_gen_req r;
     struct api_error e;
-    for (int k = 0; k < 5; k++) {
-        int rc = k < 3 ? api_openai_parse(kinds[k], (const char *)data, size, &r, &e)
-                       : api_ollama_parse(kinds[k - 3], (const char *)data, size, &r, &e);
+    for (int k = 0; k < 8; k++) {
+        const char *b = (const char *)data;
+        int rc = k < 3   ? api_openai_parse(kinds[k], b, size, &r, &e)
+                 : k < 6 ? api_ollama_parse(kinds[k - 3], b, size, &r, &e)
+                 : k == 6 ? api_ollama_parse_ex(API_KIND_EMBEDDING, true, b, size, &r, &e)
+                          : api_responses_parse(b, size, &r, &e);
+        if (rc == 0 && k == 7) { /* the Responses API's answer and events from it */
+            const char *t = r.msgs[r.n_msgs - 1].content;
+            struct api_resp_out o = {.id = "resp_x", .model = r.model, .text = t, .len = strlen(t)};
+            int seq = 0;
+            free(api_responses_json(&o));
+            for (int st = API_RESP_BEGIN; st <= API_RESP_END; st++)
+                free(api_responses_events(&o, (enum api_resp_stage)st, &seq));
+        }
         if (rc == 0) {
             use(&r);
             api_gen_req_free(&r);

@@ -1,0 +1,25 @@
+/* fuzz_toolcall.c - model output (from a hostile or broken model) split into content and
+ * tool calls in each syntax, and the streaming hold-back over every prefix length. */
+#include "engine/toolcall.h"
+
+#include <stdint.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *t = (const char *)data;
+    for (int s = TOOLCALL_HERMES; s <= TOOLCALL_MISTRAL; s++) {
+        struct toolcall_result r;
+        if (toolcall_parse((enum toolcall_syntax)s, t, size, &r) == 0) {
+            for (int i = 0; i < r.n_calls; i++)
+                if (!r.calls[i].name || !r.calls[i].arguments || r.calls[i].arguments[0] != '{')
+                    __builtin_trap();
+            toolcall_result_free(&r);
+        }
+        for (size_t n = 0; n <= size && n < 512; n++)
+            if (toolcall_stream_safe((enum toolcall_syntax)s, t, n) > n) __builtin_trap();
+    }
+    return 0;
+}
