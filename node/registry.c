@@ -260,6 +260,13 @@ static int add_entry(struct registry *r, const char *spec, const char *name, int
         e->created = (int64_t)st.st_mtime;
         e->file_bytes = (uint64_t)st.st_size;
     }
+    /* a store model's SHA-256 was verified when it entered the store: no need to hash it */
+    struct modelstore_manifest mf;
+    char blob[4096];
+    if (!digest && !strchr(spec, '/') &&
+        modelstore_get(registry_models_dir(), spec, &mf, blob, sizeof blob, NULL, 0) == 0 &&
+        !strcmp(blob, e->path))
+        digest = mf.sha256;
     if (digest) {
         snprintf(r->digest[r->n], sizeof r->digest[r->n], "%s", digest);
         atomic_store(&r->has_digest[r->n], true);
@@ -473,7 +480,8 @@ static void *loader_main(void *arg)
     struct registry *r = arg;
     registry_load_wait(r);
     for (int i = 0; i < r->n && !atomic_load(&r->stopping); i++)
-        if (atomic_load(&r->state[i]) == REGISTRY_READY) hash_one(r, i);
+        if (atomic_load(&r->state[i]) == REGISTRY_READY && !atomic_load(&r->has_digest[i]))
+            hash_one(r, i);
     return NULL;
 }
 
