@@ -54,7 +54,7 @@ else
 LIB_SRCS := $(wildcard core/*.c engine/*.c)
 endif
 ifneq ($(TARGET_ARCH),x86_64)
-LIB_SRCS := $(filter-out %_avx2.c %_avx512.c,$(LIB_SRCS))
+LIB_SRCS := $(filter-out %_avx2.c %_avx512.c %_shani.c,$(LIB_SRCS))
 endif
 ifneq ($(TARGET_ARCH),aarch64)
 LIB_SRCS := $(filter-out %_neon.c,$(LIB_SRCS))
@@ -113,6 +113,7 @@ ISA_AVX2 := -mavx2 -mfma -mf16c -mbmi2
 ISA_AVX512 := $(ISA_AVX2) -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16
 $(BUILD)/%_avx2.o: CFLAGS += $(ISA_AVX2)
 $(BUILD)/%_avx512.o: CFLAGS += $(ISA_AVX512)
+$(BUILD)/%_shani.o: CFLAGS += -msha -msse4.1 -mssse3
 
 # Objects remember what built them: changing CC, OPT or SAN for the same BUILD folder
 # rebuilds it rather than mixing objects (make BUILD=build-asan without SAN=1, then with it,

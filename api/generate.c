@@ -124,6 +124,7 @@ static int node_req_from(const struct api_gen *g, struct node_gen_req *n, struct
     n->raw = r->kind == API_KIND_COMPLETION && (r->raw || g->proto == API_PROTO_OPENAI);
     n->json_mode = r->json_mode;
     n->tools_json = r->tools_json;
+    n->grammar = r->grammar;
     n->inputs = r->inputs;
     n->n_inputs = r->n_inputs;
     n->temperature = r->temperature;
@@ -213,8 +214,9 @@ static int line_add(struct api_gen *g, char *line)
  * toolcall_result_free), calls[] points into it with ids "call_<id>_<i>" in ids. Returns
  * how many (one at most without parallel_tool_calls). */
 #define GEN_MAX_CALLS 16
+#define GEN_CALL_ID_CAP 80 /* "call_" + an id (48) + "_" + index */
 static int gen_calls(struct api_gen *g, struct toolcall_result *res,
-                     struct api_tool_call calls[GEN_MAX_CALLS], char ids[GEN_MAX_CALLS][64])
+                     struct api_tool_call calls[GEN_MAX_CALLS], char ids[GEN_MAX_CALLS][GEN_CALL_ID_CAP])
 {
     if (toolcall_parse((enum toolcall_syntax)g->tool_syntax, g->text ? g->text : "", g->len, res))
         return 0;
@@ -239,7 +241,7 @@ static void stream_format_tools(struct api_gen *g, struct node_chunk *ch)
                                                   g->text ? g->text : "", g->len);
     struct toolcall_result res = {0};
     struct api_tool_call calls[GEN_MAX_CALLS];
-    char ids[GEN_MAX_CALLS][64];
+    char ids[GEN_MAX_CALLS][GEN_CALL_ID_CAP];
     int n_calls = ch->done ? gen_calls(g, &res, calls, ids) : 0;
     if (ch->done && !n_calls) safe = g->len; /* no call after all: the rest is content */
     if (safe > g->sent_len || (!g->sent_first && g->proto == API_PROTO_OPENAI)) {
@@ -469,14 +471,91 @@ static void make_id(struct api_gen *g)
     snprintf(g->id, sizeof g->id, "%s%08llx%08x", pre, (unsigned long long)g->created, n);
 }
 
+/* Objects of a forced call's parameters that leave additionalProperties open get false, as
+ * OpenAI's strict mode reads them: a small model would otherwise invent keys forever. */
+static void close_objects(cJSON *schema, int depth)
+{
+    if (!cJSON_IsObject(schema) || depth > 32) return;
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(schema, "type");
+    bool object = cJSON_IsString(type) && !strcmp(type->valuestring, "object");
+    if (object && !cJSON_GetObjectItemCaseSensitive(schema, "additionalProperties"))
+        cJSON_AddFalseToObject(schema, "additionalProperties");
+    for (cJSON *c = schema->child; c; c = c->next) {
+        if (cJSON_IsObject(c)) close_objects(c, depth + 1);
+        else if (cJSON_IsArray(c))
+            for (cJSON *x = c->child; x; x = x->next) close_objects(x, depth + 1);
+    }
+}
+
+/* tool_choice required or a named function: a grammar that lets the model write nothing but
+ * a call, in the syntax it will be parsed with (Llama 3's bare JSON for a Llama 3 template,
+ * otherwise Hermes' <tool_call> block), its arguments held to the function's parameters.
+ * Sets g->req.grammar; 0, or MESH_EINVAL with *err (400). */
+static int tools_force_grammar(struct api_gen *g, struct api_error *err)
+{
+    struct api_gen_req *r = &g->req;
+    if (r->grammar)
+        return api_error_set(err, 400, "invalid_request_error", NULL, "tool_choice",
+                             "a forced tool_choice cannot be combined with response_format or "
+                             "a grammar");
+    bool llama3 = g->tool_syntax == TOOLCALL_LLAMA3;
+    if (!llama3) g->tool_syntax = TOOLCALL_HERMES; /* what the grammar writes */
+    cJSON *tools = cJSON_Parse(r->tools_json);
+    cJSON *any = cJSON_CreateArray();
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tools)
+    {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+        const char *name = cJSON_GetObjectItemCaseSensitive(fn, "name")->valuestring;
+        if (r->tool_choice == API_TOOLS_NAMED && strcmp(name, r->tool_choice_name)) continue;
+        const cJSON *params = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
+        cJSON *call = cJSON_CreateObject();
+        cJSON_AddStringToObject(call, "type", "object");
+        cJSON *props = cJSON_AddObjectToObject(call, "properties");
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(props, "name"), "const", name);
+        cJSON *args = params ? cJSON_Duplicate(params, 1) : cJSON_CreateObject();
+        if (args && !params) cJSON_AddStringToObject(args, "type", "object");
+        close_objects(args, 0);
+        cJSON_AddItemToObject(props, llama3 ? "parameters" : "arguments", args);
+        cJSON *req = cJSON_AddArrayToObject(call, "required");
+        cJSON_AddItemToArray(req, cJSON_CreateString("name"));
+        cJSON_AddItemToArray(req, cJSON_CreateString(llama3 ? "parameters" : "arguments"));
+        cJSON_AddFalseToObject(call, "additionalProperties");
+        cJSON_AddItemToArray(any, call);
+    }
+    cJSON *schema = cJSON_CreateObject();
+    cJSON_AddItemToObject(schema, "anyOf", any);
+    char *text = cJSON_PrintUnformatted(schema);
+    cJSON_Delete(schema);
+    cJSON_Delete(tools);
+    char why[256] = "", *gbnf = NULL;
+    int rc = text ? node_grammar_from_schema(text, strlen(text), &gbnf, why, sizeof why) : MESH_ENOMEM;
+    free(text);
+    if (rc == MESH_EINVAL)
+        return api_error_set(err, 400, "invalid_request_error", NULL, "tools",
+                             "a function's parameters cannot be enforced: %s", why);
+    if (rc) return api_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+    /* the schema's root becomes "call"; the new root wraps it in the syntax's markers */
+    char *root = strncmp(gbnf, "root ::=", 8) ? strstr(gbnf, "\nroot ::=") : gbnf;
+    if (root && root != gbnf) root++;
+    size_t len = strlen(gbnf) + 64;
+    char *out = root ? malloc(len) : NULL;
+    if (out) {
+        size_t pre = (size_t)(root - gbnf);
+        snprintf(out, len, "%s%.*scall%s", llama3 ? "root ::= call\n"
+                                                  : "root ::= \"<tool_call>\\n\" call \"\\n</tool_call>\"\n",
+                 (int)pre, gbnf, root + 4);
+    }
+    free(gbnf);
+    if (!out) return api_error_set(err, 500, "server_error", NULL, NULL, "tool grammar failed");
+    r->grammar = out;
+    return 0;
+}
+
 /* Submits g through the router (c->mu held, so no wake-up is lost before the suspend). */
 static int gen_submit(struct api_gen *g, struct api_error *err)
 {
     struct http_server *s = g->c->srv;
-    struct node_gen_req nq;
-    struct node_msg *msgs = NULL;
-    if (node_req_from(g, &nq, &msgs))
-        return api_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
     /* responses name the model as the node does ("x" for "x:latest") */
     struct router_model m;
     snprintf(g->model, sizeof g->model, "%s", g->req.model);
@@ -485,6 +564,15 @@ static int gen_submit(struct api_gen *g, struct api_error *err)
         g->tool_syntax = m.tool_syntax;
     }
     g->has_tools = g->req.tools_json && g->req.kind == API_KIND_CHAT && g->proto != API_PROTO_RESPONSES;
+    if (g->has_tools && (g->req.tool_choice == API_TOOLS_REQUIRED ||
+                         g->req.tool_choice == API_TOOLS_NAMED)) {
+        int rc = tools_force_grammar(g, err);
+        if (rc) return rc;
+    }
+    struct node_gen_req nq;
+    struct node_msg *msgs = NULL;
+    if (node_req_from(g, &nq, &msgs))
+        return api_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
     struct node_client cl = {api_conn_wake, api_conn_still_wanted, g->c};
     struct node_error ne;
     int rc = router_submit(s->rt, &nq, &cl, &g->nr, &ne);
@@ -677,7 +765,7 @@ static char *openai_whole_json(struct api_gen *g, const char *finish)
     o.len = g->len;
     struct toolcall_result res = {0};
     struct api_tool_call calls[GEN_MAX_CALLS];
-    char ids[GEN_MAX_CALLS][64];
+    char ids[GEN_MAX_CALLS][GEN_CALL_ID_CAP];
     if (g->has_tools && (o.n_calls = gen_calls(g, &res, calls, ids)) > 0) {
         o.calls = calls;
         o.text = res.content;
@@ -758,7 +846,7 @@ static enum MHD_Result reply_whole(struct api_conn *c, struct api_gen *g, const 
     if (g->proto == API_PROTO_OLLAMA) {
         struct toolcall_result tr = {0};
         struct api_tool_call tc[GEN_MAX_CALLS];
-        char tid[GEN_MAX_CALLS][64];
+        char tid[GEN_MAX_CALLS][GEN_CALL_ID_CAP];
         int n_tc = g->has_tools ? gen_calls(g, &tr, tc, tid) : 0;
         const char *text = n_tc ? tr.content : g->text ? g->text : "";
         char *line = api_ollama_chunk_calls(g->req.kind, g->model, text, n_tc ? strlen(text) : g->len,

@@ -3,6 +3,7 @@
  * the server's counters; memory is the process's resident set from /proc/self/statm.
  */
 #include "api/api_internal.h"
+#include "node/blob.h"
 #include "node/mesh.h"
 #include "node/router.h"
 
@@ -121,6 +122,35 @@ static void p2p_metrics(struct mbuf *b, struct mesh *mesh)
                "meshllm_p2p_table_entries{table=\"gossip_seen\"} %zu\n",
             p->n_peers, p->dht.n_table, p->dht.n_records, p->dht.n_provider_records,
             p->gossip.n_seen);
+    struct blob_stats bs;
+    blob_server_stats(mesh_blob(mesh), &bs);
+    mprintf(b, "# HELP meshllm_blob_bytes_total Model store bytes moved on /meshllm/blob/1: "
+               "served to members, fetched from them (verified).\n"
+               "# TYPE meshllm_blob_bytes_total counter\n"
+               "meshllm_blob_bytes_total{dir=\"served\"} %llu\n"
+               "meshllm_blob_bytes_total{dir=\"fetched\"} %llu\n",
+            (unsigned long long)bs.bytes_served, (unsigned long long)bs.bytes_fetched);
+    mprintf(b, "# HELP meshllm_blob_pieces_total Pieces on /meshllm/blob/1 by outcome: served, "
+               "fetched (verified and written), resumed (valid in a partial file), bad (did "
+               "not verify: its provider was dropped).\n"
+               "# TYPE meshllm_blob_pieces_total counter\n"
+               "meshllm_blob_pieces_total{outcome=\"served\"} %llu\n"
+               "meshllm_blob_pieces_total{outcome=\"fetched\"} %llu\n"
+               "meshllm_blob_pieces_total{outcome=\"resumed\"} %llu\n"
+               "meshllm_blob_pieces_total{outcome=\"bad\"} %llu\n",
+            (unsigned long long)bs.n_pieces_served, (unsigned long long)bs.n_pieces_fetched,
+            (unsigned long long)bs.n_pieces_resumed, (unsigned long long)bs.n_bad_pieces);
+    mprintf(b, "# HELP meshllm_blob_events_total Provider and puller events on /meshllm/blob/1.\n"
+               "# TYPE meshllm_blob_events_total counter\n"
+               "meshllm_blob_events_total{event=\"stream\"} %llu\n"
+               "meshllm_blob_events_total{event=\"stream_refused\"} %llu\n"
+               "meshllm_blob_events_total{event=\"error_sent\"} %llu\n"
+               "meshllm_blob_events_total{event=\"provider_dropped\"} %llu\n"
+               "meshllm_blob_events_total{event=\"pull_ok\"} %llu\n"
+               "meshllm_blob_events_total{event=\"pull_failed\"} %llu\n",
+            (unsigned long long)bs.n_streams, (unsigned long long)bs.n_streams_refused,
+            (unsigned long long)bs.n_errors_sent, (unsigned long long)bs.n_peers_dropped,
+            (unsigned long long)bs.n_pulls_ok, (unsigned long long)bs.n_pulls_failed);
 }
 
 char *api_metrics_text(struct http_server *s)

@@ -93,6 +93,30 @@ static int parse_options(const cJSON *root, struct api_gen_req *r, struct api_er
     return 0;
 }
 
+/* Ollama's format: "json" (any JSON object) or a JSON Schema object; "" or null: none. */
+static int parse_format(const cJSON *fmt, struct api_gen_req *r, struct api_error *e)
+{
+    if (!fmt || cJSON_IsNull(fmt) || (cJSON_IsString(fmt) && !fmt->valuestring[0])) return 0;
+    r->json_mode = true;
+    if (cJSON_IsString(fmt)) {
+        if (strcmp(fmt->valuestring, "json"))
+            return bad(e, "format", "format must be \"json\" or a JSON schema object");
+        return node_grammar_json_object(&r->grammar);
+    }
+    if (!cJSON_IsObject(fmt)) return bad(e, "format", "format must be \"json\" or a JSON schema object");
+    char *text = cJSON_PrintUnformatted(fmt);
+    if (!text) return MESH_ENOMEM;
+    char err[256] = "";
+    int rc = node_grammar_from_schema(text, strlen(text), &r->grammar, err, sizeof err);
+    free(text);
+    if (rc == MESH_EINVAL) {
+        char msg[320];
+        snprintf(msg, sizeof msg, "invalid format schema: %s", err);
+        return bad(e, "format", msg);
+    }
+    return rc;
+}
+
 static int dup_str(const cJSON *v, char **out)
 {
     *out = strdup(cJSON_IsString(v) ? v->valuestring : "");
@@ -139,8 +163,7 @@ static int parse_body(enum api_kind kind, const cJSON *root, struct api_gen_req 
     if (cJSON_IsBool(st)) r->stream = cJSON_IsTrue(st);
     else if (st && !cJSON_IsNull(st)) return bad(e, "stream", "'stream' must be a boolean");
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
-    if (cJSON_IsString(fmt) && !strcmp(fmt->valuestring, "json")) r->json_mode = true;
-    if (cJSON_IsObject(fmt)) r->json_mode = true;
+    if ((rc = parse_format(fmt, r, e))) return rc;
     rc = parse_options(root, r, e);
     if (rc) return rc;
     if (kind == API_KIND_COMPLETION) {

@@ -11,7 +11,9 @@
 #include "api/api_internal.h"
 
 #include "core/err.h"
+#include "node/blobpull.h"
 #include "node/modelpull.h"
+#include "node/router.h"
 #include "node/modelserve.h"
 #include "node/modelstore.h"
 
@@ -35,6 +37,9 @@ struct api_pull {
     bool stream, is_create;
     char url[4096], name[MODELSTORE_NAME_CAP + MODELSTORE_TAG_CAP + 2], sha256[80];
     char from[4096];
+    struct mesh *mesh;          /* a pull from mesh members (node/blobpull.h), else NULL */
+    struct multiaddr peers[8];  /* "meshllm_peers": providers to ask besides the announced */
+    size_t n_peers;
     atomic_bool cancel;
     int64_t last_line_ms;
 };
@@ -142,11 +147,17 @@ static void on_progress(void *arg, const struct modelpull_progress *pr)
         p->last_line_ms = now;
         char st[128], dg[80];
         if (pr->sha256) snprintf(dg, sizeof dg, "sha256:%s", pr->sha256);
-        snprintf(st, sizeof st, "pulling %.12s", pr->sha256 ? pr->sha256 : "file");
+        snprintf(st, sizeof st, "pulling %.12s",
+                 pr->sha256 ? pr->sha256 : pr->content_id ? pr->content_id : "file");
         cJSON *o = status_obj(st);
         if (pr->sha256) cJSON_AddStringToObject(o, "digest", dg);
         cJSON_AddNumberToObject(o, "total", (double)pr->total);
         cJSON_AddNumberToObject(o, "completed", (double)pr->done);
+        if (pr->content_id) { /* a mesh pull: its rate and providers */
+            cJSON_AddStringToObject(o, "meshllm_content_id", pr->content_id);
+            cJSON_AddNumberToObject(o, "meshllm_rate", pr->rate_bps);
+            cJSON_AddNumberToObject(o, "meshllm_peers", pr->n_peers);
+        }
         job_emit(p, o, false, 0);
         break;
     }
@@ -180,6 +191,12 @@ static void *job_main(void *arg)
         rc = modelstore_add_file(modelstore_dir(), p->from, false, p->name, p->from, NULL, &m,
                                  err, sizeof err);
         if (!rc) job_emit(p, status_obj("writing manifest"), false, 0);
+    } else if (p->mesh) {
+        struct blobpull_opts o = {.spec = p->url, .name = p->name[0] ? p->name : NULL,
+                                  .peers = p->peers, .n_peers = p->n_peers,
+                                  .cancel = &p->cancel, .progress = on_progress,
+                                  .progress_arg = p};
+        rc = blobpull_run(p->mesh, modelstore_dir(), &o, &m, err, sizeof err);
     } else {
         struct modelpull_opts o = {.url = p->url, .name = p->name[0] ? p->name : NULL,
                                    .sha256 = p->sha256[0] ? p->sha256 : NULL, .retries = -1,
@@ -192,7 +209,11 @@ static void *job_main(void *arg)
         cJSON_AddStringToObject(o, "error", err[0] ? err : err_str(rc));
         job_emit(p, o, true, err_status(rc));
     } else {
-        job_emit(p, status_obj("success"), true, 200);
+        cJSON *o = status_obj("success");
+        char full[MODELSTORE_NAME_CAP + MODELSTORE_TAG_CAP + 2];
+        modelstore_full_name(&m, full, sizeof full);
+        cJSON_AddStringToObject(o, "meshllm_model", full); /* the name it is stored under */
+        job_emit(p, o, true, 200);
     }
     job_unref(p);
     return NULL;
@@ -294,6 +315,40 @@ static bool stream_flag(const cJSON *root)
 
 /* ---- routes ----------------------------------------------------------------------------- */
 
+/* Whether the store already holds a file of content ID spec. */
+static bool store_has_cid(const char *spec)
+{
+    struct modelstore_manifest *all = NULL;
+    int n = 0;
+    bool has = false;
+    if (strlen(spec) != 64 || modelstore_list(modelstore_dir(), &all, &n)) return false;
+    for (int i = 0; i < n && !has; i++) has = !strcmp(all[i].content_id, spec);
+    free(all);
+    return has;
+}
+
+/* "meshllm_peers": multiaddrs (ending in /p2p/ID) of providers to ask. */
+static int parse_peers(const cJSON *root, struct multiaddr *out, size_t *n, char *err,
+                       size_t err_cap)
+{
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, "meshllm_peers");
+    *n = 0;
+    if (!a) return 0;
+    if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) > 8)
+        return err_set(err, err_cap, MESH_EINVAL, "'meshllm_peers' must be an array of at most "
+                       "8 multiaddrs");
+    const cJSON *v;
+    cJSON_ArrayForEach(v, a) {
+        struct peer_id id;
+        if (!cJSON_IsString(v) || multiaddr_from_text(v->valuestring, &out[*n]) ||
+            multiaddr_peer_id(&out[*n], &id))
+            return err_set(err, err_cap, MESH_EINVAL, "'meshllm_peers': each entry must be a "
+                           "multiaddr ending in /p2p/PEER_ID");
+        (*n)++;
+    }
+    return 0;
+}
+
 static enum MHD_Result route_pull(struct api_conn *c, cJSON *root)
 {
     const char *model = str_field(root, "model");
@@ -302,16 +357,34 @@ static enum MHD_Result route_pull(struct api_conn *c, cJSON *root)
                                           "or hf:OWNER/REPO/FILE.gguf");
     char url[4096], err[512];
     struct modelstore_manifest m;
+    struct multiaddr peers[8];
+    size_t n_peers = 0;
+    struct mesh *mesh = NULL;
     if (modelpull_url(model, url, sizeof url, err, sizeof err)) {
         /* a name already in the store is already pulled */
-        if (modelstore_get(modelstore_dir(), model, &m, NULL, 0, NULL, 0) == 0) {
+        if (modelstore_get(modelstore_dir(), model, &m, NULL, 0, NULL, 0) == 0 ||
+            store_has_cid(model)) {
             if (!stream_flag(root)) return api_reply_json(c, 200, strdup("{\"status\":\"success\"}"));
             return api_reply_json(c, 200, strdup("{\"status\":\"success\"}\n"));
         }
-        return ollama_err(c, 400, err);
+        /* else from mesh members that provide it (docs/MODELS.md) */
+        mesh = router_mesh(c->srv->rt);
+        char perr[256] = "";
+        if (parse_peers(root, peers, &n_peers, perr, sizeof perr)) return ollama_err(c, 400, perr);
+        if (!mesh || (!n_peers && !blobpull_available(mesh, model))) {
+            char msg[900];
+            snprintf(msg, sizeof msg, "%s; '%s' is not in the store and %s", err, model,
+                     mesh ? "no member of the mesh provides it (meshllm peers lists what "
+                            "members announce)"
+                          : "this node is not on a mesh (serve --p2p) to fetch it from peers");
+            return ollama_err(c, mesh ? 404 : 400, msg);
+        }
     }
     struct api_pull *p = calloc(1, sizeof *p);
     if (!p) return ollama_err(c, 500, "out of memory");
+    p->mesh = mesh;
+    memcpy(p->peers, peers, n_peers * sizeof peers[0]);
+    p->n_peers = n_peers;
     p->stream = stream_flag(root);
     snprintf(p->url, sizeof p->url, "%s", model);
     const char *name = str_field(root, "meshllm_name");

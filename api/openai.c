@@ -407,6 +407,70 @@ static int parse_sampling(const cJSON *root, struct api_gen_req *r, struct api_e
     return parse_stop(root, r, e);
 }
 
+/* r->grammar from a JSON Schema; a schema the compiler refuses is a 400 naming param. */
+static int grammar_from_schema(const cJSON *schema, const char *param, struct api_gen_req *r,
+                               struct api_error *e)
+{
+    if (r->grammar)
+        return bad(e, param, "give only one of response_format, json_schema and grammar");
+    char *text = cJSON_PrintUnformatted(schema);
+    if (!text) return MESH_ENOMEM;
+    char err[256] = "";
+    int rc = node_grammar_from_schema(text, strlen(text), &r->grammar, err, sizeof err);
+    free(text);
+    if (rc == MESH_EINVAL) return bad(e, param, "%s: %s", param, err);
+    return rc;
+}
+
+/* Structured output: OpenAI's response_format (json_object, json_schema), llama.cpp's
+ * json_schema and grammar (GBNF) fields. All become r->grammar. */
+static int parse_constraint(const cJSON *root, struct api_gen_req *r, struct api_error *e)
+{
+    int rc;
+    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(root, "response_format");
+    if (!is_absent(rf)) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(rf, "type");
+        if (!cJSON_IsObject(rf) || !cJSON_IsString(t))
+            return bad(e, "response_format", "'response_format' must be an object with a 'type'");
+        if (!strcmp(t->valuestring, "json_object")) {
+            r->json_mode = true;
+            if ((rc = node_grammar_json_object(&r->grammar))) return rc;
+        } else if (!strcmp(t->valuestring, "json_schema")) {
+            r->json_mode = true;
+            const cJSON *js = cJSON_GetObjectItemCaseSensitive(rf, "json_schema");
+            if (!cJSON_IsObject(js))
+                return bad(e, "response_format.json_schema",
+                           "'response_format.json_schema' must be an object with a 'schema'");
+            const cJSON *sch = cJSON_GetObjectItemCaseSensitive(js, "schema");
+            if (is_absent(sch)) rc = node_grammar_json_object(&r->grammar);
+            else rc = grammar_from_schema(sch, "response_format.json_schema.schema", r, e);
+            if (rc) return rc;
+        } else if (strcmp(t->valuestring, "text")) {
+            return bad(e, "response_format.type", "unknown response_format type '%.40s'",
+                       t->valuestring);
+        }
+    }
+    const cJSON *js = cJSON_GetObjectItemCaseSensitive(root, "json_schema");
+    if (!is_absent(js)) {
+        if (!cJSON_IsObject(js) && !cJSON_IsBool(js))
+            return bad(e, "json_schema", "'json_schema' must be a JSON Schema object");
+        if ((rc = grammar_from_schema(js, "json_schema", r, e))) return rc;
+    }
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(root, "grammar");
+    if (!is_absent(g)) {
+        if (!cJSON_IsString(g)) return bad(e, "grammar", "'grammar' must be a string of GBNF rules");
+        if (!g->valuestring[0]) return 0; /* llama-server treats "" as no grammar */
+        if (r->grammar)
+            return bad(e, "grammar", "give only one of response_format, json_schema and grammar");
+        char err[256] = "";
+        rc = node_grammar_check(g->valuestring, strlen(g->valuestring), err, sizeof err);
+        if (rc == MESH_EINVAL) return bad(e, "grammar", "%s", err);
+        if (rc) return rc;
+        if (!(r->grammar = strdup(g->valuestring))) return MESH_ENOMEM;
+    }
+    return 0;
+}
+
 static int parse_chat(const cJSON *root, struct api_gen_req *r, struct api_error *e)
 {
     int rc;
@@ -420,17 +484,7 @@ static int parse_chat(const cJSON *root, struct api_gen_req *r, struct api_error
             return bad(e, "top_logprobs", "'top_logprobs' requires 'logprobs' to be true");
         r->top_logprobs = (int)ll;
     }
-    const cJSON *rf = cJSON_GetObjectItemCaseSensitive(root, "response_format");
-    if (!is_absent(rf)) {
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(rf, "type");
-        if (!cJSON_IsObject(rf) || !cJSON_IsString(t))
-            return bad(e, "response_format", "'response_format' must be an object with a 'type'");
-        if (!strcmp(t->valuestring, "json_object") || !strcmp(t->valuestring, "json_schema"))
-            r->json_mode = true;
-        else if (strcmp(t->valuestring, "text"))
-            return bad(e, "response_format.type", "unknown response_format type '%.40s'",
-                       t->valuestring);
-    }
+    if ((rc = parse_constraint(root, r, e))) return rc == MESH_ENOMEM ? oom(e) : rc;
     return api_tools_parse(root, r, e);
 }
 
@@ -459,6 +513,7 @@ static int parse_completion(const cJSON *root, struct api_gen_req *r, struct api
     if ((rc = get_bool(root, "echo", &r->echo, e))) return rc;
     if (r->echo && r->stream) return bad(e, "echo", "'echo' is not supported with 'stream'");
     if (r->max_tokens < 0) r->max_tokens = 16; /* the completions API's documented default */
+    if ((rc = parse_constraint(root, r, e))) return rc == MESH_ENOMEM ? oom(e) : rc;
     return 0;
 }
 
@@ -587,6 +642,7 @@ void api_gen_req_free(struct api_gen_req *r)
     free(r->inputs);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->system);
+    free(r->grammar);
     enum api_kind k = r->kind;
     memset(r, 0, sizeof *r);
     r->kind = k;

@@ -86,6 +86,7 @@ struct api_gen_req {
     bool logprobs;        /* return per-token logprobs */
     int top_logprobs;     /* 0..20 alternatives per token */
     bool json_mode;       /* response_format {"type":"json_object"} */
+    char *grammar;        /* GBNF from response_format, json_schema, grammar or format; or NULL */
     bool echo;            /* completions: echo the prompt (refused if true with stream) */
     bool raw;             /* ollama generate: do not apply the template */
     bool embed_legacy;    /* ollama /api/embeddings ("prompt" in, {"embedding":[...]} out) */

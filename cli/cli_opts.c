@@ -9,6 +9,7 @@
 #include "core/err.h"
 #include "net/peer_id.h"
 #include "node/mesh.h"
+#include "engine/chat.h"
 #include "node/registry.h"
 
 #include <errno.h>
@@ -16,6 +17,17 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+bool chat_template_name_ok(const char *v)
+{
+    if (chat_tmpl_from_name(v) != CHAT_TMPL_UNKNOWN || chat_builtin_source(v)) return true;
+    if (access(v, R_OK) == 0) return true;
+    cli_fail("--chat-template %s: not a readable .jinja file (%s), a family (chatml, llama2, "
+             "llama2-sys, llama3, llama3.1, mistral-v1, mistral-v3, mistral-v3-tekken, "
+             "mistral-v7, phi3, phi4, zephyr, gemma) nor a built-in template (qwen2.5-tools, "
+             "llama3.1-tools, mistral-v3-tools, hermes2pro-tools)", v, strerror(errno));
+    return false;
+}
 
 void cli_gen_opts_default(struct cli_gen_opts *o)
 {

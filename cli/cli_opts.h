@@ -87,6 +87,9 @@ void cli_mesh_print(struct mesh *m, FILE *f);
 /* --layers A-B (inclusive, as a user counts them) or none, into [begin, end). 0 or
  * MESH_EINVAL. */
 int cli_parse_layers(const char *v, int *begin, int *end);
+/* --chat-template's value is usable: a C family, a built-in Jinja template or a readable
+ * file. Prints "meshllm: --chat-template ...: ..." and returns false if not. */
+bool chat_template_name_ok(const char *v);
 
 /* Loads the model and creates a context for it, printing "meshllm: ..." on failure. */
 int cli_load_model(const char *path, const struct cli_gen_opts *o, int n_seq,

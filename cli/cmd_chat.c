@@ -58,8 +58,10 @@ static void chat_usage(FILE *f)
                "/clear forgets the conversation; /exit or Ctrl-D quits.\n\n"
                "  -m, --model PATH       the model (or give it as the first argument)\n"
                "      --system TEXT      system prompt\n"
-               "      --chat-template NAME  override the detected template:\n"
-               "                        ");
+               "      --chat-template T  render with T instead of the model's own template:\n"
+               "                         a .jinja file, a built-in Jinja template (");
+    for (int i = 0; chat_builtin_names[i]; i++) fprintf(f, "%s%s", i ? ", " : "", chat_builtin_names[i]);
+    fprintf(f, ")\n                         or a family:");
     for (int t = CHAT_TMPL_UNKNOWN + 1; t < CHAT_TMPL_COUNT_; t++)
         fprintf(f, " %s", chat_tmpl_name((enum chat_tmpl)t));
     fprintf(f, "\n");
@@ -371,7 +373,7 @@ int cmd_chat(int argc, char **argv)
     /* Render as the model's own template does: its EOS text between turns (llama-2,
      * mistral, zephyr) and the default system prompt it inserts (Qwen2). */
     if (chat_setup_init(&st.tmpl, model_chat_template(st.m), st.t, tmpl_name) < 0) {
-        status = 2; /* chat_tmpl_select said which names exist */
+        status = 2; /* chat_setup_init said which names exist, or why the file failed */
         goto done;
     }
     for (int i = 0; i < o.n_stops; i++) st.stops[st.n_stops++] = o.stops[i];
@@ -391,9 +393,10 @@ int cmd_chat(int argc, char **argv)
     st.sp = o.sp;
     st.seed0 = sampler_seed(st.s);
     if (system && add_msg(&st, "system", system) == 0) st.has_system = true;
+    char tdesc[200];
     if (st.tty)
         fprintf(stderr, "meshllm: chatting with %s (template %s, context %d). /exit to quit.\n",
-                model_path, chat_tmpl_name(st.tmpl.tmpl), st.n_ctx);
+                model_path, chat_setup_describe(&st.tmpl, tdesc, sizeof tdesc), st.n_ctx);
     /* no SA_RESTART: a Ctrl-C at the prompt interrupts the read, which then quits */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -441,6 +444,7 @@ int cmd_chat(int argc, char **argv)
     }
     status = 0;
 done:
+    chat_setup_free(&st.tmpl);
     for (int i = 0; i < st.n_msgs; i++) free(st.owned[i]);
     free(st.reply);
     free(st.cached);

@@ -69,6 +69,12 @@ static void mesh_print(const cJSON *mesh, const char *route)
                cJSON_IsTrue(cJSON_GetObjectItem(p, "own")) ? "owner" : "member",
                cJSON_IsTrue(cJSON_GetObjectItem(p, "connected")) ? "connected" : "known", rtt,
                models[0] ? models : "(none: a lite node)", rep);
+        const cJSON *bl;
+        cJSON_ArrayForEach(bl, cJSON_GetObjectItem(p, "blobs")) /* its store, on /meshllm/blob/1 */
+        {
+            printf("    provides %-32s  %.16s...  %.1f MiB\n", str_or(bl, "name", "?"),
+                   str_or(bl, "content_id", "?"), num_or(bl, "size", 0) / 1048576.0);
+        }
     }
     printf("\n");
 }

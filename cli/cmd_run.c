@@ -12,7 +12,10 @@
 #include "cli/cli_opts.h"
 #include "cli/cli_split.h"
 #include "core/err.h"
+#include "engine/chat.h"
 #include "engine/gen.h"
+#include "engine/grammar.h"
+#include "engine/json_schema.h"
 #include "engine/model.h"
 #include "engine/quant.h"
 #include "engine/sampler.h"
@@ -33,7 +36,14 @@ static void run_usage(FILE *f)
                "  -m, --model PATH       the model (or give it as the first argument)\n"
                "  -p, --prompt TEXT      the prompt (or give it as the second argument)\n"
                "  -f, --file PATH        read the prompt from a file ('-' = stdin)\n"
-               "      --ids              print generated token ids instead of text\n");
+               "      --ids              print generated token ids instead of text\n"
+               "      --grammar GBNF     constrain the output to a GBNF grammar (llama.cpp's format)\n"
+               "      --grammar-file F   the same, read from file F\n"
+               "  -j, --json-schema JSON constrain the output to JSON matching a JSON Schema\n"
+               "      --json-schema-file F  the same, the schema read from file F\n"
+               "      --chat-template T  send PROMPT as one user message rendered with T: 'auto'\n"
+               "                         (the model's own template), a .jinja file, a built-in\n"
+               "                         Jinja template or a family (see 'meshllm chat --help')\n");
     cli_gen_opts_help(f);
     cli_spec_opts_help(f);
     cli_mesh_opts_help(f);
@@ -73,6 +83,66 @@ static int read_all(FILE *in, char **out, size_t *len)
     return 0;
 }
 
+/* Reads a whole file for --grammar-file / --json-schema-file; prints the failure. */
+static char *read_text_file(const char *path, size_t *len)
+{
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f) {
+        cli_fail("run: %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = NULL;
+    int rc = read_all(f, &buf, len);
+    int read_errno = errno;
+    if (f != stdin) fclose(f);
+    if (rc < 0) cli_fail("run: %s: %s", path, rc == MESH_EIO ? strerror(read_errno) : "out of memory");
+    return rc < 0 ? NULL : buf;
+}
+
+/* The grammar of --grammar, --grammar-file, --json-schema or --json-schema-file, checked
+ * (*out malloc'd, NULL when none was given). 0, or the exit status on failure. */
+static int run_grammar(const char *gbnf, const char *gbnf_file, const char *schema,
+                       const char *schema_file, char **out)
+{
+    *out = NULL;
+    if ((gbnf || gbnf_file) && (schema || schema_file)) {
+        cli_fail("run: give either a grammar or a JSON schema, not both");
+        return 2;
+    }
+    size_t len = 0;
+    char *text = NULL, err[512] = "";
+    if (gbnf_file || schema_file) {
+        text = read_text_file(gbnf_file ? gbnf_file : schema_file, &len);
+        if (!text) return 1;
+    } else if (gbnf || schema) {
+        text = strdup(gbnf ? gbnf : schema);
+        if (!text) return 1;
+        len = strlen(text);
+    } else {
+        return 0;
+    }
+    if (schema || schema_file) {
+        char *g = NULL;
+        int rc = json_schema_to_gbnf(text, len, &g, err, sizeof err);
+        free(text);
+        if (rc) {
+            cli_fail("run: %s", err);
+            return 2;
+        }
+        text = g;
+        len = strlen(g);
+    }
+    struct grammar *g = NULL;
+    if (grammar_parse(text, len, &g, err, sizeof err)) {
+        cli_fail("run: %s", err);
+        free(text);
+        return 2;
+    }
+    grammar_free(g);
+    *out = text;
+    return 0;
+}
+
 static int emit_stdout(void *user, const char *text, int len)
 {
     (void)user;
@@ -104,7 +174,7 @@ static int run_emit(void *user, const char *text, size_t len, const int32_t *ids
  * as chunks come. Returns the exit status. */
 static int run_sched(const struct model *m, struct sched *s, struct cli_gen_opts *o,
                      const struct sched_params *sp, const int32_t *ids, int n_ids, bool strip,
-                     bool print_ids, bool is_split)
+                     bool print_ids, bool is_split, const char *grammar)
 {
     struct sched_gen_params gp;
     sched_gen_params_default(&gp);
@@ -112,6 +182,7 @@ static int run_sched(const struct model *m, struct sched *s, struct cli_gen_opts
     gp.max_tokens = o->n_predict;
     for (int i = 0; i < o->n_stops && i < SCHED_MAX_STOP; i++) gp.stop[gp.n_stop++] = o->stops[i];
     gp.strip_leading_space = strip;
+    gp.grammar = grammar;
     struct run_out ro = {.print_ids = print_ids};
     struct cli_sched_result res;
     int rc = cli_sched_generate(s, ids, n_ids, &gp, run_emit, &ro, &res);
@@ -147,6 +218,26 @@ static int run_sched(const struct model *m, struct sched *s, struct cli_gen_opts
     return 0;
 }
 
+/* --chat-template: the prompt as one user turn of the chosen template ('auto': the model's
+ * own), rendered into *chat_text (malloc'd), which *prompt then points to. 0, or 1 (printed). */
+static int run_chat_prompt(const struct model *m, const char *chat_tmpl, const char **prompt,
+                           size_t *prompt_len, char **chat_text)
+{
+    struct chat_setup cs;
+    int crc = chat_setup_init(&cs, model_chat_template(m), model_tok(m),
+                              strcmp(chat_tmpl, "auto") ? chat_tmpl : NULL);
+    const struct chat_msg user = {"user", *prompt};
+    if (crc == 0) crc = chat_setup_render(&cs, &user, 1, true, chat_text);
+    chat_setup_free(&cs);
+    if (crc) {
+        cli_fail("run: --chat-template %s: %s (see the log above)", chat_tmpl, err_str(crc));
+        return 1;
+    }
+    *prompt = *chat_text;
+    *prompt_len = strlen(*chat_text);
+    return 0;
+}
+
 /* The prompt's tokens into *ids (malloc'd, n_ctx entries). 0, or the exit status. */
 static int run_tokenize(const struct tok *t, const char *prompt, size_t prompt_len, int n_ctx,
                         int32_t **ids, int *n_ids)
@@ -175,7 +266,8 @@ static int run_tokenize(const struct tok *t, const char *prompt, size_t prompt_l
 
 /* run on a split model: the route's scheduler (cli_split.h). Returns the exit status. */
 static int run_split(struct cli_split *cs, struct cli_gen_opts *o, const struct sched_params *sp,
-                     const char *prompt, size_t prompt_len, bool print_ids)
+                     const char *prompt, size_t prompt_len, bool print_ids, const char *chat_tmpl,
+                     const char *grammar)
 {
     const struct model *m = cs->e->model;
     const struct tok *t = model_tok(m);
@@ -183,11 +275,14 @@ static int run_split(struct cli_split *cs, struct cli_gen_opts *o, const struct 
     sched_stats(cs->e->sched, &st);
     int32_t *ids = NULL;
     int n_ids = 0;
-    int status = run_tokenize(t, prompt, prompt_len, st.n_ctx, &ids, &n_ids);
+    char *chat_text = NULL;
+    int status = chat_tmpl ? run_chat_prompt(m, chat_tmpl, &prompt, &prompt_len, &chat_text) : 0;
+    if (status == 0) status = run_tokenize(t, prompt, prompt_len, st.n_ctx, &ids, &n_ids);
     if (status == 0 && o->n_predict != 0)
         status = run_sched(m, cs->e->sched, o, sp, ids, n_ids, n_ids == 1 && ids[0] == tok_bos(t),
-                           print_ids, true);
+                           print_ids, true, grammar);
     free(ids);
+    free(chat_text);
     return status;
 }
 
@@ -201,6 +296,8 @@ int cmd_run(int argc, char **argv)
     bool print_ids = false;
     struct cli_mesh_opts mo;
     cli_mesh_opts_default(&mo);
+    const char *gbnf = NULL, *gbnf_file = NULL, *schema = NULL, *schema_file = NULL;
+    const char *chat_tmpl = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int r = cli_gen_opts_parse(&o, argc, argv, &i);
@@ -220,6 +317,24 @@ int cmd_run(int argc, char **argv)
             else prompt_file = argv[++i];
         } else if (!strcmp(a, "--ids")) {
             print_ids = true;
+        } else if (!strcmp(a, "--grammar") || !strcmp(a, "--grammar-file") || !strcmp(a, "-j") ||
+                   !strcmp(a, "--json-schema") || !strcmp(a, "--json-schema-file")) {
+            if (i + 1 >= argc) {
+                cli_fail("run: %s needs a value", a);
+                return 2;
+            }
+            const char *v = argv[++i];
+            if (!strcmp(a, "--grammar")) gbnf = v;
+            else if (!strcmp(a, "--grammar-file")) gbnf_file = v;
+            else if (!strcmp(a, "--json-schema-file")) schema_file = v;
+            else schema = v;
+        } else if (!strcmp(a, "--chat-template")) {
+            if (i + 1 >= argc) {
+                cli_fail("%s needs a value", a);
+                return 2;
+            }
+            chat_tmpl = argv[++i];
+            if (strcmp(chat_tmpl, "auto") && !chat_template_name_ok(chat_tmpl)) return 2;
         } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
             if (i + 1 >= argc || model_opt) {
                 cli_fail("run: %s", model_opt ? "give one model" : "-m needs a value");
@@ -256,6 +371,9 @@ int cmd_run(int argc, char **argv)
         cli_fail("run: --auto-split needs --layers or --mesh (which layers stay here)");
         return 2;
     }
+    char *grammar = NULL;
+    int grc = run_grammar(gbnf, gbnf_file, schema, schema_file, &grammar);
+    if (grc) return grc;
     char *prompt_buf = NULL;
     size_t prompt_len = 0;
     if (prompt_file) {
@@ -270,6 +388,7 @@ int cmd_run(int argc, char **argv)
         if (rrc < 0) {
             cli_fail("run: %s: %s", prompt_file,
                      rrc == MESH_EIO ? strerror(read_errno) : "out of memory");
+            free(grammar);
             return 1;
         }
         prompt = prompt_buf;
@@ -283,6 +402,7 @@ int cmd_run(int argc, char **argv)
     struct model_ctx *c = NULL;
     struct sampler *s = NULL;
     int32_t *ids = NULL, *out_ids = NULL;
+    char *chat_text = NULL; /* --chat-template: the rendered prompt */
     quant_init();
     spp.n_slots = 1;
     spp.queue_cap = 1;
@@ -295,7 +415,8 @@ int cmd_run(int argc, char **argv)
     bool is_split = false;
     status = cli_split_open(&cs, "run", model_path, &mo, &spp, o.verbose, &is_split);
     if (status || is_split) {
-        if (status == 0) status = run_split(&cs, &o, &spp, prompt, prompt_len, print_ids);
+        if (status == 0) status = run_split(&cs, &o, &spp, prompt, prompt_len, print_ids, chat_tmpl,
+                                           grammar);
         cli_split_close(&cs);
         goto done;
     }
@@ -305,6 +426,7 @@ int cmd_run(int argc, char **argv)
     const struct model_hparams *hp = model_hparams(m);
     int n_ctx = model_ctx_n_ctx(c);
     int n_ids = 0;
+    if (chat_tmpl && run_chat_prompt(m, chat_tmpl, &prompt, &prompt_len, &chat_text)) goto done;
     int rc = run_tokenize(t, prompt, prompt_len, n_ctx, &ids, &n_ids);
     if (rc) {
         status = rc;
@@ -330,7 +452,7 @@ int cmd_run(int argc, char **argv)
             goto done;
         }
         status = run_sched(m, sc, &o, &spp, ids, n_ids, n_ids == 1 && ids[0] == tok_bos(t),
-                           print_ids, false);
+                           print_ids, false, grammar);
         sched_free(sc);
         goto done;
     }
@@ -339,7 +461,8 @@ int cmd_run(int argc, char **argv)
     out_ids = malloc((size_t)out_cap * sizeof *out_ids);
     if (!out_ids) goto oom;
     struct gen_opts go = {.n_predict = o.n_predict, .stops = o.stops, .n_stops = o.n_stops,
-                          .strip_leading_space = n_ids == 1 && ids[0] == tok_bos(t)};
+                          .strip_leading_space = n_ids == 1 && ids[0] == tok_bos(t),
+                          .grammar = grammar};
     struct gen_result res;
     rc = gen_run(c, s, t, ids, n_ids, &go, print_ids ? NULL : emit_stdout, NULL, out_ids,
                  out_cap, &res);
@@ -376,5 +499,7 @@ done:
     model_ctx_free(c);
     model_free(m);
     free(prompt_buf);
+    free(grammar);
+    free(chat_text);
     return status;
 }

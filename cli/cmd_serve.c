@@ -83,6 +83,10 @@ static void serve_usage(FILE *f)
             "                       'meshllm.route' body field or X-Meshllm-Route header\n"
             "                       (default $MESHLLM_ROUTE; a lite node's default is mesh)\n"
             "      --join TOKEN     join the mesh of an invite first (see 'meshllm join')\n"
+            "      --chat-template T  render chats with T instead of each model's own template:\n"
+            "                       a family (chatml, llama3, ...), a built-in Jinja template\n"
+            "                       (qwen2.5-tools, llama3.1-tools, mistral-v3-tools,\n"
+            "                       hermes2pro-tools) or a .jinja file\n"
             "      --layers A-B     hold only layers A..B of the model (from 0), or 'none' (its\n"
             "                       embedding and head only); the other layers run on members\n"
             "                       serving them (docs/SPLIT.md); turns on p2p\n"
@@ -133,6 +137,7 @@ struct serve_args {
     enum node_route route;
     char api_key_buf[1024];     /* --api-key-file: the key read from the file */
     struct api_sampling_defaults defaults; /* --temp, --top-p, ...: http.defaults */
+    const char *chat_template;  /* --chat-template: a family, a built-in or a .jinja file */
 };
 
 /* --api-key-file: the file's first line, without its line end, is the key; 2 (printed) when
@@ -279,6 +284,9 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
                 cli_fail("serve: --route %s: say local, own or mesh", v);
                 return 2;
             }
+        } else if (!strcmp(o, "--chat-template")) {
+            if (!chat_template_name_ok(v)) return 2;
+            a->chat_template = v;
         }
         else if (!strcmp(o, "--slots") || !strcmp(o, "-np") || !strcmp(o, "--parallel"))
             bad = parse_int(v, 1, 256, &a->sp.n_slots);
@@ -416,7 +424,7 @@ int cmd_serve(int argc, char **argv)
     char err[512] = "", dir_buf[4096];
     int status = 1;
     struct service_config sc = {.sp = &a.sp, .models = a.models, .n_models = a.n_models,
-                                .aliases = a.aliases,
+                                .aliases = a.aliases, .chat_template = a.chat_template,
                                 .has_layers = a.mo.has_layers, .layer_begin = a.mo.layer_begin,
                                 .layer_end = a.mo.layer_end, .p2p = a.p2p,
                                 .auto_split = a.mo.auto_split,

@@ -32,6 +32,7 @@ static const struct cli_cmd g_cmds[] = {
     {"info", "show a model file's metadata and tensors", cmd_info},
     {"perplexity", "measure a model's perplexity on a text (and KL divergence from a base)", cmd_perplexity},
     {"quantize", "convert a model to another weight type (Q4_K_M, Q8_0, ...)", cmd_quantize},
+    {"template", "render a chat template (.jinja or a model's) with a JSON conversation", cmd_template},
     {"tokenize", "print the token ids of standard input", cmd_tokenize},
     {"detokenize", "print the text of token ids from standard input", cmd_detokenize},
 };

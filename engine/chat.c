@@ -602,29 +602,3 @@ const char *const *chat_tmpl_stops(enum chat_tmpl t)
     default: return g_stops_none;
     }
 }
-
-int chat_setup_init(struct chat_setup *s, const char *jinja, const struct tok *t,
-                    const char *override)
-{
-    memset(s, 0, sizeof *s);
-    int rc = chat_tmpl_select(jinja, override, &s->tmpl);
-    int32_t eos = t ? tok_eos(t) : -1;
-    if (eos >= 0) {
-        int n = tok_piece(t, eos, true, s->eos_text, sizeof s->eos_text - 1);
-        s->eos_text[n > 0 ? n : 0] = 0;
-    }
-    if (chat_tmpl_default_system(jinja, s->default_system, sizeof s->default_system) <= 0)
-        s->default_system[0] = 0;
-    return rc;
-}
-
-int chat_setup_render(const struct chat_setup *s, const struct chat_msg *msgs, size_t n_msgs,
-                      bool add_generation_prompt, char **out)
-{
-    struct chat_opts o = {
-        .add_generation_prompt = add_generation_prompt,
-        .eos_text = s->eos_text[0] ? s->eos_text : NULL,
-        .default_system = s->default_system[0] ? s->default_system : NULL,
-    };
-    return chat_tmpl_render(s->tmpl, msgs, n_msgs, &o, out);
-}

@@ -8,6 +8,7 @@
 #include "engine/gen.h"
 
 #include "core/err.h"
+#include "engine/grammar.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
 #include "engine/stop.h"
@@ -26,8 +27,35 @@ static double now_ms(void)
 
 /* ---- the per-token step --------------------------------------------------------------- */
 
+/* The grammar's parse, vocabulary and state; the masked-logits scratch. */
+static int seq_grammar_init(struct gen_seq *g, const struct gen_seq_opts *o, char *err,
+                            size_t err_cap)
+{
+    size_t len = o->grammar_len ? o->grammar_len : strlen(o->grammar);
+    int rc = grammar_parse(o->grammar, len, &g->gram, err, err_cap);
+    if (rc) return rc;
+    const struct grammar_vocab *v = o->gvocab;
+    if (!v) {
+        if ((rc = grammar_vocab_new(g->tok, &g->own_gvocab))) return rc;
+        v = g->own_gvocab;
+    }
+    if (grammar_vocab_n(v) != tok_n_vocab(g->tok)) return MESH_EINVAL;
+    g->masked = malloc((size_t)tok_n_vocab(g->tok) * sizeof *g->masked);
+    if (!g->masked) return MESH_ENOMEM;
+    /* the grammar sees the text the client sees: without SPM's stripped leading space */
+    rc = grammar_state_new(g->gram, v, g->ts.at_start, &g->gst);
+    if (rc) err_set(err, err_cap, rc, "grammar: its start expands to too many stacks");
+    return rc;
+}
+
 int gen_seq_init(struct gen_seq *g, const struct tok *t, struct sampler *s,
                  const struct gen_seq_opts *o)
+{
+    return gen_seq_init_err(g, t, s, o, NULL, 0);
+}
+
+int gen_seq_init_err(struct gen_seq *g, const struct tok *t, struct sampler *s,
+                     const struct gen_seq_opts *o, char *err, size_t err_cap)
 {
     memset(g, 0, sizeof *g);
     if (!t || !o || o->n_logprobs > GEN_MAX_TOP_LOGPROBS || o->n_stops < 0) return MESH_EINVAL;
@@ -41,6 +69,10 @@ int gen_seq_init(struct gen_seq *g, const struct tok *t, struct sampler *s,
     g->piece_cap = tok_max_piece_len(t) + 8;
     g->piece = malloc(g->piece_cap);
     if (!g->piece) return MESH_ENOMEM;
+    if (o->grammar) {
+        int rc = seq_grammar_init(g, o, err, err_cap);
+        if (rc) return rc;
+    }
     return stop_new(o->stops, o->stops ? (size_t)o->n_stops : 0, &g->stp);
 }
 
@@ -49,6 +81,10 @@ void gen_seq_free(struct gen_seq *g)
     if (!g) return;
     stop_free(g->stp);
     free(g->piece);
+    grammar_state_free(g->gst);
+    grammar_vocab_free(g->own_gvocab);
+    grammar_free(g->gram);
+    free(g->masked);
     memset(g, 0, sizeof *g);
 }
 
@@ -60,6 +96,10 @@ int gen_seq_push(struct gen_seq *g, int32_t id, struct gen_tok *out)
     if (!g->ignore_eog && tok_is_eog(g->tok, id)) {
         out->is_eog = true;
         return 0;
+    }
+    if (g->gst) {
+        int rc = grammar_state_accept_token(g->gst, id);
+        if (rc) return rc;
     }
     int n = tok_stream_push(&g->ts, id, g->piece, g->piece_cap);
     if (n < 0) return n;
@@ -76,10 +116,42 @@ int gen_seq_push(struct gen_seq *g, int32_t id, struct gen_tok *out)
     return 0;
 }
 
+/* Sampling within the grammar: the draw from the raw logits stands if the grammar allows it;
+ * otherwise the disallowed logits go to -inf and the sampler draws again. Both paths give the
+ * masked distribution (P(x) = p(x) + (1 - A) p(x) / A = p(x) / A for an allowed x of total
+ * allowed mass A), so when draws keep being refused (a model that does not "want" the
+ * grammar) the step masks first for a while and skips the wasted draw and check. */
+static int32_t sample_constrained(struct gen_seq *g, const float *logits)
+{
+    if (g->n_mask_first > 0) {
+        g->n_mask_first--;
+    } else {
+        int32_t id = sampler_sample(g->smp, logits);
+        if (id >= 0 && grammar_state_allows_token(g->gst, id)) {
+            g->n_refused_run = 0;
+            return id;
+        }
+        if (++g->n_refused_run >= 2) g->n_mask_first = 8; /* then try the cheap path again */
+    }
+    int32_t n_vocab = tok_n_vocab(g->tok);
+    memcpy(g->masked, logits, (size_t)n_vocab * sizeof *g->masked);
+    int32_t n_ok = grammar_state_apply(g->gst, g->masked);
+    g->n_masked++;
+    if (n_ok < 0) return n_ok;
+    if (n_ok == 0) return MESH_EINVAL; /* the vocabulary cannot spell what the grammar needs */
+    return sampler_sample(g->smp, g->masked);
+}
+
 int gen_step(struct gen_seq *g, const float *logits, struct gen_tok *out)
 {
-    int32_t id = sampler_sample(g->smp, logits);
-    if (id < 0) return MESH_EINVAL;
+    if (g->gst && grammar_state_is_done(g->gst)) { /* nothing may follow: end here */
+        memset(out, 0, sizeof *out);
+        out->id = tok_eos(g->tok);
+        out->is_eog = true;
+        return 0;
+    }
+    int32_t id = g->gst ? sample_constrained(g, logits) : sampler_sample(g->smp, logits);
+    if (id < 0) return id == -1 ? MESH_EINVAL : id;
     int rc = gen_seq_push(g, id, out);
     if (rc || out->is_eog || g->n_logprobs < 0) return rc;
     /* the sampler's raw-logit log-softmax: NaN logits count as -inf */
@@ -152,7 +224,8 @@ int gen_run(struct model_ctx *c, struct sampler *s, const struct tok *t, const i
     struct gen_seq g;
     struct gen_seq_opts so = {.stops = o->stops, .n_stops = o->stops ? o->n_stops : 0,
                               .strip_leading_space = o->strip_leading_space,
-                              .ignore_eog = o->ignore_eog, .n_logprobs = -1};
+                              .ignore_eog = o->ignore_eog, .n_logprobs = -1,
+                              .grammar = o->grammar};
     int rc = gen_seq_init(&g, t, s, &so);
     if (rc == 0 && (!logits || !pos_buf)) rc = MESH_ENOMEM;
     if (rc) goto done;

@@ -6,6 +6,11 @@
  * sequence; gen_run (below) and the scheduler (node/sched.c) both drive it, so the text a
  * client sees does not depend on who generated it. gen_seq_replay feeds tokens already
  * generated elsewhere (a continuation) through the same state without showing their text.
+ * With a grammar (gen_seq_opts.grammar, GBNF: engine/grammar.h) the step samples as usual,
+ * checks the token against the grammar, and only when it is refused masks the logits of every
+ * token the grammar does not allow and samples again (the same distribution as sampling from
+ * the masked logits, at a fraction of the cost). EOG is allowed only where the grammar accepts,
+ * and once nothing may follow, the step ends the generation as EOG.
  * Prompt tokens are decoded in chunks of the context's n_batch (one pass over the
  * weights per chunk); generated tokens one at a time.
  * Thread rule: runs on the caller's thread; a gen_seq, context and sampler are not shared.
@@ -22,6 +27,9 @@
 struct model_ctx;
 struct sampler;
 struct stop;
+struct grammar;
+struct grammar_vocab;
+struct grammar_state;
 
 /* Receives len bytes of generated text; return non-zero to stop generation. */
 typedef int (*gen_emit_fn)(void *user, const char *text, int len);
@@ -36,6 +44,10 @@ struct gen_seq_opts {
     bool strip_leading_space;    /* SPM: drop the space before the first word */
     bool ignore_eog;             /* an EOG token is text like any other */
     int n_logprobs;              /* -1: none; 0: chosen token only; 1..GEN_MAX_TOP_LOGPROBS */
+    const char *grammar;         /* GBNF constraining the output (parsed at init), or NULL */
+    size_t grammar_len;          /* 0: strlen(grammar) */
+    const struct grammar_vocab *gvocab; /* the tokenizer's cached pieces (borrowed), or NULL:
+                                           built at init for this sequence */
 };
 
 /* Log-probabilities of one generated token (raw logits: no penalties, no temperature). */
@@ -59,6 +71,13 @@ struct gen_seq {
     bool ignore_eog;
     bool is_stopped;             /* a stop string matched: nothing more is shown */
     int n_gen;                   /* tokens pushed (generated or replayed), EOG excluded */
+    struct grammar *gram;        /* owned; NULL without a grammar */
+    struct grammar_vocab *own_gvocab;
+    struct grammar_state *gst;
+    float *masked;               /* [n_vocab] logits with the grammar's mask applied */
+    int n_masked;                /* steps that needed the full mask (stats) */
+    int n_refused_run;           /* consecutive steps whose first draw the grammar refused */
+    int n_mask_first;            /* steps left that mask before drawing (see gen.c) */
 };
 
 /* What one step produced. text points into the gen_seq (valid until its next call). */
@@ -73,17 +92,24 @@ struct gen_tok {
 };
 
 /* Prepares g for a new generation with sampler s (borrowed; its penalty history is the
- * caller's: accept the prompt's tokens first). Allocates the stop matcher and the piece
- * buffer here, never per token. 0, MESH_EINVAL or MESH_ENOMEM; g is safe to free either way. */
+ * caller's: accept the prompt's tokens first). Allocates the stop matcher, the piece
+ * buffer and the grammar's state here, never per token. 0, MESH_EINVAL (bad options, or a
+ * grammar that does not parse: err says why when err_cap > 0) or MESH_ENOMEM; g is safe to
+ * free either way. */
 int gen_seq_init(struct gen_seq *g, const struct tok *t, struct sampler *s,
                  const struct gen_seq_opts *o);
+int gen_seq_init_err(struct gen_seq *g, const struct tok *t, struct sampler *s,
+                     const struct gen_seq_opts *o, char *err, size_t err_cap);
 void gen_seq_free(struct gen_seq *g);
-/* The step: samples the next token from logits[n_vocab], records it in the sampler, and
- * (unless EOG) its logprobs, its text through the detokenizer and the stop matcher.
- * 0, or MESH_EINVAL (the sampler gave no token) / MESH_ENOMEM / a detokenizer error. */
+/* The step: samples the next token from logits[n_vocab] (within the grammar, if any),
+ * records it in the sampler, and (unless EOG) its logprobs, its text through the
+ * detokenizer and the stop matcher. 0, or MESH_EINVAL (the sampler gave no token, or the
+ * grammar allows no token of this vocabulary) / MESH_EFULL (grammar stacks) / MESH_ENOMEM /
+ * a detokenizer error. */
 int gen_step(struct gen_seq *g, const float *logits, struct gen_tok *out);
 /* The step after sampling, for a token chosen elsewhere: same as gen_step without the
- * sampler's draw and without logprobs (the sampler still records id). */
+ * sampler's draw and without logprobs (the sampler still records id). With a grammar, a
+ * token it does not allow is MESH_EINVAL. */
 int gen_seq_push(struct gen_seq *g, int32_t id, struct gen_tok *out);
 /* Continuation: pushes ids[n] (generated and already shown elsewhere) without returning
  * their text; the matcher keeps what it held back, so later steps show exactly what the
@@ -111,6 +137,7 @@ struct gen_opts {
     int n_stops;
     bool strip_leading_space;    /* SPM: drop the space before the first word */
     bool ignore_eog;
+    const char *grammar;         /* GBNF, or NULL (see gen_seq_opts) */
 };
 
 struct gen_result {

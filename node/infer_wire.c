@@ -167,6 +167,8 @@ int infer_request_encode(const struct node_gen_req *r, uint8_t **out, size_t *ou
     m.n_logprobs = r->n_logprobs;
     m.n_cont_ids = r->cont_ids ? (size_t)r->n_cont : 0;
     m.cont_ids = r->cont_ids;
+    m.has_grammar = r->grammar != NULL;
+    m.grammar = bin_of(r->grammar);
     rc = pack_msg(&m.base, INFER_MAX_REQUEST, out, out_len);
 out:
     free(pmsgs);
@@ -212,7 +214,8 @@ static int request_texts(const Meshinfer__InferRequest *m, struct node_gen_req *
     if ((rc = str_from_bin(&m->model, true, INFER_MAX_NAME, &r->model)) ||
         (rc = str_from_bin(&m->prompt, m->has_prompt, INFER_MAX_REQUEST, &r->prompt)) ||
         (rc = str_from_bin(&m->system, m->has_system, INFER_MAX_REQUEST, &r->system)) ||
-        (rc = str_from_bin(&m->tools_json, m->has_tools_json, INFER_MAX_REQUEST, &r->tools_json)))
+        (rc = str_from_bin(&m->tools_json, m->has_tools_json, INFER_MAX_REQUEST, &r->tools_json)) ||
+        (rc = str_from_bin(&m->grammar, m->has_grammar, INFER_MAX_REQUEST, &r->grammar)))
         return rc;
     if (m->n_messages > INFER_MAX_MSGS || m->n_stop > NODE_MAX_STOP) return MESH_EPROTO;
     if (m->n_messages) {

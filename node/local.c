@@ -54,22 +54,51 @@ static int render_prompt(struct registry_entry *e, const struct node_gen_req *r,
     }
     /* the registry chose the template once per model, as `chat` does */
     *tmpl_out = e->chat.tmpl;
+    bool jinja = e->chat.jinja != NULL;
     int n = r->kind == NODE_KIND_CHAT ? r->n_msgs : 2;
-    struct chat_msg *msgs = calloc((size_t)n + 1, sizeof *msgs);
-    if (!msgs) return MESH_ENOMEM;
+    struct chat_msg *msgs = calloc((size_t)n + 2, sizeof *msgs);
+    struct chat_msg_tools *mt = calloc((size_t)n + 2, sizeof *mt);
+    char *tools_sys = NULL;
+    int rc = 0;
+    if (!msgs || !mt) {
+        rc = MESH_ENOMEM;
+        goto out;
+    }
     int k = 0;
     if (r->json_mode) /* best effort JSON mode: ask for it in a system message */
         msgs[k++] = (struct chat_msg){"system", "Reply with one valid JSON object and nothing else."};
+    if (r->tools_json && !jinja) { /* a template that cannot show tools: Hermes' wording */
+        static const char pre[] = "You may call functions to help with the request. The "
+                                  "functions, as JSON schemas:\n<tools>\n";
+        static const char post[] = "\n</tools>\nTo call one, reply with only\n<tool_call>\n"
+                                   "{\"name\": <function name>, \"arguments\": <arguments "
+                                   "object>}\n</tool_call>";
+        size_t len = sizeof pre + strlen(r->tools_json) + sizeof post;
+        if (!(tools_sys = malloc(len))) {
+            rc = MESH_ENOMEM;
+            goto out;
+        }
+        snprintf(tools_sys, len, "%s%s%s", pre, r->tools_json, post);
+        msgs[k++] = (struct chat_msg){"system", tools_sys};
+    }
     if (r->kind == NODE_KIND_CHAT) {
-        for (int i = 0; i < r->n_msgs; i++) /* the C renderers know no role "tool" */
-            msgs[k++] = (struct chat_msg){strcmp(r->msgs[i].role, "tool") ? r->msgs[i].role
-                                                                           : "user",
-                                          r->msgs[i].content};
+        for (int i = 0; i < r->n_msgs; i++, k++) {
+            bool tool = !strcmp(r->msgs[i].role, "tool");
+            /* the C renderers know no role "tool": a result reads as the user's turn */
+            msgs[k] = (struct chat_msg){tool && !jinja ? "user" : r->msgs[i].role,
+                                        r->msgs[i].content};
+            mt[k] = (struct chat_msg_tools){r->msgs[i].tool_calls_json, r->msgs[i].tool_call_id,
+                                            r->msgs[i].name};
+        }
     } else {
         if (r->system) msgs[k++] = (struct chat_msg){"system", r->system};
         msgs[k++] = (struct chat_msg){"user", r->prompt ? r->prompt : ""};
     }
-    int rc = chat_setup_render(&e->chat, msgs, (size_t)k, true, out);
+    rc = chat_setup_render_tools(&e->chat, msgs, mt, (size_t)k, jinja ? r->tools_json : NULL,
+                                 true, out);
+out:
+    free(tools_sys);
+    free(mt);
     free(msgs);
     return rc;
 }
@@ -118,6 +147,7 @@ static void fill_params(const struct node_gen_req *r, enum chat_tmpl tmpl,
     }
     p->n_logprobs = r->n_logprobs > NODE_MAX_TOP_LOGPROBS ? NODE_MAX_TOP_LOGPROBS : r->n_logprobs;
     p->strip_leading_space = r->strip_leading_space;
+    p->grammar = r->grammar;
     p->n_cont = r->n_cont > 0 && r->cont_ids ? r->n_cont : 0;
 }
 
@@ -455,6 +485,13 @@ int node_local_submit(struct registry *reg, const struct node_gen_req *req,
     *out = NULL;
     memset(err, 0, sizeof *err);
     struct registry_entry *e;
+    if (req->grammar) { /* checked here too: a peer's request has not passed our API */
+        char gerr[256] = "";
+        int grc = node_grammar_check(req->grammar, strlen(req->grammar), gerr, sizeof gerr);
+        if (grc == MESH_EINVAL)
+            return node_error_set(err, 400, "invalid_request_error", NULL, "grammar", "%s", gerr);
+        if (grc) return node_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+    }
     int rc = find_model(reg, req->model, &e, err);
     if (rc) return rc;
     if (!registry_pin(reg))

@@ -13,11 +13,7 @@
 static void hash2(const uint8_t a[MERKLE_HASH], const uint8_t b[MERKLE_HASH],
                   uint8_t out[MERKLE_HASH])
 {
-    crypto_hash_sha256_state st;
-    crypto_hash_sha256_init(&st);
-    crypto_hash_sha256_update(&st, a, MERKLE_HASH);
-    crypto_hash_sha256_update(&st, b, MERKLE_HASH);
-    crypto_hash_sha256_final(&st, out);
+    sha256_pair(a, b, out);
 }
 
 static size_t pow2_ceil(size_t n)
@@ -95,8 +91,8 @@ int merkle_init(struct merkle *m, uint32_t piece_len)
     m->blocks_per_piece = piece_len / MERKLE_BLOCK;
     m->piece_leaves = malloc((size_t)m->blocks_per_piece * MERKLE_HASH);
     if (!m->piece_leaves) return MESH_ENOMEM;
-    crypto_hash_sha256_init(&m->file);
-    crypto_hash_sha256_init(&m->block);
+    sha256_init(&m->file);
+    sha256_init(&m->block);
     return 0;
 }
 
@@ -129,8 +125,8 @@ static int piece_close(struct merkle *m)
 
 static int block_close(struct merkle *m)
 {
-    crypto_hash_sha256_final(&m->block, m->piece_leaves + (size_t)m->n_piece_leaves * MERKLE_HASH);
-    crypto_hash_sha256_init(&m->block);
+    sha256_final(&m->block, m->piece_leaves + (size_t)m->n_piece_leaves * MERKLE_HASH);
+    sha256_init(&m->block);
     m->block_fill = 0;
     m->n_piece_leaves++;
     /* a full piece closes only when more data follows: a file of exactly one piece has
@@ -141,7 +137,7 @@ static int block_close(struct merkle *m)
 int merkle_update(struct merkle *m, const void *data, size_t len)
 {
     const uint8_t *p = data;
-    crypto_hash_sha256_update(&m->file, p, len);
+    sha256_update(&m->file, p, len);
     m->n_bytes += len;
     while (len) {
         if (m->block_fill == 0 && m->n_piece_leaves == m->blocks_per_piece) {
@@ -150,7 +146,7 @@ int merkle_update(struct merkle *m, const void *data, size_t len)
         }
         size_t take = MERKLE_BLOCK - m->block_fill;
         if (take > len) take = len;
-        crypto_hash_sha256_update(&m->block, p, take);
+        sha256_update(&m->block, p, take);
         m->block_fill += (uint32_t)take;
         p += take;
         len -= take;
@@ -167,7 +163,7 @@ int merkle_final(struct merkle *m, uint8_t root[MERKLE_HASH], uint8_t sha256[MER
     uint8_t r[MERKLE_HASH] = {0}, fh[MERKLE_HASH];
     int rc = 0;
     if (m->block_fill) block_close(m); /* the last block, not padded with data */
-    crypto_hash_sha256_final(&m->file, fh);
+    sha256_final(&m->file, fh);
     if (m->n_bytes == 0) {
         /* empty file: no tree; the root stays zero */
     } else if (m->n_pieces == 0) { /* at most one piece: leaves padded to a power of two */
@@ -202,7 +198,7 @@ bool merkle_piece_verify(const void *data, size_t len, uint32_t piece_len,
     size_t n = 0;
     for (size_t off = 0; off < len; off += MERKLE_BLOCK, n++) {
         size_t take = len - off < MERKLE_BLOCK ? len - off : MERKLE_BLOCK;
-        crypto_hash_sha256(leaves + n * MERKLE_HASH, p + off, take);
+        sha256(p + off, take, leaves + n * MERKLE_HASH);
     }
     static const uint8_t zero[MERKLE_HASH];
     uint8_t pads[MAX_LEVELS + 1][MERKLE_HASH], got[MERKLE_HASH];

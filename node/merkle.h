@@ -10,10 +10,13 @@
  * layer is verified against the root. A file of at most one piece has no piece layer (its
  * tree is the leaves padded to a power of two). An empty file has no tree: its root here
  * is 32 zero bytes (BEP 52 gives it no pieces root).
- * Pure computation, no I/O; any thread (each struct merkle is its caller's).
+ * Pure computation, no I/O; any thread (each struct merkle is its caller's). SHA-256 is
+ * core/sha256.h (SHA-NI when the CPU has it: every byte of every model goes through it).
  */
 #ifndef MESH_NODE_MERKLE_H
 #define MESH_NODE_MERKLE_H
+
+#include "core/sha256.h"
 
 #include <sodium.h>
 #include <stdbool.h>
@@ -31,8 +34,8 @@ struct merkle {
     uint32_t piece_len;
     uint32_t blocks_per_piece;
     uint64_t n_bytes;                  /* fed so far */
-    crypto_hash_sha256_state file;     /* SHA-256 of the whole file */
-    crypto_hash_sha256_state block;    /* the block being filled */
+    struct sha256 file;                /* SHA-256 of the whole file */
+    struct sha256 block;               /* the block being filled */
     uint32_t block_fill;               /* its bytes */
     uint8_t *piece_leaves;             /* blocks_per_piece leaf hashes of the current piece */
     uint32_t n_piece_leaves;

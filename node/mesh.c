@@ -14,9 +14,11 @@
 #include "net/gossip_host.h"
 #include "net/host.h"
 #include "net/identity.h"
+#include "node/blob.h"
 #include "node/infer.h"
 #include "node/local.h"
 #include "node/member.h"
+#include "node/modelstore.h"
 #include "node/registry.h"
 #include "node/stage.h"
 #include "node/stageload.h"
@@ -55,6 +57,10 @@ struct mesh {
     struct stage_server *stage;     /* /meshllm/stage/1 (split models), loop thread */
     struct stageload_server *stageload; /* /meshllm/stageload/1, loop thread */
     bool accept_stages;             /* serve --accept-stages (announced) */
+    struct blob_server *blob;       /* /meshllm/blob/1 provider and pull counters */
+    struct peers_blob blobs[PEERS_MAX_BLOBS]; /* the store's files, announced (loop thread) */
+    int n_blobs;
+    uint64_t blobs_at_ms;           /* when the store was last listed */
     char data_dir[4096];
     char mesh_id[96];
     char self_text[64];
@@ -336,6 +342,27 @@ static int local_models(struct mesh *m, struct peers_model *out, int cap)
     return n;
 }
 
+/* The store's files this node provides, listed again every MESH_BLOBS_MS. */
+#define MESH_BLOBS_MS 3000
+static void local_blobs(struct mesh *m, uint64_t now)
+{
+    if (m->blobs_at_ms && now - m->blobs_at_ms < MESH_BLOBS_MS) return;
+    m->blobs_at_ms = now;
+    struct modelstore_manifest *all = NULL;
+    int n = 0;
+    m->n_blobs = 0;
+    if (modelstore_list(modelstore_dir(), &all, &n)) return;
+    for (int i = 0; i < n && m->n_blobs < PEERS_MAX_BLOBS; i++) {
+        struct peers_blob *b = &m->blobs[m->n_blobs++];
+        memset(b, 0, sizeof *b);
+        modelstore_full_name(&all[i], b->name, sizeof b->name);
+        memcpy(b->content_id, all[i].content_id, sizeof b->content_id);
+        b->size = all[i].size;
+        b->piece_len = all[i].piece_len;
+    }
+    free(all);
+}
+
 static void announce(struct mesh *m, bool force)
 {
     struct gossip_host *gh = p2pnode_gossip(m->pn);
@@ -343,15 +370,21 @@ static void announce(struct mesh *m, bool force)
     struct peers_model models[PEERS_MAX_MODELS];
     int n_models = local_models(m, models, PEERS_MAX_MODELS);
     /* What changed: the models and their load (not the speed estimate, which drifts). */
+    uint64_t now = mesh_now_ms();
+    local_blobs(m, now);
     char offer[512];
     size_t off = (size_t)snprintf(offer, sizeof offer, "%u;", m->n_recorded);
+    for (int i = 0; i < m->n_blobs && off < sizeof offer - 1; i++) {
+        int w = snprintf(offer + off, sizeof offer - off, "%.8s;", m->blobs[i].content_id);
+        if (w < 0) break;
+        off += (size_t)w;
+    }
     for (int i = 0; i < n_models && off < sizeof offer - 1; i++) {
         int w = snprintf(offer + off, sizeof offer - off, "%s:%d:%d:%c;", models[i].name,
                          models[i].n_active, models[i].n_queued, models[i].digest[0] ? 'h' : '-');
         if (w < 0) break;
         off += (size_t)w;
     }
-    uint64_t now = mesh_now_ms();
     bool changed = strcmp(offer, m->last_offer) != 0;
     if (!force && !(changed && now - m->last_announce_ms >= 1000) &&
         now - m->last_announce_ms < MESH_ANNOUNCE_MS)
@@ -366,7 +399,8 @@ static void announce(struct mesh *m, bool force)
                               .speed_gbps = (float)sysmem_speed_gbps(),
                               .accept_stages = m->accept_stages};
     if (peers_announce_encode_self(m->ann_seq, MESH_ANNOUNCE_TTL_S, models, n_models, addrs,
-                                   n_addrs, &self, m->recent, m->n_recent, &rec, &len) != 0)
+                                   n_addrs, &self, m->recent, m->n_recent, m->blobs, m->n_blobs,
+                                   &rec, &len) != 0)
         return;
     if (gossip_publish(gossip_host_core(gh), p2pnode_now_ms(m->pn), m->topic, rec, len, NULL,
                        NULL) == 0) {
@@ -638,6 +672,8 @@ static int mesh_setup(void *ctx, struct p2pnode *pn)
         rc = stageload_server_new(&lc, &m->stageload);
         if (rc) return rc;
     }
+    rc = blob_server_new(pn, modelstore_dir(), &m->blob); /* reached by members only (gate) */
+    if (rc) return rc;
     uv_timer_init(p2pnode_loop(pn), &m->tick);
     m->tick.data = m;
     m->has_tick = true;
@@ -750,6 +786,7 @@ void mesh_stop(struct mesh *m)
         /* p2pnode_stop runs the queued teardown before it closes the host. */
     }
     p2pnode_stop(m->pn);
+    blob_server_free(m->blob); /* after the host: its streams are closed */
     member_close(m->mem);
     store_close(m->store);
     peers_free(m->peers);
@@ -759,6 +796,7 @@ void mesh_stop(struct mesh *m)
 
 struct p2pnode *mesh_p2pnode(struct mesh *m) { return m->pn; }
 struct peers *mesh_peers(struct mesh *m) { return m->peers; }
+struct blob_server *mesh_blob(struct mesh *m) { return m ? m->blob : NULL; }
 const char *mesh_id(const struct mesh *m) { return m->mesh_id; }
 const char *mesh_self_text(const struct mesh *m) { return m->self_text; }
 uint64_t mesh_uptime_ms(const struct mesh *m) { return mesh_now_ms() - m->started_ms; }
@@ -814,6 +852,21 @@ char *mesh_peers_json(struct mesh *m)
     cJSON_AddBoolToObject(mj, "accept_stages", m->accept_stages);
     cJSON_AddNumberToObject(mj, "mem_free", (double)sysmem_free_bytes());
     cJSON_AddNumberToObject(mj, "speed_gbps", sysmem_speed_gbps());
+    struct blob_stats bst;
+    blob_server_stats(m->blob, &bst);
+    cJSON *bj = cJSON_AddObjectToObject(sj, "blob");
+    cJSON_AddNumberToObject(bj, "streams", (double)bst.n_streams);
+    cJSON_AddNumberToObject(bj, "streams_refused", (double)bst.n_streams_refused);
+    cJSON_AddNumberToObject(bj, "pieces_served", (double)bst.n_pieces_served);
+    cJSON_AddNumberToObject(bj, "bytes_served", (double)bst.bytes_served);
+    cJSON_AddNumberToObject(bj, "errors_sent", (double)bst.n_errors_sent);
+    cJSON_AddNumberToObject(bj, "pieces_fetched", (double)bst.n_pieces_fetched);
+    cJSON_AddNumberToObject(bj, "bytes_fetched", (double)bst.bytes_fetched);
+    cJSON_AddNumberToObject(bj, "pieces_resumed", (double)bst.n_pieces_resumed);
+    cJSON_AddNumberToObject(bj, "bad_pieces", (double)bst.n_bad_pieces);
+    cJSON_AddNumberToObject(bj, "peers_dropped", (double)bst.n_peers_dropped);
+    cJSON_AddNumberToObject(bj, "pulls_ok", (double)bst.n_pulls_ok);
+    cJSON_AddNumberToObject(bj, "pulls_failed", (double)bst.n_pulls_failed);
     struct peers_entry *es = malloc(PEERS_MAX * sizeof *es);
     int n = es ? peers_snapshot(m->peers, es, PEERS_MAX) : 0;
     cJSON *arr = cJSON_AddArrayToObject(mj, "peers");
@@ -851,6 +904,15 @@ char *mesh_peers_json(struct mesh *m)
         cJSON_AddNumberToObject(o, "mem_free", (double)e->mem_free);
         cJSON_AddNumberToObject(o, "speed_gbps", e->speed_gbps);
         cJSON_AddBoolToObject(o, "accept_stages", e->accept_stages);
+        cJSON *bl = cJSON_AddArrayToObject(o, "blobs");
+        for (int k = 0; live && k < e->n_blobs; k++) {
+            cJSON *bo = cJSON_CreateObject();
+            cJSON_AddItemToArray(bl, bo);
+            cJSON_AddStringToObject(bo, "name", e->blobs[k].name);
+            cJSON_AddStringToObject(bo, "content_id", e->blobs[k].content_id);
+            cJSON_AddNumberToObject(bo, "size", (double)e->blobs[k].size);
+            cJSON_AddNumberToObject(bo, "piece_len", e->blobs[k].piece_len);
+        }
         cJSON_AddNumberToObject(o, "ok", e->n_ok);
         cJSON_AddNumberToObject(o, "failed", e->n_fail);
         cJSON_AddNumberToObject(o, "busy", e->n_busy);

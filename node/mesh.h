@@ -12,6 +12,8 @@
  * - The peer table (node/peers.h), fed by announcements, pings and the router's outcomes,
  *   persisted in the node's store so a restart knows its peers.
  * - The /meshllm/infer/1 server (node/infer.h) over this node's models.
+ * - The /meshllm/blob/1 provider (node/blob.h) over the model store, whose files each
+ *   announcement lists (Blob: name, content ID, size, piece length).
  * Thread rule: mesh_start/mesh_stop from the main thread; the rest from any thread.
  */
 #ifndef MESH_NODE_MESH_H
@@ -45,6 +47,7 @@ struct mesh_config {
 };
 
 struct mesh;
+struct blob_server;
 /* Starts the p2p node with the mesh's policy. 0 or a MESH_E* code with a sentence in err. */
 int mesh_start(const struct mesh_config *cfg, struct mesh **out, char *err, size_t err_cap);
 void mesh_stop(struct mesh *m);
@@ -58,6 +61,8 @@ int mesh_join(const char *data_dir, const char *token, int timeout_ms, char *err
 
 struct p2pnode *mesh_p2pnode(struct mesh *m);
 struct peers *mesh_peers(struct mesh *m);
+/* The /meshllm/blob/1 provider and the pull counters (node/blob.h); NULL before start. */
+struct blob_server *mesh_blob(struct mesh *m);
 /* The mesh ID ("" when in no mesh). */
 const char *mesh_id(const struct mesh *m);
 const char *mesh_self_text(const struct mesh *m); /* our peer ID */

@@ -32,6 +32,9 @@ struct modelpull_progress {
     uint64_t done, total;       /* bytes of the file (done includes what was resumed) */
     uint64_t resumed_from;      /* bytes already there when this attempt started */
     const char *sha256;         /* the expected digest (hex) when known, else NULL */
+    double rate_bps;            /* a mesh pull (node/blobpull.h): bytes/s this run, else 0 */
+    int n_peers;                /* ... providers still in use, else 0 */
+    const char *content_id;     /* ... the file's content ID (hex), else NULL */
 };
 
 struct modelpull_opts {

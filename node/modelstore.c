@@ -463,3 +463,37 @@ out:
     free(pieces);
     return rc;
 }
+
+int modelstore_install(const char *dir, const char *path, const struct modelstore_manifest *m,
+                       const uint8_t *pieces, size_t n_pieces, char *err, size_t err_cap)
+{
+    struct modelstore_manifest mm = *m;
+    char nm[MODELSTORE_NAME_CAP], tg[MODELSTORE_TAG_CAP];
+    if (modelstore_name_parse(m->name, nm, tg) || strcmp(nm, m->name) ||
+        !part_ok(m->tag, strlen(m->tag), MODELSTORE_TAG_CAP) || !is_hex64(m->content_id) ||
+        !is_hex64(m->sha256))
+        return err_set(err, err_cap, MESH_EINVAL, "bad manifest for %s", path);
+    int rc = modelstore_prepare(dir, err, err_cap);
+    if (rc) return rc;
+    struct gguf *g = NULL;
+    char gerr[256] = "";
+    if (gguf_open(path, &g, gerr, sizeof gerr)) {
+        unlink(path);
+        return err_set(err, err_cap, MESH_EBADMODEL, "%s:%s is not a GGUF model file (%s); "
+                       "nothing was added", m->name, m->tag, gerr);
+    }
+    gguf_close(g);
+    char blob[4096], pieces_path[4200];
+    snprintf(blob, sizeof blob, "%s/blobs/%s", dir, m->content_id);
+    snprintf(pieces_path, sizeof pieces_path, "%s.pieces", blob);
+    if (n_pieces && (rc = modelstore_write_atomic(pieces_path, pieces, n_pieces * MERKLE_HASH)))
+        return err_set(err, err_cap, rc, "cannot write %s: %s", pieces_path, err_str(rc));
+    if (rename(path, blob))
+        return err_set(err, err_cap, MESH_EIO, "cannot move the file into %s: %s", blob,
+                       strerror(errno));
+    fsync_dir_of(blob);
+    mm.added = (int64_t)time(NULL);
+    if ((rc = manifest_write(dir, &mm)))
+        return err_set(err, err_cap, rc, "cannot write the manifest: %s", err_str(rc));
+    return 0;
+}

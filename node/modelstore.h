@@ -70,6 +70,14 @@ int modelstore_add_file(const char *dir, const char *path, bool move, const char
                         const char *source, const char *want_sha256,
                         struct modelstore_manifest *out, char *err, size_t err_cap);
 
+/* Installs a file whose content ID, size, SHA-256 and piece layer the caller has already
+ * verified (node/blobpull.c: every piece against the root): checks that it is a GGUF,
+ * writes blobs/<cid>.pieces (pieces[n_pieces], none for a file of one piece), renames
+ * path into blobs/<cid> and writes m's manifest (m->added is set to now). On a bad GGUF
+ * the file is deleted. 0, MESH_EBADMODEL, MESH_EIO, MESH_EINVAL. */
+int modelstore_install(const char *dir, const char *path, const struct modelstore_manifest *m,
+                       const uint8_t *pieces, size_t n_pieces, char *err, size_t err_cap);
+
 /* mkdir -p of DIR and its subfolders. */
 int modelstore_prepare(const char *dir, char *err, size_t err_cap);
 /* Writes len bytes to path through path.tmp, fsync and rename (and fsync of the folder). */

@@ -115,6 +115,32 @@ static void copy_str(char *dst, size_t cap, const char *src)
     snprintf(dst, cap, "%s", src ? src : "");
 }
 
+static bool hex64(const char *s)
+{
+    if (!s || strlen(s) != 64) return false;
+    for (int i = 0; i < 64; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return false;
+    return true;
+}
+
+/* An announced store file, checked: a printable name that fits, a content ID, a size of
+ * 1 byte .. 1 TiB, a piece length that /meshllm/blob/1 accepts. */
+static bool blob_take(const Meshllm__Announce__Blob *b, struct peers_blob *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!b->name || !*b->name || strlen(b->name) >= sizeof out->name || !hex64(b->content_id) ||
+        !b->has_size || b->size == 0 || b->size > (1ull << 40) || !b->has_piece_len ||
+        b->piece_len < 16384 || b->piece_len > (4u << 20) || (b->piece_len & (b->piece_len - 1)))
+        return false;
+    for (const char *c = b->name; *c; c++)
+        if ((unsigned char)*c <= 0x20 || *c == 0x7f) return false;
+    copy_str(out->name, sizeof out->name, b->name);
+    memcpy(out->content_id, b->content_id, 65);
+    out->size = b->size;
+    out->piece_len = b->piece_len;
+    return true;
+}
+
 int peers_on_announce(struct peers *t, const struct peer_id *author, const uint8_t *data,
                       size_t len, uint64_t now_ms)
 {
@@ -180,6 +206,9 @@ int peers_on_announce(struct peers *t, const struct peer_id *author, const uint8
                 pm->layer_end = (int)m->layer_end;
             }
         }
+        p->n_blobs = 0;
+        for (size_t i = 0; i < a->n_blobs && p->n_blobs < PEERS_MAX_BLOBS; i++)
+            if (blob_take(a->blobs[i], &p->blobs[p->n_blobs])) p->n_blobs++;
         p->mem_free = a->mem_free;
         p->speed_gbps = a->has_speed_gbps && isfinite(a->speed_gbps) && a->speed_gbps > 0 &&
                                 a->speed_gbps < 1e6f
@@ -344,6 +373,61 @@ int peers_rank(struct peers *t, const char *model, bool own_only, const uint64_t
     return n;
 }
 
+/* The announced file p has matching spec (a content ID, or NAME:TAG), or NULL. */
+static const struct peers_blob *blob_find(const struct peers_entry *p, const char *cid,
+                                          const char *name)
+{
+    for (int k = 0; k < p->n_blobs; k++)
+        if (cid ? !strcmp(p->blobs[k].content_id, cid) : !strcmp(p->blobs[k].name, name))
+            return &p->blobs[k];
+    return NULL;
+}
+
+int peers_blob_providers(struct peers *t, const char *spec, const struct peer_id *exclude,
+                         int n_exclude, uint64_t now_ms, struct peers_blob *blob,
+                         struct peers_pick *out, int cap)
+{
+    memset(blob, 0, sizeof *blob);
+    if (!spec || !*spec) return 0;
+    char name[sizeof blob->name];
+    const char *cid = hex64(spec) ? spec : NULL;
+    snprintf(name, sizeof name, strchr(spec, ':') ? "%s" : "%s:latest", spec);
+    int n = 0;
+    pthread_mutex_lock(&t->mu);
+    /* the name's content ID first: the first live member that has it decides */
+    for (int i = 0; i < t->n && !cid; i++) {
+        const struct peers_entry *p = &t->e[i];
+        const struct peers_blob *b = pick_usable(p, false, exclude, n_exclude, now_ms)
+                                         ? blob_find(p, NULL, name)
+                                         : NULL;
+        if (b) {
+            *blob = *b;
+            cid = blob->content_id;
+        }
+    }
+    char want[65] = "";
+    if (cid) snprintf(want, sizeof want, "%s", cid);
+    for (int i = 0; i < t->n && n < cap && want[0]; i++) {
+        const struct peers_entry *p = &t->e[i];
+        const struct peers_blob *b = NULL;
+        if (!pick_usable(p, false, exclude, n_exclude, now_ms) || !(b = blob_find(p, want, NULL)))
+            continue;
+        if (!blob->content_id[0]) *blob = *b;
+        struct peers_pick *o = &out[n++];
+        memset(o, 0, sizeof *o);
+        o->id = p->id;
+        memcpy(o->id_text, p->id_text, sizeof o->id_text);
+        o->addr = p->addrs[0];
+        uint32_t tries = p->n_ok + p->n_fail;
+        o->score_ms = (p->rtt_us >= 0 ? (double)p->rtt_us / 1000.0 : 50.0) +
+                      (tries ? 200.0 * p->n_fail / tries : 0) + 2000.0 * p->n_lies;
+        o->rtt_us = p->rtt_us;
+    }
+    pthread_mutex_unlock(&t->mu);
+    qsort(out, (size_t)n, sizeof *out, pick_cmp);
+    return n;
+}
+
 int peers_snapshot(struct peers *t, struct peers_entry *out, int cap)
 {
     pthread_mutex_lock(&t->mu);
@@ -376,14 +460,18 @@ int peers_announce_encode(uint64_t seq, uint32_t ttl_s, const struct peers_model
 {
     struct peers_self self = {.mem_free = mem_free};
     return peers_announce_encode_self(seq, ttl_s, models, n_models, addrs, n_addrs, &self,
-                                      prefixes, n_prefixes, out, out_len);
+                                      prefixes, n_prefixes, NULL, 0, out, out_len);
 }
 
 int peers_announce_encode_self(uint64_t seq, uint32_t ttl_s, const struct peers_model *models,
                                int n_models, const struct multiaddr *addrs, int n_addrs,
                                const struct peers_self *self, const uint64_t *prefixes,
-                               int n_prefixes, uint8_t **out, size_t *out_len)
+                               int n_prefixes, const struct peers_blob *blobs, int n_blobs,
+                               uint8_t **out, size_t *out_len)
 {
+    Meshllm__Announce__Blob bs[PEERS_MAX_BLOBS], *bp[PEERS_MAX_BLOBS];
+    if (n_blobs > PEERS_MAX_BLOBS) n_blobs = PEERS_MAX_BLOBS;
+    if (n_blobs < 0) n_blobs = 0;
     *out = NULL;
     *out_len = 0;
     Meshllm__Announce__Announce a = MESHLLM__ANNOUNCE__ANNOUNCE__INIT;
@@ -438,6 +526,18 @@ int peers_announce_encode_self(uint64_t seq, uint32_t ttl_s, const struct peers_
     a.n_addrs = (size_t)n_addrs;
     a.prefixes = (uint64_t *)prefixes;
     a.n_prefixes = (size_t)n_prefixes;
+    for (int i = 0; i < n_blobs; i++) {
+        Meshllm__Announce__Blob b = MESHLLM__ANNOUNCE__BLOB__INIT;
+        b.name = (char *)blobs[i].name;
+        b.content_id = (char *)blobs[i].content_id;
+        b.has_size = b.has_piece_len = true;
+        b.size = blobs[i].size;
+        b.piece_len = blobs[i].piece_len;
+        bs[i] = b;
+        bp[i] = &bs[i];
+    }
+    a.blobs = bp;
+    a.n_blobs = (size_t)n_blobs;
     size_t len = meshllm__announce__announce__get_packed_size(&a);
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf) return MESH_ENOMEM;

@@ -26,6 +26,7 @@
 #define PEERS_MAX_MODELS 16    /* models kept per peer */
 #define PEERS_MAX_ADDRS 4
 #define PEERS_MAX_PREFIXES 64  /* conversation digests kept per peer */
+#define PEERS_MAX_BLOBS 16     /* store files kept per peer (announce.proto Blob) */
 
 struct peers_model {
     char name[128];
@@ -38,6 +39,14 @@ struct peers_model {
     /* A stage of a split model: layers [layer_begin, layer_end) of n_layer; n_layer 0 =
      * the whole model (only those are delegated whole requests). */
     int layer_begin, layer_end, n_layer;
+};
+
+/* A model store file a peer provides on /meshllm/blob/1 (docs/MODELS.md). */
+struct peers_blob {
+    char name[168];            /* "NAME:TAG" in its store */
+    char content_id[65];       /* hex BEP 52 root */
+    uint64_t size;             /* bytes */
+    uint32_t piece_len;        /* a power of two, 16 KiB .. 4 MiB */
 };
 
 struct peers_entry {
@@ -59,6 +68,8 @@ struct peers_entry {
     bool accept_stages;        /* loads layer ranges on /meshllm/stageload/1 */
     uint64_t prefixes[PEERS_MAX_PREFIXES];
     int n_prefixes;
+    struct peers_blob blobs[PEERS_MAX_BLOBS];
+    int n_blobs;
     uint32_t n_ok, n_fail, n_busy, n_lies;
     int n_inflight;            /* our requests running there now */
     uint64_t last_seen_ms;
@@ -137,15 +148,27 @@ struct peers_self {
     float speed_gbps;
     bool accept_stages;
 };
-/* The announce record of this node (protobuf, malloc'd into *out). */
+/* The announce record of this node (protobuf, malloc'd into *out): its models, addresses,
+ * what it says of itself, its conversation prefixes and the store files it provides on
+ * /meshllm/blob/1 (blobs[n_blobs], at most PEERS_MAX_BLOBS are sent; NULL, 0: none). */
 int peers_announce_encode_self(uint64_t seq, uint32_t ttl_s, const struct peers_model *models,
                                int n_models, const struct multiaddr *addrs, int n_addrs,
                                const struct peers_self *self, const uint64_t *prefixes,
-                               int n_prefixes, uint8_t **out, size_t *out_len);
-/* The same with only mem_free of peers_self. */
+                               int n_prefixes, const struct peers_blob *blobs, int n_blobs,
+                               uint8_t **out, size_t *out_len);
+/* The same with only mem_free of peers_self and no blobs. */
 int peers_announce_encode(uint64_t seq, uint32_t ttl_s, const struct peers_model *models,
                           int n_models, const struct multiaddr *addrs, int n_addrs,
                           uint64_t mem_free, const uint64_t *prefixes, int n_prefixes,
                           uint8_t **out, size_t *out_len);
+
+/* Providers of a store file: spec is a content ID (64 hex digits) or a store name
+ * ("NAME" = "NAME:latest"), resolved to the content ID of the first live member that
+ * announces it under that name. Fills *blob (zeroed first) with what was announced and
+ * out[cap] with the live members that announce that content ID, not in exclude, best first
+ * (RTT, failures, 2000 ms per lie). Returns how many (0: nobody has it). */
+int peers_blob_providers(struct peers *t, const char *spec, const struct peer_id *exclude,
+                         int n_exclude, uint64_t now_ms, struct peers_blob *blob,
+                         struct peers_pick *out, int cap);
 
 #endif

@@ -26,6 +26,7 @@
 struct registry {
     struct sched_params sp;
     struct registry_load_hook hook; /* set before loading; read by the loader threads */
+    char chat_template[1024];       /* --chat-template for every model; "" = the model's own */
     struct registry_entry e[REGISTRY_MAX];
     atomic_int state[REGISTRY_MAX];
     char digest[REGISTRY_MAX][65];  /* 64 hex, valid once has_digest */
@@ -149,6 +150,11 @@ void registry_unpin(struct registry *r)
     pthread_rwlock_unlock(&r->stop_lock);
 }
 
+void registry_set_chat_template(struct registry *r, const char *name)
+{
+    snprintf(r->chat_template, sizeof r->chat_template, "%s", name ? name : "");
+}
+
 void registry_free(struct registry *r)
 {
     if (!r) return;
@@ -157,6 +163,7 @@ void registry_free(struct registry *r)
     if (r->loader_started) pthread_join(r->loader, NULL);
     for (int i = 0; i < r->n; i++) {
         entry_stop(&r->e[i]);
+        chat_setup_free(&r->e[i].chat);
         model_free(r->e[i].model);
     }
     pthread_rwlock_destroy(&r->stop_lock);
@@ -373,11 +380,17 @@ static int load_one(struct registry *r, int i)
     int rc = model_load(e->path, &lo, &e->model, e->err, sizeof e->err);
     if (rc == 0 && e->is_split) rc = load_split(r, i);
     else if (rc == 0) rc = sched_new(e->model, &r->sp, &e->sched, e->err, sizeof e->err);
-    if (rc == 0) chat_setup_init(&e->chat, model_chat_template(e->model), model_tok(e->model), NULL);
+    if (rc == 0) {
+        rc = chat_setup_init(&e->chat, model_chat_template(e->model), model_tok(e->model),
+                             r->chat_template[0] ? r->chat_template : NULL);
+        if (rc) snprintf(e->err, sizeof e->err, "chat template '%.160s' cannot be used (see the log)",
+                         r->chat_template);
+    }
     if (rc) {
         log_error("model %s: %s", e->path, e->err[0] ? e->err : err_str(rc));
         if (!e->err[0]) snprintf(e->err, sizeof e->err, "%s", err_str(rc));
         entry_stop(e);
+        chat_setup_free(&e->chat);
         model_free(e->model);
         e->model = NULL;
         atomic_store(&r->state[i], REGISTRY_FAILED);

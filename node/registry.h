@@ -85,6 +85,10 @@ void registry_set_load_hook(struct registry *r, const struct registry_load_hook 
 /* Gives entry i the API name name (serve --alias), before loading starts (one thread).
  * MESH_EINVAL for an empty, too long or duplicate name. */
 int registry_rename(struct registry *r, int i, const char *name, char *err, size_t err_cap);
+/* --chat-template for the models loaded from now on: a C family, a built-in Jinja template
+ * or a .jinja file (engine/chat.h); NULL or "" = each model's own template. Call before
+ * loading; a template that cannot be used fails the model's load with that reason. */
+void registry_set_chat_template(struct registry *r, const char *name);
 /* Adds a model of which this node holds only layers [layer_begin, layer_end) (equal: none;
  * checked against the model at load). MESH_EINVAL also for a negative or reversed range. */
 int registry_add_split(struct registry *r, const char *spec, int layer_begin, int layer_end,

@@ -4,6 +4,8 @@
 #include "node/req.h"
 
 #include "core/err.h"
+#include "engine/grammar.h"
+#include "engine/json_schema.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -39,6 +41,7 @@ void node_gen_req_free(struct node_gen_req *r)
     free(r->inputs);
     for (int i = 0; i < NODE_MAX_STOP; i++) free(r->stop[i]);
     free(r->cont_ids);
+    free(r->grammar);
     memset(r, 0, sizeof *r);
 }
 
@@ -57,11 +60,13 @@ int node_gen_req_copy(struct node_gen_req *dst, const struct node_gen_req *src)
     dst->msgs = NULL;
     dst->inputs = NULL;
     dst->cont_ids = NULL;
+    dst->grammar = NULL;
     memset(dst->stop, 0, sizeof dst->stop);
     int n_msgs = dst->n_msgs, n_inputs = dst->n_inputs;
     dst->n_msgs = dst->n_inputs = 0;
     bool ok = dup_str(&dst->model, src->model) && dup_str(&dst->prompt, src->prompt) &&
-              dup_str(&dst->system, src->system) && dup_str(&dst->tools_json, src->tools_json);
+              dup_str(&dst->system, src->system) && dup_str(&dst->tools_json, src->tools_json) &&
+              dup_str(&dst->grammar, src->grammar);
     if (ok && src->msgs && n_msgs > 0) {
         dst->msgs = calloc((size_t)n_msgs, sizeof *dst->msgs);
         ok = dst->msgs != NULL;
@@ -159,4 +164,41 @@ int node_route_parse(const char *s, enum node_route *out)
 const char *node_route_name(enum node_route r)
 {
     return (int)r >= 0 && r <= NODE_ROUTE_MESH ? route_names[r] : "default";
+}
+
+/* ---- structured output ------------------------------------------------------------------ */
+
+int node_grammar_from_schema(const char *schema_json, size_t len, char **gbnf, char *err,
+                             size_t err_cap)
+{
+    int rc = json_schema_to_gbnf(schema_json, len, gbnf, err, err_cap);
+    if (rc) return rc;
+    /* the compiler's output always parses; checked anyway so a bug is a 400, not a crash */
+    rc = node_grammar_check(*gbnf, strlen(*gbnf), err, err_cap);
+    if (rc) {
+        free(*gbnf);
+        *gbnf = NULL;
+    }
+    return rc;
+}
+
+int node_grammar_check(const char *gbnf, size_t len, char *err, size_t err_cap)
+{
+    struct grammar *g = NULL;
+    int rc = grammar_parse(gbnf, len, &g, err, err_cap);
+    if (rc == 0) {
+        struct grammar_state *st = NULL;
+        rc = grammar_state_new(g, NULL, false, &st);
+        if (rc == MESH_EINVAL)
+            err_set(err, err_cap, rc, "grammar: its start expands to too many alternatives");
+        grammar_state_free(st);
+    }
+    grammar_free(g);
+    return rc;
+}
+
+int node_grammar_json_object(char **gbnf)
+{
+    *gbnf = strdup(json_schema_any_object_gbnf());
+    return *gbnf ? 0 : MESH_ENOMEM;
 }

@@ -76,11 +76,23 @@ struct node_gen_req {
      * their text, then goes on: the stream continues with no token lost or repeated. */
     int32_t *cont_ids;
     int n_cont;
+    /* Structured output: GBNF the reply must match (engine/grammar.h), or NULL. Made from
+     * response_format / json_schema / format with the helpers below; travels to a peer. */
+    char *grammar;
 };
 void node_gen_req_init(struct node_gen_req *r); /* zeroes, n_logprobs -1, temperature 1... */
 void node_gen_req_free(struct node_gen_req *r);
 /* Deep copy (src unchanged). 0 or MESH_ENOMEM. */
 int node_gen_req_copy(struct node_gen_req *dst, const struct node_gen_req *src);
+
+/* Structured output, for the API layer (which does not see the engine): the GBNF for a JSON
+ * Schema (schema_json[len]), a check of GBNF text, and the any-JSON-object grammar. Each
+ * returns 0 with *gbnf malloc'd (node_grammar_check: nothing allocated), MESH_EINVAL with err
+ * naming the problem, or MESH_ENOMEM. */
+int node_grammar_from_schema(const char *schema_json, size_t len, char **gbnf, char *err,
+                             size_t err_cap);
+int node_grammar_check(const char *gbnf, size_t len, char *err, size_t err_cap);
+int node_grammar_json_object(char **gbnf);
 
 /* Why a request could not start, as an HTTP API would say it. */
 struct node_error {

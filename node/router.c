@@ -12,8 +12,6 @@
  */
 #include "node/router.h"
 
-#include "engine/model.h"
-#include "engine/toolcall.h"
 
 #include "core/err.h"
 #include "core/log.h"
@@ -684,8 +682,8 @@ static void model_fill(struct router *rt, struct registry_entry *e, enum registr
     m->created = e->created;
     m->file_bytes = e->file_bytes;
     snprintf(m->quant, sizeof m->quant, "%s", e->quant);
-    if (st == REGISTRY_READY && e->model)
-        m->tool_syntax = (int)toolcall_syntax_detect(model_chat_template(e->model));
+    /* the syntax of the template that renders: the C renderers describe tools as Hermes */
+    if (st == REGISTRY_READY && e->model) m->tool_syntax = e->chat.tool_syntax;
     for (int i = 0; i < registry_count(rt->cfg.reg); i++) {
         enum registry_state s2;
         if (registry_at(rt->cfg.reg, i, &s2) != e) continue;

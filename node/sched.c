@@ -13,6 +13,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "engine/gen.h"
+#include "engine/grammar.h"
 #include "engine/model.h"
 #include "engine/tok.h"
 
@@ -34,6 +35,7 @@ struct sched_req {
     int n_prompt;
     struct sched_gen_params gp; /* stop strings point into stop_buf copies */
     char *stop_copy[SCHED_MAX_STOP];
+    char *grammar_copy;
     atomic_bool canceled;
     struct sched_req *next;     /* queue link, guarded by sched mu */
 
@@ -82,6 +84,8 @@ struct sched {
     struct model_ctx *ctx;
     const struct sched_forward *fwd; /* a split model's pass, or NULL */
     const struct tok *tok;
+    struct grammar_vocab *gvocab; /* token pieces for grammars: built by the worker at the
+                                     first constrained request, then read-only */
     int n_slots, n_ctx, n_batch, n_vocab, n_embd, queue_cap;
     struct slot *slots;
     /* step scratch, sized at creation */
@@ -157,6 +161,7 @@ static void req_unref(struct sched_req *r)
     pthread_cond_destroy(&r->cv);
     free(r->prompt);
     for (int i = 0; i < SCHED_MAX_STOP; i++) free(r->stop_copy[i]);
+    free(r->grammar_copy);
     free(r->out);
     free(r->cuts);
     free(r->lps);
@@ -344,6 +349,14 @@ int sched_submit_gen(struct sched *s, const int32_t *prompt, int n_prompt,
             return MESH_ENOMEM;
         }
         r->gp.stop[i] = r->stop_copy[i];
+    }
+    if (gp->grammar) {
+        r->gp.grammar = r->grammar_copy = strdup(gp->grammar);
+        if (!r->grammar_copy) {
+            r->refs = 1;
+            req_unref(r);
+            return MESH_ENOMEM;
+        }
     }
     return submit(s, r, out);
 }
@@ -543,9 +556,16 @@ static void slot_start(struct sched *s, int i, struct sched_req *r)
     int n_cont = r->gp.n_cont, n_fresh = r->n_prompt - n_cont;
     struct gen_seq_opts so = {.stops = r->gp.stop, .n_stops = r->gp.n_stop,
                               .strip_leading_space = r->gp.strip_leading_space,
-                              .n_logprobs = r->gp.n_logprobs};
-    int rc = sampler_new(&r->gp.sp, s->n_vocab, &sl->smp);
-    if (rc == 0) rc = gen_seq_init(&sl->gs, s->tok, sl->smp, &so);
+                              .n_logprobs = r->gp.n_logprobs, .grammar = r->gp.grammar};
+    int rc = 0;
+    if (r->gp.grammar && !s->gvocab) rc = grammar_vocab_new(s->tok, &s->gvocab);
+    so.gvocab = s->gvocab;
+    if (rc == 0) rc = sampler_new(&r->gp.sp, s->n_vocab, &sl->smp);
+    if (rc == 0) {
+        char gerr[256] = "";
+        rc = gen_seq_init_err(&sl->gs, s->tok, sl->smp, &so, gerr, sizeof gerr);
+        if (rc && gerr[0]) log_warn("sched: %s", gerr);
+    }
     if (rc == 0)
         for (int k = 0; k < n_fresh; k++) sampler_accept(sl->smp, r->prompt[k]);
     /* A continuation's tokens were generated (and shown) elsewhere: replay them through the
@@ -918,6 +938,7 @@ void sched_free(struct sched *s)
         req_unref(r);
     }
     spec_draft_free(s->draft);
+    grammar_vocab_free(s->gvocab);
     model_ctx_free(s->ctx);
     free(s->slots);
     free(s->b_tok);

@@ -99,6 +99,7 @@ struct sched_gen_params {
     int n_stop;
     int n_logprobs;                   /* -1: none; 0: chosen token only; 1..20 alternatives */
     bool strip_leading_space;         /* SPM: drop the first piece's leading space */
+    const char *grammar;              /* GBNF constraining the output (copied at submit), or NULL */
     /* Continuation: the last n_cont prompt tokens were already generated (and shown) by an
      * earlier run. They are replayed through the detokenizer, stop matcher and penalty
      * history without emitting text, count in n_gen and max_tokens, and generation goes

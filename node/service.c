@@ -33,6 +33,7 @@ int service_open(const struct service_config *cfg, struct service **out, char *e
         err_set(err, err_cap, rc, "out of memory");
         goto fail;
     }
+    registry_set_chat_template(s->reg, cfg->chat_template); /* before the models are added */
     for (int i = 0; i < cfg->n_models; i++) {
         rc = cfg->has_layers ? registry_add_split(s->reg, cfg->models[i], cfg->layer_begin,
                                                   cfg->layer_end, err, err_cap)

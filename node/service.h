@@ -29,6 +29,8 @@ struct service_config {
     int n_models;
     const char *const *aliases;     /* NULL, or [n_models]: the API name of each (NULL: its
                                        file's name) */
+    const char *chat_template;      /* NULL, or every model's chat template instead of its
+                                       own (registry_set_chat_template) */
     bool has_layers;                /* every model is split: this node holds [begin, end) */
     int layer_begin, layer_end;     /* begin == end: none (embedding and head only) */
     bool p2p;                       /* start the node in its mesh */

@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(build-essential pkg-config clang libclang-rt-14-dev
       libsodium-dev libuv1-dev libmicrohttpd-dev libcurl4-openssl-dev libcjson-dev
       libsqlite3-dev libprotobuf-c-dev protobuf-c-compiler libcmocka-dev
-      unicode-data python3)
+      unicode-data python3 python3-jsonschema python3-jinja2)
 # The API end-to-end tests: Node.js + npm (openai, playwright-core) and Debian's Chromium.
 pkgs+=(curl nodejs chromium)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)

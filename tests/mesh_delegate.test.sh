@@ -4,7 +4,8 @@
 # and is a lite node (no model, route mesh), D is a libp2p node with no certificate and E a
 # member of ANOTHER mesh, both pointed at B, L is
 # a member started with --route local. The official openai SDK against A (tests/e2e/
-# mesh.test.mjs): answers come from B or C and say so; SIGKILL of the serving peer
+# mesh.test.mjs): answers come from B or C and say so (a JSON-schema request stays
+# constrained on the peer); SIGKILL of the serving peer
 # mid-stream and the stream completes from the other with the text of a single-node run.
 # Then: D and E were refused (B counts them, they hear no announcement, B lists no model of
 # theirs), L

@@ -63,7 +63,7 @@ for t in "$build"/tests/test_*; do
     run_one "$name" "$t"
 done
 # Numerics under every forced kernel path (the default run above uses the best one).
-for t in "$build"/tests/test_model "$build"/tests/test_model_random "$build"/tests/test_quant "$build"/tests/test_gemm "$build"/tests/test_repack "$build"/tests/test_repack_k "$build"/tests/test_attn "$build"/tests/test_act; do
+for t in "$build"/tests/test_model "$build"/tests/test_model_random "$build"/tests/test_quant "$build"/tests/test_gemm "$build"/tests/test_repack "$build"/tests/test_repack_k "$build"/tests/test_attn "$build"/tests/test_act "$build"/tests/test_sha256; do
     [ -x "$t" ] || continue
     for isa in scalar avx2; do
         name="$(basename "$t")[isa=$isa]"

@@ -6,7 +6,8 @@
 # layers 0-1 itself (a 2-hop route: its own range, then C); so does `run --mesh` with too
 # little free memory for the file (MESHLLM_MEM_FREE_BYTES), which holds what fits. A chat
 # of two turns through the stages answers what a whole-model chat answers. With no stage
-# for some layers, run fails after --route-wait with the missing layers named (exit 1).
+# for some layers, run fails after --route-wait with the missing layers named (exit 1). A
+# split run with --grammar and --chat-template prints what a whole-model run with them prints.
 # Every process is stopped on exit.
 set -u
 source "$(dirname "$0")/e2e/server.sh"
@@ -81,6 +82,14 @@ ok
 # the same data dir is a member already: no invite needed, ids as well
 got_ids=$(rrun R1 --layers none --ids) || fail "split run --ids failed"
 [ "$got_ids" = "$want_ids" ] || fail "split run ids differ: '$got_ids' vs '$want_ids'"
+ok
+# a grammar and a chat template reach the route's generation as they reach a whole model's
+g='root ::= [a-z ]+'
+want_g=$("$bin" run "$model" "$prompt" "${gen[@]}" --grammar "$g" --chat-template chatml) ||
+    fail "whole-model run --grammar --chat-template"
+got_g=$(rrun R1 --layers none --grammar "$g" --chat-template chatml) || fail "split run --grammar failed"
+[ -n "$want_g" ] && [ "$want_g" != "$want" ] || fail "the grammar changed nothing: '$want_g'"
+[ "$got_g" = "$want_g" ] || fail "split run --grammar text differs: '$got_g' vs '$want_g'"
 ok
 # holding layers 0-1 itself: the route is its own range, then C (B's 0-1 is not needed)
 got=$(rrun R2 --layers 0-1 --join "$(invite)" -v) || fail "run --layers 0-1 failed"

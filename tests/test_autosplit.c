@@ -120,8 +120,8 @@ static void test_autosplit_announce_fields(void **state)
     struct peers_self self = {.mem_free = 123456789, .speed_gbps = 12.5f, .accept_stages = true};
     uint8_t *rec;
     size_t len;
-    assert_int_equal(peers_announce_encode_self(1, 30, NULL, 0, &a, 1, &self, NULL, 0, &rec, &len),
-                     0);
+    assert_int_equal(peers_announce_encode_self(1, 30, NULL, 0, &a, 1, &self, NULL, 0, NULL, 0,
+                                                &rec, &len), 0);
     struct peers *t;
     assert_int_equal(peers_new(&t), 0);
     assert_int_equal(peers_on_announce(t, &idn.id, rec, len, 1000), 0);

@@ -469,6 +469,7 @@ static void test_chat_setup_for_a_model(void **state)
     assert_string_equal(out, "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n"
                              "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
     free(out);
+    chat_setup_free(&cs);
     /* the EOS text comes from the model's tokenizer (stories260K's GGUF: "</s>") */
     struct gguf *g = NULL;
     struct tok *t = NULL;
@@ -487,10 +488,13 @@ static void test_chat_setup_for_a_model(void **state)
     snprintf(want, sizeof want, "Hello %s", piece);
     assert_non_null(strstr(out, want));
     free(out);
+    chat_setup_free(&cs);
     /* an override wins; an unknown one is refused */
     assert_int_equal(chat_setup_init(&cs, T_QWEN2, t, "gemma"), 0);
     assert_int_equal(cs.tmpl, CHAT_TMPL_GEMMA);
+    chat_setup_free(&cs);
     assert_int_equal(chat_setup_init(&cs, T_QWEN2, t, "no-such-family"), MESH_EINVAL);
+    chat_setup_free(&cs);
     tok_free(t);
     gguf_close(g);
 }

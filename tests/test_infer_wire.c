@@ -128,6 +128,7 @@ static void test_infer_wire_chat_round_trip(void **state)
     r.route = NODE_ROUTE_MESH;
     r.cont_ids = cont;
     r.n_cont = 4;
+    r.grammar = "root ::= \"{\" [^}]* \"}\" # é\n";
     request_round_trip(&r, &d);
     assert_int_equal(d.kind, NODE_KIND_CHAT);
     assert_int_equal(d.route, NODE_ROUTE_LOCAL); /* a delegated request is never delegated again */
@@ -162,6 +163,7 @@ static void test_infer_wire_chat_round_trip(void **state)
     assert_true(d.strip_leading_space);
     assert_int_equal(d.n_cont, 4);
     assert_memory_equal(d.cont_ids, cont, sizeof cont);
+    assert_string_equal(d.grammar, r.grammar); /* a delegated request stays constrained */
     node_gen_req_free(&d);
 }
 
@@ -194,6 +196,7 @@ static void test_infer_wire_completion_round_trip(void **state)
     assert_int_equal(d.n_logprobs, 0);
     assert_int_equal(d.n_cont, 0);
     assert_null(d.cont_ids);
+    assert_null(d.grammar); /* an old peer's request (no field 23): unconstrained */
     node_gen_req_free(&d);
     /* the defaults survive a trip (n_logprobs -1: none) */
     node_gen_req_init(&r);

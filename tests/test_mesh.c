@@ -188,8 +188,7 @@ static void chat(struct node_gen_req *q, struct node_msg *msg)
     memset(msg, 0, sizeof *msg); /* tool_calls_json, tool_call_id, name: none */
     q->kind = NODE_KIND_CHAT;
     q->model = "stories260K";
-    msg->role = "user";
-    msg->content = PROMPT;
+    *msg = (struct node_msg){.role = "user", .content = PROMPT};
     q->msgs = msg;
     q->n_msgs = 1;
     q->temperature = 0;

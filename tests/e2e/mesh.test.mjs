@@ -31,6 +31,22 @@ test('the lite node lists the mesh model with the peers that serve it', async ()
   assert.deepEqual([...where].sort(), Object.keys(PEERS).sort());
 });
 
+test('a structured-output request delegated to a peer stays constrained', async () => {
+  // A has no model: the JSON can only come out valid if the grammar travelled to the peer
+  const schema = { type: 'object', properties: { name: { type: 'string', maxLength: 10 }, n: { type: 'integer' } },
+    required: ['name', 'n'], additionalProperties: false };
+  for (const seed of [1, 2]) {
+    const { data: r, response } = await client.chat.completions.create({
+      model: MODEL, messages: [{ role: 'user', content: 'Once upon a time' }], max_tokens: 300, temperature: 1, seed,
+      response_format: { type: 'json_schema', json_schema: { name: 'x', strict: true, schema } },
+    }).withResponse();
+    assert.ok(response.headers.get('x-meshllm-ran-on') in PEERS);
+    const v = JSON.parse(r.choices[0].message.content);
+    assert.deepEqual(Object.keys(v), ['name', 'n']);
+    assert.ok(Number.isInteger(v.n) && typeof v.name === 'string' && v.name.length <= 10, JSON.stringify(v));
+  }
+});
+
 test('chat is answered by a peer, which the answer names', async () => {
   const params = { model: MODEL, messages: [{ role: 'user', content: 'Once upon a time' }], max_tokens: 24, temperature: 0 };
   const { data: r, response } = await client.chat.completions.create(params).withResponse();
