@@ -7,6 +7,8 @@
 
 #include "cli/cli.h"
 #include "core/err.h"
+#include "net/peer_id.h"
+#include "node/mesh.h"
 #include "engine/chat.h"
 #include "node/registry.h"
 
@@ -249,6 +251,142 @@ void cli_gen_opts_help(FILE *f)
             "      --kv-type T        both at once\n"
             "      --mlock            keep the model in RAM\n"
             "  -v, --verbose          print timings and model facts to stderr\n");
+}
+
+int cli_parse_layers(const char *v, int *begin, int *end)
+{
+    if (!strcmp(v, "none")) {
+        *begin = *end = 0;
+        return 0;
+    }
+    char *dash;
+    long a = strtol(v, &dash, 10);
+    if (dash == v || *dash != '-' || a < 0 || a > 65535) return MESH_EINVAL;
+    char *stop;
+    long b = strtol(dash + 1, &stop, 10);
+    if (stop == dash + 1 || *stop || b < a || b > 65535) return MESH_EINVAL;
+    *begin = (int)a;
+    *end = (int)b + 1;
+    return 0;
+}
+
+void cli_mesh_opts_default(struct cli_mesh_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->route_wait_s = 30;
+}
+
+int cli_mesh_opts_parse(struct cli_mesh_opts *o, const char *cmd, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i];
+    if (is(a, "--no-mdns", NULL) || is(a, "--auto-split", NULL) ||
+        is(a, "--accept-stages", NULL) || is(a, "--mesh", NULL)) {
+        if (is(a, "--no-mdns", NULL)) o->no_mdns = true;
+        if (is(a, "--auto-split", NULL)) o->auto_split = true;
+        if (is(a, "--accept-stages", NULL)) o->accept_stages = true;
+        if (is(a, "--mesh", NULL)) o->mesh_fit = true;
+        return 1;
+    }
+    bool known = is(a, "--layers", NULL) || is(a, "--join", NULL) || is(a, "--data-dir", NULL) ||
+                 is(a, "--p2p-listen", NULL) || is(a, "--bootstrap", NULL) ||
+                 is(a, "--route-wait", NULL);
+    if (!known) return 0;
+    if (*i + 1 >= argc) {
+        cli_fail("%s: %s needs a value", cmd, a);
+        return 2;
+    }
+    const char *v = argv[++*i];
+    if (is(a, "--layers", NULL)) {
+        if (cli_parse_layers(v, &o->layer_begin, &o->layer_end)) {
+            cli_fail("%s: --layers %s: say A-B (first and last layer, from 0) or none", cmd, v);
+            return 2;
+        }
+        o->has_layers = true;
+    } else if (is(a, "--join", NULL)) {
+        o->join = v;
+    } else if (is(a, "--data-dir", NULL)) {
+        o->data_dir = v;
+    } else if (is(a, "--route-wait", NULL)) {
+        long x;
+        if (parse_int(a, v, 0, 3600, &x)) return 2;
+        o->route_wait_s = (int)x;
+    } else {
+        bool is_listen = is(a, "--p2p-listen", NULL);
+        size_t *cnt = is_listen ? &o->n_listen : &o->n_boot;
+        size_t cap = is_listen ? P2PNODE_MAX_LISTEN : P2PNODE_MAX_BOOTSTRAP;
+        if (*cnt == cap) {
+            cli_fail("%s: at most %zu %s addresses", cmd, cap, a);
+            return 2;
+        }
+        struct multiaddr *ma = is_listen ? &o->listen[*cnt] : &o->boot[*cnt];
+        struct peer_id pid;
+        if (multiaddr_from_text(v, ma)) {
+            cli_fail("%s: bad value '%s' for %s", cmd, v, a);
+            return 2;
+        }
+        if (!is_listen && multiaddr_peer_id(ma, &pid) != 0) {
+            cli_fail("%s: --bootstrap %s: the address must end in /p2p/<peer id>", cmd, v);
+            return 2;
+        }
+        (*cnt)++;
+    }
+    return 1;
+}
+
+int cli_mesh_config(const struct cli_mesh_opts *o, const char *cmd, char *dir_buf,
+                    size_t dir_cap, struct mesh_config *out)
+{
+    memset(out, 0, sizeof *out);
+    const char *dir = cli_data_dir(o->data_dir, dir_buf, dir_cap);
+    if (!dir) {
+        cli_fail("%s: neither MESHLLM_HOME nor HOME is set; pass --data-dir DIR", cmd);
+        return 1;
+    }
+    out->data_dir = dir;
+    out->listen = o->listen;
+    out->n_listen = o->n_listen;
+    out->bootstrap = o->boot;
+    out->n_bootstrap = o->n_boot;
+    out->use_mdns = !o->no_mdns;
+    out->join_token = o->join;
+    return 0;
+}
+
+void cli_mesh_print(struct mesh *m, FILE *f)
+{
+    char text[MULTIADDR_TEXT_CAP];
+    struct p2pnode *pn = mesh_p2pnode(m);
+    if (peer_id_to_text(p2pnode_peer_id(pn), text, sizeof text) == 0)
+        fprintf(f, "meshllm: peer ID %s\n", text);
+    struct multiaddr addrs[32];
+    size_t n = p2pnode_listen_addrs(pn, addrs, 32);
+    for (size_t i = 0; i < n; i++)
+        if (multiaddr_to_text(&addrs[i], text, sizeof text) == 0)
+            fprintf(f, "meshllm: p2p listening on %s\n", text);
+    if (mesh_id(m)[0])
+        fprintf(f, "meshllm: member of mesh %s\n", mesh_id(m));
+    else
+        fprintf(f, "meshllm: in no mesh yet: no peer is admitted and nothing is delegated "
+                   "(make one with 'meshllm mesh create', or join one with 'meshllm join "
+                   "TOKEN')\n");
+}
+
+void cli_mesh_opts_help(FILE *f)
+{
+    fprintf(f,
+            "\nsplit models over the mesh (docs/SPLIT.md):\n"
+            "      --layers A-B       hold only layers A..B here (or 'none': the embedding and\n"
+            "                         head only) and run the rest on the mesh's stages\n"
+            "      --mesh             split only when the file does not fit in free memory:\n"
+            "                         hold the layers that fit, the rest from the mesh\n"
+            "      --auto-split       ask members started with --accept-stages to load the\n"
+            "                         layers nobody serves (in proportion to memory x speed)\n"
+            "      --route-wait S     wait up to S seconds for stages (default 30)\n"
+            "      --join TOKEN       join the mesh of an invite first\n"
+            "      --data-dir DIR     node key directory (default $MESHLLM_HOME, else ~/.meshllm)\n"
+            "      --p2p-listen MA    listen on multiaddr MA (default /ip4/0.0.0.0/tcp/0)\n"
+            "      --bootstrap MA     a peer to dial first, /ip4/A/tcp/P/p2p/ID (repeatable)\n"
+            "      --no-mdns          do not look for peers on the LAN with mDNS\n");
 }
 
 static int64_t load_now_ms(void)

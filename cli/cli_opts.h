@@ -5,6 +5,8 @@
 
 #include "engine/model.h"
 #include "engine/sampler.h"
+#include "net/multiaddr.h"
+#include "net/p2pnode.h"
 #include "node/sched.h"
 
 #include <stdbool.h>
@@ -51,6 +53,40 @@ int cli_gen_opts_parse(struct cli_gen_opts *o, int argc, char **argv, int *i);
 /* Help lines for the options above. */
 void cli_gen_opts_help(FILE *f);
 
+/* The mesh options of serve, run and chat (docs/CLI.md, docs/SPLIT.md): --layers A-B|none,
+ * --join TOKEN, --data-dir DIR, --p2p-listen MA, --bootstrap MA, --no-mdns, --auto-split,
+ * --accept-stages (serve), --mesh and --route-wait S (run, chat). */
+struct cli_mesh_opts {
+    bool has_layers;               /* --layers: the model is split */
+    int layer_begin, layer_end;    /* [begin, end); equal: none */
+    const char *join;
+    const char *data_dir;
+    struct multiaddr listen[P2PNODE_MAX_LISTEN];
+    size_t n_listen;
+    struct multiaddr boot[P2PNODE_MAX_BOOTSTRAP];
+    size_t n_boot;
+    bool no_mdns;
+    bool auto_split;               /* ask members with --accept-stages to load missing layers */
+    bool accept_stages;            /* load layer ranges that members ask for */
+    bool mesh_fit;                 /* --mesh: split the model when it does not fit free RAM */
+    int route_wait_s;              /* run/chat: how long to wait for a route (default 30) */
+};
+void cli_mesh_opts_default(struct cli_mesh_opts *o);
+/* Like cli_gen_opts_parse (1 consumed, 0 not a mesh option, 2 misuse, printed with cmd). */
+int cli_mesh_opts_parse(struct cli_mesh_opts *o, const char *cmd, int argc, char **argv, int *i);
+/* The help lines of the options run and chat take. */
+void cli_mesh_opts_help(FILE *f);
+/* The mesh_config of these options (reg left NULL; the data directory is written into
+ * dir_buf, which must outlive out). 0, or 1 (printed as "meshllm: cmd: ..."). */
+struct mesh_config;
+int cli_mesh_config(const struct cli_mesh_opts *o, const char *cmd, char *dir_buf,
+                    size_t dir_cap, struct mesh_config *out);
+/* Prints the node's peer ID, p2p addresses and mesh to f ("meshllm: ..." lines). */
+struct mesh;
+void cli_mesh_print(struct mesh *m, FILE *f);
+/* --layers A-B (inclusive, as a user counts them) or none, into [begin, end). 0 or
+ * MESH_EINVAL. */
+int cli_parse_layers(const char *v, int *begin, int *end);
 /* --chat-template's value is usable: a C family, a built-in Jinja template or a readable
  * file. Prints "meshllm: --chat-template ...: ..." and returns false if not. */
 bool chat_template_name_ok(const char *v);

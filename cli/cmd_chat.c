@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "cli/cli_opts.h"
+#include "cli/cli_split.h"
 #include "core/err.h"
 #include "engine/chat.h"
 #include "engine/gen.h"
@@ -43,6 +44,7 @@ struct chat_state {
     int n_ctx;
     const char *stops[CLI_MAX_STOPS + 8];
     int n_stops;
+    struct sched *sched;        /* a split model: turns run on its route's scheduler */
     char *reply;                /* the reply being streamed */
     size_t reply_len, reply_cap;
     bool tty;
@@ -64,6 +66,7 @@ static void chat_usage(FILE *f)
         fprintf(f, " %s", chat_tmpl_name((enum chat_tmpl)t));
     fprintf(f, "\n");
     cli_gen_opts_help(f);
+    cli_mesh_opts_help(f);
 }
 
 static int add_msg(struct chat_state *st, const char *role, const char *text)
@@ -158,12 +161,54 @@ static int render(struct chat_state *st, int reserve)
     }
 }
 
+static int emit_sched(void *user, const char *text, size_t len, const int32_t *ids, int n_ids)
+{
+    (void)ids;
+    (void)n_ids;
+    return len ? emit_reply(user, text, (int)len) : g_interrupted;
+}
+
+/* A turn on a split model's scheduler (cli_split.h): it reuses the slot's cached prefix
+ * itself; the seed of turn k is seed + k as in chat_turn. */
+static int chat_turn_sched(struct chat_state *st, const struct cli_gen_opts *o, int n)
+{
+    struct sched_gen_params gp;
+    sched_gen_params_default(&gp);
+    gp.sp = st->sp;
+    gp.sp.seed = st->seed0 + (uint64_t)st->n_turns;
+    if (gp.sp.seed == SAMPLER_SEED_RANDOM) gp.sp.seed = 0;
+    gp.max_tokens = o->n_predict > 0 ? o->n_predict : st->n_ctx - n;
+    for (int i = 0; i < st->n_stops && gp.n_stop < SCHED_MAX_STOP; i++)
+        gp.stop[gp.n_stop++] = st->stops[i];
+    gp.strip_leading_space = true;
+    st->n_turns++;
+    st->reply_len = 0;
+    if (st->reply) st->reply[0] = 0;
+    struct cli_sched_result res;
+    int rc = cli_sched_generate(st->sched, st->ids, n, &gp, emit_sched, st, &res);
+    if (rc < 0) return rc;
+    if (!strcmp(res.finish, "error")) {
+        fputc('\n', stdout);
+        cli_fail("chat: generation failed: a stage of the route failed and no member "
+                 "replaces it");
+        return MESH_EIO;
+    }
+    fputc('\n', stdout);
+    if (o->verbose) {
+        double gen_ms = res.t_first_ms ? res.t_end_ms - res.t_first_ms : 0;
+        fprintf(stderr, "meshllm: %d prompt tokens, %d generated, %.1f tok/s\n", n, res.n_gen,
+                gen_ms > 0 && res.n_gen > 1 ? (res.n_gen - 1) * 1000.0 / gen_ms : 0.0);
+    }
+    return add_msg(st, "assistant", st->reply ? st->reply : "");
+}
+
 static int chat_turn(struct chat_state *st, const struct cli_gen_opts *o)
 {
     int reserve = o->n_predict > 0 ? o->n_predict : st->n_ctx / 4;
     if (reserve > st->n_ctx / 2) reserve = st->n_ctx / 2;
     int n = render(st, reserve);
     if (n < 0) return n;
+    if (st->sched) return chat_turn_sched(st, o, n);
     /* Reuse the cache for the prefix that did not change. */
     int same = 0;
     while (same < n && same < st->n_cached && st->ids[same] == st->cached[same]) same++;
@@ -249,9 +294,12 @@ int cmd_chat(int argc, char **argv)
     struct cli_gen_opts o;
     cli_gen_opts_default(&o);
     const char *model_path = NULL, *system = NULL, *tmpl_name = NULL;
+    struct cli_mesh_opts mo;
+    cli_mesh_opts_default(&mo);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int r = cli_gen_opts_parse(&o, argc, argv, &i);
+        if (r == 0) r = cli_mesh_opts_parse(&mo, "chat", argc, argv, &i);
         if (r == 2) return 2;
         if (r == 1) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -288,10 +336,40 @@ int cmd_chat(int argc, char **argv)
         cli_fail("chat: speculative decoding (--spec, --draft) is for run and serve only");
         return 2;
     }
+    if (mo.accept_stages) {
+        cli_fail("chat: --accept-stages is for serve (a node that stays up for others)");
+        return 2;
+    }
+    if (mo.auto_split && !mo.has_layers && !mo.mesh_fit) {
+        cli_fail("chat: --auto-split needs --layers or --mesh (which layers stay here)");
+        return 2;
+    }
     quant_init();
-    if (cli_load_model(model_path, &o, 1, &st.m, &st.c) < 0) goto done;
+    struct cli_split cs;
+    bool is_split = false;
+    struct sched_params spp;
+    sched_params_default(&spp);
+    spp.n_slots = 1;
+    spp.queue_cap = 1;
+    spp.n_ctx = o.n_ctx;
+    spp.n_threads = o.n_threads;
+    spp.k_type = o.k_type;
+    spp.v_type = o.v_type;
+    if (o.n_batch) spp.n_batch = o.n_batch;
+    if ((status = cli_split_open(&cs, "chat", model_path, &mo, &spp, o.verbose, &is_split)))
+        return status;
+    status = 1;
+    if (is_split) {
+        struct sched_stats ss;
+        st.sched = cs.e->sched;
+        st.m = cs.e->model;
+        sched_stats(st.sched, &ss);
+        st.n_ctx = ss.n_ctx;
+    } else {
+        if (cli_load_model(model_path, &o, 1, &st.m, &st.c) < 0) goto done;
+        st.n_ctx = model_ctx_n_ctx(st.c);
+    }
     st.t = model_tok(st.m);
-    st.n_ctx = model_ctx_n_ctx(st.c);
     /* Render as the model's own template does: its EOS text between turns (llama-2,
      * mistral, zephyr) and the default system prompt it inserts (Qwen2). */
     if (chat_setup_init(&st.tmpl, model_chat_template(st.m), st.t, tmpl_name) < 0) {
@@ -373,6 +451,7 @@ done:
     free(st.ids);
     sampler_free(st.s);
     model_ctx_free(st.c);
-    model_free(st.m);
+    if (is_split) cli_split_close(&cs);
+    else model_free(st.m);
     return status;
 }

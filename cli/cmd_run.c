@@ -10,6 +10,7 @@
 
 #include "cli/cli.h"
 #include "cli/cli_opts.h"
+#include "cli/cli_split.h"
 #include "core/err.h"
 #include "engine/chat.h"
 #include "engine/gen.h"
@@ -45,7 +46,9 @@ static void run_usage(FILE *f)
                "                         Jinja template or a family (see 'meshllm chat --help')\n");
     cli_gen_opts_help(f);
     cli_spec_opts_help(f);
-    fprintf(f, "\nexample: meshllm run model.gguf \"Once upon a time\" -n 128 --temp 0\n");
+    cli_mesh_opts_help(f);
+    fprintf(f, "\nexample: meshllm run model.gguf \"Once upon a time\" -n 128 --temp 0\n"
+               "         meshllm run big.gguf \"Hi\" --layers none --join TOKEN   (stages on the mesh)\n");
 }
 
 /* Reads all of in into a malloc'd NUL-terminated buffer (*len bytes, NULs included).
@@ -148,47 +151,31 @@ static int emit_stdout(void *user, const char *text, int len)
     return 0;
 }
 
-/* The scheduler's notify: wakes the waiting run_spec. */
-struct run_wait {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool ready;
+/* cli_sched_generate's emit: the text to stdout, or the ids counted for --ids. */
+struct run_out {
+    bool print_ids;
+    int n_printed;
 };
 
-static void run_wake(void *arg)
+static int run_emit(void *user, const char *text, size_t len, const int32_t *ids, int n_ids)
 {
-    struct run_wait *w = arg;
-    pthread_mutex_lock(&w->mu);
-    w->ready = true;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-static double run_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-/* Generation with speculative decoding: one request on a one-slot scheduler; streams the
- * text (or collects the ids) as chunks come. Returns the exit status. */
-static int run_spec(const struct model *m, struct cli_gen_opts *o, struct sched_params *sp,
-                    const int32_t *ids, int n_ids, bool strip, bool print_ids, const char *grammar)
-{
-    char err[1024] = "";
-    struct sched *s = NULL;
-    struct sched_req *r = NULL;
-    struct run_wait w = {.ready = false};
-    pthread_mutex_init(&w.mu, NULL);
-    pthread_cond_init(&w.cv, NULL);
-    int status = 1, n_gen = 0;
-    double t0 = run_now_ms(), t_first = 0;
-    int rc = sched_new(m, sp, &s, err, sizeof err);
-    if (rc) {
-        cli_fail("run: %s", err);
-        goto done;
+    struct run_out *ro = user;
+    if (!ro->print_ids && len) {
+        fwrite(text, 1, len, stdout);
+        fflush(stdout);
     }
+    for (int i = 0; ro->print_ids && i < n_ids; i++)
+        printf(ro->n_printed++ ? " %d" : "%d", ids[i]);
+    return 0;
+}
+
+/* Generation on a scheduler: a one-slot scheduler of its own (speculative decoding, where
+ * the verification lives), or a split model's (its route). Streams the text (or the ids)
+ * as chunks come. Returns the exit status. */
+static int run_sched(const struct model *m, struct sched *s, struct cli_gen_opts *o,
+                     const struct sched_params *sp, const int32_t *ids, int n_ids, bool strip,
+                     bool print_ids, bool is_split, const char *grammar)
+{
     struct sched_gen_params gp;
     sched_gen_params_default(&gp);
     gp.sp = o->sp;
@@ -196,39 +183,23 @@ static int run_spec(const struct model *m, struct cli_gen_opts *o, struct sched_
     for (int i = 0; i < o->n_stops && i < SCHED_MAX_STOP; i++) gp.stop[gp.n_stop++] = o->stops[i];
     gp.strip_leading_space = strip;
     gp.grammar = grammar;
-    t0 = run_now_ms();
-    rc = sched_submit_gen(s, ids, n_ids, &gp, run_wake, &w, &r);
+    struct run_out ro = {.print_ids = print_ids};
+    struct cli_sched_result res;
+    int rc = cli_sched_generate(s, ids, n_ids, &gp, run_emit, &ro, &res);
     if (rc) {
         cli_fail("run: %s", rc == MESH_ERANGE ? "the prompt does not fit the context"
-                                                : err_str(rc));
-        goto done;
+                                              : err_str(rc));
+        return 1;
     }
-    for (bool done = false; !done;) {
-        pthread_mutex_lock(&w.mu);
-        while (!w.ready) pthread_cond_wait(&w.cv, &w.mu);
-        w.ready = false;
-        pthread_mutex_unlock(&w.mu);
-        struct sched_chunk ch;
-        if (sched_req_take(r, &ch)) goto oom;
-        if (ch.n_ids && !t_first) t_first = run_now_ms();
-        if (!print_ids && ch.len) {
-            fwrite(ch.text, 1, ch.len, stdout);
-            fflush(stdout);
-        }
-        for (int i = 0; print_ids && i < ch.n_ids; i++) printf(n_gen + i ? " %d" : "%d", ch.ids[i]);
-        n_gen += ch.n_ids;
-        done = ch.done;
-        if (done && !strcmp(ch.finish_reason, "error")) {
-            cli_fail("run: generation failed");
-            sched_chunk_free(&ch);
-            goto done;
-        }
-        sched_chunk_free(&ch);
+    if (!strcmp(res.finish, "error")) {
+        cli_fail("run: generation failed%s",
+                 is_split ? ": a stage of the route failed and no member replaces it" : "");
+        return 1;
     }
     if (print_ids) printf("\n");
     else if (isatty(STDOUT_FILENO)) printf("\n");
     if (o->verbose) {
-        double t1 = run_now_ms(), gen_ms = t_first ? t1 - t_first : 0;
+        double gen_ms = res.t_first_ms ? res.t_end_ms - res.t_first_ms : 0;
         struct sched_stats st;
         sched_stats(s, &st);
         fprintf(stderr,
@@ -238,21 +209,80 @@ static int run_spec(const struct model *m, struct cli_gen_opts *o, struct sched_
                 "meshllm: speculative: %llu drafted, %llu accepted (%.1f%%)\n",
                 model_hparams(m)->name[0] ? model_hparams(m)->name : model_hparams(m)->arch_name,
                 quant_isa_name(), spec_mode_name(sp->spec), sp->n_draft_max, n_ids,
-                t_first ? t_first - t0 : 0.0, n_gen, gen_ms,
-                gen_ms > 0 && n_gen > 1 ? (n_gen - 1) * 1000.0 / gen_ms : 0.0,
+                res.t_first_ms ? res.t_first_ms - res.t_submit_ms : 0.0, res.n_gen, gen_ms,
+                gen_ms > 0 && res.n_gen > 1 ? (res.n_gen - 1) * 1000.0 / gen_ms : 0.0,
                 (unsigned long long)st.n_spec_drafted, (unsigned long long)st.n_spec_accepted,
                 st.n_spec_drafted ? 100.0 * (double)st.n_spec_accepted / (double)st.n_spec_drafted
                                   : 0.0);
     }
-    status = 0;
-    goto done;
-oom:
-    cli_fail("run: out of memory");
-done:
-    sched_req_release(r);
-    sched_free(s);
-    pthread_cond_destroy(&w.cv);
-    pthread_mutex_destroy(&w.mu);
+    return 0;
+}
+
+/* --chat-template: the prompt as one user turn of the chosen template ('auto': the model's
+ * own), rendered into *chat_text (malloc'd), which *prompt then points to. 0, or 1 (printed). */
+static int run_chat_prompt(const struct model *m, const char *chat_tmpl, const char **prompt,
+                           size_t *prompt_len, char **chat_text)
+{
+    struct chat_setup cs;
+    int crc = chat_setup_init(&cs, model_chat_template(m), model_tok(m),
+                              strcmp(chat_tmpl, "auto") ? chat_tmpl : NULL);
+    const struct chat_msg user = {"user", *prompt};
+    if (crc == 0) crc = chat_setup_render(&cs, &user, 1, true, chat_text);
+    chat_setup_free(&cs);
+    if (crc) {
+        cli_fail("run: --chat-template %s: %s (see the log above)", chat_tmpl, err_str(crc));
+        return 1;
+    }
+    *prompt = *chat_text;
+    *prompt_len = strlen(*chat_text);
+    return 0;
+}
+
+/* The prompt's tokens into *ids (malloc'd, n_ctx entries). 0, or the exit status. */
+static int run_tokenize(const struct tok *t, const char *prompt, size_t prompt_len, int n_ctx,
+                        int32_t **ids, int *n_ids)
+{
+    *ids = malloc((size_t)n_ctx * sizeof **ids);
+    if (!*ids) {
+        cli_fail("run: out of memory");
+        return 1;
+    }
+    int rc = tok_encode(t, prompt, prompt_len, true, true, *ids, n_ctx, n_ids);
+    if (rc == MESH_ERANGE || *n_ids >= n_ctx) {
+        cli_fail("run: the prompt is %d tokens, which does not fit the context of %d "
+                 "(use a larger --ctx or a shorter prompt)", *n_ids, n_ctx);
+        return 1;
+    }
+    if (rc < 0) {
+        cli_fail("run: cannot tokenize the prompt: %s", err_str(rc));
+        return 1;
+    }
+    if (*n_ids == 0) { /* a model that adds no BOS, with an empty prompt: nothing to continue */
+        cli_fail("run: the prompt is empty and the model adds no BOS token; give a prompt");
+        return 2;
+    }
+    return 0;
+}
+
+/* run on a split model: the route's scheduler (cli_split.h). Returns the exit status. */
+static int run_split(struct cli_split *cs, struct cli_gen_opts *o, const struct sched_params *sp,
+                     const char *prompt, size_t prompt_len, bool print_ids, const char *chat_tmpl,
+                     const char *grammar)
+{
+    const struct model *m = cs->e->model;
+    const struct tok *t = model_tok(m);
+    struct sched_stats st;
+    sched_stats(cs->e->sched, &st);
+    int32_t *ids = NULL;
+    int n_ids = 0;
+    char *chat_text = NULL;
+    int status = chat_tmpl ? run_chat_prompt(m, chat_tmpl, &prompt, &prompt_len, &chat_text) : 0;
+    if (status == 0) status = run_tokenize(t, prompt, prompt_len, st.n_ctx, &ids, &n_ids);
+    if (status == 0 && o->n_predict != 0)
+        status = run_sched(m, cs->e->sched, o, sp, ids, n_ids, n_ids == 1 && ids[0] == tok_bos(t),
+                           print_ids, true, grammar);
+    free(ids);
+    free(chat_text);
     return status;
 }
 
@@ -264,11 +294,14 @@ int cmd_run(int argc, char **argv)
     const char *bare[3] = {NULL, NULL, NULL};
     int n_bare = 0;
     bool print_ids = false;
+    struct cli_mesh_opts mo;
+    cli_mesh_opts_default(&mo);
     const char *gbnf = NULL, *gbnf_file = NULL, *schema = NULL, *schema_file = NULL;
     const char *chat_tmpl = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int r = cli_gen_opts_parse(&o, argc, argv, &i);
+        if (r == 0) r = cli_mesh_opts_parse(&mo, "run", argc, argv, &i);
         if (r == 2) return 2;
         if (r == 1) continue;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -330,6 +363,14 @@ int cmd_run(int argc, char **argv)
     struct sched_params spp;
     sched_params_default(&spp);
     if (cli_spec_opts_apply(&o.spec, "run", &spp)) return 2;
+    if (mo.accept_stages) {
+        cli_fail("run: --accept-stages is for serve (a node that stays up for others)");
+        return 2;
+    }
+    if (mo.auto_split && !mo.has_layers && !mo.mesh_fit) {
+        cli_fail("run: --auto-split needs --layers or --mesh (which layers stay here)");
+        return 2;
+    }
     char *grammar = NULL;
     int grc = run_grammar(gbnf, gbnf_file, schema, schema_file, &grammar);
     if (grc) return grc;
@@ -363,39 +404,32 @@ int cmd_run(int argc, char **argv)
     int32_t *ids = NULL, *out_ids = NULL;
     char *chat_text = NULL; /* --chat-template: the rendered prompt */
     quant_init();
+    spp.n_slots = 1;
+    spp.queue_cap = 1;
+    spp.n_ctx = o.n_ctx;
+    spp.n_threads = o.n_threads;
+    spp.k_type = o.k_type;
+    spp.v_type = o.v_type;
+    if (o.n_batch) spp.n_batch = o.n_batch;
+    struct cli_split cs;
+    bool is_split = false;
+    status = cli_split_open(&cs, "run", model_path, &mo, &spp, o.verbose, &is_split);
+    if (status || is_split) {
+        if (status == 0) status = run_split(&cs, &o, &spp, prompt, prompt_len, print_ids, chat_tmpl,
+                                           grammar);
+        cli_split_close(&cs);
+        goto done;
+    }
+    status = 1;
     if (cli_load_model(model_path, &o, 1, &m, &c) < 0) goto done;
     const struct tok *t = model_tok(m);
     const struct model_hparams *hp = model_hparams(m);
     int n_ctx = model_ctx_n_ctx(c);
     int n_ids = 0;
-    if (chat_tmpl) { /* the prompt as one user turn of the chosen template */
-        struct chat_setup cs;
-        int crc = chat_setup_init(&cs, model_chat_template(m), t, strcmp(chat_tmpl, "auto") ? chat_tmpl : NULL);
-        const struct chat_msg user = {"user", prompt};
-        if (crc == 0) crc = chat_setup_render(&cs, &user, 1, true, &chat_text);
-        chat_setup_free(&cs);
-        if (crc) {
-            cli_fail("run: --chat-template %s: %s (see the log above)", chat_tmpl, err_str(crc));
-            goto done;
-        }
-        prompt = chat_text;
-        prompt_len = strlen(chat_text);
-    }
-    ids = malloc((size_t)n_ctx * sizeof *ids);
-    if (!ids) goto oom;
-    int rc = tok_encode(t, prompt, prompt_len, true, true, ids, n_ctx, &n_ids);
-    if (rc == MESH_ERANGE || n_ids >= n_ctx) {
-        cli_fail("run: the prompt is %d tokens, which does not fit the context of %d "
-                 "(use a larger --ctx or a shorter prompt)", n_ids, n_ctx);
-        goto done;
-    }
-    if (rc < 0) {
-        cli_fail("run: cannot tokenize the prompt: %s", err_str(rc));
-        goto done;
-    }
-    if (n_ids == 0) { /* a model that adds no BOS, with an empty prompt: nothing to continue */
-        cli_fail("run: the prompt is empty and the model adds no BOS token; give a prompt");
-        status = 2;
+    if (chat_tmpl && run_chat_prompt(m, chat_tmpl, &prompt, &prompt_len, &chat_text)) goto done;
+    int rc = run_tokenize(t, prompt, prompt_len, n_ctx, &ids, &n_ids);
+    if (rc) {
+        status = rc;
         goto done;
     }
     if (sampler_new(&o.sp, hp->n_vocab, &s) < 0) {
@@ -404,21 +438,22 @@ int cmd_run(int argc, char **argv)
         goto done;
     }
     if (spp.spec != SPEC_OFF) {
-        spp.n_slots = 1;
-        spp.queue_cap = 1;
         spp.n_ctx = n_ctx;
-        spp.k_type = o.k_type;
-        spp.v_type = o.v_type;
-        spp.n_threads = o.n_threads;
-        if (o.n_batch) spp.n_batch = o.n_batch;
         model_ctx_free(c); /* the scheduler makes its own context */
         c = NULL;
         if (o.n_predict == 0) {
             status = 0;
             goto done;
         }
-        status = run_spec(m, &o, &spp, ids, n_ids, n_ids == 1 && ids[0] == tok_bos(t), print_ids,
-                          grammar);
+        char err[1024] = "";
+        struct sched *sc = NULL;
+        if (sched_new(m, &spp, &sc, err, sizeof err)) {
+            cli_fail("run: %s", err);
+            goto done;
+        }
+        status = run_sched(m, sc, &o, &spp, ids, n_ids, n_ids == 1 && ids[0] == tok_bos(t),
+                           print_ids, false, grammar);
+        sched_free(sc);
         goto done;
     }
     for (int i = 0; i < n_ids; i++) sampler_accept(s, ids[i]);

@@ -17,6 +17,7 @@
 #include "node/mesh.h"
 #include "node/registry.h"
 #include "node/router.h"
+#include "node/service.h"
 #include "node/sched.h"
 
 #include <errno.h>
@@ -89,6 +90,10 @@ static void serve_usage(FILE *f)
             "      --layers A-B     hold only layers A..B of the model (from 0), or 'none' (its\n"
             "                       embedding and head only); the other layers run on members\n"
             "                       serving them (docs/SPLIT.md); turns on p2p\n"
+            "      --auto-split     with --layers: ask members started with --accept-stages to\n"
+            "                       load the layers nobody serves (memory x speed shares)\n"
+            "      --accept-stages  load layer ranges members ask for (a file with the same\n"
+            "                       SHA-256 in the store or at their path); off by default\n"
             "\npeer-to-peer (on with --p2p, --join, --route own|mesh, --layers or no --model):\n"
             "      --p2p            start the libp2p host (default listen /ip4/0.0.0.0/tcp/4001\n"
             "                       and /ip6/::/tcp/4001), DHT, GossipSub and mDNS\n"
@@ -122,21 +127,14 @@ struct serve_args {
     const char *models[SERVE_MAX_MODELS];
     const char *aliases[SERVE_MAX_MODELS]; /* --alias: the API name of models[i], or NULL */
     int n_models;
-    bool p2p, no_mdns, public_peers;
-    const char *data_dir;
-    struct multiaddr listen[P2PNODE_MAX_LISTEN];
-    size_t n_listen;
-    struct multiaddr boot[P2PNODE_MAX_BOOTSTRAP];
-    size_t n_boot;
+    bool p2p, public_peers;
+    struct cli_mesh_opts mo;    /* --layers, --join, --p2p-listen, --auto-split, ... */
     struct http_opts http;
     const char *hosts[SERVE_MAX_NAMES], *origins[SERVE_MAX_NAMES];
     char env_names[2][4096]; /* copies of the comma lists the env entries point into */
     struct sched_params sp;
     struct cli_spec_opts spec;     /* --spec, --draft, --draft-max, --draft-min */
     enum node_route route;
-    const char *join;
-    bool has_layers;            /* --layers: every --model is split (docs/SPLIT.md) */
-    int layer_begin, layer_end; /* [begin, end); equal: none */
     char api_key_buf[1024];     /* --api-key-file: the key read from the file */
     struct api_sampling_defaults defaults; /* --temp, --top-p, ...: http.defaults */
     const char *chat_template;  /* --chat-template: a family, a built-in or a .jinja file */
@@ -190,24 +188,6 @@ static int names_from_env(const char *var, char *buf, size_t cap, const char **l
     return 0;
 }
 
-/* --layers A-B (inclusive, as a user counts them) or none, into [begin, end). */
-static int parse_layers(const char *v, int *begin, int *end)
-{
-    if (!strcmp(v, "none")) {
-        *begin = *end = 0;
-        return 0;
-    }
-    char *dash;
-    long a = strtol(v, &dash, 10);
-    if (dash == v || *dash != '-' || a < 0 || a > 65535) return MESH_EINVAL;
-    char *stop;
-    long b = strtol(dash + 1, &stop, 10);
-    if (stop == dash + 1 || *stop || b < a || b > 65535) return MESH_EINVAL;
-    *begin = (int)a;
-    *end = (int)b + 1;
-    return 0;
-}
-
 /* Load display (registry_load_hook): a bar on a terminal's stderr while a model packs, then
  * one "ready" line on stdout. Loads may overlap (a store model's own thread): one lock. */
 static pthread_mutex_t serve_load_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -245,15 +225,20 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
     a->http.api_key = getenv("MESHLLM_API_KEY");
     sched_params_default(&a->sp);
     cli_spec_opts_default(&a->spec);
+    cli_mesh_opts_default(&a->mo);
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "-h") || !strcmp(o, "--help")) return -1;
         int sr = cli_spec_opts_parse(&a->spec, argc, argv, &i);
+        if (sr == 0) sr = cli_mesh_opts_parse(&a->mo, "serve", argc, argv, &i);
         if (sr == 2) return 2;
         if (sr == 1) continue;
-        if (!strcmp(o, "--p2p") || !strcmp(o, "--no-mdns") || !strcmp(o, "--public")) {
+        if (!strcmp(o, "--mesh") || !strcmp(o, "--route-wait")) {
+            cli_fail("serve: %s is for run and chat (serve splits with --layers)", o);
+            return 2;
+        }
+        if (!strcmp(o, "--p2p") || !strcmp(o, "--public")) {
             if (!strcmp(o, "--p2p")) a->p2p = true;
-            if (!strcmp(o, "--no-mdns")) a->no_mdns = true;
             if (!strcmp(o, "--public")) a->public_peers = true;
             continue;
         }
@@ -294,42 +279,14 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
             if (key_from_file(v, a->api_key_buf, sizeof a->api_key_buf)) return 2;
             a->http.api_key = a->api_key_buf;
         }
-        else if (!strcmp(o, "--data-dir"))
-            a->data_dir = v;
         else if (!strcmp(o, "--route")) {
             if (node_route_parse(v, &a->route) || a->route == NODE_ROUTE_DEFAULT) {
                 cli_fail("serve: --route %s: say local, own or mesh", v);
                 return 2;
             }
-        } else if (!strcmp(o, "--join"))
-            a->join = v;
-        else if (!strcmp(o, "--chat-template")) {
+        } else if (!strcmp(o, "--chat-template")) {
             if (!chat_template_name_ok(v)) return 2;
             a->chat_template = v;
-        }
-        else if (!strcmp(o, "--layers")) {
-            if (parse_layers(v, &a->layer_begin, &a->layer_end)) {
-                cli_fail("serve: --layers %s: say A-B (first and last layer, from 0) or none", v);
-                return 2;
-            }
-            a->has_layers = true;
-        }
-        else if (!strcmp(o, "--p2p-listen") || !strcmp(o, "--bootstrap")) {
-            bool is_listen = !strcmp(o, "--p2p-listen");
-            size_t *cnt = is_listen ? &a->n_listen : &a->n_boot;
-            size_t cap = is_listen ? P2PNODE_MAX_LISTEN : P2PNODE_MAX_BOOTSTRAP;
-            if (*cnt == cap) {
-                cli_fail("serve: at most %zu %s addresses", cap, o);
-                return 2;
-            }
-            struct multiaddr *ma = is_listen ? &a->listen[*cnt] : &a->boot[*cnt];
-            struct peer_id pid;
-            bad = multiaddr_from_text(v, ma);
-            if (!bad && !is_listen && multiaddr_peer_id(ma, &pid) != 0) {
-                cli_fail("serve: --bootstrap %s: the address must end in /p2p/<peer id>", v);
-                return 2;
-            }
-            if (!bad) (*cnt)++;
         }
         else if (!strcmp(o, "--slots") || !strcmp(o, "-np") || !strcmp(o, "--parallel"))
             bad = parse_int(v, 1, 256, &a->sp.n_slots);
@@ -410,20 +367,25 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
     }
     /* A lite node has nothing of its own to answer with: peers answer, over the mesh. */
     if (a->route == NODE_ROUTE_DEFAULT) a->route = a->n_models ? NODE_ROUTE_LOCAL : NODE_ROUTE_MESH;
-    if (a->has_layers && a->n_models == 0) {
+    if (a->mo.has_layers && a->n_models == 0) {
         cli_fail("serve: --layers needs --model (the file whose layers this node holds)");
         return 2;
     }
+    if (a->mo.auto_split && !a->mo.has_layers) {
+        cli_fail("serve: --auto-split needs --layers (the range this node holds, or none)");
+        return 2;
+    }
     /* a split model reaches its other layers over the mesh */
-    if (a->route != NODE_ROUTE_LOCAL || a->join || a->n_models == 0 || a->has_layers)
+    if (a->route != NODE_ROUTE_LOCAL || a->mo.join || a->n_models == 0 || a->mo.has_layers ||
+        a->mo.accept_stages)
         a->p2p = true;
-    if (!a->p2p && (a->n_listen || a->n_boot || a->public_peers)) {
+    if (!a->p2p && (a->mo.n_listen || a->mo.n_boot || a->public_peers)) {
         cli_fail("serve: --p2p-listen, --bootstrap and --public need --p2p");
         return 2;
     }
-    if (a->p2p && a->n_listen == 0) {
-        multiaddr_from_text("/ip4/0.0.0.0/tcp/4001", &a->listen[a->n_listen++]);
-        multiaddr_from_text("/ip6/::/tcp/4001", &a->listen[a->n_listen++]);
+    if (a->p2p && a->mo.n_listen == 0) {
+        multiaddr_from_text("/ip4/0.0.0.0/tcp/4001", &a->mo.listen[a->mo.n_listen++]);
+        multiaddr_from_text("/ip6/::/tcp/4001", &a->mo.listen[a->mo.n_listen++]);
     }
     return 0;
 }
@@ -432,50 +394,6 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
 static char *serve_peers_json(void *ctx)
 {
     return mesh_peers_json(ctx);
-}
-
-/* Starts the node in its mesh and prints its peer ID, addresses and mesh. Returns 0 or 1
- * (printed). */
-static int serve_mesh_start(const struct serve_args *a, struct registry *reg, struct mesh **out)
-{
-    char dir_buf[4096], err[512], text[MULTIADDR_TEXT_CAP];
-    const char *dir = cli_data_dir(a->data_dir, dir_buf, sizeof dir_buf);
-    if (!dir) {
-        cli_fail("serve: neither MESHLLM_HOME nor HOME is set; pass --data-dir DIR");
-        return 1;
-    }
-    /* --public would add the public bootstrap list; none is configured, so nothing public is
-     * ever contacted unless the user names it with --bootstrap. */
-    if (a->public_peers)
-        fprintf(stderr, "meshllm: --public: no public bootstrap peers are configured yet\n");
-    struct mesh_config mc = {
-        .data_dir = dir,
-        .reg = reg,
-        .listen = a->listen,
-        .n_listen = a->n_listen,
-        .bootstrap = a->boot,
-        .n_bootstrap = a->n_boot,
-        .use_mdns = !a->no_mdns,
-        .join_token = a->join,
-    };
-    if (mesh_start(&mc, out, err, sizeof err)) {
-        cli_fail("serve: %s", err);
-        return 1;
-    }
-    struct p2pnode *pn = mesh_p2pnode(*out);
-    if (peer_id_to_text(p2pnode_peer_id(pn), text, sizeof text) == 0)
-        printf("meshllm: peer ID %s\n", text);
-    struct multiaddr addrs[32];
-    size_t n = p2pnode_listen_addrs(pn, addrs, 32);
-    for (size_t i = 0; i < n; i++)
-        if (multiaddr_to_text(&addrs[i], text, sizeof text) == 0)
-            printf("meshllm: p2p listening on %s\n", text);
-    if (mesh_id(*out)[0])
-        printf("meshllm: member of mesh %s\n", mesh_id(*out));
-    else
-        printf("meshllm: in no mesh yet: no peer is admitted and nothing is delegated "
-               "(make one with 'meshllm mesh create', or join one with 'meshllm join TOKEN')\n");
-    return 0;
 }
 
 int cmd_serve(int argc, char **argv)
@@ -498,28 +416,32 @@ int cmd_serve(int argc, char **argv)
     signal(SIGTERM, SIG_DFL);
     signal(SIGPIPE, SIG_IGN);
 
+    struct service *svc = NULL;
     struct registry *reg = NULL;
     struct router *rt = NULL;
     struct http_server *srv = NULL;
     struct mesh *mesh = NULL;
-    char err[512] = "";
+    char err[512] = "", dir_buf[4096];
     int status = 1;
-    if (registry_new(&a.sp, &reg)) {
-        cli_fail("serve: out of memory");
+    struct service_config sc = {.sp = &a.sp, .models = a.models, .n_models = a.n_models,
+                                .aliases = a.aliases, .chat_template = a.chat_template,
+                                .has_layers = a.mo.has_layers, .layer_begin = a.mo.layer_begin,
+                                .layer_end = a.mo.layer_end, .p2p = a.p2p,
+                                .auto_split = a.mo.auto_split,
+                                .accept_stages = a.mo.accept_stages};
+    if (a.p2p && cli_mesh_config(&a.mo, "serve", dir_buf, sizeof dir_buf, &sc.mesh)) goto out;
+    /* --public would add the public bootstrap list; none is configured, so nothing public is
+     * ever contacted unless the user names it with --bootstrap. */
+    if (a.public_peers)
+        fprintf(stderr, "meshllm: --public: no public bootstrap peers are configured yet\n");
+    if (service_open(&sc, &svc, err, sizeof err)) {
+        cli_fail("serve: %s", err);
         goto out;
     }
-    registry_set_chat_template(reg, a.chat_template);
-    for (int i = 0; i < a.n_models; i++)
-        if (a.has_layers ? registry_add_split(reg, a.models[i], a.layer_begin, a.layer_end, err,
-                                              sizeof err)
-                         : registry_add(reg, a.models[i], err, sizeof err) ||
-            (a.aliases[i] &&
-             registry_rename(reg, registry_count(reg) - 1, a.aliases[i], err, sizeof err))) {
-            cli_fail("serve: %s", err);
-            goto out;
-        }
-    if (a.p2p) {
-        if (serve_mesh_start(&a, reg, &mesh)) goto out;
+    reg = service_registry(svc);
+    mesh = service_mesh(svc);
+    if (mesh) {
+        cli_mesh_print(mesh, stdout);
         a.http.peers_json = serve_peers_json;
         a.http.peers_ctx = mesh;
     }
@@ -564,7 +486,7 @@ int cmd_serve(int argc, char **argv)
     fflush(stdout);
     registry_set_load_hook(reg, &(struct registry_load_hook){serve_load_progress,
                                                             serve_load_ready, NULL});
-    if (registry_load_start(reg)) {
+    if (service_load_start(svc)) {
         cli_fail("serve: cannot start the model loader");
         goto out;
     }
@@ -575,8 +497,7 @@ int cmd_serve(int argc, char **argv)
 out:
     http_server_stop(srv);
     router_free(rt);
-    mesh_stop(mesh);
-    registry_free(reg);
+    service_close(svc);
     if (status == 0) fprintf(stderr, "meshllm: stopped\n");
     return status;
 }

@@ -7,6 +7,7 @@
 #include "node/mesh.h"
 
 #include "core/err.h"
+#include "core/sysmem.h"
 #include "core/log.h"
 #include "engine/model.h"
 #include "net/dht.h"
@@ -20,6 +21,7 @@
 #include "node/modelstore.h"
 #include "node/registry.h"
 #include "node/stage.h"
+#include "node/stageload.h"
 #include "node/store.h"
 
 #include <cjson/cJSON.h>
@@ -53,6 +55,8 @@ struct mesh {
     struct peers *peers;
     struct infer_server *infer;
     struct stage_server *stage;     /* /meshllm/stage/1 (split models), loop thread */
+    struct stageload_server *stageload; /* /meshllm/stageload/1, loop thread */
+    bool accept_stages;             /* serve --accept-stages (announced) */
     struct blob_server *blob;       /* /meshllm/blob/1 provider and pull counters */
     struct peers_blob blobs[PEERS_MAX_BLOBS]; /* the store's files, announced (loop thread) */
     int n_blobs;
@@ -137,6 +141,7 @@ static int gate(void *ctx, const struct peer_id *peer, const char *protocol)
         return HOST_GATE_ALLOW;
     if (!m->in_mesh)
         return strncmp(protocol, "/meshllm/infer/", 15) && strncmp(protocol, "/meshllm/stage/", 15) &&
+                       strncmp(protocol, "/meshllm/stageload/", 19) &&
                        strncmp(protocol, "/meshllm/blob/", 14)
                    ? HOST_GATE_ALLOW
                    : HOST_GATE_REFUSE;
@@ -358,12 +363,6 @@ static void local_blobs(struct mesh *m, uint64_t now)
     free(all);
 }
 
-static uint64_t mem_free_bytes(void)
-{
-    long pages = sysconf(_SC_AVPHYS_PAGES), size = sysconf(_SC_PAGESIZE);
-    return pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size : 0;
-}
-
 static void announce(struct mesh *m, bool force)
 {
     struct gossip_host *gh = p2pnode_gossip(m->pn);
@@ -396,9 +395,12 @@ static void announce(struct mesh *m, bool force)
     m->ann_seq = wall > m->ann_seq ? wall : m->ann_seq + 1;
     uint8_t *rec = NULL;
     size_t len = 0;
-    if (peers_announce_encode_blobs(m->ann_seq, MESH_ANNOUNCE_TTL_S, models, n_models, addrs,
-                                    n_addrs, mem_free_bytes(), m->recent, m->n_recent, m->blobs,
-                                    m->n_blobs, &rec, &len) != 0)
+    struct peers_self self = {.mem_free = sysmem_free_bytes(),
+                              .speed_gbps = (float)sysmem_speed_gbps(),
+                              .accept_stages = m->accept_stages};
+    if (peers_announce_encode_self(m->ann_seq, MESH_ANNOUNCE_TTL_S, models, n_models, addrs,
+                                   n_addrs, &self, m->recent, m->n_recent, m->blobs, m->n_blobs,
+                                   &rec, &len) != 0)
         return;
     if (gossip_publish(gossip_host_core(gh), p2pnode_now_ms(m->pn), m->topic, rec, len, NULL,
                        NULL) == 0) {
@@ -633,6 +635,11 @@ static int infer_submit(void *ctx, const struct node_gen_req *req, const struct 
     return rc;
 }
 
+static bool stageload_is_member(void *ctx, const struct peer_id *peer)
+{
+    return is_admitted(ctx, peer);
+}
+
 /* p2pnode's setup hook: handlers, gate and timers exist before any peer can reach us. */
 static int mesh_setup(void *ctx, struct p2pnode *pn)
 {
@@ -658,6 +665,12 @@ static int mesh_setup(void *ctx, struct p2pnode *pn)
                                          .submit_ctx = m->reg};
         rc = stage_server_new(&sc, &m->stage);
         if (rc) return rc;
+        struct stageload_server_config lc = {.pn = pn, .reg = m->reg,
+                                             .accept = m->accept_stages,
+                                             .is_member = stageload_is_member,
+                                             .member_ctx = m};
+        rc = stageload_server_new(&lc, &m->stageload);
+        if (rc) return rc;
     }
     rc = blob_server_new(pn, modelstore_dir(), &m->blob); /* reached by members only (gate) */
     if (rc) return rc;
@@ -680,6 +693,8 @@ static void mesh_teardown(struct p2pnode *pn, void *arg)
     m->infer = NULL;
     stage_server_free(m->stage);
     m->stage = NULL;
+    stageload_server_free(m->stageload);
+    m->stageload = NULL;
 }
 
 int mesh_start(const struct mesh_config *cfg, struct mesh **out, char *err, size_t err_cap)
@@ -689,7 +704,9 @@ int mesh_start(const struct mesh_config *cfg, struct mesh **out, char *err, size
     if (!m) return err_set(err, err_cap, MESH_ENOMEM, "out of memory");
     pthread_mutex_init(&m->mu, NULL);
     m->reg = cfg->reg;
+    m->accept_stages = cfg->accept_stages;
     m->started_ms = mesh_now_ms();
+    sysmem_speed_gbps(); /* measured once, now, not on the loop thread's first announce */
     snprintf(m->data_dir, sizeof m->data_dir, "%s", cfg->data_dir);
     int rc = peers_new(&m->peers);
     if (rc) {
@@ -795,6 +812,11 @@ void mesh_stats(struct mesh *m, struct mesh_stats *out)
     out->n_infer_served = is.n_served;
     out->n_infer_opened = is.n_opened;
     out->n_infer_active = is.n_active;
+    struct stageload_server_stats ls;
+    stageload_server_stats(m->stageload, &ls);
+    out->n_stageload_requests = ls.n_requests;
+    out->n_stageload_loaded = ls.n_loaded;
+    out->n_stageload_refused = ls.n_refused;
     if (m->pn) p2pnode_stats(m->pn, &out->p2p);
 }
 
@@ -824,6 +846,12 @@ char *mesh_peers_json(struct mesh *m)
     cJSON_AddNumberToObject(sj, "infer_served", (double)st.n_infer_served);
     cJSON_AddNumberToObject(sj, "infer_opened", (double)st.n_infer_opened);
     cJSON_AddNumberToObject(sj, "infer_out", (double)st.n_infer_out);
+    cJSON_AddNumberToObject(sj, "stageload_requests", (double)st.n_stageload_requests);
+    cJSON_AddNumberToObject(sj, "stageload_loaded", (double)st.n_stageload_loaded);
+    cJSON_AddNumberToObject(sj, "stageload_refused", (double)st.n_stageload_refused);
+    cJSON_AddBoolToObject(mj, "accept_stages", m->accept_stages);
+    cJSON_AddNumberToObject(mj, "mem_free", (double)sysmem_free_bytes());
+    cJSON_AddNumberToObject(mj, "speed_gbps", sysmem_speed_gbps());
     struct blob_stats bst;
     blob_server_stats(m->blob, &bst);
     cJSON *bj = cJSON_AddObjectToObject(sj, "blob");
@@ -867,7 +895,15 @@ char *mesh_peers_json(struct mesh *m)
             cJSON_AddNumberToObject(mo, "active", e->models[k].n_active);
             cJSON_AddNumberToObject(mo, "queued", e->models[k].n_queued);
             cJSON_AddNumberToObject(mo, "tokens_per_s", e->models[k].gen_tps);
+            if (e->models[k].n_layer > 0) { /* a stage of a split model */
+                cJSON_AddNumberToObject(mo, "layer_begin", e->models[k].layer_begin);
+                cJSON_AddNumberToObject(mo, "layer_end", e->models[k].layer_end);
+                cJSON_AddNumberToObject(mo, "n_layer", e->models[k].n_layer);
+            }
         }
+        cJSON_AddNumberToObject(o, "mem_free", (double)e->mem_free);
+        cJSON_AddNumberToObject(o, "speed_gbps", e->speed_gbps);
+        cJSON_AddBoolToObject(o, "accept_stages", e->accept_stages);
         cJSON *bl = cJSON_AddArrayToObject(o, "blobs");
         for (int k = 0; live && k < e->n_blobs; k++) {
             cJSON *bo = cJSON_CreateObject();

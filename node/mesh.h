@@ -42,6 +42,8 @@ struct mesh_config {
     size_t n_bootstrap;
     bool use_mdns;
     const char *join_token;              /* serve --join: join this mesh first (or NULL) */
+    bool accept_stages;                  /* serve --accept-stages: load ranges for members
+                                            (/meshllm/stageload/1), and announce it */
 };
 
 struct mesh;
@@ -73,6 +75,7 @@ struct mesh_stats {
     uint64_t n_announces_sent, n_announces_recv;
     uint64_t n_infer_served, n_infer_opened, n_infer_active; /* our infer server's */
     uint64_t n_infer_out;                /* infer streams this node opened to peers */
+    uint64_t n_stageload_requests, n_stageload_loaded, n_stageload_refused; /* served */
     struct p2pnode_stats p2p;            /* connection limits, tables (net/p2pnode.h) */
 };
 void mesh_stats(struct mesh *m, struct mesh_stats *out);

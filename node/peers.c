@@ -210,6 +210,11 @@ int peers_on_announce(struct peers *t, const struct peer_id *author, const uint8
         for (size_t i = 0; i < a->n_blobs && p->n_blobs < PEERS_MAX_BLOBS; i++)
             if (blob_take(a->blobs[i], &p->blobs[p->n_blobs])) p->n_blobs++;
         p->mem_free = a->mem_free;
+        p->speed_gbps = a->has_speed_gbps && isfinite(a->speed_gbps) && a->speed_gbps > 0 &&
+                                a->speed_gbps < 1e6f
+                            ? a->speed_gbps
+                            : 0;
+        p->accept_stages = a->has_accept_stages && a->accept_stages;
         p->is_lite = a->lite;
         p->n_prefixes = 0;
         for (size_t i = 0; i < a->n_prefixes && p->n_prefixes < PEERS_MAX_PREFIXES; i++)
@@ -453,15 +458,16 @@ int peers_announce_encode(uint64_t seq, uint32_t ttl_s, const struct peers_model
                           uint64_t mem_free, const uint64_t *prefixes, int n_prefixes,
                           uint8_t **out, size_t *out_len)
 {
-    return peers_announce_encode_blobs(seq, ttl_s, models, n_models, addrs, n_addrs, mem_free,
-                                       prefixes, n_prefixes, NULL, 0, out, out_len);
+    struct peers_self self = {.mem_free = mem_free};
+    return peers_announce_encode_self(seq, ttl_s, models, n_models, addrs, n_addrs, &self,
+                                      prefixes, n_prefixes, NULL, 0, out, out_len);
 }
 
-int peers_announce_encode_blobs(uint64_t seq, uint32_t ttl_s, const struct peers_model *models,
-                                int n_models, const struct multiaddr *addrs, int n_addrs,
-                                uint64_t mem_free, const uint64_t *prefixes, int n_prefixes,
-                                const struct peers_blob *blobs, int n_blobs, uint8_t **out,
-                                size_t *out_len)
+int peers_announce_encode_self(uint64_t seq, uint32_t ttl_s, const struct peers_model *models,
+                               int n_models, const struct multiaddr *addrs, int n_addrs,
+                               const struct peers_self *self, const uint64_t *prefixes,
+                               int n_prefixes, const struct peers_blob *blobs, int n_blobs,
+                               uint8_t **out, size_t *out_len)
 {
     Meshllm__Announce__Blob bs[PEERS_MAX_BLOBS], *bp[PEERS_MAX_BLOBS];
     if (n_blobs > PEERS_MAX_BLOBS) n_blobs = PEERS_MAX_BLOBS;
@@ -478,8 +484,16 @@ int peers_announce_encode_blobs(uint64_t seq, uint32_t ttl_s, const struct peers
     a.version = 1;
     a.seq = seq;
     a.ttl_s = ttl_s;
-    a.mem_free = mem_free;
+    a.mem_free = self->mem_free;
     a.lite = n_models == 0;
+    if (self->speed_gbps > 0) {
+        a.has_speed_gbps = true;
+        a.speed_gbps = self->speed_gbps;
+    }
+    if (self->accept_stages) {
+        a.has_accept_stages = true;
+        a.accept_stages = true;
+    }
     for (int i = 0; i < n_models; i++) {
         Meshllm__Announce__Model m = MESHLLM__ANNOUNCE__MODEL__INIT;
         m.name = (char *)models[i].name;

@@ -64,6 +64,8 @@ struct peers_entry {
     struct peers_model models[PEERS_MAX_MODELS];
     int n_models;
     uint64_t mem_free;
+    float speed_gbps;          /* its memory read speed (0 unknown) */
+    bool accept_stages;        /* loads layer ranges on /meshllm/stageload/1 */
     uint64_t prefixes[PEERS_MAX_PREFIXES];
     int n_prefixes;
     struct peers_blob blobs[PEERS_MAX_BLOBS];
@@ -140,18 +142,25 @@ int peers_snapshot(struct peers *t, struct peers_entry *out, int cap);
  * not connected. */
 void peers_restore(struct peers *t, const struct peers_entry *e);
 
-/* The announce record of this node (protobuf, malloc'd into *out). */
+/* What a node says of itself beside its models. */
+struct peers_self {
+    uint64_t mem_free;
+    float speed_gbps;
+    bool accept_stages;
+};
+/* The announce record of this node (protobuf, malloc'd into *out): its models, addresses,
+ * what it says of itself, its conversation prefixes and the store files it provides on
+ * /meshllm/blob/1 (blobs[n_blobs], at most PEERS_MAX_BLOBS are sent; NULL, 0: none). */
+int peers_announce_encode_self(uint64_t seq, uint32_t ttl_s, const struct peers_model *models,
+                               int n_models, const struct multiaddr *addrs, int n_addrs,
+                               const struct peers_self *self, const uint64_t *prefixes,
+                               int n_prefixes, const struct peers_blob *blobs, int n_blobs,
+                               uint8_t **out, size_t *out_len);
+/* The same with only mem_free of peers_self and no blobs. */
 int peers_announce_encode(uint64_t seq, uint32_t ttl_s, const struct peers_model *models,
                           int n_models, const struct multiaddr *addrs, int n_addrs,
                           uint64_t mem_free, const uint64_t *prefixes, int n_prefixes,
                           uint8_t **out, size_t *out_len);
-/* The same with the store files this node provides (blobs[n_blobs], at most
- * PEERS_MAX_BLOBS are sent). */
-int peers_announce_encode_blobs(uint64_t seq, uint32_t ttl_s, const struct peers_model *models,
-                                int n_models, const struct multiaddr *addrs, int n_addrs,
-                                uint64_t mem_free, const uint64_t *prefixes, int n_prefixes,
-                                const struct peers_blob *blobs, int n_blobs, uint8_t **out,
-                                size_t *out_len);
 
 /* Providers of a store file: spec is a content ID (64 hex digits) or a store name
  * ("NAME" = "NAME:latest"), resolved to the content ID of the first live member that

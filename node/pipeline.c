@@ -17,6 +17,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "engine/model.h"
+#include "node/autosplit.h"
 #include "node/mesh.h"
 #include "node/registry.h"
 #include "node/stage.h"
@@ -569,6 +570,16 @@ static int recover(struct pipeline *pl, struct mesh *mesh, struct model_ctx *c,
         }
         int last_new = -1;
         int prc = route_build(pl, mesh, &last_new);
+        struct autosplit *as = registry_autosplit_held(pl->reg);
+        if (prc == MESH_ENOTFOUND && as) { /* --auto-split: a member loads the lost range */
+            struct peer_id ex[8];
+            int n_ex = 0;
+            uint64_t now = mesh_now_ms();
+            for (int i = 0; i < pl->n_bad && n_ex < 8; i++)
+                if (pl->bad[i].until_ms > now) ex[n_ex++] = pl->bad[i].id;
+            if (autosplit_fill(as, pl->reg_index, ex, n_ex, PIPELINE_AUTOSPLIT_WAIT_MS) == 0)
+                prc = route_build(pl, mesh, &last_new);
+        }
         if (prc) {
             log_warn("pipeline: stage %s (layers %d-%d) failed and %s: the requests of this "
                      "pass end with an error", pl->hops[bad].id_text, pl->hops[bad].layer_begin,

@@ -33,6 +33,9 @@
 #define PIPELINE_HOP_COST_MS 5.0
 /* A stage that failed is not planned again for this long. */
 #define PIPELINE_RETRY_MS 10000
+/* With --auto-split, how long a pass whose stage left waits for a member to load its
+ * layers (autosplit_fill) before its requests end with an error. */
+#define PIPELINE_AUTOSPLIT_WAIT_MS 120000
 /* Replacements tried within one pass before its requests end with an error. */
 #define PIPELINE_RECOVER_MAX 3
 

@@ -48,6 +48,7 @@ struct registry {
     /* read-held by a pipeline pass (registry_mesh_hold), write-held to change mesh */
     pthread_rwlock_t mesh_lock;
     struct mesh *mesh;
+    struct autosplit *autosplit;     /* mesh_lock, like mesh */
 };
 
 int registry_new(const struct sched_params *sp, struct registry **out)
@@ -100,6 +101,15 @@ struct mesh *registry_mesh_hold(struct registry *r)
 }
 
 void registry_mesh_release(struct registry *r) { pthread_rwlock_unlock(&r->mesh_lock); }
+
+void registry_set_autosplit(struct registry *r, struct autosplit *a)
+{
+    pthread_rwlock_wrlock(&r->mesh_lock);
+    r->autosplit = a;
+    pthread_rwlock_unlock(&r->mesh_lock);
+}
+
+struct autosplit *registry_autosplit_held(struct registry *r) { return r->autosplit; }
 
 static void dyn_join(struct registry *r)
 {
@@ -230,13 +240,25 @@ int registry_resolve(const char *spec, char *path, size_t path_cap, char *name, 
     return err_set(err, err_cap, MESH_ENOTFOUND, "model file '%s' not found", spec);
 }
 
-int registry_add(struct registry *r, const char *spec, char *err, size_t err_cap)
+/* Entry n from spec (named name, or after its file), split when begin >= 0; published by
+ * the increment of n once every field is set. */
+static int add_entry(struct registry *r, const char *spec, const char *name, int begin, int end,
+                     const char *digest, char *err, size_t err_cap)
 {
     if (r->n >= REGISTRY_MAX) return err_set(err, err_cap, MESH_EFULL, "too many models");
+    if (begin >= 0 && begin > end)
+        return err_set(err, err_cap, MESH_EINVAL, "layer range %d-%d is reversed", begin,
+                       end - 1);
     struct registry_entry *e = &r->e[r->n];
     memset(e, 0, sizeof *e);
     int rc = registry_resolve(spec, e->path, sizeof e->path, e->name, sizeof e->name, err, err_cap);
     if (rc) return rc;
+    if (name) snprintf(e->name, sizeof e->name, "%s", name);
+    if (begin >= 0) {
+        e->is_split = true;
+        e->layer_begin = begin;
+        e->layer_end = end;
+    }
     for (int i = 0; i < r->n; i++)
         if (!strcmp(r->e[i].name, e->name))
             return err_set(err, err_cap, MESH_EINVAL, "model '%s' given twice", e->name);
@@ -245,9 +267,25 @@ int registry_add(struct registry *r, const char *spec, char *err, size_t err_cap
         e->created = (int64_t)st.st_mtime;
         e->file_bytes = (uint64_t)st.st_size;
     }
+    /* a store model's SHA-256 was verified when it entered the store: no need to hash it */
+    struct modelstore_manifest mf;
+    char blob[4096];
+    if (!digest && !strchr(spec, '/') &&
+        modelstore_get(registry_models_dir(), spec, &mf, blob, sizeof blob, NULL, 0) == 0 &&
+        !strcmp(blob, e->path))
+        digest = mf.sha256;
+    if (digest) {
+        snprintf(r->digest[r->n], sizeof r->digest[r->n], "%s", digest);
+        atomic_store(&r->has_digest[r->n], true);
+    }
     atomic_store(&r->state[r->n], REGISTRY_LOADING);
     r->n++;
     return 0;
+}
+
+int registry_add(struct registry *r, const char *spec, char *err, size_t err_cap)
+{
+    return add_entry(r, spec, NULL, -1, -1, NULL, err, err_cap);
 }
 
 int registry_rename(struct registry *r, int i, const char *name, char *err, size_t err_cap)
@@ -268,13 +306,7 @@ int registry_add_split(struct registry *r, const char *spec, int layer_begin, in
     if (layer_begin < 0 || layer_begin > layer_end)
         return err_set(err, err_cap, MESH_EINVAL, "layer range %d-%d is reversed", layer_begin,
                        layer_end - 1);
-    int rc = registry_add(r, spec, err, err_cap);
-    if (rc) return rc;
-    struct registry_entry *e = &r->e[r->n - 1];
-    e->is_split = true;
-    e->layer_begin = layer_begin;
-    e->layer_end = layer_end;
-    return 0;
+    return add_entry(r, spec, NULL, layer_begin, layer_end, NULL, err, err_cap);
 }
 
 /* A split entry's pipeline, scheduler over it and stage engine (loader thread). */
@@ -389,30 +421,41 @@ int registry_load_wait(struct registry *r)
     return first;
 }
 
-/* SHA-256 of entry i's file into r->digest[i] (loader thread, after loading). */
-static void hash_one(struct registry *r, int i)
+int registry_file_sha256(const char *path, char hex[65], const atomic_bool *stop)
 {
-    int fd = open(r->e[i].path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return;
+    hex[0] = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return MESH_EIO;
     crypto_hash_sha256_state st;
     crypto_hash_sha256_init(&st);
     enum { CHUNK = 1 << 20 };
     uint8_t *buf = malloc(CHUNK);
-    bool ok = buf != NULL;
-    while (ok && !atomic_load(&r->stopping)) {
+    int rc = buf ? 0 : MESH_ENOMEM;
+    while (rc == 0) {
+        if (stop && atomic_load(stop)) {
+            rc = MESH_ECANCELED;
+            break;
+        }
         ssize_t n = read(fd, buf, CHUNK);
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) ok = false;
+        if (n < 0) rc = MESH_EIO;
         if (n <= 0) break;
         crypto_hash_sha256_update(&st, buf, (unsigned long long)n);
     }
     close(fd);
     free(buf);
-    if (!ok || atomic_load(&r->stopping)) return;
+    if (rc) return rc;
     uint8_t h[crypto_hash_sha256_BYTES];
     crypto_hash_sha256_final(&st, h);
-    sodium_bin2hex(r->digest[i], sizeof r->digest[i], h, sizeof h);
-    atomic_store(&r->has_digest[i], true);
+    sodium_bin2hex(hex, 65, h, sizeof h);
+    return 0;
+}
+
+/* SHA-256 of entry i's file into r->digest[i] (loader thread, after loading). */
+static void hash_one(struct registry *r, int i)
+{
+    if (registry_file_sha256(r->e[i].path, r->digest[i], &r->stopping) == 0)
+        atomic_store(&r->has_digest[i], true);
 }
 
 int registry_stage_submit(void *reg, struct stage_job *j)
@@ -450,7 +493,8 @@ static void *loader_main(void *arg)
     struct registry *r = arg;
     registry_load_wait(r);
     for (int i = 0; i < r->n && !atomic_load(&r->stopping); i++)
-        if (atomic_load(&r->state[i]) == REGISTRY_READY) hash_one(r, i);
+        if (atomic_load(&r->state[i]) == REGISTRY_READY && !atomic_load(&r->has_digest[i]))
+            hash_one(r, i);
     return NULL;
 }
 
@@ -475,8 +519,16 @@ static void *dyn_main(void *arg)
     return NULL;
 }
 
-int registry_add_load(struct registry *r, const char *spec, const char *sha256_hex, char *err,
-                      size_t err_cap)
+/* Where a dynamic add differs: a split range, a name and a digest known beforehand. */
+struct dyn_spec {
+    bool is_split;
+    int layer_begin, layer_end;
+    const char *name;    /* NULL: from the file name */
+    const char *digest;  /* NULL: hashed after loading */
+};
+
+static int add_load(struct registry *r, const char *spec, const struct dyn_spec *ds, char *err,
+                    size_t err_cap)
 {
     pthread_mutex_lock(&r->add_mu);
     int rc = 0;
@@ -485,20 +537,22 @@ int registry_add_load(struct registry *r, const char *spec, const char *sha256_h
         rc = err_set(err, err_cap, MESH_ECLOSED, "the node is stopping");
         goto out;
     }
-    if (registry_find(r, spec, &st)) goto out; /* someone asked first */
+    if (!ds->is_split && registry_find(r, spec, &st)) goto out; /* someone asked first */
     int i = r->n;
     if (i >= REGISTRY_MAX) {
         rc = err_set(err, err_cap, MESH_EFULL, "too many models");
         goto out;
     }
-    r->is_dyn[i] = true;
-    if ((rc = registry_add(r, spec, err, err_cap))) {
-        r->is_dyn[i] = false;
+    if (ds->name && registry_find(r, ds->name, &st)) {
+        rc = err_set(err, err_cap, MESH_EINVAL, "a model named %s is already here", ds->name);
         goto out;
     }
-    if (sha256_hex && strlen(sha256_hex) == 64) { /* verified when it entered the store */
-        memcpy(r->digest[i], sha256_hex, 65);
-        atomic_store(&r->has_digest[i], true);
+    r->is_dyn[i] = true;
+    rc = add_entry(r, spec, ds->name, ds->is_split ? ds->layer_begin : -1,
+                   ds->is_split ? ds->layer_end : -1, ds->digest, err, err_cap);
+    if (rc) {
+        r->is_dyn[i] = false;
+        goto out;
     }
     struct dyn_arg *a = malloc(sizeof *a);
     if (a) *a = (struct dyn_arg){r, i};
@@ -510,10 +564,32 @@ int registry_add_load(struct registry *r, const char *spec, const char *sha256_h
         goto out;
     }
     r->dyn_started[i] = true;
-    log_info("model %s: loading on first request", r->e[i].name);
+    if (ds->is_split)
+        log_info("model %s: loading layers %d-%d for a member", r->e[i].name, ds->layer_begin,
+                 ds->layer_end - 1);
+    else
+        log_info("model %s: loading on first request", r->e[i].name);
 out:
     pthread_mutex_unlock(&r->add_mu);
     return rc;
+}
+
+int registry_add_load(struct registry *r, const char *spec, const char *sha256_hex, char *err,
+                      size_t err_cap)
+{
+    /* a digest verified when the file entered the store spares the loader a hash */
+    struct dyn_spec ds = {.is_split = false,
+                          .digest = sha256_hex && strlen(sha256_hex) == 64 ? sha256_hex : NULL};
+    return add_load(r, spec, &ds, err, err_cap);
+}
+
+int registry_add_split_load(struct registry *r, const char *path, const char *name,
+                            const char *digest, int layer_begin, int layer_end, char *err,
+                            size_t err_cap)
+{
+    struct dyn_spec ds = {.is_split = true, .layer_begin = layer_begin, .layer_end = layer_end,
+                          .name = name, .digest = digest};
+    return add_load(r, path, &ds, err, err_cap);
 }
 
 int registry_load_start(struct registry *r)

@@ -15,6 +15,7 @@
 
 #include "engine/chat.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -36,6 +37,7 @@ struct registry_entry {
      * pipe (node/pipeline.h) and, with a non-empty range, stage serves the range to peers
      * (node/stage.h). Fixed at registry_add_split; pipe and stage READY only. */
     bool is_split;
+    bool auto_split;      /* --auto-split: ask members to load the layers nobody serves */
     int layer_begin, layer_end;
     struct pipeline *pipe;
     struct stage_engine *stage;
@@ -47,6 +49,9 @@ int registry_new(const struct sched_params *sp, struct registry **out);
  * it), or NULL until the loader has hashed it: after every model is READY the loader thread
  * reads each file once more in the background. Any thread. */
 const char *registry_digest(struct registry *r, int i);
+/* The SHA-256 of the file at path as 64 hex digits into hex. Reads it all; gives up when
+ * *stop turns true (stop may be NULL). 0, MESH_EIO, MESH_ENOMEM, MESH_ECANCELED. */
+int registry_file_sha256(const char *path, char hex[65], const atomic_bool *stop);
 /* Stops every scheduler now (unfinished requests end "cancelled"); models stay loaded so
  * their tokenizers remain usable until registry_free. Callers must not submit afterwards. */
 void registry_stop(struct registry *r);
@@ -99,6 +104,13 @@ void registry_set_mesh(struct registry *r, struct mesh *m);
 /* The mesh, or NULL, held (read lock) until registry_mesh_release; always release. */
 struct mesh *registry_mesh_hold(struct registry *r);
 void registry_mesh_release(struct registry *r);
+/* The auto-split driver (node/autosplit.h) that a pass may ask to load a lost stage's
+ * layers elsewhere (recovery): set by the service after autosplit_start, cleared (NULL)
+ * before autosplit_free, which waits for passes in flight. _held reads it while the caller
+ * holds registry_mesh_hold. */
+struct autosplit;
+void registry_set_autosplit(struct registry *r, struct autosplit *a);
+struct autosplit *registry_autosplit_held(struct registry *r);
 /* The stage server's submit function (node/stage.h stage_submit_fn; ctx is the registry):
  * hands j to the stage engine of the READY split entry whose content hash and range j
  * names. STAGE_OK, or STAGE_ERR_MODEL / _RANGE / _CLOSING (j not consumed). */
@@ -111,6 +123,14 @@ int registry_stage_submit(void *reg, struct stage_job *j);
  * MESH_ECLOSED (registry_stop has begun). */
 int registry_add_load(struct registry *r, const char *spec, const char *sha256_hex, char *err,
                       size_t err_cap);
+/* Like registry_add_load for a split entry holding layers [layer_begin, layer_end) of the
+ * file at path, named name, whose SHA-256 (64 hex) is digest, known already (the caller
+ * checked it): what /meshllm/stageload/1 loads for a member (node/stageload.h). Also
+ * MESH_EINVAL when an entry of that name exists. The entry's state says when it is
+ * loaded (registry_find by name). */
+int registry_add_split_load(struct registry *r, const char *path, const char *name,
+                            const char *digest, int layer_begin, int layer_end, char *err,
+                            size_t err_cap);
 /* Loads every added model on a background thread (in order). */
 int registry_load_start(struct registry *r);
 /* Loads synchronously; returns 0 if all loaded (failures are logged and kept in entries). */

@@ -893,6 +893,8 @@ struct cmsg {
 struct stage_conn {
     struct p2pnode *pn;
     struct multiaddr addr;
+    const char *protocol;        /* STAGE_PROTOCOL_ID, or stage_conn_new_proto's */
+    size_t max_frame;
     char peer_text[64];
     struct host_stream *s;       /* loop thread */
     bool opening;                /* loop thread: host_open_stream in flight */
@@ -953,7 +955,11 @@ static void conn_die(struct stage_conn *c, const char *why)
     c->dead = true;
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
-    if (!was) log_info("stage: the stream to %s failed: %s", c->peer_text, why);
+    if (was) return;
+    if (!strcmp(c->protocol, STAGE_PROTOCOL_ID))
+        log_info("stage: the stream to %s failed: %s", c->peer_text, why);
+    else /* a one-message exchange: its end is no failure */
+        log_debug("%s: the stream to %s ended: %s", c->protocol, c->peer_text, why);
 }
 
 static void cl_on_data(void *ctx, struct host_stream *s, const uint8_t *data, size_t len)
@@ -1037,7 +1043,7 @@ static void cl_on_open(void *ctx, struct host_stream *s, int status)
         return;
     }
     c->s = s;
-    host_stream_set_message_mode(s, STAGE_MAX_FRAME);
+    host_stream_set_message_mode(s, c->max_frame);
     host_stream_set_callbacks(s, &cl_cbs, c);
     conn_flush(c);
 }
@@ -1077,7 +1083,7 @@ static void cl_call(struct p2pnode *pn, void *arg)
             c->out_head = c->out_tail = NULL;
         } else {
             c->opening = true;
-            int rc = host_open_stream(h, &c->addr, STAGE_PROTOCOL_ID, cl_on_open, c);
+            int rc = host_open_stream(h, &c->addr, c->protocol, cl_on_open, c);
             if (rc) {
                 c->opening = false;
                 conn_die(c, "cannot dial");
@@ -1092,15 +1098,18 @@ out:
     free(k);
 }
 
-int stage_conn_new(struct p2pnode *pn, const struct peer_id *peer, const struct multiaddr *addr,
-                   struct stage_conn **out)
+int stage_conn_new_proto(struct p2pnode *pn, const struct peer_id *peer,
+                         const struct multiaddr *addr, const char *protocol, size_t max_frame,
+                         struct stage_conn **out)
 {
     *out = NULL;
-    if (!pn || !peer || !addr) return MESH_EINVAL;
+    if (!pn || !peer || !addr || !protocol) return MESH_EINVAL;
     struct stage_conn *c = calloc(1, sizeof *c);
     if (!c) return MESH_ENOMEM;
     c->pn = pn;
     c->addr = *addr;
+    c->protocol = protocol;
+    c->max_frame = max_frame;
     if (peer_id_to_text(peer, c->peer_text, sizeof c->peer_text))
         snprintf(c->peer_text, sizeof c->peer_text, "?");
     pthread_mutex_init(&c->mu, NULL);
@@ -1108,6 +1117,12 @@ int stage_conn_new(struct p2pnode *pn, const struct peer_id *peer, const struct 
     c->refs = 1;
     *out = c;
     return 0;
+}
+
+int stage_conn_new(struct p2pnode *pn, const struct peer_id *peer, const struct multiaddr *addr,
+                   struct stage_conn **out)
+{
+    return stage_conn_new_proto(pn, peer, addr, STAGE_PROTOCOL_ID, STAGE_MAX_FRAME, out);
 }
 
 static int conn_post(struct stage_conn *c, struct cmsg *msgs, bool is_close)
@@ -1129,6 +1144,51 @@ static int conn_post(struct stage_conn *c, struct cmsg *msgs, bool is_close)
         free(k);
         conn_unref(c);
     }
+    return rc;
+}
+
+/* The next message from the stream into *out (the caller frees it), waiting until deadline
+ * (mono_ms) or *interrupt, waking every 100 ms to look at it. 0, MESH_EIO (the stream is
+ * dead), MESH_ECLOSED, MESH_ETIMEOUT; after the last two the conn is dead too (a late
+ * reply would be taken for the next call's). */
+static int conn_take(struct stage_conn *c, uint64_t deadline, const atomic_bool *interrupt,
+                     struct cmsg **out)
+{
+    *out = NULL;
+    int rc = 0;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        if (c->in_head) {
+            struct cmsg *m = c->in_head;
+            c->in_head = m->next;
+            if (!c->in_head) c->in_tail = NULL;
+            c->n_in--;
+            *out = m;
+            break;
+        }
+        if (c->dead) {
+            rc = MESH_EIO;
+            break;
+        }
+        if (interrupt && atomic_load(interrupt)) {
+            rc = MESH_ECLOSED;
+            break;
+        }
+        uint64_t now = mono_ms();
+        if (now >= deadline) {
+            rc = MESH_ETIMEOUT;
+            break;
+        }
+        uint64_t wait_ms = deadline - now < 100 ? deadline - now : 100;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)(wait_ms * 1000000);
+        ts.tv_sec += ts.tv_nsec / 1000000000;
+        ts.tv_nsec %= 1000000000;
+        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+    }
+    if (rc) c->dead = true;
+    pthread_mutex_unlock(&c->mu);
     return rc;
 }
 
@@ -1165,54 +1225,54 @@ int stage_conn_call(struct stage_conn *c, uint8_t **msgs, const size_t *lens, in
     if (rc) return rc == MESH_ENOMEM ? rc : MESH_ECLOSED;
     uint64_t deadline = mono_ms() + (uint64_t)timeout_ms;
     int got = 0;
-    pthread_mutex_lock(&c->mu);
     while (got < n && rc == 0) {
-        if (c->in_head) {
-            struct cmsg *m = c->in_head;
-            c->in_head = m->next;
-            if (!c->in_head) c->in_tail = NULL;
-            c->n_in--;
-            pthread_mutex_unlock(&c->mu);
-            int drc = stage_reply_decode(m->buf, m->len, n_embd, &replies[got]);
-            free(m->buf);
-            free(m);
+        struct cmsg *m = NULL;
+        if ((rc = conn_take(c, deadline, interrupt, &m))) break;
+        int drc = stage_reply_decode(m->buf, m->len, n_embd, &replies[got]);
+        free(m->buf);
+        free(m);
+        if (drc) {
+            rc = drc == MESH_ENOMEM ? drc : MESH_EIO;
             pthread_mutex_lock(&c->mu);
-            if (drc) {
-                rc = drc == MESH_ENOMEM ? drc : MESH_EIO;
-                c->dead = true; /* the order is lost: nothing more can be matched */
-                break;
-            }
-            got++;
-            continue;
-        }
-        if (c->dead) {
-            rc = MESH_EIO;
+            c->dead = true; /* the order is lost: nothing more can be matched */
+            pthread_mutex_unlock(&c->mu);
             break;
         }
-        if (interrupt && atomic_load(interrupt)) {
-            rc = MESH_ECLOSED;
-            break;
-        }
-        uint64_t now = mono_ms();
-        if (now >= deadline) {
-            rc = MESH_ETIMEOUT;
-            c->dead = true; /* late replies would be taken for the next call's */
-            break;
-        }
-        /* wake at least every 100 ms to look at interrupt */
-        uint64_t wait_ms = deadline - now < 100 ? deadline - now : 100;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += (long)(wait_ms * 1000000);
-        ts.tv_sec += ts.tv_nsec / 1000000000;
-        ts.tv_nsec %= 1000000000;
-        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+        got++;
     }
-    if (rc == MESH_ECLOSED) c->dead = true;
-    pthread_mutex_unlock(&c->mu);
     if (rc)
         for (int i = 0; i < got; i++) stage_reply_free(&replies[i]);
     return rc;
+}
+
+int stage_conn_call_raw(struct stage_conn *c, uint8_t *msg, size_t len, uint8_t **reply,
+                        size_t *reply_len, int timeout_ms, const atomic_bool *interrupt)
+{
+    *reply = NULL;
+    *reply_len = 0;
+    struct cmsg *m = calloc(1, sizeof *m);
+    if (!m) {
+        free(msg);
+        return MESH_ENOMEM;
+    }
+    m->buf = msg;
+    m->len = len;
+    pthread_mutex_lock(&c->mu);
+    bool dead = c->dead;
+    pthread_mutex_unlock(&c->mu);
+    if (dead) {
+        msgs_free(m);
+        return MESH_EIO;
+    }
+    int rc = conn_post(c, m, false);
+    if (rc) return rc == MESH_ENOMEM ? rc : MESH_ECLOSED;
+    struct cmsg *in = NULL;
+    rc = conn_take(c, mono_ms() + (uint64_t)timeout_ms, interrupt, &in);
+    if (rc) return rc;
+    *reply = in->buf;
+    *reply_len = in->len;
+    free(in);
+    return 0;
 }
 
 void stage_conn_bytes(struct stage_conn *c, uint64_t *sent, uint64_t *recv)

@@ -122,6 +122,15 @@ struct stage_conn;
  * first call. Any thread. */
 int stage_conn_new(struct p2pnode *pn, const struct peer_id *peer, const struct multiaddr *addr,
                    struct stage_conn **out);
+/* The same over another protocol with one-message exchanges (/meshllm/stageload/1):
+ * messages up to max_frame bytes; use stage_conn_call_raw. */
+int stage_conn_new_proto(struct p2pnode *pn, const struct peer_id *peer,
+                         const struct multiaddr *addr, const char *protocol, size_t max_frame,
+                         struct stage_conn **out);
+/* Sends msg (ownership taken) and waits for the next message, returned raw in *reply
+ * (malloc'd; free()). Same returns and timeout as stage_conn_call. */
+int stage_conn_call_raw(struct stage_conn *c, uint8_t *msg, size_t len, uint8_t **reply,
+                        size_t *reply_len, int timeout_ms, const atomic_bool *interrupt);
 /* Sends msgs[n] (encoded StageRequests; ownership taken, freed) and waits for their n
  * replies, decoded with width n_embd into replies[n] (stage_reply_free each). Gives up
  * after timeout_ms, or soon after *interrupt turns true. One call at a time per conn.

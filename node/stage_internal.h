@@ -77,4 +77,50 @@ int stage_reply_encode(const struct stage_reply *r, uint8_t **out, size_t *out_l
  * or MESH_ENOMEM. */
 int stage_reply_decode(const uint8_t *data, size_t len, int n_embd, struct stage_reply *out);
 
+/* ---- /meshllm/stageload/1 (asking a member to load a range) ------------------------------ */
+
+#define STAGELOAD_PROTOCOL_ID "/meshllm/stageload/1"
+#define STAGELOAD_VERSION 1
+#define STAGELOAD_MAX_FRAME (64u << 10)
+#define STAGELOAD_NAME_CAP 101
+#define STAGELOAD_PATH_CAP 4096
+
+/* StageLoadReply.status. */
+enum stageload_status {
+    STAGELOAD_OK = 0,          /* the range is loaded and served (or already was) */
+    STAGELOAD_MALFORMED = 1,   /* not a StageLoadRequest, wrong version, bad fields */
+    STAGELOAD_REFUSED = 2,     /* this node does not accept stages (no --accept-stages) */
+    STAGELOAD_NO_FILE = 3,     /* no file with that content hash here */
+    STAGELOAD_NO_MEMORY = 4,   /* the range does not fit this node's free memory */
+    STAGELOAD_BUSY = 5,        /* another load is running: ask again later */
+    STAGELOAD_FAILED = 6,      /* the load failed (the message says why) */
+    STAGELOAD_CLOSING = 7,     /* the node is stopping */
+    STAGELOAD_STATUS_MAX = 7
+};
+const char *stageload_status_name(int status);
+
+struct stageload_req {
+    char model[65];                    /* hex SHA-256 */
+    char name[STAGELOAD_NAME_CAP];     /* [A-Za-z0-9._-], "" none */
+    uint64_t file_bytes;
+    char path[STAGELOAD_PATH_CAP];     /* absolute, "" none */
+    int layer_begin, layer_end, n_layer;
+    uint64_t range_bytes;
+};
+/* 0, MESH_EINVAL (bad fields), MESH_ENOMEM. */
+int stageload_req_encode(const struct stageload_req *q, uint8_t **out, size_t *out_len);
+/* Decodes and checks a request (zeroed first): version, a 64-hex model, a non-empty range
+ * within n_layer (at most STAGE_MAX_LAYERS), a name of safe characters, an absolute path
+ * without "..", no control bytes. STAGELOAD_OK or STAGELOAD_MALFORMED with why. */
+int stageload_req_decode(const uint8_t *data, size_t len, struct stageload_req *out, char *why,
+                         size_t why_cap);
+
+struct stageload_reply {
+    int status;                        /* enum stageload_status */
+    char message[STAGE_MAX_MESSAGE];
+};
+int stageload_reply_encode(const struct stageload_reply *r, uint8_t **out, size_t *out_len);
+/* 0 or MESH_EPROTO (malformed, unknown status); control bytes in message become '?'. */
+int stageload_reply_decode(const uint8_t *data, size_t len, struct stageload_reply *out);
+
 #endif

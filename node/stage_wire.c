@@ -303,3 +303,141 @@ out:
     }
     return rc;
 }
+
+/* ---- /meshllm/stageload/1 ----------------------------------------------------------------- */
+
+static const char *const load_names[] = {"ok",      "malformed", "refused", "no_file",
+                                         "no_memory", "busy",    "failed",  "closing"};
+
+const char *stageload_status_name(int status)
+{
+    return status >= 0 && status <= STAGELOAD_STATUS_MAX ? load_names[status] : "unknown";
+}
+
+static bool is_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n >= STAGELOAD_NAME_CAP) return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == '-';
+        if (!ok || (i == 0 && c == '.')) return false;
+    }
+    return true;
+}
+
+/* "" or an absolute path with no control bytes and no ".." component. */
+static bool is_path(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0) return true;
+    if (n >= STAGELOAD_PATH_CAP || s[0] != '/') return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) return false;
+    for (const char *p = s; (p = strstr(p, "..")); p += 2)
+        if ((p == s || p[-1] == '/') && (p[2] == 0 || p[2] == '/')) return false;
+    return true;
+}
+
+int stageload_req_encode(const struct stageload_req *q, uint8_t **out, size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (!is_hex64(q->model) || !is_name(q->name) || !is_path(q->path) || q->layer_begin < 0 ||
+        q->layer_begin >= q->layer_end || q->layer_end > q->n_layer ||
+        q->n_layer > STAGE_MAX_LAYERS)
+        return MESH_EINVAL;
+    Meshstage__StageLoadRequest m = MESHSTAGE__STAGE_LOAD_REQUEST__INIT;
+    m.has_version = m.has_file_bytes = m.has_layer_begin = m.has_layer_end = true;
+    m.has_n_layer = m.has_range_bytes = true;
+    m.version = STAGELOAD_VERSION;
+    m.model = (char *)q->model;
+    m.name = (char *)q->name;
+    m.file_bytes = q->file_bytes;
+    m.path = (char *)q->path;
+    m.layer_begin = (uint32_t)q->layer_begin;
+    m.layer_end = (uint32_t)q->layer_end;
+    m.n_layer = (uint32_t)q->n_layer;
+    m.range_bytes = q->range_bytes;
+    return pack_msg(&m.base, out, out_len);
+}
+
+int stageload_req_decode(const uint8_t *data, size_t len, struct stageload_req *out, char *why,
+                         size_t why_cap)
+{
+    memset(out, 0, sizeof *out);
+    if (why && why_cap) why[0] = 0;
+    if (len > STAGELOAD_MAX_FRAME)
+        return why_set(why, why_cap, STAGELOAD_MALFORMED, "message too long");
+    Meshstage__StageLoadRequest *m = meshstage__stage_load_request__unpack(NULL, len, data);
+    if (!m) return why_set(why, why_cap, STAGELOAD_MALFORMED, "not a StageLoadRequest");
+    int rc = STAGELOAD_MALFORMED;
+    if (!m->has_version || m->version != STAGELOAD_VERSION) {
+        why_set(why, why_cap, rc, "version %u (this node speaks %d)", m->version,
+                STAGELOAD_VERSION);
+        goto out;
+    }
+    if (!is_hex64(m->model)) {
+        why_set(why, why_cap, rc, "model: not 64 lowercase hex digits");
+        goto out;
+    }
+    if (!m->has_n_layer || m->n_layer == 0 || m->n_layer > STAGE_MAX_LAYERS ||
+        m->layer_begin >= m->layer_end || m->layer_end > m->n_layer) {
+        why_set(why, why_cap, rc, "layers %u-%u of %u: not a range of the model",
+                m->layer_begin, m->layer_end, m->n_layer);
+        goto out;
+    }
+    if (m->name && !is_name(m->name)) {
+        why_set(why, why_cap, rc, "name: only letters, digits, '.', '_' and '-' (100 at most)");
+        goto out;
+    }
+    if (m->path && !is_path(m->path)) {
+        why_set(why, why_cap, rc, "path: not an absolute path");
+        goto out;
+    }
+    memcpy(out->model, m->model, 65);
+    snprintf(out->name, sizeof out->name, "%s", m->name ? m->name : "");
+    snprintf(out->path, sizeof out->path, "%s", m->path ? m->path : "");
+    out->file_bytes = m->file_bytes;
+    out->layer_begin = (int)m->layer_begin;
+    out->layer_end = (int)m->layer_end;
+    out->n_layer = (int)m->n_layer;
+    out->range_bytes = m->range_bytes;
+    rc = STAGELOAD_OK;
+out:
+    meshstage__stage_load_request__free_unpacked(m, NULL);
+    return rc;
+}
+
+int stageload_reply_encode(const struct stageload_reply *r, uint8_t **out, size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (r->status < 0 || r->status > STAGELOAD_STATUS_MAX) return MESH_EINVAL;
+    Meshstage__StageLoadReply m = MESHSTAGE__STAGE_LOAD_REPLY__INIT;
+    m.has_status = true;
+    m.status = (uint32_t)r->status;
+    m.message = (char *)r->message;
+    return pack_msg(&m.base, out, out_len);
+}
+
+int stageload_reply_decode(const uint8_t *data, size_t len, struct stageload_reply *out)
+{
+    memset(out, 0, sizeof *out);
+    if (len > STAGELOAD_MAX_FRAME) return MESH_EPROTO;
+    Meshstage__StageLoadReply *m = meshstage__stage_load_reply__unpack(NULL, len, data);
+    if (!m) return MESH_EPROTO;
+    int rc = MESH_EPROTO;
+    if (!m->has_status || m->status > STAGELOAD_STATUS_MAX) goto out;
+    out->status = (int)m->status;
+    if (m->message) {
+        snprintf(out->message, sizeof out->message, "%s", m->message);
+        for (char *c = out->message; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
+    }
+    rc = 0;
+out:
+    meshstage__stage_load_reply__free_unpacked(m, NULL);
+    return rc;
+}

@@ -116,8 +116,9 @@ static void announce_blobs(struct peers *t, const struct peer_id *id, uint64_t s
     assert_int_equal(multiaddr_append_p2p(&a, id), 0);
     uint8_t *rec;
     size_t len;
-    assert_int_equal(peers_announce_encode_blobs(seq, 30, NULL, 0, &a, 1, 0, NULL, 0, b, n, &rec,
-                                                 &len), 0);
+    struct peers_self self = {0};
+    assert_int_equal(peers_announce_encode_self(seq, 30, NULL, 0, &a, 1, &self, NULL, 0, b, n,
+                                                &rec, &len), 0);
     assert_int_equal(peers_on_announce(t, id, rec, len, 1000), 0);
     free(rec);
 }

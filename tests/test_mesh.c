@@ -185,6 +185,7 @@ static int group_teardown(void **state)
 static void chat(struct node_gen_req *q, struct node_msg *msg)
 {
     node_gen_req_init(q);
+    memset(msg, 0, sizeof *msg); /* tool_calls_json, tool_call_id, name: none */
     q->kind = NODE_KIND_CHAT;
     q->model = "stories260K";
     *msg = (struct node_msg){.role = "user", .content = PROMPT};

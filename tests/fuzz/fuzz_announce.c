@@ -190,6 +190,30 @@ static void seed(const char *dir, const char *name, uint64_t seq, uint32_t ttl_s
     free(b);
 }
 
+/* A record with what the node says of itself (speed_gbps = 10, accept_stages = 11) and the
+ * store files it provides (blobs = 9). */
+static void seed_self(const char *dir, const char *name, uint64_t seq,
+                      const struct peers_model *models, int n_models,
+                      const struct multiaddr *addrs, int n_addrs)
+{
+    struct peers_blob bl[2];
+    memset(bl, 0, sizeof bl);
+    for (int i = 0; i < 2; i++) {
+        snprintf(bl[i].name, sizeof bl[i].name, "model-%d:latest", i);
+        snprintf(bl[i].content_id, sizeof bl[i].content_id, "%064x", i + 1);
+        bl[i].size = 1000000ull * (uint64_t)(i + 1);
+        bl[i].piece_len = 1u << 20;
+    }
+    struct peers_self self = {.mem_free = 8ull << 30, .speed_gbps = 12.5f, .accept_stages = true};
+    uint8_t *b;
+    size_t len;
+    if (peers_announce_encode_self(seq, 30, models, n_models, addrs, n_addrs, &self, NULL, 0, bl,
+                                   2, &b, &len))
+        abort();
+    seed_write(dir, name, b, len);
+    free(b);
+}
+
 static void addr(struct multiaddr *ma, const char *text, const struct peer_id *id)
 {
     if (multiaddr_from_text(text, ma) || (id && multiaddr_append_p2p(ma, id))) abort();
@@ -229,6 +253,7 @@ int main(int argc, char **argv)
     seed(dir, "ttl_long", 1700000050000ull, 100000, m, 1, addrs, 1, NULL, 0);
     seed(dir, "ttl_zero", 1700000060000ull, 0, m, 1, addrs, 1, NULL, 0);
     seed(dir, "seq_zero", 0, 30, m, 1, addrs, 1, NULL, 0);
+    seed_self(dir, "self_speed_stages_blobs", 1700000070000ull, m, 1, addrs, 1);
     /* a record with more models than a table keeps, written by hand */
     Meshllm__Announce__Announce a = MESHLLM__ANNOUNCE__ANNOUNCE__INIT;
     Meshllm__Announce__Model pm[PEERS_MAX_MODELS + 2], *pp[PEERS_MAX_MODELS + 2];

@@ -1,7 +1,10 @@
-/* fuzz_stage.c - the /meshllm/stage/1 codec (node/stage_wire.c), both directions a peer can
- * feed: the first input byte picks StageRequest (what a stage reads) or StageReply (what a
- * requester reads; the second byte picks the width it expects), the rest is the message
- * body without its uvarint length. A request that decodes satisfies the invariants the
+/* fuzz_stage.c - the /meshllm/stage/1 and /meshllm/stageload/1 codecs (node/stage_wire.c),
+ * both directions a peer can feed: the first input byte modulo 4 picks StageRequest (what a
+ * stage reads), StageReply (what a requester reads; the second byte picks the width it
+ * expects), StageLoadRequest (what a node with --accept-stages reads) or StageLoadReply;
+ * the rest is the message body without its uvarint length. A stageload request that
+ * decodes names a 64-hex model, a range inside its layer count, a safe name and an
+ * absolute path without "..", and encodes back to the same fields. A request that decodes satisfies the invariants the
  * engine relies on (consecutive positions, finite states of the stated size) and encodes
  * again to a message that decodes to the same fields; a reply likewise. The streams and the
  * engine (stage.c) are covered by tests/test_stage.c, not here.
@@ -106,11 +109,61 @@ static void check_reply(const uint8_t *data, size_t size)
     stage_reply_free(&r);
 }
 
+static void check_load_request(const uint8_t *data, size_t size)
+{
+    struct stageload_req q, q2;
+    char why[STAGE_MAX_MESSAGE];
+    int rc = stageload_req_decode(data, size, &q, why, sizeof why);
+    CHECK(rc == STAGELOAD_OK || rc == STAGELOAD_MALFORMED);
+    if (rc) {
+        CHECK(why[0]);
+        return;
+    }
+    CHECK(strlen(q.model) == 64);
+    CHECK(q.layer_begin >= 0 && q.layer_begin < q.layer_end && q.layer_end <= q.n_layer);
+    CHECK(q.n_layer <= STAGE_MAX_LAYERS);
+    CHECK(!strstr(q.name, "/") && (!q.path[0] || q.path[0] == '/'));
+    for (const char *c = q.path; *c; c++) CHECK((unsigned char)*c >= 0x20);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    rc = stageload_req_encode(&q, &buf, &len);
+    CHECK(rc == 0 || rc == MESH_ENOMEM);
+    if (rc) return;
+    rc = stageload_req_decode(buf, len, &q2, why, sizeof why);
+    CHECK(rc == STAGELOAD_OK);
+    CHECK(!strcmp(q.model, q2.model) && !strcmp(q.name, q2.name) && !strcmp(q.path, q2.path));
+    CHECK(q.layer_begin == q2.layer_begin && q.layer_end == q2.layer_end &&
+          q.n_layer == q2.n_layer && q.file_bytes == q2.file_bytes);
+    free(buf);
+}
+
+static void check_load_reply(const uint8_t *data, size_t size)
+{
+    struct stageload_reply r, r2;
+    int rc = stageload_reply_decode(data, size, &r);
+    CHECK(rc == 0 || rc == MESH_EPROTO);
+    if (rc) return;
+    CHECK(r.status >= 0 && r.status <= STAGELOAD_STATUS_MAX);
+    for (const char *c = r.message; *c; c++) CHECK((unsigned char)*c >= 0x20 && *c != 0x7f);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    rc = stageload_reply_encode(&r, &buf, &len);
+    CHECK(rc == 0 || rc == MESH_ENOMEM);
+    if (rc) return;
+    CHECK(stageload_reply_decode(buf, len, &r2) == 0);
+    CHECK(r2.status == r.status && !strcmp(r2.message, r.message));
+    free(buf);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) return 0;
-    if (data[0] & 1) check_reply(data + 1, size - 1);
-    else check_request(data + 1, size - 1);
+    switch (data[0] % 4) {
+    case 0: check_request(data + 1, size - 1); break;
+    case 1: check_reply(data + 1, size - 1); break;
+    case 2: check_load_request(data + 1, size - 1); break;
+    default: check_load_reply(data + 1, size - 1); break;
+    }
     return 0;
 }
 
@@ -188,6 +241,20 @@ int main(int argc, char **argv)
         seed(argv[1], "reply_busy", 1, wide, n + 1);
         free(b);
     }
+    struct stageload_req lq;
+    memset(&lq, 0, sizeof lq);
+    memset(lq.model, 'd', 64);
+    snprintf(lq.name, sizeof lq.name, "stories260K");
+    snprintf(lq.path, sizeof lq.path, "/models/stories260K.gguf");
+    lq.file_bytes = 1185376;
+    lq.layer_begin = 1;
+    lq.layer_end = 3;
+    lq.n_layer = 5;
+    lq.range_bytes = 200000;
+    if (stageload_req_encode(&lq, &b, &n) == 0) seed(argv[1], "load_request", 2, b, n), free(b);
+    struct stageload_reply lr = {.status = STAGELOAD_NO_MEMORY};
+    snprintf(lr.message, sizeof lr.message, "layers 1-2 need 0.2 MiB; 0.1 MiB free");
+    if (stageload_reply_encode(&lr, &b, &n) == 0) seed(argv[1], "load_reply", 3, b, n), free(b);
     return 0;
 }
 #endif
