@@ -36,6 +36,7 @@ struct sched_req {
     struct sched_gen_params gp; /* stop strings point into stop_buf copies */
     char *stop_copy[SCHED_MAX_STOP];
     char *grammar_copy;
+    uint64_t seq_no;            /* submission order (set under sched mu at submit) */
     atomic_bool canceled;
     struct sched_req *next;     /* queue link, guarded by sched mu */
 
@@ -105,6 +106,7 @@ struct sched {
     pthread_cond_t cv;
     bool stop;
     struct sched_req *q_head, *q_tail;
+    uint64_t n_submitted;       /* guarded by mu: the next request's seq_no */
     int n_queued, n_active;
     uint64_t use_clock;
     struct sched_stats st;
@@ -287,6 +289,7 @@ static int submit(struct sched *s, struct sched_req *r, struct sched_req **out)
         s->st.n_rejected++;
     }
     if (rc == 0) {
+        r->seq_no = s->n_submitted++;
         if (s->q_tail)
             s->q_tail->next = r;
         else
@@ -806,15 +809,30 @@ static void step(struct sched *s)
         sl->n_fed += k;
         n_want += k;
     }
-    /* Prompt chunks with the remaining budget. */
-    int n_prompt_tokens = 0;
-    for (int i = 0; i < s->n_slots && n < s->n_batch; i++) {
+    /* Prompt chunks with the remaining budget: the whole batch for a prompt alone, else
+     * SCHED_PREFILL_CHUNK tokens a step, to the oldest prefilling request first. */
+    int n_prompt_tokens = 0, n_prefill = 0;
+    for (int i = 0; i < s->n_slots; i++)
+        n_prefill += s->slots[i].req && s->slots[i].state == SLOT_PREFILL;
+    int limit = n > 0 || n_prefill > 1 ? n + SCHED_PREFILL_CHUNK : s->n_batch;
+    if (limit > s->n_batch) limit = s->n_batch;
+    int order[256]; /* prefilling slots, oldest request first */
+    int n_order = 0;
+    for (int i = 0; i < s->n_slots && n_order < 256; i++)
+        if (s->slots[i].req && s->slots[i].state == SLOT_PREFILL) order[n_order++] = i;
+    for (int a = 1; a < n_order; a++) /* insertion sort by submission order */
+        for (int b = a; b > 0 && s->slots[order[b]].req->seq_no < s->slots[order[b - 1]].req->seq_no; b--) {
+            int t = order[b];
+            order[b] = order[b - 1];
+            order[b - 1] = t;
+        }
+    for (int o = 0; o < n_order && n < limit; o++) {
+        int i = order[o];
         struct slot *sl = &s->slots[i];
-        if (!sl->req || sl->state != SLOT_PREFILL) continue;
         if (n_want >= s->n_rows) break; /* its last token's logits would have no row */
         struct sched_req *r = sl->req;
         int left = r->n_prompt - sl->n_cache;
-        int k = left < s->n_batch - n ? left : s->n_batch - n;
+        int k = left < limit - n ? left : limit - n;
         for (int j = 0; j < k; j++) {
             s->b_tok[n] = r->prompt[sl->n_cache + j];
             s->b_pos[n] = sl->n_cache + j;

@@ -33,6 +33,14 @@ struct model;
  * are at most ~150 KB, while a reader that keeps up never has more than a few waiting. */
 #define SCHED_PAUSE_TOKENS 256
 #define SCHED_PAUSE_POLL_MS 20 /* how soon a paused request is looked at again */
+/* Prompt tokens a step takes while other sequences decode or wait to prefill: prompts are
+ * fed in chunks of this many beside the decode tokens, oldest request first, so a new
+ * request does not stall the streams running and the first of several new ones gets its
+ * first token after its own prompt, not after everyone's. A prompt alone in the scheduler
+ * takes the whole batch. */
+#ifndef SCHED_PREFILL_CHUNK /* a build may set it (bench: -DSCHED_PREFILL_CHUNK=100000 = off) */
+#define SCHED_PREFILL_CHUNK 128
+#endif
 
 /* A split model's forward pass (node/pipeline.h): the worker calls decode instead of
  * model_decode, on its context (which runs only the context's own layer range, maybe
