@@ -734,8 +734,8 @@ static void cut_slow_requests(struct http_server *s)
     for (struct api_sock *k = s->socks; k; k = k->next) {
         if (!k->deadline_ms || now < k->deadline_ms || k->fd < 0) continue;
         k->deadline_ms = 0;
+        api_refused(s, API_REFUSED_SLOW_REQUEST); /* counted before the client can see it */
         shutdown(k->fd, SHUT_RDWR);
-        api_refused(s, API_REFUSED_SLOW_REQUEST);
         log_info("http: closed a connection whose request was not received within %d ms",
                  s->request_deadline_ms);
     }
