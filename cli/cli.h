@@ -24,6 +24,10 @@ int cli_http_fetch(const char *what, const char *url, const char *key, long *sta
  * (written into buf). NULL when none can be named (no HOME). */
 const char *cli_data_dir(const char *opt, char *buf, size_t cap);
 
+/* The whole of path ("-": standard input), NUL-terminated (not counted in *len), malloc'd;
+ * NULL after printing "meshllm: CMD: PATH: why" (the system's reason, or out of memory). */
+char *cli_read_file(const char *cmd, const char *path, size_t *len);
+
 /* Prints "meshllm: <fmt>" + newline to stderr. */
 void cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

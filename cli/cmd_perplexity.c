@@ -149,47 +149,6 @@ static int ppl_parse_args(int argc, char **argv, struct ppl_args *a)
     return 0;
 }
 
-/* The whole file, NUL-terminated (not counted in *len). NULL with a message on failure. */
-static char *ppl_read_file(const char *path, size_t *len)
-{
-    errno = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        cli_fail("perplexity: %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        if (n + 1 >= cap) {
-            char *nb = cap < ((size_t)1 << 31) ? realloc(buf, cap * 2) : NULL;
-            if (!nb) {
-                cli_fail("perplexity: %s: too large to read", path);
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t r = fread(buf + n, 1, cap - n - 1, f);
-        n += r;
-        if (r == 0) {
-            if (ferror(f)) {
-                cli_fail("perplexity: %s: %s", path, strerror(errno ? errno : EIO));
-                free(buf);
-                buf = NULL;
-            }
-            break;
-        }
-    }
-    fclose(f);
-    if (buf) {
-        buf[n] = '\0';
-        *len = n;
-    }
-    return buf;
-}
 
 /* Tokenizes text as llama-perplexity (BOS as the model says, special texts not parsed). */
 static int ppl_tokenize(const struct tok *t, const char *text, size_t len, int32_t **ids, int *n)
@@ -364,7 +323,7 @@ static int ppl_run(const struct ppl_args *a)
     struct ppl_job j = {.a = a};
     size_t len = 0;
     int32_t *tokens = NULL;
-    char *text = ppl_read_file(a->file, &len);
+    char *text = cli_read_file("perplexity", a->file, &len);
     if (!text) goto out;
     if (ppl_load(a->model, a, a->k_type, a->v_type, &m, &j.c)) goto out;
     if (a->kl_base && ppl_load(a->kl_base, a, MODEL_KV_F16, MODEL_KV_F16, &mb, &j.cb)) goto out;

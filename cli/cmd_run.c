@@ -51,53 +51,7 @@ static void run_usage(FILE *f)
                "         meshllm run big.gguf \"Hi\" --layers none --join TOKEN   (stages on the mesh)\n");
 }
 
-/* Reads all of in into a malloc'd NUL-terminated buffer (*len bytes, NULs included).
- * Returns 0, MESH_ENOMEM, or MESH_EIO with errno set (a read error such as EISDIR must
- * not pass for an empty prompt). */
-static int read_all(FILE *in, char **out, size_t *len)
-{
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    *out = NULL;
-    if (!buf) return MESH_ENOMEM;
-    size_t r;
-    while ((r = fread(buf + n, 1, cap - n - 1, in)) > 0) {
-        n += r;
-        if (n + 1 == cap) {
-            char *nb = cap > SIZE_MAX / 2 ? NULL : realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                return MESH_ENOMEM;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    if (ferror(in)) {
-        free(buf);
-        return MESH_EIO;
-    }
-    buf[n] = 0;
-    *len = n;
-    *out = buf;
-    return 0;
-}
 
-/* Reads a whole file for --grammar-file / --json-schema-file; prints the failure. */
-static char *read_text_file(const char *path, size_t *len)
-{
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f) {
-        cli_fail("run: %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *buf = NULL;
-    int rc = read_all(f, &buf, len);
-    int read_errno = errno;
-    if (f != stdin) fclose(f);
-    if (rc < 0) cli_fail("run: %s: %s", path, rc == MESH_EIO ? strerror(read_errno) : "out of memory");
-    return rc < 0 ? NULL : buf;
-}
 
 /* The grammar of --grammar, --grammar-file, --json-schema or --json-schema-file, checked
  * (*out malloc'd, NULL when none was given). 0, or the exit status on failure. */
@@ -112,7 +66,7 @@ static int run_grammar(const char *gbnf, const char *gbnf_file, const char *sche
     size_t len = 0;
     char *text = NULL, err[512] = "";
     if (gbnf_file || schema_file) {
-        text = read_text_file(gbnf_file ? gbnf_file : schema_file, &len);
+        text = cli_read_file("run", gbnf_file ? gbnf_file : schema_file, &len);
         if (!text) return 1;
     } else if (gbnf || schema) {
         text = strdup(gbnf ? gbnf : schema);
@@ -377,17 +331,8 @@ int cmd_run(int argc, char **argv)
     char *prompt_buf = NULL;
     size_t prompt_len = 0;
     if (prompt_file) {
-        FILE *f = strcmp(prompt_file, "-") ? fopen(prompt_file, "rb") : stdin;
-        if (!f) {
-            cli_fail("run: %s: %s", prompt_file, strerror(errno));
-            return 1;
-        }
-        int rrc = read_all(f, &prompt_buf, &prompt_len);
-        int read_errno = errno;
-        if (f != stdin) fclose(f);
-        if (rrc < 0) {
-            cli_fail("run: %s: %s", prompt_file,
-                     rrc == MESH_EIO ? strerror(read_errno) : "out of memory");
+        prompt_buf = cli_read_file("run", prompt_file, &prompt_len);
+        if (!prompt_buf) {
             free(grammar);
             return 1;
         }

@@ -35,44 +35,6 @@ static void usage(FILE *f)
                "  -h, --help    this help\n");
 }
 
-static char *read_all(FILE *f, size_t *len)
-{
-    size_t cap = 65536, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        if (n + 1 >= cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) break;
-            buf = nb;
-            cap *= 2;
-        }
-        size_t r = fread(buf + n, 1, cap - n - 1, f);
-        n += r;
-        if (r == 0) {
-            if (ferror(f)) break;
-            buf[n] = '\0';
-            *len = n;
-            return buf;
-        }
-    }
-    free(buf);
-    return NULL;
-}
-
-static char *read_path(const char *path, size_t *len)
-{
-    if (!strcmp(path, "-")) return read_all(stdin, len);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        cli_fail("%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *s = read_all(f, len);
-    fclose(f);
-    if (!s) cli_fail("%s: read failed", path);
-    return s;
-}
-
 static bool ends_with(const char *s, const char *suffix)
 {
     size_t n = strlen(s), k = strlen(suffix);
@@ -136,7 +98,8 @@ out:
 static int render_to(const char *tpath, const char *cpath, const char *out_path, long long now)
 {
     size_t sl = 0, cl = 0, ol = 0;
-    char *src = read_path(tpath, &sl), *ctx = src ? read_path(cpath, &cl) : NULL, *out = NULL;
+    char *src = cli_read_file("template", tpath, &sl), *out = NULL;
+    char *ctx = src ? cli_read_file("template", cpath, &cl) : NULL;
     struct jinja_tmpl *t = NULL;
     struct jinja_error je = {0};
     int rc = src && ctx ? jinja_parse(src, sl, &t, &je) : MESH_EIO;
@@ -236,10 +199,10 @@ int cmd_template(int argc, char **argv)
     if (ends_with(tpath, ".gguf")) {
         if (from_gguf(tpath, &src, &extra)) goto out;
         src_len = strlen(src);
-    } else if (!(src = read_path(tpath, &src_len))) {
+    } else if (!(src = cli_read_file("template", tpath, &src_len))) {
         goto out;
     }
-    if (!(ctx = read_path(cpath ? cpath : "-", &ctx_len))) goto out;
+    if (!(ctx = cli_read_file("template", cpath ? cpath : "-", &ctx_len))) goto out;
     if (extra) { /* the model's tokens first: the context's own keys win */
         const char *p = ctx;
         while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
