@@ -238,7 +238,7 @@ static void stream_format_tools(struct api_gen *g, struct node_chunk *ch)
     if (ch->len) buf_add(&g->text, &g->len, &g->cap, ch->text, ch->len);
     size_t safe = ch->done ? g->sent_len
                            : toolcall_stream_safe((enum toolcall_syntax)g->tool_syntax,
-                                                  g->text ? g->text : "", g->len);
+                                                  g->text ? g->text : "", g->len, g->sent_len);
     struct toolcall_result res = {0};
     struct api_tool_call calls[GEN_MAX_CALLS];
     char ids[GEN_MAX_CALLS][GEN_CALL_ID_CAP];
@@ -312,7 +312,7 @@ static void stream_format_responses(struct api_gen *g, struct node_chunk *ch)
     if (g->has_tools) { /* held back from where a call may begin, as for chat */
         if (ch->len) buf_add(&g->text, &g->len, &g->cap, ch->text, ch->len);
         size_t safe = toolcall_stream_safe((enum toolcall_syntax)g->tool_syntax,
-                                           g->text ? g->text : "", g->len);
+                                           g->text ? g->text : "", g->len, g->sent_len);
         struct toolcall_result res = {0};
         struct api_tool_call calls[GEN_MAX_CALLS];
         char ids[GEN_MAX_CALLS][GEN_CALL_ID_CAP];

@@ -261,9 +261,11 @@ static size_t partial_marker(const char *text, size_t len, const char *marker)
     return 0;
 }
 
-size_t toolcall_stream_safe(enum toolcall_syntax s, const char *text, size_t len)
+size_t toolcall_stream_safe(enum toolcall_syntax s, const char *text, size_t len, size_t from)
 {
+    if (from > len) from = len;
     if (s == TOOLCALL_LLAMA3) {
+        if (from > 0) return len; /* the turn did not open with a call: all of it is text */
         size_t i = 0;
         while (i < len && is_ws(text[i])) i++;
         if (i == len) return 0; /* nothing but space yet: a call may follow */
@@ -272,7 +274,8 @@ size_t toolcall_stream_safe(enum toolcall_syntax s, const char *text, size_t len
         return len;
     }
     const char *marker = s == TOOLCALL_MISTRAL ? MISTRAL_MARK : HERMES_OPEN;
-    const char *at = find(text, len, marker);
+    /* a marker cannot begin before from: what lies before it held no start of one */
+    const char *at = find(text + from, len - from, marker);
     if (at) return (size_t)(at - text);
-    return len - partial_marker(text, len, marker);
+    return from + (len - from) - partial_marker(text + from, len - from, marker);
 }

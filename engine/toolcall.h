@@ -40,7 +40,9 @@ void toolcall_result_free(struct toolcall_result *r);
 
 /* Streaming: how many leading bytes of the text generated so far are surely content, so
  * may be sent now. Text from the start of a call (or of what could still become one: a
- * partial marker at the end, LLAMA3 output opening with '{') is held back. */
-size_t toolcall_stream_safe(enum toolcall_syntax s, const char *text, size_t len);
+ * partial marker at the end, LLAMA3 output opening with '{') is held back. from: what an
+ * earlier call on a prefix of the same text returned (0 the first time); only the text
+ * after it is looked at, so a turn costs O(len) however it is chunked. */
+size_t toolcall_stream_safe(enum toolcall_syntax s, const char *text, size_t len, size_t from);
 
 #endif

@@ -110,17 +110,24 @@ static void test_toolcall_stream_safe(void **state)
 {
     (void)state;
     const char *t = "Hello <tool_call>{\"name\"";
-    assert_int_equal(toolcall_stream_safe(TOOLCALL_HERMES, t, strlen(t)), 6);
+    assert_int_equal(toolcall_stream_safe(TOOLCALL_HERMES, t, strlen(t), 0), 6);
     t = "Hello <tool_c";
-    assert_int_equal(toolcall_stream_safe(TOOLCALL_HERMES, t, strlen(t)), 6);
+    assert_int_equal(toolcall_stream_safe(TOOLCALL_HERMES, t, strlen(t), 0), 6);
     t = "Hello <b>";
-    assert_int_equal(toolcall_stream_safe(TOOLCALL_HERMES, t, strlen(t)), strlen(t));
+    assert_int_equal(toolcall_stream_safe(TOOLCALL_HERMES, t, strlen(t), 0), strlen(t));
     t = "Hi [TOOL_";
-    assert_int_equal(toolcall_stream_safe(TOOLCALL_MISTRAL, t, strlen(t)), 3);
-    assert_int_equal(toolcall_stream_safe(TOOLCALL_LLAMA3, "  {\"na", 6), 0);
-    assert_int_equal(toolcall_stream_safe(TOOLCALL_LLAMA3, "<|pyth", 6), 0);
-    assert_int_equal(toolcall_stream_safe(TOOLCALL_LLAMA3, "  ", 2), 0);
-    assert_int_equal(toolcall_stream_safe(TOOLCALL_LLAMA3, "Hello", 5), 5);
+    assert_int_equal(toolcall_stream_safe(TOOLCALL_MISTRAL, t, strlen(t), 0), 3);
+    assert_int_equal(toolcall_stream_safe(TOOLCALL_LLAMA3, "  {\"na", 6, 0), 0);
+    assert_int_equal(toolcall_stream_safe(TOOLCALL_LLAMA3, "<|pyth", 6, 0), 0);
+    assert_int_equal(toolcall_stream_safe(TOOLCALL_LLAMA3, "  ", 2, 0), 0);
+    assert_int_equal(toolcall_stream_safe(TOOLCALL_LLAMA3, "Hello", 5, 0), 5);
+    /* incremental: the same answers when only the text after an earlier result is read */
+    t = "Hello <tool_call>{\"name\"";
+    size_t from = toolcall_stream_safe(TOOLCALL_HERMES, t, 9, 0); /* "Hello <to" */
+    assert_int_equal(from, 6);
+    assert_int_equal(toolcall_stream_safe(TOOLCALL_HERMES, t, strlen(t), from), 6);
+    assert_int_equal(toolcall_stream_safe(TOOLCALL_HERMES, "Hello world", 11, 6), 11);
+    assert_int_equal(toolcall_stream_safe(TOOLCALL_LLAMA3, "Hi {\"name", 9, 2), 9);
 }
 
 int main(void)

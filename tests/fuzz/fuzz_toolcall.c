@@ -1,5 +1,6 @@
 /* fuzz_toolcall.c - model output (from a hostile or broken model) split into content and
- * tool calls in each syntax, and the streaming hold-back over every prefix length. */
+ * tool calls in each syntax, and the streaming hold-back over every prefix length (the
+ * incremental answer must equal a fresh look at the same prefix). */
 #include "engine/toolcall.h"
 
 #include <stdint.h>
@@ -18,8 +19,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     __builtin_trap();
             toolcall_result_free(&r);
         }
-        for (size_t n = 0; n <= size && n < 512; n++)
-            if (toolcall_stream_safe((enum toolcall_syntax)s, t, n) > n) __builtin_trap();
+        /* fed a byte at a time, incrementally, it says what one look at each prefix says */
+        size_t from = 0;
+        for (size_t n = 0; n <= size && n < 512; n++) {
+            size_t whole = toolcall_stream_safe((enum toolcall_syntax)s, t, n, 0);
+            size_t inc = toolcall_stream_safe((enum toolcall_syntax)s, t, n, from);
+            if (whole > n || inc != whole) __builtin_trap();
+            from = inc;
+        }
     }
     return 0;
 }
