@@ -230,20 +230,34 @@ static int gen_calls(struct api_gen *g, struct toolcall_result *res,
     return n;
 }
 
+/* One streamed chunk of a turn with tools, into g->text: *safe = how far the text may be
+ * sent as content (toolcall_stream_safe; at the end all of it, unless it held calls, which
+ * are returned: their count, with res/calls/ids filled as gen_calls does). */
+static int tools_step(struct api_gen *g, const struct node_chunk *ch, struct toolcall_result *res,
+                      struct api_tool_call calls[GEN_MAX_CALLS],
+                      char ids[GEN_MAX_CALLS][GEN_CALL_ID_CAP], size_t *safe)
+{
+    if (ch->len) buf_add(&g->text, &g->len, &g->cap, ch->text, ch->len);
+    if (!ch->done) {
+        *safe = toolcall_stream_safe((enum toolcall_syntax)g->tool_syntax, g->text ? g->text : "",
+                                     g->len, g->sent_len);
+        return 0;
+    }
+    int n_calls = gen_calls(g, res, calls, ids);
+    *safe = n_calls ? g->sent_len : g->len; /* no call after all: the rest is content */
+    return n_calls;
+}
+
 /* A chat with tools, streamed: content up to where a call may begin as it comes; at the end
  * the calls as tool_calls deltas (or the held-back text, when it was no call). */
 static void stream_format_tools(struct api_gen *g, struct node_chunk *ch)
 {
     enum api_kind k = g->req.kind;
-    if (ch->len) buf_add(&g->text, &g->len, &g->cap, ch->text, ch->len);
-    size_t safe = ch->done ? g->sent_len
-                           : toolcall_stream_safe((enum toolcall_syntax)g->tool_syntax,
-                                                  g->text ? g->text : "", g->len, g->sent_len);
     struct toolcall_result res = {0};
     struct api_tool_call calls[GEN_MAX_CALLS];
     char ids[GEN_MAX_CALLS][GEN_CALL_ID_CAP];
-    int n_calls = ch->done ? gen_calls(g, &res, calls, ids) : 0;
-    if (ch->done && !n_calls) safe = g->len; /* no call after all: the rest is content */
+    size_t safe;
+    int n_calls = tools_step(g, ch, &res, calls, ids, &safe);
     if (safe > g->sent_len || (!g->sent_first && g->proto == API_PROTO_OPENAI)) {
         if (g->proto == API_PROTO_OLLAMA) {
             line_add(g, api_ollama_chunk(k, g->model, g->text + g->sent_len, safe - g->sent_len,
@@ -310,14 +324,11 @@ static void stream_format_responses(struct api_gen *g, struct node_chunk *ch)
         g->sent_first = true;
     }
     if (g->has_tools) { /* held back from where a call may begin, as for chat */
-        if (ch->len) buf_add(&g->text, &g->len, &g->cap, ch->text, ch->len);
-        size_t safe = toolcall_stream_safe((enum toolcall_syntax)g->tool_syntax,
-                                           g->text ? g->text : "", g->len, g->sent_len);
         struct toolcall_result res = {0};
         struct api_tool_call calls[GEN_MAX_CALLS];
         char ids[GEN_MAX_CALLS][GEN_CALL_ID_CAP];
-        int n_calls = ch->done ? gen_calls(g, &res, calls, ids) : 0;
-        if (ch->done) safe = n_calls ? g->sent_len : g->len;
+        size_t safe;
+        int n_calls = tools_step(g, ch, &res, calls, ids, &safe);
         if (safe > g->sent_len) {
             resp_out_init(g, &o, NULL);
             o.text = g->text + g->sent_len;
